@@ -1,0 +1,141 @@
+//! The API's error body, made in one place. Every 4xx/5xx of every router is an
+//! [`ApiError`] rendered as `{"error": {"code", "message", "details"}}` (API.md "Errors");
+//! typed errors from the engine are mapped here, once.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use conflux_engine::bus::BusError;
+use conflux_engine::store::StoreError;
+use serde_json::{json, Value};
+
+/// An error as the API reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable snake_case code (API.md).
+    pub code: &'static str,
+    /// For humans.
+    pub message: String,
+    /// Structured details (an object).
+    pub details: Value,
+}
+
+impl ApiError {
+    /// An error with empty details.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            details: json!({}),
+        }
+    }
+
+    /// Adds details.
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = details;
+        self
+    }
+
+    /// 404 `not_found`.
+    pub fn not_found(what: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", what)
+    }
+
+    /// 400 `invalid_request`.
+    pub fn invalid_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+
+    /// 503 `unavailable`.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> Value {
+        json!({"error": {"code": self.code, "message": self.message, "details": self.details}})
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::error!(code = self.code, message = %self.message, "request failed");
+        } else {
+            tracing::debug!(code = self.code, message = %self.message, "request rejected");
+        }
+        (self.status, Json(self.body())).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match &e {
+            StoreError::Conflict {
+                stream,
+                expected,
+                actual,
+            } => Self::new(StatusCode::CONFLICT, "conflict", e.to_string()).with_details(json!({
+                "stream_id": stream.as_str(), "expected_version": expected, "actual_version": actual
+            })),
+            StoreError::Unavailable(_) => Self::unavailable(e.to_string()),
+            StoreError::Invalid(_) => Self::invalid_request(e.to_string()),
+            StoreError::Corrupt { .. } | StoreError::Backend(_) => {
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            }
+        }
+    }
+}
+
+impl From<BusError> for ApiError {
+    fn from(e: BusError) -> Self {
+        match e {
+            BusError::Unavailable(_) => Self::unavailable(e.to_string()),
+            BusError::Backend(_) => {
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use conflux_schema::StreamId;
+
+    #[test]
+    fn store_errors_map_to_api_codes() {
+        let conflict: ApiError = StoreError::Conflict {
+            stream: StreamId::execution(Default::default()),
+            expected: 1,
+            actual: 2,
+        }
+        .into();
+        assert_eq!(
+            (conflict.status, conflict.code),
+            (StatusCode::CONFLICT, "conflict")
+        );
+        assert_eq!(conflict.details["actual_version"], 2);
+        let down: ApiError = StoreError::Unavailable("x".into()).into();
+        assert_eq!(
+            (down.status, down.code),
+            (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+        );
+        assert_eq!(down.body()["error"]["code"], "unavailable");
+    }
+}

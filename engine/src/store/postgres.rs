@@ -1,0 +1,420 @@
+//! The Postgres event store, the production system of record.
+//!
+//! Commit order: every append runs as one statement that first takes a transaction-level
+//! advisory lock, then draws positions from the identity sequence, and holds the lock
+//! until commit. Positions are therefore assigned in commit order across every process
+//! sharing the database, and a reader tailing `position > p` can never see a position
+//! before a lower one that will still commit (the bigserial pitfall of DESIGN.md §3).
+//! The lock is held for one statement plus the commit; the writer's group commit turns
+//! the serialisation into batching rather than waiting.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use conflux_schema::{EventEnvelope, StreamId};
+use serde_json::Value;
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::{Postgres, Row as _, Transaction};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use super::chain::{verify_rows, ChainVerification, StoredRow};
+use super::writer::{AppendQueue, Head, InsertError, LogBackend, Row};
+use super::{AppendRequest, EventStore, StoreError};
+
+/// The advisory lock key that orders commits ("Conflux" in ASCII).
+const COMMIT_ORDER_LOCK: i64 = 0x0043_6f6e_666c_7578;
+
+const INSERT_SQL: &str = r#"
+WITH commit_order AS MATERIALIZED (SELECT pg_advisory_xact_lock($1)),
+ins AS (
+    INSERT INTO events (stream_id, stream_type, version, event_id, event_type,
+                        schema_version, data, metadata, recorded_at, hash)
+    SELECT r.stream_id, r.stream_type, r.version, r.event_id, r.event_type,
+           r.schema_version, r.data, r.metadata, r.recorded_at, r.hash
+    FROM commit_order,
+         unnest($2::text[], $3::text[], $4::int8[], $5::uuid[], $6::text[], $7::int2[],
+                $8::jsonb[], $9::jsonb[], $10::timestamptz[], $11::bytea[])
+         WITH ORDINALITY AS r(stream_id, stream_type, version, event_id, event_type,
+                              schema_version, data, metadata, recorded_at, hash, ord)
+    ORDER BY r.ord
+    RETURNING position
+),
+ob AS (INSERT INTO outbox (position) SELECT max(position) FROM ins)
+SELECT position FROM ins ORDER BY position
+"#;
+
+const SELECT_COLUMNS: &str =
+    "position, stream_id, version, event_id, event_type, schema_version, data, metadata, recorded_at, hash";
+
+/// Connection settings for [`PgStore`].
+#[derive(Debug, Clone)]
+pub struct PgStoreOptions {
+    /// Pool size.
+    pub max_connections: u32,
+    /// How long to wait for a connection before answering `Unavailable`.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PgStoreOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The Postgres [`EventStore`].
+#[derive(Clone)]
+pub struct PgStore {
+    backend: Arc<PgBackend>,
+    queue: AppendQueue,
+    commits: watch::Receiver<u64>,
+}
+
+struct PgBackend {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Connects, applies migrations, and starts the append writer.
+    pub async fn connect(url: &str, options: &PgStoreOptions) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout)
+            .connect(url)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("cannot connect to Postgres: {e}")))?;
+        Self::from_pool(pool).await
+    }
+
+    /// Uses an existing pool; applies migrations and starts the append writer.
+    pub async fn from_pool(pool: PgPool) -> Result<Self, StoreError> {
+        migrate(&pool).await?;
+        let backend = Arc::new(PgBackend { pool });
+        let (tx, commits) = watch::channel(0);
+        let queue = AppendQueue::start(backend.clone(), tx);
+        Ok(Self {
+            backend,
+            queue,
+            commits,
+        })
+    }
+
+    /// The connection pool (for read models that share the database).
+    pub fn pool(&self) -> &PgPool {
+        &self.backend.pool
+    }
+
+    /// Runs an append inside a transaction that stays open until the returned
+    /// [`HeldAppend`] is committed: the hook the conformance suite uses to prove a
+    /// slow transaction's position is never skipped. Same SQL as a normal append.
+    pub async fn append_held(&self, req: AppendRequest) -> Result<HeldAppend, StoreError> {
+        let mut heads = self.backend.heads(&[req.stream.as_str()]).await?;
+        let rows = super::writer::plan(&mut heads, &req)?;
+        let mut tx = self.backend.pool.begin().await.map_err(map_err)?;
+        let positions = insert_rows(&mut *tx, &rows).await.map_err(|e| match e {
+            InsertError::Duplicate => StoreError::Conflict {
+                stream: req.stream.clone(),
+                expected: req.expected_version,
+                actual: req.expected_version,
+            },
+            InsertError::Store(e) => e,
+        })?;
+        Ok(HeldAppend {
+            tx,
+            rows,
+            positions,
+        })
+    }
+}
+
+/// An append whose transaction is still open (see [`PgStore::append_held`]).
+pub struct HeldAppend {
+    tx: Transaction<'static, Postgres>,
+    rows: Vec<Row>,
+    positions: Vec<u64>,
+}
+
+impl HeldAppend {
+    /// The positions the held events will have once committed.
+    pub fn positions(&self) -> &[u64] {
+        &self.positions
+    }
+
+    /// Commits and returns the envelopes.
+    pub async fn commit(self) -> Result<Vec<EventEnvelope>, StoreError> {
+        self.tx.commit().await.map_err(map_err)?;
+        Ok(self
+            .rows
+            .into_iter()
+            .zip(self.positions)
+            .map(|(r, p)| r.into_envelope(p))
+            .collect())
+    }
+}
+
+/// Applies the Postgres migrations in `schema/migrations/postgres`.
+pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
+    sqlx::migrate!("../schema/migrations/postgres")
+        .run(pool)
+        .await
+        .map_err(|e| StoreError::Backend(format!("migration failed: {e}")))
+}
+
+fn map_err(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_) => StoreError::Unavailable(e.to_string()),
+        _ => StoreError::Backend(e.to_string()),
+    }
+}
+
+async fn insert_rows<'c, E>(executor: E, rows: &[Row]) -> Result<Vec<u64>, InsertError>
+where
+    E: sqlx::Executor<'c, Database = Postgres>,
+{
+    let n = rows.len();
+    let mut stream_id = Vec::with_capacity(n);
+    let mut stream_type = Vec::with_capacity(n);
+    let mut version = Vec::with_capacity(n);
+    let mut event_id = Vec::with_capacity(n);
+    let mut event_type = Vec::with_capacity(n);
+    let mut schema_version = Vec::with_capacity(n);
+    let mut data = Vec::with_capacity(n);
+    let mut metadata = Vec::with_capacity(n);
+    let mut recorded_at = Vec::with_capacity(n);
+    let mut hash = Vec::with_capacity(n);
+    for r in rows {
+        stream_id.push(r.stream.as_str());
+        stream_type.push(r.stream.stream_type().as_str());
+        version.push(r.version as i64);
+        event_id.push(r.event_id);
+        event_type.push(r.event_type);
+        schema_version.push(r.schema_version as i16);
+        data.push(&r.data);
+        metadata.push(&r.metadata_json);
+        recorded_at.push(r.recorded_at);
+        hash.push(r.hash.as_slice());
+    }
+    let result = sqlx::query_scalar::<_, i64>(INSERT_SQL)
+        .bind(COMMIT_ORDER_LOCK)
+        .bind(stream_id)
+        .bind(stream_type)
+        .bind(version)
+        .bind(event_id)
+        .bind(event_type)
+        .bind(schema_version)
+        .bind(data)
+        .bind(metadata)
+        .bind(recorded_at)
+        .bind(hash)
+        .fetch_all(executor)
+        .await;
+    match result {
+        Ok(positions) => Ok(positions.into_iter().map(|p| p as u64).collect()),
+        Err(sqlx::Error::Database(db)) if db.is_unique_violation() => Err(InsertError::Duplicate),
+        Err(e) => Err(InsertError::Store(map_err(e))),
+    }
+}
+
+fn stored_row(row: &PgRow) -> Result<StoredRow, StoreError> {
+    let position: i64 = row.try_get("position").map_err(map_err)?;
+    let corrupt = |reason: String| StoreError::Corrupt {
+        position: position as u64,
+        reason,
+    };
+    Ok(StoredRow {
+        position: position as u64,
+        stream_id: row
+            .try_get("stream_id")
+            .map_err(|e| corrupt(e.to_string()))?,
+        version: row
+            .try_get::<i64, _>("version")
+            .map_err(|e| corrupt(e.to_string()))? as u64,
+        event_id: row
+            .try_get::<Uuid, _>("event_id")
+            .map_err(|e| corrupt(e.to_string()))?,
+        event_type: row
+            .try_get("event_type")
+            .map_err(|e| corrupt(e.to_string()))?,
+        schema_version: row
+            .try_get::<i16, _>("schema_version")
+            .map_err(|e| corrupt(e.to_string()))? as u16,
+        data: row
+            .try_get::<Value, _>("data")
+            .map_err(|e| corrupt(e.to_string()))?,
+        metadata: row
+            .try_get::<Value, _>("metadata")
+            .map_err(|e| corrupt(e.to_string()))?,
+        recorded_at: row
+            .try_get::<DateTime<Utc>, _>("recorded_at")
+            .map_err(|e| corrupt(e.to_string()))?,
+        hash: row.try_get("hash").map_err(|e| corrupt(e.to_string()))?,
+    })
+}
+
+impl PgBackend {
+    async fn fetch(
+        &self,
+        sql: &str,
+        a: i64,
+        b: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<StoredRow>, StoreError> {
+        let query = sqlx::query(sql);
+        let query = match b {
+            Some(stream) => query.bind(stream).bind(a).bind(limit),
+            None => query.bind(a).bind(limit),
+        };
+        let rows = query.fetch_all(&self.pool).await.map_err(map_err)?;
+        rows.iter().map(stored_row).collect()
+    }
+}
+
+#[async_trait]
+impl LogBackend for PgBackend {
+    async fn heads(&self, streams: &[&str]) -> Result<HashMap<String, Head>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT ON (stream_id) stream_id, version, hash FROM events \
+             WHERE stream_id = ANY($1) ORDER BY stream_id, version DESC",
+        )
+        .bind(streams)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        let mut heads = HashMap::with_capacity(rows.len());
+        for row in rows {
+            let stream: String = row.try_get("stream_id").map_err(map_err)?;
+            let version: i64 = row.try_get("version").map_err(map_err)?;
+            let hash: Vec<u8> = row.try_get("hash").map_err(map_err)?;
+            let hash: [u8; 32] = hash.try_into().map_err(|_| StoreError::Corrupt {
+                position: 0,
+                reason: format!("head hash of {stream} is not 32 bytes"),
+            })?;
+            heads.insert(
+                stream,
+                Head {
+                    version: version as u64,
+                    hash,
+                },
+            );
+        }
+        Ok(heads)
+    }
+
+    async fn insert(&self, rows: &[Row]) -> Result<Vec<u64>, InsertError> {
+        insert_rows(&self.pool, rows).await
+    }
+}
+
+#[async_trait]
+impl EventStore for PgStore {
+    async fn append_many(
+        &self,
+        requests: Vec<AppendRequest>,
+    ) -> Vec<Result<Vec<EventEnvelope>, StoreError>> {
+        self.queue.submit(requests).await
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        after_version: u64,
+        limit: usize,
+    ) -> Result<Vec<EventEnvelope>, StoreError> {
+        let sql = format!(
+            "SELECT {SELECT_COLUMNS} FROM events WHERE stream_id = $1 AND version > $2 ORDER BY version LIMIT $3"
+        );
+        self.backend
+            .fetch(
+                &sql,
+                after_version as i64,
+                Some(stream.as_str()),
+                limit as i64,
+            )
+            .await?
+            .into_iter()
+            .map(StoredRow::into_envelope)
+            .collect()
+    }
+
+    async fn read_all(
+        &self,
+        after_position: u64,
+        limit: usize,
+    ) -> Result<Vec<EventEnvelope>, StoreError> {
+        let sql = format!(
+            "SELECT {SELECT_COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2"
+        );
+        self.backend
+            .fetch(&sql, after_position as i64, None, limit as i64)
+            .await?
+            .into_iter()
+            .map(StoredRow::into_envelope)
+            .collect()
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError> {
+        let v: Option<i64> =
+            sqlx::query_scalar("SELECT max(version) FROM events WHERE stream_id = $1")
+                .bind(stream.as_str())
+                .fetch_one(&self.backend.pool)
+                .await
+                .map_err(map_err)?;
+        Ok(v.unwrap_or(0) as u64)
+    }
+
+    async fn head_position(&self) -> Result<u64, StoreError> {
+        let p: Option<i64> = sqlx::query_scalar("SELECT max(position) FROM events")
+            .fetch_one(&self.backend.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(p.unwrap_or(0) as u64)
+    }
+
+    async fn verify_stream(&self, stream: &StreamId) -> Result<ChainVerification, StoreError> {
+        let sql = format!("SELECT {SELECT_COLUMNS} FROM events WHERE stream_id = $1 AND version > $2 ORDER BY version LIMIT $3");
+        let rows = self
+            .backend
+            .fetch(&sql, 0, Some(stream.as_str()), i64::MAX)
+            .await?;
+        Ok(verify_rows(&rows))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.backend.pool)
+            .await
+            .map(|_| ())
+            .map_err(map_err)
+    }
+
+    fn commits(&self) -> watch::Receiver<u64> {
+        self.commits.clone()
+    }
+
+    async fn outbox_pending(&self) -> Result<Option<u64>, StoreError> {
+        let p: Option<i64> = sqlx::query_scalar("SELECT max(position) FROM outbox")
+            .fetch_one(&self.backend.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(p.map(|p| p as u64))
+    }
+
+    async fn outbox_done(&self, position: u64) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM outbox WHERE position <= $1")
+            .bind(position as i64)
+            .execute(&self.backend.pool)
+            .await
+            .map(|_| ())
+            .map_err(map_err)
+    }
+}

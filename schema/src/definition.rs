@@ -1,0 +1,392 @@
+//! The workflow definition as a client writes it: the body of `POST /api/v1/workflows`.
+//!
+//! These types only describe the *shape* of a definition (serde, defaults, how it
+//! round-trips). Whether a definition is a valid workflow — ids, dependencies, cycles,
+//! what each task kind needs, which `${...}` references are allowed — is decided by
+//! [`crate::validate`], which turns a [`WorkflowDefinition`] into a
+//! [`crate::validate::ValidatedWorkflow`]. Unknown fields are accepted and ignored, so
+//! clients may send fields added in later versions.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::reference::{for_each_reference, for_each_reference_in_str, TaskRef};
+pub use crate::reference::{references, resolve, Reference};
+
+/// A workflow definition, exactly as accepted by `POST /api/v1/workflows`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct WorkflowDefinition {
+    /// Human name; workflows with the same name are versions of one another.
+    pub name: String,
+    /// Free text for humans.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Free-form label of the orchestration pattern (e.g. `"custom"`); not interpreted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    /// Agent roles this workflow expects, by role name.
+    #[serde(default)]
+    pub agents: BTreeMap<String, AgentSpec>,
+    /// What happens when a task fails for good.
+    #[serde(default)]
+    pub on_failure: OnFailure,
+    /// Limit on the whole execution, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
+    /// The tasks, in any order; `depends_on` gives the graph.
+    pub tasks: Vec<TaskSpec>,
+}
+
+/// What the workflow expects of the agents serving one role.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct AgentSpec {
+    /// Capabilities an agent serving this role should declare.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+}
+
+/// Failure policy of an execution.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFailure {
+    /// The execution fails; completed tasks are left as they are.
+    #[default]
+    Fail,
+    /// Saga: run the `compensate` task of every completed task, newest completion first.
+    Compensate,
+}
+
+/// How a task is executed.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskKind {
+    /// Does nothing; its output is its resolved input.
+    Noop,
+    /// Waits `sleep_ms` milliseconds.
+    Sleep,
+    /// Makes the request in `http`; output `{"status", "body"}`.
+    Http,
+    /// Executed by an external agent polling `agent_role`.
+    Agent,
+}
+
+impl TaskKind {
+    /// The wire name of the kind (`"noop"`, `"sleep"`, `"http"`, `"agent"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskKind::Noop => "noop",
+            TaskKind::Sleep => "sleep",
+            TaskKind::Http => "http",
+            TaskKind::Agent => "agent",
+        }
+    }
+}
+
+impl fmt::Display for TaskKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One task of a definition.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct TaskSpec {
+    /// Unique id within the workflow (validated as a [`crate::ids::TaskId`]).
+    pub id: String,
+    /// How the task is executed.
+    pub kind: TaskKind,
+    /// Ids of the tasks that must complete before this one starts.
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    /// Input, resolved with [`resolve`] when the task is scheduled.
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub input: Value,
+    /// For `agent` tasks: the role whose agents execute it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_role: Option<String>,
+    /// Start-to-close limit of one attempt, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
+    /// Retry policy; absent means one attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPolicy>,
+    /// Task run to undo this one when the execution compensates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compensate: Option<CompensationSpec>,
+    /// For `http` tasks: the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpSpec>,
+    /// For `sleep` tasks: how long, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sleep_ms: Option<u64>,
+}
+
+impl TaskSpec {
+    /// The retry policy in force: the task's own, or the default (one attempt).
+    pub fn retry_policy(&self) -> RetryPolicy {
+        self.retry.clone().unwrap_or_default()
+    }
+}
+
+/// When and how often a failed attempt is retried.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(default)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included (at least 1).
+    pub max_attempts: u32,
+    /// Delay before the second attempt, in milliseconds.
+    pub initial_interval_ms: u64,
+    /// Factor by which the delay grows after each failed attempt (at least 1.0).
+    pub backoff_coefficient: f64,
+    /// Upper bound of the delay, in milliseconds.
+    pub max_interval_ms: u64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 1,
+            initial_interval_ms: 100,
+            backoff_coefficient: 2.0,
+            max_interval_ms: 10_000,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The delay before the next attempt, once attempt number `failed_attempt`
+    /// (1-based) has failed: `initial_interval_ms * backoff_coefficient^(failed_attempt - 1)`,
+    /// capped at `max_interval_ms`. Attempt 0 is treated as 1. Pure; never panics.
+    pub fn delay_for_attempt(&self, failed_attempt: u32) -> Duration {
+        let exponent = i32::try_from(failed_attempt.saturating_sub(1)).unwrap_or(i32::MAX);
+        let cap = self.max_interval_ms as f64;
+        let grown = self.initial_interval_ms as f64 * self.backoff_coefficient.powi(exponent);
+        // `f64::min` ignores NaN, and `as u64` saturates: the result is always in range.
+        let millis = grown.min(cap).max(0.0);
+        Duration::from_millis(millis.round() as u64)
+    }
+}
+
+/// The request an `http` task makes.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct HttpSpec {
+    /// HTTP method, `GET` unless given.
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// Absolute `http://` or `https://` URL; may contain `${...}` references.
+    #[serde(default)]
+    pub url: String,
+    /// Request headers; values may contain `${...}` references.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// JSON body, resolved like a task input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<Value>,
+}
+
+fn default_method() -> String {
+    "GET".to_owned()
+}
+
+/// The task that undoes a completed task when an execution compensates.
+///
+/// Its references may name the task it compensates (whose output is then known) and
+/// that task's upstream dependencies.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct CompensationSpec {
+    /// How the compensation is executed.
+    pub kind: TaskKind,
+    /// For `agent` compensations: the role whose agents execute it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_role: Option<String>,
+    /// Input, resolved like a task input.
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub input: Value,
+    /// For `http` compensations: the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpSpec>,
+    /// For `sleep` compensations: how long, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sleep_ms: Option<u64>,
+    /// Retry policy; absent means one attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPolicy>,
+    /// Start-to-close limit of one attempt, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
+}
+
+impl CompensationSpec {
+    /// The retry policy in force: the compensation's own, or the default (one attempt).
+    pub fn retry_policy(&self) -> RetryPolicy {
+        self.retry.clone().unwrap_or_default()
+    }
+}
+
+/// The fields a task and a compensation have in common.
+struct Body<'a> {
+    kind: TaskKind,
+    agent_role: Option<&'a str>,
+    input: &'a Value,
+    http: Option<&'a HttpSpec>,
+    sleep_ms: Option<u64>,
+    retry: Option<&'a RetryPolicy>,
+    timeout_seconds: Option<u64>,
+}
+
+impl TaskSpec {
+    /// Checks what this task needs on its own (fields its kind requires, retry policy,
+    /// timeout, `${...}` syntax, the same for its `compensate`) and returns its task
+    /// references for the graph-level check. The error is a reason for `invalid_task`.
+    pub(crate) fn check(&self) -> Result<Vec<TaskRef>, String> {
+        let mut refs = Vec::new();
+        let body = Body {
+            kind: self.kind,
+            agent_role: self.agent_role.as_deref(),
+            input: &self.input,
+            http: self.http.as_ref(),
+            sleep_ms: self.sleep_ms,
+            retry: self.retry.as_ref(),
+            timeout_seconds: self.timeout_seconds,
+        };
+        check_body(&body, "", false, &mut refs)?;
+        if let Some(c) = &self.compensate {
+            let body = Body {
+                kind: c.kind,
+                agent_role: c.agent_role.as_deref(),
+                input: &c.input,
+                http: c.http.as_ref(),
+                sleep_ms: c.sleep_ms,
+                retry: c.retry.as_ref(),
+                timeout_seconds: c.timeout_seconds,
+            };
+            check_body(&body, "compensate.", true, &mut refs)?;
+        }
+        Ok(refs)
+    }
+}
+
+fn check_body(
+    body: &Body<'_>,
+    prefix: &str,
+    allow_self: bool,
+    refs: &mut Vec<TaskRef>,
+) -> Result<(), String> {
+    match body.kind {
+        TaskKind::Noop => {}
+        TaskKind::Sleep if body.sleep_ms.is_none() => {
+            return Err(format!("{prefix}sleep_ms is required for a sleep task"));
+        }
+        TaskKind::Sleep => {}
+        TaskKind::Agent if body.agent_role.is_none_or(|r| r.trim().is_empty()) => {
+            return Err(format!("{prefix}agent_role is required for an agent task"));
+        }
+        TaskKind::Agent => {}
+        TaskKind::Http => {
+            let http = body
+                .http
+                .ok_or_else(|| format!("{prefix}http is required for an http task"))?;
+            check_http(http, prefix)?;
+        }
+    }
+    if let Some(retry) = body.retry {
+        if retry.max_attempts == 0 {
+            return Err(format!("{prefix}retry.max_attempts must be at least 1"));
+        }
+        if !retry.backoff_coefficient.is_finite() || retry.backoff_coefficient < 1.0 {
+            return Err(format!(
+                "{prefix}retry.backoff_coefficient must be a finite number of at least 1.0"
+            ));
+        }
+    }
+    if body.timeout_seconds == Some(0) {
+        return Err(format!("{prefix}timeout_seconds must be at least 1"));
+    }
+
+    let mut collect = Collector {
+        refs,
+        prefix,
+        allow_self,
+    };
+    collect.value(body.input, "input")?;
+    if let Some(http) = body.http {
+        collect.text(&http.url, "http.url")?;
+        for value in http.headers.values() {
+            collect.text(value, "http.headers")?;
+        }
+        if let Some(b) = &http.body {
+            collect.value(b, "http.body")?;
+        }
+    }
+    Ok(())
+}
+
+/// Gathers the task references of one task, checking the syntax of all references.
+struct Collector<'a> {
+    refs: &'a mut Vec<TaskRef>,
+    prefix: &'a str,
+    allow_self: bool,
+}
+
+impl Collector<'_> {
+    fn value(&mut self, value: &Value, place: &str) -> Result<(), String> {
+        let (refs, prefix, allow_self) = (&mut *self.refs, self.prefix, self.allow_self);
+        for_each_reference(value, &mut |r| push(refs, r, prefix, place, allow_self))
+            .map_err(|e| format!("{prefix}{place}: {e}"))
+    }
+
+    fn text(&mut self, text: &str, place: &str) -> Result<(), String> {
+        let (refs, prefix, allow_self) = (&mut *self.refs, self.prefix, self.allow_self);
+        for_each_reference_in_str(text, &mut |r| push(refs, r, prefix, place, allow_self))
+            .map_err(|e| format!("{prefix}{place}: {e}"))
+    }
+}
+
+fn push(
+    refs: &mut Vec<TaskRef>,
+    reference: Reference,
+    prefix: &str,
+    place: &str,
+    allow_self: bool,
+) {
+    if let Reference::TaskOutput { task, .. } = reference {
+        refs.push(TaskRef {
+            task,
+            place: format!("{prefix}{place}"),
+            allow_self,
+        });
+    }
+}
+
+fn check_http(http: &HttpSpec, prefix: &str) -> Result<(), String> {
+    let url = http.url.as_str();
+    if url.is_empty() {
+        return Err(format!("{prefix}http.url is required for an http task"));
+    }
+    let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
+    let scheme_len = if lower.starts_with("https://") {
+        8
+    } else if lower.starts_with("http://") {
+        7
+    } else {
+        0
+    };
+    if scheme_len == 0 || url.len() == scheme_len {
+        return Err(format!(
+            "{prefix}http.url must be an absolute http:// or https:// URL, not `{url}`"
+        ));
+    }
+    // An HTTP method is a token (RFC 9110): no spaces, separators or control characters.
+    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if http.method.is_empty() || !http.method.bytes().all(token) {
+        return Err(format!(
+            "{prefix}http.method `{}` is not an HTTP method",
+            http.method
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,427 @@
+//! The event model: every state change in Conflux is one of these events, in one stream,
+//! at one version, chained to its predecessor by a sha-256 hash.
+//!
+//! Event types are a closed enum serialised as `{"type": "...", "data": {...}}`: adding a
+//! type is a code change, never a free string. Each stored event also records its schema
+//! version ([`SCHEMA_VERSION`]) so a later shape change can upcast old events.
+
+use chrono::{DateTime, SubsecRound, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::definition::WorkflowDefinition;
+use crate::ids::{StreamId, StreamType, TaskId};
+
+/// The schema version written with every event of this build.
+pub const SCHEMA_VERSION: u16 = 1;
+
+/// The hash a stream's first event chains from.
+pub const GENESIS_HASH: [u8; 32] = [0; 32];
+
+/// Who or what caused an event; copied from the request or the event that caused it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventMetadata {
+    /// The request or flow this event belongs to (the `x-request-id` of the first request).
+    #[serde(default)]
+    pub correlation_id: Option<String>,
+    /// The event id or request id that directly caused this event.
+    #[serde(default)]
+    pub causation_id: Option<String>,
+    /// Who acted: `api`, `engine`, `agent:<id>`…
+    #[serde(default)]
+    pub actor: Option<String>,
+    /// The tenant, when multi-tenant.
+    #[serde(default)]
+    pub tenant_id: Option<String>,
+    /// The HTTP request that caused it, if any.
+    #[serde(default)]
+    pub request_id: Option<String>,
+}
+
+/// Every event Conflux records. The variant name is the event's `type`; names are in the
+/// past tense and are part of the public contract (API.md, DESIGN.md §3).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum Event {
+    /// A workflow definition (a version of a name) was created. Stream `workflow-<id>`.
+    WorkflowCreated {
+        /// The workflow id (also the stream's uuid).
+        workflow_id: Uuid,
+        /// The name; versions are counted per name.
+        name: String,
+        /// 1, 2, 3… per name.
+        version: u32,
+        /// The validated definition as submitted.
+        definition: Box<WorkflowDefinition>,
+    },
+    /// An execution began. Stream `execution-<id>`.
+    ExecutionStarted {
+        /// The execution id.
+        execution_id: Uuid,
+        /// The definition it runs.
+        workflow_id: Uuid,
+        /// The input `${input...}` resolves against.
+        #[serde(default)]
+        input: Value,
+        /// The `Idempotency-Key` it was started with, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        idempotency_key: Option<String>,
+    },
+    /// A task's attempt became ready to run.
+    TaskScheduled {
+        /// The task.
+        task_id: TaskId,
+        /// 1-based attempt number.
+        attempt: u32,
+    },
+    /// An attempt was handed to a runner or an agent queue, with its deadline.
+    TaskDispatched {
+        /// The task.
+        task_id: TaskId,
+        /// The attempt.
+        attempt: u32,
+        /// The resolved input the runner receives.
+        #[serde(default)]
+        input: Value,
+        /// Start-to-close deadline of this attempt, if it has one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        deadline: Option<DateTime<Utc>>,
+    },
+    /// An attempt started running (an agent leased it, or a built-in runner began).
+    TaskStarted {
+        /// The task.
+        task_id: TaskId,
+        /// The attempt.
+        attempt: u32,
+        /// The agent that leased it, for agent tasks.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        agent_id: Option<Uuid>,
+        /// The lease, for agent tasks.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lease_id: Option<Uuid>,
+    },
+    /// An attempt succeeded.
+    TaskCompleted {
+        /// The task.
+        task_id: TaskId,
+        /// The attempt.
+        attempt: u32,
+        /// Its output, which downstream `${tasks.<id>.output}` references read.
+        #[serde(default)]
+        output: Value,
+    },
+    /// An attempt failed.
+    TaskFailed {
+        /// The task.
+        task_id: TaskId,
+        /// The attempt.
+        attempt: u32,
+        /// What went wrong.
+        error: String,
+        /// Whether another attempt may succeed.
+        retryable: bool,
+    },
+    /// A failed or timed-out attempt will be retried at `due_at`.
+    TaskRetryScheduled {
+        /// The task.
+        task_id: TaskId,
+        /// The attempt that will run next.
+        attempt: u32,
+        /// When it becomes due.
+        due_at: DateTime<Utc>,
+    },
+    /// An attempt passed its start-to-close deadline.
+    TaskTimedOut {
+        /// The task.
+        task_id: TaskId,
+        /// The attempt.
+        attempt: u32,
+    },
+    /// A task will not run (e.g. its execution failed first).
+    TaskSkipped {
+        /// The task.
+        task_id: TaskId,
+        /// Why.
+        reason: String,
+    },
+    /// A running attempt was cancelled.
+    TaskCancelled {
+        /// The task.
+        task_id: TaskId,
+        /// The attempt.
+        attempt: u32,
+    },
+    /// The execution was paused: nothing new is dispatched.
+    ExecutionPaused {},
+    /// The execution was resumed.
+    ExecutionResumed {},
+    /// The execution was cancelled.
+    ExecutionCancelled {
+        /// Why, if given.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// The execution failed and its policy is `compensate`: compensations begin.
+    CompensationStarted {
+        /// The task whose failure started the saga.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        failed_task: Option<TaskId>,
+    },
+    /// A completed task's compensation succeeded.
+    TaskCompensated {
+        /// The task that was compensated.
+        task_id: TaskId,
+    },
+    /// A compensation failed for good.
+    CompensationFailed {
+        /// The task whose compensation failed.
+        task_id: TaskId,
+        /// What went wrong.
+        error: String,
+    },
+    /// Every task completed.
+    ExecutionCompleted {
+        /// The map of sink task outputs.
+        #[serde(default)]
+        output: Value,
+    },
+    /// The execution failed.
+    ExecutionFailed {
+        /// What went wrong.
+        error: String,
+        /// The task whose failure failed it, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        failed_task: Option<TaskId>,
+    },
+}
+
+impl Event {
+    /// The event's `type` name as stored and served.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Event::WorkflowCreated { .. } => "WorkflowCreated",
+            Event::ExecutionStarted { .. } => "ExecutionStarted",
+            Event::TaskScheduled { .. } => "TaskScheduled",
+            Event::TaskDispatched { .. } => "TaskDispatched",
+            Event::TaskStarted { .. } => "TaskStarted",
+            Event::TaskCompleted { .. } => "TaskCompleted",
+            Event::TaskFailed { .. } => "TaskFailed",
+            Event::TaskRetryScheduled { .. } => "TaskRetryScheduled",
+            Event::TaskTimedOut { .. } => "TaskTimedOut",
+            Event::TaskSkipped { .. } => "TaskSkipped",
+            Event::TaskCancelled { .. } => "TaskCancelled",
+            Event::ExecutionPaused {} => "ExecutionPaused",
+            Event::ExecutionResumed {} => "ExecutionResumed",
+            Event::ExecutionCancelled { .. } => "ExecutionCancelled",
+            Event::CompensationStarted { .. } => "CompensationStarted",
+            Event::TaskCompensated { .. } => "TaskCompensated",
+            Event::CompensationFailed { .. } => "CompensationFailed",
+            Event::ExecutionCompleted { .. } => "ExecutionCompleted",
+            Event::ExecutionFailed { .. } => "ExecutionFailed",
+        }
+    }
+
+    /// Splits the event into its stored parts: `(type, data)`.
+    pub fn to_parts(&self) -> Result<(&'static str, Value), serde_json::Error> {
+        let value = serde_json::to_value(self)?;
+        let data = match value {
+            Value::Object(mut map) => map
+                .remove("data")
+                .unwrap_or(Value::Object(Default::default())),
+            _ => Value::Object(Default::default()),
+        };
+        Ok((self.type_name(), data))
+    }
+
+    /// Rebuilds an event from its stored parts; fails on an unknown type or a bad shape.
+    pub fn from_parts(event_type: &str, data: Value) -> Result<Self, serde_json::Error> {
+        let mut map = serde_json::Map::with_capacity(2);
+        map.insert("type".into(), Value::String(event_type.to_owned()));
+        map.insert("data".into(), data);
+        serde_json::from_value(Value::Object(map))
+    }
+}
+
+/// An event to append: what happened and why. The store assigns id, version, position,
+/// time and hash.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    /// What happened.
+    pub event: Event,
+    /// Who caused it.
+    pub metadata: EventMetadata,
+}
+
+impl NewEvent {
+    /// An event with the given metadata.
+    pub fn new(event: Event, metadata: EventMetadata) -> Self {
+        Self { event, metadata }
+    }
+}
+
+/// A committed event as stored and served (API.md "Envelope").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventEnvelope {
+    /// uuid v7, unique.
+    pub event_id: Uuid,
+    /// The stream (aggregate) it belongs to.
+    pub stream_id: StreamId,
+    /// The stream's type.
+    pub stream_type: StreamType,
+    /// 1, 2, 3… within the stream, gap-free.
+    pub version: u64,
+    /// Global order across all streams, assigned by the store. Increasing in commit order
+    /// but not gap-free.
+    pub position: u64,
+    /// The event (`type` and `data`).
+    #[serde(flatten)]
+    pub event: Event,
+    /// The event's schema version.
+    #[serde(default = "default_schema_version")]
+    pub schema_version: u16,
+    /// Who caused it.
+    pub metadata: EventMetadata,
+    /// Server time when it was recorded (informational; order is by version/position).
+    pub recorded_at: DateTime<Utc>,
+    /// Hex sha-256 over the previous event's hash and this event's canonical bytes.
+    pub hash: String,
+}
+
+fn default_schema_version() -> u16 {
+    SCHEMA_VERSION
+}
+
+/// The parts of an event the hash covers, in canonical form. Position is not covered
+/// (the store assigns it at commit); everything the author decided is.
+#[derive(Debug, Clone, Copy)]
+pub struct HashInput<'a> {
+    /// The event id.
+    pub event_id: Uuid,
+    /// The stream.
+    pub stream_id: &'a str,
+    /// The version within the stream.
+    pub version: u64,
+    /// The event type.
+    pub event_type: &'a str,
+    /// The schema version.
+    pub schema_version: u16,
+    /// The event data.
+    pub data: &'a Value,
+    /// The metadata, as JSON.
+    pub metadata: &'a Value,
+    /// The recorded time (microsecond precision).
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl HashInput<'_> {
+    /// Canonical bytes: a JSON object with keys in sorted order and no white space. Object
+    /// keys inside `data` and `metadata` are sorted too (serde_json's default map), so the
+    /// bytes survive a round trip through Postgres `jsonb`.
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        let value = serde_json::json!({
+            "data": self.data,
+            "event_id": self.event_id,
+            "metadata": self.metadata,
+            "recorded_at": self.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            "schema_version": self.schema_version,
+            "stream_id": self.stream_id,
+            "type": self.event_type,
+            "version": self.version,
+        });
+        serde_json::to_vec(&value).unwrap_or_default()
+    }
+
+    /// `sha256(prev || canonical_bytes)`.
+    pub fn chain_hash(&self, prev: &[u8; 32]) -> [u8; 32] {
+        let mut hasher = Sha256::new();
+        hasher.update(prev);
+        hasher.update(self.canonical_bytes());
+        hasher.finalize().into()
+    }
+}
+
+/// The current time truncated to microseconds, the precision every store keeps, so the
+/// hash computed at append equals the hash recomputed from a stored row.
+pub fn now_micros() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_serialise_as_type_and_data() {
+        let e = Event::TaskScheduled {
+            task_id: TaskId::parse("a").unwrap(),
+            attempt: 1,
+        };
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"type": "TaskScheduled", "data": {"task_id": "a", "attempt": 1}})
+        );
+        let (t, d) = e.to_parts().unwrap();
+        assert_eq!(t, "TaskScheduled");
+        assert_eq!(Event::from_parts(t, d).unwrap(), e);
+        assert!(Event::from_parts("Nope", serde_json::json!({})).is_err());
+        let p = Event::ExecutionPaused {};
+        let (t, d) = p.to_parts().unwrap();
+        assert_eq!(Event::from_parts(t, d).unwrap(), p);
+    }
+
+    #[test]
+    fn envelope_flattens_type_and_data() {
+        let env = EventEnvelope {
+            event_id: Uuid::now_v7(),
+            stream_id: StreamId::execution(Uuid::now_v7()),
+            stream_type: StreamType::Execution,
+            version: 1,
+            position: 7,
+            event: Event::ExecutionResumed {},
+            schema_version: SCHEMA_VERSION,
+            metadata: EventMetadata::default(),
+            recorded_at: now_micros(),
+            hash: "00".into(),
+        };
+        let v = serde_json::to_value(&env).unwrap();
+        assert_eq!(v["type"], "ExecutionResumed");
+        assert_eq!(v["data"], serde_json::json!({}));
+        let back: EventEnvelope = serde_json::from_value(v).unwrap();
+        assert_eq!(back, env);
+    }
+
+    #[test]
+    fn hash_depends_on_every_covered_field() {
+        let data = serde_json::json!({"b": 1, "a": [1.5, "x"]});
+        let meta = serde_json::json!({});
+        let base = HashInput {
+            event_id: Uuid::nil(),
+            stream_id: "execution-x",
+            version: 1,
+            event_type: "T",
+            schema_version: 1,
+            data: &data,
+            metadata: &meta,
+            recorded_at: now_micros(),
+        };
+        let h = base.chain_hash(&GENESIS_HASH);
+        assert_eq!(h, base.chain_hash(&GENESIS_HASH));
+        assert_ne!(
+            h,
+            HashInput { version: 2, ..base }.chain_hash(&GENESIS_HASH)
+        );
+        assert_ne!(h, base.chain_hash(&[1; 32]));
+        let other = serde_json::json!({"b": 2, "a": [1.5, "x"]});
+        assert_ne!(
+            h,
+            HashInput {
+                data: &other,
+                ..base
+            }
+            .chain_hash(&GENESIS_HASH)
+        );
+    }
+}

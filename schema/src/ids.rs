@@ -1,0 +1,219 @@
+//! Validated identifiers. The core never sees an unvalidated id: every id that comes
+//! from outside is parsed here once, and afterwards is a type rather than a `String`.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize};
+use uuid::Uuid;
+
+/// An identifier that failed validation; the message says which rule it broke.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct IdError {
+    /// What was wrong, for humans.
+    pub message: String,
+}
+
+impl IdError {
+    fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+}
+
+macro_rules! string_newtype {
+    ($(#[$doc:meta])* $name:ident, $parse:path) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            /// Parses and validates `raw`.
+            pub fn parse(raw: &str) -> Result<Self, IdError> {
+                $parse(raw).map(|()| Self(raw.to_owned()))
+            }
+
+            /// The validated text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let raw = String::deserialize(d)?;
+                Self::parse(&raw).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+fn check_task_id(raw: &str) -> Result<(), IdError> {
+    if raw.is_empty() || raw.len() > 128 {
+        return Err(IdError::new(format!(
+            "task id must be 1 to 128 characters, got {}",
+            raw.len()
+        )));
+    }
+    if let Some(c) = raw
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
+    {
+        return Err(IdError::new(format!(
+            "task id {raw:?} contains {c:?}; allowed are letters, digits, '_', '-' and '.'"
+        )));
+    }
+    Ok(())
+}
+
+fn check_workflow_name(raw: &str) -> Result<(), IdError> {
+    if raw.trim().is_empty() {
+        return Err(IdError::new("workflow name must not be empty"));
+    }
+    if raw.chars().count() > 200 {
+        return Err(IdError::new("workflow name must be at most 200 characters"));
+    }
+    if raw.trim() != raw {
+        return Err(IdError::new(
+            "workflow name must not start or end with white space",
+        ));
+    }
+    if raw.chars().any(char::is_control) {
+        return Err(IdError::new(
+            "workflow name must not contain control characters",
+        ));
+    }
+    Ok(())
+}
+
+string_newtype!(
+    /// A task's id within one workflow: 1 to 128 characters of `[A-Za-z0-9_.-]`.
+    TaskId,
+    check_task_id
+);
+
+string_newtype!(
+    /// A workflow's name: 1 to 200 characters, no control characters, no surrounding spaces.
+    /// Versions are counted per name.
+    WorkflowName,
+    check_workflow_name
+);
+
+/// Which kind of aggregate a stream holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamType {
+    /// `workflow-<uuid>`: a workflow definition.
+    Workflow,
+    /// `execution-<uuid>`: one run of a workflow.
+    Execution,
+}
+
+impl StreamType {
+    /// The stream id prefix and the stored name of this type.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamType::Workflow => "workflow",
+            StreamType::Execution => "execution",
+        }
+    }
+}
+
+/// The id of an event stream: `<type>-<uuid>`. Constructing one guarantees the
+/// prefix names a known [`StreamType`] and the rest is a UUID.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct StreamId(String);
+
+impl StreamId {
+    /// The stream of workflow definition `id`.
+    pub fn workflow(id: Uuid) -> Self {
+        Self(format!("workflow-{id}"))
+    }
+
+    /// The stream of execution `id`.
+    pub fn execution(id: Uuid) -> Self {
+        Self(format!("execution-{id}"))
+    }
+
+    /// Parses `<type>-<uuid>`.
+    pub fn parse(raw: &str) -> Result<Self, IdError> {
+        let (kind, id) = raw
+            .split_once('-')
+            .ok_or_else(|| IdError::new(format!("stream id {raw:?} is not <type>-<uuid>")))?;
+        let kind = match kind {
+            "workflow" => StreamType::Workflow,
+            "execution" => StreamType::Execution,
+            other => return Err(IdError::new(format!("unknown stream type {other:?}"))),
+        };
+        let id = Uuid::parse_str(id)
+            .map_err(|e| IdError::new(format!("stream id {raw:?}: bad uuid: {e}")))?;
+        Ok(Self(format!("{}-{id}", kind.as_str())))
+    }
+
+    /// The kind of aggregate this stream holds.
+    pub fn stream_type(&self) -> StreamType {
+        if self.0.starts_with("workflow-") {
+            StreamType::Workflow
+        } else {
+            StreamType::Execution
+        }
+    }
+
+    /// The aggregate's UUID.
+    pub fn uuid(&self) -> Uuid {
+        let (_, id) = self.0.split_once('-').unwrap_or(("", ""));
+        // Construction guarantees a valid uuid after the first '-'.
+        Uuid::parse_str(id).unwrap_or_default()
+    }
+
+    /// The text form.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for StreamId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        Self::parse(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_ids_are_checked() {
+        assert!(TaskId::parse("reserve-1.a_b").is_ok());
+        assert!(TaskId::parse("").is_err());
+        assert!(TaskId::parse("a b").is_err());
+        assert!(TaskId::parse(&"x".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn stream_ids_round_trip() {
+        let id = Uuid::now_v7();
+        let s = StreamId::execution(id);
+        assert_eq!(StreamId::parse(s.as_str()).unwrap(), s);
+        assert_eq!(s.uuid(), id);
+        assert_eq!(s.stream_type(), StreamType::Execution);
+        assert!(StreamId::parse("order-1").is_err());
+        assert!(StreamId::parse("workflow-nope").is_err());
+    }
+}

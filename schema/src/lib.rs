@@ -1,0 +1,21 @@
+//! # conflux-schema — the contract
+//!
+//! Everything two parts of Conflux must agree on, and nothing that does I/O.
+//!
+//! # Layout
+//! - [`ids`]: validated newtypes for identifiers (`TaskId`, `WorkflowName`, `StreamId`).
+//! - [`event`]: the event envelope, the closed set of event types, and the hash chain.
+//! - [`definition`]: the workflow definition a client posts (API.md "Workflows").
+//! - [`validate`]: turning a definition into a `ValidatedWorkflow` (petgraph), or a typed 422 error.
+//!
+//! SQL migrations live beside this crate in `schema/migrations/` and are embedded by the
+//! engine's stores, so the contract and the tables that hold it change together.
+
+pub mod definition;
+pub mod event;
+pub mod ids;
+pub mod reference;
+pub mod validate;
+
+pub use event::{Event, EventEnvelope, EventMetadata, NewEvent};
+pub use ids::{StreamId, StreamType, TaskId, WorkflowName};

@@ -1,0 +1,144 @@
+//! Every setting Conflux reads, with its default, its environment variable and its
+//! flag. Precedence: flag, then environment, then default. `--dump-config` prints what
+//! is in force, with secrets redacted.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+use serde_json::{json, Value};
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Settings shared by every subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address the HTTP server listens on.
+    #[arg(
+        long,
+        global = true,
+        env = "CONFLUX_ADDR",
+        default_value = "127.0.0.1:8080"
+    )]
+    pub addr: SocketAddr,
+
+    /// Postgres URL. Unset: the embedded SQLite store in the data directory.
+    #[arg(long, global = true, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Redis URL. Unset: the in-process bus (one process only).
+    #[arg(long, global = true, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// Directory of the embedded store, created if missing.
+    #[arg(
+        long,
+        global = true,
+        env = "CONFLUX_DATA_DIR",
+        default_value = "./conflux-data"
+    )]
+    pub data_dir: PathBuf,
+
+    /// Prefix of every Redis key Conflux uses.
+    #[arg(
+        long,
+        global = true,
+        env = "CONFLUX_REDIS_PREFIX",
+        default_value = "conflux:"
+    )]
+    pub redis_prefix: String,
+
+    /// Postgres connection pool size.
+    #[arg(
+        long,
+        global = true,
+        env = "CONFLUX_PG_MAX_CONNECTIONS",
+        default_value_t = 16
+    )]
+    pub pg_max_connections: u32,
+
+    /// Largest accepted request body, in bytes (larger: 413).
+    #[arg(long, global = true, env = "CONFLUX_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Log format: `text` or `json`.
+    #[arg(
+        long,
+        global = true,
+        env = "CONFLUX_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `conflux_engine=debug`.
+    #[arg(long, global = true, env = "CONFLUX_LOG", default_value = "info")]
+    pub log: String,
+
+    /// Print the configuration in force (secrets redacted) and exit.
+    #[arg(long, global = true)]
+    pub dump_config: bool,
+}
+
+fn redact(url: &Option<String>) -> Value {
+    match url {
+        None => Value::Null,
+        Some(u) => {
+            // Hide a password: scheme://user:secret@host → scheme://user:***@host
+            let shown = match (u.find("://"), u.rfind('@')) {
+                (Some(s), Some(at)) if at > s => {
+                    let creds = &u[s + 3..at];
+                    match creds.split_once(':') {
+                        Some((user, _)) => format!("{}{}:***{}", &u[..s + 3], user, &u[at..]),
+                        None => u.clone(),
+                    }
+                }
+                _ => u.clone(),
+            };
+            Value::String(shown)
+        }
+    }
+}
+
+impl Config {
+    /// The configuration as JSON, with passwords in URLs redacted.
+    pub fn dump(&self) -> Value {
+        json!({
+            "addr": self.addr.to_string(),
+            "database_url": redact(&self.database_url),
+            "redis_url": redact(&self.redis_url),
+            "data_dir": self.data_dir.display().to_string(),
+            "redis_prefix": self.redis_prefix,
+            "pg_max_connections": self.pg_max_connections,
+            "max_body_bytes": self.max_body_bytes,
+            "log_format": format!("{:?}", self.log_format).to_lowercase(),
+            "log": self.log,
+            "mode": if self.database_url.is_some() { "postgres" } else { "embedded" },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact(&Some("postgres://u:secret@h/db".into())),
+            json!("postgres://u:***@h/db")
+        );
+        assert_eq!(
+            redact(&Some("redis://127.0.0.1:6379".into())),
+            json!("redis://127.0.0.1:6379")
+        );
+        assert_eq!(redact(&None), Value::Null);
+    }
+}

@@ -1,0 +1,18 @@
+//! # conflux — the one binary
+//!
+//! Configuration, the choice of backends, and wiring roles together. The binary
+//! (`src/main.rs`) only parses the command line and calls into here, so tests can start
+//! the very same server on a random port.
+//!
+//! # Layout
+//! - [`config`]: every setting, from flags and `CONFLUX_*`/`DATABASE_URL`/`REDIS_URL`.
+//! - [`backends`]: Postgres + Redis, or the embedded store + in-process bus.
+//! - [`app`]: the HTTP router and the roles `serve` runs.
+//! - [`telemetry`]: tracing setup (text on a terminal, JSON on request).
+//! - [`shutdown`]: SIGTERM/Ctrl-C handling.
+
+pub mod app;
+pub mod backends;
+pub mod config;
+pub mod shutdown;
+pub mod telemetry;

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use axum::http::{HeaderName, Request};
 use axum::Router;
+use conflux_command_api::error::ApiError;
 use conflux_engine::relay::{Relay, RelayOptions};
 use conflux_query_api::ops::{self, Probes};
 use tokio::net::TcpListener;
@@ -24,6 +25,7 @@ pub fn router(backends: &Backends) -> Router {
         mode: backends.mode,
     };
     ops::router(probes)
+        .fallback(|| async { ApiError::not_found("no such route") })
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
             let id = req
                 .headers()

@@ -9,9 +9,11 @@ use crate::config::LogFormat;
 /// Installs the global subscriber. Safe to call twice (the second call does nothing).
 pub fn init(format: LogFormat, filter: &str) {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    // Logs go to stderr in both formats; stdout stays free for command output.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(true);
+        .with_target(true)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder
             .json()
@@ -20,7 +22,6 @@ pub fn init(format: LogFormat, filter: &str) {
             .try_init(),
         LogFormat::Text => builder
             .with_ansi(std::io::stderr().is_terminal())
-            .with_writer(std::io::stderr)
             .try_init(),
     };
 }

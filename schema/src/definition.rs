@@ -1,9 +1,10 @@
 //! The workflow definition as a client writes it: the body of `POST /api/v1/workflows`.
 //!
-//! These types only describe the *shape* of a definition (serde, defaults, how it
-//! round-trips). Whether a definition is a valid workflow — ids, dependencies, cycles,
-//! what each task kind needs, which `${...}` references are allowed — is decided by
-//! [`crate::validate`], which turns a [`WorkflowDefinition`] into a
+//! These types describe the *shape* of a definition (serde, defaults, how it
+//! round-trips) and, beside the fields they constrain, the rules one task must meet on
+//! its own (what each kind needs, retry policy, `${...}` syntax). Whether a definition
+//! is a valid workflow as a whole — ids, dependencies, cycles, which tasks a reference
+//! may name — is decided by [`crate::validate`], the only way to get a
 //! [`crate::validate::ValidatedWorkflow`]. Unknown fields are accepted and ignored, so
 //! clients may send fields added in later versions.
 

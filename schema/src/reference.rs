@@ -5,11 +5,13 @@
 //! `${tasks.<id>.output.x.y}` (a completed task's output). The validator parses them
 //! ([`references`]) to check that each one names an upstream task; the executor
 //! resolves them ([`resolve`]) when it schedules a task. Both share one scanner, so
-//! what validates is exactly what resolves.
+//! what validates is exactly what resolves. The upstream rule itself (a reference may
+//! only name an ancestor) is checked here too, by the crate-internal `Ancestry`.
 //!
-//! Grammar: a reference is `${` + dot-separated non-empty segments + `}`. Segments that
-//! are decimal numbers also index arrays. `$${` writes a literal `${`. Only string
-//! *values* are scanned, never object keys. Any other `${...}` is an error.
+//! Grammar: a reference is `${` + dot-separated non-empty segments + `}`. A task id
+//! (which may contain dots) runs up to the first `output` segment. Segments that are
+//! decimal numbers also index arrays. `$${` writes a literal `${`. Only string *values*
+//! are scanned, never object keys. Any other `${...}` is an error.
 
 use serde_json::Value;
 

@@ -253,28 +253,8 @@ pub fn validate(
         });
     }
 
-    // One pass over the tasks for everything that needs only the task itself.
+    let (mut ids, mut index, task_refs) = check_tasks(&def.tasks)?;
     let tasks = &def.tasks;
-    let mut ids = Vec::with_capacity(count);
-    let mut index = IdIndex::with_capacity(count);
-    let mut task_refs: Vec<(u32, Vec<TaskRef>)> = Vec::new();
-    for (i, task) in (0u32..).zip(tasks) {
-        let id = TaskId::parse(&task.id)
-            .map_err(|e| invalid(task, format!("invalid id: {}", e.message)))?;
-        if index
-            .insert(&task.id, i, |j| &tasks[j as usize].id)
-            .is_some()
-        {
-            return Err(ValidationError::DuplicateTaskId {
-                task_id: task.id.clone(),
-            });
-        }
-        ids.push(id);
-        let refs = task.check().map_err(|reason| invalid(task, reason))?;
-        if !refs.is_empty() {
-            task_refs.push((i, refs));
-        }
-    }
     let lookup = |id: &str| index.get(id, |j| &tasks[j as usize].id);
     let dependencies = Adjacency::from_lists(tasks.iter().map(|task| {
         task.depends_on.iter().map(|dep| {
@@ -290,10 +270,9 @@ pub fn validate(
         let mut ancestry = Ancestry::new(count);
         for (i, refs) in &task_refs {
             let task = &tasks[*i as usize];
+            let upstream = |t: u32| dependencies.of(t as usize);
             ancestry
-                .check((*i, &task.id), refs, lookup, |t| {
-                    dependencies.of(t as usize)
-                })
+                .check((*i, &task.id), refs, lookup, upstream)
                 .map_err(|reason| invalid(task, reason))?;
         }
     }
@@ -312,22 +291,20 @@ pub fn validate(
         permute(&mut ids, &position);
         index.renumber(&position);
         let renumbered = Adjacency::from_lists(order.iter().map(|&original| {
-            dependencies
-                .of(original as usize)
-                .iter()
-                .map(|&d| Ok::<_, ValidationError>(position[d as usize]))
+            let deps = dependencies.of(original as usize).iter();
+            deps.map(|&d| Ok::<_, ValidationError>(position[d as usize]))
         }))?;
         let reversed = renumbered.reversed();
         (renumbered, reversed)
     };
-    let with_none = |adjacency: &Adjacency| {
+    let without_edges = |adjacency: &Adjacency| {
         (0..count as u32)
             .filter(|&i| adjacency.of(i as usize).is_empty())
             .collect()
     };
     Ok(ValidatedWorkflow {
-        roots: with_none(&dependencies),
-        sinks: with_none(&dependents),
+        roots: without_edges(&dependencies),
+        sinks: without_edges(&dependents),
         definition: def,
         name,
         ids,
@@ -335,6 +312,35 @@ pub fn validate(
         dependencies,
         dependents,
     })
+}
+
+/// The task references of one task, by submitted index.
+type TaskRefs = Vec<(u32, Vec<TaskRef>)>;
+
+/// One pass over the tasks for everything that needs only the task itself: parses the
+/// ids, indexes them (rejecting repeats), checks each task's own fields, and collects
+/// the tasks that have `${tasks...}` references.
+fn check_tasks(tasks: &[TaskSpec]) -> Result<(Vec<TaskId>, IdIndex, TaskRefs), ValidationError> {
+    let mut ids = Vec::with_capacity(tasks.len());
+    let mut index = IdIndex::with_capacity(tasks.len());
+    let mut task_refs = Vec::new();
+    for (i, task) in (0u32..).zip(tasks) {
+        let id = TaskId::parse(&task.id)
+            .map_err(|e| invalid(task, format!("invalid id: {}", e.message)))?;
+        if index
+            .insert(&task.id, i, |j| &tasks[j as usize].id)
+            .is_some()
+        {
+            let task_id = task.id.clone();
+            return Err(ValidationError::DuplicateTaskId { task_id });
+        }
+        ids.push(id);
+        let refs = task.check().map_err(|reason| invalid(task, reason))?;
+        if !refs.is_empty() {
+            task_refs.push((i, refs));
+        }
+    }
+    Ok((ids, index, task_refs))
 }
 
 fn invalid(task: &TaskSpec, reason: String) -> ValidationError {
@@ -362,15 +368,16 @@ impl Adjacency {
     {
         let mut offsets = Vec::with_capacity(lists.len() + 1);
         let mut targets = Vec::new();
+        let mut list = Vec::new();
         offsets.push(0);
-        for list in lists {
-            let start = targets.len();
-            for target in list {
-                targets.push(target?);
+        for targets_of_node in lists {
+            list.clear();
+            for target in targets_of_node {
+                list.push(target?);
             }
-            targets[start..].sort_unstable();
-            let unique = dedup_sorted(&mut targets[start..]);
-            targets.truncate(start + unique);
+            list.sort_unstable();
+            list.dedup();
+            targets.extend_from_slice(&list);
             offsets.push(targets.len());
         }
         Ok(Adjacency { offsets, targets })
@@ -407,18 +414,6 @@ impl Adjacency {
         }
         Adjacency { offsets, targets }
     }
-}
-
-/// Moves the distinct values of a sorted slice to its front; returns how many there are.
-fn dedup_sorted(values: &mut [u32]) -> usize {
-    let mut unique = 0;
-    for i in 0..values.len() {
-        if unique == 0 || values[i] != values[unique - 1] {
-            values[unique] = values[i];
-            unique += 1;
-        }
-    }
-    unique
 }
 
 /// Detects a cycle with petgraph and reports one actual cycle through the node it names.

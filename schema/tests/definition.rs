@@ -4,7 +4,7 @@
 //! any back edge is reported as an actual cycle).
 
 use std::collections::{BTreeSet, HashMap};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use conflux_schema::definition::{
     references, resolve, OnFailure, Reference, RetryPolicy, TaskKind, TaskSpec, WorkflowDefinition,
@@ -106,6 +106,40 @@ fn the_api_example_parses_round_trips_and_validates() {
     assert_eq!(wf.in_degrees(), [0, 1, 1, 1]);
     assert_eq!(wf.index_of_str("wait"), Some(2));
     assert_eq!(wf.index_of_str("nope"), None);
+}
+
+#[test]
+fn tasks_come_out_in_topological_order_with_repeated_dependencies_merged() {
+    let wf = check(json!([
+        {"id": "late", "kind": "noop", "depends_on": ["early", "early", "mid"],
+         "input": "${tasks.early.output}"},
+        {"id": "mid", "kind": "noop", "depends_on": ["early"]},
+        {"id": "early", "kind": "noop"},
+        {"id": "alone", "kind": "noop"}
+    ]))
+    .expect("valid");
+    let ids: Vec<&str> = wf.tasks().iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, ["early", "mid", "late", "alone"]);
+    assert_eq!(wf.definition().tasks.len(), 4);
+    assert_eq!(wf.index_of_str("late"), Some(2));
+    assert_eq!(wf.dependencies(2), [0, 1]);
+    assert_eq!(wf.dependents(0), [1, 2]);
+    assert_eq!(wf.in_degrees(), [0, 1, 2, 0]);
+    assert_eq!(wf.roots(), [0, 3]);
+    assert_eq!(wf.sinks(), [2, 3]);
+    assert_consistent(&wf);
+}
+
+#[test]
+fn a_reference_across_a_long_chain_is_upstream() {
+    let mut def = chain(10_000);
+    def.tasks[9_999].input = json!({"first": "${tasks.t0.output}"});
+    assert!(validate(def, &Limits::default()).is_ok());
+    let mut def = chain(10_000);
+    def.tasks[0].input = json!({"last": "${tasks.t9999.output}"});
+    let error = validate(def, &Limits::default()).expect_err("downstream reference");
+    assert_eq!(error.code(), "invalid_task");
+    assert_eq!(error.details()["task"], "t0");
 }
 
 #[test]
@@ -515,32 +549,16 @@ fn chain(n: usize) -> WorkflowDefinition {
     )
 }
 
-/// Validates `def` three times and, in optimised builds (where the 50 ms budget
-/// applies), asserts that the fastest run is within budget.
-fn validate_fast(def: &WorkflowDefinition, limits: &Limits, what: &str) -> ValidatedWorkflow {
-    let mut fastest = Duration::MAX;
-    let mut validated = None;
-    for _ in 0..3 {
-        let def = def.clone();
-        let started = Instant::now();
-        let result = validate(def, limits);
-        fastest = fastest.min(started.elapsed());
-        validated = Some(result.expect("valid"));
-    }
-    if cfg!(not(debug_assertions)) {
-        assert!(
-            fastest < Duration::from_millis(50),
-            "{what} took {fastest:?}"
-        );
-    }
-    eprintln!("TIMING {what}: {fastest:?}");
-    validated.expect("validated at least once")
+/// Validates `def`, which must be valid. Speed is measured by the loadtest's
+/// planning scenario, never asserted in a test.
+fn validate_ok(def: &WorkflowDefinition, limits: &Limits) -> ValidatedWorkflow {
+    validate(def.clone(), limits).expect("valid")
 }
 
 #[test]
 fn a_100_000_task_chain_validates_without_recursion() {
     let limits = Limits { max_tasks: 100_000 };
-    let wf = validate_fast(&chain(100_000), &limits, "100,000-task chain");
+    let wf = validate_ok(&chain(100_000), &limits);
     assert_eq!(wf.len(), 100_000);
     assert_eq!(wf.roots(), [0]);
     assert_eq!(wf.sinks(), [99_999]);
@@ -558,7 +576,7 @@ fn a_100_000_task_chain_validates_without_recursion() {
 }
 
 #[test]
-fn a_10_000_task_layered_dag_validates_fast() {
+fn a_10_000_task_layered_dag_validates() {
     // Layers of 10 tasks; every task depends on all 10 tasks of the layer above.
     let tasks: Vec<TaskSpec> = (0..10_000)
         .map(|i| {
@@ -573,7 +591,7 @@ fn a_10_000_task_layered_dag_validates_fast() {
             noop(format!("t{i}"), deps)
         })
         .collect();
-    let wf = validate_fast(&named(tasks), &Limits::default(), "10,000-task layered DAG");
+    let wf = validate_ok(&named(tasks), &Limits::default());
     assert_eq!(wf.roots().len(), 10);
     assert_eq!(wf.sinks().len(), 10);
     assert_consistent(&wf);

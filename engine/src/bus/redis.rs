@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use conflux_schema::EventEnvelope;
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::streams::{
     StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply,
 };
@@ -18,6 +18,23 @@ use super::{BusError, Delivery, EventBus, Subscription};
 /// Entries kept in the stream (approximate trim); consumers further behind than this
 /// catch up from the store through the subscriber's gap filling.
 const MAX_STREAM_LEN: usize = 1_000_000;
+
+/// How long a non-blocking command may take before the call fails as unavailable.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Reconnection settings: give up on one attempt fast and keep the retry delays short,
+/// so a Redis that comes back is used again within about a second.
+fn manager_config(response_timeout: Option<Duration>) -> ConnectionManagerConfig {
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Duration::from_secs(2))
+        .set_number_of_retries(2)
+        .set_factor(50)
+        .set_max_delay(1000);
+    match response_timeout {
+        Some(t) => config.set_response_timeout(t),
+        None => config,
+    }
+}
 
 /// The Redis Streams [`EventBus`].
 #[derive(Clone)]
@@ -43,7 +60,10 @@ impl RedisBus {
             Client::open(url).map_err(|e| BusError::Unavailable(format!("bad Redis URL: {e}")))?;
         let conn = tokio::time::timeout(
             Duration::from_secs(5),
-            ConnectionManager::new(client.clone()),
+            ConnectionManager::new_with_config(
+                client.clone(),
+                manager_config(Some(RESPONSE_TIMEOUT)),
+            ),
         )
         .await
         .map_err(|_| BusError::Unavailable(format!("cannot connect to Redis at {url}: timed out")))?
@@ -59,6 +79,16 @@ impl RedisBus {
     pub fn key(&self) -> &str {
         &self.key
     }
+}
+
+/// Runs a Redis call with a deadline; a call past it is reported as unavailable.
+async fn bounded<T>(
+    call: impl std::future::Future<Output = T>,
+    limit: Duration,
+) -> Result<T, BusError> {
+    tokio::time::timeout(limit, call)
+        .await
+        .map_err(|_| BusError::Unavailable(format!("Redis did not answer within {limit:?}")))
 }
 
 fn entry_id(position: u64) -> String {
@@ -124,7 +154,9 @@ impl EventBus for RedisBus {
         group: &str,
         consumer: &str,
     ) -> Result<Box<dyn Subscription>, BusError> {
-        let conn = ConnectionManager::new(self.client.clone())
+        // Blocking reads need a connection of their own (a blocked command holds up the
+        // connection) and their own deadline, longer than the block.
+        let conn = ConnectionManager::new_with_config(self.client.clone(), manager_config(None))
             .await
             .map_err(map_err)?;
         let mut sub = RedisSubscription {
@@ -156,10 +188,10 @@ struct RedisSubscription {
 
 impl RedisSubscription {
     async fn ensure_group(&mut self) -> Result<(), BusError> {
-        let created: Result<(), RedisError> = self
+        let create = self
             .conn
-            .xgroup_create_mkstream(&self.key, &self.group, "0")
-            .await;
+            .xgroup_create_mkstream(&self.key, &self.group, "0");
+        let created: Result<(), RedisError> = bounded(create, RESPONSE_TIMEOUT).await?;
         match created {
             Ok(()) => Ok(()),
             Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
@@ -179,8 +211,10 @@ impl Subscription for RedisSubscription {
             opts = opts.block(block_ms);
         }
         for _ in 0..2 {
+            let keys = [&self.key];
+            let read = self.conn.xread_options(&keys, &[">"], &opts);
             let reply: Result<Option<StreamReadReply>, RedisError> =
-                self.conn.xread_options(&[&self.key], &[">"], &opts).await;
+                bounded(read, wait + RESPONSE_TIMEOUT).await?;
             match reply {
                 Ok(reply) => {
                     return Ok(reply
@@ -205,10 +239,8 @@ impl Subscription for RedisSubscription {
             return Ok(());
         }
         let ids: Vec<String> = positions.iter().map(|p| entry_id(*p)).collect();
-        self.conn
-            .xack::<_, _, _, ()>(&self.key, &self.group, &ids)
-            .await
-            .map_err(map_err)
+        let ack = self.conn.xack::<_, _, _, ()>(&self.key, &self.group, &ids);
+        bounded(ack, RESPONSE_TIMEOUT).await?.map_err(map_err)
     }
 
     async fn claim_stale(
@@ -217,17 +249,16 @@ impl Subscription for RedisSubscription {
         max: usize,
     ) -> Result<Vec<Delivery>, BusError> {
         let opts = StreamAutoClaimOptions::default().count(max);
-        let reply: Result<StreamAutoClaimReply, RedisError> = self
-            .conn
-            .xautoclaim_options(
-                &self.key,
-                &self.group,
-                &self.consumer,
-                min_idle.as_millis() as u64,
-                "0-0",
-                opts,
-            )
-            .await;
+        let claim = self.conn.xautoclaim_options(
+            &self.key,
+            &self.group,
+            &self.consumer,
+            min_idle.as_millis() as u64,
+            "0-0",
+            opts,
+        );
+        let reply: Result<StreamAutoClaimReply, RedisError> =
+            bounded(claim, RESPONSE_TIMEOUT).await?;
         match reply {
             Ok(reply) => Ok(reply.claimed.iter().filter_map(to_delivery).collect()),
             Err(e) if e.code() == Some("NOGROUP") => {

@@ -1,0 +1,177 @@
+//! End-to-end: the real `conflux` binary, started as a user would start it.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use conflux_engine::testing::{delete_redis_prefix, redis_url, unique_prefix, TestDatabase};
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    /// A test that fails half-way must not leave a server running.
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Server {
+    /// Starts `conflux serve` on a random port with `env`, and waits until it listens.
+    fn start(env: &[(&str, String)], dir: &std::path::Path) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_conflux"));
+        cmd.arg("serve")
+            .current_dir(dir)
+            .env_remove("DATABASE_URL")
+            .env_remove("REDIS_URL")
+            .env("CONFLUX_ADDR", "127.0.0.1:0")
+            .env("CONFLUX_LOG_FORMAT", "json")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn conflux");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                // Every log line is JSON when CONFLUX_LOG_FORMAT=json.
+                let v: serde_json::Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
+                if v["message"] == "conflux is serving" {
+                    let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_owned());
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("server did not start");
+        Server {
+            child,
+            base: format!("http://{addr}"),
+        }
+    }
+
+    async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let resp = reqwest::get(format!("{}{path}", self.base))
+            .await
+            .expect("request");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.expect("json body"))
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                assert!(status.success(), "conflux exited with {status}");
+                return;
+            }
+            assert!(Instant::now() < deadline, "conflux did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+#[tokio::test]
+async fn serve_with_no_configuration_uses_the_embedded_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = Server::start(&[], dir.path());
+    assert!(
+        dir.path().join("conflux-data").join("conflux.db").exists(),
+        "the data dir is created"
+    );
+    let (status, body) = server.get("/health").await;
+    assert_eq!((status, &body["status"]), (200, &serde_json::json!("ok")));
+    let (status, body) = server.get("/ready").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["mode"], "embedded");
+    let (status, body) = server.get("/no/such/route").await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (404, &serde_json::json!("not_found"))
+    );
+    server.stop();
+}
+
+#[tokio::test]
+async fn serve_uses_postgres_and_redis_and_is_unready_without_postgres() {
+    let db = TestDatabase::create().await;
+    let prefix = unique_prefix();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = Server::start(
+        &[
+            ("DATABASE_URL", db.url.clone()),
+            ("REDIS_URL", redis_url()),
+            ("CONFLUX_REDIS_PREFIX", prefix.clone()),
+        ],
+        dir.path(),
+    );
+    assert!(
+        !dir.path().join("conflux-data").exists(),
+        "no embedded store when DATABASE_URL is set"
+    );
+    let (status, body) = server.get("/ready").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["mode"], "postgres+redis");
+
+    // Postgres goes away (the database is dropped under the server's feet).
+    let name = db.url.rsplit('/').next().unwrap_or_default().to_owned();
+    db.drop_database().await;
+    let (status, body) = server.get("/ready").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "unavailable");
+    assert!(
+        body["error"]["details"]["store"]
+            .as_str()
+            .is_some_and(|s| s != "ok"),
+        "{body}"
+    );
+    assert!(!name.is_empty());
+    server.stop();
+    delete_redis_prefix(&prefix).await;
+}
+
+#[tokio::test]
+async fn serve_refuses_to_start_on_an_unreachable_database_with_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(env!("CARGO_BIN_EXE_conflux"))
+        .arg("migrate")
+        .current_dir(dir.path())
+        .env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/postgres")
+        .env_remove("REDIS_URL")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("DATABASE_URL") && stderr.contains("cannot connect to Postgres"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn dump_config_redacts_secrets() {
+    let out = Command::new(env!("CARGO_BIN_EXE_conflux"))
+        .args(["serve", "--dump-config"])
+        .env("DATABASE_URL", "postgres://u:hunter2@db/conflux")
+        .output()
+        .expect("run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(!text.contains("hunter2"), "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(v["database_url"], "postgres://u:***@db/conflux");
+    assert_eq!(v["addr"], "127.0.0.1:8080");
+}

@@ -11,7 +11,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::definition::WorkflowDefinition;
+use crate::definition::{HttpSpec, WorkflowDefinition};
 use crate::ids::{StreamId, StreamType, TaskId};
 
 /// The schema version written with every event of this build.
@@ -75,6 +75,10 @@ pub enum Event {
         task_id: TaskId,
         /// 1-based attempt number.
         attempt: u32,
+        /// Whether this is an attempt of the task's `compensate` spec (saga) rather than
+        /// of the task itself.
+        #[serde(default, skip_serializing_if = "is_false")]
+        compensation: bool,
     },
     /// An attempt was handed to a runner or an agent queue, with its deadline.
     TaskDispatched {
@@ -88,6 +92,13 @@ pub enum Event {
         /// Start-to-close deadline of this attempt, if it has one.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         deadline: Option<DateTime<Utc>>,
+        /// For `http` tasks: the request with every `${...}` resolved, exactly as made.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        http: Option<HttpSpec>,
+        /// Whether this is an attempt of the task's `compensate` spec (saga) rather than
+        /// of the task itself.
+        #[serde(default, skip_serializing_if = "is_false")]
+        compensation: bool,
     },
     /// An attempt started running (an agent leased it, or a built-in runner began).
     TaskStarted {
@@ -101,6 +112,28 @@ pub enum Event {
         /// The lease, for agent tasks.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         lease_id: Option<Uuid>,
+        /// Start-to-close deadline of this attempt (start time + the task's
+        /// `timeout_seconds`), if it has one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        deadline: Option<DateTime<Utc>>,
+        /// Whether this is an attempt of the task's `compensate` spec (saga) rather than
+        /// of the task itself.
+        #[serde(default, skip_serializing_if = "is_false")]
+        compensation: bool,
+    },
+    /// A running attempt reported that it is alive; its deadline moves to `deadline`.
+    TaskHeartbeat {
+        /// The task.
+        task_id: TaskId,
+        /// The attempt.
+        attempt: u32,
+        /// The attempt's new start-to-close deadline, if it has one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        deadline: Option<DateTime<Utc>>,
+        /// Whether this is an attempt of the task's `compensate` spec (saga) rather than
+        /// of the task itself.
+        #[serde(default, skip_serializing_if = "is_false")]
+        compensation: bool,
     },
     /// An attempt succeeded.
     TaskCompleted {
@@ -122,6 +155,10 @@ pub enum Event {
         error: String,
         /// Whether another attempt may succeed.
         retryable: bool,
+        /// Whether this is an attempt of the task's `compensate` spec (saga) rather than
+        /// of the task itself.
+        #[serde(default, skip_serializing_if = "is_false")]
+        compensation: bool,
     },
     /// A failed or timed-out attempt will be retried at `due_at`.
     TaskRetryScheduled {
@@ -131,6 +168,10 @@ pub enum Event {
         attempt: u32,
         /// When it becomes due.
         due_at: DateTime<Utc>,
+        /// Whether this is an attempt of the task's `compensate` spec (saga) rather than
+        /// of the task itself.
+        #[serde(default, skip_serializing_if = "is_false")]
+        compensation: bool,
     },
     /// An attempt passed its start-to-close deadline.
     TaskTimedOut {
@@ -138,6 +179,10 @@ pub enum Event {
         task_id: TaskId,
         /// The attempt.
         attempt: u32,
+        /// Whether this is an attempt of the task's `compensate` spec (saga) rather than
+        /// of the task itself.
+        #[serde(default, skip_serializing_if = "is_false")]
+        compensation: bool,
     },
     /// A task will not run (e.g. its execution failed first).
     TaskSkipped {
@@ -152,6 +197,10 @@ pub enum Event {
         task_id: TaskId,
         /// The attempt.
         attempt: u32,
+        /// Whether this is an attempt of the task's `compensate` spec (saga) rather than
+        /// of the task itself.
+        #[serde(default, skip_serializing_if = "is_false")]
+        compensation: bool,
     },
     /// The execution was paused: nothing new is dispatched.
     ExecutionPaused {},
@@ -168,11 +217,21 @@ pub enum Event {
         /// The task whose failure started the saga.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         failed_task: Option<TaskId>,
+        /// Why the execution failed (the `error` its final `ExecutionFailed` repeats).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
     },
-    /// A completed task's compensation succeeded.
+    /// A completed task's compensation succeeded (the success of a compensation
+    /// attempt: compensation attempts never record `TaskCompleted`).
     TaskCompensated {
         /// The task that was compensated.
         task_id: TaskId,
+        /// The compensation attempt that succeeded.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        attempt: Option<u32>,
+        /// The compensation's output.
+        #[serde(default, skip_serializing_if = "Value::is_null")]
+        output: Value,
     },
     /// A compensation failed for good.
     CompensationFailed {
@@ -206,6 +265,7 @@ impl Event {
             Event::TaskScheduled { .. } => "TaskScheduled",
             Event::TaskDispatched { .. } => "TaskDispatched",
             Event::TaskStarted { .. } => "TaskStarted",
+            Event::TaskHeartbeat { .. } => "TaskHeartbeat",
             Event::TaskCompleted { .. } => "TaskCompleted",
             Event::TaskFailed { .. } => "TaskFailed",
             Event::TaskRetryScheduled { .. } => "TaskRetryScheduled",
@@ -293,6 +353,12 @@ fn default_schema_version() -> u16 {
     SCHEMA_VERSION
 }
 
+/// `skip_serializing_if` for flags that default to `false`, so events without them
+/// keep their original shape.
+fn is_false(flag: &bool) -> bool {
+    !*flag
+}
+
 /// The parts of an event the hash covers, in canonical form. Position is not covered
 /// (the store assigns it at commit); everything the author decided is.
 #[derive(Debug, Clone, Copy)]
@@ -320,17 +386,21 @@ impl HashInput<'_> {
     /// keys inside `data` and `metadata` are sorted too (serde_json's default map), so the
     /// bytes survive a round trip through Postgres `jsonb`.
     pub fn canonical_bytes(&self) -> Vec<u8> {
-        let value = serde_json::json!({
-            "data": self.data,
-            "event_id": self.event_id,
-            "metadata": self.metadata,
-            "recorded_at": self.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-            "schema_version": self.schema_version,
-            "stream_id": self.stream_id,
-            "type": self.event_type,
-            "version": self.version,
-        });
-        serde_json::to_vec(&value).unwrap_or_default()
+        let mut data = Vec::with_capacity(128);
+        crate::canonical::write_value(self.data, &mut data);
+        let mut metadata = Vec::with_capacity(64);
+        crate::canonical::write_value(self.metadata, &mut metadata);
+        CanonicalParts {
+            event_id: self.event_id,
+            stream_id: self.stream_id,
+            version: self.version,
+            event_type: self.event_type,
+            schema_version: self.schema_version,
+            data_json: &data,
+            metadata_json: &metadata,
+            recorded_at: self.recorded_at,
+        }
+        .canonical_bytes()
     }
 
     /// `sha256(prev || canonical_bytes)`.
@@ -339,6 +409,57 @@ impl HashInput<'_> {
         hasher.update(prev);
         hasher.update(self.canonical_bytes());
         hasher.finalize().into()
+    }
+}
+
+/// The hashed parts of an event whose data and metadata are already in canonical JSON
+/// form ([`crate::canonical::write_value`]): lets a writer serialise each event once and
+/// use the same text for the hash and for storage.
+#[derive(Debug, Clone, Copy)]
+pub struct CanonicalParts<'a> {
+    /// The event id.
+    pub event_id: Uuid,
+    /// The stream.
+    pub stream_id: &'a str,
+    /// The version within the stream.
+    pub version: u64,
+    /// The event type.
+    pub event_type: &'a str,
+    /// The schema version.
+    pub schema_version: u16,
+    /// The event data, canonical JSON.
+    pub data_json: &'a [u8],
+    /// The metadata, canonical JSON.
+    pub metadata_json: &'a [u8],
+    /// The recorded time (microsecond precision).
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl CanonicalParts<'_> {
+    /// The same bytes as [`HashInput::canonical_bytes`] for the same event.
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        use crate::canonical::write_str;
+        let mut out = Vec::with_capacity(160 + self.data_json.len() + self.metadata_json.len());
+        out.extend_from_slice(b"{\"data\":");
+        out.extend_from_slice(self.data_json);
+        out.extend_from_slice(b",\"event_id\":");
+        write_str(&self.event_id.to_string(), &mut out);
+        out.extend_from_slice(b",\"metadata\":");
+        out.extend_from_slice(self.metadata_json);
+        out.extend_from_slice(b",\"recorded_at\":");
+        write_str(
+            &self
+                .recorded_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            &mut out,
+        );
+        out.extend_from_slice(format!(",\"schema_version\":{}", self.schema_version).as_bytes());
+        out.extend_from_slice(b",\"stream_id\":");
+        write_str(self.stream_id, &mut out);
+        out.extend_from_slice(b",\"type\":");
+        write_str(self.event_type, &mut out);
+        out.extend_from_slice(format!(",\"version\":{}}}", self.version).as_bytes());
+        out
     }
 }
 
@@ -357,6 +478,7 @@ mod tests {
         let e = Event::TaskScheduled {
             task_id: TaskId::parse("a").unwrap(),
             attempt: 1,
+            compensation: false,
         };
         let v = serde_json::to_value(&e).unwrap();
         assert_eq!(
@@ -370,6 +492,42 @@ mod tests {
         let p = Event::ExecutionPaused {};
         let (t, d) = p.to_parts().unwrap();
         assert_eq!(Event::from_parts(t, d).unwrap(), p);
+    }
+
+    #[test]
+    fn added_fields_are_optional_and_omitted_at_their_default() {
+        let old =
+            serde_json::json!({"task_id": "a", "attempt": 2, "error": "x", "retryable": true});
+        let e = Event::from_parts("TaskFailed", old.clone()).unwrap();
+        assert_eq!(
+            e,
+            Event::TaskFailed {
+                task_id: TaskId::parse("a").unwrap(),
+                attempt: 2,
+                error: "x".into(),
+                retryable: true,
+                compensation: false,
+            }
+        );
+        assert_eq!(e.to_parts().unwrap().1, old);
+        let beat = Event::TaskHeartbeat {
+            task_id: TaskId::parse("a").unwrap(),
+            attempt: 1,
+            deadline: None,
+            compensation: true,
+        };
+        let (t, d) = beat.to_parts().unwrap();
+        assert_eq!(t, "TaskHeartbeat");
+        assert_eq!(
+            d,
+            serde_json::json!({"task_id": "a", "attempt": 1, "compensation": true})
+        );
+        assert_eq!(Event::from_parts(t, d).unwrap(), beat);
+        let done = Event::from_parts("TaskCompensated", serde_json::json!({"task_id": "a"}));
+        assert!(matches!(
+            done,
+            Ok(Event::TaskCompensated { attempt: None, .. })
+        ));
     }
 
     #[test]
@@ -391,6 +549,31 @@ mod tests {
         assert_eq!(v["data"], serde_json::json!({}));
         let back: EventEnvelope = serde_json::from_value(v).unwrap();
         assert_eq!(back, env);
+    }
+
+    #[test]
+    fn canonical_bytes_are_sorted_compact_json() {
+        let data = serde_json::json!({"b": 1, "a": [1.5, "x", {"d": null, "c": true}]});
+        let meta = serde_json::json!({"actor": "api"});
+        let input = HashInput {
+            event_id: Uuid::nil(),
+            stream_id: "execution-x",
+            version: 3,
+            event_type: "T",
+            schema_version: 1,
+            data: &data,
+            metadata: &meta,
+            recorded_at: now_micros(),
+        };
+        let oracle = serde_json::json!({
+            "data": data, "event_id": Uuid::nil(), "metadata": meta,
+            "recorded_at": input.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            "schema_version": 1, "stream_id": "execution-x", "type": "T", "version": 3,
+        });
+        assert_eq!(
+            input.canonical_bytes(),
+            serde_json::to_vec(&oracle).unwrap()
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //!
 //! # Layout
 //! - [`ids`]: validated newtypes for identifiers (`TaskId`, `WorkflowName`, `StreamId`).
+//! - [`canonical`]: canonical JSON bytes, the input of the hash chain.
 //! - [`event`]: the event envelope, the closed set of event types, and the hash chain.
 //! - [`definition`]: the workflow definition a client posts (API.md "Workflows").
 //! - [`validate`]: turning a definition into a `ValidatedWorkflow` (petgraph), or a typed 422 error.
@@ -11,6 +12,7 @@
 //! SQL migrations live beside this crate in `schema/migrations/` and are embedded by the
 //! engine's stores, so the contract and the tables that hold it change together.
 
+pub mod canonical;
 pub mod definition;
 pub mod event;
 pub mod ids;

@@ -34,10 +34,10 @@ ins AS (
     INSERT INTO events (stream_id, stream_type, version, event_id, event_type,
                         schema_version, data, metadata, recorded_at, hash)
     SELECT r.stream_id, r.stream_type, r.version, r.event_id, r.event_type,
-           r.schema_version, r.data, r.metadata, r.recorded_at, r.hash
+           r.schema_version, r.data::jsonb, r.metadata::jsonb, r.recorded_at, r.hash
     FROM commit_order,
          unnest($2::text[], $3::text[], $4::int8[], $5::uuid[], $6::text[], $7::int2[],
-                $8::jsonb[], $9::jsonb[], $10::timestamptz[], $11::bytea[])
+                $8::text[], $9::text[], $10::timestamptz[], $11::bytea[])
          WITH ORDINALITY AS r(stream_id, stream_type, version, event_id, event_type,
                               schema_version, data, metadata, recorded_at, hash, ord)
     ORDER BY r.ord
@@ -115,13 +115,16 @@ impl PgStore {
     /// slow transaction's position is never skipped. Same SQL as a normal append.
     pub async fn append_held(&self, req: AppendRequest) -> Result<HeldAppend, StoreError> {
         let mut heads = self.backend.heads(&[req.stream.as_str()]).await?;
-        let rows = super::writer::plan(&mut heads, &req)?;
+        let stream = req.stream.clone();
+        let expected = req.expected_version;
+        let rows = super::writer::plan(&mut heads, super::writer::prepare(req)?)?;
+        let refs: Vec<&Row> = rows.iter().collect();
         let mut tx = self.backend.pool.begin().await.map_err(map_err)?;
-        let positions = insert_rows(&mut *tx, &rows).await.map_err(|e| match e {
+        let positions = insert_rows(&mut *tx, &refs).await.map_err(|e| match e {
             InsertError::Duplicate => StoreError::Conflict {
-                stream: req.stream.clone(),
-                expected: req.expected_version,
-                actual: req.expected_version,
+                stream: stream.clone(),
+                expected,
+                actual: expected,
             },
             InsertError::Store(e) => e,
         })?;
@@ -177,7 +180,7 @@ fn map_err(e: sqlx::Error) -> StoreError {
     }
 }
 
-async fn insert_rows<'c, E>(executor: E, rows: &[Row]) -> Result<Vec<u64>, InsertError>
+async fn insert_rows<'c, E>(executor: E, rows: &[&Row]) -> Result<Vec<u64>, InsertError>
 where
     E: sqlx::Executor<'c, Database = Postgres>,
 {
@@ -199,8 +202,8 @@ where
         event_id.push(r.event_id);
         event_type.push(r.event_type);
         schema_version.push(r.schema_version as i16);
-        data.push(&r.data);
-        metadata.push(&r.metadata_json);
+        data.push(r.data_json.as_str());
+        metadata.push(r.metadata_json.as_str());
         recorded_at.push(r.recorded_at);
         hash.push(r.hash.as_slice());
     }
@@ -310,7 +313,11 @@ impl LogBackend for PgBackend {
         Ok(heads)
     }
 
-    async fn insert(&self, rows: &[Row]) -> Result<Vec<u64>, InsertError> {
+    fn max_in_flight(&self) -> usize {
+        4
+    }
+
+    async fn insert(&self, rows: &[&Row]) -> Result<Vec<u64>, InsertError> {
         insert_rows(&self.pool, rows).await
     }
 }

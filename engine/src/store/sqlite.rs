@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::chain::{verify_rows, ChainVerification, StoredRow};
-use super::writer::{plan, AppendQueue, Head, InsertError, LogBackend, Row};
+use super::writer::{plan, prepare, AppendQueue, Head, InsertError, LogBackend, Row};
 use super::{AppendRequest, EventStore, StoreError};
 
 /// Rows per INSERT statement (11 bound parameters each, under SQLite's limit).
@@ -80,13 +80,16 @@ impl SqliteStore {
     /// [`HeldAppend`] is committed (see the conformance suite).
     pub async fn append_held(&self, req: AppendRequest) -> Result<HeldAppend, StoreError> {
         let mut heads = self.backend.heads(&[req.stream.as_str()]).await?;
-        let rows = plan(&mut heads, &req)?;
+        let stream = req.stream.clone();
+        let expected = req.expected_version;
+        let rows = plan(&mut heads, prepare(req)?)?;
+        let refs: Vec<&Row> = rows.iter().collect();
         let mut tx = self.backend.pool.begin().await.map_err(map_err)?;
-        let positions = insert_rows(&mut tx, &rows).await.map_err(|e| match e {
+        let positions = insert_rows(&mut tx, &refs).await.map_err(|e| match e {
             InsertError::Duplicate => StoreError::Conflict {
-                stream: req.stream.clone(),
-                expected: req.expected_version,
-                actual: req.expected_version,
+                stream: stream.clone(),
+                expected,
+                actual: expected,
             },
             InsertError::Store(e) => e,
         })?;
@@ -153,7 +156,7 @@ fn time_text(t: DateTime<Utc>) -> String {
 
 async fn insert_rows(
     tx: &mut Transaction<'static, Sqlite>,
-    rows: &[Row],
+    rows: &[&Row],
 ) -> Result<Vec<u64>, InsertError> {
     let mut positions = Vec::with_capacity(rows.len());
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
@@ -168,8 +171,8 @@ async fn insert_rows(
                 .push_bind(r.event_id.to_string())
                 .push_bind(r.event_type)
                 .push_bind(r.schema_version as i64)
-                .push_bind(r.data.to_string())
-                .push_bind(r.metadata_json.to_string())
+                .push_bind(r.data_json.as_str())
+                .push_bind(r.metadata_json.as_str())
                 .push_bind(time_text(r.recorded_at))
                 .push_bind(r.hash.to_vec());
         });
@@ -274,7 +277,11 @@ impl LogBackend for SqliteBackend {
         Ok(heads)
     }
 
-    async fn insert(&self, rows: &[Row]) -> Result<Vec<u64>, InsertError> {
+    fn max_in_flight(&self) -> usize {
+        1
+    }
+
+    async fn insert(&self, rows: &[&Row]) -> Result<Vec<u64>, InsertError> {
         let mut tx = self
             .pool
             .begin()

@@ -1,38 +1,82 @@
 //! The roles a process runs and the HTTP surface they share. `serve` runs every role in
-//! one process; each role also runs alone (`conflux relay`…), against the same backends.
+//! one process; each role also runs alone (`conflux engine`, `conflux relay`…), against
+//! the same backends.
 
 use std::time::Duration;
 
 use axum::http::{HeaderName, Request};
 use axum::Router;
+use conflux_command_api::agents::AgentDirectory;
 use conflux_command_api::error::ApiError;
+use conflux_command_api::CommandContext;
+use conflux_engine::catalog::WorkflowCatalog;
+use conflux_engine::commands::ExecutionCommands;
+use conflux_engine::executor::{Engine, EngineOptions, EngineParts};
 use conflux_engine::relay::{Relay, RelayOptions};
+use conflux_engine::runner::{BuiltinRunner, RunnerOptions};
 use conflux_query_api::ops::{self, Probes};
+use conflux_schema::validate::Limits;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::backends::Backends;
+use crate::config::Config;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// Everything the roles of one process share.
+#[derive(Clone)]
+pub struct Runtime {
+    /// Store, bus, queues.
+    pub backends: Backends,
+    /// Workflow definitions.
+    pub catalog: WorkflowCatalog,
+    /// Built-in task runners.
+    pub runner: BuiltinRunner,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+}
+
+impl Runtime {
+    /// The runtime over `backends` with the configured limits.
+    pub fn new(backends: Backends, config: &Config) -> Self {
+        let catalog = WorkflowCatalog::new(
+            backends.store.clone(),
+            Limits {
+                max_tasks: config.max_tasks,
+            },
+        );
+        Self {
+            backends,
+            catalog,
+            runner: BuiltinRunner::new(RunnerOptions::default()),
+            max_body_bytes: config.max_body_bytes,
+        }
+    }
+}
+
 /// The HTTP router: every route of this build, with request ids and request tracing.
-pub fn router(backends: &Backends) -> Router {
+pub fn router(rt: &Runtime) -> Router {
     let probes = Probes {
-        store: backends.store.clone(),
-        bus: backends.bus.clone(),
-        mode: backends.mode,
+        store: rt.backends.store.clone(),
+        bus: rt.backends.bus.clone(),
+        mode: rt.backends.mode,
+    };
+    let commands = ExecutionCommands::new(rt.backends.store.clone(), rt.catalog.clone());
+    let command_ctx = CommandContext {
+        commands: commands.clone(),
+        queue: rt.backends.queue.clone(),
+        agents: AgentDirectory::default(),
     };
     ops::router(probes)
+        .merge(conflux_command_api::router(command_ctx, rt.max_body_bytes))
+        .merge(conflux_query_api::executions::router(commands))
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
-            let id = req
-                .headers()
-                .get(&REQUEST_ID)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_owned();
+            let id = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
             tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
         }))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
@@ -40,36 +84,63 @@ pub fn router(backends: &Backends) -> Router {
 }
 
 /// Runs the relay until `shutdown`.
-pub fn spawn_relay(
-    backends: &Backends,
-    shutdown: CancellationToken,
-) -> tokio::task::JoinHandle<()> {
+pub fn spawn_relay(rt: &Runtime, shutdown: CancellationToken) -> JoinHandle<()> {
     let relay = Relay::new(
-        backends.store.clone(),
-        backends.bus.clone(),
+        rt.backends.store.clone(),
+        rt.backends.bus.clone(),
         RelayOptions::default(),
     );
     tokio::spawn(relay.run(shutdown))
 }
 
+/// Runs the engine (graph executor) until `shutdown`.
+pub fn spawn_engine(rt: &Runtime, shutdown: CancellationToken) -> JoinHandle<()> {
+    let parts = EngineParts {
+        store: rt.backends.store.clone(),
+        bus: rt.backends.bus.clone(),
+        catalog: rt.catalog.clone(),
+        queue: rt.backends.queue.clone(),
+        runner: rt.runner.clone(),
+    };
+    let engine = Engine::new(parts, EngineOptions::default());
+    tokio::spawn(async move {
+        if let Err(e) = engine.run(shutdown).await {
+            tracing::error!(error = %e, "the engine stopped");
+        }
+    })
+}
+
+/// Serves HTTP on `listener` until `shutdown`.
+pub async fn serve_http(
+    listener: TcpListener,
+    rt: &Runtime,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, mode = rt.backends.mode, "conflux is serving");
+    axum::serve(listener, router(rt))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await?;
+    Ok(())
+}
+
 /// Every role in one process, serving HTTP on `listener` until `shutdown`.
 pub async fn serve(
     listener: TcpListener,
-    backends: Backends,
+    rt: Runtime,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let relay = spawn_relay(&backends, shutdown.clone());
-    let addr = listener.local_addr()?;
-    tracing::info!(%addr, mode = backends.mode, "conflux is serving");
-    axum::serve(listener, router(&backends))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await?;
+    let relay = spawn_relay(&rt, shutdown.clone());
+    let engine = spawn_engine(&rt, shutdown.clone());
+    serve_http(listener, &rt, shutdown.clone()).await?;
     shutdown.cancel();
-    if tokio::time::timeout(Duration::from_secs(10), relay)
-        .await
-        .is_err()
-    {
-        tracing::warn!("relay did not stop within 10 s");
+    for (name, task) in [("relay", relay), ("engine", engine)] {
+        if tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .is_err()
+        {
+            tracing::warn!(role = name, "did not stop within 10 s");
+        }
     }
     tracing::info!("stopped");
     Ok(())

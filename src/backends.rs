@@ -1,5 +1,6 @@
-//! Choosing the store and the bus from the configuration: Postgres + Redis in
-//! production, the embedded SQLite store + in-process bus when nothing is configured.
+//! Choosing the store, the bus and the task queues from the configuration: Postgres +
+//! Redis in production, the embedded SQLite store + in-process bus and queues when
+//! nothing is configured.
 
 use std::sync::Arc;
 
@@ -7,71 +8,86 @@ use anyhow::Context;
 use conflux_engine::bus::local::LocalBus;
 use conflux_engine::bus::redis::RedisBus;
 use conflux_engine::bus::EventBus;
+use conflux_engine::queue::local::LocalTaskQueue;
+use conflux_engine::queue::redis::RedisTaskQueue;
+use conflux_engine::queue::TaskQueue;
 use conflux_engine::store::postgres::{PgStore, PgStoreOptions};
 use conflux_engine::store::sqlite::SqliteStore;
 use conflux_engine::store::EventStore;
 
 use crate::config::Config;
 
-/// The store and bus every role of this process shares.
+/// The store, bus and queues every role of this process shares.
 #[derive(Clone)]
 pub struct Backends {
     /// The system of record.
     pub store: Arc<dyn EventStore>,
     /// The transport.
     pub bus: Arc<dyn EventBus>,
-    /// `postgres+redis`, `postgres+in-process` or `embedded`.
+    /// Agent task queues (Redis Streams per role with Redis, else in-process).
+    pub queue: Arc<dyn TaskQueue>,
+    /// `postgres+redis`, `postgres+in-process`, `embedded+redis` or `embedded`.
     pub mode: &'static str,
+}
+
+async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn EventStore>> {
+    match &config.database_url {
+        Some(url) => {
+            let options = PgStoreOptions {
+                max_connections: config.pg_max_connections,
+                ..PgStoreOptions::default()
+            };
+            let store = PgStore::connect(url, &options)
+                .await
+                .context("opening the Postgres event store (DATABASE_URL)")?;
+            tracing::info!("event store: Postgres");
+            Ok(Arc::new(store))
+        }
+        None => {
+            std::fs::create_dir_all(&config.data_dir).with_context(|| {
+                format!("creating the data directory {}", config.data_dir.display())
+            })?;
+            let path = config.data_dir.join("conflux.db");
+            let store = SqliteStore::open(&path)
+                .await
+                .with_context(|| format!("opening the embedded store {}", path.display()))?;
+            tracing::info!(path = %path.display(), "no DATABASE_URL: using the embedded SQLite store");
+            Ok(Arc::new(store))
+        }
+    }
 }
 
 impl Backends {
     /// Opens the configured backends (running migrations), or the embedded ones.
     pub async fn open(config: &Config) -> anyhow::Result<Self> {
-        let (store, pg): (Arc<dyn EventStore>, bool) = match &config.database_url {
-            Some(url) => {
-                let options = PgStoreOptions {
-                    max_connections: config.pg_max_connections,
-                    ..PgStoreOptions::default()
-                };
-                let store = PgStore::connect(url, &options)
-                    .await
-                    .context("opening the Postgres event store (DATABASE_URL)")?;
-                tracing::info!("event store: Postgres");
-                (Arc::new(store), true)
-            }
-            None => {
-                std::fs::create_dir_all(&config.data_dir).with_context(|| {
-                    format!("creating the data directory {}", config.data_dir.display())
-                })?;
-                let path = config.data_dir.join("conflux.db");
-                let store = SqliteStore::open(&path)
-                    .await
-                    .with_context(|| format!("opening the embedded store {}", path.display()))?;
-                tracing::info!(path = %path.display(), "no DATABASE_URL: using the embedded SQLite store");
-                (Arc::new(store), false)
-            }
-        };
-        let (bus, redis): (Arc<dyn EventBus>, bool) = match &config.redis_url {
+        let store = open_store(config).await?;
+        let (bus, queue): (Arc<dyn EventBus>, Arc<dyn TaskQueue>) = match &config.redis_url {
             Some(url) => {
                 let bus = RedisBus::connect(url, &config.redis_prefix)
                     .await
                     .context("connecting to Redis (REDIS_URL)")?;
-                tracing::info!(prefix = %config.redis_prefix, "event bus: Redis Streams");
-                (Arc::new(bus), true)
+                let queue = RedisTaskQueue::connect(url, &config.redis_prefix)
+                    .await
+                    .context("connecting the agent task queues to Redis (REDIS_URL)")?;
+                tracing::info!(prefix = %config.redis_prefix, "event bus and task queues: Redis Streams");
+                (Arc::new(bus), Arc::new(queue))
             }
             None => {
-                tracing::info!(
-                    "no REDIS_URL: using the in-process bus (every role must run in this process)"
-                );
-                (Arc::new(LocalBus::new()), false)
+                tracing::info!("no REDIS_URL: using the in-process bus and task queues (every role must run in this process)");
+                (Arc::new(LocalBus::new()), Arc::new(LocalTaskQueue::new()))
             }
         };
-        let mode = match (pg, redis) {
+        let mode = match (config.database_url.is_some(), config.redis_url.is_some()) {
             (true, true) => "postgres+redis",
             (true, false) => "postgres+in-process",
             (false, true) => "embedded+redis",
             (false, false) => "embedded",
         };
-        Ok(Self { store, bus, mode })
+        Ok(Self {
+            store,
+            bus,
+            queue,
+            mode,
+        })
     }
 }

@@ -68,6 +68,15 @@ pub struct Config {
     #[arg(long, global = true, env = "CONFLUX_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
 
+    /// Most tasks a workflow may have (larger: 422 too_many_tasks).
+    #[arg(
+        long,
+        global = true,
+        env = "CONFLUX_MAX_TASKS",
+        default_value_t = 10_000
+    )]
+    pub max_tasks: usize,
+
     /// Log format: `text` or `json`.
     #[arg(
         long,
@@ -118,6 +127,7 @@ impl Config {
             "redis_prefix": self.redis_prefix,
             "pg_max_connections": self.pg_max_connections,
             "max_body_bytes": self.max_body_bytes,
+            "max_tasks": self.max_tasks,
             "log_format": format!("{:?}", self.log_format).to_lowercase(),
             "log": self.log,
             "mode": if self.database_url.is_some() { "postgres" } else { "embedded" },

@@ -2,9 +2,10 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use conflux::app::{self, Runtime};
 use conflux::backends::Backends;
 use conflux::config::Config;
-use conflux::{app, shutdown, telemetry};
+use conflux::{shutdown, telemetry};
 
 /// Conflux — an event-sourced workflow engine.
 ///
@@ -22,10 +23,14 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run every role in one process: HTTP API and the outbox relay.
+    /// Run every role in one process: HTTP API, engine and outbox relay.
     Serve,
     /// Apply database migrations and exit (also done at every start).
     Migrate,
+    /// Run only the HTTP API (command and query routes).
+    Api,
+    /// Run only the engine (graph executor); needs Redis to share work with other processes.
+    Engine,
     /// Run only the outbox relay (store → bus).
     Relay,
 }
@@ -39,25 +44,36 @@ async fn main() -> anyhow::Result<()> {
     }
     telemetry::init(cli.config.log_format, &cli.config.log);
     let stop = shutdown::on_signal();
+    let bind = || async {
+        tokio::net::TcpListener::bind(cli.config.addr)
+            .await
+            .with_context(|| format!("binding {}", cli.config.addr))
+    };
     match cli.command {
         Command::Serve => {
-            let listener = tokio::net::TcpListener::bind(cli.config.addr)
-                .await
-                .with_context(|| format!("binding {}", cli.config.addr))?;
-            let backends = Backends::open(&cli.config).await?;
-            app::serve(listener, backends, stop).await
+            let listener = bind().await?;
+            let rt = Runtime::new(Backends::open(&cli.config).await?, &cli.config);
+            app::serve(listener, rt, stop).await
         }
         Command::Migrate => {
             let backends = Backends::open(&cli.config).await?;
             tracing::info!(mode = backends.mode, "migrations applied");
             Ok(())
         }
+        Command::Api => {
+            let listener = bind().await?;
+            let rt = Runtime::new(Backends::open(&cli.config).await?, &cli.config);
+            app::serve_http(listener, &rt, stop).await
+        }
+        Command::Engine => {
+            let rt = Runtime::new(Backends::open(&cli.config).await?, &cli.config);
+            tracing::info!(mode = rt.backends.mode, "engine running");
+            app::spawn_engine(&rt, stop).await.context("engine task")
+        }
         Command::Relay => {
-            let backends = Backends::open(&cli.config).await?;
-            tracing::info!(mode = backends.mode, "relay running");
-            app::spawn_relay(&backends, stop)
-                .await
-                .context("relay task")
+            let rt = Runtime::new(Backends::open(&cli.config).await?, &cli.config);
+            tracing::info!(mode = rt.backends.mode, "relay running");
+            app::spawn_relay(&rt, stop).await.context("relay task")
         }
     }
 }

@@ -113,6 +113,48 @@ impl From<BusError> for ApiError {
     }
 }
 
+impl From<conflux_engine::execution::Rejection> for ApiError {
+    fn from(r: conflux_engine::execution::Rejection) -> Self {
+        let status = match r.code() {
+            "not_found" => StatusCode::NOT_FOUND,
+            _ => StatusCode::CONFLICT,
+        };
+        Self::new(status, r.code(), r.to_string())
+    }
+}
+
+impl From<conflux_engine::commands::CommandError> for ApiError {
+    fn from(e: conflux_engine::commands::CommandError) -> Self {
+        use conflux_engine::commands::CommandError;
+        match e {
+            CommandError::NotFound(what) => Self::not_found(format!("{what} not found")),
+            CommandError::Rejected(r) => r.into(),
+            CommandError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<conflux_schema::validate::ValidationError> for ApiError {
+    fn from(e: conflux_schema::validate::ValidationError) -> Self {
+        let status = if e.code() == "invalid_request" {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::UNPROCESSABLE_ENTITY
+        };
+        Self::new(status, e.code(), e.to_string()).with_details(e.details())
+    }
+}
+
+impl From<conflux_engine::catalog::CatalogError> for ApiError {
+    fn from(e: conflux_engine::catalog::CatalogError) -> Self {
+        use conflux_engine::catalog::CatalogError;
+        match e {
+            CatalogError::Invalid(v) => v.into(),
+            CatalogError::Store(s) => s.into(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

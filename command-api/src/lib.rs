@@ -1,11 +1,59 @@
 //! # conflux-command-api — the write side over HTTP
 //!
+//! Validates input, turns requests into commands against the engine's event store, and
+//! returns ids. Commands never wait for the engine: they append and answer.
+//!
 //! # Layout
 //! - [`error`]: the one error body (`{"error": {"code", "message", "details"}}`) every
 //!   route of every Conflux router answers with, and the mapping of typed errors to it.
+//! - [`extract`]: JSON and metadata extractors whose rejections are that body.
+//! - [`workflows`]: create (versioned by name), execute (idempotent), pause/resume all.
+//! - [`executions`]: pause, resume, cancel one execution.
+//! - [`agents`]: register, long-poll leases, complete/fail/heartbeat by lease.
 //!
-//! The write routes of API.md (workflows, executions, agents) arrive with the runtime.
 //! **Architecture invariant:** this crate never talks to SQL or Redis directly; it goes
-//! through the engine's `EventStore`/`EventBus` traits.
+//! through the engine's store, catalog and queue traits.
 
+pub mod agents;
 pub mod error;
+pub mod executions;
+pub mod extract;
+pub mod workflows;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::post;
+use axum::Router;
+use conflux_engine::commands::ExecutionCommands;
+use conflux_engine::queue::TaskQueue;
+
+/// What the write routes need.
+#[derive(Clone)]
+pub struct CommandContext {
+    /// Loads executions and records commands.
+    pub commands: ExecutionCommands,
+    /// Agent task queues.
+    pub queue: Arc<dyn TaskQueue>,
+    /// Registered agents.
+    pub agents: agents::AgentDirectory,
+}
+
+/// Every write route of API.md, with request bodies limited to `max_body_bytes` (413).
+pub fn router(ctx: CommandContext, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/api/v1/workflows", post(workflows::create))
+        .route("/api/v1/workflows/{id}/execute", post(workflows::execute))
+        .route("/api/v1/workflows/{id}/pause", post(workflows::pause))
+        .route("/api/v1/workflows/{id}/resume", post(workflows::resume))
+        .route("/api/v1/executions/{id}/pause", post(executions::pause))
+        .route("/api/v1/executions/{id}/resume", post(executions::resume))
+        .route("/api/v1/executions/{id}/cancel", post(executions::cancel))
+        .route("/api/v1/agents", post(agents::register))
+        .route("/api/v1/agents/{id}/poll", post(agents::poll))
+        .route("/api/v1/tasks/{id}/complete", post(agents::complete))
+        .route("/api/v1/tasks/{id}/fail", post(agents::fail))
+        .route("/api/v1/tasks/{id}/heartbeat", post(agents::heartbeat))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(ctx)
+}

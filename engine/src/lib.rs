@@ -1,20 +1,34 @@
 //! # conflux-engine — the write model
 //!
 //! # Layout
+//! - [`catalog`]: workflow definitions, versioned per name, validated once per process.
+//! - [`commands`]: load an execution, decide a command, append it; retried on conflict.
+//! - [`executor`]: the engine role: consumes the bus, decides, appends, performs effects.
 //! - [`store`]: the `EventStore` trait (the system of record) with its Postgres and
 //!   embedded SQLite backends, sharing one group-commit append pipeline.
 //! - [`bus`]: the `EventBus` trait (the transport) with Redis Streams and in-process
 //!   backends: consumer groups, acks, claiming a dead consumer's entries.
+//! - [`queue`]: the `TaskQueue` of agent-task tickets per role (Redis Streams or in
+//!   memory) that agents' long-polls take from; transport only, the log is the truth.
 //! - [`relay`]: publishes committed events from the store's outbox to the bus, in
 //!   position order, and republishes whatever the bus lost.
 //! - [`subscriber`]: delivery with effectively-once application: skips what a consumer
 //!   already applied and fills per-stream gaps from the store.
+//! - [`execution`]: the pure execution state machine (`decide`/`evolve`, no I/O).
+//! - [`runner`]: runs built-in tasks (`noop`, `sleep`, `http`) in-process, with a
+//!   circuit breaker per downstream host.
 //!
 //! The pure execution core (`decide`/`evolve`) and the scheduler arrive with the
 //! runtime; they will depend on nothing here but `conflux-schema`.
 
 pub mod bus;
+pub mod catalog;
+pub mod commands;
+pub mod execution;
+pub mod executor;
+pub mod queue;
 pub mod relay;
+pub mod runner;
 pub mod store;
 pub mod subscriber;
 pub mod testing;

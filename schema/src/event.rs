@@ -254,6 +254,20 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         failed_task: Option<TaskId>,
     },
+    /// An external agent registered. Stream `agent-<id>`.
+    AgentRegistered {
+        /// The agent id (also the stream's uuid).
+        agent_id: Uuid,
+        /// Its name, for humans.
+        name: String,
+        /// The roles whose task queues it polls.
+        roles: Vec<String>,
+        /// What it can do.
+        #[serde(default)]
+        capabilities: Vec<String>,
+        /// How many tasks it runs at once.
+        capacity: u32,
+    },
 }
 
 impl Event {
@@ -280,6 +294,7 @@ impl Event {
             Event::CompensationFailed { .. } => "CompensationFailed",
             Event::ExecutionCompleted { .. } => "ExecutionCompleted",
             Event::ExecutionFailed { .. } => "ExecutionFailed",
+            Event::AgentRegistered { .. } => "AgentRegistered",
         }
     }
 

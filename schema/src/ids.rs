@@ -115,6 +115,8 @@ pub enum StreamType {
     Workflow,
     /// `execution-<uuid>`: one run of a workflow.
     Execution,
+    /// `agent-<uuid>`: an external agent's registration.
+    Agent,
 }
 
 impl StreamType {
@@ -123,6 +125,7 @@ impl StreamType {
         match self {
             StreamType::Workflow => "workflow",
             StreamType::Execution => "execution",
+            StreamType::Agent => "agent",
         }
     }
 }
@@ -144,6 +147,11 @@ impl StreamId {
         Self(format!("execution-{id}"))
     }
 
+    /// The stream of agent `id`.
+    pub fn agent(id: Uuid) -> Self {
+        Self(format!("agent-{id}"))
+    }
+
     /// Parses `<type>-<uuid>`.
     pub fn parse(raw: &str) -> Result<Self, IdError> {
         let (kind, id) = raw
@@ -152,6 +160,7 @@ impl StreamId {
         let kind = match kind {
             "workflow" => StreamType::Workflow,
             "execution" => StreamType::Execution,
+            "agent" => StreamType::Agent,
             other => return Err(IdError::new(format!("unknown stream type {other:?}"))),
         };
         let id = Uuid::parse_str(id)
@@ -163,6 +172,8 @@ impl StreamId {
     pub fn stream_type(&self) -> StreamType {
         if self.0.starts_with("workflow-") {
             StreamType::Workflow
+        } else if self.0.starts_with("agent-") {
+            StreamType::Agent
         } else {
             StreamType::Execution
         }

@@ -52,6 +52,23 @@ pub enum StoreError {
     Backend(String),
 }
 
+/// The stream lookups the write side needs, answered from indexes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamQuery {
+    /// Executions started for a workflow (`open_only`: not yet completed, failed or
+    /// cancelled), oldest first.
+    ExecutionsOfWorkflow {
+        /// The workflow id.
+        workflow_id: uuid::Uuid,
+        /// Only executions without a terminal event.
+        open_only: bool,
+    },
+    /// Every execution without a terminal event, oldest first (crash recovery).
+    OpenExecutions,
+    /// The execution whose `TaskStarted` carries this lease id.
+    Lease(uuid::Uuid),
+}
+
 /// One append: events for one stream, at the version the caller last saw.
 #[derive(Debug, Clone)]
 pub struct AppendRequest {
@@ -122,6 +139,13 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Recomputes the stream's hash chain from the stored rows.
     async fn verify_stream(&self, stream: &StreamId) -> Result<ChainVerification, StoreError>;
+
+    /// Streams matching `query` (see [`StreamQuery`]), at most `limit`.
+    async fn find_streams(
+        &self,
+        query: &StreamQuery,
+        limit: usize,
+    ) -> Result<Vec<StreamId>, StoreError>;
 
     /// Succeeds when the backing database answers (readiness).
     async fn ping(&self) -> Result<(), StoreError>;

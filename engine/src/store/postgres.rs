@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use super::chain::{verify_rows, ChainVerification, StoredRow};
 use super::writer::{AppendQueue, Head, InsertError, LogBackend, Row};
-use super::{AppendRequest, EventStore, StoreError};
+use super::{AppendRequest, EventStore, StoreError, StreamQuery};
 
 /// The advisory lock key that orders commits ("Conflux" in ASCII).
 const COMMIT_ORDER_LOCK: i64 = 0x0043_6f6e_666c_7578;
@@ -167,6 +167,57 @@ pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
         .run(pool)
         .await
         .map_err(|e| StoreError::Backend(format!("migration failed: {e}")))
+}
+
+/// The SQL (and its one text parameter, if any) of a [`StreamQuery`]; the row limit is
+/// the last parameter.
+fn lookup_sql(query: &StreamQuery) -> (String, Option<String>) {
+    const OPEN: &str = "NOT EXISTS (SELECT 1 FROM events t WHERE t.stream_id = s.stream_id \
+        AND t.event_type IN ('ExecutionCompleted', 'ExecutionFailed', 'ExecutionCancelled'))";
+    match query {
+        StreamQuery::ExecutionsOfWorkflow {
+            workflow_id,
+            open_only,
+        } => {
+            let filter = if *open_only {
+                format!("AND {OPEN}")
+            } else {
+                String::new()
+            };
+            (
+                format!(
+                    "SELECT s.stream_id FROM events s WHERE s.event_type = 'ExecutionStarted' \
+                     AND s.data->>'workflow_id' = $1 {filter} ORDER BY s.position LIMIT $2"
+                ),
+                Some(workflow_id.to_string()),
+            )
+        }
+        StreamQuery::OpenExecutions => (
+            format!(
+                "SELECT s.stream_id FROM events s WHERE s.event_type = 'ExecutionStarted' \
+                 AND {OPEN} ORDER BY s.position LIMIT $1"
+            ),
+            None,
+        ),
+        StreamQuery::Lease(lease) => (
+            "SELECT stream_id FROM events WHERE event_type = 'TaskStarted' \
+             AND data->>'lease_id' = $1 LIMIT $2"
+                .to_owned(),
+            Some(lease.to_string()),
+        ),
+    }
+}
+
+/// Parses stream ids read back from the database.
+pub(crate) fn parse_stream_ids(ids: Vec<String>) -> Result<Vec<StreamId>, StoreError> {
+    ids.iter()
+        .map(|id| {
+            StreamId::parse(id).map_err(|e| StoreError::Corrupt {
+                position: 0,
+                reason: e.to_string(),
+            })
+        })
+        .collect()
 }
 
 fn map_err(e: sqlx::Error) -> StoreError {
@@ -394,6 +445,24 @@ impl EventStore for PgStore {
             .fetch(&sql, 0, Some(stream.as_str()), i64::MAX)
             .await?;
         Ok(verify_rows(&rows))
+    }
+
+    async fn find_streams(
+        &self,
+        query: &StreamQuery,
+        limit: usize,
+    ) -> Result<Vec<StreamId>, StoreError> {
+        let (sql, param) = lookup_sql(query);
+        let mut q = sqlx::query_scalar::<_, String>(&sql);
+        if let Some(p) = param {
+            q = q.bind(p);
+        }
+        let ids = q
+            .bind(limit.min(i64::MAX as usize) as i64)
+            .fetch_all(&self.backend.pool)
+            .await
+            .map_err(map_err)?;
+        parse_stream_ids(ids)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -24,7 +24,7 @@ use uuid::Uuid;
 
 use super::chain::{verify_rows, ChainVerification, StoredRow};
 use super::writer::{plan, prepare, AppendQueue, Head, InsertError, LogBackend, Row};
-use super::{AppendRequest, EventStore, StoreError};
+use super::{AppendRequest, EventStore, StoreError, StreamQuery};
 
 /// Rows per INSERT statement (11 bound parameters each, under SQLite's limit).
 const ROWS_PER_STATEMENT: usize = 2000;
@@ -361,6 +361,57 @@ impl EventStore for SqliteStore {
             .fetch_stream(stream.as_str(), 0, i64::MAX)
             .await?;
         Ok(verify_rows(&rows))
+    }
+
+    async fn find_streams(
+        &self,
+        query: &StreamQuery,
+        limit: usize,
+    ) -> Result<Vec<StreamId>, StoreError> {
+        const OPEN: &str = "NOT EXISTS (SELECT 1 FROM events t WHERE t.stream_id = s.stream_id \
+            AND t.event_type IN ('ExecutionCompleted', 'ExecutionFailed', 'ExecutionCancelled'))";
+        let (sql, param) = match query {
+            StreamQuery::ExecutionsOfWorkflow {
+                workflow_id,
+                open_only,
+            } => {
+                let filter = if *open_only {
+                    format!("AND {OPEN}")
+                } else {
+                    String::new()
+                };
+                (
+                    format!(
+                        "SELECT s.stream_id FROM events s WHERE s.event_type = 'ExecutionStarted' \
+                         AND json_extract(s.data, '$.workflow_id') = ? {filter} ORDER BY s.position LIMIT ?"
+                    ),
+                    Some(workflow_id.to_string()),
+                )
+            }
+            StreamQuery::OpenExecutions => (
+                format!(
+                    "SELECT s.stream_id FROM events s WHERE s.event_type = 'ExecutionStarted' \
+                     AND {OPEN} ORDER BY s.position LIMIT ?"
+                ),
+                None,
+            ),
+            StreamQuery::Lease(lease) => (
+                "SELECT stream_id FROM events WHERE event_type = 'TaskStarted' \
+                 AND json_extract(data, '$.lease_id') = ? LIMIT ?"
+                    .to_owned(),
+                Some(lease.to_string()),
+            ),
+        };
+        let mut q = sqlx::query_scalar::<_, String>(&sql);
+        if let Some(p) = param {
+            q = q.bind(p);
+        }
+        let ids = q
+            .bind(limit.min(i64::MAX as usize) as i64)
+            .fetch_all(&self.backend.pool)
+            .await
+            .map_err(map_err)?;
+        super::postgres::parse_stream_ids(ids)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -33,6 +33,7 @@ macro_rules! all_checks {
                 relay_survives_crash_and_flush,
                 dead_consumer_entries_are_claimed,
                 appends_do_not_wait_for_the_bus,
+                lookups_find_the_right_streams,
             ]
         );
     };

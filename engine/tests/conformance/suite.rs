@@ -420,3 +420,100 @@ pub async fn appends_do_not_wait_for_the_bus<F: Fixture>(f: &F) {
         store.head_position().await.expect("head")
     );
 }
+
+/// The write side's lookups: executions of a workflow (all / open), open executions,
+/// and the execution holding a lease.
+pub async fn lookups_find_the_right_streams<F: Fixture>(f: &F) {
+    use conflux_engine::store::StreamQuery;
+    let store = f.store();
+    let workflow = Uuid::now_v7();
+    let other = Uuid::now_v7();
+    let lease = Uuid::now_v7();
+    let mut executions = Vec::new();
+    for wf in [workflow, workflow, other] {
+        let id = Uuid::now_v7();
+        let s = StreamId::execution(id);
+        let started = Event::ExecutionStarted {
+            execution_id: id,
+            workflow_id: wf,
+            input: serde_json::json!({}),
+            idempotency_key: None,
+        };
+        store
+            .append(
+                &s,
+                0,
+                vec![NewEvent::new(started, EventMetadata::default())],
+            )
+            .await
+            .expect("append");
+        executions.push(s);
+    }
+    let done = Event::ExecutionCompleted {
+        output: serde_json::json!({}),
+    };
+    store
+        .append(
+            &executions[0],
+            1,
+            vec![NewEvent::new(done, EventMetadata::default())],
+        )
+        .await
+        .expect("append");
+    let started = Event::TaskStarted {
+        task_id: TaskId::parse("t").expect("id"),
+        attempt: 1,
+        agent_id: Some(Uuid::now_v7()),
+        lease_id: Some(lease),
+        deadline: None,
+        compensation: false,
+    };
+    store
+        .append(
+            &executions[1],
+            1,
+            vec![NewEvent::new(started, EventMetadata::default())],
+        )
+        .await
+        .expect("append");
+
+    let all = store
+        .find_streams(
+            &StreamQuery::ExecutionsOfWorkflow {
+                workflow_id: workflow,
+                open_only: false,
+            },
+            100,
+        )
+        .await
+        .expect("find");
+    assert_eq!(all, executions[..2].to_vec());
+    let open = store
+        .find_streams(
+            &StreamQuery::ExecutionsOfWorkflow {
+                workflow_id: workflow,
+                open_only: true,
+            },
+            100,
+        )
+        .await
+        .expect("find");
+    assert_eq!(open, vec![executions[1].clone()]);
+    let open_all = store
+        .find_streams(&StreamQuery::OpenExecutions, 100)
+        .await
+        .expect("find");
+    assert_eq!(open_all, executions[1..].to_vec());
+    assert_eq!(
+        store
+            .find_streams(&StreamQuery::Lease(lease), 1)
+            .await
+            .expect("find"),
+        vec![executions[1].clone()]
+    );
+    assert!(store
+        .find_streams(&StreamQuery::Lease(Uuid::now_v7()), 1)
+        .await
+        .expect("find")
+        .is_empty());
+}

@@ -1,0 +1,333 @@
+//! Agents: registration, long-poll leasing, and results by lease.
+//!
+//! A poll takes tickets from the agent's role queues and turns each into a lease by
+//! recording `TaskStarted` (with the agent, a new lease id and the attempt's deadline)
+//! against the execution; a ticket whose attempt is no longer current is dropped. Results
+//! name the lease; the lease's attempt is found in the execution's log, so a result for
+//! an attempt that timed out, was cancelled or already finished is `409 stale_attempt`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use conflux_engine::commands::{lease_attempt, CommandError};
+use conflux_engine::execution::{Command, Rejection, TaskRef};
+use conflux_engine::store::{StoreError, StreamQuery};
+use conflux_schema::{Event, EventMetadata, NewEvent, StreamId, TaskId};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::extract::{path_uuid, ApiJson, RequestMeta};
+use crate::CommandContext;
+
+/// A registered agent.
+#[derive(Debug, Clone)]
+pub struct Agent {
+    /// Its id.
+    pub agent_id: Uuid,
+    /// The roles it polls.
+    pub roles: Vec<String>,
+}
+
+/// Registered agents, loaded from their streams and cached; cheap to clone.
+#[derive(Clone, Default)]
+pub struct AgentDirectory {
+    cache: Arc<Mutex<HashMap<Uuid, Agent>>>,
+}
+
+impl AgentDirectory {
+    async fn get(&self, ctx: &CommandContext, id: Uuid) -> Result<Option<Agent>, StoreError> {
+        if let Some(a) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+        {
+            return Ok(Some(a.clone()));
+        }
+        let events = ctx
+            .commands
+            .store()
+            .read_stream(&StreamId::agent(id), 0, 1)
+            .await?;
+        let agent = events.into_iter().find_map(|e| match e.event {
+            Event::AgentRegistered {
+                agent_id, roles, ..
+            } => Some(Agent { agent_id, roles }),
+            _ => None,
+        });
+        if let Some(a) = &agent {
+            self.cache
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id, a.clone());
+        }
+        Ok(agent)
+    }
+}
+
+/// Body of `POST /api/v1/agents`.
+#[derive(Debug, Deserialize)]
+pub struct RegisterBody {
+    name: String,
+    roles: Vec<String>,
+    #[serde(default)]
+    capabilities: Vec<String>,
+    #[serde(default = "default_capacity")]
+    capacity: u32,
+}
+
+fn default_capacity() -> u32 {
+    10
+}
+
+/// `POST /api/v1/agents` → 201 `{"agent_id"}`.
+pub async fn register(
+    State(ctx): State<CommandContext>,
+    RequestMeta(meta): RequestMeta,
+    ApiJson(body): ApiJson<RegisterBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    if body.name.trim().is_empty() {
+        return Err(ApiError::invalid_request("name must not be empty"));
+    }
+    if body.roles.is_empty() || body.roles.iter().any(|r| r.trim().is_empty()) {
+        return Err(ApiError::invalid_request(
+            "roles must be a non-empty list of non-empty names",
+        ));
+    }
+    if body.capacity == 0 {
+        return Err(ApiError::invalid_request("capacity must be at least 1"));
+    }
+    let agent_id = Uuid::now_v7();
+    let event = Event::AgentRegistered {
+        agent_id,
+        name: body.name,
+        roles: body.roles.clone(),
+        capabilities: body.capabilities,
+        capacity: body.capacity,
+    };
+    ctx.commands
+        .store()
+        .append(
+            &StreamId::agent(agent_id),
+            0,
+            vec![NewEvent::new(event, meta)],
+        )
+        .await?;
+    ctx.agents
+        .cache
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(
+            agent_id,
+            Agent {
+                agent_id,
+                roles: body.roles,
+            },
+        );
+    Ok((StatusCode::CREATED, Json(json!({"agent_id": agent_id}))))
+}
+
+/// Query of the poll.
+#[derive(Debug, Deserialize)]
+pub struct PollQuery {
+    #[serde(default)]
+    max: Option<usize>,
+    #[serde(default)]
+    wait_ms: Option<u64>,
+}
+
+/// `POST /api/v1/agents/{agent_id}/poll?max=10&wait_ms=20000` → 200 `{"tasks": [...]}`.
+pub async fn poll(
+    State(ctx): State<CommandContext>,
+    Path(id): Path<String>,
+    Query(q): Query<PollQuery>,
+    RequestMeta(meta): RequestMeta,
+) -> Result<Json<Value>, ApiError> {
+    let agent_id = path_uuid(&id, "agent")?;
+    let agent = ctx
+        .agents
+        .get(&ctx, agent_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("agent {agent_id} not found")))?;
+    let max = q.max.unwrap_or(10);
+    if !(1..=100).contains(&max) {
+        return Err(ApiError::invalid_request("max must be between 1 and 100"));
+    }
+    let wait = Duration::from_millis(q.wait_ms.unwrap_or(20_000).min(60_000));
+    let deadline = Instant::now() + wait;
+    let meta = EventMetadata {
+        actor: Some(format!("agent:{agent_id}")),
+        ..meta
+    };
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let tickets = ctx
+            .queue
+            .take(&agent.roles, max, remaining)
+            .await
+            .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        let mut leases = Vec::new();
+        for ticket in tickets {
+            let Ok(task_id) = TaskId::parse(&ticket.task_id) else {
+                continue;
+            };
+            let task = TaskRef {
+                task: task_id,
+                attempt: ticket.attempt,
+                compensation: ticket.compensation,
+            };
+            let lease_id = Uuid::now_v7();
+            let command = Command::StartTask {
+                task: task.clone(),
+                agent_id: Some(agent_id),
+                lease_id: Some(lease_id),
+            };
+            match ctx
+                .commands
+                .record(
+                    ticket.execution_id,
+                    meta.clone(),
+                    |_, _| Ok(command.clone()),
+                )
+                .await
+            {
+                Ok(recorded) => {
+                    let state = &recorded.state;
+                    let track = if task.compensation {
+                        state.compensation(task.task.as_str())
+                    } else {
+                        state.task(task.task.as_str())
+                    };
+                    let deadline = track.and_then(|t| t.deadline);
+                    leases.push(json!({
+                        "lease_id": lease_id,
+                        "execution_id": ticket.execution_id,
+                        "task_id": task.task.as_str(),
+                        "attempt": task.attempt,
+                        "compensation": task.compensation,
+                        "input": ticket.input,
+                        "deadline": deadline,
+                    }));
+                }
+                // The attempt moved on (timed out, cancelled, done): drop the ticket.
+                Err(CommandError::Rejected(_)) | Err(CommandError::NotFound(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if !leases.is_empty() || Instant::now() >= deadline {
+            return Ok(Json(json!({"tasks": leases})));
+        }
+    }
+}
+
+/// Body of `complete`.
+#[derive(Debug, Default, Deserialize)]
+pub struct CompleteBody {
+    #[serde(default)]
+    output: Value,
+}
+
+/// Body of `fail`.
+#[derive(Debug, Deserialize)]
+pub struct FailBody {
+    error: String,
+    #[serde(default = "default_retryable")]
+    retryable: bool,
+}
+
+fn default_retryable() -> bool {
+    true
+}
+
+async fn on_lease(
+    ctx: CommandContext,
+    id: String,
+    meta: EventMetadata,
+    what: &'static str,
+    make: impl Fn(TaskRef) -> Command,
+) -> Result<Json<Value>, ApiError> {
+    let lease_id = path_uuid(&id, "lease")?;
+    let stream = ctx
+        .commands
+        .store()
+        .find_streams(&StreamQuery::Lease(lease_id), 1)
+        .await?
+        .pop()
+        .ok_or_else(|| ApiError::not_found(format!("lease {lease_id} not found")))?;
+    let execution_id = stream.uuid();
+    let mut attempt = None;
+    let recorded = ctx
+        .commands
+        .record(execution_id, meta, |_, log| {
+            let task = lease_attempt(log, lease_id)
+                .ok_or_else(|| CommandError::NotFound(format!("lease {lease_id}")))?;
+            attempt = Some(task.clone());
+            Ok(make(task))
+        })
+        .await;
+    match recorded {
+        Ok(_) => {}
+        Err(CommandError::Rejected(Rejection::StaleAttempt { .. })) | Err(CommandError::Rejected(Rejection::Terminal(_))) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "stale_attempt",
+                format!("lease {lease_id} is no longer current: its attempt timed out, was cancelled or already finished"),
+            ))
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let task = attempt.map(|t| json!({"task_id": t.task.as_str(), "attempt": t.attempt}));
+    Ok(Json(
+        json!({"lease_id": lease_id, "execution_id": execution_id, "task": task, "recorded": what}),
+    ))
+}
+
+/// `POST /api/v1/tasks/{lease_id}/complete`.
+pub async fn complete(
+    State(ctx): State<CommandContext>,
+    Path(id): Path<String>,
+    RequestMeta(meta): RequestMeta,
+    ApiJson(body): ApiJson<CompleteBody>,
+) -> Result<Json<Value>, ApiError> {
+    on_lease(ctx, id, meta, "completed", move |task| {
+        Command::CompleteTask {
+            task,
+            output: body.output.clone(),
+        }
+    })
+    .await
+}
+
+/// `POST /api/v1/tasks/{lease_id}/fail`.
+pub async fn fail(
+    State(ctx): State<CommandContext>,
+    Path(id): Path<String>,
+    RequestMeta(meta): RequestMeta,
+    ApiJson(body): ApiJson<FailBody>,
+) -> Result<Json<Value>, ApiError> {
+    on_lease(ctx, id, meta, "failed", move |task| Command::FailTask {
+        task,
+        error: body.error.clone(),
+        retryable: body.retryable,
+    })
+    .await
+}
+
+/// `POST /api/v1/tasks/{lease_id}/heartbeat`.
+pub async fn heartbeat(
+    State(ctx): State<CommandContext>,
+    Path(id): Path<String>,
+    RequestMeta(meta): RequestMeta,
+) -> Result<Json<Value>, ApiError> {
+    on_lease(ctx, id, meta, "heartbeat", |task| Command::Heartbeat {
+        task,
+    })
+    .await
+}

@@ -1,0 +1,72 @@
+//! `POST /api/v1/executions/{id}/pause | resume | cancel`.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use conflux_engine::execution::Command;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::error::ApiError;
+use crate::extract::{path_uuid, ApiJson, RequestMeta};
+use crate::CommandContext;
+
+/// Optional body of `cancel`.
+#[derive(Debug, Default, Deserialize)]
+pub struct CancelBody {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn record(
+    ctx: CommandContext,
+    id: String,
+    meta: conflux_schema::EventMetadata,
+    command: Command,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let execution_id = path_uuid(&id, "execution")?;
+    let recorded = ctx
+        .commands
+        .record(execution_id, meta, move |_, _| Ok(command.clone()))
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"execution_id": execution_id, "status": recorded.state.status()})),
+    ))
+}
+
+/// `POST /api/v1/executions/{id}/pause`.
+pub async fn pause(
+    State(ctx): State<CommandContext>,
+    Path(id): Path<String>,
+    RequestMeta(meta): RequestMeta,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    record(ctx, id, meta, Command::Pause).await
+}
+
+/// `POST /api/v1/executions/{id}/resume`.
+pub async fn resume(
+    State(ctx): State<CommandContext>,
+    Path(id): Path<String>,
+    RequestMeta(meta): RequestMeta,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    record(ctx, id, meta, Command::Resume).await
+}
+
+/// `POST /api/v1/executions/{id}/cancel`.
+pub async fn cancel(
+    State(ctx): State<CommandContext>,
+    Path(id): Path<String>,
+    RequestMeta(meta): RequestMeta,
+    ApiJson(body): ApiJson<CancelBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    record(
+        ctx,
+        id,
+        meta,
+        Command::Cancel {
+            reason: body.reason,
+        },
+    )
+    .await
+}

@@ -1,0 +1,207 @@
+//! `POST /api/v1/workflows` (create, optionally execute), `POST
+//! /api/v1/workflows/{id}/execute` (idempotent with `Idempotency-Key`), and pause/resume
+//! of every active execution of a workflow.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use conflux_engine::commands::CommandError;
+use conflux_engine::execution::{Command, Rejection};
+use conflux_engine::store::StreamQuery;
+use conflux_schema::definition::WorkflowDefinition;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::extract::{path_uuid, ApiJson, RequestMeta};
+use crate::CommandContext;
+
+/// The namespace of execution ids derived from an idempotency key.
+const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x2c4a_9b1e_77d0_4f5e_8c3b_19a6_d2e4_5f70);
+
+/// The body of `POST /api/v1/workflows`: a definition, and the input when `?execute=true`.
+#[derive(Debug, Deserialize)]
+pub struct CreateBody {
+    #[serde(flatten)]
+    definition: WorkflowDefinition,
+    #[serde(default)]
+    input: Option<Value>,
+}
+
+/// Query of `POST /api/v1/workflows`.
+#[derive(Debug, Deserialize)]
+pub struct CreateQuery {
+    #[serde(default)]
+    execute: Option<String>,
+}
+
+/// The body of `POST /api/v1/workflows/{id}/execute`.
+#[derive(Debug, Default, Deserialize)]
+pub struct ExecuteBody {
+    #[serde(default)]
+    input: Option<Value>,
+}
+
+fn parse_flag(raw: Option<&str>) -> Result<bool, ApiError> {
+    match raw {
+        None | Some("false") | Some("0") => Ok(false),
+        Some("true") | Some("1") | Some("") => Ok(true),
+        Some(other) => Err(ApiError::invalid_request(format!(
+            "execute must be true or false, got {other:?}"
+        ))),
+    }
+}
+
+/// `POST /api/v1/workflows[?execute=true]` → 201.
+pub async fn create(
+    State(ctx): State<CommandContext>,
+    Query(query): Query<CreateQuery>,
+    RequestMeta(meta): RequestMeta,
+    ApiJson(body): ApiJson<CreateBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let execute = parse_flag(query.execute.as_deref())?;
+    let created = ctx
+        .commands
+        .catalog()
+        .create(body.definition, meta.clone())
+        .await?;
+    let mut response = json!({
+        "workflow_id": created.workflow_id,
+        "name": created.workflow.name().as_str(),
+        "version": created.version,
+        "task_count": created.workflow.len(),
+        "created_at": created.event.recorded_at,
+    });
+    if execute {
+        let input = body.input.unwrap_or(Value::Object(Default::default()));
+        let execution_id = Uuid::now_v7();
+        ctx.commands
+            .start(created.workflow_id, execution_id, input, None, meta)
+            .await?;
+        response["execution_id"] = json!(execution_id);
+    }
+    Ok((StatusCode::CREATED, Json(response)))
+}
+
+/// `POST /api/v1/workflows/{id}/execute` → 202, or 200 for a repeated idempotency key.
+pub async fn execute(
+    State(ctx): State<CommandContext>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    RequestMeta(meta): RequestMeta,
+    ApiJson(body): ApiJson<ExecuteBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let workflow_id = path_uuid(&id, "workflow")?;
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let key = v
+                .to_str()
+                .map_err(|_| ApiError::invalid_request("Idempotency-Key must be visible ASCII"))?;
+            if key.is_empty() || key.len() > 255 {
+                return Err(ApiError::invalid_request(
+                    "Idempotency-Key must be 1 to 255 characters",
+                ));
+            }
+            Some(key.to_owned())
+        }
+    };
+    let execution_id = match &key {
+        Some(k) => Uuid::new_v5(
+            &IDEMPOTENCY_NAMESPACE,
+            format!("{workflow_id}\u{0}{k}").as_bytes(),
+        ),
+        None => Uuid::now_v7(),
+    };
+    let input = body.input.unwrap_or(Value::Object(Default::default()));
+    let response =
+        json!({"execution_id": execution_id, "workflow_id": workflow_id, "status": "running"});
+    match ctx
+        .commands
+        .start(workflow_id, execution_id, input, key.clone(), meta)
+        .await
+    {
+        Ok(_) => Ok((StatusCode::ACCEPTED, Json(response))),
+        // The key was used before: same execution, nothing new started.
+        Err(CommandError::Rejected(Rejection::AlreadyStarted)) if key.is_some() => {
+            let status = ctx
+                .commands
+                .load(execution_id)
+                .await?
+                .map(|(state, _)| json!(state.status()))
+                .unwrap_or(json!("running"));
+            Ok((
+                StatusCode::OK,
+                Json(
+                    json!({"execution_id": execution_id, "workflow_id": workflow_id, "status": status}),
+                ),
+            ))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `POST /api/v1/workflows/{id}/pause` and `/resume`: applies to every active execution.
+pub async fn control(
+    ctx: CommandContext,
+    id: String,
+    meta: conflux_schema::EventMetadata,
+    command: fn() -> Command,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let workflow_id = path_uuid(&id, "workflow")?;
+    if ctx.commands.catalog().get(workflow_id).await?.is_none() {
+        return Err(ApiError::not_found(format!(
+            "workflow {workflow_id} not found"
+        )));
+    }
+    let open = ctx
+        .commands
+        .store()
+        .find_streams(
+            &StreamQuery::ExecutionsOfWorkflow {
+                workflow_id,
+                open_only: true,
+            },
+            100_000,
+        )
+        .await?;
+    let mut changed = Vec::new();
+    for stream in open {
+        let id = stream.uuid();
+        // Executions already in the requested state (or finished meanwhile) are skipped.
+        match ctx
+            .commands
+            .record(id, meta.clone(), |_, _| Ok(command()))
+            .await
+        {
+            Ok(recorded) => {
+                changed.push(json!({"execution_id": id, "status": recorded.state.status()}))
+            }
+            Err(CommandError::Rejected(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"workflow_id": workflow_id, "executions": changed})),
+    ))
+}
+
+/// `POST /api/v1/workflows/{id}/pause`.
+pub async fn pause(
+    State(ctx): State<CommandContext>,
+    Path(id): Path<String>,
+    RequestMeta(meta): RequestMeta,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    control(ctx, id, meta, || Command::Pause).await
+}
+
+/// `POST /api/v1/workflows/{id}/resume`.
+pub async fn resume(
+    State(ctx): State<CommandContext>,
+    Path(id): Path<String>,
+    RequestMeta(meta): RequestMeta,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    control(ctx, id, meta, || Command::Resume).await
+}

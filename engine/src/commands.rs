@@ -1,0 +1,201 @@
+//! Commands against one execution, for the shell's request paths (the command API and
+//! agent leases): load the execution by replaying its log, `decide`, append at the
+//! version it was loaded at, and on a version conflict reload and decide again, so a
+//! command never applies twice and never acts on a stale state.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use conflux_schema::{Event, EventEnvelope, EventMetadata, NewEvent, StreamId};
+use uuid::Uuid;
+
+use crate::catalog::WorkflowCatalog;
+use crate::execution::{decide, Command, Decision, ExecutionState, Rejection, TaskRef};
+use crate::store::{read_whole_stream, EventStore, StoreError};
+
+/// How many times a command is re-decided after version conflicts before giving up.
+const MAX_ATTEMPTS: usize = 8;
+
+/// Why a command was not recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// No such execution (or workflow).
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The execution's state does not allow it.
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A recorded command.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// The state after the new events.
+    pub state: ExecutionState,
+    /// The events appended.
+    pub events: Vec<EventEnvelope>,
+    /// The decision (events and effects to perform).
+    pub decision: Decision,
+}
+
+/// Loads executions and records commands against them; cheap to clone.
+#[derive(Clone)]
+pub struct ExecutionCommands {
+    store: Arc<dyn EventStore>,
+    catalog: WorkflowCatalog,
+}
+
+impl ExecutionCommands {
+    /// Commands over `store`, with definitions from `catalog`.
+    pub fn new(store: Arc<dyn EventStore>, catalog: WorkflowCatalog) -> Self {
+        Self { store, catalog }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn EventStore> {
+        &self.store
+    }
+
+    /// The catalog.
+    pub fn catalog(&self) -> &WorkflowCatalog {
+        &self.catalog
+    }
+
+    /// The execution's state and its whole log, or None if it does not exist.
+    pub async fn load(
+        &self,
+        execution_id: Uuid,
+    ) -> Result<Option<(ExecutionState, Vec<EventEnvelope>)>, CommandError> {
+        let events = read_whole_stream(&*self.store, &StreamId::execution(execution_id)).await?;
+        let Some(Event::ExecutionStarted { workflow_id, .. }) = events.first().map(|e| &e.event)
+        else {
+            return Ok(None);
+        };
+        let workflow = self.catalog.get(*workflow_id).await?.ok_or_else(|| {
+            CommandError::NotFound(format!(
+                "workflow {workflow_id} of execution {execution_id}"
+            ))
+        })?;
+        let state = ExecutionState::replay(workflow, &events);
+        Ok(Some((state, events)))
+    }
+
+    /// Starts execution `execution_id` of `workflow_id`. Starting an execution id that
+    /// already exists is [`Rejection::AlreadyStarted`].
+    pub async fn start(
+        &self,
+        workflow_id: Uuid,
+        execution_id: Uuid,
+        input: serde_json::Value,
+        idempotency_key: Option<String>,
+        metadata: EventMetadata,
+    ) -> Result<Recorded, CommandError> {
+        let workflow = self
+            .catalog
+            .get(workflow_id)
+            .await?
+            .ok_or_else(|| CommandError::NotFound(format!("workflow {workflow_id}")))?;
+        let state = ExecutionState::new(workflow);
+        let command = Command::Start {
+            execution_id,
+            workflow_id,
+            input,
+            idempotency_key,
+        };
+        let decision = decide(&state, command, Utc::now())?;
+        let stream = StreamId::execution(execution_id);
+        let events = into_new(&decision, &metadata);
+        match self.store.append(&stream, 0, events).await {
+            Ok(events) => {
+                let state = events.iter().fold(state, crate::execution::evolve);
+                Ok(Recorded {
+                    state,
+                    events,
+                    decision,
+                })
+            }
+            Err(StoreError::Conflict { .. }) => Err(Rejection::AlreadyStarted.into()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Records the command `make` builds from the current state and log; re-decides on a
+    /// version conflict.
+    pub async fn record<F>(
+        &self,
+        execution_id: Uuid,
+        metadata: EventMetadata,
+        mut make: F,
+    ) -> Result<Recorded, CommandError>
+    where
+        F: FnMut(&ExecutionState, &[EventEnvelope]) -> Result<Command, CommandError>,
+    {
+        let stream = StreamId::execution(execution_id);
+        let mut last = None;
+        for _ in 0..MAX_ATTEMPTS {
+            let (state, log) = self
+                .load(execution_id)
+                .await?
+                .ok_or_else(|| CommandError::NotFound(format!("execution {execution_id}")))?;
+            let command = make(&state, &log)?;
+            let decision = decide(&state, command, Utc::now())?;
+            if decision.is_empty() {
+                return Ok(Recorded {
+                    state,
+                    events: Vec::new(),
+                    decision,
+                });
+            }
+            match self
+                .store
+                .append(&stream, state.version(), into_new(&decision, &metadata))
+                .await
+            {
+                Ok(events) => {
+                    let state = events.iter().fold(state, crate::execution::evolve);
+                    return Ok(Recorded {
+                        state,
+                        events,
+                        decision,
+                    });
+                }
+                Err(e @ StoreError::Conflict { .. }) => last = Some(e),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(last
+            .unwrap_or_else(|| StoreError::Backend("no attempt made".into()))
+            .into())
+    }
+}
+
+/// The events of a decision, with `metadata`.
+pub fn into_new(decision: &Decision, metadata: &EventMetadata) -> Vec<NewEvent> {
+    decision
+        .events
+        .iter()
+        .cloned()
+        .map(|e| NewEvent::new(e, metadata.clone()))
+        .collect()
+}
+
+/// The attempt a lease was issued for, from the execution's log.
+pub fn lease_attempt(log: &[EventEnvelope], lease_id: Uuid) -> Option<TaskRef> {
+    log.iter().find_map(|e| match &e.event {
+        Event::TaskStarted {
+            task_id,
+            attempt,
+            lease_id: Some(l),
+            compensation,
+            ..
+        } if *l == lease_id => Some(TaskRef {
+            task: task_id.clone(),
+            attempt: *attempt,
+            compensation: *compensation,
+        }),
+        _ => None,
+    })
+}

@@ -1,0 +1,154 @@
+//! Commands about one attempt: start, heartbeat, complete, fail.
+//!
+//! They share one rule, fencing by attempt number: only the current attempt, once
+//! dispatched (or started), may be acted on. Anything else — an attempt that timed
+//! out, was cancelled, already finished or was superseded by a retry — is
+//! [`Rejection::StaleAttempt`], so a late or duplicated result never changes state.
+
+use chrono::{DateTime, Utc};
+use conflux_schema::Event;
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::command::{Rejection, TaskRef};
+use super::dispatch::Spec;
+use super::state::{ExecutionState, TaskState};
+use super::status::{ExecutionStatus, TaskStatus};
+
+/// The task index and state of the attempt `task` names, once the execution started.
+fn locate<'s>(
+    state: &'s ExecutionState,
+    task: &TaskRef,
+) -> Result<(usize, &'s TaskState), Rejection> {
+    if state.status == ExecutionStatus::NotStarted {
+        return Err(Rejection::NotStarted);
+    }
+    let index = state
+        .workflow
+        .index_of(&task.task)
+        .ok_or_else(|| Rejection::UnknownTask(task.task.as_str().to_owned()))?;
+    let track = state
+        .track(index, task.compensation)
+        .ok_or_else(|| stale(task, 0))?;
+    Ok((index, track))
+}
+
+fn stale(task: &TaskRef, current: u32) -> Rejection {
+    Rejection::StaleAttempt {
+        task: task.task.clone(),
+        attempt: task.attempt,
+        current,
+        compensation: task.compensation,
+    }
+}
+
+/// A live attempt of a terminal execution cannot exist (termination cancels them all);
+/// this keeps the rule explicit rather than implied.
+fn not_terminal(state: &ExecutionState) -> Result<(), Rejection> {
+    if state.is_terminal() {
+        return Err(Rejection::Terminal(state.status));
+    }
+    Ok(())
+}
+
+/// `StartTask`: the current attempt, dispatched and not started, starts now; its
+/// deadline is `now` + the spec's `timeout_seconds`.
+pub(crate) fn start(
+    state: &ExecutionState,
+    task: &TaskRef,
+    agent_id: Option<Uuid>,
+    lease_id: Option<Uuid>,
+    now: DateTime<Utc>,
+) -> Result<Vec<Event>, Rejection> {
+    let (index, t) = locate(state, task)?;
+    if t.attempt != task.attempt || t.status != TaskStatus::Scheduled || !t.dispatched {
+        return Err(stale(task, t.attempt));
+    }
+    not_terminal(state)?;
+    let deadline =
+        Spec::of(&state.workflow, index, task.compensation).and_then(|s| s.deadline_from(now));
+    Ok(vec![Event::TaskStarted {
+        task_id: task.task.clone(),
+        attempt: task.attempt,
+        agent_id,
+        lease_id,
+        deadline,
+        compensation: task.compensation,
+    }])
+}
+
+/// `CompleteTask`: `TaskCompleted`, or for a compensation `TaskCompensated`.
+pub(crate) fn complete(
+    state: &ExecutionState,
+    task: TaskRef,
+    output: Value,
+) -> Result<Vec<Event>, Rejection> {
+    let (_, t) = locate(state, &task)?;
+    if !t.accepts_result(task.attempt) {
+        return Err(stale(&task, t.attempt));
+    }
+    not_terminal(state)?;
+    Ok(vec![if task.compensation {
+        Event::TaskCompensated {
+            task_id: task.task,
+            attempt: Some(task.attempt),
+            output,
+        }
+    } else {
+        Event::TaskCompleted {
+            task_id: task.task,
+            attempt: task.attempt,
+            output,
+        }
+    }])
+}
+
+/// `FailTask`: `TaskFailed`; whether it is retried is decided by `Advance`.
+pub(crate) fn fail(
+    state: &ExecutionState,
+    task: TaskRef,
+    error: String,
+    retryable: bool,
+) -> Result<Vec<Event>, Rejection> {
+    let (_, t) = locate(state, &task)?;
+    if !t.accepts_result(task.attempt) {
+        return Err(stale(&task, t.attempt));
+    }
+    not_terminal(state)?;
+    Ok(vec![Event::TaskFailed {
+        task_id: task.task,
+        attempt: task.attempt,
+        error,
+        retryable,
+        compensation: task.compensation,
+    }])
+}
+
+/// `Heartbeat`: a running attempt with a timeout gets `TaskHeartbeat` with deadline
+/// `now` + timeout. Without a timeout, or before the attempt started, there is nothing
+/// to extend (an empty decision).
+pub(crate) fn heartbeat(
+    state: &ExecutionState,
+    task: &TaskRef,
+    now: DateTime<Utc>,
+) -> Result<Vec<Event>, Rejection> {
+    let (index, t) = locate(state, task)?;
+    if !t.accepts_result(task.attempt) {
+        return Err(stale(task, t.attempt));
+    }
+    not_terminal(state)?;
+    if t.status != TaskStatus::Running {
+        return Ok(Vec::new());
+    }
+    let deadline =
+        Spec::of(&state.workflow, index, task.compensation).and_then(|s| s.deadline_from(now));
+    Ok(deadline
+        .map(|deadline| Event::TaskHeartbeat {
+            task_id: task.task.clone(),
+            attempt: task.attempt,
+            deadline: Some(deadline),
+            compensation: task.compensation,
+        })
+        .into_iter()
+        .collect())
+}

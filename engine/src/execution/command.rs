@@ -1,0 +1,182 @@
+//! What may be asked of an execution ([`Command`]) and the typed ways it can say no
+//! ([`Rejection`]).
+//!
+//! Commands are intentions, checked against the state; only [`crate::execution::decide`]
+//! turns them into events. A rejection changes nothing and maps to one API error code.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use conflux_schema::TaskId;
+
+use super::effect::Timer;
+use super::status::ExecutionStatus;
+
+/// One attempt of one task: of the task itself, or (with `compensation`) of its
+/// `compensate` spec. This triple is how every attempt is named in commands, effects,
+/// timers and events (`task_id`, `attempt`, `compensation`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TaskRef {
+    /// The task.
+    pub task: TaskId,
+    /// The 1-based attempt number.
+    pub attempt: u32,
+    /// Whether this is an attempt of the task's compensation.
+    #[serde(default)]
+    pub compensation: bool,
+}
+
+impl TaskRef {
+    /// Attempt `attempt` of task `task` itself.
+    pub fn new(task: TaskId, attempt: u32) -> Self {
+        TaskRef {
+            task,
+            attempt,
+            compensation: false,
+        }
+    }
+
+    /// Attempt `attempt` of task `task`'s compensation.
+    pub fn compensation(task: TaskId, attempt: u32) -> Self {
+        TaskRef {
+            task,
+            attempt,
+            compensation: true,
+        }
+    }
+}
+
+/// What a caller asks of an execution. See [`crate::execution::decide`] for what each
+/// one records.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    /// Start the execution (only before it started).
+    Start {
+        /// The new execution's id.
+        execution_id: Uuid,
+        /// The workflow definition it runs.
+        workflow_id: Uuid,
+        /// The input `${input...}` resolves against.
+        input: Value,
+        /// The `Idempotency-Key` of the request, if any.
+        idempotency_key: Option<String>,
+    },
+    /// The process-manager step the engine runs after applying any event: schedule and
+    /// dispatch what is ready, decide retries, fail, compensate or complete.
+    Advance,
+    /// An agent leased the attempt, or a built-in runner began it.
+    StartTask {
+        /// The attempt.
+        task: TaskRef,
+        /// The agent that leased it.
+        agent_id: Option<Uuid>,
+        /// The lease.
+        lease_id: Option<Uuid>,
+    },
+    /// The attempt succeeded with `output`.
+    CompleteTask {
+        /// The attempt.
+        task: TaskRef,
+        /// Its output.
+        output: Value,
+    },
+    /// The attempt failed.
+    FailTask {
+        /// The attempt.
+        task: TaskRef,
+        /// What went wrong.
+        error: String,
+        /// Whether another attempt may succeed.
+        retryable: bool,
+    },
+    /// The attempt is alive: extend its deadline.
+    Heartbeat {
+        /// The attempt.
+        task: TaskRef,
+    },
+    /// A timer armed earlier ([`crate::execution::Effect::ArmTimer`]) is due.
+    TimerFired(Timer),
+    /// Stop dispatching new work.
+    Pause,
+    /// Dispatch again what waited.
+    Resume,
+    /// Cancel the execution and every attempt in flight.
+    Cancel {
+        /// Why, if given.
+        reason: Option<String>,
+    },
+}
+
+impl Command {
+    /// A short name for messages and logs (`"start"`, `"pause"`, …).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Start { .. } => "start",
+            Command::Advance => "advance",
+            Command::StartTask { .. } => "start task",
+            Command::CompleteTask { .. } => "complete task",
+            Command::FailTask { .. } => "fail task",
+            Command::Heartbeat { .. } => "heartbeat",
+            Command::TimerFired(_) => "fire timer",
+            Command::Pause => "pause",
+            Command::Resume => "resume",
+            Command::Cancel { .. } => "cancel",
+        }
+    }
+}
+
+/// Why a command was refused. A rejected command records nothing.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// The execution has not started (code `not_found`: to the outside it does not exist).
+    #[error("the execution has not started")]
+    NotStarted,
+    /// `Start` on an execution that already started (code `conflict`).
+    #[error("the execution has already started")]
+    AlreadyStarted,
+    /// The execution is terminal and cannot change (code `conflict`).
+    #[error("the execution is {0}")]
+    Terminal(ExecutionStatus),
+    /// The command does not apply in the current status, e.g. pause a paused execution
+    /// (code `conflict`).
+    #[error("cannot {command} an execution that is {status}")]
+    InvalidState {
+        /// The execution's status.
+        status: ExecutionStatus,
+        /// The command refused.
+        command: &'static str,
+    },
+    /// A start, heartbeat or result for an attempt that is not the current dispatched or
+    /// running one: it timed out, was cancelled, already finished, or was superseded
+    /// (code `stale_attempt`).
+    #[error("attempt {attempt} of task `{task}`{} is not the current attempt (current: {current})", if *.compensation { " (compensation)" } else { "" })]
+    StaleAttempt {
+        /// The task.
+        task: TaskId,
+        /// The attempt named by the command.
+        attempt: u32,
+        /// The task's current attempt (0: none yet).
+        current: u32,
+        /// Whether the command named a compensation attempt.
+        compensation: bool,
+    },
+    /// The task id is not a task of this workflow (code `not_found`).
+    #[error("`{0}` is not a task of this workflow")]
+    UnknownTask(String),
+}
+
+impl Rejection {
+    /// The stable API error code: `not_found` (HTTP 404) for [`Rejection::NotStarted`]
+    /// and [`Rejection::UnknownTask`], `stale_attempt` (409) for
+    /// [`Rejection::StaleAttempt`], `conflict` (409) for the rest.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Rejection::NotStarted | Rejection::UnknownTask(_) => "not_found",
+            Rejection::StaleAttempt { .. } => "stale_attempt",
+            Rejection::AlreadyStarted | Rejection::Terminal(_) | Rejection::InvalidState { .. } => {
+                "conflict"
+            }
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! Scheduling and dispatching one attempt.
+//!
+//! An attempt runs either a task's own spec or its `compensate` spec ([`Spec`] hides
+//! the difference). At dispatch, every `${...}` in its input (and, for `http`, in its
+//! url, headers and body) is resolved against the execution input and the outputs of
+//! completed tasks, and the result is recorded in `TaskDispatched`: the log shows
+//! exactly what ran, and replay never re-resolves anything.
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use conflux_schema::definition::{HttpSpec, RetryPolicy, TaskKind};
+use conflux_schema::reference::resolve;
+use conflux_schema::validate::ValidatedWorkflow;
+use conflux_schema::Event;
+use serde_json::Value;
+
+use super::state::ExecutionState;
+
+/// What runs for one attempt: a task's own fields or its `compensate` fields.
+pub(crate) struct Spec<'a> {
+    pub(crate) kind: TaskKind,
+    pub(crate) agent_role: Option<&'a str>,
+    pub(crate) input: &'a Value,
+    pub(crate) http: Option<&'a HttpSpec>,
+    pub(crate) sleep_ms: Option<u64>,
+    pub(crate) retry: Option<&'a RetryPolicy>,
+    pub(crate) timeout_seconds: Option<u64>,
+}
+
+impl<'a> Spec<'a> {
+    /// The spec of task `index`, or of its compensation; `None` when the task does not
+    /// exist or has no `compensate`.
+    pub(crate) fn of(
+        workflow: &'a ValidatedWorkflow,
+        index: usize,
+        compensation: bool,
+    ) -> Option<Self> {
+        let task = workflow.task(index)?;
+        if !compensation {
+            return Some(Spec {
+                kind: task.kind,
+                agent_role: task.agent_role.as_deref(),
+                input: &task.input,
+                http: task.http.as_ref(),
+                sleep_ms: task.sleep_ms,
+                retry: task.retry.as_ref(),
+                timeout_seconds: task.timeout_seconds,
+            });
+        }
+        let c = task.compensate.as_ref()?;
+        Some(Spec {
+            kind: c.kind,
+            agent_role: c.agent_role.as_deref(),
+            input: &c.input,
+            http: c.http.as_ref(),
+            sleep_ms: c.sleep_ms,
+            retry: c.retry.as_ref(),
+            timeout_seconds: c.timeout_seconds,
+        })
+    }
+
+    /// Attempts in all (at least 1).
+    pub(crate) fn max_attempts(&self) -> u32 {
+        self.retry.map_or(1, |r| r.max_attempts.max(1))
+    }
+
+    /// The backoff before the attempt after `failed_attempt`.
+    pub(crate) fn delay_after(&self, failed_attempt: u32) -> Duration {
+        self.retry
+            .map_or(Duration::ZERO, |r| r.delay_for_attempt(failed_attempt))
+    }
+
+    /// The start-to-close limit of one attempt.
+    pub(crate) fn timeout(&self) -> Option<Duration> {
+        self.timeout_seconds.map(Duration::from_secs)
+    }
+
+    /// The deadline of an attempt starting (or heartbeating) at `now`.
+    pub(crate) fn deadline_from(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.timeout().map(|t| add(now, t))
+    }
+}
+
+/// `at + duration`, saturating at the latest representable time.
+pub(crate) fn add(at: DateTime<Utc>, duration: Duration) -> DateTime<Utc> {
+    TimeDelta::from_std(duration)
+        .ok()
+        .and_then(|d| at.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// An attempt's input and request with every reference resolved.
+pub(crate) struct Resolved {
+    pub(crate) input: Value,
+    pub(crate) http: Option<HttpSpec>,
+}
+
+/// Resolves `spec` against the execution input and completed outputs of `state`.
+pub(crate) fn resolve_spec(state: &ExecutionState, spec: &Spec<'_>) -> Result<Resolved, String> {
+    let outputs = |id: &str| state.output_of(id);
+    let input = resolve(spec.input, state.input(), &outputs)?;
+    let text = |raw: &str| -> Result<String, String> {
+        match resolve(&Value::String(raw.to_owned()), state.input(), &outputs)? {
+            Value::String(s) => Ok(s),
+            other => Ok(other.to_string()),
+        }
+    };
+    let http = match spec.http {
+        None => None,
+        Some(h) => Some(HttpSpec {
+            method: h.method.clone(),
+            url: text(&h.url)?,
+            headers: h
+                .headers
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), text(v)?)))
+                .collect::<Result<_, String>>()?,
+            body: h
+                .body
+                .as_ref()
+                .map(|b| resolve(b, state.input(), &outputs))
+                .transpose()?,
+        }),
+    };
+    Ok(Resolved { input, http })
+}
+
+/// Appends the events that schedule (when `schedule`) and dispatch attempt `attempt`
+/// of task `index` (or of its compensation). If resolution fails, the attempt is
+/// scheduled and fails non-retryably instead (`TaskFailed`), and the error is returned
+/// so the caller can handle the failure in the same decision.
+pub(crate) fn schedule_and_dispatch(
+    state: &ExecutionState,
+    index: usize,
+    attempt: u32,
+    compensation: bool,
+    schedule: bool,
+    out: &mut Vec<Event>,
+) -> Result<(), String> {
+    let Some(task_id) = state.id(index).cloned() else {
+        return Err(format!("no task at index {index}"));
+    };
+    if schedule {
+        out.push(Event::TaskScheduled {
+            task_id: task_id.clone(),
+            attempt,
+            compensation,
+        });
+    }
+    let resolved = match Spec::of(&state.workflow, index, compensation) {
+        Some(spec) => resolve_spec(state, &spec),
+        None => Err(format!("task `{task_id}` has no compensate spec")),
+    };
+    match resolved {
+        Ok(Resolved { input, http }) => {
+            out.push(Event::TaskDispatched {
+                task_id,
+                attempt,
+                input,
+                deadline: None,
+                http,
+                compensation,
+            });
+            Ok(())
+        }
+        Err(reason) => {
+            let error = format!("cannot resolve the task's references: {reason}");
+            out.push(Event::TaskFailed {
+                task_id,
+                attempt,
+                error: error.clone(),
+                retryable: false,
+                compensation,
+            });
+            Err(error)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use conflux_schema::definition::WorkflowDefinition;
+    use conflux_schema::validate::{validate, Limits};
+    use serde_json::json;
+
+    use super::*;
+
+    fn workflow() -> Arc<ValidatedWorkflow> {
+        let def: WorkflowDefinition = serde_json::from_value(json!({
+            "name": "w",
+            "tasks": [
+                {"id": "a", "kind": "http", "timeout_seconds": 5,
+                 "http": {"url": "http://h/${input.n}", "headers": {"x-n": "${input.n}"},
+                          "body": {"n": "${input.n}", "s": "n=${input.n}"}},
+                 "compensate": {"kind": "noop", "input": "${tasks.a.output.id}",
+                                "retry": {"max_attempts": 4}}}
+            ]
+        }))
+        .unwrap();
+        Arc::new(validate(def, &Limits::default()).unwrap())
+    }
+
+    #[test]
+    fn specs_choose_the_task_or_its_compensation() {
+        let wf = workflow();
+        let task = Spec::of(&wf, 0, false).unwrap();
+        assert_eq!((task.kind, task.max_attempts()), (TaskKind::Http, 1));
+        assert_eq!(task.timeout(), Some(Duration::from_secs(5)));
+        let undo = Spec::of(&wf, 0, true).unwrap();
+        assert_eq!((undo.kind, undo.max_attempts()), (TaskKind::Noop, 4));
+        assert!(Spec::of(&wf, 1, false).is_none());
+    }
+
+    #[test]
+    fn http_text_fields_take_references_as_text_and_the_body_keeps_types() {
+        let wf = workflow();
+        let mut state = ExecutionState::new(wf.clone());
+        state.input = json!({"n": 7});
+        let resolved = resolve_spec(&state, &Spec::of(&wf, 0, false).unwrap()).unwrap();
+        let http = resolved.http.unwrap();
+        assert_eq!(http.url, "http://h/7");
+        assert_eq!(http.headers["x-n"], "7");
+        assert_eq!(http.body, Some(json!({"n": 7, "s": "n=7"})));
+        // The compensation reads an output that is not available yet.
+        let err = resolve_spec(&state, &Spec::of(&wf, 0, true).unwrap());
+        assert!(err.is_err());
+    }
+
+    #[test]
+    fn adding_time_saturates() {
+        let late = add(DateTime::<Utc>::MAX_UTC, Duration::from_secs(1));
+        assert_eq!(late, DateTime::<Utc>::MAX_UTC);
+        let t = DateTime::<Utc>::UNIX_EPOCH;
+        assert_eq!(add(t, Duration::from_millis(1500)).timestamp_millis(), 1500);
+    }
+}

@@ -1,0 +1,255 @@
+//! Side effects as data: what the shell must do once a decision's events are committed.
+//!
+//! The core never performs I/O. Every effect is a function of one event (and the
+//! workflow), computed by [`effects_of`]: `TaskDispatched` runs a built-in or enqueues
+//! an agent task, `TaskStarted`/`TaskHeartbeat`/`TaskRetryScheduled`/`ExecutionStarted`
+//! arm a timer. So a shell can either perform [`Decision::effects`] after committing its
+//! own decision, or perform `effects_of` for every event it reads from the log (which
+//! also covers events other processes appended) — one of the two, not both.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use conflux_schema::definition::{HttpSpec, TaskKind};
+use conflux_schema::validate::ValidatedWorkflow;
+use conflux_schema::Event;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::command::TaskRef;
+use super::dispatch::{add, Spec};
+
+/// A point in time at which the shell must send [`crate::execution::Command::TimerFired`].
+/// Firing a timer that no longer applies is harmless (an empty decision), so timers
+/// may be fired late, twice, or after a restart.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "timer", rename_all = "snake_case")]
+pub enum Timer {
+    /// The planned attempt `task` becomes due.
+    Retry {
+        /// The planned attempt.
+        task: TaskRef,
+        /// When it is due.
+        due_at: DateTime<Utc>,
+    },
+    /// The running attempt `task` must have finished by `deadline`.
+    AttemptDeadline {
+        /// The attempt.
+        task: TaskRef,
+        /// Its deadline when the timer was armed (a heartbeat may have moved it).
+        deadline: DateTime<Utc>,
+    },
+    /// The whole execution must have finished by `deadline`.
+    ExecutionDeadline {
+        /// The workflow deadline.
+        deadline: DateTime<Utc>,
+    },
+}
+
+impl Timer {
+    /// When the timer is due.
+    pub fn due_at(&self) -> DateTime<Utc> {
+        match self {
+            Timer::Retry { due_at, .. } => *due_at,
+            Timer::AttemptDeadline { deadline, .. } | Timer::ExecutionDeadline { deadline } => {
+                *deadline
+            }
+        }
+    }
+}
+
+/// Something the shell does after the events that caused it are committed.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effect {
+    /// Run a built-in attempt (`noop`, `sleep`, `http`) in-engine. The runner reports
+    /// `StartTask`, then `CompleteTask` or `FailTask`; a `noop`'s output is its input.
+    RunBuiltin {
+        /// The attempt.
+        task: TaskRef,
+        /// `noop`, `sleep` or `http`.
+        kind: TaskKind,
+        /// The resolved input.
+        input: Value,
+        /// For `http`: the resolved request.
+        http: Option<HttpSpec>,
+        /// For `sleep`: how long.
+        sleep_ms: Option<u64>,
+        /// The attempt's start-to-close limit, if any.
+        timeout: Option<Duration>,
+    },
+    /// Put the attempt on the queue of agent role `role`; the agent's lease reports
+    /// `StartTask`.
+    EnqueueAgentTask {
+        /// The agent role.
+        role: String,
+        /// The attempt.
+        task: TaskRef,
+        /// The resolved input.
+        input: Value,
+    },
+    /// Arm a timer (idempotent: arming an equal timer twice fires it once or twice,
+    /// both harmless).
+    ArmTimer(Timer),
+}
+
+/// What [`crate::execution::decide`] returns: events to append (all or nothing, at the
+/// state's version) and the effects to perform once they are committed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Decision {
+    /// The events, in order.
+    pub events: Vec<Event>,
+    /// Exactly `effects_of(event)` for each event in order, with `now` as the time.
+    pub effects: Vec<Effect>,
+}
+
+impl Decision {
+    /// A decision that changes nothing.
+    pub fn empty() -> Self {
+        Decision::default()
+    }
+
+    /// Whether the decision records nothing.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// The decision of `events`, with their effects.
+    pub(crate) fn new(
+        workflow: &ValidatedWorkflow,
+        events: Vec<Event>,
+        now: DateTime<Utc>,
+    ) -> Self {
+        let effects = events
+            .iter()
+            .flat_map(|event| effects_of(workflow, event, now))
+            .collect();
+        Decision { events, effects }
+    }
+}
+
+/// The effects a committed `event` of an execution of `workflow` calls for, with
+/// `recorded_at` the event's time. Events without effects give an empty list.
+pub fn effects_of(
+    workflow: &ValidatedWorkflow,
+    event: &Event,
+    recorded_at: DateTime<Utc>,
+) -> Vec<Effect> {
+    let index = |task_id: &conflux_schema::TaskId| workflow.index_of(task_id);
+    match event {
+        Event::ExecutionStarted { .. } => workflow
+            .definition()
+            .timeout_seconds
+            .map(|secs| {
+                Effect::ArmTimer(Timer::ExecutionDeadline {
+                    deadline: add(recorded_at, Duration::from_secs(secs)),
+                })
+            })
+            .into_iter()
+            .collect(),
+        Event::TaskDispatched {
+            task_id,
+            attempt,
+            input,
+            http,
+            compensation,
+            ..
+        } => index(task_id)
+            .and_then(|i| {
+                let task = TaskRef {
+                    task: task_id.clone(),
+                    attempt: *attempt,
+                    compensation: *compensation,
+                };
+                dispatch_effect(workflow, i, task, input.clone(), http.clone())
+            })
+            .into_iter()
+            .collect(),
+        Event::TaskStarted {
+            task_id,
+            attempt,
+            deadline: Some(deadline),
+            compensation,
+            ..
+        }
+        | Event::TaskHeartbeat {
+            task_id,
+            attempt,
+            deadline: Some(deadline),
+            compensation,
+        } => vec![Effect::ArmTimer(Timer::AttemptDeadline {
+            task: TaskRef {
+                task: task_id.clone(),
+                attempt: *attempt,
+                compensation: *compensation,
+            },
+            deadline: *deadline,
+        })],
+        Event::TaskRetryScheduled {
+            task_id,
+            attempt,
+            due_at,
+            compensation,
+        } => vec![Effect::ArmTimer(Timer::Retry {
+            task: TaskRef {
+                task: task_id.clone(),
+                attempt: *attempt,
+                compensation: *compensation,
+            },
+            due_at: *due_at,
+        })],
+        _ => Vec::new(),
+    }
+}
+
+/// The effect that runs attempt `task` of the task at `index` with this resolved input
+/// and request: an agent enqueue or a built-in run.
+pub(crate) fn dispatch_effect(
+    workflow: &ValidatedWorkflow,
+    index: usize,
+    task: TaskRef,
+    input: Value,
+    http: Option<HttpSpec>,
+) -> Option<Effect> {
+    let spec = Spec::of(workflow, index, task.compensation)?;
+    Some(match spec.kind {
+        TaskKind::Agent => Effect::EnqueueAgentTask {
+            role: spec.agent_role.unwrap_or_default().to_owned(),
+            task,
+            input,
+        },
+        kind => Effect::RunBuiltin {
+            task,
+            kind,
+            input,
+            http: http.or_else(|| spec.http.cloned()),
+            sleep_ms: spec.sleep_ms,
+            timeout: spec.timeout(),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use conflux_schema::TaskId;
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn timers_serialise_with_their_kind_and_know_when_they_are_due() {
+        let at = DateTime::<Utc>::UNIX_EPOCH;
+        let timer = Timer::Retry {
+            task: TaskRef::compensation(TaskId::parse("a").unwrap(), 2),
+            due_at: at,
+        };
+        let value = serde_json::to_value(&timer).unwrap();
+        assert_eq!(
+            value,
+            json!({"timer": "retry", "task": {"task": "a", "attempt": 2, "compensation": true},
+                   "due_at": "1970-01-01T00:00:00Z"})
+        );
+        assert_eq!(serde_json::from_value::<Timer>(value).unwrap(), timer);
+        assert_eq!(timer.due_at(), at);
+        assert_eq!(Timer::ExecutionDeadline { deadline: at }.due_at(), at);
+    }
+}

@@ -1,0 +1,44 @@
+//! The pure execution core: one workflow execution as a state machine.
+//!
+//! No I/O, no async, no clock reads: time comes in as an argument, side effects go out
+//! as data. The engine shell loads events, calls these functions and performs the
+//! effects; audit replay and tests call exactly the same functions.
+//!
+//! - [`evolve`]`(state, event) -> state` folds the log ([`ExecutionState::replay`]).
+//! - [`decide`]`(state, command, now) -> Decision | Rejection` says what a command
+//!   records; [`Command::Advance`] is the step the engine runs after applying any
+//!   event (schedule, dispatch, retry, fail, compensate, complete).
+//! - [`effects_of`] gives the effects one committed event calls for.
+//!
+//! # Layout
+//! - `status`: [`ExecutionStatus`] and [`TaskStatus`], the API's words.
+//! - `state`: [`ExecutionState`] and [`TaskState`], with read accessors.
+//! - `ready`: in-degree counters and the ready set, kept incrementally.
+//! - `evolve`: how each event changes the state (total, never panics).
+//! - `command`: [`Command`], [`TaskRef`] (how attempts are named) and [`Rejection`].
+//! - `decide`: the command dispatcher, lifecycle commands and timers.
+//! - `attempt`: start/heartbeat/complete/fail, fenced by attempt number.
+//! - `advance`: the process-manager step; `saga`: compensation in reverse completion
+//!   order.
+//! - `dispatch`: which spec runs and its `${...}` resolution; `effect`: [`Effect`],
+//!   [`Timer`], [`Decision`]; `view`: the API body, pending timers and dispatches.
+
+mod advance;
+mod attempt;
+mod command;
+mod decide;
+mod dispatch;
+mod effect;
+mod evolve;
+mod ready;
+mod saga;
+mod state;
+mod status;
+mod view;
+
+pub use command::{Command, Rejection, TaskRef};
+pub use decide::decide;
+pub use effect::{effects_of, Decision, Effect, Timer};
+pub use evolve::evolve;
+pub use state::{ExecutionState, TaskState};
+pub use status::{ExecutionStatus, TaskStatus};

@@ -1,0 +1,322 @@
+//! The state of one execution, as folded from its event stream.
+//!
+//! [`ExecutionState`] is everything `decide` needs and nothing more: per-task attempt
+//! bookkeeping indexed like [`ValidatedWorkflow::tasks`], plus the incremental indexes
+//! (ready set, live attempts, pending failures, completion order) that let `Advance`
+//! work in time proportional to what changed rather than to the size of the graph. It
+//! changes only through [`crate::execution::evolve`], so `replay(log)` always equals the
+//! state a live engine holds after the same events.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use conflux_schema::definition::HttpSpec;
+use conflux_schema::validate::ValidatedWorkflow;
+use conflux_schema::{EventEnvelope, TaskId};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::evolve::evolve;
+use super::ready::ReadySet;
+use super::status::{ExecutionStatus, TaskStatus};
+
+/// The attempts of one task, or of one task's compensation.
+///
+/// Attempt numbers are 1-based; `attempt` is the current one: the attempt scheduled,
+/// running or just finished, or (status `retrying`) the one planned next. Only the
+/// current attempt may start, heartbeat, complete or fail (fencing).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TaskState {
+    /// Where the task stands.
+    pub status: TaskStatus,
+    /// The current attempt number (0 before the first is scheduled).
+    pub attempt: u32,
+    /// How many attempts were scheduled so far (the API's `attempts`).
+    pub attempts: u32,
+    /// Whether the current attempt was handed to a runner or an agent queue.
+    pub dispatched: bool,
+    /// When the task's first attempt started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When the current attempt finished (completed, failed, timed out, cancelled) or
+    /// the task was skipped; cleared when a new attempt is scheduled.
+    pub completed_at: Option<DateTime<Utc>>,
+    /// The output of the attempt that succeeded.
+    pub output: Option<Value>,
+    /// Why the latest attempt failed, timed out, or why the task was skipped; cleared on
+    /// success.
+    pub error: Option<String>,
+    /// Whether the latest failure may be retried (timeouts may).
+    pub retryable: bool,
+    /// The agent that leased the current attempt.
+    pub agent_id: Option<Uuid>,
+    /// The lease of the current attempt.
+    pub lease_id: Option<Uuid>,
+    /// The current attempt's start-to-close deadline (moved by heartbeats).
+    pub deadline: Option<DateTime<Utc>>,
+    /// When the planned attempt becomes due (status `retrying`).
+    pub retry_due_at: Option<DateTime<Utc>>,
+    /// The resolved input the current attempt was dispatched with.
+    pub input: Option<Value>,
+    /// The resolved request the current attempt was dispatched with (`http` tasks).
+    pub http: Option<HttpSpec>,
+}
+
+impl TaskState {
+    /// Whether `attempt` is the current attempt and was dispatched or started: the only
+    /// attempt whose result may be recorded.
+    pub fn accepts_result(&self, attempt: u32) -> bool {
+        self.attempt == attempt
+            && match self.status {
+                TaskStatus::Running => true,
+                TaskStatus::Scheduled => self.dispatched,
+                _ => false,
+            }
+    }
+}
+
+/// The saga's progress, once `CompensationStarted` was applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Saga {
+    /// Candidates left are `completion_order[..cursor]`, newest last.
+    pub(crate) cursor: usize,
+    /// The task whose compensation is in progress.
+    pub(crate) current: Option<usize>,
+    /// A compensation failed for good: the saga stops.
+    pub(crate) failed: bool,
+    /// The task whose failure started the saga.
+    pub(crate) failed_task: Option<TaskId>,
+    /// Why the execution failed.
+    pub(crate) error: String,
+}
+
+/// The workflow an execution runs, compared by identity or, failing that, by definition.
+#[derive(Clone)]
+pub(crate) struct Workflow(pub(crate) Arc<ValidatedWorkflow>);
+
+impl PartialEq for Workflow {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0.definition() == other.0.definition()
+    }
+}
+
+impl fmt::Debug for Workflow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Workflow({:?}, {} tasks)",
+            self.0.name().as_str(),
+            self.0.len()
+        )
+    }
+}
+
+impl Deref for Workflow {
+    type Target = ValidatedWorkflow;
+    fn deref(&self) -> &ValidatedWorkflow {
+        &self.0
+    }
+}
+
+/// One execution of a workflow, as of the events applied so far.
+///
+/// Equality compares every field (the workflow by identity or definition), so a test
+/// can check that `replay(log) == live state`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExecutionState {
+    pub(crate) workflow: Workflow,
+    pub(crate) execution_id: Option<Uuid>,
+    pub(crate) workflow_id: Option<Uuid>,
+    pub(crate) idempotency_key: Option<String>,
+    pub(crate) status: ExecutionStatus,
+    pub(crate) input: Value,
+    pub(crate) output: Option<Value>,
+    pub(crate) error: Option<String>,
+    pub(crate) version: u64,
+    pub(crate) started_at: Option<DateTime<Utc>>,
+    pub(crate) completed_at: Option<DateTime<Utc>>,
+    pub(crate) deadline: Option<DateTime<Utc>>,
+    pub(crate) tasks: Vec<TaskState>,
+    pub(crate) compensations: BTreeMap<usize, TaskState>,
+    pub(crate) ready: ReadySet,
+    /// Forward tasks whose status is live (scheduled, running, retrying).
+    pub(crate) live: BTreeSet<usize>,
+    /// Forward tasks scheduled but not dispatched.
+    pub(crate) undispatched: BTreeSet<usize>,
+    /// Forward tasks waiting for a planned retry.
+    pub(crate) retrying: BTreeSet<usize>,
+    /// Forward tasks failed or timed out, whose retry is not decided yet.
+    pub(crate) unresolved: BTreeSet<usize>,
+    /// Forward tasks in the order they completed.
+    pub(crate) completion_order: Vec<usize>,
+    pub(crate) saga: Option<Saga>,
+}
+
+impl ExecutionState {
+    /// The state before `ExecutionStarted`: status [`ExecutionStatus::NotStarted`],
+    /// version 0, every task pending.
+    pub fn new(workflow: Arc<ValidatedWorkflow>) -> Self {
+        let ready = ReadySet::new(&workflow);
+        let tasks = vec![TaskState::default(); workflow.len()];
+        ExecutionState {
+            workflow: Workflow(workflow),
+            execution_id: None,
+            workflow_id: None,
+            idempotency_key: None,
+            status: ExecutionStatus::NotStarted,
+            input: Value::Null,
+            output: None,
+            error: None,
+            version: 0,
+            started_at: None,
+            completed_at: None,
+            deadline: None,
+            tasks,
+            compensations: BTreeMap::new(),
+            ready,
+            live: BTreeSet::new(),
+            undispatched: BTreeSet::new(),
+            retrying: BTreeSet::new(),
+            unresolved: BTreeSet::new(),
+            completion_order: Vec::new(),
+            saga: None,
+        }
+    }
+
+    /// The state after applying `events` in order to [`ExecutionState::new`]: a fold of
+    /// [`evolve`]. Audit replay, crash recovery and tests all rebuild state this way.
+    pub fn replay<'a>(
+        workflow: Arc<ValidatedWorkflow>,
+        events: impl IntoIterator<Item = &'a EventEnvelope>,
+    ) -> Self {
+        events
+            .into_iter()
+            .fold(ExecutionState::new(workflow), evolve)
+    }
+
+    /// The workflow this execution runs.
+    pub fn workflow(&self) -> &Arc<ValidatedWorkflow> {
+        &self.workflow.0
+    }
+
+    /// How many events were applied: the stream version this state reflects. A decision
+    /// taken on this state must be appended expecting this version.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Where the execution stands.
+    pub fn status(&self) -> ExecutionStatus {
+        self.status
+    }
+
+    /// Whether the execution reached a terminal status.
+    pub fn is_terminal(&self) -> bool {
+        self.status.is_terminal()
+    }
+
+    /// The execution id, once started.
+    pub fn execution_id(&self) -> Option<Uuid> {
+        self.execution_id
+    }
+
+    /// The workflow definition id, once started.
+    pub fn workflow_id(&self) -> Option<Uuid> {
+        self.workflow_id
+    }
+
+    /// The `Idempotency-Key` the execution was started with, if any.
+    pub fn idempotency_key(&self) -> Option<&str> {
+        self.idempotency_key.as_deref()
+    }
+
+    /// The execution input (`null` before the start).
+    pub fn input(&self) -> &Value {
+        &self.input
+    }
+
+    /// The output (the map of sink task outputs), once completed.
+    pub fn output(&self) -> Option<&Value> {
+        self.output.as_ref()
+    }
+
+    /// Why the execution failed or was cancelled, if it did.
+    pub fn error(&self) -> Option<&str> {
+        self.error.as_deref()
+    }
+
+    /// When `ExecutionStarted` was recorded.
+    pub fn started_at(&self) -> Option<DateTime<Utc>> {
+        self.started_at
+    }
+
+    /// When the terminal event was recorded.
+    pub fn completed_at(&self) -> Option<DateTime<Utc>> {
+        self.completed_at
+    }
+
+    /// The workflow deadline: the start time plus the definition's `timeout_seconds`.
+    pub fn deadline(&self) -> Option<DateTime<Utc>> {
+        self.deadline
+    }
+
+    /// The state of task `id`; `None` for an id that is not a task of the workflow.
+    pub fn task(&self, id: &str) -> Option<&TaskState> {
+        self.workflow
+            .index_of_str(id)
+            .and_then(|index| self.tasks.get(index))
+    }
+
+    /// The state of the task at `index` (the order of [`ValidatedWorkflow::tasks`]).
+    pub fn task_at(&self, index: usize) -> Option<&TaskState> {
+        self.tasks.get(index)
+    }
+
+    /// The state of task `id`'s compensation, once its first attempt was scheduled.
+    pub fn compensation(&self, id: &str) -> Option<&TaskState> {
+        self.workflow
+            .index_of_str(id)
+            .and_then(|index| self.compensations.get(&index))
+    }
+
+    /// The tasks in the order they completed (the saga compensates newest first).
+    pub fn completion_order(&self) -> impl Iterator<Item = &TaskId> + '_ {
+        let ids = self.workflow.task_ids();
+        self.completion_order.iter().filter_map(|&i| ids.get(i))
+    }
+
+    /// The tasks whose dependencies all completed and that are not scheduled yet (they
+    /// wait while the execution is paused), in index order.
+    pub fn ready_tasks(&self) -> impl Iterator<Item = &TaskId> + '_ {
+        let ids = self.workflow.task_ids();
+        self.ready.iter().filter_map(|i| ids.get(i))
+    }
+
+    /// The forward task (or, with `compensation`, the compensation) at `index`.
+    pub(crate) fn track(&self, index: usize, compensation: bool) -> Option<&TaskState> {
+        if compensation {
+            self.compensations.get(&index)
+        } else {
+            self.tasks.get(index)
+        }
+    }
+
+    /// The id of the task at `index`.
+    pub(crate) fn id(&self, index: usize) -> Option<&TaskId> {
+        self.workflow.task_ids().get(index)
+    }
+
+    /// The output of task `id` if it completed (also once compensated): what
+    /// `${tasks.<id>.output}` reads.
+    pub(crate) fn output_of(&self, id: &str) -> Option<Value> {
+        let task = self.task(id)?;
+        match task.status {
+            TaskStatus::Completed | TaskStatus::Compensated => {
+                Some(task.output.clone().unwrap_or(Value::Null))
+            }
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! What the outside reads from an execution state: the API body ([`ExecutionState::to_json`])
+//! and what a restarted engine must re-arm or re-send ([`ExecutionState::pending_timers`],
+//! [`ExecutionState::pending_dispatches`]).
+//!
+//! These are derived views: they read the state and never change it, so the same log
+//! always gives the same body, timers and dispatches.
+
+use serde_json::{json, Map, Value};
+
+use super::command::TaskRef;
+use super::effect::{dispatch_effect, Effect, Timer};
+use super::state::{ExecutionState, TaskState};
+use super::status::{ExecutionStatus, TaskStatus};
+
+impl ExecutionState {
+    /// The execution body of `GET /api/v1/executions/{id}` (API.md), without
+    /// `position`, which the read side adds:
+    ///
+    /// `{"execution_id", "workflow_id", "status", "input", "output", "error",
+    /// "started_at", "completed_at", "version", "tasks": {"<id>": {"status",
+    /// "attempts", "started_at", "completed_at", "output", "error", "agent_id"}}}`.
+    ///
+    /// Absent values are `null`. A task whose compensation began also has
+    /// `"compensation": {"status", "attempts", "output", "error"}`. Before the start,
+    /// `status` is `"pending"` and the ids are `null`.
+    pub fn to_json(&self) -> Value {
+        let ids = self.workflow.task_ids();
+        let mut tasks = Map::with_capacity(self.tasks.len());
+        for (i, (id, task)) in ids.iter().zip(&self.tasks).enumerate() {
+            let mut body = task_json(task);
+            if let (Some(c), Value::Object(map)) = (self.compensations.get(&i), &mut body) {
+                map.insert(
+                    "compensation".to_owned(),
+                    json!({
+                        "status": c.status,
+                        "attempts": c.attempts,
+                        "output": c.output,
+                        "error": c.error,
+                    }),
+                );
+            }
+            tasks.insert(id.as_str().to_owned(), body);
+        }
+        json!({
+            "execution_id": self.execution_id,
+            "workflow_id": self.workflow_id,
+            "status": self.status,
+            "input": self.input,
+            "output": self.output,
+            "error": self.error,
+            "started_at": self.started_at,
+            "completed_at": self.completed_at,
+            "version": self.version,
+            "tasks": tasks,
+        })
+    }
+
+    /// Every timer that should be armed in this state, to rebuild the timer index after
+    /// a restart: the workflow deadline (while running or paused), each running
+    /// attempt's deadline and each planned retry (tasks in index order, a task's own
+    /// attempt before its compensation's).
+    pub fn pending_timers(&self) -> Vec<Timer> {
+        let mut timers = Vec::new();
+        if let (Some(deadline), ExecutionStatus::Running | ExecutionStatus::Paused) =
+            (self.deadline, self.status)
+        {
+            timers.push(Timer::ExecutionDeadline { deadline });
+        }
+        if self.is_terminal() {
+            return timers;
+        }
+        for (i, task) in self.tasks.iter().enumerate() {
+            let tracks = [(task, false)]
+                .into_iter()
+                .chain(self.compensations.get(&i).map(|c| (c, true)));
+            for (t, compensation) in tracks {
+                let Some(task) = self.attempt_ref(i, t, compensation) else {
+                    continue;
+                };
+                match (t.status, t.deadline, t.retry_due_at) {
+                    (TaskStatus::Running, Some(deadline), _) => {
+                        timers.push(Timer::AttemptDeadline { task, deadline });
+                    }
+                    (TaskStatus::Retrying, _, Some(due_at)) => {
+                        timers.push(Timer::Retry { task, due_at })
+                    }
+                    _ => {}
+                }
+            }
+        }
+        timers
+    }
+
+    /// The dispatch effects of every attempt that was dispatched but has not started,
+    /// rebuilt from the recorded resolved input: what a restarted engine re-sends (a
+    /// runner or queue must treat `(execution, task, attempt, compensation)` as
+    /// idempotent). Started attempts are the agent's, or time out.
+    pub fn pending_dispatches(&self) -> Vec<Effect> {
+        if self.is_terminal() {
+            return Vec::new();
+        }
+        let mut effects = Vec::new();
+        for (i, task) in self.tasks.iter().enumerate() {
+            let tracks = [(task, false)]
+                .into_iter()
+                .chain(self.compensations.get(&i).map(|c| (c, true)));
+            for (t, compensation) in tracks {
+                if t.status != TaskStatus::Scheduled || !t.dispatched {
+                    continue;
+                }
+                let Some(task) = self.attempt_ref(i, t, compensation) else {
+                    continue;
+                };
+                let input = t.input.clone().unwrap_or(Value::Null);
+                effects.extend(dispatch_effect(
+                    &self.workflow,
+                    i,
+                    task,
+                    input,
+                    t.http.clone(),
+                ));
+            }
+        }
+        effects
+    }
+
+    fn attempt_ref(&self, index: usize, t: &TaskState, compensation: bool) -> Option<TaskRef> {
+        Some(TaskRef {
+            task: self.id(index)?.clone(),
+            attempt: t.attempt,
+            compensation,
+        })
+    }
+}
+
+fn task_json(t: &TaskState) -> Value {
+    json!({
+        "status": t.status,
+        "attempts": t.attempts,
+        "started_at": t.started_at,
+        "completed_at": t.completed_at,
+        "output": t.output,
+        "error": t.error,
+        "agent_id": t.agent_id,
+    })
+}

@@ -1,0 +1,513 @@
+//! The engine role: the graph executor.
+//!
+//! It consumes the bus (consumer group `engine`), folds each execution's events into a
+//! cached [`ExecutionState`], decides what happens next (a chained decision: the result,
+//! what it makes ready, the start of each built-in), appends every execution's decision
+//! of a round in one group commit at the version it decided on, and only then performs
+//! the effects: built-in runs, agent-queue tickets, timers. A version conflict means
+//! another process appended first: reload from the store and decide again; nothing is
+//! ever recorded twice. On start it rebuilds timers and in-flight work of every open
+//! execution from the log, so a restart loses nothing.
+//!
+//! # Layout
+//! - `chain`: folding result → advance → start into one decision.
+//! - `timers`: the timer index.
+
+mod chain;
+mod timers;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use conflux_schema::{EventEnvelope, EventMetadata, StreamId, StreamType};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::bus::{Delivery, EventBus, Subscription};
+use crate::catalog::WorkflowCatalog;
+use crate::commands::into_new;
+use crate::execution::{effects_of, evolve, Command, Effect, ExecutionState, TaskRef, Timer};
+use crate::queue::{TaskQueue, Ticket};
+use crate::runner::{BuiltinRunner, Outcome};
+use crate::store::{read_whole_stream, AppendRequest, EventStore, StoreError, StreamQuery};
+
+pub use chain::chain;
+pub use timers::Timers;
+
+/// Tuning for [`Engine`].
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// This engine's consumer name in the group (unique per process).
+    pub consumer: String,
+    /// Bus entries read per round.
+    pub batch: usize,
+    /// Entries pending this long for a dead consumer are claimed.
+    pub claim_after: Duration,
+    /// Executions kept in memory (terminal ones are dropped at once).
+    pub max_cached: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            consumer: format!("engine-{}", Uuid::now_v7()),
+            batch: 512,
+            claim_after: Duration::from_secs(15),
+            max_cached: 100_000,
+        }
+    }
+}
+
+/// What the engine needs from the rest of the process.
+#[derive(Clone)]
+pub struct EngineParts {
+    /// The event store.
+    pub store: Arc<dyn EventStore>,
+    /// The bus.
+    pub bus: Arc<dyn EventBus>,
+    /// Workflow definitions.
+    pub catalog: WorkflowCatalog,
+    /// Agent task queues.
+    pub queue: Arc<dyn TaskQueue>,
+    /// Built-in runners.
+    pub runner: BuiltinRunner,
+}
+
+/// Why the engine stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The bus could not be joined.
+    #[error(transparent)]
+    Bus(#[from] crate::bus::BusError),
+    /// The store failed during recovery.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The graph executor.
+pub struct Engine {
+    parts: EngineParts,
+    options: EngineOptions,
+    states: HashMap<Uuid, ExecutionState>,
+    timers: Timers,
+    /// Commands waiting for their execution's next round (runner results, timers).
+    pending: HashMap<Uuid, VecDeque<Command>>,
+    /// Executions to advance in the next round.
+    touched: HashSet<Uuid>,
+    results_tx: mpsc::UnboundedSender<(Uuid, Command)>,
+    results_rx: mpsc::UnboundedReceiver<(Uuid, Command)>,
+    metadata: EventMetadata,
+}
+
+impl Engine {
+    /// An engine over `parts`.
+    pub fn new(parts: EngineParts, options: EngineOptions) -> Self {
+        let (results_tx, results_rx) = mpsc::unbounded_channel();
+        let metadata = EventMetadata {
+            actor: Some("engine".into()),
+            ..EventMetadata::default()
+        };
+        Self {
+            parts,
+            options,
+            states: HashMap::new(),
+            timers: Timers::default(),
+            pending: HashMap::new(),
+            touched: HashSet::new(),
+            results_tx,
+            results_rx,
+            metadata,
+        }
+    }
+
+    /// Runs until `shutdown`: recovers open executions, then consumes the bus.
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), EngineError> {
+        let group = "engine";
+        let reader = self
+            .parts
+            .bus
+            .subscribe(group, &self.options.consumer)
+            .await?;
+        let mut acker = self
+            .parts
+            .bus
+            .subscribe(group, &self.options.consumer)
+            .await?;
+        let (deliveries_tx, mut deliveries) = mpsc::channel::<Vec<Delivery>>(8);
+        let read_stop = shutdown.child_token();
+        tokio::spawn(read_bus(
+            reader,
+            deliveries_tx,
+            self.options.batch,
+            read_stop.clone(),
+        ));
+        self.recover().await?;
+        let mut claim = tokio::time::interval(self.options.claim_after);
+        claim.tick().await;
+        loop {
+            let mut acks = Vec::new();
+            let sleep = self.timer_sleep();
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                Some(batch) = deliveries.recv() => {
+                    acks.extend(batch.iter().map(|d| d.position));
+                    self.apply_deliveries(batch).await;
+                }
+                Some((execution, command)) = self.results_rx.recv() => {
+                    self.pending.entry(execution).or_default().push_back(command);
+                }
+                _ = sleep => self.fire_due_timers(),
+                _ = claim.tick() => {
+                    match acker.claim_stale(self.options.claim_after, self.options.batch).await {
+                        Ok(batch) if !batch.is_empty() => {
+                            tracing::info!(entries = batch.len(), "claimed entries of a dead engine");
+                            acks.extend(batch.iter().map(|d| d.position));
+                            self.apply_deliveries(batch).await;
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "claiming stale entries failed"),
+                    }
+                }
+            }
+            while let Ok((execution, command)) = self.results_rx.try_recv() {
+                self.pending
+                    .entry(execution)
+                    .or_default()
+                    .push_back(command);
+            }
+            self.fire_due_timers();
+            self.rounds().await;
+            if !acks.is_empty() {
+                if let Err(e) = acker.ack(&acks).await {
+                    tracing::warn!(error = %e, "acking bus entries failed; they will be redelivered");
+                }
+            }
+        }
+        read_stop.cancel();
+        Ok(())
+    }
+
+    fn timer_sleep(&self) -> tokio::time::Sleep {
+        let wait = self
+            .timers
+            .next_due()
+            .map(|due| (due - Utc::now()).to_std().unwrap_or(Duration::ZERO))
+            .unwrap_or(Duration::from_secs(3600));
+        tokio::time::sleep(wait)
+    }
+
+    fn fire_due_timers(&mut self) {
+        for (execution, timer) in self.timers.take_due(Utc::now()) {
+            self.pending
+                .entry(execution)
+                .or_default()
+                .push_back(Command::TimerFired(timer));
+        }
+    }
+
+    /// Loads every open execution: arms its timers, re-runs built-ins that were started
+    /// and re-queues agent tasks that were dispatched but never finished, and advances it.
+    async fn recover(&mut self) -> Result<(), EngineError> {
+        let open = self
+            .parts
+            .store
+            .find_streams(&StreamQuery::OpenExecutions, usize::MAX)
+            .await?;
+        if !open.is_empty() {
+            tracing::info!(executions = open.len(), "recovering open executions");
+        }
+        for stream in open {
+            let id = stream.uuid();
+            if self.load(id).await.is_some() {
+                if let Some(state) = self.states.get(&id) {
+                    let redo = state.pending_dispatches();
+                    self.perform(id, redo).await;
+                }
+                self.touched.insert(id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads an execution from the store into the cache and arms its timers.
+    async fn load(&mut self, id: Uuid) -> Option<()> {
+        let events = match read_whole_stream(&*self.parts.store, &StreamId::execution(id)).await {
+            Ok(events) => events,
+            Err(e) => {
+                tracing::warn!(execution = %id, error = %e, "loading an execution failed");
+                return None;
+            }
+        };
+        let workflow_id = match events.first().map(|e| &e.event) {
+            Some(conflux_schema::Event::ExecutionStarted { workflow_id, .. }) => *workflow_id,
+            _ => return None,
+        };
+        let workflow = match self.parts.catalog.get(workflow_id).await {
+            Ok(Some(w)) => w,
+            Ok(None) => {
+                tracing::error!(execution = %id, workflow = %workflow_id, "execution of an unknown workflow");
+                return None;
+            }
+            Err(e) => {
+                tracing::warn!(execution = %id, error = %e, "loading a workflow failed");
+                return None;
+            }
+        };
+        let state = ExecutionState::replay(workflow, &events);
+        for timer in state.pending_timers() {
+            self.timers.arm(id, timer);
+        }
+        if state.is_terminal() {
+            self.states.remove(&id);
+        } else {
+            self.evict_if_full();
+            self.states.insert(id, state);
+        }
+        Some(())
+    }
+
+    fn evict_if_full(&mut self) {
+        if self.states.len() >= self.options.max_cached {
+            // Reloaded from the store on next use; correctness never depends on the cache.
+            if let Some(victim) = self.states.keys().next().copied() {
+                self.states.remove(&victim);
+            }
+        }
+    }
+
+    /// Folds delivered events into the cached states (skipping what was applied,
+    /// reloading on a gap) and marks their executions for advancing.
+    async fn apply_deliveries(&mut self, batch: Vec<Delivery>) {
+        for delivery in batch {
+            let event = delivery.envelope;
+            if event.stream_type != StreamType::Execution {
+                continue;
+            }
+            let id = event.stream_id.uuid();
+            let applied = self.states.get(&id).map(ExecutionState::version);
+            match applied {
+                Some(v) if event.version <= v => continue,
+                Some(v) if event.version == v + 1 => {
+                    if let Some(state) = self.states.remove(&id) {
+                        let state = evolve(state, &event);
+                        let timers = chain::timers_only(effects_of(
+                            state.workflow(),
+                            &event.event,
+                            event.recorded_at,
+                        ));
+                        for effect in timers {
+                            if let Effect::ArmTimer(t) = effect {
+                                self.timers.arm(id, t);
+                            }
+                        }
+                        if !state.is_terminal() {
+                            self.states.insert(id, state);
+                        }
+                    }
+                }
+                // Not cached, or a gap: the store has everything up to this event.
+                _ => {
+                    if self.load(id).await.is_none() {
+                        continue;
+                    }
+                }
+            }
+            self.touched.insert(id);
+        }
+    }
+
+    /// Decides and appends until no execution has anything more to record.
+    async fn rounds(&mut self) {
+        for _ in 0..64 {
+            if !self.round().await {
+                return;
+            }
+        }
+    }
+
+    /// One round: at most one chained decision per execution, all appended together.
+    /// Returns whether anything was appended.
+    async fn round(&mut self) -> bool {
+        let mut ids: Vec<Uuid> = self.touched.drain().collect();
+        ids.extend(
+            self.pending
+                .keys()
+                .filter(|id| !ids_contains(&ids, id))
+                .copied()
+                .collect::<Vec<_>>(),
+        );
+        let now = Utc::now();
+        let mut requests = Vec::new();
+        let mut decided = Vec::new();
+        for id in ids {
+            if !self.states.contains_key(&id) && self.load(id).await.is_none() {
+                self.pending.remove(&id);
+                continue;
+            }
+            let Some(state) = self.states.get(&id) else {
+                // Terminal: late results and timers have nothing left to do.
+                self.pending.remove(&id);
+                continue;
+            };
+            let command = self.pending.get_mut(&id).and_then(VecDeque::pop_front);
+            if self.pending.get(&id).is_some_and(VecDeque::is_empty) {
+                self.pending.remove(&id);
+            }
+            let had_command = command.is_some();
+            let decision = match chain(state, command, now) {
+                Ok(d) => d,
+                Err(rejection) => {
+                    tracing::debug!(execution = %id, %rejection, "command no longer applies");
+                    if self.pending.contains_key(&id) {
+                        self.touched.insert(id);
+                    }
+                    continue;
+                }
+            };
+            if decision.is_empty() {
+                if had_command && self.pending.contains_key(&id) {
+                    self.touched.insert(id);
+                }
+                continue;
+            }
+            requests.push(AppendRequest {
+                stream: StreamId::execution(id),
+                expected_version: state.version(),
+                events: into_new(&decision, &self.metadata),
+            });
+            decided.push((id, decision));
+        }
+        if requests.is_empty() {
+            return !self.pending.is_empty() || !self.touched.is_empty();
+        }
+        let results = self.parts.store.append_many(requests).await;
+        let mut progressed = false;
+        for ((id, decision), result) in decided.into_iter().zip(results) {
+            match result {
+                Ok(envelopes) => {
+                    progressed = true;
+                    self.commit(id, &envelopes);
+                    self.perform(id, decision.effects).await;
+                    self.touched.insert(id);
+                }
+                Err(StoreError::Conflict { .. }) => {
+                    // Another process appended first: reload and decide again.
+                    self.states.remove(&id);
+                    self.touched.insert(id);
+                    progressed = true;
+                }
+                Err(e) => {
+                    tracing::warn!(execution = %id, error = %e, "appending a decision failed; will retry");
+                    self.states.remove(&id);
+                }
+            }
+        }
+        progressed
+    }
+
+    fn commit(&mut self, id: Uuid, envelopes: &[EventEnvelope]) {
+        if let Some(state) = self.states.remove(&id) {
+            let state = envelopes.iter().fold(state, evolve);
+            if !state.is_terminal() {
+                self.states.insert(id, state);
+            } else {
+                self.pending.remove(&id);
+            }
+        }
+    }
+
+    /// Performs effects of committed events.
+    async fn perform(&mut self, execution: Uuid, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::ArmTimer(timer) => self.timers.arm(execution, timer),
+                Effect::RunBuiltin {
+                    task,
+                    kind,
+                    input,
+                    http,
+                    sleep_ms,
+                    timeout,
+                } => {
+                    let runner = self.parts.runner.clone();
+                    let results = self.results_tx.clone();
+                    tokio::spawn(async move {
+                        let outcome = runner
+                            .run(kind, &input, http.as_ref(), sleep_ms, timeout)
+                            .await;
+                        let _ = results.send((execution, outcome_command(task, outcome)));
+                    });
+                }
+                Effect::EnqueueAgentTask { role, task, input } => {
+                    let ticket = Ticket {
+                        execution_id: execution,
+                        task_id: task.task.as_str().to_owned(),
+                        attempt: task.attempt,
+                        compensation: task.compensation,
+                        role,
+                        input,
+                        enqueued_at: Utc::now(),
+                    };
+                    if let Err(e) = self.parts.queue.enqueue(&ticket).await {
+                        // The attempt's deadline (if any) retries it; log loudly.
+                        tracing::error!(execution = %execution, task = %ticket.task_id, error = %e, "enqueueing an agent task failed");
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn ids_contains(ids: &[Uuid], id: &Uuid) -> bool {
+    ids.contains(id)
+}
+
+fn outcome_command(task: TaskRef, outcome: Outcome) -> Command {
+    match outcome {
+        Outcome::Completed(output) => Command::CompleteTask { task, output },
+        Outcome::Failed { error, retryable } => Command::FailTask {
+            task,
+            error,
+            retryable,
+        },
+    }
+}
+
+/// Reads the bus in its own task, so that a cancelled wait never loses entries that
+/// Redis already handed to this consumer.
+async fn read_bus(
+    mut subscription: Box<dyn Subscription>,
+    out: mpsc::Sender<Vec<Delivery>>,
+    batch: usize,
+    stop: CancellationToken,
+) {
+    let mut failures = 0u32;
+    loop {
+        let next = tokio::select! {
+            _ = stop.cancelled() => return,
+            next = subscription.next(batch, Duration::from_millis(500)) => next,
+        };
+        match next {
+            Ok(deliveries) if deliveries.is_empty() => {}
+            Ok(deliveries) => {
+                failures = 0;
+                if out.send(deliveries).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                if failures == 1 || failures % 50 == 0 {
+                    tracing::warn!(error = %e, "reading the bus failed; retrying");
+                }
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(failures.min(10)))).await;
+            }
+        }
+    }
+}
+
+/// Which timer kinds exist (re-exported for the shell's metrics and tests).
+pub type EngineTimer = Timer;

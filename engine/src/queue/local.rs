@@ -1,0 +1,140 @@
+//! The in-process task queue, for the embedded mode and single-process deployments: the
+//! same semantics as the Redis queue (per-role FIFO, oldest first across roles, a taken
+//! ticket is gone) held in memory. Waiting pollers sleep on a [`Notify`] and wake when a
+//! ticket is enqueued, so an idle long-poll costs nothing.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::Notify;
+
+use super::{QueueError, TaskQueue, Ticket};
+
+/// Tickets kept per role at most, as with the Redis queue's `MAXLEN ~`: past it the
+/// oldest are dropped (their attempts time out in the event log and are retried).
+const MAX_PER_ROLE: usize = 1_000_000;
+
+#[derive(Default)]
+struct Queues {
+    /// Waiting tickets per role, each with its enqueue sequence number.
+    roles: HashMap<String, VecDeque<(u64, Ticket)>>,
+    next_seq: u64,
+}
+
+impl Queues {
+    /// Pops up to `max` tickets from `roles`, always the oldest front among them, so the
+    /// result is oldest first overall (hence per role).
+    fn pop(&mut self, roles: &[String], max: usize) -> Vec<Ticket> {
+        let mut out = Vec::new();
+        while out.len() < max {
+            let oldest = roles
+                .iter()
+                .filter_map(|r| {
+                    let (seq, _) = self.roles.get(r)?.front()?;
+                    Some((*seq, r))
+                })
+                .min_by_key(|(seq, _)| *seq)
+                .map(|(_, r)| r);
+            let Some(role) = oldest else { break };
+            let Some(queue) = self.roles.get_mut(role) else {
+                break;
+            };
+            if let Some((_, ticket)) = queue.pop_front() {
+                out.push(ticket);
+            }
+            if queue.is_empty() {
+                self.roles.remove(role);
+            }
+        }
+        out
+    }
+}
+
+struct Shared {
+    queues: Mutex<Queues>,
+    enqueued: Notify,
+}
+
+/// The in-process [`TaskQueue`]; clones share the same queues.
+#[derive(Clone)]
+pub struct LocalTaskQueue {
+    shared: Arc<Shared>,
+}
+
+impl Default for LocalTaskQueue {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LocalTaskQueue {
+    /// An empty queue.
+    pub fn new() -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                queues: Mutex::new(Queues::default()),
+                enqueued: Notify::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queues> {
+        // Every mutation under the lock is a single push or pop, so a panic elsewhere
+        // cannot leave the queues inconsistent: recover from poisoning.
+        self.shared
+            .queues
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[async_trait]
+impl TaskQueue for LocalTaskQueue {
+    async fn enqueue(&self, ticket: &Ticket) -> Result<(), QueueError> {
+        {
+            let mut queues = self.lock();
+            let seq = queues.next_seq;
+            queues.next_seq += 1;
+            let queue = queues.roles.entry(ticket.role.clone()).or_default();
+            queue.push_back((seq, ticket.clone()));
+            if queue.len() > MAX_PER_ROLE {
+                queue.pop_front();
+                tracing::warn!(role = %ticket.role, "task queue full: dropped the oldest ticket");
+            }
+        }
+        self.shared.enqueued.notify_waiters();
+        Ok(())
+    }
+
+    async fn take(
+        &self,
+        roles: &[String],
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Ticket>, QueueError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // Register for the wake-up before looking, so an enqueue between the look
+            // and the wait is not missed.
+            let enqueued = self.shared.enqueued.notified();
+            tokio::pin!(enqueued);
+            enqueued.as_mut().enable();
+            let taken = self.lock().pop(roles, max);
+            if !taken.is_empty() {
+                return Ok(taken);
+            }
+            if tokio::time::timeout_at(deadline, enqueued).await.is_err() {
+                return Ok(Vec::new());
+            }
+        }
+    }
+
+    async fn depth(&self, role: &str) -> Result<u64, QueueError> {
+        Ok(self.lock().roles.get(role).map_or(0, |q| q.len() as u64))
+    }
+}

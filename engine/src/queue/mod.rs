@@ -1,0 +1,81 @@
+//! The agent task queue: how a dispatched agent-task attempt reaches an external agent.
+//!
+//! The engine enqueues one [`Ticket`] per attempt in its role's queue; an agent's
+//! long-poll (`POST /api/v1/agents/{agent_id}/poll`) takes tickets from any of the roles
+//! it serves. The queue is transport only: the event log is the truth, and the poll
+//! endpoint checks each ticket against the execution's state and drops stale ones (an
+//! attempt that timed out, was cancelled or already finished). So a ticket may be
+//! delivered more than once, or be lost with its backend; the attempt's timeout in the
+//! event log recovers it, never the queue.
+//!
+//! A ticket is acknowledged as it is taken: once taken it is gone for every other poller,
+//! because the lease the poll endpoint records in the event log protects the attempt
+//! from then on.
+//!
+//! Backends: [`redis::RedisTaskQueue`] (one Redis Stream per role, shared by every engine
+//! process) and [`local::LocalTaskQueue`] (in memory, for the embedded mode and tests).
+
+pub mod local;
+pub mod redis;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// One agent-task attempt waiting for an agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ticket {
+    /// The execution the task belongs to.
+    pub execution_id: Uuid,
+    /// The task within the execution's workflow.
+    pub task_id: String,
+    /// The attempt number (1 for the first run).
+    pub attempt: u32,
+    /// Whether this attempt runs the task's compensation rather than the task.
+    #[serde(default)]
+    pub compensation: bool,
+    /// The role an agent must serve to take the ticket (the queue it waits in).
+    pub role: String,
+    /// The task's resolved input.
+    pub input: serde_json::Value,
+    /// When the engine enqueued the ticket (for schedule-to-start metrics).
+    pub enqueued_at: DateTime<Utc>,
+}
+
+/// What can go wrong with the task queue.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueueError {
+    /// The backend cannot be reached or did not answer in time.
+    #[error("task queue unavailable: {0}")]
+    Unavailable(String),
+    /// The backend answered with an error.
+    #[error("task queue error: {0}")]
+    Backend(String),
+}
+
+/// Per-role queues of tickets. Implementations guarantee: tickets of one role are taken
+/// oldest first, and a ticket is handed to at most one `take` (unless its backend loses
+/// track of a take that died, in which case it is handed out again).
+#[async_trait]
+pub trait TaskQueue: Send + Sync + 'static {
+    /// Adds a ticket to its role's queue.
+    async fn enqueue(&self, ticket: &Ticket) -> Result<(), QueueError>;
+
+    /// Takes up to `max` tickets from any of `roles`, oldest first per role, waiting up
+    /// to `wait` for the first one. A taken ticket is removed for every other poller (it
+    /// is acknowledged as it is taken: the lease, recorded in the event log, is what
+    /// protects it afterwards). Returns an empty list when nothing came within `wait`;
+    /// with `max == 0` it returns at once, with no roles it waits out `wait`.
+    async fn take(
+        &self,
+        roles: &[String],
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Ticket>, QueueError>;
+
+    /// How many tickets wait in `role` (for metrics and tests).
+    async fn depth(&self, role: &str) -> Result<u64, QueueError>;
+}

@@ -1,0 +1,189 @@
+//! Built-in task runners: what the engine runs in-process (`noop`, `sleep`, `http`).
+//!
+//! The execution core says *that* a built-in attempt must run
+//! ([`crate::execution::Effect::RunBuiltin`]); this module says *how*, and turns the
+//! attempt's end into an [`Outcome`] the shell reports as `CompleteTask` or `FailTask`.
+//! Whether a failure is retryable is decided here, where the cause is known, and the
+//! task's retry policy decides what to do with it.
+//!
+//! `http` calls go through one shared client (connection pooling) and a circuit
+//! breaker per `host:port`: when a downstream service is down, every execution retrying
+//! against it would otherwise turn one outage into a retry storm. `agent` tasks never
+//! run here; they wait for an external agent.
+//!
+//! # Layout
+//! - this file: [`BuiltinRunner`], [`Outcome`], [`RunnerOptions`].
+//! - `http`: one request, its limits (1 MiB body, no redirects) and classification.
+//! - [`breaker`]: the per-host breaker state machine, pure and clock-free.
+
+pub mod breaker;
+mod http;
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use conflux_schema::definition::{HttpSpec, TaskKind};
+use serde_json::{json, Value};
+
+use breaker::Breakers;
+pub use breaker::{BreakerOptions, BreakerPhase, BreakerState};
+
+/// How a built-in attempt ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The attempt succeeded with this output.
+    Completed(Value),
+    /// The attempt failed; `retryable` says whether another attempt may succeed.
+    Failed {
+        /// What went wrong, for the task's `error`.
+        error: String,
+        /// True for transient causes (5xx, connection errors, timeouts, open circuit).
+        retryable: bool,
+    },
+}
+
+impl Outcome {
+    fn failed(error: impl Into<String>, retryable: bool) -> Self {
+        Outcome::Failed {
+            error: error.into(),
+            retryable,
+        }
+    }
+}
+
+/// Tuning for [`BuiltinRunner`].
+#[derive(Debug, Clone)]
+pub struct RunnerOptions {
+    /// Upper bound of one `http` call, whatever the task's own timeout.
+    pub http_timeout: Duration,
+    /// When a host's breaker opens and for how long.
+    pub breaker: BreakerOptions,
+    /// The `User-Agent` of `http` calls (a workflow's own header wins).
+    pub user_agent: String,
+}
+
+impl Default for RunnerOptions {
+    fn default() -> Self {
+        RunnerOptions {
+            http_timeout: Duration::from_secs(30),
+            breaker: BreakerOptions::default(),
+            user_agent: concat!("conflux/", env!("CARGO_PKG_VERSION")).to_owned(),
+        }
+    }
+}
+
+/// Runs `noop`, `sleep` and `http` tasks. Cheap to clone (an `Arc` inside); make one
+/// per process so that every execution shares its connection pool and breakers.
+#[derive(Clone)]
+pub struct BuiltinRunner {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    /// The client, or why it could not be built (every `http` attempt then fails
+    /// with that reason instead of the process refusing to start).
+    client: Result<reqwest::Client, String>,
+    options: RunnerOptions,
+    breakers: Mutex<Breakers>,
+}
+
+impl Inner {
+    /// The breakers. Never held across an `.await`; a panic while holding the lock
+    /// cannot leave the state machine half-updated, so poisoning is ignored.
+    fn breakers(&self) -> MutexGuard<'_, Breakers> {
+        self.breakers.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl BuiltinRunner {
+    /// A runner with `options`. Redirects are never followed.
+    pub fn new(options: RunnerOptions) -> Self {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(options.user_agent.clone())
+            .build()
+            .map_err(|e| format!("the HTTP client could not be built: {e}"));
+        if let Err(error) = &client {
+            tracing::error!(%error, "http tasks will fail");
+        }
+        BuiltinRunner {
+            inner: Arc::new(Inner {
+                client,
+                breakers: Mutex::new(Breakers::new(options.breaker)),
+                options,
+            }),
+        }
+    }
+
+    /// Runs one attempt of a `kind` task with its resolved `input` (and, for `http`,
+    /// its resolved request; for `sleep`, its duration).
+    ///
+    /// `timeout` is the task's start-to-close limit, if any: an `http` call is bounded
+    /// by the smaller of it and [`RunnerOptions::http_timeout`], a `sleep` by it. Going
+    /// past the limit is a retryable failure. Never panics; every error is an
+    /// [`Outcome::Failed`].
+    pub async fn run(
+        &self,
+        kind: TaskKind,
+        input: &Value,
+        http: Option<&HttpSpec>,
+        sleep_ms: Option<u64>,
+        timeout: Option<Duration>,
+    ) -> Outcome {
+        match kind {
+            TaskKind::Noop => Outcome::Completed(input.clone()),
+            TaskKind::Sleep => {
+                let Some(ms) = sleep_ms else {
+                    return Outcome::failed("sleep_ms is required for a sleep task", false);
+                };
+                let wanted = Duration::from_millis(ms);
+                match timeout {
+                    Some(limit) if limit < wanted => {
+                        tokio::time::sleep(limit).await;
+                        Outcome::failed(
+                            format!(
+                                "timed out after {} ms (sleep_ms is {ms})",
+                                limit.as_millis()
+                            ),
+                            true,
+                        )
+                    }
+                    _ => {
+                        tokio::time::sleep(wanted).await;
+                        Outcome::Completed(json!({ "slept_ms": ms }))
+                    }
+                }
+            }
+            TaskKind::Http => {
+                let Some(spec) = http else {
+                    return Outcome::failed("http is required for an http task", false);
+                };
+                let limit = timeout.map_or(self.inner.options.http_timeout, |t| {
+                    t.min(self.inner.options.http_timeout)
+                });
+                http::run(&self.inner, spec, limit).await
+            }
+            TaskKind::Agent => Outcome::failed("agent tasks are not run in-process", false),
+        }
+    }
+
+    /// Every tracked host's breaker, sorted by host, for `/metrics`. Hosts whose
+    /// breaker is closed with no recent failure may be absent.
+    pub fn breaker_snapshot(&self) -> Vec<BreakerState> {
+        self.inner.breakers().snapshot(Instant::now())
+    }
+}
+
+impl Default for BuiltinRunner {
+    fn default() -> Self {
+        BuiltinRunner::new(RunnerOptions::default())
+    }
+}
+
+impl std::fmt::Debug for BuiltinRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BuiltinRunner")
+            .field("options", &self.inner.options)
+            .finish_non_exhaustive()
+    }
+}

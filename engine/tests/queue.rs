@@ -1,0 +1,408 @@
+//! One suite for every task queue backend, instantiated by `queue_suite!` for Redis
+//! Streams (a unique key prefix per test, deleted afterwards) and the in-process queue,
+//! plus the Redis-only checks of recovering from a flush and from a take that died.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use conflux_engine::queue::local::LocalTaskQueue;
+use conflux_engine::queue::redis::RedisTaskQueue;
+use conflux_engine::queue::{TaskQueue, Ticket};
+use conflux_engine::testing::{delete_redis_prefix, redis_url, unique_prefix};
+use uuid::Uuid;
+
+/// What each backend provides to the suite.
+#[async_trait]
+trait Fixture: Sized + Send + Sync {
+    async fn setup() -> Self;
+    fn queue(&self) -> Arc<dyn TaskQueue>;
+    async fn teardown(self);
+}
+
+struct Redis {
+    queue: RedisTaskQueue,
+    prefix: String,
+}
+
+async fn connect_redis(prefix: &str) -> RedisTaskQueue {
+    RedisTaskQueue::connect(&redis_url(), prefix).await.unwrap_or_else(|e| {
+        panic!("cannot reach Redis: {e}\nstart it with: redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save \"\" --appendonly no")
+    })
+}
+
+#[async_trait]
+impl Fixture for Redis {
+    async fn setup() -> Self {
+        let prefix = unique_prefix();
+        let queue = connect_redis(&prefix).await;
+        Self { queue, prefix }
+    }
+    fn queue(&self) -> Arc<dyn TaskQueue> {
+        Arc::new(self.queue.clone())
+    }
+    async fn teardown(self) {
+        delete_redis_prefix(&self.prefix).await;
+    }
+}
+
+struct Local(LocalTaskQueue);
+
+#[async_trait]
+impl Fixture for Local {
+    async fn setup() -> Self {
+        Self(LocalTaskQueue::new())
+    }
+    fn queue(&self) -> Arc<dyn TaskQueue> {
+        Arc::new(self.0.clone())
+    }
+    async fn teardown(self) {}
+}
+
+macro_rules! queue_suite {
+    ($backend:ident, $fixture:ty, [$($check:ident),* $(,)?]) => {
+        mod $backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $check() {
+                    use crate::Fixture as _;
+                    let fixture = <$fixture>::setup().await;
+                    crate::$check(fixture.queue()).await;
+                    fixture.teardown().await;
+                }
+            )*
+        }
+    };
+}
+
+macro_rules! all_checks {
+    ($backend:ident, $fixture:ty) => {
+        queue_suite!(
+            $backend,
+            $fixture,
+            [
+                a_role_is_taken_oldest_first,
+                several_roles_are_taken_at_once,
+                max_is_respected,
+                a_waiting_take_wakes_up_on_enqueue,
+                long_polls_do_not_wait_behind_each_other,
+                an_empty_take_returns_nothing,
+                concurrent_pollers_take_every_ticket_once,
+                depth_counts_waiting_tickets,
+                roles_with_any_characters_are_kept_apart,
+            ]
+        );
+    };
+}
+
+all_checks!(redis, crate::Redis);
+all_checks!(local, crate::Local);
+
+const NO_WAIT: Duration = Duration::ZERO;
+
+fn ticket(role: &str, n: usize) -> Ticket {
+    Ticket {
+        execution_id: Uuid::now_v7(),
+        task_id: format!("task-{n}"),
+        attempt: 1,
+        compensation: n % 2 == 1,
+        role: role.to_owned(),
+        input: serde_json::json!({ "n": n, "role": role }),
+        enqueued_at: Utc::now(),
+    }
+}
+
+fn roles(names: &[&str]) -> Vec<String> {
+    names.iter().map(|r| (*r).to_owned()).collect()
+}
+
+async fn enqueue_all(q: &dyn TaskQueue, tickets: &[Ticket]) {
+    for t in tickets {
+        q.enqueue(t).await.expect("enqueue");
+    }
+}
+
+fn of_role(tickets: &[Ticket], role: &str) -> Vec<Ticket> {
+    tickets.iter().filter(|t| t.role == role).cloned().collect()
+}
+
+async fn a_role_is_taken_oldest_first(q: Arc<dyn TaskQueue>) {
+    let tickets: Vec<Ticket> = (0..5).map(|n| ticket("picker", n)).collect();
+    enqueue_all(&*q, &tickets).await;
+    let taken = q
+        .take(&roles(&["picker"]), 10, NO_WAIT)
+        .await
+        .expect("take");
+    assert_eq!(taken, tickets, "every field survives, in enqueue order");
+    let again = q
+        .take(&roles(&["picker"]), 10, NO_WAIT)
+        .await
+        .expect("take");
+    assert!(again.is_empty(), "a taken ticket is gone");
+}
+
+async fn several_roles_are_taken_at_once(q: Arc<dyn TaskQueue>) {
+    let tickets = vec![
+        ticket("a", 1),
+        ticket("b", 2),
+        ticket("a", 3),
+        ticket("c", 4),
+        ticket("b", 5),
+    ];
+    enqueue_all(&*q, &tickets).await;
+    let taken = q
+        .take(&roles(&["a", "b"]), 10, NO_WAIT)
+        .await
+        .expect("take");
+    assert_eq!(taken.len(), 4);
+    assert_eq!(of_role(&taken, "a"), of_role(&tickets, "a"));
+    assert_eq!(of_role(&taken, "b"), of_role(&tickets, "b"));
+    assert_eq!(
+        q.depth("c").await.expect("depth"),
+        1,
+        "role c was not polled"
+    );
+}
+
+async fn max_is_respected(q: Arc<dyn TaskQueue>) {
+    let tickets: Vec<Ticket> = (0..5)
+        .map(|n| ticket("a", n))
+        .chain((5..10).map(|n| ticket("b", n)))
+        .collect();
+    enqueue_all(&*q, &tickets).await;
+    let both = roles(&["a", "b"]);
+    let mut taken = Vec::new();
+    for max in [3, 3, 1] {
+        let got = q.take(&both, max, NO_WAIT).await.expect("take");
+        assert_eq!(
+            got.len(),
+            max,
+            "a take returns at most max, and max when it can"
+        );
+        taken.extend(got);
+    }
+    let rest = q.take(&both, 10, NO_WAIT).await.expect("take");
+    assert_eq!(rest.len(), 3);
+    taken.extend(rest);
+    assert_eq!(
+        of_role(&taken, "a"),
+        of_role(&tickets, "a"),
+        "oldest first per role"
+    );
+    assert_eq!(
+        of_role(&taken, "b"),
+        of_role(&tickets, "b"),
+        "oldest first per role"
+    );
+}
+
+async fn a_waiting_take_wakes_up_on_enqueue(q: Arc<dyn TaskQueue>) {
+    let waiting = {
+        let q = q.clone();
+        tokio::spawn(async move {
+            q.take(&roles(&["a", "b"]), 10, Duration::from_secs(5))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let t = ticket("b", 1);
+    q.enqueue(&t).await.expect("enqueue");
+    let taken = waiting.await.expect("join").expect("take");
+    assert_eq!(
+        taken,
+        vec![t],
+        "the waiting take got the ticket enqueued after it began"
+    );
+}
+
+async fn long_polls_do_not_wait_behind_each_other(q: Arc<dyn TaskQueue>) {
+    let names: Vec<String> = (0..8).map(|n| format!("role-{n}")).collect();
+    let mut waiting: Vec<_> = names
+        .iter()
+        .map(|role| {
+            let (q, role) = (q.clone(), role.clone());
+            tokio::spawn(async move { q.take(&[role], 10, Duration::from_secs(5)).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let last = ticket(&names[7], 7);
+    q.enqueue(&last).await.expect("enqueue");
+    let taken = waiting.pop().expect("poller").await.expect("join");
+    assert_eq!(taken.expect("take"), vec![last]);
+    assert!(
+        waiting.iter().all(|w| !w.is_finished()),
+        "the last poller was served while the others still waited"
+    );
+    for (n, w) in waiting.into_iter().enumerate() {
+        let t = ticket(&names[n], n);
+        q.enqueue(&t).await.expect("enqueue");
+        assert_eq!(w.await.expect("join").expect("take"), vec![t]);
+    }
+}
+
+async fn an_empty_take_returns_nothing(q: Arc<dyn TaskQueue>) {
+    let waited = q
+        .take(&roles(&["idle"]), 10, Duration::from_millis(200))
+        .await;
+    assert_eq!(waited.expect("take"), vec![]);
+    q.enqueue(&ticket("idle", 1)).await.expect("enqueue");
+    let none = q.take(&roles(&["idle"]), 0, Duration::from_secs(5)).await;
+    assert_eq!(none.expect("take"), vec![], "max 0 takes nothing");
+    let no_roles = q.take(&[], 10, Duration::from_millis(50)).await;
+    assert_eq!(no_roles.expect("take"), vec![], "no roles, nothing to take");
+    assert_eq!(q.depth("idle").await.expect("depth"), 1);
+}
+
+async fn concurrent_pollers_take_every_ticket_once(q: Arc<dyn TaskQueue>) {
+    const TICKETS: usize = 500;
+    const POLLERS: usize = 8;
+    let tickets: Vec<Ticket> = (0..TICKETS)
+        .map(|n| ticket(if n % 3 == 0 { "x" } else { "y" }, n))
+        .collect();
+    let taken_so_far = Arc::new(AtomicUsize::new(0));
+    let pollers: Vec<_> = (0..POLLERS)
+        .map(|_| {
+            let (q, taken_so_far) = (q.clone(), taken_so_far.clone());
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                while taken_so_far.load(Ordering::SeqCst) < TICKETS {
+                    let got = q
+                        .take(&roles(&["x", "y"]), 10, Duration::from_millis(100))
+                        .await
+                        .expect("take");
+                    taken_so_far.fetch_add(got.len(), Ordering::SeqCst);
+                    mine.extend(got);
+                }
+                mine
+            })
+        })
+        .collect();
+    enqueue_all(&*q, &tickets).await;
+    // A guard against a lost ticket hanging the test, not a timing assertion.
+    let all = tokio::time::timeout(Duration::from_secs(60), futures::future::join_all(pollers))
+        .await
+        .expect("the pollers took every ticket");
+    let taken: Vec<Ticket> = all.into_iter().flat_map(|p| p.expect("poller")).collect();
+    let ids: HashSet<Uuid> = taken.iter().map(|t| t.execution_id).collect();
+    assert_eq!(taken.len(), TICKETS, "no ticket was taken twice");
+    assert_eq!(ids, tickets.iter().map(|t| t.execution_id).collect());
+    for role in ["x", "y"] {
+        assert_eq!(q.depth(role).await.expect("depth"), 0);
+    }
+}
+
+async fn depth_counts_waiting_tickets(q: Arc<dyn TaskQueue>) {
+    assert_eq!(q.depth("a").await.expect("depth"), 0);
+    enqueue_all(
+        &*q,
+        &[
+            ticket("a", 1),
+            ticket("a", 2),
+            ticket("a", 3),
+            ticket("b", 4),
+        ],
+    )
+    .await;
+    assert_eq!(q.depth("a").await.expect("depth"), 3);
+    assert_eq!(q.depth("b").await.expect("depth"), 1);
+    let taken = q.take(&roles(&["a"]), 2, NO_WAIT).await.expect("take");
+    assert_eq!(taken.len(), 2);
+    assert_eq!(q.depth("a").await.expect("depth"), 1);
+    assert_eq!(q.depth("b").await.expect("depth"), 1);
+}
+
+async fn roles_with_any_characters_are_kept_apart(q: Arc<dyn TaskQueue>) {
+    let names = ["a", "a:b", "a:*", "{tag}", "with space", "ünïcødé", ""];
+    let tickets: Vec<Ticket> = names
+        .iter()
+        .enumerate()
+        .map(|(n, r)| ticket(r, n))
+        .collect();
+    enqueue_all(&*q, &tickets).await;
+    for t in &tickets {
+        let taken = q.take(&[t.role.clone()], 10, NO_WAIT).await.expect("take");
+        assert_eq!(
+            taken,
+            vec![t.clone()],
+            "role {:?} holds its own ticket only",
+            t.role
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_recreates_a_queue_that_was_flushed() {
+    let prefix = unique_prefix();
+    let q = connect_redis(&prefix).await;
+    let role = roles(&["picker"]);
+    q.enqueue(&ticket("picker", 1)).await.expect("enqueue");
+    assert_eq!(q.take(&role, 10, NO_WAIT).await.expect("take").len(), 1);
+    delete_redis_prefix(&prefix).await; // the stream and its group are gone
+    let t = ticket("picker", 2);
+    q.enqueue(&t).await.expect("enqueue after the flush");
+    assert_eq!(q.take(&role, 10, NO_WAIT).await.expect("take"), vec![t]);
+    delete_redis_prefix(&prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_reclaims_the_tickets_of_a_take_that_died() {
+    let prefix = unique_prefix();
+    let q = connect_redis(&prefix).await;
+    let t = ticket("picker", 1);
+    q.enqueue(&t).await.expect("enqueue");
+    // A take that read the entry and died before acknowledging it, long enough ago.
+    let key = q.key("picker");
+    let client = ::redis::Client::open(redis_url()).expect("client");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("conn");
+    let _: () = ::redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&key)
+        .arg("agents")
+        .arg("0")
+        .query_async(&mut conn)
+        .await
+        .expect("create the group");
+    let read: ::redis::streams::StreamReadReply = ::redis::cmd("XREADGROUP")
+        .arg(&["GROUP", "agents", "dead", "STREAMS", key.as_str(), ">"])
+        .query_async(&mut conn)
+        .await
+        .expect("the dead take's read");
+    let id = read.keys[0].ids[0].id.clone();
+    let _: ::redis::Value = ::redis::cmd("XCLAIM")
+        .arg(&key)
+        .arg(&[
+            "agents",
+            "dead",
+            "0",
+            id.as_str(),
+            "IDLE",
+            "600000",
+            "JUSTID",
+        ])
+        .query_async(&mut conn)
+        .await
+        .expect("age the pending entry");
+    let taken = q
+        .take(&roles(&["picker"]), 10, NO_WAIT)
+        .await
+        .expect("take");
+    assert_eq!(taken, vec![t], "the dead take's ticket is taken again");
+    assert_eq!(q.depth("picker").await.expect("depth"), 0);
+    delete_redis_prefix(&prefix).await;
+}
+
+#[test]
+fn a_ticket_without_compensation_is_not_one() {
+    let json = serde_json::json!({
+        "execution_id": Uuid::nil(), "task_id": "t", "attempt": 2, "role": "r",
+        "input": {}, "enqueued_at": "2024-01-01T00:00:00Z"
+    });
+    let t: Ticket = serde_json::from_value(json).expect("a ticket");
+    assert!(!t.compensation);
+}

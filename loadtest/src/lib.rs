@@ -12,6 +12,7 @@
 //! - [`store_bench`]: appends through Conflux's `PgStore`, each beside its ceiling.
 //! - [`payload`]: the event, row and envelope every probe writes, built once.
 //! - [`sandbox`]: a fresh database and Redis prefix per run, removed afterwards.
+//! - [`runtime_bench`]: W1/W2/agent scenarios against a running server, over HTTP.
 //! - [`stats`]: rounds, medians and latency histograms.
 //! - [`report`]: machine and server context, markdown and JSON output.
 //!
@@ -21,6 +22,7 @@ pub mod limits;
 pub mod payload;
 pub mod report;
 pub mod runner;
+pub mod runtime_bench;
 pub mod sandbox;
 pub mod stats;
 pub mod store_bench;

@@ -23,6 +23,72 @@ enum Command {
     Limits(Common),
     /// Conflux store appends and the raw limits, in one run, with ratios.
     Store(Common),
+    /// Workflow scenarios (W1 chain, W2 diamonds, agent schedule-to-start) against a
+    /// running `conflux serve`.
+    Runtime(RuntimeArgs),
+}
+
+/// Flags of `runtime`.
+#[derive(Debug, Args)]
+struct RuntimeArgs {
+    /// The server to drive.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// W1 runs (one after another).
+    #[arg(long, default_value_t = 20)]
+    w1_runs: usize,
+    /// W2 diamonds submitted at once.
+    #[arg(long, default_value_t = 200)]
+    w2_executions: usize,
+    /// Executions of 5 agent tasks for schedule-to-start.
+    #[arg(long, default_value_t = 100)]
+    agent_executions: usize,
+    /// Polling agents.
+    #[arg(long, default_value_t = 4)]
+    agents: usize,
+    /// Write the JSON results here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+async fn run_runtime(args: &RuntimeArgs) -> Result<()> {
+    use conflux_loadtest::runtime_bench::{agents, w1, w2, Client};
+    let client = Client::new(&args.url)?;
+    eprintln!("[1/3] w1-chain: {} runs of a 10-noop chain", args.w1_runs);
+    let w1 = w1(&client, args.w1_runs).await?;
+    eprintln!(
+        "[2/3] w2-diamond: {} diamonds (1 -> 10 -> 1) at once",
+        args.w2_executions
+    );
+    let w2 = w2(&client, args.w2_executions).await?;
+    eprintln!(
+        "[3/3] agents: {} executions x 5 agent tasks, {} pollers",
+        args.agent_executions, args.agents
+    );
+    let ag = agents(&client, args.agent_executions, args.agents).await?;
+    let machine = conflux_loadtest::report::MachineInfo::detect();
+    println!("# Conflux runtime benchmark\n");
+    println!("- command: `{}`", current_command_line());
+    println!(
+        "- git commit: {}",
+        conflux_loadtest::report::git_commit().unwrap_or_default()
+    );
+    println!("- machine: {machine:?}\n");
+    println!("| workload | result |\n|---|---|");
+    println!("| W1 10-noop chain, submit → completed ({} runs) | median {:.1} ms, p95 {:.1} ms ({:.2} ms/step) |", w1.count, w1.p50, w1.p95, w1.p50 / 10.0);
+    println!(
+        "| W2 {} diamonds 1→10→1 at once ({} tasks) | {:.2} s wall, {:.0} tasks/s |",
+        w2.executions, w2.tasks, w2.wall_seconds, w2.tasks_per_second
+    );
+    println!(
+        "| agent schedule-to-start ({} tasks, {} agents) | p50 {:.1} ms, p99 {:.1} ms |",
+        ag.count, args.agents, ag.p50, ag.p99
+    );
+    if let Some(path) = &args.out {
+        let json = serde_json::json!({"command": current_command_line(), "machine": machine, "w1_ms": w1, "w2": w2, "schedule_to_start_ms": ag});
+        std::fs::write(path, serde_json::to_string_pretty(&json)?)?;
+    }
+    Ok(())
 }
 
 /// Flags every scenario shares.
@@ -76,9 +142,13 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<()> {
+    if let Command::Runtime(args) = &cli.command {
+        return run_runtime(args).await;
+    }
     let (report, common): (Report, &Common) = match &cli.command {
         Command::Limits(common) => (run_limits(&common.config()).await?, common),
         Command::Store(common) => (run_store(&common.config()).await?, common),
+        Command::Runtime(_) => return Ok(()),
     };
     print!("{}", report.to_markdown());
     report.write_files(common.out.as_deref(), common.markdown.as_deref())

@@ -223,7 +223,8 @@ impl Engine {
             let id = stream.uuid();
             if self.load(id).await.is_some() {
                 if let Some(state) = self.states.get(&id) {
-                    let redo = state.pending_dispatches();
+                    let mut redo = state.pending_dispatches();
+                    redo.extend(running_builtins(state));
                     self.perform(id, redo).await;
                 }
                 self.touched.insert(id);
@@ -459,6 +460,56 @@ impl Engine {
             }
         }
     }
+}
+
+/// Built-in attempts that started but have no result: their runner died with the
+/// process that ran them, so recovery runs them again (built-ins are at-least-once).
+fn running_builtins(state: &ExecutionState) -> Vec<Effect> {
+    use crate::execution::TaskStatus;
+    use conflux_schema::definition::TaskKind;
+    let mut effects = Vec::new();
+    for (spec, id) in state
+        .workflow()
+        .tasks()
+        .iter()
+        .zip(state.workflow().task_ids())
+    {
+        let tracks = [
+            (
+                state.task(id.as_str()),
+                false,
+                spec.kind,
+                spec.sleep_ms,
+                spec.timeout_seconds,
+            ),
+            (
+                state.compensation(id.as_str()),
+                true,
+                spec.compensate.as_ref().map_or(TaskKind::Agent, |c| c.kind),
+                spec.compensate.as_ref().and_then(|c| c.sleep_ms),
+                spec.compensate.as_ref().and_then(|c| c.timeout_seconds),
+            ),
+        ];
+        for (track, compensation, kind, sleep_ms, timeout) in tracks {
+            let Some(t) = track else { continue };
+            if t.status != TaskStatus::Running || kind == TaskKind::Agent {
+                continue;
+            }
+            effects.push(Effect::RunBuiltin {
+                task: TaskRef {
+                    task: id.clone(),
+                    attempt: t.attempt,
+                    compensation,
+                },
+                kind,
+                input: t.input.clone().unwrap_or_default(),
+                http: t.http.clone(),
+                sleep_ms,
+                timeout: timeout.map(Duration::from_secs),
+            });
+        }
+    }
+    effects
 }
 
 fn ids_contains(ids: &[Uuid], id: &Uuid) -> bool {

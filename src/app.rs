@@ -74,13 +74,54 @@ pub fn router(rt: &Runtime) -> Router {
     ops::router(probes)
         .merge(conflux_command_api::router(command_ctx, rt.max_body_bytes))
         .merge(conflux_query_api::executions::router(commands))
+        .merge(conflux_query_api::metrics::router(vec![breaker_gauges(rt.runner.clone())]))
         .fallback(|| async { ApiError::not_found("no such route") })
+        .layer(axum::middleware::from_fn(track_http))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
             let id = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
             tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
         }))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+/// Counts and times every request by method, route template and status.
+async fn track_http(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let method = req.method().to_string();
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let started = std::time::Instant::now();
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("conflux_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("conflux_http_request_duration_seconds", "method" => method, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Publishes the built-in runner's circuit breakers as gauges at scrape time.
+fn breaker_gauges(runner: BuiltinRunner) -> conflux_query_api::metrics::ScrapeHook {
+    std::sync::Arc::new(move || {
+        for b in runner.breaker_snapshot() {
+            let state = match b.state.as_str() {
+                "open" => 2.0,
+                "half_open" => 1.0,
+                _ => 0.0,
+            };
+            metrics::gauge!("conflux_http_circuit_breaker_state", "host" => b.host.clone())
+                .set(state);
+            metrics::gauge!("conflux_http_circuit_breaker_consecutive_failures", "host" => b.host.clone())
+                .set(f64::from(b.consecutive_failures));
+            metrics::gauge!("conflux_http_circuit_breaker_opened_total", "host" => b.host)
+                .set(b.times_opened as f64);
+        }
+    })
 }
 
 /// Runs the relay until `shutdown`.

@@ -97,6 +97,67 @@ async fn serve_with_no_configuration_uses_the_embedded_store() {
     let (status, body) = server.get("/ready").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["mode"], "embedded");
+    // Run a workflow whose http task hits a port where nothing listens, five times, so
+    // the host's circuit breaker opens; then the metrics show all of it.
+    let client = reqwest::Client::new();
+    let def = serde_json::json!({"name": "metrics", "tasks": [
+        {"id": "a", "kind": "noop"},
+        {"id": "b", "kind": "http", "depends_on": ["a"], "http": {"url": "http://127.0.0.1:1/x"}}
+    ]});
+    let created: serde_json::Value = client
+        .post(format!("{}/api/v1/workflows", server.base))
+        .json(&def)
+        .send()
+        .await
+        .expect("create")
+        .json()
+        .await
+        .expect("json");
+    let wf = created["workflow_id"]
+        .as_str()
+        .expect("workflow_id")
+        .to_owned();
+    for _ in 0..5 {
+        let started: serde_json::Value = client
+            .post(format!("{}/api/v1/workflows/{wf}/execute", server.base))
+            .send()
+            .await
+            .expect("execute")
+            .json()
+            .await
+            .expect("json");
+        let id = started["execution_id"]
+            .as_str()
+            .expect("execution_id")
+            .to_owned();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (_, e) = server.get(&format!("/api/v1/executions/{id}")).await;
+            if e["status"] == "failed" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "execution did not fail: {e}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let text = client
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for family in [
+        "conflux_events_appended_total",
+        "conflux_tasks_total{kind=\"noop\",outcome=\"completed\"}",
+        "conflux_http_requests_total",
+        "conflux_http_request_duration_seconds_bucket",
+        "conflux_http_circuit_breaker_state{host=\"127.0.0.1:1\"} 2",
+    ] {
+        assert!(text.contains(family), "/metrics lacks {family}:\n{text}");
+    }
+
     let (status, body) = server.get("/no/such/route").await;
     assert_eq!(
         (status, &body["error"]["code"]),

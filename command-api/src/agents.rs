@@ -189,16 +189,24 @@ pub async fn poll(
                 agent_id: Some(agent_id),
                 lease_id: Some(lease_id),
             };
-            match ctx
+            let mut scheduled_at = None;
+            let started = ctx
                 .commands
-                .record(
-                    ticket.execution_id,
-                    meta.clone(),
-                    |_, _| Ok(command.clone()),
-                )
-                .await
-            {
+                .record(ticket.execution_id, meta.clone(), |_, log| {
+                    scheduled_at = scheduled_time(log, &task);
+                    Ok(command.clone())
+                })
+                .await;
+            match started {
                 Ok(recorded) => {
+                    if let (Some(at), Some(started)) = (scheduled_at, recorded.events.first()) {
+                        let secs = (started.recorded_at - at)
+                            .num_microseconds()
+                            .unwrap_or(0)
+                            .max(0) as f64
+                            / 1e6;
+                        metrics::histogram!("conflux_task_schedule_to_start_seconds").record(secs);
+                    }
                     let state = &recorded.state;
                     let track = if task.compensation {
                         state.compensation(task.task.as_str())
@@ -225,6 +233,27 @@ pub async fn poll(
             return Ok(Json(json!({"tasks": leases})));
         }
     }
+}
+
+/// When the attempt `task` was scheduled, from the execution's log.
+fn scheduled_time(
+    log: &[conflux_schema::EventEnvelope],
+    task: &TaskRef,
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    log.iter().rev().find_map(|e| match &e.event {
+        Event::TaskScheduled {
+            task_id,
+            attempt,
+            compensation,
+            ..
+        } if *task_id == task.task
+            && *attempt == task.attempt
+            && *compensation == task.compensation =>
+        {
+            Some(e.recorded_at)
+        }
+        _ => None,
+    })
 }
 
 /// Body of `complete`.
@@ -273,7 +302,16 @@ async fn on_lease(
         })
         .await;
     match recorded {
-        Ok(_) => {}
+        Ok(_) => {
+            let outcome = match what {
+                "completed" => Some("completed"),
+                "failed" => Some("failed"),
+                _ => None,
+            };
+            if let Some(outcome) = outcome {
+                metrics::counter!("conflux_tasks_total", "kind" => "agent", "outcome" => outcome).increment(1);
+            }
+        }
         Err(CommandError::Rejected(Rejection::StaleAttempt { .. })) | Err(CommandError::Rejected(Rejection::Terminal(_))) => {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,

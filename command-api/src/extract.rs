@@ -8,7 +8,7 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use conflux_schema::EventMetadata;
 use serde::de::DeserializeOwned;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::error::ApiError;
 
@@ -35,7 +35,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         } else {
             &bytes
         };
-        serde_json::from_slice(bytes).map(ApiJson).map_err(|e| {
+        let parsed = serde_json::from_slice(bytes).map(ApiJson).map_err(|e| {
             let details = json!({"line": e.line(), "column": e.column()});
             match e.classify() {
                 serde_json::error::Category::Data => ApiError::invalid_request(format!(
@@ -49,8 +49,33 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                 )
                 .with_details(details),
             }
-        })
+        })?;
+        if has_nul(bytes) {
+            return Err(ApiError::invalid_request(
+                "strings must not contain the NUL character (\\u0000)",
+            )
+            .with_details(json!({"reason": "nul_character"})));
+        }
+        Ok(parsed)
     }
+}
+
+/// Whether a JSON document holds a NUL character in a string or a key. Postgres `jsonb`
+/// cannot store one, so such a body is refused here, in every mode, rather than failing
+/// its append (and every append batched with it) as a 500. Only bodies holding the
+/// escape `\u0000` at all are parsed again.
+fn has_nul(bytes: &[u8]) -> bool {
+    fn walk(v: &Value) -> bool {
+        match v {
+            Value::String(s) => s.contains('\0'),
+            Value::Array(items) => items.iter().any(walk),
+            Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || walk(v)),
+            _ => false,
+        }
+    }
+    const ESCAPE: &[u8] = b"\\u0000";
+    bytes.windows(ESCAPE.len()).any(|w| w == ESCAPE)
+        && serde_json::from_slice::<Value>(bytes).is_ok_and(|v| walk(&v))
 }
 
 /// Event metadata for the events a request causes: its request id (`x-request-id`,
@@ -80,4 +105,18 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
 /// exist is simply not found).
 pub fn path_uuid(raw: &str, what: &str) -> Result<uuid::Uuid, ApiError> {
     uuid::Uuid::parse_str(raw).map_err(|_| ApiError::not_found(format!("{what} {raw} not found")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_nul;
+
+    #[test]
+    fn nul_characters_are_found_in_strings_and_keys_only() {
+        assert!(has_nul(br#"{"a": ["x\u0000y"]}"#));
+        assert!(has_nul(br#"{"a\u0000": 1}"#));
+        // An escaped backslash followed by the text `u0000` is no NUL.
+        assert!(!has_nul(br#"{"a": "x\\u0000y"}"#));
+        assert!(!has_nul(br#"{"a": "plain"}"#));
+    }
 }

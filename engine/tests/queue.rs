@@ -62,8 +62,12 @@ impl Fixture for Local {
     async fn teardown(self) {}
 }
 
+/// Every check, once per backend: `queue_suite!(backend: Fixture, …; [checks])`.
 macro_rules! queue_suite {
-    ($backend:ident, $fixture:ty, [$($check:ident),* $(,)?]) => {
+    ($($backend:ident: $fixture:ty),+; $checks:tt) => {
+        $(queue_suite!(@backend $backend, $fixture, $checks);)+
+    };
+    (@backend $backend:ident, $fixture:ty, [$($check:ident),* $(,)?]) => {
         mod $backend {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -78,28 +82,17 @@ macro_rules! queue_suite {
     };
 }
 
-macro_rules! all_checks {
-    ($backend:ident, $fixture:ty) => {
-        queue_suite!(
-            $backend,
-            $fixture,
-            [
-                a_role_is_taken_oldest_first,
-                several_roles_are_taken_at_once,
-                max_is_respected,
-                a_waiting_take_wakes_up_on_enqueue,
-                long_polls_do_not_wait_behind_each_other,
-                an_empty_take_returns_nothing,
-                concurrent_pollers_take_every_ticket_once,
-                depth_counts_waiting_tickets,
-                roles_with_any_characters_are_kept_apart,
-            ]
-        );
-    };
-}
-
-all_checks!(redis, crate::Redis);
-all_checks!(local, crate::Local);
+queue_suite!(redis: crate::Redis, local: crate::Local; [
+    a_role_is_taken_oldest_first,
+    several_roles_are_taken_at_once,
+    max_is_respected,
+    a_waiting_take_wakes_up_on_enqueue,
+    long_polls_do_not_wait_behind_each_other,
+    an_empty_take_returns_nothing,
+    concurrent_pollers_take_every_ticket_once,
+    depth_counts_waiting_tickets,
+    roles_with_any_characters_are_kept_apart,
+]);
 
 const NO_WAIT: Duration = Duration::ZERO;
 
@@ -323,7 +316,10 @@ async fn roles_with_any_characters_are_kept_apart(q: Arc<dyn TaskQueue>) {
         .collect();
     enqueue_all(&*q, &tickets).await;
     for t in &tickets {
-        let taken = q.take(&[t.role.clone()], 10, NO_WAIT).await.expect("take");
+        let taken = q
+            .take(std::slice::from_ref(&t.role), 10, NO_WAIT)
+            .await
+            .expect("take");
         assert_eq!(
             taken,
             vec![t.clone()],
@@ -376,15 +372,7 @@ async fn redis_reclaims_the_tickets_of_a_take_that_died() {
     let id = read.keys[0].ids[0].id.clone();
     let _: ::redis::Value = ::redis::cmd("XCLAIM")
         .arg(&key)
-        .arg(&[
-            "agents",
-            "dead",
-            "0",
-            id.as_str(),
-            "IDLE",
-            "600000",
-            "JUSTID",
-        ])
+        .arg(&["agents", "dead", "0", &id, "IDLE", "600000", "JUSTID"])
         .query_async(&mut conn)
         .await
         .expect("age the pending entry");

@@ -268,16 +268,12 @@ async fn connection_refused_is_retryable() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
     drop(listener);
-    let outcome = call(&BuiltinRunner::default(), format!("http://{addr}/ok")).await;
+    let url = format!("http://user:secret@{addr}/ok");
+    let outcome = call(&BuiltinRunner::default(), url).await;
+    assert_failed(&outcome, true, &format!("http://{addr}/ok"));
     assert!(
-        matches!(
-            outcome,
-            Outcome::Failed {
-                retryable: true,
-                ..
-            }
-        ),
-        "{outcome:?}"
+        !format!("{outcome:?}").contains("secret"),
+        "credentials leaked"
     );
 }
 

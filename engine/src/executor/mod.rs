@@ -439,6 +439,17 @@ impl Engine {
                         let outcome = runner
                             .run(kind, &input, http.as_ref(), sleep_ms, timeout)
                             .await;
+                        let label = match &outcome {
+                            Outcome::Completed(_) => "completed",
+                            Outcome::Failed {
+                                retryable: true, ..
+                            } => "failed_retryable",
+                            Outcome::Failed {
+                                retryable: false, ..
+                            } => "failed",
+                        };
+                        metrics::counter!("conflux_tasks_total", "kind" => kind.as_str(), "outcome" => label)
+                            .increment(1);
                         let _ = results.send((execution, outcome_command(task, outcome)));
                     });
                 }

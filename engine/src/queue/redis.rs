@@ -102,6 +102,19 @@ fn ceil_millis(d: Duration) -> usize {
     usize::try_from(d.as_micros().div_ceil(1000)).unwrap_or(usize::MAX)
 }
 
+/// The ticket an entry holds; an entry that holds none is logged and skipped (it is
+/// acknowledged and deleted all the same, so it cannot block its role).
+fn decode(entry: &StreamId) -> Option<Ticket> {
+    let raw: String = entry.get("t").unwrap_or_default();
+    match serde_json::from_str(&raw) {
+        Ok(ticket) => Some(ticket),
+        Err(error) => {
+            tracing::error!(id = %entry.id, %error, "dropped a task queue entry that is not a ticket");
+            None
+        }
+    }
+}
+
 /// One entry read from the stream `keys[key]`.
 struct Read {
     key: usize,
@@ -128,10 +141,7 @@ impl RedisTaskQueue {
             ConnectionManager::new_with_config(client.clone(), manager_config()),
             RESPONSE_TIMEOUT,
         )
-        .await
-        .map_err(|_| {
-            QueueError::Unavailable(format!("cannot connect to Redis at {url}: timed out"))
-        })?
+        .await?
         .map_err(|e| QueueError::Unavailable(format!("cannot connect to Redis at {url}: {e}")))?;
         Ok(Self {
             client,
@@ -149,12 +159,9 @@ impl RedisTaskQueue {
 
     /// The keys of `roles`, without duplicates, in the order given.
     fn keys(&self, roles: &[String]) -> Vec<String> {
-        let mut keys: Vec<String> = Vec::with_capacity(roles.len());
-        for key in roles.iter().map(|r| self.key(r)) {
-            if !keys.contains(&key) {
-                keys.push(key);
-            }
-        }
+        let mut keys: Vec<String> = roles.iter().map(|r| self.key(r)).collect();
+        let mut seen = std::collections::HashSet::new();
+        keys.retain(|k| seen.insert(k.clone()));
         keys
     }
 
@@ -258,11 +265,8 @@ impl RedisTaskQueue {
             match reply {
                 Ok(reply) => {
                     self.give_back(conn);
-                    let Some(reply) = reply else {
-                        return Ok(Vec::new());
-                    };
-                    return Ok(reply
-                        .keys
+                    let streams = reply.map(|r| r.keys).unwrap_or_default();
+                    return Ok(streams
                         .into_iter()
                         .filter_map(|k| {
                             let key = keys.iter().position(|x| *x == k.key)?;
@@ -325,24 +329,13 @@ impl RedisTaskQueue {
         let mut conn = self.conn.clone();
         let settled = pipe.query_async::<Vec<Value>>(&mut conn);
         let replies = bounded(settled, RESPONSE_TIMEOUT).await?.map_err(map_err)?;
-        let mut tickets = Vec::with_capacity(reads.len());
-        for (i, read) in reads.iter().enumerate() {
-            if replies.get(2 * i) != Some(&Value::Int(1)) {
-                continue; // another take acknowledged it first
-            }
-            let ticket = read
-                .entry
-                .get::<String>("t")
-                .ok_or_else(|| "no ticket field".to_owned())
-                .and_then(|raw| serde_json::from_str::<Ticket>(&raw).map_err(|e| e.to_string()));
-            match ticket {
-                Ok(ticket) => tickets.push(ticket),
-                Err(error) => {
-                    tracing::error!(key = %keys[read.key], id = %read.entry.id, %error, "dropped a task queue entry that is not a ticket");
-                }
-            }
-        }
-        Ok(tickets)
+        // An entry whose XACK answered 0 went to another take, which acknowledged it first.
+        Ok(reads
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| replies.get(2 * i) == Some(&Value::Int(1)))
+            .filter_map(|(_, read)| decode(&read.entry))
+            .collect())
     }
 }
 

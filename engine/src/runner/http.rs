@@ -42,7 +42,7 @@ pub(crate) async fn run(inner: &Inner, spec: &HttpSpec, limit: Duration) -> Outc
     };
     let request = match prepared.build(client) {
         Ok(request) => request,
-        Err(error) => return Outcome::failed(chain(&error), false),
+        Err(error) => return Outcome::failed(chain(error, &prepared.shown_url), false),
     };
 
     let permit = match inner.breakers().admit(&prepared.host, Instant::now()) {
@@ -93,9 +93,9 @@ async fn call(client: &reqwest::Client, request: reqwest::Request, url: &str) ->
     let mut response = match client.execute(request).await {
         Ok(response) => response,
         Err(error) if error.is_builder() => {
-            return (Outcome::failed(chain(&error), false), Host::Untouched)
+            return (Outcome::failed(chain(error, url), false), Host::Untouched)
         }
-        Err(error) => return (Outcome::failed(chain(&error), true), Host::Failed),
+        Err(error) => return (Outcome::failed(chain(error, url), true), Host::Failed),
     };
     let status = response.status();
     if status.is_success() {
@@ -113,7 +113,7 @@ async fn call(client: &reqwest::Client, request: reqwest::Request, url: &str) ->
             Ok((body, true)) => body,
             Ok((_, false)) => return (Outcome::failed(too_large, false), Host::Answered),
             Err(error) => {
-                let error = format!("reading the response from {url}: {}", chain(&error));
+                let error = format!("reading the response: {}", chain(error, url));
                 return (Outcome::failed(error, true), Host::Failed);
             }
         };
@@ -271,9 +271,11 @@ fn fail_fast(host: &str, rejected: Rejected) -> String {
     }
 }
 
-/// reqwest's own message is terse ("error sending request"); the causes say why.
-fn chain(error: &reqwest::Error) -> String {
-    let mut text = error.to_string();
+/// reqwest's own message is terse ("error sending request"); the causes say why. The
+/// URL reqwest would quote may carry credentials, so `url` (without them) is used.
+fn chain(error: reqwest::Error, url: &str) -> String {
+    let error = error.without_url();
+    let mut text = format!("{error} to {url}");
     let mut source = error.source();
     while let Some(cause) = source {
         text.push_str(": ");

@@ -496,6 +496,7 @@ async fn insert_batch<B: LogBackend>(
         .collect();
     match backend.insert(&rows).await {
         Ok(positions) => {
+            metrics::counter!("conflux_events_appended_total").increment(positions.len() as u64);
             let last_position = positions.iter().copied().max().unwrap_or(0);
             let mut positions = positions.into_iter();
             for (reply, rows, _) in planned {
@@ -511,24 +512,15 @@ async fn insert_batch<B: LogBackend>(
                 last_position,
             }
         }
-        Err(InsertError::Duplicate) => {
-            // Someone else appended to one of these streams: retry each request alone on
-            // fresh heads, so only the requests that really conflict fail.
-            let mut heads = Vec::new();
-            let mut last_position = 0;
-            for (reply, _, append) in planned {
-                let result = insert_alone(&*backend, append).await;
-                if let Ok((envelopes, head)) = &result {
-                    last_position = last_position.max(envelopes.last().map_or(0, |e| e.position));
-                    heads.push(head.clone());
-                }
-                let _ = reply.send(result.map(|(envelopes, _)| envelopes));
-            }
-            BatchDone {
-                streams,
-                heads,
-                last_position,
-            }
+        // Someone else appended to one of these streams, or one request carries
+        // something the database refuses: retry each request alone on fresh heads, so
+        // only the requests that really conflict (or are bad) fail.
+        Err(InsertError::Duplicate) => retry_alone(&*backend, planned, streams).await,
+        Err(InsertError::Store(e))
+            if planned.len() > 1 && !matches!(e, StoreError::Unavailable(_)) =>
+        {
+            tracing::warn!(error = %e, requests = planned.len(), "a batched append failed; retrying its requests one by one");
+            retry_alone(&*backend, planned, streams).await
         }
         Err(InsertError::Store(e)) => {
             for (reply, _, _) in planned {
@@ -540,6 +532,28 @@ async fn insert_batch<B: LogBackend>(
                 last_position: 0,
             }
         }
+    }
+}
+
+async fn retry_alone<B: LogBackend>(
+    backend: &B,
+    planned: Vec<(Reply, Vec<Row>, PreparedAppend)>,
+    streams: Vec<String>,
+) -> BatchDone {
+    let mut heads = Vec::new();
+    let mut last_position = 0;
+    for (reply, _, append) in planned {
+        let result = insert_alone(backend, append).await;
+        if let Ok((envelopes, head)) = &result {
+            last_position = last_position.max(envelopes.last().map_or(0, |e| e.position));
+            heads.push(head.clone());
+        }
+        let _ = reply.send(result.map(|(envelopes, _)| envelopes));
+    }
+    BatchDone {
+        streams,
+        heads,
+        last_position,
     }
 }
 

@@ -34,6 +34,7 @@ macro_rules! all_checks {
                 dead_consumer_entries_are_claimed,
                 appends_do_not_wait_for_the_bus,
                 lookups_find_the_right_streams,
+                a_bad_append_does_not_fail_its_batch,
             ]
         );
     };

@@ -517,3 +517,30 @@ pub async fn lookups_find_the_right_streams<F: Fixture>(f: &F) {
         .expect("find")
         .is_empty());
 }
+
+/// One append the database refuses (Postgres `jsonb` cannot hold a NUL character) does
+/// not take the other appends of its batch down with it.
+pub async fn a_bad_append_does_not_fail_its_batch<F: Fixture>(f: &F) {
+    let store = f.store();
+    let bad = NewEvent::new(
+        Event::TaskCompleted {
+            task_id: TaskId::parse("t").expect("id"),
+            attempt: 1,
+            output: serde_json::json!({"s": "nul\u{0}here"}),
+        },
+        EventMetadata::default(),
+    );
+    let requests: Vec<AppendRequest> = (0..6)
+        .map(|i| AppendRequest {
+            stream: stream(),
+            expected_version: 0,
+            events: vec![if i == 3 { bad.clone() } else { event(i) }],
+        })
+        .collect();
+    let results = store.append_many(requests).await;
+    for (i, r) in results.iter().enumerate() {
+        if i != 3 {
+            assert!(r.is_ok(), "append {i} failed with its batch: {r:?}");
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! `GET /metrics`: Prometheus text. Conflux code records through the `metrics` facade
+//! (counters and histograms where things happen); this module installs the Prometheus
+//! recorder once per process and renders it, after running the hooks that refresh
+//! gauges read at scrape time (e.g. circuit-breaker states).
+
+use std::sync::{Arc, OnceLock};
+
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Something that refreshes gauges just before a scrape.
+pub type ScrapeHook = Arc<dyn Fn() + Send + Sync>;
+
+/// Latency buckets (seconds) for every `*_seconds` histogram.
+const BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The process's recorder handle, installed on first use. Returns None if another
+/// recorder was installed first (then `/metrics` answers 503).
+pub fn handle() -> Option<PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)
+                .ok()?
+                .build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).ok()?;
+            describe();
+            Some(handle)
+        })
+        .clone()
+}
+
+fn describe() {
+    metrics::describe_counter!(
+        "conflux_events_appended_total",
+        "Events committed to the event store by this process."
+    );
+    metrics::describe_counter!(
+        "conflux_tasks_total",
+        "Task attempts finished, by kind and outcome."
+    );
+    metrics::describe_histogram!(
+        "conflux_task_schedule_to_start_seconds",
+        "TaskScheduled to TaskStarted of agent tasks."
+    );
+    metrics::describe_counter!(
+        "conflux_http_requests_total",
+        "HTTP requests answered, by method, route and status."
+    );
+    metrics::describe_histogram!(
+        "conflux_http_request_duration_seconds",
+        "HTTP request durations, by method and route."
+    );
+    metrics::describe_gauge!(
+        "conflux_http_circuit_breaker_state",
+        "Per-host circuit breaker: 0 closed, 1 half-open, 2 open."
+    );
+}
+
+/// `GET /metrics`.
+pub fn router(hooks: Vec<ScrapeHook>) -> Router {
+    let _ = handle();
+    Router::new()
+        .route("/metrics", get(render))
+        .with_state(Arc::new(hooks))
+}
+
+async fn render(State(hooks): State<Arc<Vec<ScrapeHook>>>) -> impl IntoResponse {
+    for hook in hooks.iter() {
+        hook();
+    }
+    match handle() {
+        Some(h) => ([(CONTENT_TYPE, "text/plain; version=0.0.4")], h.render()).into_response(),
+        None => conflux_command_api::error::ApiError::unavailable("metrics recorder not installed")
+            .into_response(),
+    }
+}

@@ -270,6 +270,26 @@ impl Engine {
         Some(())
     }
 
+    /// Caches a new execution from its `ExecutionStarted` event without reading the
+    /// store. Returns false if the event is not a start or its workflow is unknown.
+    async fn start_from(&mut self, event: &EventEnvelope) -> bool {
+        let conflux_schema::Event::ExecutionStarted { workflow_id, .. } = &event.event else {
+            return false;
+        };
+        let workflow = match self.parts.catalog.get(*workflow_id).await {
+            Ok(Some(w)) => w,
+            _ => return self.load(event.stream_id.uuid()).await.is_some(),
+        };
+        let state = evolve(ExecutionState::new(workflow), event);
+        let id = event.stream_id.uuid();
+        for timer in state.pending_timers() {
+            self.timers.arm(id, timer);
+        }
+        self.evict_if_full();
+        self.states.insert(id, state);
+        true
+    }
+
     fn evict_if_full(&mut self) {
         if self.states.len() >= self.options.max_cached {
             // Reloaded from the store on next use; correctness never depends on the cache.
@@ -307,6 +327,12 @@ impl Engine {
                         if !state.is_terminal() {
                             self.states.insert(id, state);
                         }
+                    }
+                }
+                // A new execution: its first event is all there is to fold.
+                None if event.version == 1 => {
+                    if !self.start_from(&event).await {
+                        continue;
                     }
                 }
                 // Not cached, or a gap: the store has everything up to this event.

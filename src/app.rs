@@ -73,6 +73,7 @@ pub fn router(rt: &Runtime) -> Router {
     };
     ops::router(probes)
         .merge(conflux_command_api::router(command_ctx, rt.max_body_bytes))
+        .merge(conflux_query_api::audit::router(commands.clone()))
         .merge(conflux_query_api::executions::router(commands))
         .merge(conflux_query_api::metrics::router(vec![breaker_gauges(rt.runner.clone())]))
         .fallback(|| async { ApiError::not_found("no such route") })

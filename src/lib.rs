@@ -8,11 +8,13 @@
 //! - [`config`]: every setting, from flags and `CONFLUX_*`/`DATABASE_URL`/`REDIS_URL`.
 //! - [`backends`]: Postgres + Redis, or the embedded store + in-process bus.
 //! - [`app`]: the HTTP router and the roles `serve` runs.
+//! - [`cli`]: `conflux events`/`replay`/`verify`, audit commands over a server's HTTP API.
 //! - [`telemetry`]: tracing setup (text on a terminal, JSON on request).
 //! - [`shutdown`]: SIGTERM/Ctrl-C handling.
 
 pub mod app;
 pub mod backends;
+pub mod cli;
 pub mod config;
 pub mod shutdown;
 pub mod telemetry;

@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use conflux::app::{self, Runtime};
 use conflux::backends::Backends;
 use conflux::config::Config;
-use conflux::{shutdown, telemetry};
+use conflux::{cli, shutdown, telemetry};
 
 /// Conflux — an event-sourced workflow engine.
 ///
@@ -33,6 +33,12 @@ enum Command {
     Engine,
     /// Run only the outbox relay (store → bus).
     Relay,
+    /// Print an execution's event log, read from a running server.
+    Events(cli::EventsArgs),
+    /// Show an execution as it stood after a version, rebuilt from its log.
+    Replay(cli::ReplayArgs),
+    /// Verify an execution's hash chain (exit 0 valid, 1 invalid, 2 error).
+    Verify(cli::VerifyArgs),
 }
 
 #[tokio::main]
@@ -41,6 +47,16 @@ async fn main() -> anyhow::Result<()> {
     if cli.config.dump_config {
         println!("{}", serde_json::to_string_pretty(&cli.config.dump())?);
         return Ok(());
+    }
+    // The audit commands are HTTP clients: no backends, no logging on stdout.
+    let exit = match &cli.command {
+        Command::Events(args) => Some(cli::events(args.clone()).await),
+        Command::Replay(args) => Some(cli::replay(args.clone()).await),
+        Command::Verify(args) => Some(cli::verify(args.clone()).await),
+        _ => None,
+    };
+    if let Some(code) = exit {
+        std::process::exit(i32::from(code));
     }
     telemetry::init(cli.config.log_format, &cli.config.log);
     let stop = shutdown::on_signal();
@@ -75,5 +91,6 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!(mode = rt.backends.mode, "relay running");
             app::spawn_relay(&rt, stop).await.context("relay task")
         }
+        Command::Events(_) | Command::Replay(_) | Command::Verify(_) => Ok(()),
     }
 }

@@ -1,13 +1,16 @@
 //! # conflux-query-api — the read side over HTTP
 //!
 //! # Layout
-//! - [`executions`]: an execution and its event log, folded from the store.
+//! - [`audit`]: an execution's log (JSON pages or NDJSON), replay to any version, hash
+//!   chain verification, and a workflow's merged log.
+//! - [`executions`]: an execution, folded from its event log.
 //! - [`metrics`]: `/metrics` in Prometheus text.
 //! - [`ops`]: `/health` and `/ready`, the probes every deployment needs.
 //!
-//! Query routes, audit/replay, `/metrics` and the WebSocket status stream arrive with
-//! the read side.
+//! Query routes (lists, `/status`) and the WebSocket status stream arrive with the read
+//! side.
 
+pub mod audit;
 pub mod executions;
 pub mod metrics;
 pub mod ops;

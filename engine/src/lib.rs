@@ -27,6 +27,7 @@ pub mod commands;
 pub mod execution;
 pub mod executor;
 pub mod queue;
+mod redis_conn;
 pub mod relay;
 pub mod runner;
 pub mod store;

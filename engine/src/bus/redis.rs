@@ -6,8 +6,10 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+
+use crate::redis_conn::{manager_config, within, RESPONSE_TIMEOUT};
 use conflux_schema::EventEnvelope;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use redis::streams::{
     StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply,
 };
@@ -18,23 +20,6 @@ use super::{BusError, Delivery, EventBus, Subscription};
 /// Entries kept in the stream (approximate trim); consumers further behind than this
 /// catch up from the store through the subscriber's gap filling.
 const MAX_STREAM_LEN: usize = 1_000_000;
-
-/// How long a non-blocking command may take before the call fails as unavailable.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Reconnection settings: give up on one attempt fast and keep the retry delays short,
-/// so a Redis that comes back is used again within about a second.
-fn manager_config(response_timeout: Option<Duration>) -> ConnectionManagerConfig {
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Duration::from_secs(2))
-        .set_number_of_retries(2)
-        .set_factor(50)
-        .set_max_delay(1000);
-    match response_timeout {
-        Some(t) => config.set_response_timeout(t),
-        None => config,
-    }
-}
 
 /// The Redis Streams [`EventBus`].
 #[derive(Clone)]
@@ -86,9 +71,9 @@ async fn bounded<T>(
     call: impl std::future::Future<Output = T>,
     limit: Duration,
 ) -> Result<T, BusError> {
-    tokio::time::timeout(limit, call)
+    within(call, limit)
         .await
-        .map_err(|_| BusError::Unavailable(format!("Redis did not answer within {limit:?}")))
+        .map_err(|t| BusError::Unavailable(t.to_string()))
 }
 
 fn entry_id(position: u64) -> String {

@@ -24,7 +24,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+
+use crate::redis_conn::{manager_config, within, CONNECT_TIMEOUT, RESPONSE_TIMEOUT};
+use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::streams::{
     StreamAutoClaimOptions, StreamAutoClaimReply, StreamClaimOptions, StreamId, StreamReadOptions,
     StreamReadReply,
@@ -41,29 +43,12 @@ const GROUP: &str = "agents";
 /// attempts time out in the event log and are retried.
 const MAX_STREAM_LEN: usize = 1_000_000;
 
-/// How long a non-blocking command may take before the call fails as unavailable.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// How long opening a connection may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-
 /// An entry read but not acknowledged for this long belongs to a take that died; any
 /// take may claim it. Longer than any take's gap between read and acknowledgement.
 const RECLAIM_AFTER: Duration = Duration::from_secs(10);
 
 /// Idle blocking connections kept for later takes; more are opened on demand.
 const MAX_IDLE_CONNECTIONS: usize = 32;
-
-/// Reconnection settings of the shared connection: give up on one attempt fast and keep
-/// the retry delays short, so a Redis that comes back is used again within about a second.
-fn manager_config() -> ConnectionManagerConfig {
-    ConnectionManagerConfig::new()
-        .set_connection_timeout(CONNECT_TIMEOUT)
-        .set_number_of_retries(2)
-        .set_factor(50)
-        .set_max_delay(1000)
-        .set_response_timeout(RESPONSE_TIMEOUT)
-}
 
 fn is_unavailable(e: &RedisError) -> bool {
     e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout()
@@ -86,9 +71,9 @@ async fn bounded<T>(
     call: impl std::future::Future<Output = T>,
     limit: Duration,
 ) -> Result<T, QueueError> {
-    tokio::time::timeout(limit, call)
+    within(call, limit)
         .await
-        .map_err(|_| QueueError::Unavailable(format!("Redis did not answer within {limit:?}")))
+        .map_err(|t| QueueError::Unavailable(t.to_string()))
 }
 
 /// A stream entry id `<ms>-<seq>` as a sortable pair.
@@ -138,7 +123,10 @@ impl RedisTaskQueue {
         let client = Client::open(url)
             .map_err(|e| QueueError::Unavailable(format!("bad Redis URL: {e}")))?;
         let conn = bounded(
-            ConnectionManager::new_with_config(client.clone(), manager_config()),
+            ConnectionManager::new_with_config(
+                client.clone(),
+                manager_config(Some(RESPONSE_TIMEOUT)),
+            ),
             RESPONSE_TIMEOUT,
         )
         .await?

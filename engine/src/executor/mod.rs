@@ -12,8 +12,10 @@
 //! # Layout
 //! - `chain`: folding result → advance → start into one decision.
 //! - `timers`: the timer index.
+//! - `stalled`: executions the store could not take, retried rather than dropped.
 
 mod chain;
+mod stalled;
 mod timers;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -35,6 +37,7 @@ use crate::runner::{BuiltinRunner, Outcome};
 use crate::store::{read_whole_stream, AppendRequest, EventStore, StoreError, StreamQuery};
 
 pub use chain::chain;
+use stalled::Stalled;
 pub use timers::Timers;
 
 /// Tuning for [`Engine`].
@@ -97,6 +100,8 @@ pub struct Engine {
     pending: HashMap<Uuid, VecDeque<Command>>,
     /// Executions to advance in the next round.
     touched: HashSet<Uuid>,
+    /// Executions whose load or append failed, with their commands, to retry.
+    stalled: Stalled,
     results_tx: mpsc::UnboundedSender<(Uuid, Command)>,
     results_rx: mpsc::UnboundedReceiver<(Uuid, Command)>,
     metadata: EventMetadata,
@@ -117,6 +122,7 @@ impl Engine {
             timers: Timers::default(),
             pending: HashMap::new(),
             touched: HashSet::new(),
+            stalled: Stalled::default(),
             results_tx,
             results_rx,
             metadata,
@@ -179,6 +185,7 @@ impl Engine {
                     .push_back(command);
             }
             self.fire_due_timers();
+            self.unstall_due();
             self.rounds().await;
             if !acks.is_empty() {
                 if let Err(e) = acker.ack(&acks).await {
@@ -191,9 +198,11 @@ impl Engine {
     }
 
     fn timer_sleep(&self) -> tokio::time::Sleep {
-        let wait = self
-            .timers
-            .next_due()
+        let next = [self.timers.next_due(), self.stalled.retry_at()];
+        let wait = next
+            .into_iter()
+            .flatten()
+            .min()
             .map(|due| (due - Utc::now()).to_std().unwrap_or(Duration::ZERO))
             .unwrap_or(Duration::from_secs(3600));
         tokio::time::sleep(wait)
@@ -205,6 +214,17 @@ impl Engine {
                 .entry(execution)
                 .or_default()
                 .push_back(Command::TimerFired(timer));
+        }
+    }
+
+    /// Stalled executions whose retry is due go back to work, their commands first.
+    fn unstall_due(&mut self) {
+        for (id, mut commands) in self.stalled.take_due(Utc::now()) {
+            commands.extend(self.pending.remove(&id).into_iter().flatten());
+            if !commands.is_empty() {
+                self.pending.insert(id, commands);
+            }
+            self.touched.insert(id);
         }
     }
 
@@ -238,7 +258,8 @@ impl Engine {
         let events = match read_whole_stream(&*self.parts.store, &StreamId::execution(id)).await {
             Ok(events) => events,
             Err(e) => {
-                tracing::warn!(execution = %id, error = %e, "loading an execution failed");
+                tracing::warn!(execution = %id, error = %e, "loading an execution failed; will retry");
+                self.stalled.add(id, [], Utc::now());
                 return None;
             }
         };
@@ -253,7 +274,8 @@ impl Engine {
                 return None;
             }
             Err(e) => {
-                tracing::warn!(execution = %id, error = %e, "loading a workflow failed");
+                tracing::warn!(execution = %id, error = %e, "loading a workflow failed; will retry");
+                self.stalled.add(id, [], Utc::now());
                 return None;
             }
         };
@@ -371,7 +393,10 @@ impl Engine {
         let mut decided = Vec::new();
         for id in ids {
             if !self.states.contains_key(&id) && self.load(id).await.is_none() {
-                self.pending.remove(&id);
+                let waiting = self.pending.remove(&id).into_iter().flatten();
+                if self.stalled.contains(id) {
+                    self.stalled.add(id, waiting, now);
+                }
                 continue;
             }
             let Some(state) = self.states.get(&id) else {
@@ -384,7 +409,7 @@ impl Engine {
                 self.pending.remove(&id);
             }
             let had_command = command.is_some();
-            let decision = match chain(state, command, now) {
+            let decision = match chain(state, command.clone(), now) {
                 Ok(d) => d,
                 Err(rejection) => {
                     tracing::debug!(execution = %id, %rejection, "command no longer applies");
@@ -405,14 +430,14 @@ impl Engine {
                 expected_version: state.version(),
                 events: into_new(&decision, &self.metadata),
             });
-            decided.push((id, decision));
+            decided.push((id, decision, command));
         }
         if requests.is_empty() {
             return !self.pending.is_empty() || !self.touched.is_empty();
         }
         let results = self.parts.store.append_many(requests).await;
         let mut progressed = false;
-        for ((id, decision), result) in decided.into_iter().zip(results) {
+        for ((id, decision, command), result) in decided.into_iter().zip(results) {
             match result {
                 Ok(envelopes) => {
                     progressed = true;
@@ -427,8 +452,12 @@ impl Engine {
                     progressed = true;
                 }
                 Err(e) => {
+                    // The command is the only copy of a runner result or a timer: keep it.
                     tracing::warn!(execution = %id, error = %e, "appending a decision failed; will retry");
                     self.states.remove(&id);
+                    let waiting = self.pending.remove(&id).into_iter().flatten();
+                    self.stalled
+                        .add(id, command.into_iter().chain(waiting), now);
                 }
             }
         }
@@ -553,14 +582,34 @@ fn ids_contains(ids: &[Uuid], id: &Uuid) -> bool {
     ids.contains(id)
 }
 
+/// The command that records a built-in's outcome. The event store cannot hold a NUL
+/// character (Postgres `jsonb` refuses it, and the API refuses it from clients): an
+/// output holding one fails the attempt for good, and one in an error message is
+/// replaced, so that every outcome can be recorded, the same way in every mode.
 fn outcome_command(task: TaskRef, outcome: Outcome) -> Command {
     match outcome {
+        Outcome::Completed(output) if holds_nul(&output) => Command::FailTask {
+            task,
+            error: "the output holds a NUL character (\\u0000), which cannot be recorded".into(),
+            retryable: false,
+        },
         Outcome::Completed(output) => Command::CompleteTask { task, output },
         Outcome::Failed { error, retryable } => Command::FailTask {
             task,
-            error,
+            error: error.replace('\0', "\u{FFFD}"),
             retryable,
         },
+    }
+}
+
+/// Whether a string or a key anywhere in `value` holds a NUL character.
+fn holds_nul(value: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(holds_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+        _ => false,
     }
 }
 

@@ -38,6 +38,8 @@ pub struct Runtime {
     pub runner: BuiltinRunner,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// Engine tuning.
+    pub engine: EngineOptions,
 }
 
 impl Runtime {
@@ -49,11 +51,18 @@ impl Runtime {
                 max_tasks: config.max_tasks,
             },
         );
+        let stale_after = Duration::from_millis(config.engine_stale_after_ms.max(100));
+        let engine = EngineOptions {
+            stale_after,
+            sweep_every: stale_after / 2,
+            ..EngineOptions::default()
+        };
         Self {
             backends,
             catalog,
             runner: BuiltinRunner::new(RunnerOptions::default()),
             max_body_bytes: config.max_body_bytes,
+            engine,
         }
     }
 }
@@ -144,7 +153,7 @@ pub fn spawn_engine(rt: &Runtime, shutdown: CancellationToken) -> JoinHandle<()>
         queue: rt.backends.queue.clone(),
         runner: rt.runner.clone(),
     };
-    let engine = Engine::new(parts, EngineOptions::default());
+    let engine = Engine::new(parts, rt.engine.clone());
     tokio::spawn(async move {
         if let Err(e) = engine.run(shutdown).await {
             tracing::error!(error = %e, "the engine stopped");

@@ -77,6 +77,17 @@ pub struct Config {
     )]
     pub max_tasks: usize,
 
+    /// How long an open execution may go without a new event before an engine takes it
+    /// over (re-arms its timers, re-runs its started built-ins): covers an engine that
+    /// died while other engines keep running. Checked every half of this.
+    #[arg(
+        long,
+        global = true,
+        env = "CONFLUX_ENGINE_STALE_AFTER_MS",
+        default_value_t = 30_000
+    )]
+    pub engine_stale_after_ms: u64,
+
     /// Log format: `text` or `json`.
     #[arg(
         long,
@@ -128,6 +139,7 @@ impl Config {
             "pg_max_connections": self.pg_max_connections,
             "max_body_bytes": self.max_body_bytes,
             "max_tasks": self.max_tasks,
+            "engine_stale_after_ms": self.engine_stale_after_ms,
             "log_format": format!("{:?}", self.log_format).to_lowercase(),
             "log": self.log,
             "mode": if self.database_url.is_some() { "postgres" } else { "embedded" },

@@ -75,9 +75,20 @@ impl TestServer {
         Self::start_with(Mode::PostgresRedis, true).await
     }
 
+    /// Starts a server in `mode` on fresh backends, with `tune` applied to its
+    /// configuration first.
+    pub async fn start_tuned(mode: Mode, tune: impl FnOnce(&mut Config)) -> Self {
+        Self::start_configured(mode, false, tune).await
+    }
+
     async fn start_with(mode: Mode, proxied: bool) -> Self {
+        Self::start_configured(mode, proxied, |_| {}).await
+    }
+
+    async fn start_configured(mode: Mode, proxied: bool, tune: impl FnOnce(&mut Config)) -> Self {
         // Clap's defaults, then this test's own backends (the environment never decides).
         let mut config = Args::parse_from(["conflux"]).config;
+        tune(&mut config);
         config.max_tasks = MAX_TASKS;
         config.max_body_bytes = MAX_BODY_BYTES;
         config.pg_max_connections = 8;

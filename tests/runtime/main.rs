@@ -91,9 +91,19 @@ async fn postgres_redis_results_survive_a_store_outage() {
 }
 
 /// Handing work over needs a second server on the same backends: Postgres + Redis only.
-/// Known gap (see `scale.rs`): run with `--run-ignored only` to see it.
-#[ignore = "known gap: built-ins running in an engine that stops are lost until an engine (re)starts"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_redis_a_stopping_engine_hands_over_its_work() {
     scale::a_stopping_engine_hands_over_its_work().await;
+}
+
+/// A dead engine's started built-in is taken over by a running engine's sweep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_redis_an_abandoned_execution_is_taken_over() {
+    scale::an_abandoned_execution_is_taken_over(harness::Mode::PostgresRedis).await;
+}
+
+/// The same in the embedded mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_an_abandoned_execution_is_taken_over() {
+    scale::an_abandoned_execution_is_taken_over(harness::Mode::Embedded).await;
 }

@@ -69,10 +69,8 @@ pub async fn two_engines_complete_everything_once() {
 }
 
 /// Scenario 12b: one of two servers stops (gracefully) while its engine runs built-in
-/// tasks: their results should still be recorded, and the other server finish every
-/// execution. Today they are not: an engine's in-flight built-ins (and the timers only
-/// it armed) live in its memory alone; the survivor never runs them again, and only an
-/// engine's start (`recover`) picks them up. Ignored until that is designed.
+/// tasks: the stopping engine drains (waits for its running built-ins and records their
+/// results), and the other server finishes every execution.
 pub async fn a_stopping_engine_hands_over_its_work() {
     let first = TestServer::start(Mode::PostgresRedis).await;
     let second = first.join().await;
@@ -101,4 +99,47 @@ pub async fn a_stopping_engine_hands_over_its_work() {
         assert_eq!(body["output"], json!({"after": {"slept_ms": 1000}}));
     }
     first.stop().await;
+}
+
+/// An engine died right after it started a built-in: the attempt's `TaskStarted` is in
+/// the log, its runner is gone, and no engine restarts. A running engine's sweep takes
+/// the idle execution over, runs the attempt again, and the execution completes.
+pub async fn an_abandoned_execution_is_taken_over(mode: Mode) {
+    let server = TestServer::start_tuned(mode, |c| c.engine_stale_after_ms = 600).await;
+    let workflow = server
+        .create_workflow(
+            json!({"name": "orphan", "tasks": [{"id": "a", "kind": "noop", "input": {"v": 1}}]}),
+        )
+        .await;
+    let workflow_id: uuid::Uuid = workflow.parse().expect("workflow id");
+    let execution = uuid::Uuid::now_v7();
+    let dead_engine = [
+        (
+            "ExecutionStarted",
+            json!({"execution_id": execution, "workflow_id": workflow_id, "input": {}}),
+        ),
+        ("TaskScheduled", json!({"task_id": "a", "attempt": 1})),
+        (
+            "TaskDispatched",
+            json!({"task_id": "a", "attempt": 1, "input": {"v": 1}}),
+        ),
+        ("TaskStarted", json!({"task_id": "a", "attempt": 1})),
+    ];
+    let events = dead_engine
+        .into_iter()
+        .map(|(t, d)| {
+            let event = conflux_schema::Event::from_parts(t, d).expect("event");
+            conflux_schema::NewEvent::new(event, conflux_schema::EventMetadata::default())
+        })
+        .collect();
+    server
+        .backends
+        .store
+        .append(&conflux_schema::StreamId::execution(execution), 0, events)
+        .await
+        .expect("append the dead engine's events");
+    let body = server.wait_terminal(&execution.to_string()).await;
+    assert_eq!(body["status"], "completed", "{body:#}");
+    assert_eq!(body["output"], json!({"a": {"v": 1}}));
+    server.stop().await;
 }

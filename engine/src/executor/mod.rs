@@ -51,6 +51,14 @@ pub struct EngineOptions {
     pub claim_after: Duration,
     /// Executions kept in memory (terminal ones are dropped at once).
     pub max_cached: usize,
+    /// How often to look for open executions no engine has touched for `stale_after`
+    /// (their engine may have died): their timers are re-armed, their started
+    /// built-ins re-run and their dispatched agent tasks re-queued.
+    pub sweep_every: Duration,
+    /// How long an open execution may go without a new event before a sweep takes it.
+    pub stale_after: Duration,
+    /// How long a stopping engine waits for its running built-ins to report.
+    pub drain_for: Duration,
 }
 
 impl Default for EngineOptions {
@@ -60,6 +68,9 @@ impl Default for EngineOptions {
             batch: 512,
             claim_after: Duration::from_secs(15),
             max_cached: 100_000,
+            sweep_every: Duration::from_secs(15),
+            stale_after: Duration::from_secs(30),
+            drain_for: Duration::from_secs(8),
         }
     }
 }
@@ -104,6 +115,8 @@ pub struct Engine {
     stalled: Stalled,
     results_tx: mpsc::UnboundedSender<(Uuid, Command)>,
     results_rx: mpsc::UnboundedReceiver<(Uuid, Command)>,
+    /// Built-in attempts running in this process (never started twice here).
+    running: HashSet<(Uuid, TaskRef)>,
     metadata: EventMetadata,
 }
 
@@ -125,6 +138,7 @@ impl Engine {
             stalled: Stalled::default(),
             results_tx,
             results_rx,
+            running: HashSet::new(),
             metadata,
         }
     }
@@ -153,6 +167,8 @@ impl Engine {
         self.recover().await?;
         let mut claim = tokio::time::interval(self.options.claim_after);
         claim.tick().await;
+        let mut sweep = tokio::time::interval(self.options.sweep_every);
+        sweep.tick().await;
         loop {
             let mut acks = Vec::new();
             let sleep = self.timer_sleep();
@@ -162,9 +178,8 @@ impl Engine {
                     acks.extend(batch.iter().map(|d| d.position));
                     self.apply_deliveries(batch).await;
                 }
-                Some((execution, command)) = self.results_rx.recv() => {
-                    self.pending.entry(execution).or_default().push_back(command);
-                }
+                Some((execution, command)) = self.results_rx.recv() => self.on_result(execution, command),
+                _ = sweep.tick() => self.sweep().await,
                 _ = sleep => self.fire_due_timers(),
                 _ = claim.tick() => {
                     match acker.claim_stale(self.options.claim_after, self.options.batch).await {
@@ -179,10 +194,7 @@ impl Engine {
                 }
             }
             while let Ok((execution, command)) = self.results_rx.try_recv() {
-                self.pending
-                    .entry(execution)
-                    .or_default()
-                    .push_back(command);
+                self.on_result(execution, command);
             }
             self.fire_due_timers();
             self.unstall_due();
@@ -194,7 +206,86 @@ impl Engine {
             }
         }
         read_stop.cancel();
+        self.drain().await;
         Ok(())
+    }
+
+    /// A runner reported: the attempt is no longer running here; decide its result.
+    fn on_result(&mut self, execution: Uuid, command: Command) {
+        if let Command::CompleteTask { task, .. } | Command::FailTask { task, .. } = &command {
+            self.running.remove(&(execution, task.clone()));
+        }
+        self.pending
+            .entry(execution)
+            .or_default()
+            .push_back(command);
+    }
+
+    /// On shutdown: waits (at most `drain_for`) for running built-ins and records their
+    /// results, so a graceful stop neither loses nor repeats them.
+    async fn drain(&mut self) {
+        let deadline = tokio::time::Instant::now() + self.options.drain_for;
+        if !self.running.is_empty() {
+            tracing::info!(
+                running = self.running.len(),
+                "waiting for running built-in tasks before stopping"
+            );
+        }
+        while !self.running.is_empty() {
+            match tokio::time::timeout_at(deadline, self.results_rx.recv()).await {
+                Ok(Some((execution, command))) => self.on_result(execution, command),
+                _ => break,
+            }
+            while let Ok((execution, command)) = self.results_rx.try_recv() {
+                self.on_result(execution, command);
+            }
+            self.rounds().await;
+        }
+        self.rounds().await;
+        if !self.running.is_empty() {
+            tracing::warn!(
+                running = self.running.len(),
+                "stopped with built-in tasks still running; the next sweep or start re-runs them"
+            );
+        }
+    }
+
+    /// Takes over open executions that saw no event for `stale_after` (e.g. their
+    /// engine died): reloads each, re-arms its timers, re-runs started built-ins not
+    /// running here and re-queues dispatched agent tasks. Duplicates are harmless: every
+    /// result is fenced by its attempt.
+    async fn sweep(&mut self) {
+        let idle_since =
+            Utc::now() - chrono::Duration::from_std(self.options.stale_after).unwrap_or_default();
+        let idle = match self
+            .parts
+            .store
+            .find_streams(&StreamQuery::IdleExecutions { idle_since }, 1000)
+            .await
+        {
+            Ok(idle) => idle,
+            Err(e) => {
+                tracing::warn!(error = %e, "looking for idle executions failed");
+                return;
+            }
+        };
+        for stream in idle {
+            let id = stream.uuid();
+            self.states.remove(&id);
+            if self.load(id).await.is_none() {
+                continue;
+            }
+            let Some(state) = self.states.get(&id) else {
+                continue;
+            };
+            let mut redo = state.pending_dispatches();
+            redo.extend(running_builtins(state));
+            if !redo.is_empty() {
+                tracing::info!(execution = %id, effects = redo.len(), "taking over an idle execution");
+            }
+            self.perform(id, redo).await;
+            self.touched.insert(id);
+        }
     }
 
     fn timer_sleep(&self) -> tokio::time::Sleep {
@@ -488,6 +579,9 @@ impl Engine {
                     sleep_ms,
                     timeout,
                 } => {
+                    if !self.running.insert((execution, task.clone())) {
+                        continue;
+                    }
                     let runner = self.parts.runner.clone();
                     let results = self.results_tx.clone();
                     tokio::spawn(async move {

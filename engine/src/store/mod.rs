@@ -67,6 +67,12 @@ pub enum StreamQuery {
     OpenExecutions,
     /// The execution whose `TaskStarted` carries this lease id.
     Lease(uuid::Uuid),
+    /// Executions without a terminal event whose latest event was recorded before
+    /// `idle_since`, oldest first (a sweep for work a dead engine held).
+    IdleExecutions {
+        /// The cut-off time.
+        idle_since: chrono::DateTime<chrono::Utc>,
+    },
 }
 
 /// One append: events for one stream, at the version the caller last saw.

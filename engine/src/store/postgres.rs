@@ -199,6 +199,14 @@ fn lookup_sql(query: &StreamQuery) -> (String, Option<String>) {
             ),
             None,
         ),
+        StreamQuery::IdleExecutions { idle_since } => (
+            format!(
+                "SELECT s.stream_id FROM events s WHERE s.event_type = 'ExecutionStarted' \
+                 AND {OPEN} AND (SELECT max(t.recorded_at) FROM events t WHERE t.stream_id = s.stream_id) \
+                 < $1::timestamptz ORDER BY s.position LIMIT $2"
+            ),
+            Some(idle_since.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
+        ),
         StreamQuery::Lease(lease) => (
             "SELECT stream_id FROM events WHERE event_type = 'TaskStarted' \
              AND data->>'lease_id' = $1 LIMIT $2"

@@ -395,6 +395,15 @@ impl EventStore for SqliteStore {
                 ),
                 None,
             ),
+            // recorded_at is stored as fixed-width RFC 3339 UTC text: it sorts as time.
+            StreamQuery::IdleExecutions { idle_since } => (
+                format!(
+                    "SELECT s.stream_id FROM events s WHERE s.event_type = 'ExecutionStarted' \
+                     AND {OPEN} AND (SELECT max(t.recorded_at) FROM events t WHERE t.stream_id = s.stream_id) \
+                     < ? ORDER BY s.position LIMIT ?"
+                ),
+                Some(time_text(*idle_since)),
+            ),
             StreamQuery::Lease(lease) => (
                 "SELECT stream_id FROM events WHERE event_type = 'TaskStarted' \
                  AND json_extract(data, '$.lease_id') = ? LIMIT ?"

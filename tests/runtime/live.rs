@@ -1,0 +1,189 @@
+//! The live stream `/ws/executions/{id}` with a real WebSocket client: a snapshot with
+//! the position it reflects, then every later event exactly once in position order
+//! until the execution ends; `?after=` resumes with exactly the rest; many clients see
+//! identical sequences; an unknown id is closed with 4404.
+
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::harness::TestServer;
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(s: &TestServer, path: &str) -> Socket {
+    let url = format!("{}{path}", s.base.replacen("http://", "ws://", 1));
+    let (socket, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("websocket connect");
+    socket
+}
+
+/// The next JSON frame (pings and pongs skipped), or None when the server closed.
+async fn next_json(socket: &mut Socket) -> Option<Value> {
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(30), socket.next())
+            .await
+            .expect("a frame within 30 s")?;
+        match frame.expect("frame") {
+            Message::Text(t) => return Some(serde_json::from_str(&t).expect("json frame")),
+            Message::Close(_) => return None,
+            _ => {}
+        }
+    }
+}
+
+fn is_terminal_event(v: &Value) -> bool {
+    matches!(
+        v["event"]["type"].as_str(),
+        Some("ExecutionCompleted" | "ExecutionFailed" | "ExecutionCancelled")
+    )
+}
+
+/// Reads a stream to the execution's end: (snapshot position, the events after it).
+async fn watch(socket: &mut Socket, with_snapshot: bool) -> (u64, Vec<Value>) {
+    let mut from = 0;
+    if with_snapshot {
+        let snapshot = next_json(socket).await.expect("snapshot");
+        assert_eq!(snapshot["type"], "snapshot", "{snapshot}");
+        from = snapshot["position"].as_u64().expect("position");
+        assert_eq!(snapshot["status"]["position"], snapshot["position"]);
+        if matches!(
+            snapshot["status"]["status"].as_str(),
+            Some("completed" | "failed" | "cancelled")
+        ) {
+            return (from, Vec::new());
+        }
+    }
+    let mut events = Vec::new();
+    while let Some(frame) = next_json(socket).await {
+        assert_eq!(frame["type"], "event", "{frame}");
+        let done = is_terminal_event(&frame);
+        events.push(frame["event"].clone());
+        if done {
+            break;
+        }
+    }
+    (from, events)
+}
+
+fn positions(events: &[Value]) -> Vec<u64> {
+    events
+        .iter()
+        .map(|e| e["position"].as_u64().expect("position"))
+        .collect()
+}
+
+async fn start_slow_chain(s: &TestServer) -> String {
+    let workflow = s
+        .create_workflow(json!({"name": "live", "tasks": [
+            {"id": "nap", "kind": "sleep", "sleep_ms": 1000},
+            {"id": "a", "kind": "noop", "depends_on": ["nap"]},
+            {"id": "b", "kind": "noop", "depends_on": ["a"]}
+        ]}))
+        .await;
+    s.execute(&workflow, json!({})).await
+}
+
+async fn full_log(s: &TestServer, execution: &str) -> Vec<Value> {
+    let (status, body) = s
+        .get(&format!(
+            "/api/v1/executions/{execution}/events?limit=10000"
+        ))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["events"].as_array().cloned().expect("events")
+}
+
+/// Snapshot, then every later event once, in order, until `ExecutionCompleted`; and
+/// `?after=` a middle position gives exactly the rest.
+pub async fn live_stream_is_exactly_the_log(s: &TestServer) {
+    let execution = start_slow_chain(s).await;
+    let mut socket = connect(s, &format!("/ws/executions/{execution}")).await;
+    let (from, events) = watch(&mut socket, true).await;
+    assert!(
+        !events.is_empty(),
+        "the client connected during the 1 s sleep, so events followed the snapshot"
+    );
+    let log = full_log(s, &execution).await;
+    let expected: Vec<&Value> = log
+        .iter()
+        .filter(|e| e["position"].as_u64() > Some(from))
+        .collect();
+    assert_eq!(
+        events.iter().collect::<Vec<_>>(),
+        expected,
+        "the stream is the log after the snapshot"
+    );
+    assert!(positions(&events).windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(
+        log.last().map(|e| e["type"].clone()),
+        Some(json!("ExecutionCompleted"))
+    );
+
+    let middle = log[log.len() / 2]["position"].as_u64().expect("position");
+    let mut resumed = connect(s, &format!("/ws/executions/{execution}?after={middle}")).await;
+    let (_, rest) = watch(&mut resumed, false).await;
+    let expected: Vec<&Value> = log
+        .iter()
+        .filter(|e| e["position"].as_u64() > Some(middle))
+        .collect();
+    assert_eq!(
+        rest.iter().collect::<Vec<_>>(),
+        expected,
+        "resuming after {middle} gives exactly the rest"
+    );
+    let _ = socket.close(None).await;
+}
+
+/// Twenty clients on one execution see the same sequence.
+pub async fn many_clients_see_the_same_events(s: &TestServer) {
+    let execution = start_slow_chain(s).await;
+    let watchers = (0..20).map(|_| {
+        let path = format!("/ws/executions/{execution}?after=0");
+        async move {
+            let mut socket = connect(s, &path).await;
+            watch(&mut socket, false).await.1
+        }
+    });
+    let seen = futures::future::join_all(watchers).await;
+    let log = full_log(s, &execution).await;
+    for events in &seen {
+        assert_eq!(
+            events, &log,
+            "every client sees the whole log, in order, once"
+        );
+    }
+}
+
+/// An unknown execution is closed with 4404; a bad `after` is a 400 before upgrading.
+pub async fn unknown_executions_are_closed_with_4404(s: &TestServer) {
+    let url = format!(
+        "{}/ws/executions/{}",
+        s.base.replacen("http://", "ws://", 1),
+        uuid::Uuid::now_v7()
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("connect");
+    let frame = tokio::time::timeout(Duration::from_secs(10), socket.next())
+        .await
+        .expect("close frame");
+    match frame {
+        Some(Ok(Message::Close(Some(close)))) => assert_eq!(u16::from(close.code), 4404),
+        other => panic!("expected a 4404 close, got {other:?}"),
+    }
+    let bad = format!(
+        "{}/ws/executions/{}?after=x",
+        s.base.replacen("http://", "ws://", 1),
+        uuid::Uuid::now_v7()
+    );
+    assert!(
+        tokio_tungstenite::connect_async(bad).await.is_err(),
+        "a bad after is refused"
+    );
+    let _ = socket.send(Message::Close(None)).await;
+}

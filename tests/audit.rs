@@ -1,10 +1,13 @@
 //! Audit and replay end-to-end: the real `conflux` binary, in embedded mode and on
 //! Postgres + Redis, with every scenario written once and run in both modes.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[allow(dead_code)]
+#[path = "support/binary.rs"]
+mod binary;
+
+use binary::Binary;
 use conflux_engine::testing::{delete_redis_prefix, redis_url, unique_prefix, TestDatabase};
 use serde_json::{json, Value};
 
@@ -17,7 +20,7 @@ enum Mode {
 
 /// A running `conflux serve` and the backends it owns.
 struct Ctx {
-    child: Child,
+    bin: Binary,
     base: String,
     http: reqwest::Client,
     db: Option<TestDatabase>,
@@ -25,54 +28,25 @@ struct Ctx {
     _dir: tempfile::TempDir,
 }
 
-impl Drop for Ctx {
-    /// A test that fails half-way must not leave a server running.
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 impl Ctx {
     /// Starts `conflux serve` on a random port in `mode` and waits until it listens.
     async fn start(mode: Mode) -> Ctx {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_conflux"));
-        cmd.arg("serve")
-            .current_dir(dir.path())
-            .env_remove("DATABASE_URL")
-            .env_remove("REDIS_URL")
-            .env("CONFLUX_ADDR", "127.0.0.1:0")
-            .env("CONFLUX_LOG_FORMAT", "json")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        let mut env = Vec::new();
         let (db, prefix) = if mode == Mode::Postgres {
             let db = TestDatabase::create().await;
             let prefix = unique_prefix();
-            cmd.env("DATABASE_URL", &db.url)
-                .env("REDIS_URL", redis_url())
-                .env("CONFLUX_REDIS_PREFIX", &prefix);
+            env.push(("DATABASE_URL", db.url.clone()));
+            env.push(("REDIS_URL", redis_url()));
+            env.push(("CONFLUX_REDIS_PREFIX", prefix.clone()));
             (Some(db), Some(prefix))
         } else {
             (None, None)
         };
-        let mut child = cmd.spawn().expect("spawn conflux");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let v: Value = serde_json::from_str(&line).unwrap_or_default();
-                if v["message"] == "conflux is serving" {
-                    let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_owned());
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("server did not start");
+        let bin = Binary::start(&env, dir.path());
         Ctx {
-            child,
-            base: format!("http://{addr}"),
+            base: bin.base.clone(),
+            bin,
             http: reqwest::Client::new(),
             db,
             prefix,
@@ -81,8 +55,7 @@ impl Ctx {
     }
 
     async fn cleanup(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.bin.kill();
         if let Some(prefix) = self.prefix.take() {
             delete_redis_prefix(&prefix).await;
         }

@@ -11,13 +11,15 @@
 #[allow(dead_code)]
 #[path = "support/agent.rs"]
 mod agent;
+#[allow(dead_code)]
+#[path = "support/binary.rs"]
+mod binary;
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use agent::{Lease, TestAgent};
+use binary::Binary as Server;
 use conflux_engine::testing::{delete_redis_prefix, redis_url, unique_prefix, TestDatabase};
 use serde_json::{json, Value};
 
@@ -26,82 +28,6 @@ const HELD: usize = 50;
 const PATIENCE: Duration = Duration::from_secs(60);
 
 /// `conflux serve` as a child process.
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    /// A test that fails half-way must not leave a server running.
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-impl Server {
-    /// Starts `conflux serve` on a random port with `env` and waits until it listens.
-    fn start(env: &[(&str, String)], dir: &std::path::Path) -> Server {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_conflux"));
-        cmd.arg("serve")
-            .current_dir(dir)
-            .env("CONFLUX_ADDR", "127.0.0.1:0")
-            .env("CONFLUX_LOG_FORMAT", "json")
-            .env("CONFLUX_LOG", "warn,conflux=info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("spawn conflux");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
-                if v["message"] == "conflux is serving" {
-                    let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_owned());
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the server did not start");
-        Server {
-            child,
-            base: format!("http://{addr}"),
-        }
-    }
-
-    /// SIGKILL: no shutdown, no flush, nothing.
-    fn kill(&mut self) {
-        let status = Command::new("kill")
-            .arg("-KILL")
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("kill");
-        assert!(status.success());
-        let exit = self.child.wait().expect("wait");
-        assert!(!exit.success(), "SIGKILL ends the process: {exit}");
-    }
-
-    /// SIGTERM, then waits for a clean exit.
-    fn stop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while self.child.try_wait().expect("wait").is_none() {
-            assert!(Instant::now() < deadline, "conflux did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-/// The test's database and Redis keys, given back even when the test fails half-way.
 struct Backing {
     db: Option<TestDatabase>,
     prefix: String,

@@ -1,60 +1,27 @@
 //! End-to-end: the real `conflux` binary, started as a user would start it.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+#[allow(dead_code)]
+#[path = "support/binary.rs"]
+mod binary;
+
+use binary::Binary;
 use conflux_engine::testing::{delete_redis_prefix, redis_url, unique_prefix, TestDatabase};
 
 struct Server {
-    child: Child,
+    bin: Binary,
     base: String,
-}
-
-impl Drop for Server {
-    /// A test that fails half-way must not leave a server running.
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }
 
 impl Server {
     /// Starts `conflux serve` on a random port with `env`, and waits until it listens.
     fn start(env: &[(&str, String)], dir: &std::path::Path) -> Server {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_conflux"));
-        cmd.arg("serve")
-            .current_dir(dir)
-            .env_remove("DATABASE_URL")
-            .env_remove("REDIS_URL")
-            .env("CONFLUX_ADDR", "127.0.0.1:0")
-            .env("CONFLUX_LOG_FORMAT", "json")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("spawn conflux");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                // Every log line is JSON when CONFLUX_LOG_FORMAT=json.
-                let v: serde_json::Value = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
-                if v["message"] == "conflux is serving" {
-                    let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_owned());
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("server did not start");
+        let bin = Binary::start(env, dir);
         Server {
-            child,
-            base: format!("http://{addr}"),
+            base: bin.base.clone(),
+            bin,
         }
     }
 
@@ -66,21 +33,15 @@ impl Server {
         (status, resp.json().await.expect("json body"))
     }
 
-    /// SIGTERM, then waits for a clean exit.
+    /// SIGTERM: a clean exit, and every log line was JSON.
     fn stop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                assert!(status.success(), "conflux exited with {status}");
-                return;
-            }
-            assert!(Instant::now() < deadline, "conflux did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let status = self.bin.stop();
+        assert!(status.success(), "conflux exited with {status}");
+        assert_eq!(
+            self.bin.bad_log_lines(),
+            Vec::<String>::new(),
+            "log lines that are not JSON"
+        );
     }
 }
 

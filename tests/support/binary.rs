@@ -1,0 +1,102 @@
+//! The real `conflux` binary, started for an end-to-end test as a user would start it:
+//! `conflux serve` on a random port with JSON logs, waited for until it says it serves.
+//! A test that fails half-way never leaves it running (it is killed on drop).
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A running `conflux serve`.
+pub struct Binary {
+    child: Child,
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    bad_lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Binary {
+    /// Starts `conflux serve` in `dir` with `env` (and no `DATABASE_URL`/`REDIS_URL` but
+    /// those `env` gives), and waits until it listens.
+    pub fn start(env: &[(&str, String)], dir: &Path) -> Binary {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_conflux"));
+        cmd.arg("serve")
+            .current_dir(dir)
+            .env_remove("DATABASE_URL")
+            .env_remove("REDIS_URL")
+            .env("CONFLUX_ADDR", "127.0.0.1:0")
+            .env("CONFLUX_LOG_FORMAT", "json")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn conflux");
+        let stderr = child.stderr.take().expect("stderr");
+        let bad_lines = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let bad = bad_lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                match serde_json::from_str::<serde_json::Value>(&line) {
+                    Ok(v) if v["message"] == "conflux is serving" => {
+                        let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_owned());
+                    }
+                    Ok(_) => {}
+                    Err(_) => bad.lock().expect("lock").push(line),
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the server did not start");
+        Binary {
+            child,
+            base: format!("http://{addr}"),
+            bad_lines,
+        }
+    }
+
+    /// Log lines that were not JSON (with `CONFLUX_LOG_FORMAT=json` there must be none).
+    pub fn bad_log_lines(&self) -> Vec<String> {
+        self.bad_lines.lock().expect("lock").clone()
+    }
+
+    /// SIGTERM, then waits (at most 15 s) for the process to exit; returns how it did.
+    pub fn stop(&mut self) -> ExitStatus {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "conflux did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL: the process ends without any chance to clean up.
+    pub fn kill(&mut self) {
+        let status = Command::new("kill")
+            .arg("-KILL")
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let exit = self.child.wait().expect("wait");
+        assert!(!exit.success(), "SIGKILL ends the process: {exit}");
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

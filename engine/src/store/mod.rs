@@ -9,6 +9,7 @@
 //! reads stream heads and inserts rows.
 
 pub mod chain;
+mod lookup;
 pub mod postgres;
 pub mod sqlite;
 pub mod writer;

@@ -169,53 +169,6 @@ pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
         .map_err(|e| StoreError::Backend(format!("migration failed: {e}")))
 }
 
-/// The SQL (and its one text parameter, if any) of a [`StreamQuery`]; the row limit is
-/// the last parameter.
-fn lookup_sql(query: &StreamQuery) -> (String, Option<String>) {
-    const OPEN: &str = "NOT EXISTS (SELECT 1 FROM events t WHERE t.stream_id = s.stream_id \
-        AND t.event_type IN ('ExecutionCompleted', 'ExecutionFailed', 'ExecutionCancelled'))";
-    match query {
-        StreamQuery::ExecutionsOfWorkflow {
-            workflow_id,
-            open_only,
-        } => {
-            let filter = if *open_only {
-                format!("AND {OPEN}")
-            } else {
-                String::new()
-            };
-            (
-                format!(
-                    "SELECT s.stream_id FROM events s WHERE s.event_type = 'ExecutionStarted' \
-                     AND s.data->>'workflow_id' = $1 {filter} ORDER BY s.position LIMIT $2"
-                ),
-                Some(workflow_id.to_string()),
-            )
-        }
-        StreamQuery::OpenExecutions => (
-            format!(
-                "SELECT s.stream_id FROM events s WHERE s.event_type = 'ExecutionStarted' \
-                 AND {OPEN} ORDER BY s.position LIMIT $1"
-            ),
-            None,
-        ),
-        StreamQuery::IdleExecutions { idle_since } => (
-            format!(
-                "SELECT s.stream_id FROM events s WHERE s.event_type = 'ExecutionStarted' \
-                 AND {OPEN} AND (SELECT max(t.recorded_at) FROM events t WHERE t.stream_id = s.stream_id) \
-                 < $1::timestamptz ORDER BY s.position LIMIT $2"
-            ),
-            Some(idle_since.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
-        ),
-        StreamQuery::Lease(lease) => (
-            "SELECT stream_id FROM events WHERE event_type = 'TaskStarted' \
-             AND data->>'lease_id' = $1 LIMIT $2"
-                .to_owned(),
-            Some(lease.to_string()),
-        ),
-    }
-}
-
 /// Parses stream ids read back from the database.
 pub(crate) fn parse_stream_ids(ids: Vec<String>) -> Result<Vec<StreamId>, StoreError> {
     ids.iter()
@@ -531,7 +484,7 @@ impl EventStore for PgStore {
         query: &StreamQuery,
         limit: usize,
     ) -> Result<Vec<StreamId>, StoreError> {
-        let (sql, param) = lookup_sql(query);
+        let (sql, param) = super::lookup::lookup_sql(query, super::lookup::Dialect::Postgres);
         let mut q = sqlx::query_scalar::<_, String>(&sql);
         if let Some(p) = param {
             q = q.bind(p);

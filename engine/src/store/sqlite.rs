@@ -368,49 +368,7 @@ impl EventStore for SqliteStore {
         query: &StreamQuery,
         limit: usize,
     ) -> Result<Vec<StreamId>, StoreError> {
-        const OPEN: &str = "NOT EXISTS (SELECT 1 FROM events t WHERE t.stream_id = s.stream_id \
-            AND t.event_type IN ('ExecutionCompleted', 'ExecutionFailed', 'ExecutionCancelled'))";
-        let (sql, param) = match query {
-            StreamQuery::ExecutionsOfWorkflow {
-                workflow_id,
-                open_only,
-            } => {
-                let filter = if *open_only {
-                    format!("AND {OPEN}")
-                } else {
-                    String::new()
-                };
-                (
-                    format!(
-                        "SELECT s.stream_id FROM events s WHERE s.event_type = 'ExecutionStarted' \
-                         AND json_extract(s.data, '$.workflow_id') = ? {filter} ORDER BY s.position LIMIT ?"
-                    ),
-                    Some(workflow_id.to_string()),
-                )
-            }
-            StreamQuery::OpenExecutions => (
-                format!(
-                    "SELECT s.stream_id FROM events s WHERE s.event_type = 'ExecutionStarted' \
-                     AND {OPEN} ORDER BY s.position LIMIT ?"
-                ),
-                None,
-            ),
-            // recorded_at is stored as fixed-width RFC 3339 UTC text: it sorts as time.
-            StreamQuery::IdleExecutions { idle_since } => (
-                format!(
-                    "SELECT s.stream_id FROM events s WHERE s.event_type = 'ExecutionStarted' \
-                     AND {OPEN} AND (SELECT max(t.recorded_at) FROM events t WHERE t.stream_id = s.stream_id) \
-                     < ? ORDER BY s.position LIMIT ?"
-                ),
-                Some(time_text(*idle_since)),
-            ),
-            StreamQuery::Lease(lease) => (
-                "SELECT stream_id FROM events WHERE event_type = 'TaskStarted' \
-                 AND json_extract(data, '$.lease_id') = ? LIMIT ?"
-                    .to_owned(),
-                Some(lease.to_string()),
-            ),
-        };
+        let (sql, param) = super::lookup::lookup_sql(query, super::lookup::Dialect::Sqlite);
         let mut q = sqlx::query_scalar::<_, String>(&sql);
         if let Some(p) = param {
             q = q.bind(p);

@@ -1,4 +1,5 @@
-//! The live status stream: `GET /ws/executions/{id}` (WebSocket).
+//! The live status streams: `GET /ws/executions/{id}` and `GET /ws/workflows/{id}`
+//! (WebSocket).
 //!
 //! One [`LiveFeed`] per process tails the event store by position and fans every
 //! committed event out to all connected clients through one broadcast channel — never a
@@ -88,6 +89,7 @@ pub struct LiveState {
 pub fn router(state: LiveState) -> Router {
     Router::new()
         .route("/ws/executions/{id}", get(execution))
+        .route("/ws/workflows/{id}", get(workflow))
         .with_state(state)
 }
 
@@ -103,15 +105,189 @@ async fn execution(
     Path(id): Path<String>,
     Query(q): Query<LiveQuery>,
 ) -> Result<Response, ApiError> {
-    let after = match q.after.as_deref() {
-        None => None,
-        Some(raw) => Some(raw.parse::<u64>().map_err(|_| {
+    let after = parse_after(q.after.as_deref())?;
+    Ok(ws.on_upgrade(move |socket| stream_execution(socket, state, id, after)))
+}
+
+async fn workflow(
+    ws: WebSocketUpgrade,
+    State(state): State<LiveState>,
+    Path(id): Path<String>,
+    Query(q): Query<LiveQuery>,
+) -> Result<Response, ApiError> {
+    let after = parse_after(q.after.as_deref())?;
+    Ok(ws.on_upgrade(move |socket| stream_workflow(socket, state, id, after)))
+}
+
+fn parse_after(raw: Option<&str>) -> Result<Option<u64>, ApiError> {
+    raw.map(|raw| {
+        raw.parse::<u64>().map_err(|_| {
             ApiError::invalid_request(format!(
                 "after must be a position (a whole number), got {raw:?}"
             ))
-        })?),
+        })
+    })
+    .transpose()
+}
+
+/// Which streams belong to one workflow: its own and its executions' (learned from
+/// their `ExecutionStarted` as they appear).
+struct WorkflowStreams {
+    workflow_id: uuid::Uuid,
+    streams: std::collections::HashSet<StreamId>,
+}
+
+impl WorkflowStreams {
+    fn admits(&mut self, e: &EventEnvelope) -> bool {
+        if let conflux_schema::Event::ExecutionStarted { workflow_id, .. } = &e.event {
+            if *workflow_id == self.workflow_id {
+                self.streams.insert(e.stream_id.clone());
+            }
+        }
+        self.streams.contains(&e.stream_id)
+    }
+}
+
+/// The workflow's status (API.md `/status` shape), folded from its executions' logs, and
+/// the position it reflects.
+async fn workflow_snapshot(
+    state: &LiveState,
+    workflow_id: uuid::Uuid,
+    executions: &[StreamId],
+) -> Result<(u64, serde_json::Value), conflux_engine::commands::CommandError> {
+    let created = state.commands.catalog().created_event(workflow_id).await?;
+    let mut position = created.as_ref().map_or(0, |e| e.position);
+    let mut counts: std::collections::BTreeMap<String, u64> =
+        ["running", "completed", "failed", "cancelled", "paused"]
+            .into_iter()
+            .map(|s| (s.to_owned(), 0))
+            .collect();
+    let mut latest = serde_json::Value::Null;
+    for stream in executions {
+        if let Some((execution, log)) = state.commands.load(stream.uuid()).await? {
+            let last = log.last().map_or(0, |e| e.position);
+            position = position.max(last);
+            let mut body = execution.to_json();
+            if let Some(status) = body["status"].as_str() {
+                *counts.entry(status.to_owned()).or_default() += 1;
+            }
+            body["position"] = json!(last);
+            latest = body;
+        }
+    }
+    let name = match created.map(|e| e.event) {
+        Some(conflux_schema::Event::WorkflowCreated { name, .. }) => name,
+        _ => String::new(),
     };
-    Ok(ws.on_upgrade(move |socket| stream_execution(socket, state, id, after)))
+    let status = latest.get("status").cloned().unwrap_or(json!("idle"));
+    Ok((
+        position,
+        json!({"workflow_id": workflow_id, "name": name, "status": status, "latest_execution": latest, "executions": counts}),
+    ))
+}
+
+async fn stream_workflow(mut socket: WebSocket, state: LiveState, id: String, after: Option<u64>) {
+    let Ok(workflow_id) = uuid::Uuid::parse_str(&id) else {
+        return close(socket, UNKNOWN, "unknown workflow").await;
+    };
+    // Subscribe before reading the store: whatever commits meanwhile is in the channel.
+    let mut live = state.feed.tx.subscribe();
+    match state.commands.catalog().get(workflow_id).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return close(socket, UNKNOWN, "unknown workflow").await,
+        Err(e) => {
+            tracing::warn!(error = %e, "loading a workflow for a live stream failed");
+            return close(socket, 1011, "the store is unavailable").await;
+        }
+    }
+    let query = conflux_engine::store::StreamQuery::ExecutionsOfWorkflow {
+        workflow_id,
+        open_only: false,
+    };
+    let Ok(executions) = state.commands.store().find_streams(&query, 100_000).await else {
+        return close(socket, 1011, "the store is unavailable").await;
+    };
+    let mut filter = WorkflowStreams {
+        workflow_id,
+        streams: executions.iter().cloned().collect(),
+    };
+    filter.streams.insert(StreamId::workflow(workflow_id));
+    let mut last_sent = match after {
+        None => match workflow_snapshot(&state, workflow_id, &executions).await {
+            Ok((position, status)) => {
+                if !send_json(
+                    &mut socket,
+                    json!({"type": "snapshot", "position": position, "status": status}),
+                )
+                .await
+                {
+                    return;
+                }
+                position
+            }
+            Err(_) => return close(socket, 1011, "the store is unavailable").await,
+        },
+        Some(after) => {
+            let mut missed = Vec::new();
+            for stream in &filter.streams {
+                match read_whole_stream(&**state.commands.store(), stream).await {
+                    Ok(log) => missed.extend(log.into_iter().filter(|e| e.position > after)),
+                    Err(_) => return close(socket, 1011, "the store is unavailable").await,
+                }
+            }
+            missed.sort_by_key(|e| e.position);
+            let mut last = after;
+            for e in &missed {
+                if !send_json(&mut socket, json!({"type": "event", "event": e})).await {
+                    return;
+                }
+                last = e.position;
+            }
+            last
+        }
+    };
+    forward(socket, &mut live, &mut last_sent, |e| filter.admits(e)).await;
+}
+
+/// Forwards live events that `wanted` admits with a position above `last_sent`, pings
+/// every 15 s, and ends on the client's close, a lag (after telling the client), or
+/// shutdown.
+async fn forward(
+    mut socket: WebSocket,
+    live: &mut broadcast::Receiver<Arc<EventEnvelope>>,
+    last_sent: &mut u64,
+    mut wanted: impl FnMut(&EventEnvelope) -> bool,
+) {
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.tick().await;
+    loop {
+        tokio::select! {
+            received = live.recv() => match received {
+                Ok(e) => {
+                    if wanted(&e) && e.position > *last_sent {
+                        if !send_json(&mut socket, json!({"type": "event", "event": &*e})).await {
+                            return;
+                        }
+                        *last_sent = e.position;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    let _ = send_json(&mut socket, json!({"type": "lagged", "position": *last_sent})).await;
+                    return close(socket, 1008, "lagged: reconnect with ?after=").await;
+                }
+                Err(broadcast::error::RecvError::Closed) => return close(socket, 1001, "server stopping").await,
+            },
+            _ = ping.tick() => {
+                if socket.send(Message::Ping(Vec::new().into())).await.is_err() {
+                    return;
+                }
+            }
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
 }
 
 async fn close(mut socket: WebSocket, code: u16, reason: &str) {
@@ -176,34 +352,5 @@ async fn stream_execution(mut socket: WebSocket, state: LiveState, id: String, a
             }
         },
     };
-    let mut ping = tokio::time::interval(PING_EVERY);
-    ping.tick().await;
-    loop {
-        tokio::select! {
-            received = live.recv() => match received {
-                Ok(e) => {
-                    if e.stream_id == stream && e.position > last_sent {
-                        if !send_json(&mut socket, json!({"type": "event", "event": &*e})).await {
-                            return;
-                        }
-                        last_sent = e.position;
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    let _ = send_json(&mut socket, json!({"type": "lagged", "position": last_sent})).await;
-                    return close(socket, 1008, "lagged: reconnect with ?after=").await;
-                }
-                Err(broadcast::error::RecvError::Closed) => return close(socket, 1001, "server stopping").await,
-            },
-            _ = ping.tick() => {
-                if socket.send(Message::Ping(Vec::new().into())).await.is_err() {
-                    return;
-                }
-            }
-            incoming = socket.recv() => match incoming {
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
-                Some(Ok(_)) => {}
-            },
-        }
-    }
+    forward(socket, &mut live, &mut last_sent, |e| e.stream_id == stream).await;
 }

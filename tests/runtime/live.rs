@@ -187,3 +187,80 @@ pub async fn unknown_executions_are_closed_with_4404(s: &TestServer) {
     );
     let _ = socket.send(Message::Close(None)).await;
 }
+
+/// `/ws/workflows/{id}`: a snapshot (the `/status` shape), then every event of the
+/// workflow's executions started after it, in position order, exactly the workflow's
+/// log after the snapshot; `?after=` resumes with exactly the rest; unknown → 4404.
+pub async fn workflow_stream_is_exactly_the_workflow_log(s: &TestServer) {
+    let workflow = s
+        .create_workflow(json!({"name": "live-wf", "tasks": [
+            {"id": "nap", "kind": "sleep", "sleep_ms": 200},
+            {"id": "a", "kind": "noop", "depends_on": ["nap"]}
+        ]}))
+        .await;
+    let mut socket = connect(s, &format!("/ws/workflows/{workflow}")).await;
+    let snapshot = next_json(&mut socket).await.expect("snapshot");
+    assert_eq!(snapshot["type"], "snapshot", "{snapshot}");
+    assert_eq!(snapshot["status"]["executions"]["completed"], 0);
+    assert_eq!(snapshot["status"]["name"], "live-wf");
+    let from = snapshot["position"].as_u64().expect("position");
+    let first = s.execute(&workflow, json!({})).await;
+    let second = s.execute(&workflow, json!({})).await;
+    let mut events = Vec::new();
+    let mut done = 0;
+    while done < 2 {
+        let frame = next_json(&mut socket).await.expect("an event");
+        assert_eq!(frame["type"], "event", "{frame}");
+        if frame["event"]["type"] == "ExecutionCompleted" {
+            done += 1;
+        }
+        events.push(frame["event"].clone());
+    }
+    let (status, body) = s
+        .get(&format!(
+            "/api/v1/workflows/{workflow}/events?after_position={from}&limit=1000"
+        ))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let log = body["events"].as_array().cloned().expect("events");
+    assert_eq!(
+        events, log,
+        "the stream after the snapshot is the workflow's log after it"
+    );
+    for execution in [&first, &second] {
+        assert!(events
+            .iter()
+            .any(|e| e["stream_id"] == format!("execution-{execution}")
+                && e["type"] == "ExecutionCompleted"));
+    }
+
+    let middle = log[log.len() / 2]["position"].as_u64().expect("position");
+    let mut resumed = connect(s, &format!("/ws/workflows/{workflow}?after={middle}")).await;
+    let rest: Vec<Value> = log
+        .iter()
+        .filter(|e| e["position"].as_u64() > Some(middle))
+        .cloned()
+        .collect();
+    let mut got = Vec::new();
+    while got.len() < rest.len() {
+        let frame = next_json(&mut resumed).await.expect("an event");
+        got.push(frame["event"].clone());
+    }
+    assert_eq!(got, rest, "resuming after {middle} gives exactly the rest");
+
+    let unknown = format!(
+        "{}/ws/workflows/{}",
+        s.base.replacen("http://", "ws://", 1),
+        uuid::Uuid::now_v7()
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(unknown)
+        .await
+        .expect("connect");
+    match tokio::time::timeout(Duration::from_secs(10), socket.next())
+        .await
+        .expect("close frame")
+    {
+        Some(Ok(Message::Close(Some(close)))) => assert_eq!(u16::from(close.code), 4404),
+        other => panic!("expected a 4404 close, got {other:?}"),
+    }
+}

@@ -84,6 +84,7 @@ pub fn router(rt: &Runtime, feed: LiveFeed) -> Router {
     ops::router(probes)
         .merge(conflux_command_api::router(command_ctx, rt.max_body_bytes))
         .merge(conflux_query_api::live::router(LiveState { commands: commands.clone(), feed }))
+        .merge(conflux_query_api::workflows::router(commands.clone()))
         .merge(conflux_query_api::audit::router(commands.clone()))
         .merge(conflux_query_api::executions::router(commands))
         .merge(conflux_query_api::metrics::router(vec![breaker_gauges(rt.runner.clone())]))

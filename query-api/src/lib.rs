@@ -6,6 +6,7 @@
 //! - [`executions`]: an execution, folded from its event log.
 //! - [`live`]: `/ws/executions/{id}`: snapshot, then every later event once, resumable.
 //! - [`metrics`]: `/metrics` in Prometheus text.
+//! - [`workflows`]: a workflow's definition and status, folded from the log.
 //! - [`ops`]: `/health` and `/ready`, the probes every deployment needs.
 //!
 //! Query routes (lists, `/status`) and the WebSocket status stream arrive with the read
@@ -16,3 +17,4 @@ pub mod executions;
 pub mod live;
 pub mod metrics;
 pub mod ops;
+pub mod workflows;

@@ -148,44 +148,6 @@ impl WorkflowStreams {
     }
 }
 
-/// The workflow's status (API.md `/status` shape), folded from its executions' logs, and
-/// the position it reflects.
-async fn workflow_snapshot(
-    state: &LiveState,
-    workflow_id: uuid::Uuid,
-    executions: &[StreamId],
-) -> Result<(u64, serde_json::Value), conflux_engine::commands::CommandError> {
-    let created = state.commands.catalog().created_event(workflow_id).await?;
-    let mut position = created.as_ref().map_or(0, |e| e.position);
-    let mut counts: std::collections::BTreeMap<String, u64> =
-        ["running", "completed", "failed", "cancelled", "paused"]
-            .into_iter()
-            .map(|s| (s.to_owned(), 0))
-            .collect();
-    let mut latest = serde_json::Value::Null;
-    for stream in executions {
-        if let Some((execution, log)) = state.commands.load(stream.uuid()).await? {
-            let last = log.last().map_or(0, |e| e.position);
-            position = position.max(last);
-            let mut body = execution.to_json();
-            if let Some(status) = body["status"].as_str() {
-                *counts.entry(status.to_owned()).or_default() += 1;
-            }
-            body["position"] = json!(last);
-            latest = body;
-        }
-    }
-    let name = match created.map(|e| e.event) {
-        Some(conflux_schema::Event::WorkflowCreated { name, .. }) => name,
-        _ => String::new(),
-    };
-    let status = latest.get("status").cloned().unwrap_or(json!("idle"));
-    Ok((
-        position,
-        json!({"workflow_id": workflow_id, "name": name, "status": status, "latest_execution": latest, "executions": counts}),
-    ))
-}
-
 async fn stream_workflow(mut socket: WebSocket, state: LiveState, id: String, after: Option<u64>) {
     let Ok(workflow_id) = uuid::Uuid::parse_str(&id) else {
         return close(socket, UNKNOWN, "unknown workflow").await;
@@ -213,7 +175,7 @@ async fn stream_workflow(mut socket: WebSocket, state: LiveState, id: String, af
     };
     filter.streams.insert(StreamId::workflow(workflow_id));
     let mut last_sent = match after {
-        None => match workflow_snapshot(&state, workflow_id, &executions).await {
+        None => match crate::workflows::status(&state.commands, workflow_id, &executions).await {
             Ok((position, status)) => {
                 if !send_json(
                     &mut socket,

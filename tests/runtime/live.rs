@@ -264,3 +264,56 @@ pub async fn workflow_stream_is_exactly_the_workflow_log(s: &TestServer) {
         other => panic!("expected a 4404 close, got {other:?}"),
     }
 }
+
+/// `GET /api/v1/workflows/{id}` is the definition with its version and creation time;
+/// `/status` counts executions by status and shows the latest; unknown ids are 404.
+pub async fn workflow_definition_and_status(s: &TestServer) {
+    let definition = json!({"name": "reads", "tasks": [
+        {"id": "a", "kind": "noop"},
+        {"id": "b", "kind": "noop", "depends_on": ["a"]}
+    ]});
+    let workflow = s.create_workflow(definition.clone()).await;
+    let (status, body) = s.get(&format!("/api/v1/workflows/{workflow}")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (&body["name"], &body["version"], &body["workflow_id"]),
+        (&json!("reads"), &json!(1), &json!(workflow))
+    );
+    assert_eq!(body["tasks"].as_array().map(Vec::len), Some(2));
+    assert!(body["created_at"].is_string());
+    let second = s.create_workflow(definition).await;
+    assert_eq!(
+        s.get(&format!("/api/v1/workflows/{second}")).await.1["version"],
+        2
+    );
+
+    let (_, idle) = s.get(&format!("/api/v1/workflows/{workflow}/status")).await;
+    assert_eq!(idle["status"], "idle", "{idle}");
+    let execution = s.execute(&workflow, json!({})).await;
+    s.wait_terminal(&execution).await;
+    let (status, body) = s.get(&format!("/api/v1/workflows/{workflow}/status")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["executions"]["completed"], 1, "{body}");
+    assert_eq!(body["executions"]["running"], 0);
+    assert_eq!(body["latest_execution"]["execution_id"], json!(execution));
+    assert_eq!(
+        body["latest_execution"]["tasks"]["b"]["status"],
+        "completed"
+    );
+    assert!(body["latest_execution"]["position"]
+        .as_u64()
+        .is_some_and(|p| p > 0));
+
+    for path in [
+        format!("/api/v1/workflows/{}", uuid::Uuid::now_v7()),
+        format!("/api/v1/workflows/{}/status", uuid::Uuid::now_v7()),
+        "/api/v1/workflows/not-a-uuid".to_owned(),
+    ] {
+        let (status, body) = s.get(&path).await;
+        assert_eq!(
+            (status, &body["error"]["code"]),
+            (404, &json!("not_found")),
+            "{path}: {body}"
+        );
+    }
+}

@@ -75,6 +75,7 @@ macro_rules! all_scenarios {
                 live::many_clients_see_the_same_events,
                 live::unknown_executions_are_closed_with_4404,
                 live::workflow_stream_is_exactly_the_workflow_log,
+                live::workflow_definition_and_status,
             ]
         );
     };

@@ -177,12 +177,7 @@ async fn stream_workflow(mut socket: WebSocket, state: LiveState, id: String, af
     let mut last_sent = match after {
         None => match crate::workflows::status(&state.commands, workflow_id, &executions).await {
             Ok((position, status)) => {
-                if !send_json(
-                    &mut socket,
-                    json!({"type": "snapshot", "position": position, "status": status}),
-                )
-                .await
-                {
+                if !send_snapshot(&mut socket, position, status).await {
                     return;
                 }
                 position
@@ -198,14 +193,10 @@ async fn stream_workflow(mut socket: WebSocket, state: LiveState, id: String, af
                 }
             }
             missed.sort_by_key(|e| e.position);
-            let mut last = after;
-            for e in &missed {
-                if !send_json(&mut socket, json!({"type": "event", "event": e})).await {
-                    return;
-                }
-                last = e.position;
+            match send_events(&mut socket, &missed, after).await {
+                Some(last) => last,
+                None => return,
             }
-            last
         }
     };
     forward(socket, &mut live, &mut last_sent, |e| filter.admits(e)).await;
@@ -252,6 +243,31 @@ async fn forward(
     }
 }
 
+/// Sends the snapshot frame; false if the client is gone.
+async fn send_snapshot(socket: &mut WebSocket, position: u64, status: serde_json::Value) -> bool {
+    send_json(
+        socket,
+        json!({"type": "snapshot", "position": position, "status": status}),
+    )
+    .await
+}
+
+/// Sends caught-up events above `after`, in the order given; returns the last position
+/// sent (or `after`), None if the client is gone.
+async fn send_events(socket: &mut WebSocket, events: &[EventEnvelope], after: u64) -> Option<u64> {
+    let mut last = after;
+    for e in events {
+        if e.position <= after {
+            continue;
+        }
+        if !send_json(socket, json!({"type": "event", "event": e})).await {
+            return None;
+        }
+        last = e.position;
+    }
+    Some(last)
+}
+
 async fn close(mut socket: WebSocket, code: u16, reason: &str) {
     let frame = CloseFrame {
         code,
@@ -280,12 +296,7 @@ async fn stream_execution(mut socket: WebSocket, state: LiveState, id: String, a
                 let position = log.last().map_or(0, |e| e.position);
                 let mut status = execution.to_json();
                 status["position"] = json!(position);
-                if !send_json(
-                    &mut socket,
-                    json!({"type": "snapshot", "position": position, "status": status}),
-                )
-                .await
-                {
+                if !send_snapshot(&mut socket, position, status).await {
                     return;
                 }
                 position
@@ -298,16 +309,10 @@ async fn stream_execution(mut socket: WebSocket, state: LiveState, id: String, a
         },
         Some(after) => match read_whole_stream(&**state.commands.store(), &stream).await {
             Ok(log) if log.is_empty() => return close(socket, UNKNOWN, "unknown execution").await,
-            Ok(log) => {
-                let mut last = after;
-                for e in log.iter().filter(|e| e.position > after) {
-                    if !send_json(&mut socket, json!({"type": "event", "event": e})).await {
-                        return;
-                    }
-                    last = e.position;
-                }
-                last
-            }
+            Ok(log) => match send_events(&mut socket, &log, after).await {
+                Some(last) => last,
+                None => return,
+            },
             Err(e) => {
                 tracing::warn!(error = %e, "a live catch-up failed");
                 return close(socket, 1011, "the store is unavailable").await;

@@ -14,8 +14,10 @@ use conflux_engine::commands::ExecutionCommands;
 use conflux_engine::executor::{Engine, EngineOptions, EngineParts};
 use conflux_engine::relay::{Relay, RelayOptions};
 use conflux_engine::runner::{BuiltinRunner, RunnerOptions};
+use conflux_projector::Projector;
 use conflux_query_api::live::{LiveFeed, LiveState};
 use conflux_query_api::ops::{self, Probes};
+use conflux_query_api::reads::Reads;
 use conflux_schema::validate::Limits;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -25,6 +27,9 @@ use tower_http::trace::TraceLayer;
 
 use crate::backends::Backends;
 use crate::config::Config;
+
+/// Events the live projector reads and commits per transaction.
+const PROJECTOR_BATCH: usize = 2_000;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -76,6 +81,10 @@ pub fn router(rt: &Runtime, feed: LiveFeed) -> Router {
         mode: rt.backends.mode,
     };
     let commands = ExecutionCommands::new(rt.backends.store.clone(), rt.catalog.clone());
+    let reads = Reads {
+        commands: commands.clone(),
+        models: rt.backends.read_models.clone(),
+    };
     let command_ctx = CommandContext {
         commands: commands.clone(),
         queue: rt.backends.queue.clone(),
@@ -84,11 +93,19 @@ pub fn router(rt: &Runtime, feed: LiveFeed) -> Router {
     ops::router(probes)
         .merge(conflux_command_api::router(command_ctx, rt.max_body_bytes))
         .merge(conflux_query_api::live::router(LiveState { commands: commands.clone(), feed }))
-        .merge(conflux_query_api::workflows::router(commands.clone()))
+        .merge(conflux_query_api::workflows::router(reads.clone()))
         .merge(conflux_query_api::audit::router(commands.clone()))
-        .merge(conflux_query_api::executions::router(commands))
+        .merge(conflux_query_api::executions::router(reads))
         .merge(conflux_query_api::metrics::router(vec![breaker_gauges(rt.runner.clone())]))
+        .merge(conflux_query_api::openapi::router())
         .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not accept that method",
+            )
+        })
         .layer(axum::middleware::from_fn(track_http))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
             let id = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
@@ -147,6 +164,36 @@ pub fn spawn_relay(rt: &Runtime, shutdown: CancellationToken) -> JoinHandle<()> 
     tokio::spawn(relay.run(shutdown))
 }
 
+/// Runs the projector (read models) until `shutdown`.
+pub fn spawn_projector(rt: &Runtime, shutdown: CancellationToken) -> JoinHandle<()> {
+    let store = rt.backends.store.clone();
+    let bus = rt.backends.bus.clone();
+    let catalog = rt.catalog.clone();
+    let models = rt.backends.read_models.clone();
+    let consumer = rt.engine.consumer.replacen("engine", "projector", 1);
+    tokio::spawn(async move {
+        loop {
+            match Projector::new(
+                store.clone(),
+                catalog.clone(),
+                models.clone(),
+                PROJECTOR_BATCH,
+            )
+            .await
+            {
+                Ok(projector) => return projector.run(bus, consumer, shutdown).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the projector cannot start yet; retrying in 1 s");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        }
+    })
+}
+
 /// Runs the engine (graph executor) until `shutdown`.
 pub fn spawn_engine(rt: &Runtime, shutdown: CancellationToken) -> JoinHandle<()> {
     let parts = EngineParts {
@@ -187,9 +234,14 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let relay = spawn_relay(&rt, shutdown.clone());
     let engine = spawn_engine(&rt, shutdown.clone());
+    let projector = spawn_projector(&rt, shutdown.clone());
     serve_http(listener, &rt, shutdown.clone()).await?;
     shutdown.cancel();
-    for (name, task) in [("relay", relay), ("engine", engine)] {
+    for (name, task) in [
+        ("relay", relay),
+        ("engine", engine),
+        ("projector", projector),
+    ] {
         if tokio::time::timeout(Duration::from_secs(10), task)
             .await
             .is_err()

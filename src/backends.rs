@@ -14,6 +14,7 @@ use conflux_engine::queue::TaskQueue;
 use conflux_engine::store::postgres::{PgStore, PgStoreOptions};
 use conflux_engine::store::sqlite::SqliteStore;
 use conflux_engine::store::EventStore;
+use conflux_projector::ReadModels;
 
 use crate::config::Config;
 
@@ -26,8 +27,24 @@ pub struct Backends {
     pub bus: Arc<dyn EventBus>,
     /// Agent task queues (Redis Streams per role with Redis, else in-process).
     pub queue: Arc<dyn TaskQueue>,
+    /// The read models (Postgres tables next to the store, or their own SQLite file).
+    pub read_models: ReadModels,
     /// `postgres+redis`, `postgres+in-process`, `embedded+redis` or `embedded`.
     pub mode: &'static str,
+}
+
+async fn open_read_models(config: &Config) -> anyhow::Result<ReadModels> {
+    match &config.database_url {
+        Some(url) => ReadModels::connect_postgres(url)
+            .await
+            .context("opening the read models in Postgres (DATABASE_URL)"),
+        None => {
+            let path = config.data_dir.join("read-models.db");
+            ReadModels::open_sqlite(&path)
+                .await
+                .with_context(|| format!("opening the embedded read models {}", path.display()))
+        }
+    }
 }
 
 async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn EventStore>> {
@@ -61,6 +78,7 @@ impl Backends {
     /// Opens the configured backends (running migrations), or the embedded ones.
     pub async fn open(config: &Config) -> anyhow::Result<Self> {
         let store = open_store(config).await?;
+        let read_models = open_read_models(config).await?;
         let (bus, queue): (Arc<dyn EventBus>, Arc<dyn TaskQueue>) = match &config.redis_url {
             Some(url) => {
                 let bus = RedisBus::connect(url, &config.redis_prefix)
@@ -87,6 +105,7 @@ impl Backends {
             store,
             bus,
             queue,
+            read_models,
             mode,
         })
     }

@@ -9,6 +9,7 @@
 //! - [`backends`]: Postgres + Redis, or the embedded store + in-process bus.
 //! - [`app`]: the HTTP router and the roles `serve` runs.
 //! - [`cli`]: `conflux events`/`replay`/`verify`, audit commands over a server's HTTP API.
+//! - [`rebuild`]: `conflux projector rebuild`, with a progress bar.
 //! - [`telemetry`]: tracing setup (text on a terminal, JSON on request).
 //! - [`shutdown`]: SIGTERM/Ctrl-C handling.
 
@@ -16,5 +17,6 @@ pub mod app;
 pub mod backends;
 pub mod cli;
 pub mod config;
+pub mod rebuild;
 pub mod shutdown;
 pub mod telemetry;

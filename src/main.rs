@@ -1,7 +1,7 @@
 //! `conflux`: the one binary. Parses the command line and hands over to the library.
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use conflux::app::{self, Runtime};
 use conflux::backends::Backends;
 use conflux::config::Config;
@@ -33,12 +33,29 @@ enum Command {
     Engine,
     /// Run only the outbox relay (store → bus).
     Relay,
+    /// Run only the projector (read models); `conflux projector rebuild` drops them and
+    /// replays the whole log.
+    Projector(ProjectorArgs),
     /// Print an execution's event log, read from a running server.
     Events(cli::EventsArgs),
     /// Show an execution as it stood after a version, rebuilt from its log.
     Replay(cli::ReplayArgs),
     /// Verify an execution's hash chain (exit 0 valid, 1 invalid, 2 error).
     Verify(cli::VerifyArgs),
+}
+
+/// Flags of `conflux projector`.
+#[derive(Debug, Args)]
+struct ProjectorArgs {
+    #[command(subcommand)]
+    action: Option<ProjectorAction>,
+}
+
+#[derive(Debug, Subcommand)]
+enum ProjectorAction {
+    /// Drop every read model and replay the whole event log into fresh tables, with a
+    /// progress bar; prints the events replayed per second.
+    Rebuild,
 }
 
 #[tokio::main]
@@ -90,6 +107,19 @@ async fn main() -> anyhow::Result<()> {
             let rt = Runtime::new(Backends::open(&cli.config).await?, &cli.config);
             tracing::info!(mode = rt.backends.mode, "relay running");
             app::spawn_relay(&rt, stop).await.context("relay task")
+        }
+        Command::Projector(ProjectorArgs { action: None }) => {
+            let rt = Runtime::new(Backends::open(&cli.config).await?, &cli.config);
+            tracing::info!(mode = rt.backends.mode, "projector running");
+            app::spawn_projector(&rt, stop)
+                .await
+                .context("projector task")
+        }
+        Command::Projector(ProjectorArgs {
+            action: Some(ProjectorAction::Rebuild),
+        }) => {
+            let rt = Runtime::new(Backends::open(&cli.config).await?, &cli.config);
+            conflux::rebuild::rebuild(&rt).await
         }
         Command::Events(_) | Command::Replay(_) | Command::Verify(_) => Ok(()),
     }

@@ -4,11 +4,26 @@
 //! the event store and folded with the engine's own `evolve` — no read model — so an
 //! auditor sees exactly what the engine acted on, and a read model that drifted cannot
 //! hide it.
+//!
+//! # Query parameters
+//!
+//! Parameters are read by [`QueryParams`], not by axum's `Query`, so that every bad one
+//! is the API's `400 invalid_request` with `details.parameter` naming it (axum's own
+//! rejection is plain text and names nothing). Positions and versions (`after_version`,
+//! `after_position`, `to_version`, the WebSocket's `after`) are whole numbers
+//! `0..=2^63-1`, digits only (the store keeps them as signed 64-bit integers); `limit`
+//! is `1..=`[`MAX_LIMIT`] (10,000) and defaults to 1,000; `format` is `json` (the
+//! default) or `ndjson` (which streams the whole log: `after_version` and `limit` are
+//! still checked, but not applied). A parameter given twice, empty, negative,
+//! fractional or out of range is a 400. Parameters a route does not know are ignored,
+//! as HTTP caches and proxies add their own (`?_=cache-buster`). A path id that is not
+//! UTF-8 once decoded is a 404, like any id that cannot exist.
 
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::header;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -18,15 +33,16 @@ use conflux_engine::commands::ExecutionCommands;
 use conflux_engine::execution::ExecutionState;
 use conflux_engine::store::{read_whole_stream, EventStore, StoreError, StreamQuery};
 use conflux_schema::{Event, EventEnvelope, StreamId};
-use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use uuid::Uuid;
 
 /// Events read from the store per page, for NDJSON streaming and default JSON pages.
 const PAGE: usize = 1000;
-/// The largest `limit` a JSON page accepts.
-const MAX_LIMIT: usize = 10_000;
+/// The largest `limit` a JSON page accepts: a page is built in memory, so one request
+/// holds at most this many envelopes (a few MiB). Larger reads page with
+/// `after_version`/`after_position`, or stream with `format=ndjson`.
+pub const MAX_LIMIT: usize = 10_000;
 /// The most executions of one workflow whose events `/workflows/{id}/events` merges.
 const MAX_EXECUTIONS: usize = 100_000;
 
@@ -40,21 +56,119 @@ pub fn router(commands: ExecutionCommands) -> Router {
         .with_state(commands)
 }
 
-/// Query parameters as axum parses them, with a rejection that is our own 400.
-fn params<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
-    q.map(|Query(t)| t)
-        .map_err(|e| ApiError::invalid_request(format!("bad query parameters: {}", e.body_text())))
+/// A request's query string as name/value pairs, read so that every bad parameter is
+/// the API's own `400 invalid_request` naming it in `details.parameter` (see the module
+/// docs for the rules). Names a route does not ask for are ignored.
+pub struct QueryParams(Vec<(String, String)>);
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        // Pairs of strings cannot fail to deserialize (bad percent-encoding is decoded
+        // lossily), but the error is still ours if it ever does.
+        Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)
+            .map(|Query(pairs)| QueryParams(pairs))
+            .map_err(|e| ApiError::invalid_request(format!("bad query string: {}", e.body_text())))
+    }
 }
 
-fn check_limit(limit: Option<usize>) -> Result<usize, ApiError> {
-    let limit = limit.unwrap_or(PAGE);
-    if (1..=MAX_LIMIT).contains(&limit) {
-        Ok(limit)
-    } else {
-        Err(
-            ApiError::invalid_request(format!("limit must be between 1 and {MAX_LIMIT}"))
-                .with_details(json!({"limit": limit})),
-        )
+impl QueryParams {
+    /// The raw value of `name`, if given. A parameter given twice is a 400: which one
+    /// would win is not obvious to the caller.
+    pub fn get(&self, name: &'static str) -> Result<Option<&str>, ApiError> {
+        let mut values = self.0.iter().filter(|(k, _)| k == name).map(|(_, v)| v);
+        let first = values.next();
+        if values.next().is_some() {
+            return Err(bad_parameter(name, None, "is given more than once"));
+        }
+        Ok(first.map(String::as_str))
+    }
+
+    /// `name` as a position or version: a whole number `0..=2^63-1` (the store's
+    /// signed 64-bit range), digits only.
+    pub fn number(&self, name: &'static str) -> Result<Option<u64>, ApiError> {
+        let Some(raw) = self.get(name)? else {
+            return Ok(None);
+        };
+        // `u64::from_str` would also take a leading `+`.
+        if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad_parameter(
+                name,
+                Some(raw),
+                "must be a whole number (0 or more)",
+            ));
+        }
+        match raw.parse::<u64>() {
+            Ok(n) if n <= i64::MAX as u64 => Ok(Some(n)),
+            _ => Err(bad_parameter(
+                name,
+                Some(raw),
+                "is too large (at most 9223372036854775807)",
+            )),
+        }
+    }
+
+    /// `limit`: `1..=`[`MAX_LIMIT`], 1,000 when absent.
+    pub fn limit(&self) -> Result<usize, ApiError> {
+        let Some(raw) = self.get("limit")? else {
+            return Ok(PAGE);
+        };
+        match raw.parse::<usize>() {
+            Ok(n) if (1..=MAX_LIMIT).contains(&n) && raw.bytes().all(|b| b.is_ascii_digit()) => {
+                Ok(n)
+            }
+            _ => {
+                let problem = format!("must be a whole number from 1 to {MAX_LIMIT}");
+                let mut e = bad_parameter("limit", Some(raw), &problem);
+                e.details["min"] = json!(1);
+                e.details["max"] = json!(MAX_LIMIT);
+                Err(e)
+            }
+        }
+    }
+
+    /// `name` as one of `allowed`, if given.
+    pub fn choice(
+        &self,
+        name: &'static str,
+        allowed: &[&'static str],
+    ) -> Result<Option<&'static str>, ApiError> {
+        let Some(raw) = self.get(name)? else {
+            return Ok(None);
+        };
+        match allowed.iter().find(|a| **a == raw) {
+            Some(found) => Ok(Some(found)),
+            None => {
+                let problem = format!("must be one of {}", allowed.join(", "));
+                let mut e = bad_parameter(name, Some(raw), &problem);
+                e.details["allowed"] = json!(allowed);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// `400 invalid_request` about query parameter `name` (given as `value`, when there is
+/// one value): `details.parameter` names it.
+fn bad_parameter(name: &'static str, value: Option<&str>, problem: &str) -> ApiError {
+    let message = match value {
+        Some(raw) => format!("query parameter `{name}` {problem}, got {raw:?}"),
+        None => format!("query parameter `{name}` {problem}"),
+    };
+    let mut details = json!({ "parameter": name });
+    if let Some(raw) = value {
+        details["value"] = json!(raw);
+    }
+    ApiError::invalid_request(message).with_details(details)
+}
+
+/// A path id as a UUID, 404 when it is not one, including a path segment that is not
+/// even UTF-8 once percent-decoded (axum would answer that in plain text).
+pub fn path_id(path: Result<Path<String>, PathRejection>, what: &str) -> Result<Uuid, ApiError> {
+    match path {
+        Ok(Path(raw)) => path_uuid(&raw, what),
+        Err(_) => Err(ApiError::not_found(format!("{what} not found"))),
     }
 }
 
@@ -62,44 +176,29 @@ fn execution_not_found(id: Uuid) -> ApiError {
     ApiError::not_found(format!("execution {id} not found"))
 }
 
-#[derive(Debug, Deserialize)]
-struct EventsQuery {
-    after_version: Option<u64>,
-    limit: Option<usize>,
-    format: Option<String>,
-}
-
 /// `GET /api/v1/executions/{id}/events`: a JSON page (`after_version`, `limit`), or with
-/// `format=ndjson` the whole log streamed one envelope a line.
+/// `format=ndjson` the whole log streamed one envelope a line (`after_version` and
+/// `limit` are still checked, but the whole log is streamed).
 async fn execution_events(
     State(commands): State<ExecutionCommands>,
-    Path(id): Path<String>,
-    q: Result<Query<EventsQuery>, QueryRejection>,
+    path: Result<Path<String>, PathRejection>,
+    q: QueryParams,
 ) -> Result<Response, ApiError> {
-    let execution_id = path_uuid(&id, "execution")?;
-    let q = params(q)?;
+    let execution_id = path_id(path, "execution")?;
+    let format = q.choice("format", &["json", "ndjson"])?;
+    let after = q.number("after_version")?.unwrap_or(0);
+    let limit = q.limit()?;
     let stream = StreamId::execution(execution_id);
     let store = commands.store().clone();
-    match q.format.as_deref() {
-        None | Some("json") => {}
-        Some("ndjson") => {
-            // The first page is read before answering, so an unknown execution is a
-            // 404 and not an empty 200 stream.
-            let first = store.read_stream(&stream, 0, PAGE).await?;
-            if first.is_empty() {
-                return Err(execution_not_found(execution_id));
-            }
-            return Ok(ndjson_response(store, stream, first));
+    if format == Some("ndjson") {
+        // The first page is read before answering, so an unknown execution is a 404 and
+        // not an empty 200 stream.
+        let first = store.read_stream(&stream, 0, PAGE).await?;
+        if first.is_empty() {
+            return Err(execution_not_found(execution_id));
         }
-        Some(other) => {
-            return Err(
-                ApiError::invalid_request(format!("unknown format {other:?}"))
-                    .with_details(json!({"format": other, "allowed": ["json", "ndjson"]})),
-            )
-        }
+        return Ok(ndjson_response(store, stream, first));
     }
-    let limit = check_limit(q.limit)?;
-    let after = q.after_version.unwrap_or(0);
     let events = store.read_stream(&stream, after, limit).await?;
     if events.is_empty() && (after == 0 || store.stream_version(&stream).await? == 0) {
         return Err(execution_not_found(execution_id));
@@ -161,31 +260,27 @@ fn ndjson_response(
         .into_response()
 }
 
-#[derive(Debug, Deserialize)]
-struct ReplayQuery {
-    to_version: Option<u64>,
-}
-
 /// `GET /api/v1/executions/{id}/replay?to_version=N`: the state after event N, folded
 /// from the log.
 async fn replay(
     State(commands): State<ExecutionCommands>,
-    Path(id): Path<String>,
-    q: Result<Query<ReplayQuery>, QueryRejection>,
+    path: Result<Path<String>, PathRejection>,
+    q: QueryParams,
 ) -> Result<Json<Value>, ApiError> {
-    let execution_id = path_uuid(&id, "execution")?;
-    let q = params(q)?;
+    let execution_id = path_id(path, "execution")?;
+    let to_version = q.number("to_version")?;
     let log = read_whole_stream(&**commands.store(), &StreamId::execution(execution_id)).await?;
     let Some(Event::ExecutionStarted { workflow_id, .. }) = log.first().map(|e| &e.event) else {
         return Err(execution_not_found(execution_id));
     };
     let last = log.len() as u64;
-    let to = q.to_version.unwrap_or(last);
+    let to = to_version.unwrap_or(last);
     if to == 0 || to > last {
-        return Err(
-            ApiError::invalid_request(format!("to_version must be between 1 and {last}"))
-                .with_details(json!({"last_version": last, "to_version": to})),
-        );
+        let problem = format!("must be between 1 and {last} (the execution's last version)");
+        let mut e = bad_parameter("to_version", Some(&to.to_string()), &problem);
+        e.details["last_version"] = json!(last);
+        e.details["to_version"] = json!(to);
+        return Err(e);
     }
     let workflow = commands.catalog().get(*workflow_id).await?.ok_or_else(|| {
         ApiError::not_found(format!(
@@ -200,21 +295,15 @@ async fn replay(
 /// `GET /api/v1/executions/{id}/verify`: the stored hash chain, recomputed.
 async fn verify(
     State(commands): State<ExecutionCommands>,
-    Path(id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let execution_id = path_uuid(&id, "execution")?;
+    let execution_id = path_id(path, "execution")?;
     let stream = StreamId::execution(execution_id);
     let outcome = commands.store().verify_stream(&stream).await?;
     if outcome.events == 0 {
         return Err(execution_not_found(execution_id));
     }
     Ok(Json(json!(outcome)))
-}
-
-#[derive(Debug, Deserialize)]
-struct WorkflowEventsQuery {
-    after_position: Option<u64>,
-    limit: Option<usize>,
 }
 
 /// `GET /api/v1/workflows/{id}/events`: the workflow stream and every execution of it,
@@ -226,13 +315,12 @@ struct WorkflowEventsQuery {
 /// replace it for very large workflows.
 async fn workflow_events(
     State(commands): State<ExecutionCommands>,
-    Path(id): Path<String>,
-    q: Result<Query<WorkflowEventsQuery>, QueryRejection>,
+    path: Result<Path<String>, PathRejection>,
+    q: QueryParams,
 ) -> Result<Json<Value>, ApiError> {
-    let workflow_id = path_uuid(&id, "workflow")?;
-    let q = params(q)?;
-    let limit = check_limit(q.limit)?;
-    let after = q.after_position.unwrap_or(0);
+    let workflow_id = path_id(path, "workflow")?;
+    let after = q.number("after_position")?.unwrap_or(0);
+    let limit = q.limit()?;
     let store = commands.store();
     let workflow_stream = StreamId::workflow(workflow_id);
     if store.stream_version(&workflow_stream).await? == 0 {

@@ -1,6 +1,8 @@
-//! Execution reads folded straight from the event log: `GET /api/v1/executions/{id}`
-//! (its audit log, `/events`, is served by [`crate::audit`]). Folding uses the engine's own
-//! `evolve`, so what is served is exactly what the engine acts on.
+//! `GET /api/v1/executions/{id}`, served from the projector's read model
+//! (`rm_executions` + `rm_tasks`). An execution the projector has not reached yet (just
+//! started) is folded from its log with the engine's own `evolve`, so a client never
+//! sees 404 for an execution it was just given. The body's `position` says which event
+//! it reflects. (The execution's audit log, `/events`, is served by [`crate::audit`].)
 
 use axum::extract::{Path, State};
 use axum::routing::get;
@@ -9,25 +11,45 @@ use conflux_command_api::error::ApiError;
 use conflux_command_api::extract::path_uuid;
 use conflux_engine::commands::ExecutionCommands;
 use serde_json::{json, Value};
+use uuid::Uuid;
 
-/// The execution read routes.
-pub fn router(commands: ExecutionCommands) -> Router {
+use crate::reads::{read_error, Reads};
+
+/// The execution read route.
+pub fn router(reads: Reads) -> Router {
     Router::new()
         .route("/api/v1/executions/{id}", get(get_execution))
-        .with_state(commands)
+        .with_state(reads)
 }
 
 async fn get_execution(
-    State(commands): State<ExecutionCommands>,
+    State(reads): State<Reads>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let execution_id = path_uuid(&id, "execution")?;
-    let (state, log) = commands
-        .load(execution_id)
+    if let Some(view) = reads
+        .models
+        .execution(execution_id)
+        .await
+        .map_err(read_error)?
+    {
+        return Ok(Json(view.to_json()));
+    }
+    folded(&reads.commands, execution_id)
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("execution {execution_id} not found")))?;
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("execution {execution_id} not found")))
+}
+
+/// The execution body folded from the log (None: no such execution).
+pub async fn folded(
+    commands: &ExecutionCommands,
+    execution_id: Uuid,
+) -> Result<Option<Value>, ApiError> {
+    let Some((state, log)) = commands.load(execution_id).await? else {
+        return Ok(None);
+    };
     let mut body = state.to_json();
     body["position"] = json!(log.last().map_or(0, |e| e.position));
-    body["version"] = json!(state.version());
-    Ok(Json(body))
+    Ok(Some(body))
 }

@@ -2,6 +2,13 @@
 //! (counters and histograms where things happen); this module installs the Prometheus
 //! recorder once per process and renders it, after running the hooks that refresh
 //! gauges read at scrape time (e.g. circuit-breaker states).
+//!
+//! Three process gauges are always refreshed at scrape time, because a leak shows in
+//! them first and nothing else would reveal it: open WebSocket clients
+//! (`conflux_ws_connections`), tokio tasks alive (`conflux_runtime_alive_tasks`: a task
+//! left behind per connection or per request grows it), and the resident set size
+//! (`conflux_process_resident_memory_bytes`, from `/proc/self/status`; absent where
+//! there is no `/proc`).
 
 use std::sync::{Arc, OnceLock};
 
@@ -60,6 +67,18 @@ fn describe() {
         "HTTP request durations, by method and route."
     );
     metrics::describe_gauge!(
+        "conflux_ws_connections",
+        "WebSocket clients connected to /ws/executions and /ws/workflows now."
+    );
+    metrics::describe_gauge!(
+        "conflux_runtime_alive_tasks",
+        "Tokio tasks alive in this process's runtime."
+    );
+    metrics::describe_gauge!(
+        "conflux_process_resident_memory_bytes",
+        "Resident set size of this process (VmRSS)."
+    );
+    metrics::describe_gauge!(
         "conflux_http_circuit_breaker_state",
         "Per-host circuit breaker: 0 closed, 1 half-open, 2 open."
     );
@@ -74,6 +93,7 @@ pub fn router(hooks: Vec<ScrapeHook>) -> Router {
 }
 
 async fn render(State(hooks): State<Arc<Vec<ScrapeHook>>>) -> impl IntoResponse {
+    process_gauges();
     for hook in hooks.iter() {
         hook();
     }
@@ -81,5 +101,43 @@ async fn render(State(hooks): State<Arc<Vec<ScrapeHook>>>) -> impl IntoResponse 
         Some(h) => ([(CONTENT_TYPE, "text/plain; version=0.0.4")], h.render()).into_response(),
         None => conflux_command_api::error::ApiError::unavailable("metrics recorder not installed")
             .into_response(),
+    }
+}
+
+/// Sets the process gauges (see the module docs) to their values now.
+fn process_gauges() {
+    metrics::gauge!("conflux_ws_connections").set(crate::live::open_connections() as f64);
+    let tasks = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks();
+    metrics::gauge!("conflux_runtime_alive_tasks").set(tasks as f64);
+    if let Some(bytes) = resident_memory_bytes() {
+        metrics::gauge!("conflux_process_resident_memory_bytes").set(bytes as f64);
+    }
+}
+
+/// This process's resident set size (`VmRSS` of `/proc/self/status`), None without
+/// `/proc`.
+fn resident_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    vm_rss(&status)
+}
+
+/// The `VmRSS:   1234 kB` line of a `/proc/<pid>/status` text, in bytes.
+fn vm_rss(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::vm_rss;
+
+    #[test]
+    fn vm_rss_is_read_in_bytes() {
+        let status = "Name:\tconflux\nVmPeak:\t  900 kB\nVmRSS:\t   12345 kB\nThreads:\t3\n";
+        assert_eq!(vm_rss(status), Some(12345 * 1024));
+        assert_eq!(vm_rss("Name:\tx\n"), None);
     }
 }

@@ -1,36 +1,134 @@
-//! Workflow reads folded from the log (until the projector's read models exist):
+//! Workflow reads, served from the projector's `rm_workflows` and `rm_executions`:
+//! `GET /api/v1/workflows` (filters, newest first, cursor pages),
 //! `GET /api/v1/workflows/{id}` (the definition with its version and creation time) and
-//! `GET /api/v1/workflows/{id}/status` (API.md's status body). The same status is the
-//! snapshot of `/ws/workflows/{id}`.
+//! `GET /api/v1/workflows/{id}/status` (API.md's status body). A workflow the projector
+//! has not reached yet (just created) is folded from the log instead, so a client never
+//! sees 404 for an id it was just given; the same fold is the snapshot of
+//! `/ws/workflows/{id}`, which must reflect an exact position.
 
-use axum::extract::{Path, State};
+use std::collections::{BTreeMap, HashMap};
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use conflux_command_api::error::ApiError;
 use conflux_command_api::extract::path_uuid;
 use conflux_engine::commands::ExecutionCommands;
 use conflux_engine::store::StreamQuery;
+use conflux_projector::rows::{WorkflowFilter, COUNTED_STATUSES, WORKFLOW_STATUSES};
 use conflux_schema::{Event, StreamId};
 use serde_json::{json, Value};
 
-/// `GET /api/v1/workflows/{id}` and `/status`.
-pub fn router(commands: ExecutionCommands) -> Router {
+use crate::reads::{read_error, Reads};
+
+/// Page size of the list when `limit` is not given.
+pub const DEFAULT_LIMIT: i64 = 50;
+/// Largest `limit` of the list.
+pub const MAX_LIMIT: i64 = 1000;
+
+/// `GET /api/v1/workflows`, `/api/v1/workflows/{id}` and `/status`.
+pub fn router(reads: Reads) -> Router {
     Router::new()
+        .route("/api/v1/workflows", get(list))
         .route("/api/v1/workflows/{id}", get(definition))
         .route("/api/v1/workflows/{id}/status", get(get_status))
-        .with_state(commands)
+        .with_state(reads)
+}
+
+fn bad_parameter(parameter: &str, message: String) -> ApiError {
+    ApiError::invalid_request(message).with_details(json!({"parameter": parameter}))
+}
+
+/// The list's query (`status`, `name`, `limit`, `cursor`) checked; unknown parameters
+/// are ignored.
+fn list_filter(raw: &HashMap<String, String>) -> Result<WorkflowFilter, ApiError> {
+    let status = match raw.get("status").map(String::as_str) {
+        None | Some("") => None,
+        Some(s) if WORKFLOW_STATUSES.contains(&s) => Some(s.to_owned()),
+        Some(s) => {
+            return Err(bad_parameter(
+                "status",
+                format!(
+                    "unknown status {s:?}; one of {}",
+                    WORKFLOW_STATUSES.join(", ")
+                ),
+            ))
+        }
+    };
+    let name = raw.get("name").filter(|n| !n.is_empty()).cloned();
+    let limit = match raw.get("limit") {
+        None => DEFAULT_LIMIT,
+        Some(l) => match l.parse::<i64>() {
+            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
+            _ => {
+                return Err(bad_parameter(
+                    "limit",
+                    format!("limit must be an integer from 1 to {MAX_LIMIT}, got {l:?}"),
+                ))
+            }
+        },
+    };
+    let before_position = match raw.get("cursor").filter(|c| !c.is_empty()) {
+        None => None,
+        Some(c) => match c.parse::<i64>() {
+            Ok(n) if n > 0 => Some(n),
+            _ => {
+                return Err(bad_parameter(
+                    "cursor",
+                    format!("cursor {c:?} is not one this API returned"),
+                ))
+            }
+        },
+    };
+    Ok(WorkflowFilter {
+        status,
+        name,
+        before_position,
+        limit,
+    })
+}
+
+async fn list(
+    State(reads): State<Reads>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(raw) =
+        query.map_err(|e| ApiError::invalid_request(format!("bad query: {}", e.body_text())))?;
+    let mut filter = list_filter(&raw)?;
+    let page = filter.limit;
+    filter.limit = page + 1;
+    let mut rows = reads.models.workflows(&filter).await.map_err(read_error)?;
+    let next_cursor = (rows.len() as i64 > page)
+        .then(|| {
+            rows.truncate(page as usize);
+            rows.last().map(|r| r.created_position.to_string())
+        })
+        .flatten();
+    let items: Vec<Value> = rows.iter().map(|r| r.summary_json()).collect();
+    Ok(Json(json!({"items": items, "next_cursor": next_cursor})))
 }
 
 async fn definition(
-    State(commands): State<ExecutionCommands>,
+    State(reads): State<Reads>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let workflow_id = path_uuid(&id, "workflow")?;
-    let created = commands
+    if let Some(row) = reads
+        .models
+        .workflow(workflow_id)
+        .await
+        .map_err(read_error)?
+    {
+        return Ok(Json(row.definition_json()));
+    }
+    let not_found = || ApiError::not_found(format!("workflow {workflow_id} not found"));
+    let created = reads
+        .commands
         .catalog()
         .created_event(workflow_id)
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("workflow {workflow_id} not found")))?;
+        .ok_or_else(not_found)?;
     let recorded_at = created.recorded_at;
     let Event::WorkflowCreated {
         name,
@@ -39,9 +137,7 @@ async fn definition(
         ..
     } = created.event
     else {
-        return Err(ApiError::not_found(format!(
-            "workflow {workflow_id} not found"
-        )));
+        return Err(not_found());
     };
     let mut body = serde_json::to_value(&*definition).unwrap_or_else(|_| json!({}));
     body["workflow_id"] = json!(workflow_id);
@@ -52,10 +148,38 @@ async fn definition(
 }
 
 async fn get_status(
-    State(commands): State<ExecutionCommands>,
+    State(reads): State<Reads>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let workflow_id = path_uuid(&id, "workflow")?;
+    if let Some(row) = reads
+        .models
+        .workflow(workflow_id)
+        .await
+        .map_err(read_error)?
+    {
+        let latest = match row.latest_execution_id {
+            Some(execution_id) => match reads
+                .models
+                .execution(execution_id)
+                .await
+                .map_err(read_error)?
+            {
+                Some(view) => view.to_json(),
+                None => Value::Null,
+            },
+            None => Value::Null,
+        };
+        return Ok(Json(json!({
+            "workflow_id": row.workflow_id,
+            "name": row.name,
+            "status": row.status,
+            "latest_execution": latest,
+            "executions": row.executions,
+            "position": row.position,
+        })));
+    }
+    let commands = &reads.commands;
     if commands
         .store()
         .stream_version(&StreamId::workflow(workflow_id))
@@ -71,7 +195,7 @@ async fn get_status(
         open_only: false,
     };
     let executions = commands.store().find_streams(&query, 100_000).await?;
-    let (_, body) = status(&commands, workflow_id, &executions).await?;
+    let (_, body) = status(commands, workflow_id, &executions).await?;
     Ok(Json(body))
 }
 
@@ -84,11 +208,10 @@ pub async fn status(
 ) -> Result<(u64, serde_json::Value), conflux_engine::commands::CommandError> {
     let created = commands.catalog().created_event(workflow_id).await?;
     let mut position = created.as_ref().map_or(0, |e| e.position);
-    let mut counts: std::collections::BTreeMap<String, u64> =
-        ["running", "completed", "failed", "cancelled", "paused"]
-            .into_iter()
-            .map(|s| (s.to_owned(), 0))
-            .collect();
+    let mut counts: BTreeMap<String, u64> = COUNTED_STATUSES
+        .into_iter()
+        .map(|s| (s.to_owned(), 0))
+        .collect();
     let mut latest = serde_json::Value::Null;
     for stream in executions {
         if let Some((execution, log)) = commands.load(stream.uuid()).await? {
@@ -109,6 +232,6 @@ pub async fn status(
     let status = latest.get("status").cloned().unwrap_or(json!("idle"));
     Ok((
         position,
-        json!({"workflow_id": workflow_id, "name": name, "status": status, "latest_execution": latest, "executions": counts}),
+        json!({"workflow_id": workflow_id, "name": name, "status": status, "latest_execution": latest, "executions": counts, "position": position}),
     ))
 }

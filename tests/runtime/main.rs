@@ -26,10 +26,13 @@ mod input;
 mod junk;
 mod live;
 mod outage;
+mod projection;
 mod proxy;
+mod query_params;
 mod saga;
 mod scale;
 mod target;
+mod ws_load;
 
 /// Instantiates each scenario for one mode: a fresh server, the scenario, a clean stop.
 macro_rules! scenarios {
@@ -76,6 +79,9 @@ macro_rules! all_scenarios {
                 live::unknown_executions_are_closed_with_4404,
                 live::workflow_stream_is_exactly_the_workflow_log,
                 live::workflow_definition_and_status,
+                ws_load::hundred_clients_see_exactly_the_log,
+                query_params::bad_query_parameters_are_json_400s,
+                projection::rebuilt_read_models_equal_live,
             ]
         );
     };

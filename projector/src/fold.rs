@@ -1,0 +1,315 @@
+//! The pure core of the projector: folds events into read-model rows, with no I/O.
+//!
+//! [`Projection`] keeps, per execution it has seen recently, the engine's own
+//! [`ExecutionState`] (advanced with the same `evolve` the engine uses, so a read model
+//! can never disagree with the write side about what an event means) and the task rows
+//! it last wrote, so a batch writes only the rows that changed. Workflow summaries are
+//! kept the same way. What the fold needs but has not seen (an execution started before
+//! this process, a workflow row in the database) the caller loads first: see
+//! [`Projection::missing`].
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use conflux_engine::execution::{evolve, ExecutionState};
+use conflux_schema::validate::ValidatedWorkflow;
+use conflux_schema::{Event, EventEnvelope, StreamType};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::rows::{Changes, ExecutionRow, TaskRow, WorkflowRow};
+
+/// Executions kept in memory after a batch (terminal ones are dropped at once).
+const MAX_CACHED_EXECUTIONS: usize = 20_000;
+/// Workflow rows kept in memory after a batch.
+const MAX_CACHED_WORKFLOWS: usize = 20_000;
+
+/// What a batch needs loaded before it can be folded.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Missing {
+    /// Executions with events in the batch that the projection does not hold and that
+    /// do not start in the batch: rebuild their state from events up to the checkpoint.
+    pub executions: BTreeSet<Uuid>,
+    /// Definitions needed to start executions that start in the batch.
+    pub definitions: BTreeSet<Uuid>,
+    /// Workflow rows the batch changes that the projection does not hold.
+    pub workflows: BTreeSet<Uuid>,
+}
+
+impl Missing {
+    /// Nothing to load.
+    pub fn is_empty(&self) -> bool {
+        self.executions.is_empty() && self.definitions.is_empty() && self.workflows.is_empty()
+    }
+}
+
+struct Tracked {
+    state: ExecutionState,
+    position: u64,
+    written: HashMap<String, TaskRow>,
+}
+
+/// The in-memory side of the read models: see the module docs.
+#[derive(Default)]
+pub struct Projection {
+    executions: HashMap<Uuid, Tracked>,
+    /// Workflow rows known; `None` marks a workflow known not to have a row.
+    workflows: HashMap<Uuid, Option<WorkflowRow>>,
+    definitions: HashMap<Uuid, Arc<ValidatedWorkflow>>,
+    dirty_executions: BTreeSet<Uuid>,
+    dirty_workflows: BTreeSet<Uuid>,
+}
+
+impl Projection {
+    /// An empty projection.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Forgets everything (after another projector moved the checkpoint).
+    pub fn clear(&mut self) {
+        *self = Self::default();
+    }
+
+    /// What must be loaded before `batch` can be folded.
+    pub fn missing(&self, batch: &[EventEnvelope]) -> Missing {
+        let mut missing = Missing::default();
+        let mut started = BTreeSet::new();
+        for env in batch {
+            if env.stream_type != StreamType::Execution {
+                continue;
+            }
+            let id = env.stream_id.uuid();
+            if let Event::ExecutionStarted { workflow_id, .. } = &env.event {
+                started.insert(id);
+                if !self.definitions.contains_key(workflow_id) {
+                    missing.definitions.insert(*workflow_id);
+                }
+                if !self.workflows.contains_key(workflow_id) {
+                    missing.workflows.insert(*workflow_id);
+                }
+                continue;
+            }
+            match self.executions.get(&id) {
+                Some(t) => {
+                    if let Some(w) = t.state.workflow_id() {
+                        if !self.workflows.contains_key(&w) {
+                            missing.workflows.insert(w);
+                        }
+                    }
+                }
+                None if !started.contains(&id) => {
+                    missing.executions.insert(id);
+                }
+                None => {}
+            }
+        }
+        missing
+    }
+
+    /// Adds an execution's state as of the checkpoint (loaded by the caller because
+    /// [`Projection::missing`] listed it). Its task rows are taken as written.
+    pub fn insert_execution(&mut self, state: ExecutionState, position: u64) {
+        let Some(id) = state.execution_id() else {
+            return;
+        };
+        let written = task_rows(id, &state.to_json())
+            .into_iter()
+            .map(|t| (t.task_id.clone(), t))
+            .collect();
+        self.executions.insert(
+            id,
+            Tracked {
+                state,
+                position,
+                written,
+            },
+        );
+    }
+
+    /// Adds a workflow's row as stored (`None`: it has none).
+    pub fn insert_workflow(&mut self, workflow_id: Uuid, row: Option<WorkflowRow>) {
+        self.workflows.insert(workflow_id, row);
+    }
+
+    /// Whether the workflow's row (or its absence) is known.
+    pub fn has_workflow(&self, workflow_id: Uuid) -> bool {
+        self.workflows.contains_key(&workflow_id)
+    }
+
+    /// Adds a validated definition.
+    pub fn insert_definition(&mut self, workflow_id: Uuid, workflow: Arc<ValidatedWorkflow>) {
+        self.definitions.insert(workflow_id, workflow);
+    }
+
+    /// Folds one event. Events must come in position order, each once; what
+    /// [`Projection::missing`] listed must have been inserted.
+    pub fn apply(&mut self, env: &EventEnvelope) {
+        match env.stream_type {
+            StreamType::Workflow => self.apply_workflow_event(env),
+            StreamType::Execution => self.apply_execution_event(env),
+            _ => {}
+        }
+    }
+
+    fn apply_workflow_event(&mut self, env: &EventEnvelope) {
+        let id = env.stream_id.uuid();
+        if let Event::WorkflowCreated {
+            workflow_id,
+            name,
+            version,
+            definition,
+        } = &env.event
+        {
+            let row = WorkflowRow {
+                workflow_id: *workflow_id,
+                name: name.clone(),
+                version: i64::from(*version),
+                task_count: definition.tasks.len() as i64,
+                created_at: env.recorded_at,
+                created_position: env.position as i64,
+                definition: serde_json::to_string(definition).unwrap_or_else(|_| "{}".into()),
+                status: "idle".into(),
+                latest_execution_id: None,
+                executions: WorkflowRow::zero_counts(),
+                position: env.position as i64,
+            };
+            self.workflows.insert(*workflow_id, Some(row));
+            self.dirty_workflows.insert(*workflow_id);
+        } else if let Some(Some(row)) = self.workflows.get_mut(&id) {
+            row.position = env.position as i64;
+            self.dirty_workflows.insert(id);
+        }
+    }
+
+    fn apply_execution_event(&mut self, env: &EventEnvelope) {
+        let id = env.stream_id.uuid();
+        if let Event::ExecutionStarted { workflow_id, .. } = &env.event {
+            if self.executions.contains_key(&id) {
+                // A second start of the same stream cannot commit (version 1 is taken);
+                // nothing to fold.
+                return;
+            }
+            let Some(definition) = self.definitions.get(workflow_id) else {
+                tracing::warn!(execution = %id, workflow = %workflow_id, "execution of an unknown workflow: not projected");
+                return;
+            };
+            let state = ExecutionState::new(definition.clone());
+            self.executions.insert(
+                id,
+                Tracked {
+                    state,
+                    position: 0,
+                    written: HashMap::new(),
+                },
+            );
+        }
+        let Some(mut tracked) = self.executions.remove(&id) else {
+            tracing::warn!(execution = %id, position = env.position, "event of an execution never started: not projected");
+            return;
+        };
+        let before = tracked.state.execution_id().map(|_| tracked.state.status());
+        tracked.state = evolve(tracked.state, env);
+        tracked.position = env.position;
+        let after = tracked.state.status();
+        let workflow_id = tracked.state.workflow_id();
+        self.executions.insert(id, tracked);
+        self.dirty_executions.insert(id);
+
+        let Some(workflow_id) = workflow_id else {
+            return;
+        };
+        let Some(Some(row)) = self.workflows.get_mut(&workflow_id) else {
+            return;
+        };
+        row.position = env.position as i64;
+        if matches!(env.event, Event::ExecutionStarted { .. }) {
+            row.latest_execution_id = Some(id);
+        }
+        if before != Some(after) {
+            if let Some(old) = before {
+                if let Some(n) = row.executions.get_mut(old.as_str()) {
+                    *n -= 1;
+                }
+            }
+            if let Some(n) = row.executions.get_mut(after.as_str()) {
+                *n += 1;
+            }
+        }
+        if row.latest_execution_id == Some(id) {
+            row.status = after.as_str().to_owned();
+        }
+        self.dirty_workflows.insert(workflow_id);
+    }
+
+    /// The rows the events folded since the last call changed; forgets executions that
+    /// ended and trims the caches.
+    pub fn take_changes(&mut self) -> Changes {
+        let mut changes = Changes::default();
+        for id in std::mem::take(&mut self.dirty_workflows) {
+            if let Some(Some(row)) = self.workflows.get(&id) {
+                changes.workflows.push(row.clone());
+            }
+        }
+        for id in std::mem::take(&mut self.dirty_executions) {
+            let Some(tracked) = self.executions.get_mut(&id) else {
+                continue;
+            };
+            let body = tracked.state.to_json();
+            changes
+                .executions
+                .push(execution_row(id, &body, tracked.position));
+            for row in task_rows(id, &body) {
+                if tracked.written.get(&row.task_id) != Some(&row) {
+                    tracked.written.insert(row.task_id.clone(), row.clone());
+                    changes.tasks.push(row);
+                }
+            }
+            if tracked.state.is_terminal() {
+                self.executions.remove(&id);
+            }
+        }
+        if self.executions.len() > MAX_CACHED_EXECUTIONS {
+            self.executions.clear();
+        }
+        if self.workflows.len() > MAX_CACHED_WORKFLOWS {
+            self.workflows.clear();
+        }
+        changes
+    }
+}
+
+fn execution_row(id: Uuid, body: &Value, position: u64) -> ExecutionRow {
+    let text = |v: &Value| (!v.is_null()).then(|| v.to_string());
+    let time = |v: &Value| serde_json::from_value(v.clone()).ok();
+    ExecutionRow {
+        execution_id: id,
+        workflow_id: serde_json::from_value(body["workflow_id"].clone()).unwrap_or_default(),
+        status: body["status"].as_str().unwrap_or("pending").to_owned(),
+        version: body["version"].as_i64().unwrap_or(0),
+        position: position as i64,
+        started_at: time(&body["started_at"]),
+        completed_at: time(&body["completed_at"]),
+        input: body["input"].to_string(),
+        output: text(&body["output"]),
+        error: body["error"].as_str().map(str::to_owned),
+    }
+}
+
+fn task_rows(id: Uuid, body: &Value) -> Vec<TaskRow> {
+    let Some(tasks) = body["tasks"].as_object() else {
+        return Vec::new();
+    };
+    tasks
+        .iter()
+        .enumerate()
+        .map(|(ordinal, (task_id, task))| TaskRow {
+            execution_id: id,
+            task_id: task_id.clone(),
+            ordinal: ordinal as i64,
+            status: task["status"].as_str().unwrap_or("pending").to_owned(),
+            attempts: task["attempts"].as_i64().unwrap_or(0),
+            body: task.to_string(),
+        })
+        .collect()
+}

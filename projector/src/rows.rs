@@ -1,0 +1,209 @@
+//! The rows of the read models, as the projector writes them and the query API reads
+//! them. Rows are plain data: deriving them from events is [`crate::fold`]'s job,
+//! storing them is [`crate::db`]'s.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+/// Execution statuses a workflow summary counts (API.md: `executions` of `/status`).
+pub const COUNTED_STATUSES: [&str; 7] = [
+    "running",
+    "completed",
+    "failed",
+    "cancelled",
+    "paused",
+    "compensating",
+    "compensated",
+];
+
+/// Statuses a workflow can have: `idle` (never executed) or its latest execution's.
+pub const WORKFLOW_STATUSES: [&str; 8] = [
+    "idle",
+    "running",
+    "completed",
+    "failed",
+    "cancelled",
+    "paused",
+    "compensating",
+    "compensated",
+];
+
+/// One workflow definition and the summary of its executions (`rm_workflows`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkflowRow {
+    /// The workflow id.
+    pub workflow_id: Uuid,
+    /// Its name.
+    pub name: String,
+    /// Its version within the name.
+    pub version: i64,
+    /// How many tasks the definition has.
+    pub task_count: i64,
+    /// When `WorkflowCreated` was recorded.
+    pub created_at: DateTime<Utc>,
+    /// The position of `WorkflowCreated` (the list's order and cursor).
+    pub created_position: i64,
+    /// The definition as submitted, JSON text.
+    pub definition: String,
+    /// `idle`, or the status of the latest execution.
+    pub status: String,
+    /// The most recently started execution.
+    pub latest_execution_id: Option<Uuid>,
+    /// Executions by status (every status of [`COUNTED_STATUSES`] present).
+    pub executions: BTreeMap<String, i64>,
+    /// The last position that changed this row.
+    pub position: i64,
+}
+
+impl WorkflowRow {
+    /// A summary with zero executions for every counted status.
+    pub fn zero_counts() -> BTreeMap<String, i64> {
+        COUNTED_STATUSES
+            .iter()
+            .map(|s| ((*s).to_owned(), 0))
+            .collect()
+    }
+
+    /// The list item of `GET /api/v1/workflows`.
+    pub fn summary_json(&self) -> Value {
+        json!({
+            "workflow_id": self.workflow_id,
+            "name": self.name,
+            "version": self.version,
+            "task_count": self.task_count,
+            "created_at": self.created_at,
+            "status": self.status,
+            "latest_execution_id": self.latest_execution_id,
+            "executions": self.executions,
+            "position": self.position,
+        })
+    }
+
+    /// The body of `GET /api/v1/workflows/{id}`: the definition plus its identity.
+    pub fn definition_json(&self) -> Value {
+        let mut body = serde_json::from_str(&self.definition).unwrap_or_else(|_| json!({}));
+        if let Value::Object(map) = &mut body {
+            map.insert("workflow_id".into(), json!(self.workflow_id));
+            map.insert("name".into(), json!(self.name));
+            map.insert("version".into(), json!(self.version));
+            map.insert("created_at".into(), json!(self.created_at));
+        }
+        body
+    }
+}
+
+/// One execution (`rm_executions`), without its tasks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecutionRow {
+    /// The execution id.
+    pub execution_id: Uuid,
+    /// The workflow it runs.
+    pub workflow_id: Uuid,
+    /// Its status (API.md execution statuses).
+    pub status: String,
+    /// The stream version this row reflects.
+    pub version: i64,
+    /// The position of the last event this row reflects.
+    pub position: i64,
+    /// When it started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it reached a terminal status.
+    pub completed_at: Option<DateTime<Utc>>,
+    /// The execution input, JSON text.
+    pub input: String,
+    /// The output (sink tasks' outputs), JSON text, once completed.
+    pub output: Option<String>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// One task of one execution (`rm_tasks`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskRow {
+    /// The execution.
+    pub execution_id: Uuid,
+    /// The task id.
+    pub task_id: String,
+    /// Its index in the definition (the order tasks are listed in).
+    pub ordinal: i64,
+    /// Its status.
+    pub status: String,
+    /// Attempts so far.
+    pub attempts: i64,
+    /// The whole task body of the execution read, JSON text.
+    pub body: String,
+}
+
+/// An execution with its tasks: the body of `GET /api/v1/executions/{id}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecutionView {
+    /// The execution row.
+    pub execution: ExecutionRow,
+    /// Its tasks in definition order.
+    pub tasks: Vec<TaskRow>,
+}
+
+impl ExecutionView {
+    /// API.md's execution body (the same keys as the engine's own view, plus `position`).
+    pub fn to_json(&self) -> Value {
+        let e = &self.execution;
+        let parse = |text: &Option<String>| {
+            text.as_deref()
+                .and_then(|t| serde_json::from_str::<Value>(t).ok())
+                .unwrap_or(Value::Null)
+        };
+        let mut tasks = serde_json::Map::with_capacity(self.tasks.len());
+        for t in &self.tasks {
+            let body = serde_json::from_str(&t.body).unwrap_or(Value::Null);
+            tasks.insert(t.task_id.clone(), body);
+        }
+        json!({
+            "execution_id": e.execution_id,
+            "workflow_id": e.workflow_id,
+            "status": e.status,
+            "input": serde_json::from_str::<Value>(&e.input).unwrap_or(Value::Null),
+            "output": parse(&e.output),
+            "error": e.error,
+            "started_at": e.started_at,
+            "completed_at": e.completed_at,
+            "version": e.version,
+            "position": e.position,
+            "tasks": tasks,
+        })
+    }
+}
+
+/// Everything one batch of events changed, written in one transaction together with
+/// the checkpoint.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Changes {
+    /// Workflow rows to upsert.
+    pub workflows: Vec<WorkflowRow>,
+    /// Execution rows to upsert.
+    pub executions: Vec<ExecutionRow>,
+    /// Task rows to upsert (only those that changed).
+    pub tasks: Vec<TaskRow>,
+}
+
+impl Changes {
+    /// Nothing to write but the checkpoint.
+    pub fn is_empty(&self) -> bool {
+        self.workflows.is_empty() && self.executions.is_empty() && self.tasks.is_empty()
+    }
+}
+
+/// Filters and page of `GET /api/v1/workflows`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkflowFilter {
+    /// Only workflows with this status.
+    pub status: Option<String>,
+    /// Only workflows with this name.
+    pub name: Option<String>,
+    /// Only workflows created before this position (the cursor), newest first.
+    pub before_position: Option<i64>,
+    /// Page size.
+    pub limit: i64,
+}

@@ -1,0 +1,273 @@
+//! The projector's read models, end to end: after a mix of executions that complete,
+//! retry, fail, compensate, get cancelled and stay paused, the live tables serve the
+//! query routes (list with filters and cursor pages, the execution read), and a rebuild
+//! from position 0 produces tables equal to the live ones row for row.
+
+use std::time::Instant;
+
+use conflux_engine::catalog::WorkflowCatalog;
+use conflux_projector::rebuild::rebuild;
+use conflux_schema::validate::Limits;
+use serde_json::{json, Value};
+
+use crate::harness::{TestServer, PATIENCE};
+use crate::target::Target;
+
+/// Waits until the projector has applied everything the store holds.
+async fn caught_up(s: &TestServer) -> u64 {
+    let started = Instant::now();
+    loop {
+        let head = s.backends.store.head_position().await.expect("head");
+        let checkpoint = s
+            .backends
+            .read_models
+            .checkpoint()
+            .await
+            .expect("checkpoint");
+        if checkpoint >= head {
+            return checkpoint;
+        }
+        assert!(
+            started.elapsed() < PATIENCE,
+            "projector stuck at {checkpoint} of {head}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Polls `GET path` until `done` holds on the body.
+async fn wait_body(s: &TestServer, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let started = Instant::now();
+    loop {
+        let (status, body) = s.get(path).await;
+        if status == 200 && done(&body) {
+            return body;
+        }
+        assert!(started.elapsed() < PATIENCE, "{path}: last body {body:#}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs every kind of outcome, checks the reads, rebuilds, and compares row for row.
+pub async fn rebuilt_read_models_equal_live(s: &TestServer) {
+    let target = Target::start().await;
+    let chain = s
+        .create_workflow(json!({"name": "rm-chain", "tasks": [
+            {"id": "a", "kind": "noop", "input": {"n": "${input.n}"}},
+            {"id": "b", "kind": "noop", "depends_on": ["a"], "input": {"from_a": "${tasks.a.output.n}"}}
+        ]}))
+        .await;
+    let flaky = s
+        .create_workflow(json!({"name": "rm-flaky", "tasks": [
+            {"id": "call", "kind": "http", "http": {"url": target.url("/flaky")},
+             "retry": {"max_attempts": 3, "initial_interval_ms": 10}}
+        ]}))
+        .await;
+    let failing = s
+        .create_workflow(json!({"name": "rm-failing", "tasks": [
+            {"id": "call", "kind": "http", "http": {"url": target.url("/fail500")},
+             "retry": {"max_attempts": 2, "initial_interval_ms": 10}}
+        ]}))
+        .await;
+    let saga = s
+        .create_workflow(
+            json!({"name": "rm-saga", "on_failure": "compensate", "tasks": [
+                {"id": "reserve", "kind": "noop", "input": {"r": 1},
+                 "compensate": {"kind": "noop", "input": {"release": "${tasks.reserve.output.r}"}}},
+                {"id": "charge", "kind": "http", "depends_on": ["reserve"],
+                 "http": {"url": target.url("/missing")}}
+            ]}),
+        )
+        .await;
+    let waiting = s
+        .create_workflow(json!({"name": "rm-waiting", "tasks": [
+            {"id": "wait", "kind": "agent", "agent_role": "nobody-polls-this"},
+            {"id": "after", "kind": "noop", "depends_on": ["wait"]}
+        ]}))
+        .await;
+
+    let mut finished = Vec::new();
+    for n in 0..3 {
+        finished.push(s.execute(&chain, json!({"n": n})).await);
+    }
+    finished.push(s.execute(&flaky, json!({})).await);
+    finished.push(s.execute(&failing, json!({})).await);
+    finished.push(s.execute(&saga, json!({})).await);
+    let cancelled = s.execute(&waiting, json!({})).await;
+    let paused = s.execute(&waiting, json!({})).await;
+    for (execution, action) in [(&cancelled, "cancel"), (&paused, "pause")] {
+        let (status, body) = s
+            .post(
+                &format!("/api/v1/executions/{execution}/{action}"),
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, 202, "{action}: {body}");
+    }
+    let mut statuses = Vec::new();
+    for execution in finished.iter().chain([&cancelled]) {
+        statuses.push(s.wait_terminal(execution).await["status"].clone());
+    }
+    assert_eq!(
+        statuses,
+        [
+            "completed",
+            "completed",
+            "completed",
+            "completed",
+            "failed",
+            "compensated",
+            "cancelled"
+        ],
+    );
+    wait_body(s, &format!("/api/v1/executions/{paused}"), |b| {
+        b["status"] == "paused"
+    })
+    .await;
+    let checkpoint = caught_up(s).await;
+
+    // The execution read comes from the read model and says which position it reflects.
+    let read = s.execution(&finished[0]).await;
+    assert_eq!(
+        read["tasks"]["b"]["output"],
+        json!({"from_a": 0}),
+        "{read:#}"
+    );
+    let replayed = s
+        .get(&format!("/api/v1/executions/{}/replay", finished[0]))
+        .await
+        .1["state"]
+        .clone();
+    for field in [
+        "status",
+        "input",
+        "output",
+        "tasks",
+        "started_at",
+        "completed_at",
+        "version",
+    ] {
+        assert_eq!(
+            read[field], replayed[field],
+            "{field}: {read:#} vs {replayed:#}"
+        );
+    }
+
+    // The workflow list: filters, newest first, cursor pages.
+    let (status, all) = s.get("/api/v1/workflows?limit=1000").await;
+    assert_eq!(status, 200, "{all}");
+    let names: Vec<&str> = all["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|w| w["name"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "rm-waiting",
+            "rm-saga",
+            "rm-failing",
+            "rm-flaky",
+            "rm-chain"
+        ]
+    );
+    assert_eq!(all["next_cursor"], Value::Null);
+    let (_, failed) = s.get("/api/v1/workflows?status=failed").await;
+    assert_eq!(
+        failed["items"][0]["workflow_id"],
+        json!(failing),
+        "{failed}"
+    );
+    assert_eq!(failed["items"].as_array().map(Vec::len), Some(1));
+    let (_, by_name) = s.get("/api/v1/workflows?name=rm-chain").await;
+    assert_eq!(
+        by_name["items"][0]["executions"]["completed"], 3,
+        "{by_name}"
+    );
+    assert_eq!(by_name["items"][0]["status"], "completed");
+    let (_, waiting_row) = s.get("/api/v1/workflows?name=rm-waiting").await;
+    let counts = &waiting_row["items"][0]["executions"];
+    assert_eq!(
+        (&counts["cancelled"], &counts["paused"]),
+        (&json!(1), &json!(1)),
+        "{waiting_row}"
+    );
+    let mut paged = Vec::new();
+    let mut path = "/api/v1/workflows?limit=2".to_owned();
+    loop {
+        let (status, page) = s.get(&path).await;
+        assert_eq!(status, 200, "{page}");
+        let items = page["items"].as_array().expect("items");
+        assert!(items.len() <= 2);
+        paged.extend(
+            items
+                .iter()
+                .map(|w| w["name"].as_str().unwrap_or("").to_owned()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/api/v1/workflows?limit=2&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(paged, names);
+    for bad in [
+        "limit=0",
+        "limit=1001",
+        "limit=ten",
+        "status=sleeping",
+        "cursor=abc",
+        "cursor=-4",
+    ] {
+        let (status, body) = s.get(&format!("/api/v1/workflows?{bad}")).await;
+        assert_eq!(
+            (status, &body["error"]["code"]),
+            (400, &json!("invalid_request")),
+            "{bad}: {body}"
+        );
+    }
+    let (_, status_body) = s.get(&format!("/api/v1/workflows/{saga}/status")).await;
+    assert_eq!(status_body["status"], "compensated", "{status_body}");
+    assert_eq!(
+        status_body["latest_execution"]["tasks"]["reserve"]["status"],
+        "compensated"
+    );
+
+    // Rebuild from position 0: the same rows.
+    let live = s.backends.read_models.dump().await.expect("dump live");
+    assert_eq!(live.checkpoint, checkpoint);
+    assert_eq!(live.executions.len(), 8);
+    assert_eq!(live.workflows.len(), 5);
+    let catalog = WorkflowCatalog::new(
+        s.backends.store.clone(),
+        Limits {
+            max_tasks: usize::MAX,
+        },
+    );
+    let mut reported = Vec::new();
+    let report = rebuild(
+        s.backends.store.clone(),
+        catalog,
+        s.backends.read_models.clone(),
+        |p| reported.push(p),
+    )
+    .await
+    .expect("rebuild");
+    assert_eq!(report.position, checkpoint);
+    assert!(report.events >= checkpoint.min(1), "{report:?}");
+    assert!(!reported.is_empty());
+    let rebuilt = s.backends.read_models.dump().await.expect("dump rebuilt");
+    assert_eq!(rebuilt.workflows, live.workflows);
+    assert_eq!(rebuilt.executions, live.executions);
+    assert_eq!(rebuilt.checkpoint, live.checkpoint);
+
+    // The live projector carries on after the rebuild moved the checkpoint under it.
+    let (status, body) = s
+        .post(&format!("/api/v1/executions/{paused}/cancel"), json!({}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    wait_body(s, &format!("/api/v1/workflows/{waiting}/status"), |b| {
+        b["executions"]["cancelled"] == 2 && b["executions"]["paused"] == 0
+    })
+    .await;
+}

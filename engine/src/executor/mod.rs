@@ -15,6 +15,7 @@
 //! - `stalled`: executions the store could not take, retried rather than dropped.
 
 mod chain;
+mod finished;
 mod stalled;
 mod timers;
 
@@ -37,8 +38,13 @@ use crate::runner::{BuiltinRunner, Outcome};
 use crate::store::{read_whole_stream, AppendRequest, EventStore, StoreError, StreamQuery};
 
 pub use chain::chain;
+use finished::Finished;
 use stalled::Stalled;
 pub use timers::Timers;
+
+/// Finished executions remembered so their returning bus entries are skipped
+/// (24 bytes each: about 2.4 MB).
+const FINISHED_REMEMBERED: usize = 100_000;
 
 /// Tuning for [`Engine`].
 #[derive(Debug, Clone)]
@@ -117,6 +123,8 @@ pub struct Engine {
     results_rx: mpsc::UnboundedReceiver<(Uuid, Command)>,
     /// Built-in attempts running in this process (never started twice here).
     running: HashSet<(Uuid, TaskRef)>,
+    /// Executions seen ending, so their events coming back from the bus are skipped.
+    finished: Finished,
     metadata: EventMetadata,
 }
 
@@ -139,6 +147,7 @@ impl Engine {
             results_tx,
             results_rx,
             running: HashSet::new(),
+            finished: Finished::new(FINISHED_REMEMBERED),
             metadata,
         }
     }
@@ -376,6 +385,7 @@ impl Engine {
         }
         if state.is_terminal() {
             self.states.remove(&id);
+            self.finished.record(id, state.version());
         } else {
             self.evict_if_full();
             self.states.insert(id, state);
@@ -422,6 +432,9 @@ impl Engine {
             }
             let id = event.stream_id.uuid();
             let applied = self.states.get(&id).map(ExecutionState::version);
+            if applied.is_none() && self.finished.covers(id, event.version) {
+                continue;
+            }
             match applied {
                 Some(v) if event.version <= v => continue,
                 Some(v) if event.version == v + 1 => {
@@ -437,7 +450,9 @@ impl Engine {
                                 self.timers.arm(id, t);
                             }
                         }
-                        if !state.is_terminal() {
+                        if state.is_terminal() {
+                            self.finished.record(id, state.version());
+                        } else {
                             self.states.insert(id, state);
                         }
                     }
@@ -561,6 +576,7 @@ impl Engine {
             if !state.is_terminal() {
                 self.states.insert(id, state);
             } else {
+                self.finished.record(id, state.version());
                 self.pending.remove(&id);
             }
         }

@@ -2,30 +2,41 @@
 //!
 //! Measures Conflux against the raw limits of the Postgres and Redis it runs on, in
 //! the same run, so every figure comes with the ceiling it should be read against.
-//! The `conflux-loadtest` binary is a thin clap front over [`run_limits`] and
-//! [`run_store`]; tests call them directly.
+//! The `conflux-loadtest` binary is a thin clap front over [`run_limits`],
+//! [`run_store`] and [`suite::run_suite`]; tests call them directly.
 //!
 //! # Layout
 //! - [`runner`]: the [`runner::Probe`] / [`runner::Worker`] traits and the timed,
-//!   interleaved round loop every scenario goes through.
+//!   interleaved round loop the store and limit measurements go through.
 //! - [`limits`]: raw Postgres INSERTs, Redis XADDs and round trips — the ceilings.
 //! - [`store_bench`]: appends through Conflux's `PgStore`, each beside its ceiling.
 //! - [`payload`]: the event, row and envelope every probe writes, built once.
 //! - [`sandbox`]: a fresh database and Redis prefix per run, removed afterwards.
-//! - [`runtime_bench`]: W1/W2/agent scenarios against a running server, over HTTP.
+//! - [`client`]: the server's HTTP API (timed calls); [`ws`]: its live WebSocket
+//!   streams; [`agents`]: agents built into the load tester; [`metrics`]: reading
+//!   `/metrics`. Scenarios touch the server through these only, never its store.
+//! - [`scenarios`]: the workloads W1..W6 against a running server.
+//! - [`suite`]: runs scenarios (and the raw limits) into one report with ratios and
+//!   goals; `all` is every scenario.
 //! - [`stats`]: rounds, medians and latency histograms.
-//! - [`report`]: machine and server context, markdown and JSON output.
-//!
-//! HTTP and WebSocket scenarios (w1..w6) will be further probes and subcommands.
+//! - [`report`]: machine and server context, markdown and JSON output of `store`
+//!   and `limits`.
+//! - [`progress`]: progress bars on stderr.
 
+pub mod agents;
+pub mod client;
 pub mod limits;
+pub mod metrics;
 pub mod payload;
+pub mod progress;
 pub mod report;
 pub mod runner;
-pub mod runtime_bench;
 pub mod sandbox;
+pub mod scenarios;
 pub mod stats;
 pub mod store_bench;
+pub mod suite;
+pub mod ws;
 
 use std::future::Future;
 use std::time::Duration;

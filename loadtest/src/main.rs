@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use conflux_loadtest::report::{current_command_line, Report};
+use conflux_loadtest::scenarios::{w1, w2, w3, w4, w5, w6, Scenario};
+use conflux_loadtest::suite::{run_suite, SuiteConfig};
 use conflux_loadtest::{run_limits, run_store, BenchConfig};
 
 /// Conflux load generator and benchmark report.
@@ -23,75 +25,115 @@ enum Command {
     Limits(Common),
     /// Conflux store appends and the raw limits, in one run, with ratios.
     Store(Common),
-    /// Workflow scenarios (W1 chain, W2 diamonds, agent schedule-to-start) against a
-    /// running `conflux serve`.
-    Runtime(RuntimeArgs),
+    /// W1: chain of 10 noop tasks, 20 runs one after another (submit → completed on
+    /// the WebSocket).
+    #[command(name = "w1-chain")]
+    W1Chain(One<w1::Params>),
+    /// W2: 200 diamonds (1 → 10 → 1) submitted at once: wall time, tasks/s.
+    #[command(name = "w2-diamond")]
+    W2Diamond(One<w2::Params>),
+    /// W3: sustained rate of noop and agent executions: throughput,
+    /// schedule-to-start, events/s, projector lag, HTTP latencies.
+    #[command(name = "w3-sustained")]
+    W3Sustained(One<w3::Params>),
+    /// W4: create+validate a 10,000-task DAG and a 100,000-task chain.
+    #[command(name = "w4-planning")]
+    W4Planning(One<w4::Params>),
+    /// W5: 1,000 WebSocket subscribers on 50 executions under load: commit → client
+    /// latency, exactly-once in-order delivery.
+    #[command(name = "w5-fanout")]
+    W5Fanout(One<w5::Params>),
+    /// W6: chain of 40 agent tasks of ~10 ms CPU each: submit → completed.
+    #[command(name = "w6-chain40")]
+    W6Chain40(One<w6::Params>),
+    /// `limits`, then every scenario, into one report (JSON and markdown) with ratios
+    /// to the raw limits and the goals.
+    All(Box<AllArgs>),
+    /// W1, W2 and W3 against a running server (kept for the README's command).
+    Runtime(Box<RuntimeArgs>),
+}
+
+/// Where the server is and where the report goes.
+#[derive(Debug, Args)]
+struct Target {
+    /// The server to drive.
+    #[arg(long, env = "CONFLUX_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// The server's mode for the report (default: what its `/ready` says).
+    #[arg(long)]
+    mode: Option<String>,
+    /// Write the JSON report here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Write the markdown report here (it is always printed to stdout).
+    #[arg(long)]
+    markdown: Option<PathBuf>,
+}
+
+/// Flags of a one-scenario subcommand.
+#[derive(Debug, Args)]
+struct One<P: Args> {
+    #[command(flatten)]
+    target: Target,
+    #[command(flatten)]
+    params: P,
+}
+
+/// Flags of `all`.
+#[derive(Debug, Args)]
+struct AllArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Postgres URL for the raw limits (its user must be able to CREATE DATABASE).
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    database_url: String,
+    /// Redis URL for the raw limits.
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    /// Seconds per round of each raw limit.
+    #[arg(long, default_value_t = 2.0)]
+    limits_seconds: f64,
+    /// Rounds of each raw limit.
+    #[arg(long, default_value_t = 1)]
+    limits_rounds: usize,
+    /// Do not measure the raw limits.
+    #[arg(long)]
+    no_limits: bool,
+    /// Scenarios to leave out (comma-separated, e.g. `w4-planning,w5-fanout`).
+    #[arg(long, value_delimiter = ',')]
+    skip: Vec<String>,
+    #[command(flatten)]
+    w1: w1::Params,
+    #[command(flatten)]
+    w2: w2::Params,
+    #[command(flatten)]
+    w3: w3::Params,
+    #[command(flatten)]
+    w4: w4::Params,
+    #[command(flatten)]
+    w5: w5::Params,
+    #[command(flatten)]
+    w6: w6::Params,
 }
 
 /// Flags of `runtime`.
 #[derive(Debug, Args)]
 struct RuntimeArgs {
-    /// The server to drive.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    url: String,
-    /// W1 runs (one after another).
-    #[arg(long, default_value_t = 20)]
-    w1_runs: usize,
-    /// W2 diamonds submitted at once.
-    #[arg(long, default_value_t = 200)]
-    w2_executions: usize,
-    /// Executions of 5 agent tasks for schedule-to-start.
-    #[arg(long, default_value_t = 100)]
-    agent_executions: usize,
-    /// Polling agents.
-    #[arg(long, default_value_t = 4)]
-    agents: usize,
-    /// Write the JSON results here.
-    #[arg(long)]
-    out: Option<PathBuf>,
+    #[command(flatten)]
+    target: Target,
+    #[command(flatten)]
+    w1: w1::Params,
+    #[command(flatten)]
+    w2: w2::Params,
+    #[command(flatten)]
+    w3: w3::Params,
 }
 
-async fn run_runtime(args: &RuntimeArgs) -> Result<()> {
-    use conflux_loadtest::runtime_bench::{agents, w1, w2, Client};
-    let client = Client::new(&args.url)?;
-    eprintln!("[1/3] w1-chain: {} runs of a 10-noop chain", args.w1_runs);
-    let w1 = w1(&client, args.w1_runs).await?;
-    eprintln!(
-        "[2/3] w2-diamond: {} diamonds (1 -> 10 -> 1) at once",
-        args.w2_executions
-    );
-    let w2 = w2(&client, args.w2_executions).await?;
-    eprintln!(
-        "[3/3] agents: {} executions x 5 agent tasks, {} pollers",
-        args.agent_executions, args.agents
-    );
-    let ag = agents(&client, args.agent_executions, args.agents).await?;
-    let machine = conflux_loadtest::report::MachineInfo::detect();
-    println!("# Conflux runtime benchmark\n");
-    println!("- command: `{}`", current_command_line());
-    println!(
-        "- git commit: {}",
-        conflux_loadtest::report::git_commit().unwrap_or_default()
-    );
-    println!("- machine: {machine:?}\n");
-    println!("| workload | result |\n|---|---|");
-    println!("| W1 10-noop chain, submit → completed ({} runs) | median {:.1} ms, p95 {:.1} ms ({:.2} ms/step) |", w1.count, w1.p50, w1.p95, w1.p50 / 10.0);
-    println!(
-        "| W2 {} diamonds 1→10→1 at once ({} tasks) | {:.2} s wall, {:.0} tasks/s |",
-        w2.executions, w2.tasks, w2.wall_seconds, w2.tasks_per_second
-    );
-    println!(
-        "| agent schedule-to-start ({} tasks, {} agents) | p50 {:.1} ms, p99 {:.1} ms |",
-        ag.count, args.agents, ag.p50, ag.p99
-    );
-    if let Some(path) = &args.out {
-        let json = serde_json::json!({"command": current_command_line(), "machine": machine, "w1_ms": w1, "w2": w2, "schedule_to_start_ms": ag});
-        std::fs::write(path, serde_json::to_string_pretty(&json)?)?;
-    }
-    Ok(())
-}
-
-/// Flags every scenario shares.
+/// Flags `limits` and `store` share.
 #[derive(Debug, Args)]
 struct Common {
     /// Postgres URL; its user must be able to CREATE DATABASE (the run uses a fresh one).
@@ -142,14 +184,105 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<()> {
-    if let Command::Runtime(args) = &cli.command {
-        return run_runtime(args).await;
-    }
-    let (report, common): (Report, &Common) = match &cli.command {
-        Command::Limits(common) => (run_limits(&common.config()).await?, common),
-        Command::Store(common) => (run_store(&common.config()).await?, common),
-        Command::Runtime(_) => return Ok(()),
+    let (title, target, limits, scenarios) = match cli.command {
+        Command::Limits(common) => return raw(run_limits(&common.config()).await?, &common),
+        Command::Store(common) => return raw(run_store(&common.config()).await?, &common),
+        Command::W1Chain(one) => single(one, Scenario::W1Chain),
+        Command::W2Diamond(one) => single(one, Scenario::W2Diamond),
+        Command::W3Sustained(one) => single(one, Scenario::W3Sustained),
+        Command::W4Planning(one) => single(one, Scenario::W4Planning),
+        Command::W5Fanout(one) => single(one, Scenario::W5Fanout),
+        Command::W6Chain40(one) => single(one, Scenario::W6Chain40),
+        Command::Runtime(args) => {
+            let RuntimeArgs { target, w1, w2, w3 } = *args;
+            let scenarios = vec![
+                Scenario::W1Chain(w1),
+                Scenario::W2Diamond(w2),
+                Scenario::W3Sustained(w3),
+            ];
+            ("runtime", target, None, scenarios)
+        }
+        Command::All(args) => {
+            let a = *args;
+            let limits = (!a.no_limits).then(|| BenchConfig {
+                database_url: a.database_url,
+                redis_url: a.redis_url,
+                seconds: a.limits_seconds,
+                rounds: a.limits_rounds,
+                command_line: current_command_line(),
+            });
+            let scenarios: Vec<Scenario> = vec![
+                Scenario::W1Chain(a.w1),
+                Scenario::W2Diamond(a.w2),
+                Scenario::W3Sustained(a.w3),
+                Scenario::W4Planning(a.w4),
+                Scenario::W5Fanout(a.w5),
+                Scenario::W6Chain40(a.w6),
+            ];
+            let known: Vec<&str> = scenarios.iter().map(Scenario::name).collect();
+            if let Some(bad) = a.skip.iter().find(|s| !known.contains(&s.as_str())) {
+                anyhow::bail!("--skip {bad}: not a scenario (one of {})", known.join(", "));
+            }
+            let scenarios = scenarios
+                .into_iter()
+                .filter(|s| !a.skip.iter().any(|k| k == s.name()))
+                .collect();
+            ("all", a.target, limits, scenarios)
+        }
     };
+    let config = SuiteConfig {
+        title: title.to_owned(),
+        url: target.url,
+        mode: target.mode,
+        limits,
+        scenarios,
+        command_line: current_command_line(),
+    };
+    let report = run_suite(&config).await?;
+    print!("{}", report.to_markdown());
+    report.write_files(target.out.as_deref(), target.markdown.as_deref())
+}
+
+fn single<P: Args>(
+    one: One<P>,
+    scenario: fn(P) -> Scenario,
+) -> (&'static str, Target, Option<BenchConfig>, Vec<Scenario>) {
+    let s = scenario(one.params);
+    (s.name(), one.target, None, vec![s])
+}
+
+fn raw(report: Report, common: &Common) -> Result<()> {
     print!("{}", report.to_markdown());
     report.write_files(common.out.as_deref(), common.markdown.as_deref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_scenario_takes_its_sizes() {
+        let cli = Cli::parse_from([
+            "conflux-loadtest",
+            "all",
+            "--no-limits",
+            "--w1-runs",
+            "2",
+            "--w3-rate",
+            "5",
+            "--skip",
+            "w4-planning,w5-fanout",
+        ]);
+        let Command::All(a) = cli.command else {
+            panic!("not all");
+        };
+        assert_eq!((a.w1.runs, a.w3.load.rate), (2, 5.0));
+        assert_eq!(a.skip, ["w4-planning", "w5-fanout"]);
+    }
 }

@@ -13,6 +13,7 @@ use crate::sandbox::redact_url;
 
 mod markdown;
 use crate::stats::Measurement;
+pub(crate) use markdown::{figure, thousands};
 
 /// The hardware the run happened on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

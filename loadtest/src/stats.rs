@@ -165,6 +165,89 @@ pub fn median(values: &[f64]) -> f64 {
     }
 }
 
+/// Percentiles of a set of durations, in milliseconds (HDR histogram, 3 significant
+/// digits, 1 µs to 10 min).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Millis {
+    /// Samples.
+    pub count: u64,
+    /// Median.
+    pub p50: f64,
+    /// 95th percentile.
+    pub p95: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+/// Collects durations in microseconds and summarises them as [`Millis`].
+#[derive(Debug, Clone)]
+pub struct MicrosHistogram(Histogram<u64>);
+
+impl MicrosHistogram {
+    /// An empty histogram covering 1 µs to 10 minutes.
+    pub fn new() -> Result<Self> {
+        Histogram::new_with_bounds(1, 600_000_000, 3)
+            .map(Self)
+            .context("cannot create a latency histogram")
+    }
+
+    /// Records one duration (clamped into the histogram's range).
+    pub fn record(&mut self, duration: std::time::Duration) {
+        let micros = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
+        self.0.saturating_record(micros.max(1));
+    }
+
+    /// Records one duration given as a (possibly negative) number of microseconds;
+    /// negative values (clock granularity) count as 1 µs.
+    pub fn record_micros(&mut self, micros: i64) {
+        self.0
+            .saturating_record(u64::try_from(micros).unwrap_or(0).max(1));
+    }
+
+    /// Adds another histogram's samples.
+    pub fn merge(&mut self, other: &MicrosHistogram) -> Result<()> {
+        self.0
+            .add(&other.0)
+            .context("cannot merge latency histograms")
+    }
+
+    /// Samples recorded.
+    pub fn len(&self) -> u64 {
+        self.0.len()
+    }
+
+    /// Whether nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The percentiles, or None when nothing was recorded.
+    pub fn summary(&self) -> Option<Millis> {
+        if self.0.is_empty() {
+            return None;
+        }
+        let ms = |q: f64| self.0.value_at_quantile(q) as f64 / 1_000.0;
+        Some(Millis {
+            count: self.0.len(),
+            p50: ms(0.5),
+            p95: ms(0.95),
+            p99: ms(0.99),
+            max: self.0.max() as f64 / 1_000.0,
+        })
+    }
+}
+
+/// The percentiles of `samples`, or None if there are none.
+pub fn millis_of(samples: &[std::time::Duration]) -> Result<Option<Millis>> {
+    let mut h = MicrosHistogram::new()?;
+    for s in samples {
+        h.record(*s);
+    }
+    Ok(h.summary())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,6 +266,17 @@ mod tests {
         let s = Sample::new(500, 5, 2.0, &latencies);
         assert_eq!(s.rate, 250.0);
         assert!((s.p50_us - 2.0).abs() < 0.01);
+        Ok(())
+    }
+
+    #[test]
+    fn millis_summarise_microseconds() -> Result<()> {
+        let samples: Vec<_> = (1..=100).map(std::time::Duration::from_millis).collect();
+        let m = millis_of(&samples)?.ok_or_else(|| anyhow::anyhow!("no summary"))?;
+        assert_eq!(m.count, 100);
+        assert!((m.p50 - 50.0).abs() < 0.1, "{m:?}");
+        assert!((m.max - 100.0).abs() < 0.1, "{m:?}");
+        assert!(millis_of(&[])?.is_none());
         Ok(())
     }
 }

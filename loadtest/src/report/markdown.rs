@@ -174,7 +174,7 @@ fn reference_cell(r: &Report, id: &str) -> String {
 }
 
 /// `1234567.8` as `1,234,568`.
-fn thousands(value: f64) -> String {
+pub(crate) fn thousands(value: f64) -> String {
     let digits = format!("{:.0}", value.max(0.0));
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, ch) in digits.chars().enumerate() {
@@ -187,7 +187,7 @@ fn thousands(value: f64) -> String {
 }
 
 /// Three significant figures or so: `1,234`, `123`, `12.3`, `1.23`.
-fn figure(value: f64) -> String {
+pub(crate) fn figure(value: f64) -> String {
     match value.abs() {
         v if v >= 1_000.0 => thousands(value),
         v if v >= 100.0 => format!("{value:.0}"),

@@ -1,6 +1,6 @@
 //! `GET /api/v1/openapi.json`: the OpenAPI document covers every route of API.md with its
-//! parameters, answers and errors; the real binary serves it, and serves every route it
-//! documents.
+//! parameters, answers and errors; the real binary serves it, serves every route it
+//! documents, and reads every query parameter it documents.
 
 use std::collections::BTreeSet;
 
@@ -340,4 +340,63 @@ async fn the_binary_serves_every_documented_route() {
         unserved.is_empty(),
         "documented but not served: {unserved:#?}"
     );
+}
+
+/// Each documented query parameter is one the real binary reads, and reads as the
+/// document says: given twice it is a `400 invalid_request` naming it, and a value
+/// that is not of its type (for numbers, booleans and enumerations) too; both are a
+/// 400 the route documents. Parameters are checked before any id is looked up, so
+/// fresh UUIDs do; bodies are a valid definition (the only body a route with query
+/// parameters reads), so the 400 can only be the parameter's.
+#[tokio::test]
+async fn the_binary_reads_every_documented_query_parameter() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Binary::start(&[], dir.path());
+    let doc = fetch(&serve_router().await).await;
+    let client = reqwest::Client::new();
+    let definition = serde_json::json!({"name": "params", "tasks": [{"id": "a", "kind": "noop"}]});
+    let mut checked = 0;
+    for (method, path, op) in operations(&doc) {
+        let concrete: Vec<String> = path
+            .split('/')
+            .map(|s| match s.starts_with('{') {
+                true => uuid::Uuid::new_v4().to_string(),
+                false => s.to_owned(),
+            })
+            .collect();
+        let url = format!("{}{}", server.base, concrete.join("/"));
+        let params = op["parameters"].as_array().into_iter().flatten();
+        for p in params.filter(|p| p["in"] == "query") {
+            let name = p["name"].as_str().expect("name");
+            let schema = &p["schema"];
+            let typed = schema["type"] == "integer"
+                || schema["type"] == "boolean"
+                || schema.get("enum").is_some();
+            let mut queries = vec![format!("{name}=1&{name}=1")];
+            if typed {
+                queries.push(format!("{name}=not-a-{name}"));
+            }
+            for query in queries {
+                let url = format!("{url}?{query}&wait_ms=0");
+                let request = match method.as_str() {
+                    "post" => client.post(&url).json(&definition),
+                    _ => client.get(&url),
+                };
+                let resp = request.send().await.expect("request");
+                let status = resp.status().as_u16();
+                let body = resp.text().await.unwrap_or_default();
+                let at = format!("{method} {path}?{query} → {status} {body}");
+                let error: Value = serde_json::from_str(&body).expect(&at);
+                assert_eq!(status, 400, "{at}");
+                assert_eq!(error["error"]["code"], "invalid_request", "{at}");
+                assert_eq!(error["error"]["details"]["parameter"], name, "{at}");
+                assert!(
+                    codes(op, "400").contains(&"invalid_request".to_owned()),
+                    "{at}: the 400 is not documented"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 20, "only {checked} parameters checked");
 }

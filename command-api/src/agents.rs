@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use conflux_engine::commands::{lease_attempt, CommandError};
@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::extract::{path_uuid, ApiJson, RequestMeta};
+use crate::extract::{path_uuid, ApiJson, QueryParams, RequestMeta};
 use crate::CommandContext;
 
 /// A registered agent.
@@ -134,33 +134,31 @@ pub async fn register(
     Ok((StatusCode::CREATED, Json(json!({"agent_id": agent_id}))))
 }
 
-/// Query of the poll.
-#[derive(Debug, Deserialize)]
-pub struct PollQuery {
-    #[serde(default)]
-    max: Option<usize>,
-    #[serde(default)]
-    wait_ms: Option<u64>,
-}
+/// The most tasks one poll leases (`max`), and how many when `max` is absent.
+const MAX_TASKS: u64 = 100;
+const DEFAULT_TASKS: u64 = 10;
+/// The longest wait of one poll (`wait_ms` is capped to it), and the default.
+const MAX_WAIT_MS: u64 = 60_000;
+const DEFAULT_WAIT_MS: u64 = 20_000;
 
 /// `POST /api/v1/agents/{agent_id}/poll?max=10&wait_ms=20000` → 200 `{"tasks": [...]}`.
+/// `max` is `1..=100`; `wait_ms` any whole number, capped to 60,000.
 pub async fn poll(
     State(ctx): State<CommandContext>,
     Path(id): Path<String>,
-    Query(q): Query<PollQuery>,
+    q: QueryParams,
     RequestMeta(meta): RequestMeta,
 ) -> Result<Json<Value>, ApiError> {
     let agent_id = path_uuid(&id, "agent")?;
+    // At most `MAX_TASKS`: a `usize`.
+    let max = q.bounded("max", 1, MAX_TASKS, DEFAULT_TASKS)? as usize;
+    let wait_ms = q.number("wait_ms")?.unwrap_or(DEFAULT_WAIT_MS);
     let agent = ctx
         .agents
         .get(&ctx, agent_id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("agent {agent_id} not found")))?;
-    let max = q.max.unwrap_or(10);
-    if !(1..=100).contains(&max) {
-        return Err(ApiError::invalid_request("max must be between 1 and 100"));
-    }
-    let wait = Duration::from_millis(q.wait_ms.unwrap_or(20_000).min(60_000));
+    let wait = Duration::from_millis(wait_ms.min(MAX_WAIT_MS));
     let deadline = Instant::now() + wait;
     let meta = EventMetadata {
         actor: Some(format!("agent:{agent_id}")),

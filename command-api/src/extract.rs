@@ -1,9 +1,22 @@
 //! Request extractors whose rejections are the API's own error body: bad JSON is
 //! `400 invalid_json`, a body of the wrong shape `400 invalid_request`, an oversized one
-//! `413 payload_too_large` — never axum's plain-text rejections.
+//! `413 payload_too_large`, a bad query parameter `400 invalid_request` naming it —
+//! never axum's plain-text rejections.
+//!
+//! # Query parameters
+//!
+//! Every route reads its query string with [`QueryParams`], not axum's `Query`, so that
+//! every bad parameter is the API's `400 invalid_request` with `details.parameter`
+//! naming it (axum's own rejection is plain text and names nothing). Positions and
+//! versions (and other unbounded counts) are whole numbers `0..=2^63-1`, digits only
+//! (the store keeps them as signed 64-bit integers); bounded numbers such as `limit` are
+//! digits only within their range, and their error gives `details.min` and `max`. A
+//! parameter given twice, empty where a value is needed, negative, fractional or out of
+//! range is a 400. Parameters a route does not know are ignored, as HTTP caches and
+//! proxies add their own (`?_=cache-buster`).
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use conflux_schema::EventMetadata;
@@ -112,6 +125,137 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
     }
 }
 
+/// A request's query string as name/value pairs, read so that every bad parameter is
+/// the API's own `400 invalid_request` naming it in `details.parameter` (see the module
+/// docs for the rules). Names a route does not ask for are ignored.
+pub struct QueryParams(Vec<(String, String)>);
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        // Pairs of strings cannot fail to deserialize (bad percent-encoding is decoded
+        // lossily), but the error is still ours if it ever does.
+        Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)
+            .map(|Query(pairs)| QueryParams(pairs))
+            .map_err(|e| ApiError::invalid_request(format!("bad query string: {}", e.body_text())))
+    }
+}
+
+impl QueryParams {
+    /// The raw value of `name`, if given. A parameter given twice is a 400: which one
+    /// would win is not obvious to the caller.
+    pub fn get(&self, name: &'static str) -> Result<Option<&str>, ApiError> {
+        let mut values = self.0.iter().filter(|(k, _)| k == name).map(|(_, v)| v);
+        let first = values.next();
+        if values.next().is_some() {
+            return Err(bad_parameter(name, None, "is given more than once"));
+        }
+        Ok(first.map(String::as_str))
+    }
+
+    /// `name` as a position, version or other unbounded count: a whole number
+    /// `0..=2^63-1` (the store's signed 64-bit range), digits only.
+    pub fn number(&self, name: &'static str) -> Result<Option<u64>, ApiError> {
+        let Some(raw) = self.get(name)? else {
+            return Ok(None);
+        };
+        // `u64::from_str` would also take a leading `+`.
+        if !is_digits(raw) {
+            return Err(bad_parameter(
+                name,
+                Some(raw),
+                "must be a whole number (0 or more)",
+            ));
+        }
+        match raw.parse::<u64>() {
+            Ok(n) if n <= i64::MAX as u64 => Ok(Some(n)),
+            _ => Err(bad_parameter(
+                name,
+                Some(raw),
+                "is too large (at most 9223372036854775807)",
+            )),
+        }
+    }
+
+    /// `name` as a whole number `min..=max`, digits only; `default` when absent. The
+    /// error's details give `min` and `max`.
+    pub fn bounded(
+        &self,
+        name: &'static str,
+        min: u64,
+        max: u64,
+        default: u64,
+    ) -> Result<u64, ApiError> {
+        let Some(raw) = self.get(name)? else {
+            return Ok(default);
+        };
+        match raw.parse::<u64>() {
+            Ok(n) if (min..=max).contains(&n) && is_digits(raw) => Ok(n),
+            _ => {
+                let problem = format!("must be a whole number from {min} to {max}");
+                let mut e = bad_parameter(name, Some(raw), &problem);
+                e.details["min"] = json!(min);
+                e.details["max"] = json!(max);
+                Err(e)
+            }
+        }
+    }
+
+    /// `name` as one of `allowed`, if given.
+    pub fn choice(
+        &self,
+        name: &'static str,
+        allowed: &[&'static str],
+    ) -> Result<Option<&'static str>, ApiError> {
+        let Some(raw) = self.get(name)? else {
+            return Ok(None);
+        };
+        match allowed.iter().find(|a| **a == raw) {
+            Some(found) => Ok(Some(found)),
+            None => {
+                let problem = format!("must be one of {}", allowed.join(", "));
+                let mut e = bad_parameter(name, Some(raw), &problem);
+                e.details["allowed"] = json!(allowed);
+                Err(e)
+            }
+        }
+    }
+
+    /// `name` as a flag: `true`, `1` or empty (`?execute`) is true; `false`, `0` or
+    /// absent is false.
+    pub fn flag(&self, name: &'static str) -> Result<bool, ApiError> {
+        match self.get(name)? {
+            None | Some("false") | Some("0") => Ok(false),
+            Some("true") | Some("1") | Some("") => Ok(true),
+            Some(raw) => {
+                let mut e = bad_parameter(name, Some(raw), "must be true or false");
+                e.details["allowed"] = json!(["true", "false", "1", "0"]);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Whether `raw` is one or more ASCII digits and nothing else.
+fn is_digits(raw: &str) -> bool {
+    !raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// `400 invalid_request` about query parameter `name` (given as `value`, when there is
+/// one value): `details.parameter` names it, `details.value` repeats the value.
+pub fn bad_parameter(name: &'static str, value: Option<&str>, problem: &str) -> ApiError {
+    let message = match value {
+        Some(raw) => format!("query parameter `{name}` {problem}, got {raw:?}"),
+        None => format!("query parameter `{name}` {problem}"),
+    };
+    let mut details = json!({ "parameter": name });
+    if let Some(raw) = value {
+        details["value"] = json!(raw);
+    }
+    ApiError::invalid_request(message).with_details(details)
+}
+
 /// Parses a path id as a UUID, answering 404 for anything else (an id that cannot
 /// exist is simply not found).
 pub fn path_uuid(raw: &str, what: &str) -> Result<uuid::Uuid, ApiError> {
@@ -120,7 +264,62 @@ pub fn path_uuid(raw: &str, what: &str) -> Result<uuid::Uuid, ApiError> {
 
 #[cfg(test)]
 mod tests {
-    use super::{has_nul, is_array_text};
+    use super::{has_nul, is_array_text, QueryParams};
+
+    fn query(pairs: &[(&str, &str)]) -> QueryParams {
+        QueryParams(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn query_parameters_are_checked_and_named() {
+        let q = query(&[("n", "12"), ("big", "9223372036854775808"), ("plus", "+1")]);
+        assert_eq!(q.number("n"), Ok(Some(12)));
+        assert_eq!(q.number("absent"), Ok(None));
+        for bad in ["big", "plus"] {
+            let e = q.number(bad).expect_err(bad);
+            assert_eq!(
+                (e.code, &e.details["parameter"]),
+                ("invalid_request", &bad.into())
+            );
+        }
+        let twice = query(&[("n", "1"), ("n", "1")]);
+        assert_eq!(
+            twice.number("n").expect_err("twice").details["parameter"],
+            "n"
+        );
+        let limits = query(&[("ok", "100"), ("zero", "0"), ("over", "101"), ("e", "")]);
+        assert_eq!(limits.bounded("ok", 1, 100, 10), Ok(100));
+        assert_eq!(limits.bounded("absent", 1, 100, 10), Ok(10));
+        for bad in ["zero", "over", "e"] {
+            let e = limits.bounded(bad, 1, 100, 10).expect_err(bad);
+            assert_eq!(
+                (&e.details["min"], &e.details["max"]),
+                (&1.into(), &100.into())
+            );
+        }
+        let flags = query(&[
+            ("t", "true"),
+            ("one", "1"),
+            ("bare", ""),
+            ("f", "0"),
+            ("x", "yes"),
+        ]);
+        assert_eq!(
+            ["t", "one", "bare", "f", "absent"].map(|n| flags.flag(n)),
+            [Ok(true), Ok(true), Ok(true), Ok(false), Ok(false)]
+        );
+        assert_eq!(flags.flag("x").expect_err("yes").details["parameter"], "x");
+        let format = query(&[("format", "xml")]);
+        let e = format
+            .choice("format", &["json", "ndjson"])
+            .expect_err("xml");
+        assert_eq!(e.details["allowed"], serde_json::json!(["json", "ndjson"]));
+    }
 
     #[test]
     fn arrays_are_told_apart_from_objects() {

@@ -6,7 +6,8 @@
 //! # Layout
 //! - [`error`]: the one error body (`{"error": {"code", "message", "details"}}`) every
 //!   route of every Conflux router answers with, and the mapping of typed errors to it.
-//! - [`extract`]: JSON and metadata extractors whose rejections are that body.
+//! - [`extract`]: JSON, query-string and metadata extractors whose rejections are that
+//!   body; every router reads its query parameters with [`extract::QueryParams`].
 //! - [`workflows`]: create (versioned by name), execute (idempotent), pause/resume all.
 //! - [`executions`]: pause, resume, cancel one execution.
 //! - [`agents`]: register, long-poll leases, complete/fail/heartbeat by lease.

@@ -2,7 +2,7 @@
 //! /api/v1/workflows/{id}/execute` (idempotent with `Idempotency-Key`), and pause/resume
 //! of every active execution of a workflow.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use conflux_engine::commands::CommandError;
@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::extract::{path_uuid, ApiJson, RequestMeta};
+use crate::extract::{path_uuid, ApiJson, QueryParams, RequestMeta};
 use crate::CommandContext;
 
 /// The namespace of execution ids derived from an idempotency key.
@@ -29,13 +29,6 @@ pub struct CreateBody {
     input: Option<Value>,
 }
 
-/// Query of `POST /api/v1/workflows`.
-#[derive(Debug, Deserialize)]
-pub struct CreateQuery {
-    #[serde(default)]
-    execute: Option<String>,
-}
-
 /// The body of `POST /api/v1/workflows/{id}/execute`.
 #[derive(Debug, Default, Deserialize)]
 pub struct ExecuteBody {
@@ -43,24 +36,15 @@ pub struct ExecuteBody {
     input: Option<Value>,
 }
 
-fn parse_flag(raw: Option<&str>) -> Result<bool, ApiError> {
-    match raw {
-        None | Some("false") | Some("0") => Ok(false),
-        Some("true") | Some("1") | Some("") => Ok(true),
-        Some(other) => Err(ApiError::invalid_request(format!(
-            "execute must be true or false, got {other:?}"
-        ))),
-    }
-}
-
-/// `POST /api/v1/workflows[?execute=true]` → 201.
+/// `POST /api/v1/workflows[?execute=true]` → 201. `execute` is `true`, `1` or empty to
+/// start an execution, `false` or `0` (the default) not to.
 pub async fn create(
     State(ctx): State<CommandContext>,
-    Query(query): Query<CreateQuery>,
+    q: QueryParams,
     RequestMeta(meta): RequestMeta,
     ApiJson(body): ApiJson<CreateBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let execute = parse_flag(query.execute.as_deref())?;
+    let execute = q.flag("execute")?;
     let created = ctx
         .commands
         .catalog()

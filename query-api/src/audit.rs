@@ -7,28 +7,23 @@
 //!
 //! # Query parameters
 //!
-//! Parameters are read by [`QueryParams`], not by axum's `Query`, so that every bad one
-//! is the API's `400 invalid_request` with `details.parameter` naming it (axum's own
-//! rejection is plain text and names nothing). Positions and versions (`after_version`,
-//! `after_position`, `to_version`, the WebSocket's `after`) are whole numbers
-//! `0..=2^63-1`, digits only (the store keeps them as signed 64-bit integers); `limit`
-//! is `1..=`[`MAX_LIMIT`] (10,000) and defaults to 1,000; `format` is `json` (the
-//! default) or `ndjson` (which streams the whole log: `after_version` and `limit` are
-//! still checked, but not applied). A parameter given twice, empty, negative,
-//! fractional or out of range is a 400. Parameters a route does not know are ignored,
-//! as HTTP caches and proxies add their own (`?_=cache-buster`). A path id that is not
-//! UTF-8 once decoded is a 404, like any id that cannot exist.
+//! Parameters are read by [`QueryParams`] (its rules: a bad one is a JSON 400 naming it,
+//! unknown ones are ignored). Positions and versions (`after_version`,
+//! `after_position`, `to_version`) are whole numbers `0..=2^63-1`; `limit` is
+//! `1..=`[`MAX_LIMIT`] (10,000) and defaults to 1,000; `format` is `json` (the default)
+//! or `ndjson` (which streams the whole log: `after_version` and `limit` are still
+//! checked, but not applied). A path id that is not UTF-8 once decoded is a 404, like
+//! any id that cannot exist.
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::PathRejection;
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::header;
-use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use conflux_command_api::error::ApiError;
-use conflux_command_api::extract::path_uuid;
+use conflux_command_api::extract::{bad_parameter, path_uuid, QueryParams};
 use conflux_engine::commands::ExecutionCommands;
 use conflux_engine::execution::ExecutionState;
 use conflux_engine::store::{read_whole_stream, EventStore, StoreError, StreamQuery};
@@ -56,113 +51,6 @@ pub fn router(commands: ExecutionCommands) -> Router {
         .with_state(commands)
 }
 
-/// A request's query string as name/value pairs, read so that every bad parameter is
-/// the API's own `400 invalid_request` naming it in `details.parameter` (see the module
-/// docs for the rules). Names a route does not ask for are ignored.
-pub struct QueryParams(Vec<(String, String)>);
-
-impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        // Pairs of strings cannot fail to deserialize (bad percent-encoding is decoded
-        // lossily), but the error is still ours if it ever does.
-        Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)
-            .map(|Query(pairs)| QueryParams(pairs))
-            .map_err(|e| ApiError::invalid_request(format!("bad query string: {}", e.body_text())))
-    }
-}
-
-impl QueryParams {
-    /// The raw value of `name`, if given. A parameter given twice is a 400: which one
-    /// would win is not obvious to the caller.
-    pub fn get(&self, name: &'static str) -> Result<Option<&str>, ApiError> {
-        let mut values = self.0.iter().filter(|(k, _)| k == name).map(|(_, v)| v);
-        let first = values.next();
-        if values.next().is_some() {
-            return Err(bad_parameter(name, None, "is given more than once"));
-        }
-        Ok(first.map(String::as_str))
-    }
-
-    /// `name` as a position or version: a whole number `0..=2^63-1` (the store's
-    /// signed 64-bit range), digits only.
-    pub fn number(&self, name: &'static str) -> Result<Option<u64>, ApiError> {
-        let Some(raw) = self.get(name)? else {
-            return Ok(None);
-        };
-        // `u64::from_str` would also take a leading `+`.
-        if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(bad_parameter(
-                name,
-                Some(raw),
-                "must be a whole number (0 or more)",
-            ));
-        }
-        match raw.parse::<u64>() {
-            Ok(n) if n <= i64::MAX as u64 => Ok(Some(n)),
-            _ => Err(bad_parameter(
-                name,
-                Some(raw),
-                "is too large (at most 9223372036854775807)",
-            )),
-        }
-    }
-
-    /// `limit`: `1..=`[`MAX_LIMIT`], 1,000 when absent.
-    pub fn limit(&self) -> Result<usize, ApiError> {
-        let Some(raw) = self.get("limit")? else {
-            return Ok(PAGE);
-        };
-        match raw.parse::<usize>() {
-            Ok(n) if (1..=MAX_LIMIT).contains(&n) && raw.bytes().all(|b| b.is_ascii_digit()) => {
-                Ok(n)
-            }
-            _ => {
-                let problem = format!("must be a whole number from 1 to {MAX_LIMIT}");
-                let mut e = bad_parameter("limit", Some(raw), &problem);
-                e.details["min"] = json!(1);
-                e.details["max"] = json!(MAX_LIMIT);
-                Err(e)
-            }
-        }
-    }
-
-    /// `name` as one of `allowed`, if given.
-    pub fn choice(
-        &self,
-        name: &'static str,
-        allowed: &[&'static str],
-    ) -> Result<Option<&'static str>, ApiError> {
-        let Some(raw) = self.get(name)? else {
-            return Ok(None);
-        };
-        match allowed.iter().find(|a| **a == raw) {
-            Some(found) => Ok(Some(found)),
-            None => {
-                let problem = format!("must be one of {}", allowed.join(", "));
-                let mut e = bad_parameter(name, Some(raw), &problem);
-                e.details["allowed"] = json!(allowed);
-                Err(e)
-            }
-        }
-    }
-}
-
-/// `400 invalid_request` about query parameter `name` (given as `value`, when there is
-/// one value): `details.parameter` names it.
-fn bad_parameter(name: &'static str, value: Option<&str>, problem: &str) -> ApiError {
-    let message = match value {
-        Some(raw) => format!("query parameter `{name}` {problem}, got {raw:?}"),
-        None => format!("query parameter `{name}` {problem}"),
-    };
-    let mut details = json!({ "parameter": name });
-    if let Some(raw) = value {
-        details["value"] = json!(raw);
-    }
-    ApiError::invalid_request(message).with_details(details)
-}
-
 /// A path id as a UUID, 404 when it is not one, including a path segment that is not
 /// even UTF-8 once percent-decoded (axum would answer that in plain text).
 pub fn path_id(path: Result<Path<String>, PathRejection>, what: &str) -> Result<Uuid, ApiError> {
@@ -170,6 +58,13 @@ pub fn path_id(path: Result<Path<String>, PathRejection>, what: &str) -> Result<
         Ok(Path(raw)) => path_uuid(&raw, what),
         Err(_) => Err(ApiError::not_found(format!("{what} not found"))),
     }
+}
+
+/// `limit`: `1..=`[`MAX_LIMIT`], [`PAGE`] when absent.
+fn page_limit(q: &QueryParams) -> Result<usize, ApiError> {
+    let limit = q.bounded("limit", 1, MAX_LIMIT as u64, PAGE as u64)?;
+    // At most `MAX_LIMIT`, a `usize`.
+    Ok(limit as usize)
 }
 
 fn execution_not_found(id: Uuid) -> ApiError {
@@ -187,7 +82,7 @@ async fn execution_events(
     let execution_id = path_id(path, "execution")?;
     let format = q.choice("format", &["json", "ndjson"])?;
     let after = q.number("after_version")?.unwrap_or(0);
-    let limit = q.limit()?;
+    let limit = page_limit(&q)?;
     let stream = StreamId::execution(execution_id);
     let store = commands.store().clone();
     if format == Some("ndjson") {
@@ -320,7 +215,7 @@ async fn workflow_events(
 ) -> Result<Json<Value>, ApiError> {
     let workflow_id = path_id(path, "workflow")?;
     let after = q.number("after_position")?.unwrap_or(0);
-    let limit = q.limit()?;
+    let limit = page_limit(&q)?;
     let store = commands.store();
     let workflow_stream = StreamId::workflow(workflow_id);
     if store.stream_version(&workflow_stream).await? == 0 {

@@ -6,14 +6,13 @@
 //! sees 404 for an id it was just given; the same fold is the snapshot of
 //! `/ws/workflows/{id}`, which must reflect an exact position.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use conflux_command_api::error::ApiError;
-use conflux_command_api::extract::path_uuid;
+use conflux_command_api::extract::{bad_parameter, path_uuid, QueryParams};
 use conflux_engine::commands::ExecutionCommands;
 use conflux_engine::store::StreamQuery;
 use conflux_projector::rows::{WorkflowFilter, COUNTED_STATUSES, WORKFLOW_STATUSES};
@@ -23,9 +22,9 @@ use serde_json::{json, Value};
 use crate::reads::{read_error, Reads};
 
 /// Page size of the list when `limit` is not given.
-pub const DEFAULT_LIMIT: i64 = 50;
+pub const DEFAULT_LIMIT: u64 = 50;
 /// Largest `limit` of the list.
-pub const MAX_LIMIT: i64 = 1000;
+pub const MAX_LIMIT: u64 = 1000;
 
 /// `GET /api/v1/workflows`, `/api/v1/workflows/{id}` and `/status`.
 pub fn router(reads: Reads) -> Router {
@@ -36,47 +35,25 @@ pub fn router(reads: Reads) -> Router {
         .with_state(reads)
 }
 
-fn bad_parameter(parameter: &str, message: String) -> ApiError {
-    ApiError::invalid_request(message).with_details(json!({"parameter": parameter}))
-}
-
-/// The list's query (`status`, `name`, `limit`, `cursor`) checked; unknown parameters
-/// are ignored.
-fn list_filter(raw: &HashMap<String, String>) -> Result<WorkflowFilter, ApiError> {
-    let status = match raw.get("status").map(String::as_str) {
+/// The list's query (`status`, `name`, `limit`, `cursor`) checked; an empty `status`,
+/// `name` or `cursor` is no filter, unknown parameters are ignored.
+fn list_filter(q: &QueryParams) -> Result<WorkflowFilter, ApiError> {
+    let status = match q.get("status")? {
         None | Some("") => None,
-        Some(s) if WORKFLOW_STATUSES.contains(&s) => Some(s.to_owned()),
-        Some(s) => {
-            return Err(bad_parameter(
-                "status",
-                format!(
-                    "unknown status {s:?}; one of {}",
-                    WORKFLOW_STATUSES.join(", ")
-                ),
-            ))
-        }
+        Some(_) => q.choice("status", &WORKFLOW_STATUSES)?.map(str::to_owned),
     };
-    let name = raw.get("name").filter(|n| !n.is_empty()).cloned();
-    let limit = match raw.get("limit") {
-        None => DEFAULT_LIMIT,
-        Some(l) => match l.parse::<i64>() {
-            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-            _ => {
-                return Err(bad_parameter(
-                    "limit",
-                    format!("limit must be an integer from 1 to {MAX_LIMIT}, got {l:?}"),
-                ))
-            }
-        },
-    };
-    let before_position = match raw.get("cursor").filter(|c| !c.is_empty()) {
-        None => None,
-        Some(c) => match c.parse::<i64>() {
-            Ok(n) if n > 0 => Some(n),
+    let name = q.get("name")?.filter(|n| !n.is_empty()).map(str::to_owned);
+    // At most `MAX_LIMIT`: an `i64`.
+    let limit = q.bounded("limit", 1, MAX_LIMIT, DEFAULT_LIMIT)? as i64;
+    let before_position = match q.get("cursor")? {
+        None | Some("") => None,
+        Some(raw) => match raw.parse::<i64>() {
+            Ok(n) if n > 0 && raw.bytes().all(|b| b.is_ascii_digit()) => Some(n),
             _ => {
                 return Err(bad_parameter(
                     "cursor",
-                    format!("cursor {c:?} is not one this API returned"),
+                    Some(raw),
+                    "is not one this API returned (a `next_cursor`)",
                 ))
             }
         },
@@ -89,13 +66,8 @@ fn list_filter(raw: &HashMap<String, String>) -> Result<WorkflowFilter, ApiError
     })
 }
 
-async fn list(
-    State(reads): State<Reads>,
-    query: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let Query(raw) =
-        query.map_err(|e| ApiError::invalid_request(format!("bad query: {}", e.body_text())))?;
-    let mut filter = list_filter(&raw)?;
+async fn list(State(reads): State<Reads>, q: QueryParams) -> Result<Json<Value>, ApiError> {
+    let mut filter = list_filter(&q)?;
     let page = filter.limit;
     filter.limit = page + 1;
     let mut rows = reads.models.workflows(&filter).await.map_err(read_error)?;

@@ -1,10 +1,13 @@
-//! Query parameters of the audit routes and the WebSocket streams: every bad one —
-//! not a number, negative, fractional, too large, empty, given twice, a `limit` outside
-//! `1..=10000`, an unknown `format`, a `to_version` past the log — is a
+//! Query parameters of every route that reads them: the audit routes, the WebSocket
+//! streams, the workflow list, the agents' poll (`max`, `wait_ms`) and workflow
+//! creation (`execute`). Every bad one — not a number, negative, fractional, too large,
+//! empty, given twice, a `limit` or `max` out of its range, an unknown `format`, a
+//! `to_version` past the log, an `execute` that is no boolean — is a
 //! `400 invalid_request` with the API's JSON error body and `details.parameter` naming
 //! it (never axum's plain-text rejection), and changes nothing; parameters a route does
-//! not know are ignored; positions and versions stop at 2^63-1 (the store's range); a path segment that is not UTF-8 is a JSON 404; and a plain
-//! GET on a WebSocket route is a JSON 400.
+//! not know are ignored; positions and versions stop at 2^63-1 (the store's range); a
+//! path segment that is not UTF-8 is a JSON 404; and a plain GET on a WebSocket route
+//! is a JSON 400.
 
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite;
@@ -123,6 +126,23 @@ pub async fn bad_query_parameters_are_json_400s(s: &TestServer) {
             "limit",
         ),
     ]);
+    // The workflow list: `limit` is `1..=1000`, `status` a workflow status, `cursor` a
+    // `next_cursor` (a positive position).
+    for (query, parameter) in [
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("limit=ten", "limit"),
+        ("limit=%2B5", "limit"),
+        ("limit=1&limit=2", "limit"),
+        ("status=sleeping", "status"),
+        ("status=running&status=failed", "status"),
+        ("cursor=abc", "cursor"),
+        ("cursor=-4", "cursor"),
+        ("cursor=0", "cursor"),
+        ("name=a&name=b", "name"),
+    ] {
+        cases.push((format!("/api/v1/workflows?{query}"), parameter));
+    }
     for (path, parameter) in &cases {
         let (status, body) = s.get(path).await;
         assert_bad(path, status, &body, parameter);
@@ -147,6 +167,8 @@ pub async fn bad_query_parameters_are_json_400s(s: &TestServer) {
         format!("{replay}?to_version={last}&verbose=yes"),
         format!("{merged}?after_position=0&limit=1&cursor=whatever"),
         format!("{events}?format=ndjson&after_version=0"),
+        "/api/v1/workflows?limit=1000&status=&name=&cursor=&unknown=1".to_owned(),
+        "/api/v1/workflows?status=completed&limit=1".to_owned(),
     ] {
         let (status, body) = s.get(&path).await;
         assert_eq!(status, 200, "{path}: {body}");
@@ -204,6 +226,110 @@ pub async fn bad_query_parameters_are_json_400s(s: &TestServer) {
         head,
         "no rejected request appended anything"
     );
+}
+
+/// The write routes' parameters: the poll's `max` (`1..=100`) and `wait_ms` (a whole
+/// number, capped to 60 s), and creation's `execute` (a boolean) — JSON 400s naming
+/// them, checked before anything is looked up or written.
+pub async fn bad_command_parameters_are_json_400s(s: &TestServer) {
+    let (status, body) = s
+        .post(
+            "/api/v1/agents",
+            json!({"name": "params", "roles": ["params-role"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let agent = body["agent_id"].as_str().expect("agent_id").to_owned();
+    let head = s.head().await;
+    let poll = format!("/api/v1/agents/{agent}/poll");
+    let nobody = format!("/api/v1/agents/{}/poll", uuid::Uuid::now_v7());
+    let mut cases: Vec<(String, &str)> = Vec::new();
+    for max in [
+        "abc",
+        "0",
+        "101",
+        "-1",
+        "1.5",
+        "",
+        "+5",
+        "99999999999999999999999",
+    ] {
+        let max = urlencode(max);
+        cases.push((format!("{poll}?max={max}&wait_ms=0"), "max"));
+        // A bad parameter is a 400 even for an unknown agent.
+        cases.push((format!("{nobody}?max={max}"), "max"));
+    }
+    for wait in ["abc", "-1", "1.5", "", "9223372036854775808", "1e3"] {
+        let wait = urlencode(wait);
+        cases.push((format!("{poll}?wait_ms={wait}"), "wait_ms"));
+    }
+    cases.extend([
+        (format!("{poll}?max=1&max=2&wait_ms=0"), "max"),
+        (format!("{poll}?wait_ms=0&wait_ms=0"), "wait_ms"),
+    ]);
+    let definition = json!({"name": "params-create", "tasks": [{"id": "a", "kind": "noop"}]});
+    for execute in [
+        "maybe",
+        "yes",
+        "TRUE",
+        "2",
+        "1&execute=0",
+        "true&execute=true",
+    ] {
+        cases.push((format!("/api/v1/workflows?execute={execute}"), "execute"));
+    }
+    for (path, parameter) in &cases {
+        let body = match path.starts_with("/api/v1/workflows") {
+            true => definition.clone(),
+            false => json!({}),
+        };
+        let (status, body) = s.post(path, body).await;
+        assert_bad(path, status, &body, parameter);
+    }
+    let (_, body) = s.post(&format!("{poll}?max=0"), json!({})).await;
+    assert_eq!(
+        (
+            &body["error"]["details"]["min"],
+            &body["error"]["details"]["max"]
+        ),
+        (&json!(1), &json!(100)),
+        "{body}"
+    );
+    assert_eq!(
+        s.head().await,
+        head,
+        "no rejected request appended anything"
+    );
+
+    // Good values at the edges, and unknown parameters (ignored).
+    for path in [
+        format!("{poll}?max=1&wait_ms=0"),
+        format!("{poll}?max=100&wait_ms=0&_=cache-buster"),
+        format!("{poll}?max=%31%30&wait_ms=%30"),
+    ] {
+        let (status, body) = s.post(&path, json!({})).await;
+        assert_eq!(
+            (status, &body["tasks"]),
+            (200, &json!([])),
+            "{path}: {body}"
+        );
+    }
+    for (query, executes) in [
+        ("execute=0&unknown=1", false),
+        ("execute=false", false),
+        ("execute=true", true),
+        ("execute=1", true),
+        ("execute", true),
+    ] {
+        let path = format!("/api/v1/workflows?{query}");
+        let (status, body) = s.post(&path, definition.clone()).await;
+        assert_eq!(status, 201, "{path}: {body}");
+        assert_eq!(
+            body.get("execution_id").is_some(),
+            executes,
+            "{path}: {body}"
+        );
+    }
 }
 
 /// Percent-encodes a query value (enough for the values above).

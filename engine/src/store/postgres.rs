@@ -181,6 +181,15 @@ pub(crate) fn parse_stream_ids(ids: Vec<String>) -> Result<Vec<StreamId>, StoreE
         .collect()
 }
 
+/// A position, version or limit as the signed 64-bit integer both databases store,
+/// saturating at `i64::MAX`: a bound past the stored range reads nothing (`> i64::MAX`)
+/// or everything (`LIMIT i64::MAX`), where a plain cast would wrap to a negative bound
+/// and read the whole log (or, for `LIMIT`, fail in Postgres and mean "no limit" in
+/// SQLite).
+pub(crate) fn db_int<T: TryInto<i64>>(n: T) -> i64 {
+    n.try_into().unwrap_or(i64::MAX)
+}
+
 fn map_err(e: sqlx::Error) -> StoreError {
     match &e {
         sqlx::Error::Io(_)
@@ -426,9 +435,9 @@ impl EventStore for PgStore {
         self.backend
             .fetch(
                 &sql,
-                after_version as i64,
+                db_int(after_version),
                 Some(stream.as_str()),
-                limit as i64,
+                db_int(limit),
             )
             .await?
             .into_iter()
@@ -445,7 +454,7 @@ impl EventStore for PgStore {
             "SELECT {SELECT_COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2"
         );
         self.backend
-            .fetch(&sql, after_position as i64, None, limit as i64)
+            .fetch(&sql, db_int(after_position), None, db_int(limit))
             .await?
             .into_iter()
             .map(StoredRow::into_envelope)

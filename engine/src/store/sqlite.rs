@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::chain::{verify_rows, ChainVerification, StoredRow};
+use super::postgres::db_int;
 use super::writer::{plan, prepare, AppendQueue, Head, InsertError, LogBackend, Row};
 use super::{AppendRequest, EventStore, StoreError, StreamQuery};
 
@@ -239,7 +240,7 @@ impl SqliteBackend {
         );
         let rows = sqlx::query(&sql)
             .bind(stream)
-            .bind(after as i64)
+            .bind(db_int(after))
             .bind(limit)
             .fetch_all(&self.pool)
             .await
@@ -311,7 +312,7 @@ impl EventStore for SqliteStore {
         limit: usize,
     ) -> Result<Vec<EventEnvelope>, StoreError> {
         self.backend
-            .fetch_stream(stream.as_str(), after_version, limit as i64)
+            .fetch_stream(stream.as_str(), after_version, db_int(limit))
             .await?
             .into_iter()
             .map(StoredRow::into_envelope)
@@ -327,8 +328,8 @@ impl EventStore for SqliteStore {
             "SELECT {SELECT_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?"
         );
         let rows = sqlx::query(&sql)
-            .bind(after_position as i64)
-            .bind(limit as i64)
+            .bind(db_int(after_position))
+            .bind(db_int(limit))
             .fetch_all(&self.backend.pool)
             .await
             .map_err(map_err)?;

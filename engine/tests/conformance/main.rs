@@ -35,6 +35,7 @@ macro_rules! all_checks {
                 appends_do_not_wait_for_the_bus,
                 lookups_find_the_right_streams,
                 a_bad_append_does_not_fail_its_batch,
+                reads_past_the_largest_position_find_nothing,
             ]
         );
     };

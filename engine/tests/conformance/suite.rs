@@ -421,6 +421,30 @@ pub async fn appends_do_not_wait_for_the_bus<F: Fixture>(f: &F) {
     );
 }
 
+/// Reads after a bound past the stored signed 64-bit range find nothing (a wrapped,
+/// negative bound would read the whole log), and a `limit` past it reads everything.
+pub async fn reads_past_the_largest_position_find_nothing<F: Fixture>(f: &F) {
+    let store = f.store();
+    let s = stream();
+    store
+        .append(&s, 0, vec![event(1), event(2)])
+        .await
+        .expect("append");
+    for after in [i64::MAX as u64, i64::MAX as u64 + 1, u64::MAX] {
+        let page = store.read_stream(&s, after, 10).await.expect("read_stream");
+        assert!(page.is_empty(), "after_version {after}: {page:?}");
+        let page = store.read_all(after, 10).await.expect("read_all");
+        assert!(page.is_empty(), "after_position {after}: {page:?}");
+    }
+    let whole = store
+        .read_stream(&s, 0, usize::MAX)
+        .await
+        .expect("read_stream");
+    assert_eq!(whole.len(), 2);
+    let all = store.read_all(0, usize::MAX).await.expect("read_all");
+    assert!(all.len() >= 2, "{all:?}");
+}
+
 /// The write side's lookups: executions of a workflow (all / open), open executions,
 /// and the execution holding a lease.
 pub async fn lookups_find_the_right_streams<F: Fixture>(f: &F) {

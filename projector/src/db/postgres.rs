@@ -66,6 +66,12 @@ pub async fn commit(
     changes: &Changes,
 ) -> Result<bool, ReadModelError> {
     let mut tx = pool.begin().await?;
+    // Read models are rebuilt from the log: a crash may lose the newest batches (rows
+    // and checkpoint together, so they are applied again), never tear one. Not waiting
+    // for the WAL flush keeps projector commits off the event appends' fsync path.
+    sqlx::query("SET LOCAL synchronous_commit = off")
+        .execute(&mut *tx)
+        .await?;
     let moved =
         sqlx::query("UPDATE rm_checkpoints SET position = $3 WHERE name = $1 AND position = $2")
             .bind(CHECKPOINT)

@@ -1,0 +1,226 @@
+//! The route tables: each route of API.md declared once, with its parameters, its
+//! success answers and the failures it can answer with.
+
+use serde_json::json;
+use utoipa::openapi::extensions::ExtensionsBuilder;
+use utoipa::openapi::path::HttpMethod::{Get, Post};
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaType, Type};
+use utoipa::openapi::Ref;
+use utoipa::ToSchema;
+
+use conflux_projector::rows::WORKFLOW_STATUSES;
+
+use super::shapes::*;
+use super::spec::*;
+use super::PATH;
+
+// The route declarations below keep one call per line, like a table; rustfmt would
+// split most of them over four lines.
+#[rustfmt::skip]
+pub(super) fn workflows(s: &mut Spec) {
+    let op = tagged("workflows");
+    let definition = s.schema::<WorkflowDefinition>();
+    let input = ObjectBuilder::new()
+        .schema_type(SchemaType::AnyValue)
+        .description(Some("The execution's input, with `?execute=true`."));
+    let create = extended(definition.clone(), ObjectBuilder::new().property("input", input));
+    op(Post, "/api/v1/workflows", "createWorkflow", "Create a workflow")
+        .describe("A second workflow with the same `name` is version 2, 3, … with a new id.")
+        .query("execute", boolean(false), "Also start an execution with the body's `input`.")
+        .body(create, true)
+        .ok(201, "The workflow was created.", s.schema::<WorkflowCreated>())
+        .fails(&[BAD_QUERY, INVALID_WORKFLOW, CONFLICT])
+        .add(s);
+    op(Get, "/api/v1/workflows", "listWorkflows", "List workflows, newest first")
+        .query("status", words(&WORKFLOW_STATUSES), "Only workflows with this status.")
+        .query("name", string(), "Only the versions of this name.")
+        .query("limit", integer(1, Some(1000), Some(50)), "Page size.")
+        .query("cursor", string(), "The `next_cursor` of the previous page.")
+        .ok(200, "A page of workflows.", s.schema::<WorkflowList>())
+        .fails(&[BAD_QUERY])
+        .add(s);
+    let stored = extended(
+        definition,
+        ObjectBuilder::new()
+            .property("workflow_id", string().format(Some(known(KnownFormat::Uuid))))
+            .property("version", integer(1, None, None))
+            .property("created_at", string().format(Some(known(KnownFormat::DateTime))))
+            .required("workflow_id")
+            .required("version")
+            .required("created_at"),
+    );
+    op(Get, "/api/v1/workflows/{id}", "getWorkflow", "A workflow's definition")
+        .ok(200, "The definition, with `workflow_id`, `version`, `created_at`.", stored)
+        .add(s);
+    op(Get, "/api/v1/workflows/{id}/status", "getWorkflowStatus", "A workflow's status")
+        .describe("Executions by status and the latest one; `position`: the last event reflected.")
+        .ok(200, "The workflow's status.", s.schema::<WorkflowStatus>())
+        .add(s);
+}
+
+#[rustfmt::skip]
+pub(super) fn executions(s: &mut Spec) {
+    let op = tagged("executions");
+    let accepted = s.schema::<ExecutionAccepted>();
+    let key = string().min_length(Some(1)).max_length(Some(255));
+    op(Post, "/api/v1/workflows/{id}/execute", "executeWorkflow", "Start an execution")
+        .header("Idempotency-Key", key, "A repeat of a key answers 200 with the same execution.")
+        .body(s.schema::<ExecuteRequest>(), false)
+        .ok(202, "The execution started.", accepted.clone())
+        .ok(200, "The key was used before: that execution; nothing started.", accepted)
+        .fails(&[CONFLICT])
+        .add(s);
+    let changed = s.schema::<WorkflowControlled>();
+    for (verb, id, summary) in [
+        ("pause", "pauseWorkflow", "Pause every active execution of a workflow"),
+        ("resume", "resumeWorkflow", "Resume every paused execution of a workflow"),
+    ] {
+        op(Post, &format!("/api/v1/workflows/{{id}}/{verb}"), id, summary)
+            .describe("Executions already in that state (or finished meanwhile) are skipped.")
+            .ok(202, "The executions that changed, with their status.", changed.clone())
+            .fails(&[CONFLICT])
+            .add(s);
+    }
+    op(Get, "/api/v1/executions/{id}", "getExecution", "An execution")
+        .describe("From the read model, or folded from its log if the projector is behind.")
+        .ok(200, "The execution.", s.schema::<Execution>())
+        .add(s);
+    let changed = s.schema::<ExecutionControlled>();
+    let cancel = s.schema::<CancelRequest>();
+    for (verb, id, summary, about) in [
+        ("pause", "pauseExecution", "Pause an execution", PAUSE),
+        ("resume", "resumeExecution", "Resume a paused execution", ""),
+        ("cancel", "cancelExecution", "Cancel an execution", ""),
+    ] {
+        let op = op(Post, &format!("/api/v1/executions/{{id}}/{verb}"), id, summary)
+            .describe(about)
+            .ok(202, "The command was recorded.", changed.clone())
+            .fails(&[CONFLICT]);
+        if verb == "cancel" { op.body(cancel.clone(), false) } else { op }.add(s);
+    }
+}
+
+const PAUSE: &str = "Nothing new is dispatched; running attempts may finish and are recorded.";
+
+#[rustfmt::skip]
+pub(super) fn audit(s: &mut Spec) {
+    let op = tagged("audit");
+    let limit = || integer(1, Some(10_000), Some(1000));
+    let events = [
+        ("application/json", s.schema::<EventPage>()),
+        ("application/x-ndjson", s.schema::<Envelope>()),
+    ];
+    op(Get, "/api/v1/executions/{id}/events", "getExecutionEvents", "An execution's log")
+        .describe(NDJSON)
+        .query("after_version", integer(0, None, Some(0)), "Only events after this version.")
+        .query("limit", limit(), "Page size (JSON only).")
+        .query("format", words(&["json", "ndjson"]).default(Some(json!("json"))), "Format.")
+        .answer(200, "A page of events, or the whole log as NDJSON.", events)
+        .fails(&[BAD_QUERY])
+        .add(s);
+    op(Get, "/api/v1/executions/{id}/replay", "replayExecution", "Replay an execution")
+        .describe("The execution as it stood after event N, folded from the log (no read model).")
+        .query("to_version", integer(1, None, None), "The last event folded (default: all).")
+        .ok(200, "The state after `to_version`.", s.schema::<Replay>())
+        .fails(&[BAD_QUERY])
+        .add(s);
+    op(Get, "/api/v1/executions/{id}/verify", "verifyExecution", "Verify the hash chain")
+        .describe("Recomputes every hash of the stored log from its raw columns.")
+        .ok(200, "The outcome.", s.schema::<Verification>())
+        .add(s);
+    op(Get, "/api/v1/workflows/{id}/events", "getWorkflowEvents", "A workflow's log")
+        .describe("The events of the workflow's stream and all its executions, by position.")
+        .query("after_position", integer(0, None, Some(0)), "Only events after this position.")
+        .query("limit", limit(), "Page size.")
+        .ok(200, "A page of events.", s.schema::<WorkflowEventPage>())
+        .fails(&[BAD_QUERY])
+        .add(s);
+}
+
+const NDJSON: &str = "`format=json` (default): a page of `limit` events after `after_version`. \
+    `format=ndjson`: the whole log streamed as `application/x-ndjson`, one envelope a line.";
+
+#[rustfmt::skip]
+pub(super) fn agents(s: &mut Spec) {
+    let op = tagged("agents");
+    op(Post, "/api/v1/agents", "registerAgent", "Register an agent")
+        .body(s.schema::<RegisterAgent>(), true)
+        .ok(201, "The agent is registered.", s.schema::<AgentRegistered>())
+        .add(s);
+    op(Post, "/api/v1/agents/{agent_id}/poll", "pollTasks", "Long-poll for tasks")
+        .describe("Leases tasks of the agent's roles; an empty list when `wait_ms` passes.")
+        .query("max", integer(1, Some(100), Some(10)), "The most tasks to lease.")
+        .query("wait_ms", integer(0, None, Some(20_000)), "Longest wait, ms (at most 60000).")
+        .ok(200, "The leased tasks.", s.schema::<PollAnswer>())
+        .fails(&[BAD_QUERY])
+        .add(s);
+    let recorded = s.schema::<LeaseRecorded>();
+    let (complete, fail) = (s.schema::<CompleteTask>(), s.schema::<FailTask>());
+    for (verb, id, summary, body) in [
+        ("complete", "completeTask", "Complete a leased attempt", Some((complete, false))),
+        ("fail", "failTask", "Fail a leased attempt", Some((fail, true))),
+        ("heartbeat", "heartbeatTask", "Extend a leased attempt's deadline", None),
+    ] {
+        let mut op = op(Post, &format!("/api/v1/tasks/{{lease_id}}/{verb}"), id, summary)
+            .ok(200, "Recorded.", recorded.clone())
+            .fails(&[STALE]);
+        if let Some((schema, required)) = body {
+            op = op.body(schema, required);
+        }
+        op.add(s);
+    }
+}
+
+#[rustfmt::skip]
+pub(super) fn live(s: &mut Spec) {
+    let frames = json!({"$ref": Ref::from_schema_name(LiveFrame::name()).ref_location});
+    s.schema::<LiveFrame>();
+    for (what, id) in [("workflow", "watchWorkflow"), ("execution", "watchExecution")] {
+        let mut op = Op::new(Get, &format!("/ws/{what}s/{{id}}"), id, "Watch live", "live")
+            .describe(LIVE)
+            .query("after", integer(0, None, None), "Resume after this position (no snapshot).")
+            .answer(101, "Switching protocols: a WebSocket of `LiveFrame` frames.", [])
+            .fails(&[BAD_QUERY, NOT_UPGRADE, UPGRADE_IMPOSSIBLE])
+            .stateless();
+        let frames = ExtensionsBuilder::new().add("x-websocket-frames", frames.clone());
+        op.builder = op.builder.extensions(Some(frames.build()));
+        op.add(s);
+    }
+}
+
+const LIVE: &str = "Upgrade to a WebSocket. Server → client text frames, JSON (`LiveFrame`):\n\
+1. `{\"type\": \"snapshot\", \"position\": P, \"status\": <body>}` first, where the body is \
+what `GET /api/v1/executions/{id}` or `GET /api/v1/workflows/{id}/status` answers; \
+omitted when `after` is given.\n\
+2. Then every event after P (or after `after`) in position order, exactly once: \
+`{\"type\": \"event\", \"event\": <envelope>}`.\n\
+3. `{\"type\": \"lagged\", \"position\": <last sent>}` then close (1008) if the client \
+cannot keep up; it reconnects with `?after=<position>`.\n\n\
+The server pings every 15 s. An unknown id is no HTTP 404: the socket opens and is \
+closed with code 4404.";
+
+#[rustfmt::skip]
+pub(super) fn operations(s: &mut Spec) {
+    let op = tagged("operations");
+    let unavailable = |when| Failure(503, when, &["unavailable"]);
+    op(Get, "/health", "health", "Liveness")
+        .stateless()
+        .ok(200, "The process runs.", s.schema::<Health>())
+        .add(s);
+    op(Get, "/ready", "ready", "Readiness: the event store and the bus answer")
+        .stateless()
+        .ok(200, "Ready.", s.schema::<Ready>())
+        .fails(&[unavailable("the store or the bus did not answer (details: mode, store, bus)")])
+        .add(s);
+    let text = [("text/plain; version=0.0.4", string().into())];
+    op(Get, "/metrics", "metrics", "Prometheus metrics")
+        .stateless()
+        .answer(200, "Prometheus text exposition format 0.0.4.", text)
+        .fails(&[unavailable("the metrics recorder is not installed")])
+        .add(s);
+    let object = ObjectBuilder::new().schema_type(Type::Object).into();
+    op(Get, PATH, "openapi", "This document")
+        .stateless()
+        .ok(200, "The OpenAPI 3 document.", object)
+        .add(s);
+}

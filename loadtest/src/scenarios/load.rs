@@ -74,6 +74,8 @@ pub struct Generated {
     pub execute: MicrosHistogram,
     /// Status latencies.
     pub status: MicrosHistogram,
+    /// `GET /api/v1/executions/{id}` latencies (the newest started execution).
+    pub execution: MicrosHistogram,
     /// Create latencies.
     pub create: MicrosHistogram,
     /// Failed requests and the first failure.
@@ -350,6 +352,27 @@ async fn generate(
     let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let start = tokio::time::Instant::now();
     let wfs = [noop_wf.clone(), agent_wf.clone()];
+    // The newest started execution, read by the execution probe (served from the read
+    // model, or folded from the log while the projector has not reached it).
+    let newest: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+    let newest_read = newest.clone();
+    let execution = tokio::spawn(probe_loop(
+        client.clone(),
+        p.status_rate,
+        stop.clone(),
+        move |c, _| {
+            let id = newest_read
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            async move {
+                match id {
+                    Some(id) => c.get(&format!("/api/v1/executions/{id}")).await.map(|_| ()),
+                    None => c.get("/health").await.map(|_| ()),
+                }
+            }
+        },
+    ));
     let status = tokio::spawn(probe_loop(
         client.clone(),
         p.status_rate,
@@ -387,10 +410,14 @@ async fn generate(
             noop_wf.clone()
         };
         let c = client.clone();
+        let newest = newest.clone();
         executes.spawn(async move {
             let sent = Instant::now();
             let outcome = c.execute(&wf).await;
             drop(permit);
+            if let Ok((id, _)) = &outcome {
+                *newest.lock().unwrap_or_else(|e| e.into_inner()) = Some(id.clone());
+            }
             outcome.map(|(id, answer)| (id, sent, answer.elapsed))
         });
         i += 1;
@@ -401,6 +428,7 @@ async fn generate(
         submitted: Vec::new(),
         execute: MicrosHistogram::new()?,
         status: MicrosHistogram::new()?,
+        execution: MicrosHistogram::new()?,
         create: MicrosHistogram::new()?,
         errors: 0,
         first_error: None,
@@ -417,13 +445,15 @@ async fn generate(
     }
     let status = status.await.context("the status probe panicked")??;
     let create = create.await.context("the create probe panicked")??;
-    for probe in [&status, &create] {
+    let execution = execution.await.context("the execution probe panicked")??;
+    for probe in [&status, &create, &execution] {
         out.errors += probe.errors;
         if let Some(e) = &probe.first_error {
             out.first_error.get_or_insert_with(|| e.clone());
         }
     }
     out.status = status.latencies;
+    out.execution = execution.latencies;
     out.create = create.latencies;
     out.submitted.sort_by_key(|(_, sent)| *sent);
     Ok(out)

@@ -71,6 +71,8 @@ pub struct W3 {
     pub http_execute: Option<Millis>,
     /// `GET /api/v1/workflows/{id}/status`.
     pub http_status: Option<Millis>,
+    /// `GET /api/v1/executions/{id}` of the newest started execution.
+    pub http_execution: Option<Millis>,
     /// Failed requests.
     pub errors: u64,
     /// The first failure.
@@ -150,6 +152,7 @@ pub fn summarise(o: &LoadOutcome) -> Result<W3> {
         http_create: g.create.summary(),
         http_execute: g.execute.summary(),
         http_status: g.status.summary(),
+        http_execution: g.execution.summary(),
         errors: g.errors,
         first_error: g.first_error.clone(),
         reconnects: o.observed.reconnects,
@@ -235,6 +238,11 @@ impl Outcome for W3 {
         out.extend(latency_figures(
             "HTTP status",
             self.http_status.as_ref(),
+            RawBasis::PgRoundTripLatency,
+        ));
+        out.extend(latency_figures(
+            "HTTP GET execution",
+            self.http_execution.as_ref(),
             RawBasis::PgRoundTripLatency,
         ));
         out

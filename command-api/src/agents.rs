@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use conflux_engine::commands::{lease_attempt, CommandError};
@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::extract::{path_uuid, ApiJson, QueryParams, RequestMeta};
+use crate::extract::{path_uuid, ApiJson, PathId, QueryParams, RequestMeta};
 use crate::CommandContext;
 
 /// A registered agent.
@@ -145,7 +145,7 @@ const DEFAULT_WAIT_MS: u64 = 20_000;
 /// `max` is `1..=100`; `wait_ms` any whole number, capped to 60,000.
 pub async fn poll(
     State(ctx): State<CommandContext>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     q: QueryParams,
     RequestMeta(meta): RequestMeta,
 ) -> Result<Json<Value>, ApiError> {
@@ -328,7 +328,7 @@ async fn on_lease(
 /// `POST /api/v1/tasks/{lease_id}/complete`.
 pub async fn complete(
     State(ctx): State<CommandContext>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     RequestMeta(meta): RequestMeta,
     ApiJson(body): ApiJson<CompleteBody>,
 ) -> Result<Json<Value>, ApiError> {
@@ -344,7 +344,7 @@ pub async fn complete(
 /// `POST /api/v1/tasks/{lease_id}/fail`.
 pub async fn fail(
     State(ctx): State<CommandContext>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     RequestMeta(meta): RequestMeta,
     ApiJson(body): ApiJson<FailBody>,
 ) -> Result<Json<Value>, ApiError> {
@@ -359,7 +359,7 @@ pub async fn fail(
 /// `POST /api/v1/tasks/{lease_id}/heartbeat`.
 pub async fn heartbeat(
     State(ctx): State<CommandContext>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     RequestMeta(meta): RequestMeta,
 ) -> Result<Json<Value>, ApiError> {
     on_lease(ctx, id, meta, "heartbeat", |task| Command::Heartbeat {

@@ -1,6 +1,6 @@
 //! `POST /api/v1/executions/{id}/pause | resume | cancel`.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use conflux_engine::execution::Command;
@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
-use crate::extract::{path_uuid, ApiJson, RequestMeta};
+use crate::extract::{path_uuid, ApiJson, PathId, RequestMeta};
 use crate::CommandContext;
 
 /// Optional body of `cancel`.
@@ -38,7 +38,7 @@ async fn record(
 /// `POST /api/v1/executions/{id}/pause`.
 pub async fn pause(
     State(ctx): State<CommandContext>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     RequestMeta(meta): RequestMeta,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     record(ctx, id, meta, Command::Pause).await
@@ -47,7 +47,7 @@ pub async fn pause(
 /// `POST /api/v1/executions/{id}/resume`.
 pub async fn resume(
     State(ctx): State<CommandContext>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     RequestMeta(meta): RequestMeta,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     record(ctx, id, meta, Command::Resume).await
@@ -56,7 +56,7 @@ pub async fn resume(
 /// `POST /api/v1/executions/{id}/cancel`.
 pub async fn cancel(
     State(ctx): State<CommandContext>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     RequestMeta(meta): RequestMeta,
     ApiJson(body): ApiJson<CancelBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {

@@ -258,6 +258,26 @@ pub fn bad_parameter(name: &'static str, value: Option<&str>, problem: &str) -> 
 
 /// Parses a path id as a UUID, answering 404 for anything else (an id that cannot
 /// exist is simply not found).
+/// A path's `{id}` segment, percent-decoded. A segment that is not UTF-8 once decoded
+/// cannot name anything: it is the API's JSON 404, where axum's own `Path` would answer
+/// a plain-text 400.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathId(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PathId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        match axum::extract::Path::<String>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(raw)) => Ok(Self(raw)),
+            Err(_) => Err(ApiError::not_found("no such id")),
+        }
+    }
+}
+
 pub fn path_uuid(raw: &str, what: &str) -> Result<uuid::Uuid, ApiError> {
     uuid::Uuid::parse_str(raw).map_err(|_| ApiError::not_found(format!("{what} {raw} not found")))
 }

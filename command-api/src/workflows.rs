@@ -2,7 +2,7 @@
 //! /api/v1/workflows/{id}/execute` (idempotent with `Idempotency-Key`), and pause/resume
 //! of every active execution of a workflow.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use conflux_engine::commands::CommandError;
@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::extract::{path_uuid, ApiJson, QueryParams, RequestMeta};
+use crate::extract::{path_uuid, ApiJson, PathId, QueryParams, RequestMeta};
 use crate::CommandContext;
 
 /// The namespace of execution ids derived from an idempotency key.
@@ -71,7 +71,7 @@ pub async fn create(
 /// `POST /api/v1/workflows/{id}/execute` → 202, or 200 for a repeated idempotency key.
 pub async fn execute(
     State(ctx): State<CommandContext>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     headers: HeaderMap,
     RequestMeta(meta): RequestMeta,
     ApiJson(body): ApiJson<ExecuteBody>,
@@ -175,7 +175,7 @@ pub async fn control(
 /// `POST /api/v1/workflows/{id}/pause`.
 pub async fn pause(
     State(ctx): State<CommandContext>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     RequestMeta(meta): RequestMeta,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     control(ctx, id, meta, || Command::Pause).await
@@ -184,7 +184,7 @@ pub async fn pause(
 /// `POST /api/v1/workflows/{id}/resume`.
 pub async fn resume(
     State(ctx): State<CommandContext>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     RequestMeta(meta): RequestMeta,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     control(ctx, id, meta, || Command::Resume).await

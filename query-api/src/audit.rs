@@ -16,14 +16,13 @@
 //! any id that cannot exist.
 
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use conflux_command_api::error::ApiError;
-use conflux_command_api::extract::{bad_parameter, path_uuid, QueryParams};
+use conflux_command_api::extract::{bad_parameter, path_uuid, PathId, QueryParams};
 use conflux_engine::commands::ExecutionCommands;
 use conflux_engine::execution::ExecutionState;
 use conflux_engine::store::{read_whole_stream, EventStore, StoreError, StreamQuery};
@@ -51,15 +50,6 @@ pub fn router(commands: ExecutionCommands) -> Router {
         .with_state(commands)
 }
 
-/// A path id as a UUID, 404 when it is not one, including a path segment that is not
-/// even UTF-8 once percent-decoded (axum would answer that in plain text).
-pub fn path_id(path: Result<Path<String>, PathRejection>, what: &str) -> Result<Uuid, ApiError> {
-    match path {
-        Ok(Path(raw)) => path_uuid(&raw, what),
-        Err(_) => Err(ApiError::not_found(format!("{what} not found"))),
-    }
-}
-
 /// `limit`: `1..=`[`MAX_LIMIT`], [`PAGE`] when absent.
 fn page_limit(q: &QueryParams) -> Result<usize, ApiError> {
     let limit = q.bounded("limit", 1, MAX_LIMIT as u64, PAGE as u64)?;
@@ -76,10 +66,10 @@ fn execution_not_found(id: Uuid) -> ApiError {
 /// `limit` are still checked, but the whole log is streamed).
 async fn execution_events(
     State(commands): State<ExecutionCommands>,
-    path: Result<Path<String>, PathRejection>,
+    PathId(id): PathId,
     q: QueryParams,
 ) -> Result<Response, ApiError> {
-    let execution_id = path_id(path, "execution")?;
+    let execution_id = path_uuid(&id, "execution")?;
     let format = q.choice("format", &["json", "ndjson"])?;
     let after = q.number("after_version")?.unwrap_or(0);
     let limit = page_limit(&q)?;
@@ -159,10 +149,10 @@ fn ndjson_response(
 /// from the log.
 async fn replay(
     State(commands): State<ExecutionCommands>,
-    path: Result<Path<String>, PathRejection>,
+    PathId(id): PathId,
     q: QueryParams,
 ) -> Result<Json<Value>, ApiError> {
-    let execution_id = path_id(path, "execution")?;
+    let execution_id = path_uuid(&id, "execution")?;
     let to_version = q.number("to_version")?;
     let log = read_whole_stream(&**commands.store(), &StreamId::execution(execution_id)).await?;
     let Some(Event::ExecutionStarted { workflow_id, .. }) = log.first().map(|e| &e.event) else {
@@ -190,9 +180,9 @@ async fn replay(
 /// `GET /api/v1/executions/{id}/verify`: the stored hash chain, recomputed.
 async fn verify(
     State(commands): State<ExecutionCommands>,
-    path: Result<Path<String>, PathRejection>,
+    PathId(id): PathId,
 ) -> Result<Json<Value>, ApiError> {
-    let execution_id = path_id(path, "execution")?;
+    let execution_id = path_uuid(&id, "execution")?;
     let stream = StreamId::execution(execution_id);
     let outcome = commands.store().verify_stream(&stream).await?;
     if outcome.events == 0 {
@@ -210,10 +200,10 @@ async fn verify(
 /// replace it for very large workflows.
 async fn workflow_events(
     State(commands): State<ExecutionCommands>,
-    path: Result<Path<String>, PathRejection>,
+    PathId(id): PathId,
     q: QueryParams,
 ) -> Result<Json<Value>, ApiError> {
-    let workflow_id = path_id(path, "workflow")?;
+    let workflow_id = path_uuid(&id, "workflow")?;
     let after = q.number("after_position")?.unwrap_or(0);
     let limit = page_limit(&q)?;
     let store = commands.store();

@@ -4,11 +4,11 @@
 //! sees 404 for an execution it was just given. The body's `position` says which event
 //! it reflects. (The execution's audit log, `/events`, is served by [`crate::audit`].)
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use conflux_command_api::error::ApiError;
-use conflux_command_api::extract::path_uuid;
+use conflux_command_api::extract::{path_uuid, PathId};
 use conflux_engine::commands::ExecutionCommands;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -24,7 +24,7 @@ pub fn router(reads: Reads) -> Router {
 
 async fn get_execution(
     State(reads): State<Reads>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<Value>, ApiError> {
     let execution_id = path_uuid(&id, "execution")?;
     if let Some(view) = reads

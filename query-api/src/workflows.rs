@@ -8,11 +8,11 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use conflux_command_api::error::ApiError;
-use conflux_command_api::extract::{bad_parameter, path_uuid, QueryParams};
+use conflux_command_api::extract::{bad_parameter, path_uuid, PathId, QueryParams};
 use conflux_engine::commands::ExecutionCommands;
 use conflux_engine::store::StreamQuery;
 use conflux_projector::rows::{WorkflowFilter, COUNTED_STATUSES, WORKFLOW_STATUSES};
@@ -83,7 +83,7 @@ async fn list(State(reads): State<Reads>, q: QueryParams) -> Result<Json<Value>,
 
 async fn definition(
     State(reads): State<Reads>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<Value>, ApiError> {
     let workflow_id = path_uuid(&id, "workflow")?;
     if let Some(row) = reads
@@ -121,7 +121,7 @@ async fn definition(
 
 async fn get_status(
     State(reads): State<Reads>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<Value>, ApiError> {
     let workflow_id = path_uuid(&id, "workflow")?;
     if let Some(row) = reads

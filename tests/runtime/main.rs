@@ -82,6 +82,7 @@ macro_rules! all_scenarios {
                 ws_load::hundred_clients_see_exactly_the_log,
                 query_params::bad_query_parameters_are_json_400s,
                 query_params::bad_command_parameters_are_json_400s,
+                query_params::undecodable_path_ids_are_json_404s,
                 projection::rebuilt_read_models_equal_live,
             ]
         );

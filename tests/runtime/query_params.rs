@@ -341,3 +341,34 @@ fn urlencode(raw: &str) -> String {
         })
         .collect()
 }
+
+/// A path id that is not UTF-8 once percent-decoded names nothing: every route answers
+/// the API's JSON 404, never axum's plain-text 400.
+pub async fn undecodable_path_ids_are_json_404s(s: &TestServer) {
+    for path in [
+        "/api/v1/workflows/%FF",
+        "/api/v1/workflows/%FF/status",
+        "/api/v1/workflows/%FF/events",
+        "/api/v1/executions/%FF",
+        "/api/v1/executions/%FF/events",
+        "/api/v1/executions/%FF/replay",
+        "/api/v1/executions/%FF/verify",
+    ] {
+        let (status, body) = s.get(path).await;
+        assert_eq!(status, 404, "GET {path}: {body}");
+        assert_error_shape(&body);
+        assert_eq!(body["error"]["code"], "not_found", "{path}: {body}");
+    }
+    for path in [
+        "/api/v1/workflows/%FF/execute",
+        "/api/v1/workflows/%FF/pause",
+        "/api/v1/executions/%FF/cancel",
+        "/api/v1/agents/%FF/poll",
+        "/api/v1/tasks/%FF/complete",
+    ] {
+        let (status, body) = s.post(path, json!({})).await;
+        assert_eq!(status, 404, "POST {path}: {body}");
+        assert_error_shape(&body);
+        assert_eq!(body["error"]["code"], "not_found", "{path}: {body}");
+    }
+}

@@ -209,8 +209,8 @@ impl ReadModels {
     pub async fn dump(&self) -> Result<Dump, ReadModelError> {
         let checkpoint = self.checkpoint().await?;
         let (workflows, executions, tasks) = match self {
-            Self::Postgres(pool) => postgres::dump(pool).await?,
-            Self::Sqlite(pool) => sqlite::dump(pool).await?,
+            Self::Postgres(pool) => raw::dump(pool).await?,
+            Self::Sqlite(pool) => raw::dump(pool).await?,
         };
         Ok(raw::assemble_dump(checkpoint, workflows, executions, tasks))
     }

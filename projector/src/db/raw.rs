@@ -150,3 +150,32 @@ pub fn assemble_dump(
             .collect(),
     }
 }
+
+/// Every row of every table, in key order, from either database.
+pub async fn dump<DB: sqlx::Database>(
+    pool: &sqlx::Pool<DB>,
+) -> Result<(Vec<Workflow>, Vec<Execution>, Vec<Task>), sqlx::Error>
+where
+    for<'r> Workflow: sqlx::FromRow<'r, DB::Row>,
+    for<'r> Execution: sqlx::FromRow<'r, DB::Row>,
+    for<'r> Task: sqlx::FromRow<'r, DB::Row>,
+    for<'c> &'c sqlx::Pool<DB>: sqlx::Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+{
+    let workflows = sqlx::query_as(&format!(
+        "SELECT {WORKFLOW_COLUMNS} FROM rm_workflows ORDER BY workflow_id"
+    ))
+    .fetch_all(pool)
+    .await?;
+    let executions = sqlx::query_as(&format!(
+        "SELECT {EXECUTION_COLUMNS} FROM rm_executions ORDER BY execution_id"
+    ))
+    .fetch_all(pool)
+    .await?;
+    let tasks = sqlx::query_as(&format!(
+        "SELECT {TASK_COLUMNS} FROM rm_tasks ORDER BY execution_id, ordinal"
+    ))
+    .fetch_all(pool)
+    .await?;
+    Ok((workflows, executions, tasks))
+}

@@ -188,24 +188,3 @@ pub async fn execution(
     tx.commit().await?;
     Ok(Some(raw::view(execution, tasks)))
 }
-
-pub async fn dump(
-    pool: &SqlitePool,
-) -> Result<(Vec<raw::Workflow>, Vec<raw::Execution>, Vec<raw::Task>), ReadModelError> {
-    let workflows = sqlx::query_as(&format!(
-        "SELECT {WORKFLOW_COLUMNS} FROM rm_workflows ORDER BY workflow_id"
-    ))
-    .fetch_all(pool)
-    .await?;
-    let executions = sqlx::query_as(&format!(
-        "SELECT {EXECUTION_COLUMNS} FROM rm_executions ORDER BY execution_id"
-    ))
-    .fetch_all(pool)
-    .await?;
-    let tasks = sqlx::query_as(&format!(
-        "SELECT {TASK_COLUMNS} FROM rm_tasks ORDER BY execution_id, ordinal"
-    ))
-    .fetch_all(pool)
-    .await?;
-    Ok((workflows, executions, tasks))
-}

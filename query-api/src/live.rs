@@ -1,25 +1,46 @@
 //! The live status streams: `GET /ws/executions/{id}` and `GET /ws/workflows/{id}`
 //! (WebSocket).
 //!
-//! One [`LiveFeed`] per process tails the event store by position and fans every
-//! committed event out to all connected clients through one broadcast channel — never a
-//! subscription per client. Because positions become visible in commit order, tailing
-//! `position > p` sees every event exactly once, in order.
+//! # Design
 //!
-//! A client first subscribes to the feed, then reads what it missed from the store (the
-//! snapshot's log, or everything after `?after=`), then forwards live events with a
-//! position above the last one it sent: nothing can fall between catch-up and live, and
-//! nothing is sent twice. A workflow spans many streams, so its catch-up is cut at one
-//! position of the whole log (the store's head, read after subscribing): everything at
-//! or below the cut comes from the store, everything above it from the feed.
+//! One [`LiveFeed`] per process tails the event store by position (`feed`) — never a
+//! store subscription per client. Because positions become visible in commit order,
+//! tailing `position > p` sees every event exactly once, in order.
 //!
-//! A connection costs one task and a few buffers, so everything that can keep one open
-//! for nothing is bounded: a client too slow for the channel gets `{"type":"lagged"}` and
-//! is closed (it reconnects with `after`); a frame the client does not take within
-//! [`Limits::send_timeout`] drops it; a client that has sent nothing, not even a pong,
-//! for [`Limits::silent_limit`] (a vanished peer) is dropped; clients may send at most
-//! [`MAX_CLIENT_MESSAGE`] bytes a message; and on shutdown every client is closed with
-//! 1001. [`open_connections`] is the `conflux_ws_connections` gauge.
+//! Fan-out costs what the event's own subscribers cost, not what every connection
+//! costs. Each connection subscribes under one key (`registry`): its execution, or its
+//! workflow. The feed publishes each event under the keys of its streams only — the
+//! execution's and the execution's workflow's (learned from the `ExecutionStarted` the
+//! tail passes, or looked up once for an execution older than the feed, and only while
+//! someone watches a workflow) — so a connection is woken only for its own events.
+//! Each event's `{"type":"event","event":…}` text is serialised once, when its first
+//! subscriber is found, and shared by reference count by every queue it goes into; a
+//! connection writes whatever is queued when it wakes with one flush (`connection`).
+//! An event nobody watches costs a map lookup.
+//!
+//! A client first subscribes, then reads what it missed from the store (the snapshot's
+//! log, or everything after `?after=`), then forwards queued events with a position
+//! above the last one it sent (`streams`): an event published before the subscription
+//! was committed before it, so the catch-up holds it; one published after is queued.
+//! Nothing falls between catch-up and live, and nothing is sent twice. A workflow spans
+//! many streams, so its catch-up is cut at one position of the whole log (the store's
+//! head, read after subscribing): everything at or below the cut comes from the store,
+//! everything above it from the feed.
+//!
+//! A connection costs one task, a queue and a few buffers, so everything that can keep
+//! one open for nothing is bounded: a client with `QUEUE` (4,096) events queued and not
+//! taken gets `{"type":"lagged"}` and is closed (it reconnects with `after`); a frame
+//! the client does not take within [`Limits::send_timeout`] drops it; a client that has
+//! sent nothing, not even a pong, for [`Limits::silent_limit`] (a vanished peer) is
+//! dropped; clients may send at most [`MAX_CLIENT_MESSAGE`] bytes a message; and on
+//! shutdown every client is closed with 1001. A subscription leaves the registry with
+//! its connection. [`open_connections`] is the `conflux_ws_connections` gauge.
+//!
+//! # Layout
+//! - `feed`: the store tail and the routing of events to keys.
+//! - `registry`: subscribers by key, their bounded queues, lag.
+//! - `streams`: what a connection streams: snapshot or catch-up, then its queue.
+//! - `connection`: the socket loop: batched writes, pings, silence, lag, close codes.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -36,25 +57,35 @@ use conflux_command_api::error::ApiError;
 use conflux_command_api::extract::QueryParams;
 use conflux_engine::commands::ExecutionCommands;
 use conflux_engine::store::EventStore;
-use conflux_schema::EventEnvelope;
 use serde_json::json;
-use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use connection::{stream_execution, stream_workflow, Client};
+use connection::Client;
+use registry::{Key, Registry, Subscription};
+use streams::{stream_execution, stream_workflow};
 
 mod connection;
+mod feed;
+#[cfg(test)]
+mod feed_tests;
+mod registry;
+mod streams;
 #[cfg(test)]
 mod tests;
 
-/// Events buffered per client before it counts as lagging.
-const CHANNEL: usize = 8192;
-/// How often the feed looks for commits made by other processes.
-const POLL_EVERY: Duration = Duration::from_millis(20);
+/// Events queued per client before it counts as lagging: the client's own events only
+/// (its execution's, or its workflow's), each a shared reference to one frame.
+const QUEUE: usize = 4096;
 /// The largest message a client may send. Clients have nothing to say but pongs and a
 /// close; the WebSocket default (64 MiB) would let each connection buffer that much.
 pub const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
+/// The socket's read buffer. Allocated at the upgrade and zeroed up to this size at
+/// every read attempt — and a connection attempts a read each time it wakes — so the
+/// WebSocket default (128 KiB) costs a 128 KiB memset per event sent and 128 KiB of
+/// resident memory per client. Clients send pongs and closes; a larger message (up to
+/// [`MAX_CLIENT_MESSAGE`]) still fits, the buffer grows for it.
+const READ_BUFFER: usize = 4 * 1024;
 
 /// How a connection is kept alive and when it is given up.
 #[derive(Debug, Clone, Copy)]
@@ -65,8 +96,8 @@ pub struct Limits {
     /// that vanished without closing TCP, or one that stopped reading. It is dropped.
     pub silent_limit: Duration,
     /// The longest one frame may take to be written; a client that does not read is
-    /// dropped after it (the broadcast channel bounds what it can fall behind, this
-    /// bounds how long its task lives).
+    /// dropped after it (its queue bounds what it can fall behind, this bounds how long
+    /// its task lives).
     pub send_timeout: Duration,
     /// How long a close waits for the client's answering close frame.
     pub close_grace: Duration,
@@ -108,10 +139,11 @@ impl Drop for Counted {
     }
 }
 
-/// The process's one tail of the event log, fanned out to every client.
+/// The process's one tail of the event log, routed to the clients of each event's
+/// streams.
 #[derive(Clone)]
 pub struct LiveFeed {
-    tx: broadcast::Sender<Arc<EventEnvelope>>,
+    registry: Arc<Registry>,
     shutdown: CancellationToken,
     limits: Limits,
 }
@@ -120,42 +152,24 @@ impl LiveFeed {
     /// Starts tailing `store` from its current head until `shutdown`, which also closes
     /// every client (1001).
     pub async fn start(store: Arc<dyn EventStore>, shutdown: CancellationToken) -> Self {
-        let (tx, _) = broadcast::channel(CHANNEL);
-        let feed = Self {
-            tx: tx.clone(),
-            shutdown: shutdown.clone(),
+        let registry = Registry::new(QUEUE);
+        feed::start(store, registry.clone(), shutdown.clone()).await;
+        Self {
+            registry,
+            shutdown,
             limits: Limits::default(),
-        };
-        let mut after = store.head_position().await.unwrap_or(0);
-        let mut commits = store.commits();
-        tokio::spawn(async move {
-            loop {
-                match store.read_all(after, 1000).await {
-                    Ok(events) if !events.is_empty() => {
-                        for e in events {
-                            after = e.position;
-                            // No receivers is fine: nobody is watching.
-                            let _ = tx.send(Arc::new(e));
-                        }
-                        continue;
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "the live feed could not read the store"),
-                }
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = commits.changed() => {}
-                    _ = tokio::time::sleep(POLL_EVERY) => {}
-                }
-            }
-        });
-        feed
+        }
     }
 
     /// The same feed, holding its clients to `limits` (tuning, tests).
     pub fn with_limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
         self
+    }
+
+    /// Queues every event for `key` from now on.
+    fn subscribe(&self, key: Key) -> Subscription {
+        self.registry.subscribe(key)
     }
 }
 
@@ -224,6 +238,7 @@ fn upgrade(
     })?;
     let id = path.ok().and_then(|Path(raw)| Uuid::parse_str(&raw).ok());
     let ws = ws
+        .read_buffer_size(READ_BUFFER)
         .max_message_size(MAX_CLIENT_MESSAGE)
         .max_frame_size(MAX_CLIENT_MESSAGE);
     Ok(ws.on_upgrade(move |socket| async move {

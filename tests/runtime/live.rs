@@ -1,7 +1,9 @@
 //! The live stream `/ws/executions/{id}` with a real WebSocket client: a snapshot with
 //! the position it reflects, then every later event exactly once in position order
 //! until the execution ends; `?after=` resumes with exactly the rest; many clients see
-//! identical sequences; an unknown id is closed with 4404.
+//! identical sequences; an unknown id is closed with 4404. A workflow's stream gets its
+//! executions' events, also (on Postgres + Redis) on a server started after one of
+//! them began.
 
 use std::time::Duration;
 
@@ -24,8 +26,10 @@ async fn connect(s: &TestServer, path: &str) -> Socket {
 
 /// The next JSON frame (pings and pongs skipped), or None when the server closed.
 async fn next_json(socket: &mut Socket) -> Option<Value> {
+    // One deadline for the frame: pings (every 15 s) must not keep extending it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let frame = tokio::time::timeout(Duration::from_secs(30), socket.next())
+        let frame = tokio::time::timeout_at(deadline, socket.next())
             .await
             .expect("a frame within 30 s")?;
         match frame.expect("frame") {
@@ -248,6 +252,10 @@ pub async fn workflow_stream_is_exactly_the_workflow_log(s: &TestServer) {
     }
     assert_eq!(got, rest, "resuming after {middle} gives exactly the rest");
 
+    if s.backends.mode == "postgres+redis" {
+        older_executions_reach_a_new_server(s).await;
+    }
+
     let unknown = format!(
         "{}/ws/workflows/{}",
         s.base.replacen("http://", "ws://", 1),
@@ -263,6 +271,53 @@ pub async fn workflow_stream_is_exactly_the_workflow_log(s: &TestServer) {
         Some(Ok(Message::Close(Some(close)))) => assert_eq!(u16::from(close.code), 4404),
         other => panic!("expected a 4404 close, got {other:?}"),
     }
+}
+
+/// A server that starts while an execution runs never saw its `ExecutionStarted`: its
+/// feed looks the execution's workflow up, so the workflow's stream on that server still
+/// gets the rest of the execution, exactly as logged.
+async fn older_executions_reach_a_new_server(s: &TestServer) {
+    let slow = s
+        .create_workflow(json!({"name": "live-wf-older", "tasks": [
+            {"id": "nap", "kind": "sleep", "sleep_ms": 1500},
+            {"id": "a", "kind": "noop", "depends_on": ["nap"]}
+        ]}))
+        .await;
+    let execution = s.execute(&slow, json!({})).await;
+    let joined = s.join().await;
+    let mut socket = connect(&joined, &format!("/ws/workflows/{slow}")).await;
+    let snapshot = next_json(&mut socket).await.expect("snapshot");
+    assert_eq!(snapshot["type"], "snapshot", "{snapshot}");
+    assert_eq!(
+        snapshot["status"]["executions"]["running"], 1,
+        "the execution still sleeps: {snapshot}"
+    );
+    let from = snapshot["position"].as_u64().expect("position");
+    let mut events = Vec::new();
+    loop {
+        let frame = next_json(&mut socket).await.expect("an event");
+        assert_eq!(frame["type"], "event", "{frame}");
+        events.push(frame["event"].clone());
+        if frame["event"]["type"] == "ExecutionCompleted" {
+            break;
+        }
+    }
+    let (status, body) = s
+        .get(&format!(
+            "/api/v1/workflows/{slow}/events?after_position={from}&limit=1000"
+        ))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        Some(&events),
+        body["events"].as_array(),
+        "the new server streams the older execution's events as logged"
+    );
+    assert!(events
+        .iter()
+        .all(|e| e["stream_id"] == format!("execution-{execution}")));
+    let _ = socket.close(None).await;
+    joined.stop().await;
 }
 
 /// `GET /api/v1/workflows/{id}` is the definition with its version and creation time;

@@ -35,8 +35,10 @@ async fn connect(s: &TestServer, path: &str) -> Socket {
 
 /// The next JSON frame (pings and pongs skipped); fails on a close or an error.
 async fn next_json(socket: &mut Socket, what: &str) -> Value {
+    // One deadline for the frame: pings (every 15 s) must not keep extending it.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
-        let frame = tokio::time::timeout(PATIENCE, socket.next())
+        let frame = tokio::time::timeout_at(deadline, socket.next())
             .await
             .unwrap_or_else(|_| panic!("{what}: no frame within {PATIENCE:?}"))
             .unwrap_or_else(|| panic!("{what}: the server closed the stream"))

@@ -1,5 +1,6 @@
 //! The connection loop against an in-memory socket: what it does when the client is
-//! silent, stops reading, falls behind, closes, or the server stops.
+//! silent, stops reading, falls behind, closes, or the server stops; and the registry's
+//! routing, lag and clean-up.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -11,11 +12,11 @@ use conflux_schema::EventEnvelope;
 use futures::channel::mpsc;
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use serde_json::json;
-use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::connection::{forward, Client};
+use super::registry::{event_text, Key, Next, Registry};
 use super::Limits;
 
 /// The server's end of an in-memory WebSocket: frames from the client come in on
@@ -81,14 +82,33 @@ const FAST: Limits = Limits {
     close_grace: Duration::from_millis(50),
 };
 
-fn event(position: u64) -> Arc<EventEnvelope> {
+/// The execution every test event belongs to.
+const EXECUTION: Uuid = Uuid::from_u128(0x0190a3e0_0000_7000_8000_000000000000);
+const KEY: Key = Key::Execution(EXECUTION);
+
+fn event(position: u64) -> EventEnvelope {
     let raw = json!({
-        "event_id": Uuid::now_v7(), "stream_id": "execution-0190a3e0-0000-7000-8000-000000000000",
+        "event_id": Uuid::now_v7(), "stream_id": format!("execution-{EXECUTION}"),
         "stream_type": "execution", "version": position, "position": position,
         "type": "ExecutionResumed", "data": {},
         "metadata": {}, "recorded_at": "2026-01-01T00:00:00Z", "hash": "00"
     });
-    Arc::new(serde_json::from_value(raw).expect("an envelope"))
+    serde_json::from_value(raw).expect("an envelope")
+}
+
+/// Publishes the event at `position` under `keys`; returns how many queues took it.
+fn publish(registry: &Registry, keys: &[Key], position: u64) -> usize {
+    registry.publish(keys, position, || event_text(&event(position)))
+}
+
+fn text_position(message: &Message) -> Option<u64> {
+    match message {
+        Message::Text(t) => {
+            let v: serde_json::Value = serde_json::from_str(t.as_str()).expect("json");
+            v["event"]["position"].as_u64()
+        }
+        _ => None,
+    }
 }
 
 fn close_code(message: &Message) -> Option<u16> {
@@ -98,26 +118,24 @@ fn close_code(message: &Message) -> Option<u16> {
     }
 }
 
-/// Runs `forward` for a socket on its own task.
+/// Runs `forward` for a socket on its own task, subscribed to [`KEY`].
 fn spawn_forward(
     socket: TestSocket,
     capacity: usize,
     last_sent: u64,
 ) -> (
-    broadcast::Sender<Arc<EventEnvelope>>,
+    Arc<Registry>,
     CancellationToken,
     tokio::task::JoinHandle<()>,
 ) {
-    let (tx, mut rx) = broadcast::channel(capacity);
+    let registry = Registry::new(capacity);
+    let mut live = registry.subscribe(KEY);
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {
-        forward(Client::new(socket, FAST), &mut rx, last_sent, &stop, |_| {
-            true
-        })
-        .await;
+        forward(Client::new(socket, FAST), &mut live, last_sent, &stop).await;
     });
-    (tx, shutdown, task)
+    (registry, shutdown, task)
 }
 
 #[tokio::test]
@@ -167,9 +185,9 @@ async fn a_client_answering_pings_stays_until_shutdown() {
 async fn a_client_that_stops_reading_is_dropped() {
     // Room for one frame, never read: the second send cannot complete.
     let (socket, _peer) = pair(0);
-    let (tx, _shutdown, task) = spawn_forward(socket, 16, 0);
-    tx.send(event(1)).expect("send");
-    tx.send(event(2)).expect("send");
+    let (registry, _shutdown, task) = spawn_forward(socket, 16, 0);
+    assert_eq!(publish(&registry, &[KEY], 1), 1);
+    assert_eq!(publish(&registry, &[KEY], 2), 1);
     tokio::time::timeout(Duration::from_secs(5), task)
         .await
         .expect("a client that does not read is dropped")
@@ -179,28 +197,27 @@ async fn a_client_that_stops_reading_is_dropped() {
 #[tokio::test]
 async fn events_are_forwarded_once_above_the_last_sent_then_lag_closes() {
     let (socket, mut peer) = pair(64);
-    let (tx, mut rx) = broadcast::channel(4);
+    let registry = Registry::new(4);
+    let mut live = registry.subscribe(KEY);
     let stop = CancellationToken::new();
     // 3 and 4 are at or below what catch-up sent; 5 and 6 are new.
     for p in [3, 4, 5, 6] {
-        tx.send(event(p)).expect("send");
+        assert_eq!(publish(&registry, &[KEY], p), 1);
     }
     let task = tokio::spawn(async move {
-        forward(Client::new(socket, FAST), &mut rx, 4, &stop, |_| true).await;
+        forward(Client::new(socket, FAST), &mut live, 4, &stop).await;
     });
     let mut positions = Vec::new();
     while positions.len() < 2 {
         let m = peer.from_server.next().await.expect("a frame");
-        if let Message::Text(t) = m {
-            let v: serde_json::Value = serde_json::from_str(t.as_str()).expect("json");
-            positions.push(v["event"]["position"].as_u64().expect("position"));
-        }
+        positions.extend(text_position(&m));
     }
     assert_eq!(positions, [5, 6]);
-    // More than the channel holds, sent before the loop runs again: a lag.
-    for p in 7..20 {
-        tx.send(event(p)).expect("send");
-    }
+    // More than the queue holds, published before the loop runs again: a lag, which
+    // also takes the subscriber out of the registry.
+    let queued: usize = (7..20).map(|p| publish(&registry, &[KEY], p)).sum();
+    assert_eq!(queued, 4);
+    assert_eq!(registry.len(), 0);
     tokio::time::timeout(Duration::from_secs(5), task)
         .await
         .expect("a lagging client is closed")
@@ -209,11 +226,118 @@ async fn events_are_forwarded_once_above_the_last_sent_then_lag_closes() {
     while let Ok(m) = peer.from_server.try_recv() {
         rest.push(m);
     }
-    let lagged = rest
-        .iter()
-        .any(|m| matches!(m, Message::Text(t) if t.as_str().contains("\"lagged\"")));
-    assert!(lagged, "{rest:?}");
+    // Told at once: none of the queued events is sent after the lag.
+    assert_eq!(rest.len(), 2, "{rest:?}");
+    let lagged: serde_json::Value = match &rest[0] {
+        Message::Text(t) => serde_json::from_str(t.as_str()).expect("json"),
+        other => panic!("expected the lagged frame, got {other:?}"),
+    };
+    assert_eq!(lagged, json!({"type": "lagged", "position": 6}));
     assert_eq!(rest.last().and_then(close_code), Some(1008), "{rest:?}");
+}
+
+#[tokio::test]
+async fn a_burst_goes_out_whole_and_in_order() {
+    let (socket, mut peer) = pair(1024);
+    let registry = Registry::new(1024);
+    let mut live = registry.subscribe(KEY);
+    for p in 1..=200 {
+        publish(&registry, &[KEY], p);
+    }
+    let stop = CancellationToken::new();
+    let shutdown = stop.clone();
+    let task = tokio::spawn(async move {
+        forward(Client::new(socket, FAST), &mut live, 0, &stop).await;
+    });
+    let mut positions = Vec::new();
+    while positions.len() < 200 {
+        let m = peer.from_server.next().await.expect("a frame");
+        positions.extend(text_position(&m));
+    }
+    assert_eq!(positions, (1..=200).collect::<Vec<_>>());
+    shutdown.cancel();
+    task.await.expect("join");
+}
+
+#[tokio::test]
+async fn the_feed_stopping_closes_clients_with_1001() {
+    let (socket, mut peer) = pair(64);
+    let (registry, _shutdown, task) = spawn_forward(socket, 16, 0);
+    registry.close();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("a closed registry ends the connection")
+        .expect("join");
+    let mut sent = Vec::new();
+    while let Ok(m) = peer.from_server.try_recv() {
+        sent.push(m);
+    }
+    assert_eq!(sent.last().and_then(close_code), Some(1001), "{sent:?}");
+}
+
+#[tokio::test]
+async fn events_reach_only_the_subscribers_of_their_keys() {
+    let registry = Registry::new(16);
+    let (a, b, w) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let mut on_a = registry.subscribe(Key::Execution(a));
+    let mut on_b = registry.subscribe(Key::Execution(b));
+    let mut on_w = registry.subscribe(Key::Workflow(w));
+    assert!(registry.watches_workflows());
+    // An event of a (of workflow w), one of b (of another workflow), one of nobody's.
+    assert_eq!(
+        publish(&registry, &[Key::Execution(a), Key::Workflow(w)], 1),
+        2
+    );
+    assert_eq!(
+        publish(
+            &registry,
+            &[Key::Execution(b), Key::Workflow(Uuid::now_v7())],
+            2
+        ),
+        1
+    );
+    let mut built = false;
+    let nobody = registry.publish(&[Key::Execution(Uuid::now_v7())], 3, || {
+        built = true;
+        event_text(&event(3))
+    });
+    assert_eq!((nobody, built), (0, false), "no frame is built for nobody");
+    let position = |next: Next| match next {
+        Next::Frame(f) => f.position,
+        other => panic!("expected an event, got {other:?}"),
+    };
+    assert_eq!(position(on_a.recv().await), 1);
+    assert_eq!(position(on_w.recv().await), 1);
+    assert_eq!(position(on_b.recv().await), 2);
+    assert!(on_a.try_recv().is_none() && on_w.try_recv().is_none());
+    // The frame is the envelope's, built once and shared.
+    publish(&registry, &[Key::Execution(a), Key::Workflow(w)], 4);
+    let (Next::Frame(x), Next::Frame(y)) = (on_a.recv().await, on_w.recv().await) else {
+        panic!("two frames");
+    };
+    assert_eq!(x.text.as_ptr(), y.text.as_ptr(), "one shared frame");
+    let v: serde_json::Value = serde_json::from_str(x.text.as_str()).expect("json");
+    assert_eq!(v["type"], "event");
+    let envelope: EventEnvelope = serde_json::from_value(v["event"].clone()).expect("an envelope");
+    assert_eq!(
+        (envelope.position, envelope.stream_id),
+        (4, event(4).stream_id)
+    );
+    // Dropping subscriptions empties the registry.
+    drop((on_a, on_b, on_w));
+    assert_eq!(registry.len(), 0);
+    assert!(!registry.watches_workflows());
+}
+
+#[tokio::test]
+async fn a_subscription_after_close_is_closed() {
+    let registry = Registry::new(4);
+    let mut before = registry.subscribe(KEY);
+    registry.close();
+    let mut after = registry.subscribe(KEY);
+    assert!(matches!(before.recv().await, Next::Closed));
+    assert!(matches!(after.recv().await, Next::Closed));
+    assert_eq!(publish(&registry, &[KEY], 1), 0);
 }
 
 #[tokio::test]

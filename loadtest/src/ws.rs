@@ -268,8 +268,8 @@ impl Drop for Watch {
 async fn connect(url: &str) -> Result<WebSocketStream<MaybeTlsStream<TcpStream>>> {
     // A 4 KiB read buffer: the default 128 KiB is zeroed on every wake-up, which with
     // 1,000 sockets cost the load tester ~7% of the machine's CPU (w5).
-    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
-        .read_buffer_size(4096);
+    let config =
+        tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4096);
     let (socket, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
         .await
         .with_context(|| format!("opening WebSocket {url}"))?;

@@ -10,6 +10,8 @@
 
 use std::sync::LazyLock;
 
+use conflux_command_api::error::ApiError;
+
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -35,14 +37,20 @@ pub fn router() -> Router {
     Router::new().route(PATH, get(serve))
 }
 
-async fn serve() -> impl IntoResponse {
-    static JSON: LazyLock<String> = LazyLock::new(|| {
-        // Plain data with string keys: serialising it cannot fail.
-        document()
-            .to_json()
-            .expect("the OpenAPI document serialises")
-    });
-    ([(CONTENT_TYPE, "application/json")], JSON.as_str())
+async fn serve() -> Result<impl IntoResponse, ApiError> {
+    static JSON: LazyLock<Result<String, String>> =
+        LazyLock::new(|| document().to_json().map_err(|e| e.to_string()));
+    match &*JSON {
+        Ok(json) => Ok(([(CONTENT_TYPE, "application/json")], json.as_str())),
+        Err(e) => {
+            tracing::error!(error = %e, "the OpenAPI document does not serialise");
+            Err(ApiError::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the OpenAPI document could not be built",
+            ))
+        }
+    }
 }
 
 /// The OpenAPI document of every route of API.md.

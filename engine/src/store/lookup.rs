@@ -75,3 +75,26 @@ pub(crate) fn lookup_sql(query: &StreamQuery, d: Dialect) -> (String, Option<Str
         ),
     }
 }
+
+/// Runs a [`StreamQuery`] on either database (the stream ids as stored): the one
+/// `find_streams` both stores share.
+pub(crate) async fn find_streams<DB: sqlx::Database>(
+    pool: &sqlx::Pool<DB>,
+    query: &StreamQuery,
+    dialect: Dialect,
+    limit: usize,
+) -> Result<Vec<String>, sqlx::Error>
+where
+    for<'c> &'c sqlx::Pool<DB>: sqlx::Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    for<'q> String: sqlx::Encode<'q, DB> + sqlx::Decode<'q, DB> + sqlx::Type<DB>,
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    (String,): for<'r> sqlx::FromRow<'r, DB::Row>,
+{
+    let (sql, param) = lookup_sql(query, dialect);
+    let mut q = sqlx::query_scalar::<DB, String>(&sql);
+    if let Some(p) = param {
+        q = q.bind(p);
+    }
+    q.bind(super::postgres::db_int(limit)).fetch_all(pool).await
+}

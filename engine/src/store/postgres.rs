@@ -493,16 +493,14 @@ impl EventStore for PgStore {
         query: &StreamQuery,
         limit: usize,
     ) -> Result<Vec<StreamId>, StoreError> {
-        let (sql, param) = super::lookup::lookup_sql(query, super::lookup::Dialect::Postgres);
-        let mut q = sqlx::query_scalar::<_, String>(&sql);
-        if let Some(p) = param {
-            q = q.bind(p);
-        }
-        let ids = q
-            .bind(limit.min(i64::MAX as usize) as i64)
-            .fetch_all(&self.backend.pool)
-            .await
-            .map_err(map_err)?;
+        let ids = super::lookup::find_streams(
+            &self.backend.pool,
+            query,
+            super::lookup::Dialect::Postgres,
+            limit,
+        )
+        .await
+        .map_err(map_err)?;
         parse_stream_ids(ids)
     }
 

@@ -369,16 +369,14 @@ impl EventStore for SqliteStore {
         query: &StreamQuery,
         limit: usize,
     ) -> Result<Vec<StreamId>, StoreError> {
-        let (sql, param) = super::lookup::lookup_sql(query, super::lookup::Dialect::Sqlite);
-        let mut q = sqlx::query_scalar::<_, String>(&sql);
-        if let Some(p) = param {
-            q = q.bind(p);
-        }
-        let ids = q
-            .bind(limit.min(i64::MAX as usize) as i64)
-            .fetch_all(&self.backend.pool)
-            .await
-            .map_err(map_err)?;
+        let ids = super::lookup::find_streams(
+            &self.backend.pool,
+            query,
+            super::lookup::Dialect::Sqlite,
+            limit,
+        )
+        .await
+        .map_err(map_err)?;
         super::postgres::parse_stream_ids(ids)
     }
 

@@ -199,7 +199,9 @@ impl Projector {
 
     /// Steps until the store has nothing after the checkpoint; `progress` sees the
     /// checkpoint and the events applied so far after every step. Returns the events
-    /// applied. While one batch is folded and committed, the next is already being read.
+    /// applied. While a full batch is folded and committed, the next one is already
+    /// being read; a short batch means the log is drained (what commits later wakes
+    /// the projector again), so no further read is made.
     pub async fn catch_up(
         &mut self,
         mut progress: impl FnMut(u64, u64),
@@ -210,23 +212,33 @@ impl Projector {
             let Some(last) = events.last().map(|e| e.position) else {
                 return Ok(applied);
             };
-            let store = self.store.clone();
-            let batch = self.batch;
-            let next = tokio::spawn(async move { store.read_all(last, batch).await });
+            let full = events.len() >= self.batch;
+            let next = full.then(|| {
+                let (store, batch) = (self.store.clone(), self.batch);
+                tokio::spawn(async move { store.read_all(last, batch).await })
+            });
             let step = self.apply_batch(std::mem::take(&mut events)).await;
-            let next = next
-                .await
-                .map_err(|e| StoreError::Backend(format!("read task failed: {e}")));
+            let next = match next {
+                Some(read) => Some(
+                    read.await
+                        .map_err(|e| StoreError::Backend(format!("read task failed: {e}"))),
+                ),
+                None => None,
+            };
             match step? {
                 Step::Applied(n) => {
                     applied += n as u64;
-                    events = next??;
+                    progress(self.checkpoint, applied);
+                    match next {
+                        Some(read) => events = read??,
+                        None => return Ok(applied),
+                    }
                 }
                 Step::Resynced | Step::Idle => {
+                    progress(self.checkpoint, applied);
                     events = self.store.read_all(self.checkpoint, self.batch).await?;
                 }
             }
-            progress(self.checkpoint, applied);
         }
     }
 
@@ -243,7 +255,9 @@ impl Projector {
         let mut delivered: Vec<u64> = Vec::new();
         tracing::info!(checkpoint = self.checkpoint, "projector running");
         while !shutdown.is_cancelled() {
-            self.publish_lag().await;
+            // The lag when woken is the one worth seeing; after the catch-up it is what
+            // is left of that head (no second query).
+            let head = self.publish_lag().await;
             match self.catch_up(|_, _| {}).await {
                 Ok(_) => {
                     if let (Some(sub), false) = (subscription.as_mut(), delivered.is_empty()) {
@@ -262,7 +276,10 @@ impl Projector {
                     continue;
                 }
             }
-            self.publish_lag().await;
+            if let Some(head) = head {
+                let lag = head.saturating_sub(self.checkpoint);
+                metrics::gauge!("conflux_projector_lag_events").set(lag as f64);
+            }
             if subscription.is_none() {
                 match bus.subscribe(GROUP, &consumer).await {
                     Ok(sub) => subscription = Some(sub),
@@ -294,10 +311,12 @@ impl Projector {
         tracing::info!(checkpoint = self.checkpoint, "projector stopped");
     }
 
-    async fn publish_lag(&self) {
-        if let Ok(head) = self.store.head_position().await {
-            let lag = head.saturating_sub(self.checkpoint);
-            metrics::gauge!("conflux_projector_lag_events").set(lag as f64);
-        }
+    /// Publishes committed head − checkpoint and returns the head (None if the store
+    /// did not answer).
+    async fn publish_lag(&self) -> Option<u64> {
+        let head = self.store.head_position().await.ok()?;
+        let lag = head.saturating_sub(self.checkpoint);
+        metrics::gauge!("conflux_projector_lag_events").set(lag as f64);
+        Some(head)
     }
 }

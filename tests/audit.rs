@@ -7,61 +7,30 @@ use std::time::{Duration, Instant};
 #[path = "support/binary.rs"]
 mod binary;
 
-use binary::Binary;
-use conflux_engine::testing::{delete_redis_prefix, redis_url, unique_prefix, TestDatabase};
+use binary::{Mode, Served};
 use serde_json::{json, Value};
-
-/// Where a scenario's server keeps its events.
-#[derive(Clone, Copy, PartialEq)]
-enum Mode {
-    Embedded,
-    Postgres,
-}
 
 /// A running `conflux serve` and the backends it owns.
 struct Ctx {
-    bin: Binary,
+    served: Served,
     base: String,
     http: reqwest::Client,
-    db: Option<TestDatabase>,
-    prefix: Option<String>,
-    _dir: tempfile::TempDir,
 }
 
 impl Ctx {
     /// Starts `conflux serve` on a random port in `mode` and waits until it listens.
     async fn start(mode: Mode) -> Ctx {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut env = Vec::new();
-        let (db, prefix) = if mode == Mode::Postgres {
-            let db = TestDatabase::create().await;
-            let prefix = unique_prefix();
-            env.push(("DATABASE_URL", db.url.clone()));
-            env.push(("REDIS_URL", redis_url()));
-            env.push(("CONFLUX_REDIS_PREFIX", prefix.clone()));
-            (Some(db), Some(prefix))
-        } else {
-            (None, None)
-        };
-        let bin = Binary::start(&env, dir.path());
+        let served = Served::start(mode).await;
         Ctx {
-            base: bin.base.clone(),
-            bin,
+            base: served.bin.base.clone(),
+            served,
             http: reqwest::Client::new(),
-            db,
-            prefix,
-            _dir: dir,
         }
     }
 
     async fn cleanup(mut self) {
-        self.bin.kill();
-        if let Some(prefix) = self.prefix.take() {
-            delete_redis_prefix(&prefix).await;
-        }
-        if let Some(db) = self.db.take() {
-            db.drop_database().await;
-        }
+        self.served.bin.kill();
+        self.served.release().await;
     }
 
     async fn get(&self, path: &str) -> (u16, Value) {
@@ -256,7 +225,7 @@ async fn verify_chain(ctx: &Ctx) {
     assert_eq!(body["events"], events.len());
     assert_eq!(body["head_hash"], events[events.len() - 1]["hash"]);
 
-    let Some(db) = &ctx.db else { return };
+    let Some(db) = &ctx.served.db else { return };
     // Tamper with the first completed task's output directly in the database.
     let k = events
         .iter()

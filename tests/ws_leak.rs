@@ -227,9 +227,9 @@ async fn connections_leave_nothing_behind(mode: Mode) {
         after.rss_mib
     );
     assert!(
-        ctx.bin.bad_log_lines().is_empty(),
+        ctx.served.bin.bad_log_lines().is_empty(),
         "{:?}",
-        ctx.bin.bad_log_lines()
+        ctx.served.bin.bad_log_lines()
     );
     ctx.cleanup().await;
 }
@@ -255,7 +255,7 @@ async fn shutdown_closes_clients_with_1001(mode: Mode) {
         clients.push(s);
     }
     let stopping = tokio::task::spawn_blocking(move || {
-        let status = ctx.bin.stop();
+        let status = ctx.served.bin.stop();
         (ctx, status)
     });
     for (i, s) in clients.iter_mut().enumerate() {

@@ -100,3 +100,58 @@ impl Drop for Binary {
         }
     }
 }
+
+/// Which backends a [`Served`] binary runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// SQLite in a temporary directory, in-process bus.
+    Embedded,
+    /// A fresh Postgres database and a unique Redis key prefix.
+    Postgres,
+}
+
+/// `conflux serve` on backends of its own; [`Served::release`] gives them back.
+pub struct Served {
+    /// The running binary.
+    pub bin: Binary,
+    /// Its database (Postgres mode).
+    pub db: Option<conflux_engine::testing::TestDatabase>,
+    prefix: Option<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Served {
+    /// Starts the binary in `mode` on a random port and waits until it listens.
+    pub async fn start(mode: Mode) -> Served {
+        use conflux_engine::testing::{redis_url, unique_prefix, TestDatabase};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut env = Vec::new();
+        let (db, prefix) = if mode == Mode::Postgres {
+            let db = TestDatabase::create().await;
+            let prefix = unique_prefix();
+            env.push(("DATABASE_URL", db.url.clone()));
+            env.push(("REDIS_URL", redis_url()));
+            env.push(("CONFLUX_REDIS_PREFIX", prefix.clone()));
+            (Some(db), Some(prefix))
+        } else {
+            (None, None)
+        };
+        let bin = Binary::start(&env, dir.path());
+        Served {
+            bin,
+            db,
+            prefix,
+            _dir: dir,
+        }
+    }
+
+    /// Drops the (stopped) server's database and Redis keys.
+    pub async fn release(&mut self) {
+        if let Some(prefix) = self.prefix.take() {
+            conflux_engine::testing::delete_redis_prefix(&prefix).await;
+        }
+        if let Some(db) = self.db.take() {
+            db.drop_database().await;
+        }
+    }
+}

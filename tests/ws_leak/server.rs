@@ -4,78 +4,49 @@
 
 use std::time::{Duration, Instant};
 
-use conflux_engine::testing::{delete_redis_prefix, redis_url, unique_prefix, TestDatabase};
 use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::binary::Binary;
+use crate::binary::Served;
 
 /// A client's WebSocket.
 pub type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// Which backends the server runs on.
-#[derive(Clone, Copy, PartialEq)]
-pub enum Mode {
-    Embedded,
-    Postgres,
-}
+pub use crate::binary::Mode;
 
 /// A running `conflux serve` and the backends it owns.
 pub struct Ctx {
-    pub bin: Binary,
+    pub served: Served,
     base: String,
     http: reqwest::Client,
-    db: Option<TestDatabase>,
-    prefix: Option<String>,
-    _dir: tempfile::TempDir,
 }
 
 impl Ctx {
     pub async fn start(mode: Mode) -> Ctx {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut env = Vec::new();
-        let (db, prefix) = if mode == Mode::Postgres {
-            let db = TestDatabase::create().await;
-            let prefix = unique_prefix();
-            env.push(("DATABASE_URL", db.url.clone()));
-            env.push(("REDIS_URL", redis_url()));
-            env.push(("CONFLUX_REDIS_PREFIX", prefix.clone()));
-            (Some(db), Some(prefix))
-        } else {
-            (None, None)
-        };
-        let bin = Binary::start(&env, dir.path());
+        let served = Served::start(mode).await;
         Ctx {
-            base: bin.base.clone(),
-            bin,
+            base: served.bin.base.clone(),
+            served,
             // No idle connections kept: each server-side HTTP connection task ends
             // with its request, so it is not counted in the task gauge.
             http: reqwest::Client::builder()
                 .pool_max_idle_per_host(0)
                 .build()
                 .expect("client"),
-            db,
-            prefix,
-            _dir: dir,
         }
     }
 
     /// Kills the server, then drops its database and Redis keys.
     pub async fn cleanup(mut self) {
-        self.bin.kill();
-        self.release().await;
+        self.served.bin.kill();
+        self.served.release().await;
     }
 
     /// Drops the (stopped) server's database and Redis keys.
     pub async fn release(&mut self) {
-        if let Some(prefix) = self.prefix.take() {
-            delete_redis_prefix(&prefix).await;
-        }
-        if let Some(db) = self.db.take() {
-            db.drop_database().await;
-        }
+        self.served.release().await;
     }
 
     pub fn ws(&self, path: &str) -> String {

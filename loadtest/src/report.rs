@@ -196,15 +196,7 @@ impl Report {
 
     /// Writes the JSON and/or markdown report where asked.
     pub fn write_files(&self, json: Option<&Path>, markdown: Option<&Path>) -> Result<()> {
-        if let Some(path) = json {
-            std::fs::write(path, self.to_json()? + "\n")
-                .with_context(|| format!("writing the JSON report to {}", path.display()))?;
-        }
-        if let Some(path) = markdown {
-            std::fs::write(path, self.to_markdown())
-                .with_context(|| format!("writing the markdown report to {}", path.display()))?;
-        }
-        Ok(())
+        write_report_files(json, markdown, || self.to_json(), || self.to_markdown())
     }
 
     /// The comparison whose measured side is `id`.
@@ -246,4 +238,22 @@ pub fn git_commit() -> Option<String> {
         .ok()?;
     let commit = String::from_utf8(out.stdout).ok()?.trim().to_owned();
     (out.status.success() && !commit.is_empty()).then_some(commit)
+}
+
+/// Writes a report's JSON (made only if asked) and/or markdown to the paths given.
+pub fn write_report_files(
+    json: Option<&Path>,
+    markdown: Option<&Path>,
+    to_json: impl FnOnce() -> Result<String>,
+    to_markdown: impl FnOnce() -> String,
+) -> Result<()> {
+    if let Some(path) = json {
+        std::fs::write(path, to_json()? + "\n")
+            .with_context(|| format!("writing the JSON report to {}", path.display()))?;
+    }
+    if let Some(path) = markdown {
+        std::fs::write(path, to_markdown())
+            .with_context(|| format!("writing the markdown report to {}", path.display()))?;
+    }
+    Ok(())
 }

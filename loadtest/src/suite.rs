@@ -264,15 +264,7 @@ impl SuiteReport {
 
     /// Writes the JSON and/or markdown report where asked.
     pub fn write_files(&self, json: Option<&Path>, markdown: Option<&Path>) -> Result<()> {
-        if let Some(path) = json {
-            std::fs::write(path, self.to_json()? + "\n")
-                .with_context(|| format!("writing the JSON report to {}", path.display()))?;
-        }
-        if let Some(path) = markdown {
-            std::fs::write(path, self.to_markdown())
-                .with_context(|| format!("writing the markdown report to {}", path.display()))?;
-        }
-        Ok(())
+        crate::report::write_report_files(json, markdown, || self.to_json(), || self.to_markdown())
     }
 
     /// The scenario named `name`.

@@ -2,6 +2,8 @@
 //! one process; each role also runs alone (`conflux engine`, `conflux relay`…), against
 //! the same backends.
 
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{HeaderName, Request};
@@ -9,17 +11,22 @@ use axum::Router;
 use conflux_command_api::agents::AgentDirectory;
 use conflux_command_api::error::ApiError;
 use conflux_command_api::CommandContext;
+use conflux_engine::bus::ownership::{BusGuard, BusStatus};
+use conflux_engine::bus::EventBus;
 use conflux_engine::catalog::WorkflowCatalog;
 use conflux_engine::commands::ExecutionCommands;
 use conflux_engine::executor::{Engine, EngineOptions, EngineParts};
 use conflux_engine::relay::{Relay, RelayOptions};
 use conflux_engine::runner::{BuiltinRunner, RunnerOptions};
+use conflux_engine::store::EventStore;
 use conflux_projector::Projector;
+use conflux_projector::ReadModels;
 use conflux_query_api::live::{LiveFeed, LiveState};
 use conflux_query_api::ops::{self, Probes};
 use conflux_query_api::reads::Reads;
 use conflux_schema::validate::Limits;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -46,6 +53,9 @@ pub struct Runtime {
     pub max_body_bytes: usize,
     /// Engine tuning.
     pub engine: EngineOptions,
+    /// Whether the bus is this store's; the relay, engine and projector run only
+    /// while it is (see [`supervised`]).
+    pub guard: BusGuard,
 }
 
 impl Runtime {
@@ -63,7 +73,15 @@ impl Runtime {
             sweep_every: stale_after / 2,
             ..EngineOptions::default()
         };
+        let guard = BusGuard::new(
+            backends.store.clone(),
+            backends.bus.clone(),
+            backends.queue.clone(),
+            backends.store_id,
+            config.bus_reset_on_mismatch,
+        );
         Self {
+            guard,
             backends,
             catalog,
             runner: BuiltinRunner::new(RunnerOptions::default()),
@@ -79,6 +97,7 @@ pub fn router(rt: &Runtime, feed: LiveFeed) -> Router {
         store: rt.backends.store.clone(),
         bus: rt.backends.bus.clone(),
         mode: rt.backends.mode,
+        bus_status: rt.guard.status(),
     };
     let commands = ExecutionCommands::new(rt.backends.store.clone(), rt.catalog.clone());
     let reads = Reads {
@@ -154,14 +173,73 @@ fn breaker_gauges(runner: BuiltinRunner) -> conflux_query_api::metrics::ScrapeHo
     })
 }
 
-/// Runs the relay until `shutdown`.
+/// Checks the bus's owner once (so that `/ready` answers for it from the first
+/// request), then every second until `shutdown`. Every process that uses the bus runs
+/// one.
+pub async fn start_guard(rt: &Runtime, shutdown: CancellationToken) -> JoinHandle<()> {
+    match tokio::time::timeout(Duration::from_secs(5), rt.guard.check()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "the first check of the bus's owner failed; retrying")
+        }
+        Err(_) => tracing::warn!("the first check of the bus's owner took over 5 s; retrying"),
+    }
+    tokio::spawn(rt.guard.clone().run(shutdown))
+}
+
+/// Runs `role` while the bus is this store's: not before the first check says so,
+/// stopped when a check refuses the bus, and started afresh (nothing remembered of the
+/// old stream) when the bus was reset to a new generation. Returns at `shutdown`, or
+/// when the role ends by itself.
+pub async fn supervised<F, Fut>(
+    name: &'static str,
+    mut status: watch::Receiver<BusStatus>,
+    shutdown: CancellationToken,
+    mut role: F,
+) where
+    F: FnMut(CancellationToken) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    loop {
+        let generation = loop {
+            if let BusStatus::Owned { generation } = *status.borrow_and_update() {
+                break generation;
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                changed = status.changed() => if changed.is_err() { return },
+            }
+        };
+        let run = shutdown.child_token();
+        let task = role(run.clone());
+        tokio::pin!(task);
+        loop {
+            tokio::select! {
+                () = &mut task => return,
+                changed = status.changed() => {
+                    let still = changed.is_ok()
+                        && *status.borrow_and_update() == (BusStatus::Owned { generation });
+                    if !still {
+                        tracing::warn!(role = name, "the bus changed owner or was reset; stopping this role until it is this store's");
+                        run.cancel();
+                        task.await;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Runs the relay until `shutdown`, while the bus is this store's.
 pub fn spawn_relay(rt: &Runtime, shutdown: CancellationToken) -> JoinHandle<()> {
-    let relay = Relay::new(
-        rt.backends.store.clone(),
-        rt.backends.bus.clone(),
-        RelayOptions::default(),
-    );
-    tokio::spawn(relay.run(shutdown))
+    let (store, bus) = (rt.backends.store.clone(), rt.backends.bus.clone());
+    tokio::spawn(supervised(
+        "relay",
+        rt.guard.status(),
+        shutdown,
+        move |run| Relay::new(store.clone(), bus.clone(), RelayOptions::default()).run(run),
+    ))
 }
 
 /// Runs the projector (read models) until `shutdown`.
@@ -171,27 +249,46 @@ pub fn spawn_projector(rt: &Runtime, shutdown: CancellationToken) -> JoinHandle<
     let catalog = rt.catalog.clone();
     let models = rt.backends.read_models.clone();
     let consumer = rt.engine.consumer.replacen("engine", "projector", 1);
-    tokio::spawn(async move {
-        loop {
-            match Projector::new(
-                store.clone(),
-                catalog.clone(),
-                models.clone(),
-                PROJECTOR_BATCH,
-            )
-            .await
-            {
-                Ok(projector) => return projector.run(bus, consumer, shutdown).await,
-                Err(e) => {
-                    tracing::warn!(error = %e, "the projector cannot start yet; retrying in 1 s");
-                    tokio::select! {
-                        () = shutdown.cancelled() => return,
-                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    }
+    let status = rt.guard.status();
+    tokio::spawn(supervised("projector", status, shutdown, move |shutdown| {
+        run_projector(
+            store.clone(),
+            bus.clone(),
+            catalog.clone(),
+            models.clone(),
+            consumer.clone(),
+            shutdown,
+        )
+    }))
+}
+
+async fn run_projector(
+    store: Arc<dyn EventStore>,
+    bus: Arc<dyn EventBus>,
+    catalog: WorkflowCatalog,
+    models: ReadModels,
+    consumer: String,
+    shutdown: CancellationToken,
+) {
+    loop {
+        match Projector::new(
+            store.clone(),
+            catalog.clone(),
+            models.clone(),
+            PROJECTOR_BATCH,
+        )
+        .await
+        {
+            Ok(projector) => return projector.run(bus, consumer, shutdown).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "the projector cannot start yet; retrying in 1 s");
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
             }
         }
-    })
+    }
 }
 
 /// Runs the engine (graph executor) until `shutdown`.
@@ -203,12 +300,20 @@ pub fn spawn_engine(rt: &Runtime, shutdown: CancellationToken) -> JoinHandle<()>
         queue: rt.backends.queue.clone(),
         runner: rt.runner.clone(),
     };
-    let engine = Engine::new(parts, rt.engine.clone());
-    tokio::spawn(async move {
-        if let Err(e) = engine.run(shutdown).await {
-            tracing::error!(error = %e, "the engine stopped");
-        }
-    })
+    let options = rt.engine.clone();
+    tokio::spawn(supervised(
+        "engine",
+        rt.guard.status(),
+        shutdown,
+        move |run| {
+            let engine = Engine::new(parts.clone(), options.clone());
+            async move {
+                if let Err(e) = engine.run(run).await {
+                    tracing::error!(error = %e, "the engine stopped");
+                }
+            }
+        },
+    ))
 }
 
 /// Serves HTTP on `listener` until `shutdown`.
@@ -232,12 +337,14 @@ pub async fn serve(
     rt: Runtime,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let guard = start_guard(&rt, shutdown.clone()).await;
     let relay = spawn_relay(&rt, shutdown.clone());
     let engine = spawn_engine(&rt, shutdown.clone());
     let projector = spawn_projector(&rt, shutdown.clone());
     serve_http(listener, &rt, shutdown.clone()).await?;
     shutdown.cancel();
     for (name, task) in [
+        ("bus guard", guard),
         ("relay", relay),
         ("engine", engine),
         ("projector", projector),

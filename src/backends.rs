@@ -31,6 +31,8 @@ pub struct Backends {
     pub read_models: ReadModels,
     /// `postgres+redis`, `postgres+in-process`, `embedded+redis` or `embedded`.
     pub mode: &'static str,
+    /// The store's identity, which the bus records as its owner.
+    pub store_id: uuid::Uuid,
 }
 
 async fn open_read_models(config: &Config) -> anyhow::Result<ReadModels> {
@@ -78,12 +80,17 @@ impl Backends {
     /// Opens the configured backends (running migrations), or the embedded ones.
     pub async fn open(config: &Config) -> anyhow::Result<Self> {
         let store = open_store(config).await?;
+        let store_id = store
+            .store_id()
+            .await
+            .context("reading the store's identity")?;
         let read_models = open_read_models(config).await?;
         let (bus, queue): (Arc<dyn EventBus>, Arc<dyn TaskQueue>) = match &config.redis_url {
             Some(url) => {
                 let bus = RedisBus::connect(url, &config.redis_prefix)
                     .await
-                    .context("connecting to Redis (REDIS_URL)")?;
+                    .context("connecting to Redis (REDIS_URL)")?
+                    .for_store(store_id);
                 let queue = RedisTaskQueue::connect(url, &config.redis_prefix)
                     .await
                     .context("connecting the agent task queues to Redis (REDIS_URL)")?;
@@ -107,6 +114,7 @@ impl Backends {
             queue,
             read_models,
             mode,
+            store_id,
         })
     }
 }

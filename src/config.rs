@@ -88,6 +88,18 @@ pub struct Config {
     )]
     pub engine_stale_after_ms: u64,
 
+    /// Development only: when the bus (Redis prefix) holds another store's events or
+    /// is ahead of this store (a recreated or restored database), reset it at once
+    /// instead of refusing to serve (`/ready` 503) until `conflux bus reset`.
+    #[arg(
+        long,
+        global = true,
+        env = "CONFLUX_BUS_RESET_ON_MISMATCH",
+        default_value_t = false,
+        action = clap::ArgAction::Set
+    )]
+    pub bus_reset_on_mismatch: bool,
+
     /// Log format: `text` or `json`.
     #[arg(
         long,
@@ -140,6 +152,7 @@ impl Config {
             "max_body_bytes": self.max_body_bytes,
             "max_tasks": self.max_tasks,
             "engine_stale_after_ms": self.engine_stale_after_ms,
+            "bus_reset_on_mismatch": self.bus_reset_on_mismatch,
             "log_format": format!("{:?}", self.log_format).to_lowercase(),
             "log": self.log,
             "mode": if self.database_url.is_some() { "postgres" } else { "embedded" },

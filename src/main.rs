@@ -36,6 +36,8 @@ enum Command {
     /// Run only the projector (read models); `conflux projector rebuild` drops them and
     /// replays the whole log.
     Projector(ProjectorArgs),
+    /// Inspect or reset the bus (the Redis prefix) this store publishes to.
+    Bus(BusArgs),
     /// Print an execution's event log, read from a running server.
     Events(cli::EventsArgs),
     /// Show an execution as it stood after a version, rebuilt from its log.
@@ -49,6 +51,28 @@ enum Command {
 struct ProjectorArgs {
     #[command(subcommand)]
     action: Option<ProjectorAction>,
+}
+
+/// Flags of `conflux bus`.
+#[derive(Debug, Args)]
+struct BusArgs {
+    #[command(subcommand)]
+    action: BusAction,
+}
+
+#[derive(Debug, Subcommand)]
+enum BusAction {
+    /// Show whose events the bus holds and whether this store may use it (exit 0 yes,
+    /// 1 refused).
+    Status,
+    /// Clear this prefix's events, consumer groups and agent queues, record this store
+    /// as the bus's owner and republish the store's log (servers on this store pick up
+    /// within a second).
+    Reset {
+        /// Confirm: without it nothing is deleted.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -96,21 +120,25 @@ async fn main() -> anyhow::Result<()> {
         Command::Api => {
             let listener = bind().await?;
             let rt = Runtime::new(Backends::open(&cli.config).await?, &cli.config);
+            app::start_guard(&rt, stop.clone()).await;
             app::serve_http(listener, &rt, stop).await
         }
         Command::Engine => {
             let rt = Runtime::new(Backends::open(&cli.config).await?, &cli.config);
             tracing::info!(mode = rt.backends.mode, "engine running");
+            app::start_guard(&rt, stop.clone()).await;
             app::spawn_engine(&rt, stop).await.context("engine task")
         }
         Command::Relay => {
             let rt = Runtime::new(Backends::open(&cli.config).await?, &cli.config);
             tracing::info!(mode = rt.backends.mode, "relay running");
+            app::start_guard(&rt, stop.clone()).await;
             app::spawn_relay(&rt, stop).await.context("relay task")
         }
         Command::Projector(ProjectorArgs { action: None }) => {
             let rt = Runtime::new(Backends::open(&cli.config).await?, &cli.config);
             tracing::info!(mode = rt.backends.mode, "projector running");
+            app::start_guard(&rt, stop.clone()).await;
             app::spawn_projector(&rt, stop)
                 .await
                 .context("projector task")
@@ -120,6 +148,19 @@ async fn main() -> anyhow::Result<()> {
         }) => {
             let rt = Runtime::new(Backends::open(&cli.config).await?, &cli.config);
             conflux::rebuild::rebuild(&rt).await
+        }
+        Command::Bus(BusArgs {
+            action: BusAction::Status,
+        }) => {
+            let rt = Runtime::new(Backends::open(&cli.config).await?, &cli.config);
+            let code = conflux::bus_admin::status(&rt).await?;
+            std::process::exit(i32::from(code));
+        }
+        Command::Bus(BusArgs {
+            action: BusAction::Reset { yes },
+        }) => {
+            let rt = Runtime::new(Backends::open(&cli.config).await?, &cli.config);
+            conflux::bus_admin::reset(&rt, yes).await
         }
         Command::Events(_) | Command::Replay(_) | Command::Verify(_) => Ok(()),
     }

@@ -84,6 +84,52 @@ impl TestDatabase {
             .unwrap_or_else(|e| panic!("cannot connect to {}: {e}", self.url))
     }
 
+    /// A new database copied from this one as it stands (`CREATE DATABASE … TEMPLATE`,
+    /// as a restore from a backup would give): whoever is connected to this one is
+    /// disconnected first, as the copy requires.
+    pub async fn snapshot(&self) -> TestDatabase {
+        let mut admin = PgConnection::connect(&self.admin_url)
+            .await
+            .unwrap_or_else(|e| panic!("cannot reach Postgres: {e}"));
+        let name = format!("conflux_t_{}_{}", now_secs(), uuid::Uuid::new_v4().simple());
+        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()")
+            .bind(&self.name)
+            .execute(&mut admin)
+            .await
+            .unwrap_or_else(|e| panic!("cannot disconnect {}: {e}", self.name));
+        sqlx::query(&format!(
+            "CREATE DATABASE \"{name}\" TEMPLATE \"{}\"",
+            self.name
+        ))
+        .execute(&mut admin)
+        .await
+        .unwrap_or_else(|e| panic!("cannot copy {} to {name}: {e}", self.name));
+        let _ = admin.close().await;
+        TestDatabase {
+            url: with_database(&self.admin_url, &name),
+            name,
+            admin_url: self.admin_url.clone(),
+        }
+    }
+
+    /// Drops the database and creates an empty one of the same name (what a developer
+    /// does to start over).
+    pub async fn recreate(&self) {
+        let mut admin = PgConnection::connect(&self.admin_url)
+            .await
+            .unwrap_or_else(|e| panic!("cannot reach Postgres: {e}"));
+        for sql in [
+            format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name),
+            format!("CREATE DATABASE \"{}\"", self.name),
+        ] {
+            sqlx::query(&sql)
+                .execute(&mut admin)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+        let _ = admin.close().await;
+    }
+
     /// Drops the database (disconnecting whoever is still on it).
     pub async fn drop_database(self) {
         if let Ok(mut admin) = PgConnection::connect(&self.admin_url).await {

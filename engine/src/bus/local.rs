@@ -10,7 +10,9 @@ use async_trait::async_trait;
 use conflux_schema::EventEnvelope;
 use tokio::sync::watch;
 
-use super::{BusError, Delivery, EventBus, Subscription};
+use uuid::Uuid;
+
+use super::{BusError, BusOwner, Delivery, EventBus, Subscription};
 
 /// Entries kept at most, as with Redis' MAXLEN.
 const MAX_ENTRIES: usize = 1_000_000;
@@ -30,6 +32,9 @@ struct Log {
     entries: VecDeque<Arc<EventEnvelope>>,
     head: u64,
     groups: HashMap<String, Group>,
+    /// The store this bus carries events of (an in-process bus only ever carries its
+    /// own process's store, but records it like Redis does).
+    owner: Option<BusOwner>,
 }
 
 impl Log {
@@ -101,7 +106,11 @@ impl LocalBus {
     /// refills a bus that lost its data.
     pub fn simulate_data_loss(&self) {
         let mut log = lock(&self.log);
-        *log = Log::default();
+        let owner = log.owner;
+        *log = Log {
+            owner,
+            ..Log::default()
+        };
     }
 }
 
@@ -156,6 +165,42 @@ impl EventBus for LocalBus {
 
     async fn ping(&self) -> Result<(), BusError> {
         Ok(())
+    }
+
+    async fn owner(&self) -> Result<Option<BusOwner>, BusError> {
+        Ok(lock(&self.log).owner)
+    }
+
+    async fn claim(&self, store_id: Uuid) -> Result<BusOwner, BusError> {
+        let mut log = lock(&self.log);
+        Ok(*log.owner.get_or_insert(BusOwner {
+            store_id,
+            generation: Uuid::now_v7(),
+        }))
+    }
+
+    async fn reset(&self, store_id: Uuid) -> Result<BusOwner, BusError> {
+        let owner = BusOwner {
+            store_id,
+            generation: Uuid::now_v7(),
+        };
+        *lock(&self.log) = Log {
+            owner: Some(owner),
+            ..Log::default()
+        };
+        self.published.send_replace(0);
+        Ok(owner)
+    }
+
+    async fn head_event(&self) -> Result<Option<(u64, Uuid)>, BusError> {
+        Ok(lock(&self.log)
+            .entries
+            .back()
+            .map(|e| (e.position, e.event_id)))
+    }
+
+    fn describe(&self) -> String {
+        "the in-process bus".to_owned()
     }
 }
 

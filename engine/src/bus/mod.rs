@@ -9,12 +9,14 @@
 //! by another ([`Subscription::claim_stale`], XAUTOCLAIM on Redis).
 
 pub mod local;
+pub mod ownership;
 pub mod redis;
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use conflux_schema::EventEnvelope;
+use uuid::Uuid;
 
 /// What can go wrong on the bus.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,6 +36,16 @@ pub struct Delivery {
     pub position: u64,
     /// The event.
     pub envelope: EventEnvelope,
+}
+
+/// Which store a bus belongs to, as recorded on the bus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BusOwner {
+    /// The store whose events the bus carries ([`crate::store::EventStore::store_id`]).
+    pub store_id: Uuid,
+    /// Changes on every claim and reset, so a process notices that the bus was reset
+    /// under it (and drops what it remembered of the old stream).
+    pub generation: Uuid,
 }
 
 /// The transport. Implementations guarantee: entries are ordered by position; each entry
@@ -57,6 +69,24 @@ pub trait EventBus: Send + Sync + 'static {
 
     /// Succeeds when the transport answers (readiness).
     async fn ping(&self) -> Result<(), BusError>;
+
+    /// The store recorded as this bus's owner (None: nobody claimed it yet).
+    async fn owner(&self) -> Result<Option<BusOwner>, BusError>;
+
+    /// Records `store_id` as the owner if nobody is; returns the owner now recorded
+    /// (another store's, if it claimed first).
+    async fn claim(&self, store_id: Uuid) -> Result<BusOwner, BusError>;
+
+    /// Deletes everything the bus holds (events, consumer groups, pending entries) and
+    /// records `store_id` as its owner with a new generation. The relay then
+    /// republishes from the store.
+    async fn reset(&self, store_id: Uuid) -> Result<BusOwner, BusError>;
+
+    /// The newest entry's position and event id (None when the bus is empty).
+    async fn head_event(&self) -> Result<Option<(u64, Uuid)>, BusError>;
+
+    /// Where the bus lives, for operators' messages (e.g. `Redis prefix "conflux:"`).
+    fn describe(&self) -> String;
 }
 
 /// One consumer's view of a group.

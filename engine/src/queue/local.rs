@@ -137,4 +137,11 @@ impl TaskQueue for LocalTaskQueue {
     async fn depth(&self, role: &str) -> Result<u64, QueueError> {
         Ok(self.lock().roles.get(role).map_or(0, |q| q.len() as u64))
     }
+
+    async fn clear(&self) -> Result<u64, QueueError> {
+        let mut queues = self.lock();
+        let n = queues.roles.len() as u64;
+        queues.roles.clear();
+        Ok(n)
+    }
 }

@@ -78,4 +78,8 @@ pub trait TaskQueue: Send + Sync + 'static {
 
     /// How many tickets wait in `role` (for metrics and tests).
     async fn depth(&self, role: &str) -> Result<u64, QueueError>;
+
+    /// Drops every ticket of every role (a bus reset: the engine re-queues what its
+    /// store still has dispatched when it recovers). Returns how many queues it cleared.
+    async fn clear(&self) -> Result<u64, QueueError>;
 }

@@ -380,4 +380,35 @@ impl TaskQueue for RedisTaskQueue {
         let len = conn.xlen::<_, u64>(self.key(role));
         bounded(len, RESPONSE_TIMEOUT).await?.map_err(map_err)
     }
+
+    async fn clear(&self) -> Result<u64, QueueError> {
+        // Role keys are `<prefix>tasks:<hex>`: match exactly that shape, with the
+        // prefix's own glob characters escaped, so no other prefix's keys match.
+        let escaped: String = self
+            .prefix
+            .chars()
+            .flat_map(|c| match c {
+                '*' | '?' | '[' | ']' | '\\' => vec!['\\', c],
+                c => vec![c],
+            })
+            .collect();
+        let pattern = format!("{escaped}tasks:*");
+        let mut conn = self.conn.clone();
+        let mut keys: Vec<String> = Vec::new();
+        {
+            let scan = conn.scan_match::<_, String>(&pattern);
+            let mut iter = bounded(scan, RESPONSE_TIMEOUT).await?.map_err(map_err)?;
+            while let Some(key) = iter.next_item().await {
+                let role = &key[self.prefix.len() + "tasks:".len()..];
+                if role.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    keys.push(key);
+                }
+            }
+        }
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let del = conn.del::<_, u64>(&keys);
+        bounded(del, RESPONSE_TIMEOUT).await?.map_err(map_err)
+    }
 }

@@ -144,6 +144,11 @@ pub trait EventStore: Send + Sync + 'static {
     /// The highest committed position (0 if the log is empty).
     async fn head_position(&self) -> Result<u64, StoreError>;
 
+    /// The store's identity: a random id created with the schema and never changed
+    /// (a restored or copied database keeps it; a new or recreated one gets a new one).
+    /// The bus records it to tell its own store's events from another store's.
+    async fn store_id(&self) -> Result<uuid::Uuid, StoreError>;
+
     /// Recomputes the stream's hash chain from the stored rows.
     async fn verify_stream(&self, stream: &StreamId) -> Result<ChainVerification, StoreError>;
 

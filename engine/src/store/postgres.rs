@@ -479,6 +479,13 @@ impl EventStore for PgStore {
         Ok(p.unwrap_or(0) as u64)
     }
 
+    async fn store_id(&self) -> Result<uuid::Uuid, StoreError> {
+        sqlx::query_scalar("SELECT store_id FROM store_identity")
+            .fetch_one(&self.backend.pool)
+            .await
+            .map_err(map_err)
+    }
+
     async fn verify_stream(&self, stream: &StreamId) -> Result<ChainVerification, StoreError> {
         let sql = format!("SELECT {SELECT_COLUMNS} FROM events WHERE stream_id = $1 AND version > $2 ORDER BY version LIMIT $3");
         let rows = self

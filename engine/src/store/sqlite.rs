@@ -356,6 +356,15 @@ impl EventStore for SqliteStore {
         Ok(p.unwrap_or(0) as u64)
     }
 
+    async fn store_id(&self) -> Result<uuid::Uuid, StoreError> {
+        let id: String = sqlx::query_scalar("SELECT store_id FROM store_identity")
+            .fetch_one(&self.backend.pool)
+            .await
+            .map_err(map_err)?;
+        uuid::Uuid::parse_str(&id)
+            .map_err(|e| StoreError::Backend(format!("the store id {id:?} is not a uuid: {e}")))
+    }
+
     async fn verify_stream(&self, stream: &StreamId) -> Result<ChainVerification, StoreError> {
         let rows = self
             .backend

@@ -49,6 +49,10 @@ pub trait Fixture: Sized + Send + Sync {
     /// A second store on the same database, as a second process would have.
     async fn second_store(&self) -> Arc<dyn EventStore>;
     fn bus(&self) -> Arc<dyn EventBus>;
+    /// A bus on the same transport and prefix as [`Fixture::bus`], used by another
+    /// store (`store_id`): what a second environment sharing the prefix has. None for
+    /// an in-process bus, which no other store can reach.
+    async fn foreign_bus(&self, store_id: uuid::Uuid) -> Option<Arc<dyn EventBus>>;
     /// Makes the bus lose everything (Redis: FLUSHDB on the test's own database).
     async fn flush_bus(&self);
     async fn hold_open(&self, req: AppendRequest) -> Box<dyn Held>;
@@ -79,6 +83,7 @@ impl Fixture for PgRedis {
             panic!("cannot reach Redis: {e}\nstart it with: redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save \"\" --appendonly no")
         });
         let pool = db.pool().await;
+        let bus = bus.for_store(store.store_id().await.expect("store id"));
         Self {
             db,
             store,
@@ -99,6 +104,12 @@ impl Fixture for PgRedis {
     }
     fn bus(&self) -> Arc<dyn EventBus> {
         Arc::new(self.bus.clone())
+    }
+    async fn foreign_bus(&self, store_id: uuid::Uuid) -> Option<Arc<dyn EventBus>> {
+        let bus = RedisBus::connect(&redis_url(), &self.prefix)
+            .await
+            .expect("second bus");
+        Some(Arc::new(bus.for_store(store_id)))
     }
     async fn flush_bus(&self) {
         // Everything this test's bus holds lives under its prefix; deleting it is what a
@@ -167,6 +178,9 @@ impl Fixture for SqliteLocal {
     }
     fn bus(&self) -> Arc<dyn EventBus> {
         Arc::new(self.bus.clone())
+    }
+    async fn foreign_bus(&self, _store_id: uuid::Uuid) -> Option<Arc<dyn EventBus>> {
+        None
     }
     async fn flush_bus(&self) {
         self.bus.simulate_data_loss();

@@ -36,6 +36,7 @@ macro_rules! all_checks {
                 lookups_find_the_right_streams,
                 a_bad_append_does_not_fail_its_batch,
                 reads_past_the_largest_position_find_nothing,
+                the_bus_knows_its_store,
             ]
         );
     };

@@ -588,3 +588,129 @@ pub async fn a_bad_append_does_not_fail_its_batch<F: Fixture>(f: &F) {
         }
     }
 }
+
+/// The store has one identity (every connection sees the same); the bus records its
+/// owner and resets to a new one; the ownership guard accepts the bus only while it is
+/// this store's and its head is this store's event; and a consumer never receives an
+/// entry another store published on the same transport.
+pub async fn the_bus_knows_its_store<F: Fixture>(f: &F) {
+    use conflux_engine::bus::ownership::{reset_bus, BusGuard, BusStatus};
+    use conflux_engine::queue::local::LocalTaskQueue;
+
+    let store = f.store();
+    let bus = f.bus();
+    let id = store.store_id().await.expect("store id");
+    assert_eq!(
+        id,
+        f.second_store().await.store_id().await.expect("id"),
+        "one identity per store"
+    );
+    assert_eq!(
+        bus.owner().await.expect("owner"),
+        None,
+        "a new bus has no owner"
+    );
+    assert_eq!(bus.head_event().await.expect("head"), None);
+
+    let queue = Arc::new(LocalTaskQueue::new());
+    let guard = BusGuard::new(store.clone(), bus.clone(), queue.clone(), id, false);
+    let first = match guard.check().await.expect("check") {
+        BusStatus::Owned { generation } => generation,
+        other => panic!("an empty bus is claimed: {other:?}"),
+    };
+    let other = Uuid::now_v7();
+    assert_eq!(
+        bus.claim(other).await.expect("claim").store_id,
+        id,
+        "the first claim stays"
+    );
+
+    // Events published by the relay: the head is the store's own event.
+    let mut streams: Vec<(StreamId, u64)> = (0..3).map(|_| (stream(), 0)).collect();
+    append_batch(&*store, &mut streams, 4).await;
+    let mut relay = Relay::new(store.clone(), bus.clone(), RelayOptions::default());
+    relay.step().await.expect("relay");
+    let head = store.head_position().await.expect("head");
+    let newest = read_all_everything(&*store).await.pop().expect("events");
+    assert_eq!(
+        bus.head_event().await.expect("head"),
+        Some((head, newest.event_id))
+    );
+    assert_eq!(
+        guard.check().await.expect("check"),
+        BusStatus::Owned { generation: first }
+    );
+
+    // Another store takes the bus: this store's guard refuses it.
+    let taken = reset_bus(other, &*bus, &*queue).await.expect("reset");
+    assert_eq!(taken.owner.store_id, other);
+    assert_eq!(
+        bus.head().await.expect("head"),
+        0,
+        "a reset empties the bus"
+    );
+    match guard.check().await.expect("check") {
+        BusStatus::Refused { reason } => {
+            assert!(reason.contains("another store"), "{reason}");
+            assert!(reason.contains("conflux bus reset --yes"), "{reason}");
+        }
+        status => panic!("another store's bus is refused: {status:?}"),
+    }
+
+    // Reset back: a new generation, and the relay republishes everything.
+    let mine = reset_bus(id, &*bus, &*queue).await.expect("reset");
+    assert_ne!(mine.owner.generation, first);
+    assert_eq!(
+        guard.check().await.expect("check"),
+        BusStatus::Owned {
+            generation: mine.owner.generation
+        }
+    );
+    let mut relay = Relay::new(store.clone(), bus.clone(), RelayOptions::default());
+    relay.step().await.expect("relay");
+    assert_eq!(bus.head().await.expect("head"), head);
+
+    // A second store on the same transport: it cannot publish into a prefix this
+    // store owns (the ownership check is atomic with the publish), and once it owns the
+    // prefix its entries never reach this store's consumers, nor stay pending for them.
+    if let Some(foreign) = f.foreign_bus(other).await {
+        let mut fake = newest.clone();
+        fake.position = head + 1;
+        fake.event_id = Uuid::now_v7();
+        let refused = foreign.publish(std::slice::from_ref(&fake)).await;
+        assert!(
+            matches!(&refused, Err(e) if e.to_string().contains("belongs to another store")),
+            "{refused:?}"
+        );
+        assert_eq!(bus.head().await.expect("head"), head, "nothing was added");
+
+        let mut sub = bus.subscribe("owners", "c1").await.expect("subscribe");
+        reset_bus(other, &*foreign, &*queue).await.expect("reset");
+        let theirs: Vec<EventEnvelope> = (1..=5)
+            .map(|p| {
+                let mut e = newest.clone();
+                e.position = p;
+                e.event_id = Uuid::now_v7();
+                e
+            })
+            .collect();
+        foreign.publish(&theirs).await.expect("the owner publishes");
+        let got = sub
+            .next(100, Duration::from_millis(200))
+            .await
+            .expect("next");
+        assert!(
+            got.is_empty(),
+            "another store's entries are not delivered: {got:?}"
+        );
+        let stale = sub.claim_stale(Duration::ZERO, 100).await.expect("claim");
+        assert!(
+            stale.is_empty(),
+            "and were acked, not left pending: {stale:?}"
+        );
+        assert!(matches!(
+            guard.check().await.expect("check"),
+            BusStatus::Refused { .. }
+        ));
+    }
+}

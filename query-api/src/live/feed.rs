@@ -23,6 +23,8 @@ use super::registry::{event_text, Key, Registry};
 const POLL_EVERY: Duration = Duration::from_millis(20);
 /// Events read from the store at once.
 const READ_BATCH: usize = 1000;
+/// How often an idle feed checks that the store did not go back below its tail.
+const REWIND_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 /// The most executions whose workflow is remembered; past it the memory is cleared and
 /// rebuilt (by lookups) as events come.
 const MAX_KNOWN: usize = 100_000;
@@ -37,6 +39,7 @@ pub(super) async fn start(
     let mut after = store.head_position().await.unwrap_or(0);
     let mut commits = store.commits();
     let mut routes = Routes::new(store.clone());
+    let mut rewound_at = std::time::Instant::now();
     tokio::spawn(async move {
         while !shutdown.is_cancelled() {
             match store.read_all(after, READ_BATCH).await {
@@ -53,7 +56,21 @@ pub(super) async fn start(
                         }
                     }
                 }
-                Ok(_) => {}
+                Ok(_) => {
+                    // The log was read to its end. A store restored from a backup (or
+                    // recreated) goes back below what was tailed: follow it there, or
+                    // its new events would wait until they passed the old head.
+                    if rewound_at.elapsed() >= REWIND_CHECK {
+                        rewound_at = std::time::Instant::now();
+                        if let Ok(head) = store.head_position().await {
+                            if head < after {
+                                tracing::warn!(head, tailed = after, "the store went back (restored or recreated?); the live feed follows it");
+                                after = head;
+                                continue;
+                            }
+                        }
+                    }
+                }
                 Err(e) => tracing::warn!(error = %e, "the live feed could not read the store"),
             }
             tokio::select! {

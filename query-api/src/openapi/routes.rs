@@ -207,10 +207,10 @@ pub(super) fn operations(s: &mut Spec) {
         .stateless()
         .ok(200, "The process runs.", s.schema::<Health>())
         .add(s);
-    op(Get, "/ready", "ready", "Readiness: the event store and the bus answer")
+    op(Get, "/ready", "ready", "Readiness: the event store and the bus answer, and the bus belongs to this store")
         .stateless()
         .ok(200, "Ready.", s.schema::<Ready>())
-        .fails(&[unavailable("the store or the bus did not answer (details: mode, store, bus)")])
+        .fails(&[unavailable("the store or the bus did not answer, or the bus (Redis prefix) holds another store's events or events ahead of this store (details: mode, store, bus — the reason and the remedy, `conflux bus reset --yes`)")])
         .add(s);
     let text = [("text/plain; version=0.0.4", string().into())];
     op(Get, "/metrics", "metrics", "Prometheus metrics")

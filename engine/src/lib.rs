@@ -1,6 +1,8 @@
 //! # conflux-engine — the write model
 //!
 //! # Layout
+//! - [`access`]: tenants and API keys (event-sourced), the token format, and who a
+//!   bearer token is (a `Principal`), refreshed from the log within a second.
 //! - [`catalog`]: workflow definitions, versioned per name, validated once per process.
 //! - [`commands`]: load an execution, decide a command, append it; retried on conflict.
 //! - [`executor`]: the engine role: consumes the bus, decides, appends, performs effects.
@@ -21,6 +23,7 @@
 //! The pure execution core (`decide`/`evolve`) and the scheduler arrive with the
 //! runtime; they will depend on nothing here but `conflux-schema`.
 
+pub mod access;
 pub mod bus;
 pub mod catalog;
 pub mod commands;

@@ -268,6 +268,36 @@ pub enum Event {
         /// How many tasks it runs at once.
         capacity: u32,
     },
+    /// A tenant was created. Stream `tenant-<uuid v5 of its name>`.
+    TenantCreated {
+        /// The tenant.
+        tenant: crate::access::TenantName,
+    },
+    /// An API key was issued. Stream `key-<key id>`. Holds the secret's SHA-256, never
+    /// the secret.
+    ApiKeyCreated {
+        /// The key id (the `<key_id>` of `cfx_<key_id>_<secret>`, also the stream's uuid).
+        key_id: Uuid,
+        /// For humans.
+        name: String,
+        /// The tenant it acts in.
+        tenant: crate::access::TenantName,
+        /// What it may do.
+        role: crate::access::Role,
+        /// For `agent` keys: the agent roles (queues) it may serve.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        agent_roles: Vec<String>,
+        /// When it stops working (None: never).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expires_at: Option<chrono::DateTime<chrono::Utc>>,
+        /// Hex SHA-256 of the secret (256 random bits, so a fast hash is enough).
+        secret_sha256: String,
+    },
+    /// An API key was revoked: it stops working on every server within a second.
+    ApiKeyRevoked {
+        /// The key id.
+        key_id: Uuid,
+    },
 }
 
 impl Event {
@@ -295,6 +325,9 @@ impl Event {
             Event::ExecutionCompleted { .. } => "ExecutionCompleted",
             Event::ExecutionFailed { .. } => "ExecutionFailed",
             Event::AgentRegistered { .. } => "AgentRegistered",
+            Event::TenantCreated { .. } => "TenantCreated",
+            Event::ApiKeyCreated { .. } => "ApiKeyCreated",
+            Event::ApiKeyRevoked { .. } => "ApiKeyRevoked",
         }
     }
 

@@ -15,7 +15,7 @@ pub struct IdError {
 }
 
 impl IdError {
-    fn new(message: impl Into<String>) -> Self {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
         }
@@ -117,6 +117,10 @@ pub enum StreamType {
     Execution,
     /// `agent-<uuid>`: an external agent's registration.
     Agent,
+    /// `tenant-<uuid>`: a tenant (the uuid derived from its name).
+    Tenant,
+    /// `key-<uuid>`: an API key (the uuid is its key id).
+    Key,
 }
 
 impl StreamType {
@@ -126,6 +130,8 @@ impl StreamType {
             StreamType::Workflow => "workflow",
             StreamType::Execution => "execution",
             StreamType::Agent => "agent",
+            StreamType::Tenant => "tenant",
+            StreamType::Key => "key",
         }
     }
 }
@@ -152,6 +158,16 @@ impl StreamId {
         Self(format!("agent-{id}"))
     }
 
+    /// The stream of tenant `id`.
+    pub fn tenant(id: Uuid) -> Self {
+        Self(format!("tenant-{id}"))
+    }
+
+    /// The stream of API key `id`.
+    pub fn key(id: Uuid) -> Self {
+        Self(format!("key-{id}"))
+    }
+
     /// Parses `<type>-<uuid>`.
     pub fn parse(raw: &str) -> Result<Self, IdError> {
         let (kind, id) = raw
@@ -161,6 +177,8 @@ impl StreamId {
             "workflow" => StreamType::Workflow,
             "execution" => StreamType::Execution,
             "agent" => StreamType::Agent,
+            "tenant" => StreamType::Tenant,
+            "key" => StreamType::Key,
             other => return Err(IdError::new(format!("unknown stream type {other:?}"))),
         };
         let id = Uuid::parse_str(id)
@@ -174,6 +192,10 @@ impl StreamId {
             StreamType::Workflow
         } else if self.0.starts_with("agent-") {
             StreamType::Agent
+        } else if self.0.starts_with("tenant-") {
+            StreamType::Tenant
+        } else if self.0.starts_with("key-") {
+            StreamType::Key
         } else {
             StreamType::Execution
         }

@@ -12,6 +12,7 @@
 //! SQL migrations live beside this crate in `schema/migrations/` and are embedded by the
 //! engine's stores, so the contract and the tables that hold it change together.
 
+pub mod access;
 pub mod canonical;
 pub mod definition;
 pub mod event;

@@ -320,7 +320,11 @@ impl ExecutionState {
                 self.error = Some(error.clone());
                 self.completed_at = Some(at);
             }
-            Event::WorkflowCreated { .. } | Event::AgentRegistered { .. } => {}
+            Event::WorkflowCreated { .. }
+            | Event::AgentRegistered { .. }
+            | Event::TenantCreated { .. }
+            | Event::ApiKeyCreated { .. }
+            | Event::ApiKeyRevoked { .. } => {}
         }
     }
 

@@ -138,6 +138,15 @@ pub trait EventStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<EventEnvelope>, StoreError>;
 
+    /// Like [`EventStore::read_all`], but only events of streams of `types` (e.g. the
+    /// tenants and keys every server tails); the same visibility guarantee.
+    async fn read_all_of(
+        &self,
+        types: &[conflux_schema::StreamType],
+        after_position: u64,
+        limit: usize,
+    ) -> Result<Vec<EventEnvelope>, StoreError>;
+
     /// The stream's current version (0 if it does not exist).
     async fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError>;
 
@@ -172,6 +181,14 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Outbox: marks everything up to `position` as published.
     async fn outbox_done(&self, position: u64) -> Result<(), StoreError>;
+}
+
+/// `stream_type IN (...)` for `types`: the names are the enum's own constants, never
+/// input, so they are written into the statement (which also lets a partial index on
+/// exactly that predicate serve it).
+pub(crate) fn stream_types_in(types: &[conflux_schema::StreamType]) -> String {
+    let names: Vec<String> = types.iter().map(|t| format!("'{}'", t.as_str())).collect();
+    format!("stream_type IN ({})", names.join(", "))
 }
 
 /// Reads a whole stream (convenience over [`EventStore::read_stream`]).

@@ -461,6 +461,25 @@ impl EventStore for PgStore {
             .collect()
     }
 
+    async fn read_all_of(
+        &self,
+        types: &[conflux_schema::StreamType],
+        after_position: u64,
+        limit: usize,
+    ) -> Result<Vec<EventEnvelope>, StoreError> {
+        let sql = format!(
+            "SELECT {SELECT_COLUMNS} FROM events WHERE {} AND position > $1 \
+             ORDER BY position LIMIT $2",
+            super::stream_types_in(types)
+        );
+        self.backend
+            .fetch(&sql, db_int(after_position), None, db_int(limit))
+            .await?
+            .into_iter()
+            .map(StoredRow::into_envelope)
+            .collect()
+    }
+
     async fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError> {
         let v: Option<i64> =
             sqlx::query_scalar("SELECT max(version) FROM events WHERE stream_id = $1")

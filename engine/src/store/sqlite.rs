@@ -338,6 +338,28 @@ impl EventStore for SqliteStore {
             .collect()
     }
 
+    async fn read_all_of(
+        &self,
+        types: &[conflux_schema::StreamType],
+        after_position: u64,
+        limit: usize,
+    ) -> Result<Vec<EventEnvelope>, StoreError> {
+        let sql = format!(
+            "SELECT {SELECT_COLUMNS} FROM events WHERE {} AND position > ? \
+             ORDER BY position LIMIT ?",
+            super::stream_types_in(types)
+        );
+        let rows = sqlx::query(&sql)
+            .bind(db_int(after_position))
+            .bind(db_int(limit))
+            .fetch_all(&self.backend.pool)
+            .await
+            .map_err(map_err)?;
+        rows.iter()
+            .map(|r| stored_row(r).and_then(StoredRow::into_envelope))
+            .collect()
+    }
+
     async fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError> {
         let v: Option<i64> =
             sqlx::query_scalar("SELECT max(version) FROM events WHERE stream_id = ?")

@@ -1,0 +1,304 @@
+//! Identity: tenants and API keys, event-sourced like everything else, and who a bearer
+//! token is.
+//!
+//! Creating a tenant, issuing a key and revoking one are events (`TenantCreated`,
+//! `ApiKeyCreated`, `ApiKeyRevoked`) with their actor, in streams `tenant-<uuid>` and
+//! `key-<key id>`. Every process keeps a [`KeyDirectory`] folded from those events and
+//! tails them (an indexed read of just those streams) every 250 ms and on its own
+//! commits, so a key revoked through any server stops working on every server within
+//! a second. The bootstrap admin token is never stored in the log.
+//!
+//! # Layout
+//! - `token`: the `cfx_<key_id>_<secret>` format, hashing, constant-time comparison.
+//! - `directory`: the pure fold and `authenticate`.
+
+pub mod directory;
+pub mod token;
+
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use conflux_schema::access::{Role, TenantName};
+use conflux_schema::{Event, EventMetadata, NewEvent, StreamId, StreamType};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub use directory::{AuthError, KeyDirectory, KeyRecord, Principal};
+
+use crate::store::{EventStore, StoreError};
+
+/// How often every process re-reads the tenants and keys.
+pub const REFRESH_EVERY: Duration = Duration::from_millis(250);
+const ACCESS_STREAMS: [StreamType; 2] = [StreamType::Tenant, StreamType::Key];
+/// Namespace of tenant stream ids (uuid v5 of the name).
+const TENANT_NAMESPACE: Uuid = Uuid::from_u128(0x6f1c_2a3e_5b7d_4e90_8a21_c3d4_e5f6_0718);
+
+/// What an access command can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    /// No such tenant or key (in the caller's scope).
+    #[error("{0}")]
+    NotFound(String),
+    /// It exists already.
+    #[error("{0}")]
+    Conflict(String),
+    /// The request is not valid.
+    #[error("{0}")]
+    Invalid(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// No randomness for a secret.
+    #[error(transparent)]
+    Randomness(#[from] token::RandomnessError),
+}
+
+/// A key to issue.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    /// For humans.
+    pub name: String,
+    /// Its tenant (must exist).
+    pub tenant: TenantName,
+    /// Its role.
+    pub role: Role,
+    /// Agent roles (agent keys only; required for them).
+    pub agent_roles: Vec<String>,
+    /// When it stops working.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Tenants, keys and authentication for one process. Clones share the directory.
+#[derive(Clone)]
+pub struct Access {
+    store: Arc<dyn EventStore>,
+    directory: Arc<RwLock<KeyDirectory>>,
+    admin_token: Option<Arc<str>>,
+    revocations: Arc<watch::Sender<usize>>,
+}
+
+impl Access {
+    /// Reads every tenant and key from `store`. `admin_token`: the system
+    /// administrator's bootstrap token, if any.
+    pub async fn open(
+        store: Arc<dyn EventStore>,
+        admin_token: Option<String>,
+    ) -> Result<Self, StoreError> {
+        let access = Self {
+            store,
+            directory: Arc::new(RwLock::new(KeyDirectory::default())),
+            admin_token: admin_token.map(Arc::from),
+            revocations: Arc::new(watch::channel(0).0),
+        };
+        access.refresh().await?;
+        Ok(access)
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, KeyDirectory> {
+        // Every write is one `apply` of a whole event: a panic cannot leave it torn.
+        self.directory.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Folds tenant and key events committed since the last refresh; returns how many.
+    pub async fn refresh(&self) -> Result<usize, StoreError> {
+        let mut n = 0;
+        loop {
+            let after = self.read().position;
+            let events = self.store.read_all_of(&ACCESS_STREAMS, after, 1000).await?;
+            if events.is_empty() {
+                break;
+            }
+            n += events.len();
+            let revoked = {
+                let mut dir = self.directory.write().unwrap_or_else(|p| p.into_inner());
+                for e in &events {
+                    dir.apply(e);
+                }
+                dir.revoked_ids().len()
+            };
+            self.revocations.send_if_modified(|count| {
+                let changed = *count != revoked;
+                *count = revoked;
+                changed
+            });
+        }
+        Ok(n)
+    }
+
+    /// Refreshes every [`REFRESH_EVERY`] and after each local commit, until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut commits = self.store.commits();
+        let mut failing = false;
+        loop {
+            match self.refresh().await {
+                Ok(_) => failing = false,
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(error = %e, "reading tenants and keys failed; retrying");
+                    }
+                    failing = true;
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = commits.changed() => {}
+                () = tokio::time::sleep(REFRESH_EVERY) => {}
+            }
+        }
+    }
+
+    /// Who `token` is. The bootstrap admin token is compared in constant time.
+    pub fn authenticate(&self, token: &str) -> Result<Principal, AuthError> {
+        if token.is_empty() {
+            return Err(AuthError::Missing);
+        }
+        if let Some(admin) = &self.admin_token {
+            if token::same_secret(admin, token) {
+                return Ok(Principal::system_admin());
+            }
+        }
+        self.read().authenticate(token, Utc::now())
+    }
+
+    /// Changes whenever a key is revoked anywhere (live streams re-check their key).
+    pub fn revocations(&self) -> watch::Receiver<usize> {
+        self.revocations.subscribe()
+    }
+
+    /// Whether `key_id` still authenticates (not revoked, not expired).
+    pub fn key_is_valid(&self, key_id: Uuid) -> bool {
+        self.read().key(key_id).is_some_and(|k| {
+            k.revoked_at.is_none() && k.expires_at.is_none_or(|at| at > Utc::now())
+        })
+    }
+
+    /// Every tenant (`default` first).
+    pub fn tenants(&self) -> Vec<(TenantName, Option<DateTime<Utc>>)> {
+        self.read().tenants()
+    }
+
+    /// Whether `tenant` exists.
+    pub fn has_tenant(&self, tenant: &TenantName) -> bool {
+        self.read().has_tenant(tenant)
+    }
+
+    /// The keys of `tenant` (None: all), never their secrets.
+    pub fn keys(&self, tenant: Option<&TenantName>) -> Vec<KeyRecord> {
+        self.read().keys(tenant)
+    }
+
+    /// Whether any key was ever issued (the bootstrap token is generated only before).
+    pub fn any_key(&self) -> bool {
+        !self.read().keys(None).is_empty()
+    }
+
+    /// Creates `tenant`; 409 if it exists.
+    pub async fn create_tenant(
+        &self,
+        tenant: TenantName,
+        metadata: EventMetadata,
+    ) -> Result<(), AccessError> {
+        if self.has_tenant(&tenant) {
+            return Err(AccessError::Conflict(format!("tenant {tenant} exists")));
+        }
+        let stream = StreamId::tenant(Uuid::new_v5(&TENANT_NAMESPACE, tenant.as_str().as_bytes()));
+        let event = NewEvent::new(
+            Event::TenantCreated {
+                tenant: tenant.clone(),
+            },
+            metadata,
+        );
+        match self.store.append(&stream, 0, vec![event]).await {
+            Ok(_) => {}
+            Err(StoreError::Conflict { .. }) => {
+                return Err(AccessError::Conflict(format!("tenant {tenant} exists")))
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.refresh().await?;
+        Ok(())
+    }
+
+    /// Issues a key; returns its record and the token (shown once).
+    pub async fn create_key(
+        &self,
+        key: NewKey,
+        metadata: EventMetadata,
+    ) -> Result<(KeyRecord, String), AccessError> {
+        if key.name.trim().is_empty() || key.name.len() > 200 {
+            return Err(AccessError::Invalid(
+                "name must be 1 to 200 characters".into(),
+            ));
+        }
+        if !self.has_tenant(&key.tenant) {
+            return Err(AccessError::NotFound(format!("no tenant {}", key.tenant)));
+        }
+        match (key.role, key.agent_roles.is_empty()) {
+            (Role::Agent, true) => {
+                return Err(AccessError::Invalid(
+                    "an agent key needs agent_roles".into(),
+                ))
+            }
+            (r, false) if r != Role::Agent => {
+                return Err(AccessError::Invalid(
+                    "only agent keys take agent_roles".into(),
+                ))
+            }
+            _ => {}
+        }
+        if key.expires_at.is_some_and(|at| at <= Utc::now()) {
+            return Err(AccessError::Invalid("expires_at is in the past".into()));
+        }
+        let issued = token::issue()?;
+        let event = Event::ApiKeyCreated {
+            key_id: issued.key_id,
+            name: key.name,
+            tenant: key.tenant,
+            role: key.role,
+            agent_roles: key.agent_roles,
+            expires_at: key.expires_at,
+            secret_sha256: issued.secret_sha256,
+        };
+        self.store
+            .append(
+                &StreamId::key(issued.key_id),
+                0,
+                vec![NewEvent::new(event, metadata)],
+            )
+            .await?;
+        self.refresh().await?;
+        let record = self
+            .read()
+            .key(issued.key_id)
+            .cloned()
+            .ok_or_else(|| StoreError::Backend("an issued key is not in the log".into()))?;
+        Ok((record, issued.token))
+    }
+
+    /// Revokes `key_id`, if it is in `scope` (None: any tenant). Revoking twice is fine.
+    pub async fn revoke_key(
+        &self,
+        key_id: Uuid,
+        scope: Option<&TenantName>,
+        metadata: EventMetadata,
+    ) -> Result<(), AccessError> {
+        let known = self.read().key(key_id).cloned();
+        let Some(key) = known.filter(|k| scope.is_none_or(|t| &k.tenant == t)) else {
+            return Err(AccessError::NotFound(format!("no key {key_id}")));
+        };
+        if key.revoked_at.is_some() {
+            return Ok(());
+        }
+        let stream = StreamId::key(key_id);
+        let version = self.store.stream_version(&stream).await?;
+        let event = NewEvent::new(Event::ApiKeyRevoked { key_id }, metadata);
+        match self.store.append(&stream, version, vec![event]).await {
+            Ok(_) | Err(StoreError::Conflict { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.refresh().await?;
+        Ok(())
+    }
+}

@@ -7,16 +7,17 @@ use std::time::Duration;
 use axum::http::{HeaderName, Request};
 use axum::Router;
 use conflux_command_api::agents::AgentDirectory;
-use conflux_command_api::error::ApiError;
 use conflux_command_api::CommandContext;
 use conflux_engine::catalog::WorkflowCatalog;
 use conflux_engine::commands::ExecutionCommands;
 use conflux_engine::executor::{Engine, EngineOptions, EngineParts};
 use conflux_engine::relay::{Relay, RelayOptions};
 use conflux_engine::runner::{BuiltinRunner, RunnerOptions};
+use conflux_http::error::ApiError;
+use conflux_http::metrics::ScrapeHook;
+use conflux_http::ops::{self, Probes};
 use conflux_projector::Projector;
 use conflux_query_api::live::{LiveFeed, LiveState};
-use conflux_query_api::ops::{self, Probes};
 use conflux_query_api::reads::Reads;
 use conflux_schema::validate::Limits;
 use tokio::net::TcpListener;
@@ -96,7 +97,10 @@ pub fn router(rt: &Runtime, feed: LiveFeed) -> Router {
         .merge(conflux_query_api::workflows::router(reads.clone()))
         .merge(conflux_query_api::audit::router(commands.clone()))
         .merge(conflux_query_api::executions::router(reads))
-        .merge(conflux_query_api::metrics::router(vec![breaker_gauges(rt.runner.clone())]))
+        .merge(conflux_http::metrics::router(vec![
+            conflux_query_api::live::connections_gauge(),
+            breaker_gauges(rt.runner.clone()),
+        ]))
         .merge(conflux_query_api::openapi::router())
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
@@ -136,7 +140,7 @@ async fn track_http(
 }
 
 /// Publishes the built-in runner's circuit breakers as gauges at scrape time.
-fn breaker_gauges(runner: BuiltinRunner) -> conflux_query_api::metrics::ScrapeHook {
+fn breaker_gauges(runner: BuiltinRunner) -> ScrapeHook {
     std::sync::Arc::new(move || {
         for b in runner.breaker_snapshot() {
             let state = match b.state.as_str() {

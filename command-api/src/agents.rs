@@ -16,14 +16,14 @@ use axum::Json;
 use conflux_engine::commands::{lease_attempt, CommandError};
 use conflux_engine::execution::{Command, Rejection, TaskRef};
 use conflux_engine::store::{StoreError, StreamQuery};
+use conflux_http::error::ApiError;
+use conflux_http::extract::{path_uuid, ApiJson, PathId, QueryParams, RequestMeta};
 use conflux_schema::{Event, EventMetadata, NewEvent, StreamId, TaskId};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::error::ApiError;
-use crate::extract::{path_uuid, ApiJson, PathId, QueryParams, RequestMeta};
 use crate::CommandContext;
 
 /// A registered agent.

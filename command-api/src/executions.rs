@@ -4,11 +4,11 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use conflux_engine::execution::Command;
+use conflux_http::error::ApiError;
+use conflux_http::extract::{path_uuid, ApiJson, PathId, RequestMeta};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::error::ApiError;
-use crate::extract::{path_uuid, ApiJson, PathId, RequestMeta};
 use crate::CommandContext;
 
 /// Optional body of `cancel`.

@@ -8,13 +8,13 @@ use axum::Json;
 use conflux_engine::commands::CommandError;
 use conflux_engine::execution::{Command, Rejection};
 use conflux_engine::store::StreamQuery;
+use conflux_http::error::ApiError;
+use conflux_http::extract::{path_uuid, ApiJson, PathId, QueryParams, RequestMeta};
 use conflux_schema::definition::WorkflowDefinition;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::error::ApiError;
-use crate::extract::{path_uuid, ApiJson, PathId, QueryParams, RequestMeta};
 use crate::CommandContext;
 
 /// The namespace of execution ids derived from an idempotency key.

@@ -256,8 +256,6 @@ pub fn bad_parameter(name: &'static str, value: Option<&str>, problem: &str) -> 
     ApiError::invalid_request(message).with_details(details)
 }
 
-/// Parses a path id as a UUID, answering 404 for anything else (an id that cannot
-/// exist is simply not found).
 /// A path's `{id}` segment, percent-decoded. A segment that is not UTF-8 once decoded
 /// cannot name anything: it is the API's JSON 404, where axum's own `Path` would answer
 /// a plain-text 400.
@@ -278,6 +276,8 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PathId {
     }
 }
 
+/// Parses a path id as a UUID, answering 404 for anything else (an id that cannot
+/// exist is simply not found).
 pub fn path_uuid(raw: &str, what: &str) -> Result<uuid::Uuid, ApiError> {
     uuid::Uuid::parse_str(raw).map_err(|_| ApiError::not_found(format!("{what} {raw} not found")))
 }

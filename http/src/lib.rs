@@ -12,11 +12,14 @@
 //!   that body; every router reads its query parameters with [`extract::QueryParams`].
 //! - [`ops`]: `/health` and `/ready`, the probes every deployment needs.
 //! - [`metrics`]: `/metrics` in Prometheus text, and the process's metric recorder.
+//! - [`layers`]: what every router is served in: request ids, a tracing span and the
+//!   HTTP metrics per request, and the JSON 404 and 405 fallbacks.
 //!
 //! **Architecture invariant:** this crate knows HTTP and the engine's types, never an
 //! API crate; it talks to SQL and Redis only through the engine's store and bus traits.
 
 pub mod error;
 pub mod extract;
+pub mod layers;
 pub mod metrics;
 pub mod ops;

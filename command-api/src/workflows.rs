@@ -8,8 +8,9 @@ use axum::Json;
 use conflux_engine::commands::CommandError;
 use conflux_engine::execution::{Command, Rejection};
 use conflux_engine::store::StreamQuery;
+use conflux_http::context::RequestContext;
 use conflux_http::error::ApiError;
-use conflux_http::extract::{path_uuid, ApiJson, PathId, QueryParams, RequestMeta};
+use conflux_http::extract::{path_uuid, ApiJson, PathId, QueryParams};
 use conflux_schema::definition::WorkflowDefinition;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -41,10 +42,11 @@ pub struct ExecuteBody {
 pub async fn create(
     State(ctx): State<CommandContext>,
     q: QueryParams,
-    RequestMeta(meta): RequestMeta,
+    request: RequestContext,
     ApiJson(body): ApiJson<CreateBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let execute = q.flag("execute")?;
+    let meta = request.event_metadata();
     let created = ctx
         .commands
         .catalog()
@@ -73,10 +75,11 @@ pub async fn execute(
     State(ctx): State<CommandContext>,
     PathId(id): PathId,
     headers: HeaderMap,
-    RequestMeta(meta): RequestMeta,
+    request: RequestContext,
     ApiJson(body): ApiJson<ExecuteBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let workflow_id = path_uuid(&id, "workflow")?;
+    let meta = request.event_metadata();
     let key = match headers.get("idempotency-key") {
         None => None,
         Some(v) => {
@@ -176,16 +179,16 @@ pub async fn control(
 pub async fn pause(
     State(ctx): State<CommandContext>,
     PathId(id): PathId,
-    RequestMeta(meta): RequestMeta,
+    request: RequestContext,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    control(ctx, id, meta, || Command::Pause).await
+    control(ctx, id, request.event_metadata(), || Command::Pause).await
 }
 
 /// `POST /api/v1/workflows/{id}/resume`.
 pub async fn resume(
     State(ctx): State<CommandContext>,
     PathId(id): PathId,
-    RequestMeta(meta): RequestMeta,
+    request: RequestContext,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    control(ctx, id, meta, || Command::Resume).await
+    control(ctx, id, request.event_metadata(), || Command::Resume).await
 }

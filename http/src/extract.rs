@@ -19,7 +19,6 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
-use conflux_schema::EventMetadata;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
@@ -100,29 +99,6 @@ fn has_nul(bytes: &[u8]) -> bool {
     const ESCAPE: &[u8] = b"\\u0000";
     bytes.windows(ESCAPE.len()).any(|w| w == ESCAPE)
         && serde_json::from_slice::<Value>(bytes).is_ok_and(|v| walk(&v))
-}
-
-/// Event metadata for the events a request causes: its request id (`x-request-id`,
-/// set by the router when absent) as request and correlation id, actor `api`.
-pub struct RequestMeta(pub EventMetadata);
-
-impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        let id = parts
-            .headers
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        Ok(RequestMeta(EventMetadata {
-            correlation_id: id.clone(),
-            causation_id: id.clone(),
-            actor: Some("api".into()),
-            tenant_id: None,
-            request_id: id,
-        }))
-    }
 }
 
 /// A request's query string as name/value pairs, read so that every bad parameter is

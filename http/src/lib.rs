@@ -8,8 +8,10 @@
 //! # Layout
 //! - [`error`]: the one error body (`{"error": {"code", "message", "details"}}`) every
 //!   route of every Conflux router answers with, and the mapping of typed errors to it.
-//! - [`extract`]: JSON, query-string, path and metadata extractors whose rejections are
-//!   that body; every router reads its query parameters with [`extract::QueryParams`].
+//! - [`extract`]: JSON, query-string and path extractors whose rejections are that body;
+//!   every router reads its query parameters with [`extract::QueryParams`].
+//! - [`context`]: the request context (today its request id) handlers are given, and
+//!   the metadata of the events a request causes.
 //! - [`ops`]: `/health` and `/ready`, the probes every deployment needs.
 //! - [`metrics`]: `/metrics` in Prometheus text, and the process's metric recorder.
 //! - [`layers`]: what every router is served in: request ids, a tracing span and the
@@ -18,6 +20,7 @@
 //! **Architecture invariant:** this crate knows HTTP and the engine's types, never an
 //! API crate; it talks to SQL and Redis only through the engine's store and bus traits.
 
+pub mod context;
 pub mod error;
 pub mod extract;
 pub mod layers;

@@ -6,10 +6,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::{HeaderName, Request};
 use axum::Router;
 use conflux_command_api::agents::AgentDirectory;
-use conflux_command_api::error::ApiError;
 use conflux_command_api::CommandContext;
 use conflux_engine::bus::ownership::{BusGuard, BusStatus};
 use conflux_engine::bus::EventBus;
@@ -19,26 +17,24 @@ use conflux_engine::executor::{Engine, EngineOptions, EngineParts};
 use conflux_engine::relay::{Relay, RelayOptions};
 use conflux_engine::runner::{BuiltinRunner, RunnerOptions};
 use conflux_engine::store::EventStore;
+use conflux_http::layers;
+use conflux_http::metrics::ScrapeHook;
+use conflux_http::ops::{self, Probes};
 use conflux_projector::Projector;
 use conflux_projector::ReadModels;
 use conflux_query_api::live::{LiveFeed, LiveState};
-use conflux_query_api::ops::{self, Probes};
 use conflux_query_api::reads::Reads;
 use conflux_schema::validate::Limits;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
 
 use crate::backends::Backends;
 use crate::config::Config;
 
 /// Events the live projector reads and commits per transaction.
 const PROJECTOR_BATCH: usize = 2_000;
-
-const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Everything the roles of one process share.
 #[derive(Clone)]
@@ -91,7 +87,8 @@ impl Runtime {
     }
 }
 
-/// The HTTP router: every route of this build, with request ids and request tracing.
+/// The HTTP router: every route of this build, wrapped in the HTTP layer's request ids,
+/// tracing, metrics and JSON fallbacks ([`layers::wrap`]).
 pub fn router(rt: &Runtime, feed: LiveFeed) -> Router {
     let probes = Probes {
         store: rt.backends.store.clone(),
@@ -109,53 +106,25 @@ pub fn router(rt: &Runtime, feed: LiveFeed) -> Router {
         queue: rt.backends.queue.clone(),
         agents: AgentDirectory::default(),
     };
-    ops::router(probes)
+    let routes = ops::router(probes)
         .merge(conflux_command_api::router(command_ctx, rt.max_body_bytes))
-        .merge(conflux_query_api::live::router(LiveState { commands: commands.clone(), feed }))
+        .merge(conflux_query_api::live::router(LiveState {
+            commands: commands.clone(),
+            feed,
+        }))
         .merge(conflux_query_api::workflows::router(reads.clone()))
         .merge(conflux_query_api::audit::router(commands.clone()))
         .merge(conflux_query_api::executions::router(reads))
-        .merge(conflux_query_api::metrics::router(vec![breaker_gauges(rt.runner.clone())]))
-        .merge(conflux_query_api::openapi::router())
-        .fallback(|| async { ApiError::not_found("no such route") })
-        .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                axum::http::StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "this route does not accept that method",
-            )
-        })
-        .layer(axum::middleware::from_fn(track_http))
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
-            let id = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
-        }))
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-}
-
-/// Counts and times every request by method, route template and status.
-async fn track_http(
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    let method = req.method().to_string();
-    let route = req
-        .extensions()
-        .get::<axum::extract::MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let started = std::time::Instant::now();
-    let response = next.run(req).await;
-    let status = response.status().as_u16().to_string();
-    metrics::counter!("conflux_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
-        .increment(1);
-    metrics::histogram!("conflux_http_request_duration_seconds", "method" => method, "route" => route)
-        .record(started.elapsed().as_secs_f64());
-    response
+        .merge(conflux_http::metrics::router(vec![
+            conflux_query_api::live::connections_gauge(),
+            breaker_gauges(rt.runner.clone()),
+        ]))
+        .merge(conflux_query_api::openapi::router());
+    layers::wrap(routes)
 }
 
 /// Publishes the built-in runner's circuit breakers as gauges at scrape time.
-fn breaker_gauges(runner: BuiltinRunner) -> conflux_query_api::metrics::ScrapeHook {
+fn breaker_gauges(runner: BuiltinRunner) -> ScrapeHook {
     std::sync::Arc::new(move || {
         for b in runner.breaker_snapshot() {
             let state = match b.state.as_str() {

@@ -16,14 +16,15 @@ use axum::Json;
 use conflux_engine::commands::{lease_attempt, CommandError};
 use conflux_engine::execution::{Command, Rejection, TaskRef};
 use conflux_engine::store::{StoreError, StreamQuery};
+use conflux_http::context::RequestContext;
+use conflux_http::error::ApiError;
+use conflux_http::extract::{path_uuid, ApiJson, PathId, QueryParams};
 use conflux_schema::{Event, EventMetadata, NewEvent, StreamId, TaskId};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::error::ApiError;
-use crate::extract::{path_uuid, ApiJson, PathId, QueryParams, RequestMeta};
 use crate::CommandContext;
 
 /// A registered agent.
@@ -90,7 +91,7 @@ fn default_capacity() -> u32 {
 /// `POST /api/v1/agents` → 201 `{"agent_id"}`.
 pub async fn register(
     State(ctx): State<CommandContext>,
-    RequestMeta(meta): RequestMeta,
+    request: RequestContext,
     ApiJson(body): ApiJson<RegisterBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     if body.name.trim().is_empty() {
@@ -117,7 +118,7 @@ pub async fn register(
         .append(
             &StreamId::agent(agent_id),
             0,
-            vec![NewEvent::new(event, meta)],
+            vec![NewEvent::new(event, request.event_metadata())],
         )
         .await?;
     ctx.agents
@@ -147,7 +148,7 @@ pub async fn poll(
     State(ctx): State<CommandContext>,
     PathId(id): PathId,
     q: QueryParams,
-    RequestMeta(meta): RequestMeta,
+    request: RequestContext,
 ) -> Result<Json<Value>, ApiError> {
     let agent_id = path_uuid(&id, "agent")?;
     // At most `MAX_TASKS`: a `usize`.
@@ -162,7 +163,7 @@ pub async fn poll(
     let deadline = Instant::now() + wait;
     let meta = EventMetadata {
         actor: Some(format!("agent:{agent_id}")),
-        ..meta
+        ..request.event_metadata()
     };
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
@@ -329,9 +330,10 @@ async fn on_lease(
 pub async fn complete(
     State(ctx): State<CommandContext>,
     PathId(id): PathId,
-    RequestMeta(meta): RequestMeta,
+    request: RequestContext,
     ApiJson(body): ApiJson<CompleteBody>,
 ) -> Result<Json<Value>, ApiError> {
+    let meta = request.event_metadata();
     on_lease(ctx, id, meta, "completed", move |task| {
         Command::CompleteTask {
             task,
@@ -345,9 +347,10 @@ pub async fn complete(
 pub async fn fail(
     State(ctx): State<CommandContext>,
     PathId(id): PathId,
-    RequestMeta(meta): RequestMeta,
+    request: RequestContext,
     ApiJson(body): ApiJson<FailBody>,
 ) -> Result<Json<Value>, ApiError> {
+    let meta = request.event_metadata();
     on_lease(ctx, id, meta, "failed", move |task| Command::FailTask {
         task,
         error: body.error.clone(),
@@ -360,8 +363,9 @@ pub async fn fail(
 pub async fn heartbeat(
     State(ctx): State<CommandContext>,
     PathId(id): PathId,
-    RequestMeta(meta): RequestMeta,
+    request: RequestContext,
 ) -> Result<Json<Value>, ApiError> {
+    let meta = request.event_metadata();
     on_lease(ctx, id, meta, "heartbeat", |task| Command::Heartbeat {
         task,
     })

@@ -4,11 +4,12 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use conflux_engine::execution::Command;
+use conflux_http::context::RequestContext;
+use conflux_http::error::ApiError;
+use conflux_http::extract::{path_uuid, ApiJson, PathId};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::error::ApiError;
-use crate::extract::{path_uuid, ApiJson, PathId, RequestMeta};
 use crate::CommandContext;
 
 /// Optional body of `cancel`.
@@ -39,31 +40,31 @@ async fn record(
 pub async fn pause(
     State(ctx): State<CommandContext>,
     PathId(id): PathId,
-    RequestMeta(meta): RequestMeta,
+    request: RequestContext,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    record(ctx, id, meta, Command::Pause).await
+    record(ctx, id, request.event_metadata(), Command::Pause).await
 }
 
 /// `POST /api/v1/executions/{id}/resume`.
 pub async fn resume(
     State(ctx): State<CommandContext>,
     PathId(id): PathId,
-    RequestMeta(meta): RequestMeta,
+    request: RequestContext,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    record(ctx, id, meta, Command::Resume).await
+    record(ctx, id, request.event_metadata(), Command::Resume).await
 }
 
 /// `POST /api/v1/executions/{id}/cancel`.
 pub async fn cancel(
     State(ctx): State<CommandContext>,
     PathId(id): PathId,
-    RequestMeta(meta): RequestMeta,
+    request: RequestContext,
     ApiJson(body): ApiJson<CancelBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     record(
         ctx,
         id,
-        meta,
+        request.event_metadata(),
         Command::Cancel {
             reason: body.reason,
         },

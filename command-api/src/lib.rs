@@ -4,21 +4,19 @@
 //! returns ids. Commands never wait for the engine: they append and answer.
 //!
 //! # Layout
-//! - [`error`]: the one error body (`{"error": {"code", "message", "details"}}`) every
-//!   route of every Conflux router answers with, and the mapping of typed errors to it.
-//! - [`extract`]: JSON, query-string and metadata extractors whose rejections are that
-//!   body; every router reads its query parameters with [`extract::QueryParams`].
 //! - [`workflows`]: create (versioned by name), execute (idempotent), pause/resume all.
 //! - [`executions`]: pause, resume, cancel one execution.
 //! - [`agents`]: register, long-poll leases, complete/fail/heartbeat by lease.
 //!
+//! The error body and the extractors every route uses are the HTTP layer both APIs
+//! share: `conflux-http`.
+//!
 //! **Architecture invariant:** this crate never talks to SQL or Redis directly; it goes
-//! through the engine's store, catalog and queue traits.
+//! through the engine's store, catalog and queue traits. It does not depend on
+//! `conflux-query-api`, nor that crate on this one.
 
 pub mod agents;
-pub mod error;
 pub mod executions;
-pub mod extract;
 pub mod workflows;
 
 use std::sync::Arc;

@@ -2,31 +2,93 @@
 //! /api/v1/workflows/{id}/execute` (idempotent with `Idempotency-Key`), and pause/resume
 //! of every active execution of a workflow.
 
+use std::fmt;
+
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use conflux_engine::commands::CommandError;
 use conflux_engine::execution::{Command, Rejection};
 use conflux_engine::store::StreamQuery;
+use conflux_http::context::RequestContext;
+use conflux_http::error::ApiError;
+use conflux_http::extract::{path_uuid, ApiJson, PathId, QueryParams};
 use conflux_schema::definition::WorkflowDefinition;
-use serde::Deserialize;
+use serde::de::value::{MapAccessDeserializer, StringDeserializer};
+use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::error::ApiError;
-use crate::extract::{path_uuid, ApiJson, PathId, QueryParams, RequestMeta};
 use crate::CommandContext;
 
 /// The namespace of execution ids derived from an idempotency key.
 const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x2c4a_9b1e_77d0_4f5e_8c3b_19a6_d2e4_5f70);
 
 /// The body of `POST /api/v1/workflows`: a definition, and the input when `?execute=true`.
-#[derive(Debug, Deserialize)]
+///
+/// Both share one object. It is not read with `#[serde(flatten)]`, which would hide the
+/// definition's unknown fields from the strict JSON extractor: `input` is set aside as
+/// the object is read, and every other field goes to the definition as it comes.
+#[derive(Debug)]
 pub struct CreateBody {
-    #[serde(flatten)]
     definition: WorkflowDefinition,
-    #[serde(default)]
     input: Option<Value>,
+}
+
+impl<'de> Deserialize<'de> for CreateBody {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(CreateBodyVisitor)
+    }
+}
+
+struct CreateBodyVisitor;
+
+impl<'de> Visitor<'de> for CreateBodyVisitor {
+    type Value = CreateBody;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a workflow definition")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<CreateBody, A::Error> {
+        let mut fields = WithoutInput { map, input: None };
+        let definition = WorkflowDefinition::deserialize(MapAccessDeserializer::new(&mut fields))?;
+        Ok(CreateBody {
+            definition,
+            input: fields.input.flatten(),
+        })
+    }
+}
+
+/// The fields of a create body but `input`, which it keeps aside (`Some` once seen).
+struct WithoutInput<A> {
+    map: A,
+    input: Option<Option<Value>>,
+}
+
+impl<'de, A: MapAccess<'de>> MapAccess<'de> for WithoutInput<A> {
+    type Error = A::Error;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, A::Error> {
+        while let Some(key) = self.map.next_key::<String>()? {
+            if key != "input" {
+                return seed.deserialize(StringDeserializer::new(key)).map(Some);
+            }
+            if self.input.is_some() {
+                return Err(de::Error::duplicate_field("input"));
+            }
+            self.input = Some(self.map.next_value()?);
+        }
+        Ok(None)
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, A::Error> {
+        self.map.next_value_seed(seed)
+    }
 }
 
 /// The body of `POST /api/v1/workflows/{id}/execute`.
@@ -41,10 +103,11 @@ pub struct ExecuteBody {
 pub async fn create(
     State(ctx): State<CommandContext>,
     q: QueryParams,
-    RequestMeta(meta): RequestMeta,
+    request: RequestContext,
     ApiJson(body): ApiJson<CreateBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let execute = q.flag("execute")?;
+    let meta = request.event_metadata();
     let created = ctx
         .commands
         .catalog()
@@ -73,10 +136,11 @@ pub async fn execute(
     State(ctx): State<CommandContext>,
     PathId(id): PathId,
     headers: HeaderMap,
-    RequestMeta(meta): RequestMeta,
+    request: RequestContext,
     ApiJson(body): ApiJson<ExecuteBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let workflow_id = path_uuid(&id, "workflow")?;
+    let meta = request.event_metadata();
     let key = match headers.get("idempotency-key") {
         None => None,
         Some(v) => {
@@ -176,16 +240,16 @@ pub async fn control(
 pub async fn pause(
     State(ctx): State<CommandContext>,
     PathId(id): PathId,
-    RequestMeta(meta): RequestMeta,
+    request: RequestContext,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    control(ctx, id, meta, || Command::Pause).await
+    control(ctx, id, request.event_metadata(), || Command::Pause).await
 }
 
 /// `POST /api/v1/workflows/{id}/resume`.
 pub async fn resume(
     State(ctx): State<CommandContext>,
     PathId(id): PathId,
-    RequestMeta(meta): RequestMeta,
+    request: RequestContext,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    control(ctx, id, meta, || Command::Resume).await
+    control(ctx, id, request.event_metadata(), || Command::Resume).await
 }

@@ -7,9 +7,9 @@
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
-use conflux_command_api::error::ApiError;
-use conflux_command_api::extract::{path_uuid, PathId};
 use conflux_engine::commands::ExecutionCommands;
+use conflux_http::error::ApiError;
+use conflux_http::extract::{path_uuid, PathId};
 use serde_json::{json, Value};
 use uuid::Uuid;
 

@@ -53,10 +53,11 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use conflux_command_api::error::ApiError;
-use conflux_command_api::extract::QueryParams;
 use conflux_engine::commands::ExecutionCommands;
 use conflux_engine::store::EventStore;
+use conflux_http::error::ApiError;
+use conflux_http::extract::QueryParams;
+use conflux_http::metrics::ScrapeHook;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -121,6 +122,12 @@ static OPEN: AtomicUsize = AtomicUsize::new(0);
 /// gauge): counted from the upgrade to the end of the connection's task.
 pub fn open_connections() -> usize {
     OPEN.load(Ordering::Relaxed)
+}
+
+/// The scrape hook that sets the `conflux_ws_connections` gauge to
+/// [`open_connections`] before each `/metrics` answer.
+pub fn connections_gauge() -> ScrapeHook {
+    Arc::new(|| metrics::gauge!("conflux_ws_connections").set(open_connections() as f64))
 }
 
 /// One open connection in [`OPEN`], for as long as it lives.

@@ -10,7 +10,7 @@
 
 use std::sync::LazyLock;
 
-use conflux_command_api::error::ApiError;
+use conflux_http::error::ApiError;
 
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;

@@ -3,8 +3,8 @@
 //! errors to the API's error body.
 
 use axum::http::StatusCode;
-use conflux_command_api::error::ApiError;
 use conflux_engine::commands::ExecutionCommands;
+use conflux_http::error::ApiError;
 use conflux_projector::{ReadModelError, ReadModels};
 
 /// The state of the read routes.

@@ -5,8 +5,11 @@
 //! its own (what each kind needs, retry policy, `${...}` syntax). Whether a definition
 //! is a valid workflow as a whole — ids, dependencies, cycles, which tasks a reference
 //! may name — is decided by [`crate::validate`], the only way to get a
-//! [`crate::validate::ValidatedWorkflow`]. Unknown fields are accepted and ignored, so
-//! clients may send fields added in later versions.
+//! [`crate::validate::ValidatedWorkflow`]. Unknown fields are ignored here, because
+//! these types also read stored events (`WorkflowCreated` carries the definition), which
+//! must stay readable when a field comes or goes; request bodies are strict at the HTTP
+//! edge instead (`conflux-http`'s JSON extractor refuses a field the route does not
+//! define).
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -180,16 +180,20 @@ pub async fn bad_requests_are_rejected(s: &TestServer) {
         let (status, body) = s.get(&path).await;
         error_details(status, &body, (404, "not_found"));
     }
-    for path in [
-        format!("/api/v1/executions/{nobody}/pause"),
-        format!("/api/v1/executions/{nobody}/resume"),
-        format!("/api/v1/executions/{nobody}/cancel"),
-        format!("/api/v1/workflows/{nobody}/execute"),
-        format!("/api/v1/agents/{nobody}/poll?wait_ms=0"),
-        format!("/api/v1/tasks/{nobody}/complete"),
-        format!("/api/v1/tasks/{nobody}/fail"),
+    // Each with a body its route accepts: bodies are strict, and are read first.
+    for (path, body) in [
+        (format!("/api/v1/executions/{nobody}/pause"), json!({})),
+        (format!("/api/v1/executions/{nobody}/resume"), json!({})),
+        (format!("/api/v1/executions/{nobody}/cancel"), json!({})),
+        (format!("/api/v1/workflows/{nobody}/execute"), json!({})),
+        (format!("/api/v1/agents/{nobody}/poll?wait_ms=0"), json!({})),
+        (format!("/api/v1/tasks/{nobody}/complete"), json!({})),
+        (
+            format!("/api/v1/tasks/{nobody}/fail"),
+            json!({"error": "x"}),
+        ),
     ] {
-        let (status, body) = s.post(&path, json!({"error": "x"})).await;
+        let (status, body) = s.post(&path, body).await;
         error_details(status, &body, (404, "not_found"));
     }
 

@@ -14,7 +14,8 @@
 //! - `harness`: `TestServer` (start, stop, HTTP helpers, waits, the event `Log`).
 //! - `agent` (in `tests/support`): the HTTP-only test agent.
 //! - `target`: the local HTTP service `http` tasks call.
-//! - `flow`, `failures`, `control`, `saga`, `input`, `junk`, `scale`: the scenarios.
+//! - `flow`, `failures`, `control`, `saga`, `input`, `junk`, `strict`, `scale`: the
+//!   scenarios.
 
 #[path = "../support/agent.rs"]
 mod agent;
@@ -31,6 +32,7 @@ mod proxy;
 mod query_params;
 mod saga;
 mod scale;
+mod strict;
 mod target;
 mod ws_load;
 
@@ -74,6 +76,7 @@ macro_rules! all_scenarios {
                 saga::compensation_runs_in_reverse,
                 input::bad_requests_are_rejected,
                 junk::junk_bodies_are_rejected_cleanly,
+                strict::unknown_fields_are_rejected,
                 live::live_stream_is_exactly_the_log,
                 live::many_clients_see_the_same_events,
                 live::unknown_executions_are_closed_with_4404,

@@ -30,7 +30,7 @@ pub(super) struct Failure(
 
 pub(super) const BAD_BODY: Failure = Failure(
     400,
-    "malformed JSON or a body of the wrong shape",
+    "malformed JSON, a body of the wrong shape, or a field the route does not define (`details.field` names it)",
     &["invalid_json", "invalid_request"],
 );
 pub(super) const BAD_QUERY: Failure = Failure(

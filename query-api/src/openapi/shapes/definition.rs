@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-/// A workflow definition, as `POST /api/v1/workflows` accepts it. Unknown fields are ignored.
+/// A workflow definition, as `POST /api/v1/workflows` accepts it. A field not listed here
+/// is refused (`400 invalid_request`, `details.field` names it).
 #[derive(ToSchema)]
 pub struct WorkflowDefinition {
     /// Human name; workflows with the same name are versions of one another.

@@ -9,12 +9,13 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
-use conflux_command_api::error::ApiError;
 use conflux_engine::bus::ownership::BusStatus;
 use conflux_engine::bus::EventBus;
 use conflux_engine::store::EventStore;
 use serde_json::{json, Value};
 use tokio::sync::watch;
+
+use crate::error::ApiError;
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 

@@ -3,12 +3,13 @@
 //! recorder once per process and renders it, after running the hooks that refresh
 //! gauges read at scrape time (e.g. circuit-breaker states).
 //!
-//! Three process gauges are always refreshed at scrape time, because a leak shows in
-//! them first and nothing else would reveal it: open WebSocket clients
-//! (`conflux_ws_connections`), tokio tasks alive (`conflux_runtime_alive_tasks`: a task
-//! left behind per connection or per request grows it), and the resident set size
-//! (`conflux_process_resident_memory_bytes`, from `/proc/self/status`; absent where
-//! there is no `/proc`).
+//! Two process gauges are always refreshed at scrape time, because a leak shows in
+//! them first and nothing else would reveal it: tokio tasks alive
+//! (`conflux_runtime_alive_tasks`: a task left behind per connection or per request
+//! grows it), and the resident set size (`conflux_process_resident_memory_bytes`, from
+//! `/proc/self/status`; absent where there is no `/proc`). Gauges that belong to another
+//! crate (open WebSocket clients, circuit breakers) are that crate's [`ScrapeHook`]s,
+//! handed to [`router`] by the binary.
 
 use std::sync::{Arc, OnceLock};
 
@@ -18,6 +19,8 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::error::ApiError;
 
 /// Something that refreshes gauges just before a scrape.
 pub type ScrapeHook = Arc<dyn Fn() + Send + Sync>;
@@ -99,14 +102,12 @@ async fn render(State(hooks): State<Arc<Vec<ScrapeHook>>>) -> impl IntoResponse 
     }
     match handle() {
         Some(h) => ([(CONTENT_TYPE, "text/plain; version=0.0.4")], h.render()).into_response(),
-        None => conflux_command_api::error::ApiError::unavailable("metrics recorder not installed")
-            .into_response(),
+        None => ApiError::unavailable("metrics recorder not installed").into_response(),
     }
 }
 
 /// Sets the process gauges (see the module docs) to their values now.
 fn process_gauges() {
-    metrics::gauge!("conflux_ws_connections").set(crate::live::open_connections() as f64);
     let tasks = tokio::runtime::Handle::current()
         .metrics()
         .num_alive_tasks();

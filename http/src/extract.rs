@@ -14,18 +14,28 @@
 //! parameter given twice, empty where a value is needed, negative, fractional or out of
 //! range is a 400. Parameters a route does not know are ignored, as HTTP caches and
 //! proxies add their own (`?_=cache-buster`).
+//!
+//! # JSON bodies
+//!
+//! Request bodies are strict (API.md "Errors"): [`ApiJson`] refuses any field its type
+//! does not define, at the top or nested (`tasks[0].retry.max_atempts`), as
+//! `400 invalid_request` with `details.field` naming it, so that a typo such as `"inptu"`
+//! never starts a run without its input. The strictness is the extractor's, not the
+//! types': the workflow definition types of `conflux-schema` also read stored events,
+//! which must stay readable when a field comes or goes. Fields inside free-form JSON
+//! (`input`, `output`, an `http` body) are the caller's and are never checked.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
-use conflux_schema::EventMetadata;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
 
-/// A JSON body of type `T`. An empty body is parsed as `{}` when `T` allows it.
+/// A JSON body of type `T`, read strictly (see the module docs). An empty body is parsed
+/// as `{}` when `T` allows it.
 pub struct ApiJson<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
@@ -43,39 +53,84 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                 ApiError::invalid_request(format!("cannot read the request body: {rejection}"))
             }
         })?;
-        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
-            b"{}"
-        } else {
-            &bytes
-        };
-        // Every body of the API is an object; serde would also read a struct from an
-        // array (`[]`), which must not start anything.
-        if is_array_text(bytes) {
-            return Err(ApiError::invalid_request("the body must be a JSON object")
-                .with_details(json!({"reason": "not_an_object"})));
-        }
-        let parsed = serde_json::from_slice(bytes).map(ApiJson).map_err(|e| {
-            let details = json!({"line": e.line(), "column": e.column()});
-            match e.classify() {
-                serde_json::error::Category::Data => ApiError::invalid_request(format!(
-                    "the body does not have the expected shape: {e}"
-                ))
-                .with_details(details),
-                _ => ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_json",
-                    format!("the body is not valid JSON: {e}"),
-                )
-                .with_details(details),
+        parse_body(&bytes).map(ApiJson)
+    }
+}
+
+/// A request body as `T`, or the error body that refuses it: not JSON, not an object,
+/// not of `T`'s shape, a field `T` does not define, a NUL character.
+fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        bytes
+    };
+    // Every body of the API is an object; serde would also read a struct from an
+    // array (`[]`), which must not start anything.
+    if is_array_text(bytes) {
+        return Err(ApiError::invalid_request("the body must be a JSON object")
+            .with_details(json!({"reason": "not_an_object"})));
+    }
+    let mut unknown = None;
+    let parsed = read_strict(bytes, &mut unknown).map_err(|e| {
+        let details = json!({"line": e.line(), "column": e.column()});
+        match e.classify() {
+            serde_json::error::Category::Data => {
+                ApiError::invalid_request(format!("the body does not have the expected shape: {e}"))
+                    .with_details(details)
             }
-        })?;
-        if has_nul(bytes) {
-            return Err(ApiError::invalid_request(
-                "strings must not contain the NUL character (\\u0000)",
+            _ => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                format!("the body is not valid JSON: {e}"),
             )
-            .with_details(json!({"reason": "nul_character"})));
+            .with_details(details),
         }
-        Ok(parsed)
+    })?;
+    if let Some(field) = unknown {
+        return Err(ApiError::invalid_request(format!(
+            "the body has a field this route does not define: `{field}`"
+        ))
+        .with_details(json!({"field": field, "reason": "unknown_field"})));
+    }
+    if has_nul(bytes) {
+        return Err(ApiError::invalid_request(
+            "strings must not contain the NUL character (\\u0000)",
+        )
+        .with_details(json!({"reason": "nul_character"})));
+    }
+    Ok(parsed)
+}
+
+/// `bytes` as `T`, as `serde_json::from_slice` reads it, noting in `unknown` where the
+/// first field that `T` does not define is (`T` itself ignores it).
+fn read_strict<T: DeserializeOwned>(
+    bytes: &[u8],
+    unknown: &mut Option<String>,
+) -> serde_json::Result<T> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let parsed = serde_ignored::deserialize(&mut de, |path| {
+        unknown.get_or_insert_with(|| field_path(&path));
+    })?;
+    de.end()?;
+    Ok(parsed)
+}
+
+/// Where a field is in a body, as `tasks[0].retry.max_attempts`: object keys joined by
+/// dots, array indexes in brackets (serde_ignored's own rendering would also mark every
+/// `Option` it passed through).
+fn field_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", field_path(parent)),
+        Path::Map { parent, key } => match field_path(parent) {
+            parent if parent.is_empty() => key.clone(),
+            parent => format!("{parent}.{key}"),
+        },
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => field_path(parent),
     }
 }
 
@@ -100,29 +155,6 @@ fn has_nul(bytes: &[u8]) -> bool {
     const ESCAPE: &[u8] = b"\\u0000";
     bytes.windows(ESCAPE.len()).any(|w| w == ESCAPE)
         && serde_json::from_slice::<Value>(bytes).is_ok_and(|v| walk(&v))
-}
-
-/// Event metadata for the events a request causes: its request id (`x-request-id`,
-/// set by the router when absent) as request and correlation id, actor `api`.
-pub struct RequestMeta(pub EventMetadata);
-
-impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        let id = parts
-            .headers
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        Ok(RequestMeta(EventMetadata {
-            correlation_id: id.clone(),
-            causation_id: id.clone(),
-            actor: Some("api".into()),
-            tenant_id: None,
-            request_id: id,
-        }))
-    }
 }
 
 /// A request's query string as name/value pairs, read so that every bad parameter is
@@ -256,8 +288,6 @@ pub fn bad_parameter(name: &'static str, value: Option<&str>, problem: &str) -> 
     ApiError::invalid_request(message).with_details(details)
 }
 
-/// Parses a path id as a UUID, answering 404 for anything else (an id that cannot
-/// exist is simply not found).
 /// A path's `{id}` segment, percent-decoded. A segment that is not UTF-8 once decoded
 /// cannot name anything: it is the API's JSON 404, where axum's own `Path` would answer
 /// a plain-text 400.
@@ -278,13 +308,18 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PathId {
     }
 }
 
+/// Parses a path id as a UUID, answering 404 for anything else (an id that cannot
+/// exist is simply not found).
 pub fn path_uuid(raw: &str, what: &str) -> Result<uuid::Uuid, ApiError> {
     uuid::Uuid::parse_str(raw).map_err(|_| ApiError::not_found(format!("{what} {raw} not found")))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{has_nul, is_array_text, QueryParams};
+    use serde::Deserialize;
+    use serde_json::Value;
+
+    use super::{has_nul, is_array_text, parse_body, QueryParams};
 
     fn query(pairs: &[(&str, &str)]) -> QueryParams {
         QueryParams(
@@ -339,6 +374,53 @@ mod tests {
             .choice("format", &["json", "ndjson"])
             .expect_err("xml");
         assert_eq!(e.details["allowed"], serde_json::json!(["json", "ndjson"]));
+    }
+
+    #[allow(dead_code)]
+    #[derive(Debug, Deserialize)]
+    struct Outer {
+        name: String,
+        #[serde(default)]
+        items: Vec<Inner>,
+        #[serde(default)]
+        inner: Option<Inner>,
+        #[serde(default)]
+        free: Value,
+    }
+
+    #[allow(dead_code)]
+    #[derive(Debug, Deserialize)]
+    struct Inner {
+        #[serde(default)]
+        n: u32,
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_and_named_where_they_are() {
+        let field = |body: &str| {
+            let e = parse_body::<Outer>(body.as_bytes()).expect_err(body);
+            assert_eq!((e.status.as_u16(), e.code), (400, "invalid_request"));
+            e.details["field"].clone()
+        };
+        assert_eq!(field(r#"{"name": "x", "nmae": "y"}"#), "nmae");
+        assert_eq!(
+            field(r#"{"name": "x", "items": [{}, {"m": 1}]}"#),
+            "items[1].m"
+        );
+        assert_eq!(
+            field(r#"{"name": "x", "inner": {"n": 1, "nn": 2}}"#),
+            "inner.nn"
+        );
+        // The first one is named.
+        assert_eq!(field(r#"{"b": 1, "name": "x", "a": 2}"#), "b");
+        // Free-form JSON is the caller's.
+        let free = r#"{"name": "x", "free": {"any": {"thing": [1, {"at": "all"}]}}}"#;
+        assert!(parse_body::<Outer>(free.as_bytes()).is_ok());
+        // Shape errors and bad JSON are still told as such.
+        let e = parse_body::<Outer>(br#"{"nmae": "y"}"#).expect_err("missing name");
+        assert_eq!(e.details.get("field"), None, "{e}");
+        let e = parse_body::<Outer>(br#"{"name": "x"} {}"#).expect_err("trailing");
+        assert_eq!(e.code, "invalid_json");
     }
 
     #[test]

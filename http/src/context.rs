@@ -1,0 +1,47 @@
+//! The request context: what the HTTP layer knows about the request being served, read
+//! once and handed to handlers as one extractor, so a handler never reads headers for
+//! it. Today that is the request id; who is calling (caller, tenant, role) joins it when
+//! requests are authenticated.
+
+use std::convert::Infallible;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use conflux_schema::EventMetadata;
+
+use crate::layers::REQUEST_ID;
+
+/// What the HTTP layer knows about the request being served.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    /// The request's id: the client's `x-request-id`, or the one the router set
+    /// ([`crate::layers::wrap`]). None only for a router served without it.
+    pub request_id: Option<String>,
+}
+
+impl RequestContext {
+    /// Metadata for the events this request causes: its request id as request,
+    /// correlation and causation id, actor `api`.
+    pub fn event_metadata(&self) -> EventMetadata {
+        EventMetadata {
+            correlation_id: self.request_id.clone(),
+            causation_id: self.request_id.clone(),
+            actor: Some("api".into()),
+            tenant_id: None,
+            request_id: self.request_id.clone(),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
+        let request_id = parts
+            .headers
+            .get(&REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        Ok(RequestContext { request_id })
+    }
+}

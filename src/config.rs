@@ -88,6 +88,12 @@ pub struct Config {
     )]
     pub engine_stale_after_ms: u64,
 
+    /// The system administrator's bootstrap token (at least 32 characters). Unset: the
+    /// token in `<data dir>/admin-token`, generated (mode 0600) on the first start that
+    /// finds no API key. Clients send it as `Authorization: Bearer <token>`.
+    #[arg(long, global = true, env = "CONFLUX_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
     /// Development only: when the bus (Redis prefix) holds another store's events or
     /// is ahead of this store (a recreated or restored database), reset it at once
     /// instead of refusing to serve (`/ready` 503) until `conflux bus reset`.
@@ -153,6 +159,7 @@ impl Config {
             "max_tasks": self.max_tasks,
             "engine_stale_after_ms": self.engine_stale_after_ms,
             "bus_reset_on_mismatch": self.bus_reset_on_mismatch,
+            "admin_token": self.admin_token.as_ref().map(|_| "***"),
             "log_format": format!("{:?}", self.log_format).to_lowercase(),
             "log": self.log,
             "mode": if self.database_url.is_some() { "postgres" } else { "embedded" },

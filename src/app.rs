@@ -49,6 +49,8 @@ pub struct Runtime {
     pub max_body_bytes: usize,
     /// Engine tuning.
     pub engine: EngineOptions,
+    /// Requests per second per caller (0: unlimited).
+    pub rate_limit: u32,
     /// Whether the bus is this store's; the relay, engine and projector run only
     /// while it is (see [`supervised`]).
     pub guard: BusGuard,
@@ -82,6 +84,7 @@ impl Runtime {
             catalog,
             runner: BuiltinRunner::new(RunnerOptions::default()),
             max_body_bytes: config.max_body_bytes,
+            rate_limit: config.rate_limit,
             engine,
         }
     }
@@ -105,13 +108,15 @@ pub fn router(rt: &Runtime, feed: LiveFeed) -> Router {
         commands: commands.clone(),
         queue: rt.backends.queue.clone(),
         agents: AgentDirectory::default(),
+        access: rt.backends.access.clone(),
     };
     let routes = ops::router(probes)
         .merge(conflux_command_api::router(command_ctx, rt.max_body_bytes))
-        .merge(conflux_query_api::live::router(LiveState {
-            commands: commands.clone(),
+        .merge(conflux_query_api::live::router(LiveState::new(
+            commands.clone(),
             feed,
-        }))
+            rt.backends.access.clone(),
+        )))
         .merge(conflux_query_api::workflows::router(reads.clone()))
         .merge(conflux_query_api::audit::router(commands.clone()))
         .merge(conflux_query_api::executions::router(reads))
@@ -119,7 +124,11 @@ pub fn router(rt: &Runtime, feed: LiveFeed) -> Router {
             conflux_query_api::live::connections_gauge(),
             breaker_gauges(rt.runner.clone()),
         ]))
-        .merge(conflux_query_api::openapi::router());
+        .merge(conflux_query_api::openapi::router())
+        .layer(axum::middleware::from_fn_with_state(
+            conflux_http::auth::Gate::new(rt.backends.access.clone(), rt.rate_limit),
+            conflux_http::auth::require,
+        ));
     layers::wrap(routes)
 }
 
@@ -293,6 +302,7 @@ pub async fn serve_http(
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, mode = rt.backends.mode, "conflux is serving");
+    tokio::spawn(rt.backends.access.clone().run(shutdown.clone()));
     let feed = LiveFeed::start(rt.backends.store.clone(), shutdown.clone()).await;
     axum::serve(listener, router(rt, feed))
         .with_graceful_shutdown(shutdown.cancelled_owned())

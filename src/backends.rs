@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use conflux_engine::access::Access;
 use conflux_engine::bus::local::LocalBus;
 use conflux_engine::bus::redis::RedisBus;
 use conflux_engine::bus::EventBus;
@@ -33,6 +34,8 @@ pub struct Backends {
     pub mode: &'static str,
     /// The store's identity, which the bus records as its owner.
     pub store_id: uuid::Uuid,
+    /// Tenants, API keys and the bootstrap admin token.
+    pub access: Access,
 }
 
 async fn open_read_models(config: &Config) -> anyhow::Result<ReadModels> {
@@ -84,6 +87,15 @@ impl Backends {
             .store_id()
             .await
             .context("reading the store's identity")?;
+        let access = Access::open(store.clone(), None)
+            .await
+            .context("reading tenants and API keys")?;
+        let admin = crate::bootstrap::admin_token(
+            config.admin_token.as_deref(),
+            &config.data_dir,
+            access.any_key(),
+        )?;
+        let access = access.with_admin_token(admin);
         let read_models = open_read_models(config).await?;
         let (bus, queue): (Arc<dyn EventBus>, Arc<dyn TaskQueue>) = match &config.redis_url {
             Some(url) => {
@@ -115,6 +127,7 @@ impl Backends {
             read_models,
             mode,
             store_id,
+            access,
         })
     }
 }

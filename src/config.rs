@@ -91,8 +91,23 @@ pub struct Config {
     /// The system administrator's bootstrap token (at least 32 characters). Unset: the
     /// token in `<data dir>/admin-token`, generated (mode 0600) on the first start that
     /// finds no API key. Clients send it as `Authorization: Bearer <token>`.
-    #[arg(long, global = true, env = "CONFLUX_ADMIN_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "CONFLUX_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
     pub admin_token: Option<String>,
+
+    /// Requests per second each caller (key, or the admin token) may make, with bursts
+    /// of twice that; over it: `429 rate_limited` with `Retry-After`. `0`: no limit.
+    #[arg(
+        long,
+        global = true,
+        env = "CONFLUX_RATE_LIMIT",
+        default_value_t = 2_000
+    )]
+    pub rate_limit: u32,
 
     /// Development only: when the bus (Redis prefix) holds another store's events or
     /// is ahead of this store (a recreated or restored database), reset it at once
@@ -159,6 +174,7 @@ impl Config {
             "max_tasks": self.max_tasks,
             "engine_stale_after_ms": self.engine_stale_after_ms,
             "bus_reset_on_mismatch": self.bus_reset_on_mismatch,
+            "rate_limit": self.rate_limit,
             "admin_token": self.admin_token.as_ref().map(|_| "***"),
             "log_format": format!("{:?}", self.log_format).to_lowercase(),
             "log": self.log,

@@ -8,6 +8,7 @@
 //! - [`config`]: every setting, from flags and `CONFLUX_*`/`DATABASE_URL`/`REDIS_URL`.
 //! - [`backends`]: Postgres + Redis, or the embedded store + in-process bus.
 //! - [`app`]: the HTTP router and the roles `serve` runs.
+//! - [`bootstrap`]: the system administrator's bootstrap token.
 //! - [`bus_admin`]: `conflux bus status|reset`, for a bus that holds another store's events.
 //! - [`cli`]: `conflux events`/`replay`/`verify`, audit commands over a server's HTTP API.
 //! - [`rebuild`]: `conflux projector rebuild`, with a progress bar.
@@ -16,6 +17,7 @@
 
 pub mod app;
 pub mod backends;
+pub mod bootstrap;
 pub mod bus_admin;
 pub mod cli;
 pub mod config;

@@ -88,6 +88,51 @@ fn default_capacity() -> u32 {
     10
 }
 
+/// An `agent` key serves only the agent roles on it: `403 forbidden` for any other.
+fn may_serve_all(request: &RequestContext, roles: &[String]) -> Result<(), ApiError> {
+    let Some(who) = &request.principal else {
+        return Ok(());
+    };
+    let refused: Vec<&String> = roles.iter().filter(|r| !who.may_serve(r)).collect();
+    if refused.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        "this agent key may not serve these agent roles",
+    )
+    .with_details(json!({"roles": refused, "allowed": who.agent_roles})))
+}
+
+/// For an `agent` key: the lease must be held by an agent whose roles the key serves.
+async fn may_touch_lease(
+    ctx: &CommandContext,
+    request: &RequestContext,
+    execution: &StreamId,
+    lease_id: Uuid,
+) -> Result<(), ApiError> {
+    if request.principal.as_ref().and_then(|p| p.role) != Some(conflux_schema::access::Role::Agent)
+    {
+        return Ok(());
+    }
+    let log =
+        conflux_engine::store::read_whole_stream(ctx.commands.store().as_ref(), execution).await?;
+    let holder = log.iter().find_map(|e| match &e.event {
+        Event::TaskStarted {
+            lease_id: Some(l),
+            agent_id,
+            ..
+        } if *l == lease_id => *agent_id,
+        _ => None,
+    });
+    let roles = match holder {
+        Some(agent_id) => ctx.agents.get(ctx, agent_id).await?.map(|a| a.roles),
+        None => None,
+    };
+    may_serve_all(request, &roles.unwrap_or_default())
+}
+
 /// `POST /api/v1/agents` → 201 `{"agent_id"}`.
 pub async fn register(
     State(ctx): State<CommandContext>,
@@ -105,6 +150,7 @@ pub async fn register(
     if body.capacity == 0 {
         return Err(ApiError::invalid_request("capacity must be at least 1"));
     }
+    may_serve_all(&request, &body.roles)?;
     let agent_id = Uuid::now_v7();
     let event = Event::AgentRegistered {
         agent_id,
@@ -159,6 +205,7 @@ pub async fn poll(
         .get(&ctx, agent_id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("agent {agent_id} not found")))?;
+    may_serve_all(&request, &agent.roles)?;
     let wait = Duration::from_millis(wait_ms.min(MAX_WAIT_MS));
     let deadline = Instant::now() + wait;
     let meta = EventMetadata {
@@ -277,7 +324,7 @@ fn default_retryable() -> bool {
 async fn on_lease(
     ctx: CommandContext,
     id: String,
-    meta: EventMetadata,
+    request: RequestContext,
     what: &'static str,
     make: impl Fn(TaskRef) -> Command,
 ) -> Result<Json<Value>, ApiError> {
@@ -289,6 +336,8 @@ async fn on_lease(
         .await?
         .pop()
         .ok_or_else(|| ApiError::not_found(format!("lease {lease_id} not found")))?;
+    may_touch_lease(&ctx, &request, &stream, lease_id).await?;
+    let meta = request.event_metadata();
     let execution_id = stream.uuid();
     let mut attempt = None;
     let recorded = ctx
@@ -333,8 +382,7 @@ pub async fn complete(
     request: RequestContext,
     ApiJson(body): ApiJson<CompleteBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let meta = request.event_metadata();
-    on_lease(ctx, id, meta, "completed", move |task| {
+    on_lease(ctx, id, request, "completed", move |task| {
         Command::CompleteTask {
             task,
             output: body.output.clone(),
@@ -350,8 +398,7 @@ pub async fn fail(
     request: RequestContext,
     ApiJson(body): ApiJson<FailBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let meta = request.event_metadata();
-    on_lease(ctx, id, meta, "failed", move |task| Command::FailTask {
+    on_lease(ctx, id, request, "failed", move |task| Command::FailTask {
         task,
         error: body.error.clone(),
         retryable: body.retryable,
@@ -365,8 +412,7 @@ pub async fn heartbeat(
     PathId(id): PathId,
     request: RequestContext,
 ) -> Result<Json<Value>, ApiError> {
-    let meta = request.event_metadata();
-    on_lease(ctx, id, meta, "heartbeat", |task| Command::Heartbeat {
+    on_lease(ctx, id, request, "heartbeat", |task| Command::Heartbeat {
         task,
     })
     .await

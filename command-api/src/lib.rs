@@ -7,6 +7,7 @@
 //! - [`workflows`]: create (versioned by name), execute (idempotent), pause/resume all.
 //! - [`executions`]: pause, resume, cancel one execution.
 //! - [`agents`]: register, long-poll leases, complete/fail/heartbeat by lease.
+//! - [`access`]: API keys (create, list, revoke).
 //!
 //! The error body and the extractors every route uses are the HTTP layer both APIs
 //! share: `conflux-http`.
@@ -15,6 +16,7 @@
 //! through the engine's store, catalog and queue traits. It does not depend on
 //! `conflux-query-api`, nor that crate on this one.
 
+pub mod access;
 pub mod agents;
 pub mod executions;
 pub mod workflows;
@@ -36,6 +38,8 @@ pub struct CommandContext {
     pub queue: Arc<dyn TaskQueue>,
     /// Registered agents.
     pub agents: agents::AgentDirectory,
+    /// Tenants and API keys.
+    pub access: conflux_engine::access::Access,
 }
 
 /// Every write route of API.md, with request bodies limited to `max_body_bytes` (413).
@@ -53,6 +57,14 @@ pub fn router(ctx: CommandContext, max_body_bytes: usize) -> Router {
         .route("/api/v1/tasks/{id}/complete", post(agents::complete))
         .route("/api/v1/tasks/{id}/fail", post(agents::fail))
         .route("/api/v1/tasks/{id}/heartbeat", post(agents::heartbeat))
+        .route(
+            "/api/v1/keys",
+            post(access::create_key).get(access::list_keys),
+        )
+        .route(
+            "/api/v1/keys/{key_id}",
+            axum::routing::delete(access::revoke_key),
+        )
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(ctx)
 }

@@ -7,6 +7,7 @@ use std::convert::Infallible;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
+use conflux_engine::access::Principal;
 use conflux_schema::EventMetadata;
 
 use crate::layers::REQUEST_ID;
@@ -17,17 +18,25 @@ pub struct RequestContext {
     /// The request's id: the client's `x-request-id`, or the one the router set
     /// ([`crate::layers::wrap`]). None only for a router served without it.
     pub request_id: Option<String>,
+    /// Who is calling (set by [`crate::auth::require`]; None only on open routes or a
+    /// router served without authentication).
+    pub principal: Option<Principal>,
 }
 
 impl RequestContext {
     /// Metadata for the events this request causes: its request id as request,
-    /// correlation and causation id, actor `api`.
+    /// correlation and causation id; the caller as actor (`key:<key_id>`, `admin`) and
+    /// its tenant.
     pub fn event_metadata(&self) -> EventMetadata {
         EventMetadata {
             correlation_id: self.request_id.clone(),
             causation_id: self.request_id.clone(),
-            actor: Some("api".into()),
-            tenant_id: None,
+            actor: Some(
+                self.principal
+                    .as_ref()
+                    .map_or_else(|| "api".to_owned(), |p| p.actor.clone()),
+            ),
+            tenant_id: self.principal.as_ref().map(|p| p.tenant.to_string()),
             request_id: self.request_id.clone(),
         }
     }
@@ -42,6 +51,10 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
             .get(&REQUEST_ID)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        Ok(RequestContext { request_id })
+        let principal = parts.extensions.get::<Principal>().cloned();
+        Ok(RequestContext {
+            request_id,
+            principal,
+        })
     }
 }

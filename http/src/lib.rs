@@ -10,6 +10,8 @@
 //!   route of every Conflux router answers with, and the mapping of typed errors to it.
 //! - [`extract`]: JSON, query-string and path extractors whose rejections are that body;
 //!   every router reads its query parameters with [`extract::QueryParams`].
+//! - [`auth`]: bearer-token authentication and the route → permission table (deny by
+//!   default).
 //! - [`context`]: the request context (today its request id) handlers are given, and
 //!   the metadata of the events a request causes.
 //! - [`ops`]: `/health` and `/ready`, the probes every deployment needs.
@@ -20,6 +22,7 @@
 //! **Architecture invariant:** this crate knows HTTP and the engine's types, never an
 //! API crate; it talks to SQL and Redis only through the engine's store and bus traits.
 
+pub mod auth;
 pub mod context;
 pub mod error;
 pub mod extract;

@@ -55,6 +55,7 @@ use axum::routing::get;
 use axum::Router;
 use conflux_engine::commands::ExecutionCommands;
 use conflux_engine::store::EventStore;
+use conflux_http::context::RequestContext;
 use conflux_http::error::ApiError;
 use conflux_http::extract::QueryParams;
 use conflux_http::metrics::ScrapeHook;
@@ -187,6 +188,29 @@ pub struct LiveState {
     pub commands: ExecutionCommands,
     /// The process's feed.
     pub feed: LiveFeed,
+    /// Keys, to close a stream whose key is revoked (4401).
+    pub access: conflux_engine::access::Access,
+    /// Cancelled when this connection's key is revoked (set per connection).
+    pub revoked: CancellationToken,
+    /// Held by one connection: dropping it stops the connection's revocation watch.
+    connection: Option<Arc<tokio_util::sync::DropGuard>>,
+}
+
+impl LiveState {
+    /// The state of the WebSocket routes over `commands`, `feed` and `access`.
+    pub fn new(
+        commands: ExecutionCommands,
+        feed: LiveFeed,
+        access: conflux_engine::access::Access,
+    ) -> Self {
+        Self {
+            commands,
+            feed,
+            access,
+            revoked: CancellationToken::new(),
+            connection: None,
+        }
+    }
 }
 
 /// `GET /ws/executions/{id}` and `GET /ws/workflows/{id}`.
@@ -208,8 +232,9 @@ async fn execution(
     State(state): State<LiveState>,
     path: Result<Path<String>, PathRejection>,
     q: QueryParams,
+    request: RequestContext,
 ) -> Result<Response, ApiError> {
-    upgrade(ws, state, path, q, Target::Execution)
+    upgrade(ws, state.for_caller(&request), path, q, Target::Execution)
 }
 
 async fn workflow(
@@ -217,8 +242,43 @@ async fn workflow(
     State(state): State<LiveState>,
     path: Result<Path<String>, PathRejection>,
     q: QueryParams,
+    request: RequestContext,
 ) -> Result<Response, ApiError> {
-    upgrade(ws, state, path, q, Target::Workflow)
+    upgrade(ws, state.for_caller(&request), path, q, Target::Workflow)
+}
+
+impl LiveState {
+    /// This state for one connection of `request`'s caller: when the caller's key is
+    /// revoked (anywhere), `revoked` is cancelled and the stream closes with 4401.
+    fn for_caller(mut self, request: &RequestContext) -> Self {
+        self.revoked = CancellationToken::new();
+        let Some(key_id) = request.principal.as_ref().and_then(|p| p.key_id) else {
+            return self;
+        };
+        let (access, revoked) = (self.access.clone(), self.revoked.clone());
+        let mut changes = access.revocations();
+        let closed = self.feed.shutdown.clone();
+        let done = CancellationToken::new();
+        self.connection = Some(Arc::new(done.clone().drop_guard()));
+        tokio::spawn(async move {
+            // Ends with the connection (its state, holding the guard, is dropped), with
+            // the server, or once the key is revoked or expired (looked at again every
+            // second: expiry is no event).
+            loop {
+                if !access.key_is_valid(key_id) {
+                    revoked.cancel();
+                    return;
+                }
+                tokio::select! {
+                    changed = changes.changed() => if changed.is_err() { return },
+                    () = closed.cancelled() => return,
+                    () = done.cancelled() => return,
+                    () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                }
+            }
+        });
+        self
+    }
 }
 
 /// Checks `?after=` and the upgrade (both answered with the API's JSON error body),

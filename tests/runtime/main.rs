@@ -14,9 +14,11 @@
 //! - `harness`: `TestServer` (start, stop, HTTP helpers, waits, the event `Log`).
 //! - `agent` (in `tests/support`): the HTTP-only test agent.
 //! - `target`: the local HTTP service `http` tasks call.
+//! - `access`: tokens, roles, keys and tenants.
 //! - `flow`, `failures`, `control`, `saga`, `input`, `junk`, `strict`, `scale`: the
 //!   scenarios.
 
+mod access;
 #[path = "../support/agent.rs"]
 mod agent;
 mod control;
@@ -59,6 +61,10 @@ macro_rules! all_scenarios {
             $mode_mod,
             $mode,
             [
+                access::tokens_are_required,
+                access::roles_get_their_routes,
+                access::keys_are_managed_and_events_name_their_actor,
+                access::agent_keys_serve_only_their_roles,
                 flow::chain_runs_in_order,
                 flow::diamond_joins_after_every_branch,
                 flow::data_flows_with_types,

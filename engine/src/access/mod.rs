@@ -96,6 +96,13 @@ impl Access {
         Ok(access)
     }
 
+    /// The same directory with `admin_token` as the bootstrap token (decided once the
+    /// keys are known: a token is generated only for a store without keys).
+    pub fn with_admin_token(mut self, admin_token: Option<String>) -> Self {
+        self.admin_token = admin_token.map(Arc::from);
+        self
+    }
+
     fn read(&self) -> RwLockReadGuard<'_, KeyDirectory> {
         // Every write is one `apply` of a whole event: a panic cannot leave it torn.
         self.directory.read().unwrap_or_else(|p| p.into_inner())

@@ -126,12 +126,13 @@ impl<S: Socket> Client<S> {
 
 /// Forwards the subscription's events with a position above `last_sent`, pings, and
 /// ends on the client's close, its silence or slowness, a lag (after telling the
-/// client), or shutdown (1001).
+/// client), shutdown (1001), or the revocation of the key it was opened with (4401).
 pub(super) async fn forward<S: Socket>(
     mut client: Client<S>,
     live: &mut Subscription,
     mut last_sent: u64,
     shutdown: &CancellationToken,
+    revoked: &CancellationToken,
 ) {
     let limits = client.limits;
     let mut ping = tokio::time::interval_at(Instant::now() + limits.ping_every, limits.ping_every);
@@ -143,6 +144,7 @@ pub(super) async fn forward<S: Socket>(
     loop {
         tokio::select! {
             _ = &mut stopping => return client.close(1001, "server stopping").await,
+            _ = revoked.cancelled() => return client.close(4401, "the key was revoked").await,
             next = live.recv() => match next {
                 Next::Frame(first) => {
                     let mut next = Some(first);

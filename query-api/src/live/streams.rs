@@ -67,7 +67,14 @@ pub(super) async fn stream_execution<S: Socket>(
             }
         },
     };
-    forward(client, &mut live, last_sent, &state.feed.shutdown).await;
+    forward(
+        client,
+        &mut live,
+        last_sent,
+        &state.feed.shutdown,
+        &state.revoked,
+    )
+    .await;
 }
 
 pub(super) async fn stream_workflow<S: Socket>(
@@ -115,7 +122,14 @@ pub(super) async fn stream_workflow<S: Socket>(
             }
         },
     };
-    forward(client, &mut live, last_sent, &state.feed.shutdown).await;
+    forward(
+        client,
+        &mut live,
+        last_sent,
+        &state.feed.shutdown,
+        &state.revoked,
+    )
+    .await;
 }
 
 /// The executions of a workflow started at or below a position read before this, in

@@ -133,7 +133,14 @@ fn spawn_forward(
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {
-        forward(Client::new(socket, FAST), &mut live, last_sent, &stop).await;
+        forward(
+            Client::new(socket, FAST),
+            &mut live,
+            last_sent,
+            &stop,
+            &CancellationToken::new(),
+        )
+        .await;
     });
     (registry, shutdown, task)
 }
@@ -205,7 +212,14 @@ async fn events_are_forwarded_once_above_the_last_sent_then_lag_closes() {
         assert_eq!(publish(&registry, &[KEY], p), 1);
     }
     let task = tokio::spawn(async move {
-        forward(Client::new(socket, FAST), &mut live, 4, &stop).await;
+        forward(
+            Client::new(socket, FAST),
+            &mut live,
+            4,
+            &stop,
+            &CancellationToken::new(),
+        )
+        .await;
     });
     let mut positions = Vec::new();
     while positions.len() < 2 {
@@ -247,7 +261,14 @@ async fn a_burst_goes_out_whole_and_in_order() {
     let stop = CancellationToken::new();
     let shutdown = stop.clone();
     let task = tokio::spawn(async move {
-        forward(Client::new(socket, FAST), &mut live, 0, &stop).await;
+        forward(
+            Client::new(socket, FAST),
+            &mut live,
+            0,
+            &stop,
+            &CancellationToken::new(),
+        )
+        .await;
     });
     let mut positions = Vec::new();
     while positions.len() < 200 {
@@ -354,4 +375,26 @@ async fn a_client_close_ends_the_connection() {
     // Whatever was sent before, the server's end is closed (on a real WebSocket,
     // closing the sink sends the answering close frame).
     while peer.from_server.next().await.is_some() {}
+}
+
+#[tokio::test]
+async fn a_revoked_key_closes_its_streams_with_4401() {
+    let (socket, mut peer) = pair(64);
+    let registry = Registry::new(16);
+    let mut live = registry.subscribe(KEY);
+    let (stop, revoked) = (CancellationToken::new(), CancellationToken::new());
+    let revoke = revoked.clone();
+    let task = tokio::spawn(async move {
+        forward(Client::new(socket, FAST), &mut live, 0, &stop, &revoked).await;
+    });
+    revoke.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the stream ends")
+        .expect("join");
+    let mut sent = Vec::new();
+    while let Ok(m) = peer.from_server.try_recv() {
+        sent.push(m);
+    }
+    assert_eq!(sent.last().and_then(close_code), Some(4401), "{sent:?}");
 }

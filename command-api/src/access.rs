@@ -1,0 +1,139 @@
+//! `POST|GET /api/v1/keys`, `DELETE /api/v1/keys/{key_id}`: API keys. The system
+//! administrator manages every tenant's keys; a tenant's `admin` only its own (another
+//! tenant's key is `404`, as an unknown one). A key's token is in the creation answer
+//! only; lists never hold a secret.
+//!
+//! Every key belongs to the `default` tenant for now: the tenants routes
+//! (`/api/v1/tenants`) open once workflows, executions, agents and read models are
+//! scoped by tenant, so that no key can ever reach another tenant's work. The engine
+//! already records tenants as events (`conflux_engine::access`).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use conflux_engine::access::{AccessError, KeyRecord, NewKey, Principal};
+use conflux_http::context::RequestContext;
+use conflux_http::error::ApiError;
+use conflux_http::extract::{ApiJson, PathId};
+use conflux_schema::access::{Role, TenantName};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::CommandContext;
+
+/// Body of `POST /api/v1/keys`.
+#[derive(Debug, Deserialize)]
+pub struct CreateKey {
+    name: String,
+    role: Role,
+    #[serde(default)]
+    tenant: Option<String>,
+    #[serde(default)]
+    agent_roles: Vec<String>,
+    #[serde(default)]
+    expires_at: Option<DateTime<Utc>>,
+}
+
+fn map_access(e: AccessError) -> ApiError {
+    match e {
+        AccessError::NotFound(m) => ApiError::not_found(m),
+        AccessError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+        AccessError::Invalid(m) => ApiError::invalid_request(m),
+        AccessError::Store(e) => e.into(),
+        AccessError::Randomness(e) => {
+            tracing::error!(error = %e, "no randomness for a key");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "could not issue a key",
+            )
+        }
+    }
+}
+
+fn caller(request: &RequestContext) -> Result<&Principal, ApiError> {
+    request
+        .principal
+        .as_ref()
+        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", "no caller"))
+}
+
+/// The tenants whose keys `who` manages (None: every tenant).
+fn scope(who: &Principal) -> Option<&TenantName> {
+    who.role.map(|_| &who.tenant)
+}
+
+fn key_body(k: &KeyRecord) -> Value {
+    json!({
+        "key_id": k.key_id.simple().to_string(),
+        "name": k.name,
+        "tenant": k.tenant,
+        "role": k.role,
+        "agent_roles": k.agent_roles,
+        "expires_at": k.expires_at,
+        "created_at": k.created_at,
+        "revoked_at": k.revoked_at,
+    })
+}
+
+/// `POST /api/v1/keys` → `201` the key with its `token` (shown this once).
+pub async fn create_key(
+    State(ctx): State<CommandContext>,
+    request: RequestContext,
+    ApiJson(body): ApiJson<CreateKey>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let who = caller(&request)?;
+    let tenant = match body.tenant.as_deref() {
+        None => who.tenant.clone(),
+        Some(raw) => TenantName::parse(raw).map_err(|e| {
+            ApiError::invalid_request(e.message).with_details(json!({"field": "tenant"}))
+        })?,
+    };
+    if scope(who).is_some_and(|own| own != &tenant) {
+        // Another tenant is indistinguishable from one that does not exist.
+        return Err(ApiError::not_found(format!("no tenant {tenant}")));
+    }
+    let key = NewKey {
+        name: body.name,
+        tenant,
+        role: body.role,
+        agent_roles: body.agent_roles,
+        expires_at: body.expires_at,
+    };
+    let (record, token) = ctx
+        .access
+        .create_key(key, request.event_metadata())
+        .await
+        .map_err(map_access)?;
+    let mut out = key_body(&record);
+    out["token"] = Value::String(token);
+    Ok((StatusCode::CREATED, Json(out)))
+}
+
+/// `GET /api/v1/keys` → `200 {"items": [...]}` (never a secret).
+pub async fn list_keys(
+    State(ctx): State<CommandContext>,
+    request: RequestContext,
+) -> Result<Json<Value>, ApiError> {
+    let who = caller(&request)?;
+    let items: Vec<Value> = ctx.access.keys(scope(who)).iter().map(key_body).collect();
+    Ok(Json(json!({ "items": items })))
+}
+
+/// `DELETE /api/v1/keys/{key_id}` → `204`; the key stops working on every server
+/// within a second.
+pub async fn revoke_key(
+    State(ctx): State<CommandContext>,
+    PathId(id): PathId,
+    request: RequestContext,
+) -> Result<StatusCode, ApiError> {
+    let who = caller(&request)?;
+    let key_id =
+        uuid::Uuid::try_parse(&id).map_err(|_| ApiError::not_found(format!("no key {id}")))?;
+    ctx.access
+        .revoke_key(key_id, scope(who), request.event_metadata())
+        .await
+        .map_err(map_access)?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use conflux_engine::access::jwt::{JwtSettings, JwtVerifier};
 use conflux_engine::access::Access;
 use conflux_engine::bus::local::LocalBus;
 use conflux_engine::bus::redis::RedisBus;
@@ -95,7 +96,22 @@ impl Backends {
             &config.data_dir,
             access.any_key(),
         )?;
-        let access = access.with_admin_token(admin);
+        let mut access = access.with_admin_token(admin);
+        if let Some(path) = &config.jwt_jwks_file {
+            let (Some(issuer), Some(audience)) = (&config.jwt_issuer, &config.jwt_audience) else {
+                anyhow::bail!(
+                    "CONFLUX_JWT_JWKS_FILE needs CONFLUX_JWT_ISSUER and CONFLUX_JWT_AUDIENCE"
+                );
+            };
+            let settings = JwtSettings {
+                issuer: issuer.clone(),
+                audience: audience.clone(),
+                tenant_claim: config.jwt_tenant_claim.clone(),
+                role_claim: config.jwt_role_claim.clone(),
+            };
+            access = access.with_jwt(JwtVerifier::from_file(path, settings)?);
+            tracing::info!(jwks = %path.display(), %issuer, %audience, "accepting the identity provider's JWTs");
+        }
         let read_models = open_read_models(config).await?;
         let (bus, queue): (Arc<dyn EventBus>, Arc<dyn TaskQueue>) = match &config.redis_url {
             Some(url) => {

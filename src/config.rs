@@ -99,6 +99,37 @@ pub struct Config {
     )]
     pub admin_token: Option<String>,
 
+    /// A JWKS file of the identity provider whose bearer JWTs are accepted (RSA, EC or
+    /// Ed25519 keys). Needs `CONFLUX_JWT_ISSUER` and `CONFLUX_JWT_AUDIENCE`.
+    #[arg(long, global = true, env = "CONFLUX_JWT_JWKS_FILE")]
+    pub jwt_jwks_file: Option<PathBuf>,
+
+    /// The `iss` accepted JWTs carry.
+    #[arg(long, global = true, env = "CONFLUX_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// The `aud` accepted JWTs carry.
+    #[arg(long, global = true, env = "CONFLUX_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// The JWT claim naming the caller's tenant (absent from a token: `default`).
+    #[arg(
+        long,
+        global = true,
+        env = "CONFLUX_JWT_TENANT_CLAIM",
+        default_value = "tenant"
+    )]
+    pub jwt_tenant_claim: String,
+
+    /// The JWT claim naming the caller's role.
+    #[arg(
+        long,
+        global = true,
+        env = "CONFLUX_JWT_ROLE_CLAIM",
+        default_value = "role"
+    )]
+    pub jwt_role_claim: String,
+
     /// Requests per second each caller (key, or the admin token) may make, with bursts
     /// of twice that; over it: `429 rate_limited` with `Retry-After`. `0`: no limit.
     #[arg(
@@ -175,6 +206,9 @@ impl Config {
             "engine_stale_after_ms": self.engine_stale_after_ms,
             "bus_reset_on_mismatch": self.bus_reset_on_mismatch,
             "rate_limit": self.rate_limit,
+            "jwt_jwks_file": self.jwt_jwks_file.as_ref().map(|p| p.display().to_string()),
+            "jwt_issuer": self.jwt_issuer,
+            "jwt_audience": self.jwt_audience,
             "admin_token": self.admin_token.as_ref().map(|_| "***"),
             "log_format": format!("{:?}", self.log_format).to_lowercase(),
             "log": self.log,

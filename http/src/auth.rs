@@ -133,7 +133,8 @@ impl Gate {
         Self { access, limits }
     }
 
-    fn admit(&self, actor: &str) -> Result<(), Response> {
+    /// `Err(seconds to wait)` when `actor` is over its rate.
+    fn admit(&self, actor: &str) -> Result<(), u64> {
         match &self.limits {
             Some(limits) => admit(limits, actor),
             None => Ok(()),
@@ -141,29 +142,28 @@ impl Gate {
     }
 }
 
-/// `429 rate_limited` with `Retry-After` (whole seconds, at least 1) when `actor` is
-/// over its rate.
-fn admit(limits: &RateLimits, actor: &str) -> Result<(), Response> {
-    {
-        match limits.check_key(&actor.to_owned()) {
-            Ok(()) => Ok(()),
-            Err(not_until) => {
-                use governor::clock::Clock;
-                let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
-                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-                let mut response = ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limited",
-                    "too many requests for this key; retry after the number of seconds in Retry-After",
-                )
-                .into_response();
-                if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {
-                    response.headers_mut().insert(header::RETRY_AFTER, v);
-                }
-                Err(response)
-            }
-        }
+/// `Err(whole seconds to wait, at least 1)` when `actor` is over its rate.
+fn admit(limits: &RateLimits, actor: &str) -> Result<(), u64> {
+    limits.check_key(&actor.to_owned()).map_err(|not_until| {
+        use governor::clock::Clock;
+        let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+        (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+    })
+}
+
+/// `429 rate_limited` with `Retry-After: <seconds>`.
+pub fn rate_limited(seconds: u64) -> Response {
+    let mut response = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        "too many requests for this key; retry after the number of seconds in Retry-After",
+    )
+    .with_details(serde_json::json!({"retry_after_seconds": seconds}))
+    .into_response();
+    if let Ok(v) = HeaderValue::from_str(&seconds.to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, v);
     }
+    response
 }
 
 /// The middleware: authenticates the caller of every listed route (except open ones),
@@ -204,8 +204,8 @@ pub async fn require(State(gate): State<Gate>, mut req: Request, next: Next) -> 
             return unauthenticated(reason);
         }
     };
-    if let Err(limited) = gate.admit(&principal.actor) {
-        return limited;
+    if let Err(seconds) = gate.admit(&principal.actor) {
+        return rate_limited(seconds);
     }
     if !principal.allows(needed) {
         return ApiError::new(
@@ -252,14 +252,14 @@ mod tests {
         for _ in 0..3 {
             assert!(admit(&limits, "key:a").is_ok());
         }
-        let refused = admit(&limits, "key:a").expect_err("over the rate");
-        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
-        let retry: u64 = refused.headers()[header::RETRY_AFTER]
-            .to_str()
-            .expect("ascii")
-            .parse()
-            .expect("seconds");
+        let retry = admit(&limits, "key:a").expect_err("over the rate");
         assert!((1..=1200).contains(&retry), "{retry}");
+        let refused = rate_limited(retry);
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(
+            refused.headers()[header::RETRY_AFTER],
+            retry.to_string().as_str()
+        );
         assert!(admit(&limits, "key:b").is_ok(), "per caller");
     }
 

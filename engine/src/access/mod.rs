@@ -11,8 +11,11 @@
 //! # Layout
 //! - `token`: the `cfx_<key_id>_<secret>` format, hashing, constant-time comparison.
 //! - `directory`: the pure fold and `authenticate`.
+//! - `jwt`: bearer JWTs of the organisation's identity provider (JWKS, issuer,
+//!   audience, role and tenant claims).
 
 pub mod directory;
+pub mod jwt;
 pub mod token;
 
 use std::sync::{Arc, RwLock, RwLockReadGuard};
@@ -76,6 +79,7 @@ pub struct Access {
     store: Arc<dyn EventStore>,
     directory: Arc<RwLock<KeyDirectory>>,
     admin_token: Option<Arc<str>>,
+    jwt: Option<Arc<jwt::JwtVerifier>>,
     revocations: Arc<watch::Sender<usize>>,
 }
 
@@ -90,6 +94,7 @@ impl Access {
             store,
             directory: Arc::new(RwLock::new(KeyDirectory::default())),
             admin_token: admin_token.map(Arc::from),
+            jwt: None,
             revocations: Arc::new(watch::channel(0).0),
         };
         access.refresh().await?;
@@ -100,6 +105,12 @@ impl Access {
     /// keys are known: a token is generated only for a store without keys).
     pub fn with_admin_token(mut self, admin_token: Option<String>) -> Self {
         self.admin_token = admin_token.map(Arc::from);
+        self
+    }
+
+    /// The same directory, also accepting the identity provider's JWTs.
+    pub fn with_jwt(mut self, verifier: jwt::JwtVerifier) -> Self {
+        self.jwt = Some(Arc::new(verifier));
         self
     }
 
@@ -165,6 +176,15 @@ impl Access {
             if token::same_secret(admin, token) {
                 return Ok(Principal::system_admin());
             }
+        }
+        if let (Some(jwt), false) = (&self.jwt, token.starts_with("cfx_")) {
+            let who = jwt.verify(token)?;
+            // Only tenants that exist: a token naming another is nobody here.
+            return if self.has_tenant(&who.tenant) {
+                Ok(who)
+            } else {
+                Err(AuthError::Unknown)
+            };
         }
         self.read().authenticate(token, Utc::now())
     }

@@ -91,7 +91,12 @@ pub struct Config {
     /// The system administrator's bootstrap token (at least 32 characters). Unset: the
     /// token in `<data dir>/admin-token`, generated (mode 0600) on the first start that
     /// finds no API key. Clients send it as `Authorization: Bearer <token>`.
-    #[arg(long, global = true, env = "CONFLUX_ADMIN_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "CONFLUX_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
     pub admin_token: Option<String>,
 
     /// Development only: when the bus (Redis prefix) holds another store's events or

@@ -20,12 +20,26 @@ pub const EXIT_INVALID: u8 = 1;
 /// Exit code of any error.
 pub const EXIT_ERROR: u8 = 2;
 
-/// Which server to talk to.
-#[derive(Debug, Clone, Args)]
+/// Which server to talk to, and as whom.
+#[derive(Clone, Args)]
 pub struct ServerArgs {
     /// Base URL of a running Conflux server.
     #[arg(long, env = "CONFLUX_URL", default_value = "http://127.0.0.1:8080")]
     pub url: String,
+    /// Bearer token (an API key, or the administrator's token) sent as
+    /// `Authorization: Bearer <token>`.
+    #[arg(long, env = "CONFLUX_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for ServerArgs {
+    /// Never shows the token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerArgs")
+            .field("url", &self.url)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 /// `conflux events`: an execution's event log.
@@ -81,6 +95,8 @@ enum CliError {
         code: String,
         message: String,
     },
+    /// The server refused the token (or its absence): `401`.
+    Unauthorized,
     /// Anything else (a malformed answer, a broken stream, stdout closed).
     Other(String),
 }
@@ -98,6 +114,9 @@ impl std::fmt::Display for CliError {
                 code,
                 message,
             } => write!(f, "the server answered {status} {code}: {message}"),
+            CliError::Unauthorized => {
+                f.write_str("the server refused the token: set CONFLUX_TOKEN or --token")
+            }
             CliError::Other(message) => f.write_str(message),
         }
     }
@@ -113,7 +132,7 @@ pub async fn events(args: EventsArgs) -> u8 {
     let mut out = std::io::stdout().lock();
     let mut count = 0usize;
     let result = async {
-        let resp = get(&args.server.url, &path).await?;
+        let resp = get(&args.server, &path).await?;
         if args.json {
             out_line(&mut out, "[")?;
         } else if !args.ndjson {
@@ -169,7 +188,7 @@ pub async fn replay(args: ReplayArgs) -> u8 {
         path.push_str(&format!("?to_version={v}"));
     }
     let result = async {
-        let body = get_json(&args.server.url, &path).await?;
+        let body = get_json(&args.server, &path).await?;
         let mut out = std::io::stdout().lock();
         if args.json {
             return out_line(&mut out, &pretty(&body));
@@ -212,7 +231,7 @@ pub async fn replay(args: ReplayArgs) -> u8 {
 pub async fn verify(args: VerifyArgs) -> u8 {
     let path = format!("/api/v1/executions/{}/verify", args.execution_id);
     let result = async {
-        let body = get_json(&args.server.url, &path).await?;
+        let body = get_json(&args.server, &path).await?;
         let valid = body["valid"].as_bool() == Some(true);
         let mut out = std::io::stdout().lock();
         let text = if args.json {
@@ -253,30 +272,34 @@ fn out_line(out: &mut impl Write, line: &str) -> Result<(), CliError> {
     writeln!(out, "{line}").map_err(|e| CliError::Other(format!("cannot write output: {e}")))
 }
 
-/// GETs `path` on `base`; a non-2xx answer becomes [`CliError::Api`].
-async fn get(base: &str, path: &str) -> Result<reqwest::Response, CliError> {
-    let base = base.trim_end_matches('/');
+/// GETs `path` on the server, with its token when one is given; a `401` becomes
+/// [`CliError::Unauthorized`], any other non-2xx answer [`CliError::Api`].
+async fn get(server: &ServerArgs, path: &str) -> Result<reqwest::Response, CliError> {
+    let base = server.url.trim_end_matches('/');
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .build()
         .map_err(|e| CliError::Other(format!("cannot build an HTTP client: {e}")))?;
-    let resp = client
-        .get(format!("{base}{path}"))
-        .send()
-        .await
-        .map_err(|e| {
-            if e.is_connect() || e.is_timeout() {
-                CliError::Unreachable {
-                    url: base.to_owned(),
-                    reason: root_cause(&e),
-                }
-            } else {
-                CliError::Other(format!("request to {base} failed: {}", source_chain(&e)))
+    let mut req = client.get(format!("{base}{path}"));
+    if let Some(token) = &server.token {
+        req = req.bearer_auth(token);
+    }
+    let resp = req.send().await.map_err(|e| {
+        if e.is_connect() || e.is_timeout() {
+            CliError::Unreachable {
+                url: base.to_owned(),
+                reason: root_cause(&e),
             }
-        })?;
+        } else {
+            CliError::Other(format!("request to {base} failed: {}", source_chain(&e)))
+        }
+    })?;
     let status = resp.status();
     if status.is_success() {
         return Ok(resp);
+    }
+    if status == reqwest::StatusCode::UNAUTHORIZED {
+        return Err(CliError::Unauthorized);
     }
     let body: Value = resp.json().await.unwrap_or(Value::Null);
     Err(CliError::Api {
@@ -292,8 +315,8 @@ async fn get(base: &str, path: &str) -> Result<reqwest::Response, CliError> {
     })
 }
 
-async fn get_json(base: &str, path: &str) -> Result<Value, CliError> {
-    get(base, path)
+async fn get_json(server: &ServerArgs, path: &str) -> Result<Value, CliError> {
+    get(server, path)
         .await?
         .json()
         .await

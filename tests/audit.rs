@@ -4,6 +4,9 @@
 use std::time::{Duration, Instant};
 
 #[allow(dead_code)]
+#[path = "support/auth.rs"]
+mod auth;
+#[allow(dead_code)]
 #[path = "support/binary.rs"]
 mod binary;
 
@@ -24,7 +27,7 @@ impl Ctx {
         Ctx {
             base: served.bin.base.clone(),
             served,
-            http: reqwest::Client::new(),
+            http: auth::client(),
         }
     }
 
@@ -118,7 +121,8 @@ impl Ctx {
         }
     }
 
-    /// Runs `conflux <args> --url <server>`; returns exit code, stdout, stderr.
+    /// Runs `conflux <args> --url <server>` with the token; returns exit code, stdout,
+    /// stderr.
     async fn cli(&self, args: &[&str]) -> (i32, String, String) {
         run_cli(args, &self.base).await
     }
@@ -129,6 +133,7 @@ async fn run_cli(args: &[&str], url: &str) -> (i32, String, String) {
         .args(args)
         .args(["--url", url])
         .env_remove("CONFLUX_URL")
+        .env("CONFLUX_TOKEN", auth::ADMIN_TOKEN)
         .output()
         .await
         .expect("run conflux");

@@ -6,6 +6,9 @@
 //! `CONFLUX_BUS_RESET_ON_MISMATCH=true`.
 
 #[allow(dead_code)]
+#[path = "support/auth.rs"]
+mod auth;
+#[allow(dead_code)]
 #[path = "support/binary.rs"]
 mod binary;
 
@@ -49,7 +52,7 @@ fn bus_command(env: &[(&'static str, String)], args: &[&str]) -> (i32, String) {
 }
 
 async fn post(base: &str, path: &str, body: Value) -> (u16, Value) {
-    let resp = reqwest::Client::new()
+    let resp = auth::client()
         .post(format!("{base}{path}"))
         .json(&body)
         .send()
@@ -59,7 +62,9 @@ async fn post(base: &str, path: &str, body: Value) -> (u16, Value) {
 }
 
 async fn get(base: &str, path: &str) -> (u16, Value) {
-    let resp = reqwest::get(format!("{base}{path}"))
+    let resp = auth::client()
+        .get(format!("{base}{path}"))
+        .send()
         .await
         .expect("request");
     (resp.status().as_u16(), resp.json().await.expect("json"))

@@ -12,6 +12,9 @@
 #[path = "support/agent.rs"]
 mod agent;
 #[allow(dead_code)]
+#[path = "support/auth.rs"]
+mod auth;
+#[allow(dead_code)]
 #[path = "support/binary.rs"]
 mod binary;
 
@@ -54,7 +57,7 @@ impl Drop for Backing {
 }
 
 async fn post(base: &str, path: &str, body: Value) -> (u16, Value) {
-    let resp = reqwest::Client::new()
+    let resp = auth::client()
         .post(format!("{base}{path}"))
         .json(&body)
         .send()
@@ -64,7 +67,9 @@ async fn post(base: &str, path: &str, body: Value) -> (u16, Value) {
 }
 
 async fn get(base: &str, path: &str) -> Value {
-    let resp = reqwest::get(format!("{base}{path}"))
+    let resp = auth::client()
+        .get(format!("{base}{path}"))
+        .send()
         .await
         .expect("request");
     assert_eq!(resp.status().as_u16(), 200, "GET {path}");

@@ -5,6 +5,9 @@
 //! are: this machine's speed is not the code's behaviour.
 
 #[allow(dead_code)]
+#[path = "support/auth.rs"]
+mod auth;
+#[allow(dead_code)]
 #[path = "support/binary.rs"]
 mod binary;
 
@@ -75,6 +78,7 @@ async fn run(base: &str, limits: Option<BenchConfig>, scenarios: Vec<Scenario>) 
     let config = SuiteConfig {
         title: "smoke".into(),
         url: base.to_owned(),
+        token: Some(binary::ADMIN_TOKEN.to_owned()),
         mode: None,
         limits,
         scenarios,

@@ -7,6 +7,9 @@ use std::collections::BTreeSet;
 use serde_json::Value;
 
 #[allow(dead_code)]
+#[path = "support/auth.rs"]
+mod auth;
+#[allow(dead_code)]
 #[path = "support/binary.rs"]
 mod binary;
 
@@ -62,7 +65,9 @@ async fn serve_router() -> String {
 
 /// GETs the document from `base`: 200, `application/json`, a JSON object.
 async fn fetch(base: &str) -> Value {
-    let resp = reqwest::get(format!("{base}/api/v1/openapi.json"))
+    let resp = auth::client()
+        .get(format!("{base}/api/v1/openapi.json"))
+        .send()
         .await
         .expect("request");
     assert_eq!(resp.status().as_u16(), 200, "GET /api/v1/openapi.json");
@@ -303,7 +308,7 @@ async fn the_binary_serves_every_documented_route() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = Binary::start(&[], dir.path());
     let doc = fetch(&serve_router().await).await;
-    let client = reqwest::Client::new();
+    let client = auth::client();
     let mut unserved = Vec::new();
     for (method, path, op) in operations(&doc) {
         let concrete: Vec<String> = path
@@ -353,7 +358,7 @@ async fn the_binary_reads_every_documented_query_parameter() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = Binary::start(&[], dir.path());
     let doc = fetch(&serve_router().await).await;
-    let client = reqwest::Client::new();
+    let client = auth::client();
     let definition = serde_json::json!({"name": "params", "tasks": [{"id": "a", "kind": "noop"}]});
     let mut checked = 0;
     for (method, path, op) in operations(&doc) {

@@ -4,6 +4,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 #[allow(dead_code)]
+#[path = "support/auth.rs"]
+mod auth;
+#[allow(dead_code)]
 #[path = "support/binary.rs"]
 mod binary;
 
@@ -26,7 +29,9 @@ impl Server {
     }
 
     async fn get(&self, path: &str) -> (u16, serde_json::Value) {
-        let resp = reqwest::get(format!("{}{path}", self.base))
+        let resp = auth::client()
+            .get(format!("{}{path}", self.base))
+            .send()
             .await
             .expect("request");
         let status = resp.status().as_u16();
@@ -60,7 +65,7 @@ async fn serve_with_no_configuration_uses_the_embedded_store() {
     assert_eq!(body["mode"], "embedded");
     // Run a workflow whose http task hits a port where nothing listens, five times, so
     // the host's circuit breaker opens; then the metrics show all of it.
-    let client = reqwest::Client::new();
+    let client = auth::client();
     let def = serde_json::json!({"name": "metrics", "tasks": [
         {"id": "a", "kind": "noop"},
         {"id": "b", "kind": "http", "depends_on": ["a"], "http": {"url": "http://127.0.0.1:1/x"}}

@@ -17,6 +17,9 @@
 use std::time::{Duration, Instant};
 
 #[allow(dead_code)]
+#[path = "support/auth.rs"]
+mod auth;
+#[allow(dead_code)]
 #[path = "support/binary.rs"]
 mod binary;
 
@@ -126,7 +129,9 @@ async fn cycle(ctx: &Ctx, targets: &Targets<'_>, i: usize) {
         // Refused before the upgrade.
         _ => {
             let url = ctx.ws(&format!("/ws/executions/{}?after=-1", targets.completed));
-            assert!(tokio_tungstenite::connect_async(url).await.is_err());
+            assert!(tokio_tungstenite::connect_async(auth::ws_request(&url))
+                .await
+                .is_err());
         }
     }
 }

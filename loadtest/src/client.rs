@@ -17,6 +17,7 @@ const REQUEST_LIMIT: Duration = Duration::from_secs(120);
 pub struct Client {
     http: reqwest::Client,
     base: String,
+    token: Option<String>,
 }
 
 /// One HTTP exchange, whatever its status.
@@ -54,9 +55,16 @@ pub struct ApiFailure {
 }
 
 impl Client {
-    /// A client of the server at `base` (e.g. `http://127.0.0.1:8080`).
-    pub fn new(base: &str) -> Result<Self> {
+    /// A client of the server at `base` (e.g. `http://127.0.0.1:8080`) that sends
+    /// `token`, when given, as `Authorization: Bearer <token>` on every request and
+    /// WebSocket upgrade.
+    pub fn new(base: &str, token: Option<&str>) -> Result<Self> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = token {
+            headers.insert(reqwest::header::AUTHORIZATION, bearer(token)?);
+        }
         let http = reqwest::Client::builder()
+            .default_headers(headers)
             .pool_max_idle_per_host(256)
             .tcp_nodelay(true)
             .timeout(REQUEST_LIMIT)
@@ -65,7 +73,13 @@ impl Client {
         Ok(Self {
             http,
             base: base.trim_end_matches('/').to_owned(),
+            token: token.map(str::to_owned),
         })
+    }
+
+    /// The bearer token it sends, if any.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
     }
 
     /// The server's base URL.
@@ -254,6 +268,14 @@ impl Client {
     }
 }
 
+/// `Bearer <token>` as a header value marked sensitive (never shown in debug output).
+pub fn bearer(token: &str) -> Result<reqwest::header::HeaderValue> {
+    let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+        .map_err(|_| anyhow!("the token is not a valid HTTP header value"))?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
 /// `body[field]` as a string, or an error naming what was missing.
 pub fn string_field(body: &Value, field: &str) -> Result<String> {
     body[field]
@@ -269,11 +291,11 @@ mod tests {
     #[test]
     fn websocket_urls_follow_the_scheme() -> Result<()> {
         assert_eq!(
-            Client::new("http://127.0.0.1:8080/")?.ws_url("/ws/executions/x"),
+            Client::new("http://127.0.0.1:8080/", None)?.ws_url("/ws/executions/x"),
             "ws://127.0.0.1:8080/ws/executions/x"
         );
         assert_eq!(
-            Client::new("https://example.com")?.ws_url("/ws"),
+            Client::new("https://example.com", None)?.ws_url("/ws"),
             "wss://example.com/ws"
         );
         Ok(())

@@ -59,6 +59,10 @@ struct Target {
     /// The server to drive.
     #[arg(long, env = "CONFLUX_URL", default_value = "http://127.0.0.1:8080")]
     url: String,
+    /// Bearer token (an API key, or the administrator's token) sent as
+    /// `Authorization: Bearer <token>` on every request and WebSocket upgrade.
+    #[arg(long, env = "CONFLUX_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// The server's mode for the report (default: what its `/ready` says).
     #[arg(long)]
     mode: Option<String>,
@@ -233,6 +237,7 @@ async fn run(cli: Cli) -> Result<()> {
     let config = SuiteConfig {
         title: title.to_owned(),
         url: target.url,
+        token: target.token,
         mode: target.mode,
         limits,
         scenarios,

@@ -205,12 +205,25 @@ impl Report {
     }
 }
 
-/// This process's command line, quoted where a shell would need it and with URL
-/// passwords replaced by `***`.
+/// This process's command line, quoted where a shell would need it, with URL
+/// passwords and the `--token` value replaced by `***`.
 pub fn current_command_line() -> String {
-    std::env::args()
+    command_line(std::env::args())
+}
+
+/// `args` as [`current_command_line`] shows them.
+fn command_line(args: impl IntoIterator<Item = String>) -> String {
+    let mut after_token_flag = false;
+    args.into_iter()
         .map(|arg| {
-            let arg = if arg.contains("://") {
+            let arg = if std::mem::take(&mut after_token_flag) {
+                "***".to_owned()
+            } else if arg == "--token" {
+                after_token_flag = true;
+                arg
+            } else if arg.starts_with("--token=") {
+                "--token=***".to_owned()
+            } else if arg.contains("://") {
                 redact_url(&arg)
             } else {
                 arg
@@ -256,4 +269,28 @@ pub fn write_report_files(
             .with_context(|| format!("writing the markdown report to {}", path.display()))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::command_line;
+
+    #[test]
+    fn the_token_never_reaches_the_report() {
+        let args = [
+            "conflux-loadtest",
+            "all",
+            "--token",
+            "s3cret",
+            "--token=s3cret",
+            "--out",
+            "b.json",
+        ];
+        let line = command_line(args.map(str::to_owned));
+        assert!(!line.contains("s3cret"), "{line}");
+        assert_eq!(
+            line,
+            "conflux-loadtest all --token '***' '--token=***' --out b.json"
+        );
+    }
 }

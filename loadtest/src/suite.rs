@@ -25,6 +25,8 @@ pub struct SuiteConfig {
     pub title: String,
     /// The server, e.g. `http://127.0.0.1:8080`.
     pub url: String,
+    /// The bearer token sent on every request and WebSocket upgrade (None: none).
+    pub token: Option<String>,
     /// The server's mode if given on the command line; otherwise `/ready` says.
     pub mode: Option<String>,
     /// Measure the raw limits first (None: not asked for).
@@ -103,7 +105,7 @@ pub struct SuiteReport {
 /// Runs the suite: asks the server what it is, measures the raw limits (skipped with a
 /// note if Postgres/Redis are unreachable), then each scenario.
 pub async fn run_suite(config: &SuiteConfig) -> Result<SuiteReport> {
-    let client = Client::new(&config.url)?;
+    let client = Client::new(&config.url, config.token.as_deref())?;
     let ready = client
         .ready()
         .await

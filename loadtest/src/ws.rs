@@ -17,11 +17,12 @@ use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::client::Client;
+use crate::client::{bearer, Client};
 
 /// The server's close code for an unknown id.
 const UNKNOWN_ID: u16 = 4404;
@@ -55,6 +56,7 @@ pub struct Received {
 pub struct LiveStream {
     socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
     url: String,
+    token: Option<String>,
     last_position: u64,
     reconnects: u64,
 }
@@ -62,19 +64,22 @@ pub struct LiveStream {
 impl LiveStream {
     /// Subscribes to an execution (snapshot first).
     pub async fn execution(client: &Client, execution_id: &str) -> Result<Self> {
-        Self::open(client.ws_url(&format!("/ws/executions/{execution_id}"))).await
+        Self::open(client, &format!("/ws/executions/{execution_id}")).await
     }
 
     /// Subscribes to a workflow and all its executions (snapshot first).
     pub async fn workflow(client: &Client, workflow_id: &str) -> Result<Self> {
-        Self::open(client.ws_url(&format!("/ws/workflows/{workflow_id}"))).await
+        Self::open(client, &format!("/ws/workflows/{workflow_id}")).await
     }
 
-    async fn open(url: String) -> Result<Self> {
-        let socket = connect(&url).await?;
+    async fn open(client: &Client, path: &str) -> Result<Self> {
+        let url = client.ws_url(path);
+        let token = client.token().map(str::to_owned);
+        let socket = connect(&url, token.as_deref()).await?;
         Ok(Self {
             socket,
             url,
+            token,
             last_position: 0,
             reconnects: 0,
         })
@@ -136,7 +141,7 @@ impl LiveStream {
     async fn reconnect(&mut self) -> Result<()> {
         let _ = self.socket.close(None).await;
         let url = format!("{}?after={}", self.url, self.last_position);
-        self.socket = connect(&url).await?;
+        self.socket = connect(&url, self.token.as_deref()).await?;
         self.reconnects += 1;
         Ok(())
     }
@@ -265,12 +270,25 @@ impl Drop for Watch {
     }
 }
 
-async fn connect(url: &str) -> Result<WebSocketStream<MaybeTlsStream<TcpStream>>> {
+/// Opens the WebSocket at `url`, the upgrade request carrying `token` as
+/// `Authorization: Bearer <token>` when given.
+async fn connect(
+    url: &str,
+    token: Option<&str>,
+) -> Result<WebSocketStream<MaybeTlsStream<TcpStream>>> {
+    let mut request = url
+        .into_client_request()
+        .with_context(|| format!("bad WebSocket URL {url}"))?;
+    if let Some(token) = token {
+        request
+            .headers_mut()
+            .insert(reqwest::header::AUTHORIZATION, bearer(token)?);
+    }
     // A 4 KiB read buffer: the default 128 KiB is zeroed on every wake-up, which with
     // 1,000 sockets cost the load tester ~7% of the machine's CPU (w5).
     let config =
         tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4096);
-    let (socket, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
+    let (socket, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)
         .await
         .with_context(|| format!("opening WebSocket {url}"))?;
     Ok(socket)

@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::{self, ADMIN_TOKEN};
 use crate::proxy::{through, upstream_of, Proxy};
 
 /// Most tasks a workflow may have in the harness (small, so `too_many_tasks` is cheap).
@@ -25,6 +26,12 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub const PATIENCE: Duration = Duration::from_secs(30);
 /// How often waits look again.
 const POLL: Duration = Duration::from_millis(20);
+
+/// A WebSocket to the server.
+pub type WsSocket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+/// The server's answer to a WebSocket upgrade.
+pub type WsResponse = tokio_tungstenite::tungstenite::handshake::client::Response;
 
 /// Which backends the server runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +54,9 @@ struct Args {
     config: Config,
 }
 
-/// One server, as `conflux serve` runs it, on its own backends.
+/// One server, as `conflux serve` runs it, on its own backends, accepting
+/// [`ADMIN_TOKEN`] as the system administrator's token; every request it helps make
+/// (HTTP and WebSocket) carries that token.
 pub struct TestServer {
     /// `http://127.0.0.1:<port>`.
     pub base: String,
@@ -88,6 +97,7 @@ impl TestServer {
     async fn start_configured(mode: Mode, proxied: bool, tune: impl FnOnce(&mut Config)) -> Self {
         // Clap's defaults, then this test's own backends (the environment never decides).
         let mut config = Args::parse_from(["conflux"]).config;
+        config.admin_token = Some(ADMIN_TOKEN.to_owned());
         tune(&mut config);
         config.max_tasks = MAX_TASKS;
         config.max_body_bytes = MAX_BODY_BYTES;
@@ -139,7 +149,7 @@ impl TestServer {
             config,
             backends,
             proxy: None,
-            http: reqwest::Client::new(),
+            http: auth::client(),
             shutdown,
             task: Some(task),
             resources: None,
@@ -200,6 +210,15 @@ impl TestServer {
     /// `GET path` → (status, JSON body).
     pub async fn get(&self, path: &str) -> (u16, Value) {
         self.send(self.http.get(self.url(path))).await
+    }
+
+    /// Opens a WebSocket on `path`, the upgrade carrying the token.
+    pub async fn ws_connect(
+        &self,
+        path: &str,
+    ) -> Result<(WsSocket, WsResponse), tokio_tungstenite::tungstenite::Error> {
+        let url = format!("{}{path}", self.base.replacen("http://", "ws://", 1));
+        tokio_tungstenite::connect_async(auth::ws_request(&url)).await
     }
 
     fn url(&self, path: &str) -> String {

@@ -11,16 +11,10 @@ use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::harness::TestServer;
-
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+use crate::harness::{TestServer, WsSocket as Socket};
 
 async fn connect(s: &TestServer, path: &str) -> Socket {
-    let url = format!("{}{path}", s.base.replacen("http://", "ws://", 1));
-    let (socket, _) = tokio_tungstenite::connect_async(url)
-        .await
-        .expect("websocket connect");
+    let (socket, _) = s.ws_connect(path).await.expect("websocket connect");
     socket
 }
 
@@ -165,12 +159,8 @@ pub async fn many_clients_see_the_same_events(s: &TestServer) {
 
 /// An unknown execution is closed with 4404; a bad `after` is a 400 before upgrading.
 pub async fn unknown_executions_are_closed_with_4404(s: &TestServer) {
-    let url = format!(
-        "{}/ws/executions/{}",
-        s.base.replacen("http://", "ws://", 1),
-        uuid::Uuid::now_v7()
-    );
-    let (mut socket, _) = tokio_tungstenite::connect_async(url)
+    let (mut socket, _) = s
+        .ws_connect(&format!("/ws/executions/{}", uuid::Uuid::now_v7()))
         .await
         .expect("connect");
     let frame = tokio::time::timeout(Duration::from_secs(10), socket.next())
@@ -180,15 +170,8 @@ pub async fn unknown_executions_are_closed_with_4404(s: &TestServer) {
         Some(Ok(Message::Close(Some(close)))) => assert_eq!(u16::from(close.code), 4404),
         other => panic!("expected a 4404 close, got {other:?}"),
     }
-    let bad = format!(
-        "{}/ws/executions/{}?after=x",
-        s.base.replacen("http://", "ws://", 1),
-        uuid::Uuid::now_v7()
-    );
-    assert!(
-        tokio_tungstenite::connect_async(bad).await.is_err(),
-        "a bad after is refused"
-    );
+    let bad = format!("/ws/executions/{}?after=x", uuid::Uuid::now_v7());
+    assert!(s.ws_connect(&bad).await.is_err(), "a bad after is refused");
     let _ = socket.send(Message::Close(None)).await;
 }
 
@@ -256,14 +239,8 @@ pub async fn workflow_stream_is_exactly_the_workflow_log(s: &TestServer) {
         older_executions_reach_a_new_server(s).await;
     }
 
-    let unknown = format!(
-        "{}/ws/workflows/{}",
-        s.base.replacen("http://", "ws://", 1),
-        uuid::Uuid::now_v7()
-    );
-    let (mut socket, _) = tokio_tungstenite::connect_async(unknown)
-        .await
-        .expect("connect");
+    let unknown = format!("/ws/workflows/{}", uuid::Uuid::now_v7());
+    let (mut socket, _) = s.ws_connect(&unknown).await.expect("connect");
     match tokio::time::timeout(Duration::from_secs(10), socket.next())
         .await
         .expect("close frame")

@@ -13,6 +13,7 @@
 //! # Layout
 //! - `harness`: `TestServer` (start, stop, HTTP helpers, waits, the event `Log`).
 //! - `agent` (in `tests/support`): the HTTP-only test agent.
+//! - `auth` (in `tests/support`): the token every request carries.
 //! - `target`: the local HTTP service `http` tasks call.
 //! - `access`: tokens, roles, keys and tenants.
 //! - `flow`, `failures`, `control`, `saga`, `input`, `junk`, `strict`, `scale`: the
@@ -21,6 +22,9 @@
 mod access;
 #[path = "../support/agent.rs"]
 mod agent;
+#[allow(dead_code)]
+#[path = "../support/auth.rs"]
+mod auth;
 mod control;
 mod failures;
 mod flow;

@@ -32,8 +32,7 @@ fn assert_bad(what: &str, status: u16, body: &Value, parameter: &str) {
 /// Opens a WebSocket on `path`, which must be refused before the upgrade; returns the
 /// refusal's status and JSON body.
 async fn refused_upgrade(s: &TestServer, path: &str) -> (u16, Value) {
-    let url = format!("{}{path}", s.base.replacen("http://", "ws://", 1));
-    match tokio_tungstenite::connect_async(url).await {
+    match s.ws_connect(path).await {
         Err(tungstenite::Error::Http(response)) => {
             let body = response.body().clone().unwrap_or_default();
             let body = serde_json::from_slice(&body).unwrap_or_else(|e| {

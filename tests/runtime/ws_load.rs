@@ -13,10 +13,7 @@ use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::harness::{TestServer, PATIENCE};
-
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+use crate::harness::{TestServer, WsSocket as Socket, PATIENCE};
 
 /// Executions per workflow (two workflows).
 const EXECUTIONS_PER_WORKFLOW: usize = 10;
@@ -26,8 +23,8 @@ const CLIENTS_PER_EXECUTION: usize = 5;
 const FROM_START: usize = 3;
 
 async fn connect(s: &TestServer, path: &str) -> Socket {
-    let url = format!("{}{path}", s.base.replacen("http://", "ws://", 1));
-    let (socket, _) = tokio_tungstenite::connect_async(url)
+    let (socket, _) = s
+        .ws_connect(path)
         .await
         .unwrap_or_else(|e| panic!("websocket connect {path}: {e}"));
     socket

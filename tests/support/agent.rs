@@ -65,7 +65,7 @@ pub struct TestAgent {
 impl TestAgent {
     /// Registers an agent serving `roles` at the server `base`.
     pub async fn register(base: &str, roles: &[&str]) -> TestAgent {
-        let http = reqwest::Client::new();
+        let http = crate::auth::client();
         let resp = http
             .post(format!("{base}/api/v1/agents"))
             .json(&json!({"name": format!("test-agent-{}", roles.join("+")), "roles": roles, "capacity": 100}))

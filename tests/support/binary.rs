@@ -1,12 +1,16 @@
 //! The real `conflux` binary, started for an end-to-end test as a user would start it:
 //! `conflux serve` on a random port with JSON logs, waited for until it says it serves.
-//! A test that fails half-way never leaves it running (it is killed on drop).
+//! A test that fails half-way never leaves it running (it is killed on drop). It accepts
+//! [`ADMIN_TOKEN`] (`crate::auth`, which the including crate declares) as the system
+//! administrator's token; `crate::auth::client()` sends it.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+pub use crate::auth::ADMIN_TOKEN;
 
 /// A running `conflux serve`.
 pub struct Binary {
@@ -18,7 +22,8 @@ pub struct Binary {
 
 impl Binary {
     /// Starts `conflux serve` in `dir` with `env` (and no `DATABASE_URL`/`REDIS_URL` but
-    /// those `env` gives), and waits until it listens.
+    /// those `env` gives; `CONFLUX_ADMIN_TOKEN` is [`ADMIN_TOKEN`] unless `env` gives
+    /// another), and waits until it listens.
     pub fn start(env: &[(&str, String)], dir: &Path) -> Binary {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_conflux"));
         cmd.arg("serve")
@@ -27,6 +32,7 @@ impl Binary {
             .env_remove("REDIS_URL")
             .env("CONFLUX_ADDR", "127.0.0.1:0")
             .env("CONFLUX_LOG_FORMAT", "json")
+            .env("CONFLUX_ADMIN_TOKEN", ADMIN_TOKEN)
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         for (k, v) in env {

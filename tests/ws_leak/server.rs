@@ -31,7 +31,7 @@ impl Ctx {
             served,
             // No idle connections kept: each server-side HTTP connection task ends
             // with its request, so it is not counted in the task gauge.
-            http: reqwest::Client::builder()
+            http: crate::auth::client_builder()
                 .pool_max_idle_per_host(0)
                 .build()
                 .expect("client"),
@@ -178,7 +178,7 @@ pub struct Gauges {
 }
 
 pub async fn connect(url: String) -> Socket {
-    let (socket, _) = tokio_tungstenite::connect_async(&url)
+    let (socket, _) = tokio_tungstenite::connect_async(crate::auth::ws_request(&url))
         .await
         .unwrap_or_else(|e| panic!("connect {url}: {e}"));
     socket

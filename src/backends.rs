@@ -92,7 +92,7 @@ impl Backends {
             .await
             .context("reading tenants and API keys")?;
         let admin = crate::bootstrap::admin_token(
-            config.admin_token.as_deref(),
+            config.admin_token.as_deref().filter(|t| !t.is_empty()),
             &config.data_dir,
             access.any_key(),
         )?;

@@ -86,7 +86,7 @@ pub struct VerifyArgs {
 
 /// Why a command could not do its job.
 #[derive(Debug)]
-enum CliError {
+pub(crate) enum CliError {
     /// Nothing answered at the URL.
     Unreachable { url: String, reason: String },
     /// The server answered with an error body.
@@ -256,7 +256,7 @@ pub async fn verify(args: VerifyArgs) -> u8 {
 }
 
 /// Reports an error on stderr and turns it into [`EXIT_ERROR`].
-fn finish(result: Result<u8, CliError>) -> u8 {
+pub(crate) fn finish(result: Result<u8, CliError>) -> u8 {
     let _ = std::io::stdout().flush();
     result.unwrap_or_else(|e| {
         eprintln!("error: {e}");
@@ -264,7 +264,7 @@ fn finish(result: Result<u8, CliError>) -> u8 {
     })
 }
 
-fn pretty(v: &Value) -> String {
+pub(crate) fn pretty(v: &Value) -> String {
     serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
 }
 
@@ -272,15 +272,29 @@ fn out_line(out: &mut impl Write, line: &str) -> Result<(), CliError> {
     writeln!(out, "{line}").map_err(|e| CliError::Other(format!("cannot write output: {e}")))
 }
 
-/// GETs `path` on the server, with its token when one is given; a `401` becomes
-/// [`CliError::Unauthorized`], any other non-2xx answer [`CliError::Api`].
+/// GETs `path` on the server (see [`send`]).
 async fn get(server: &ServerArgs, path: &str) -> Result<reqwest::Response, CliError> {
+    send(server, reqwest::Method::GET, path, None).await
+}
+
+/// Sends `method path` (with a JSON `body`) to the server, with its token when one is
+/// given; a `401` becomes [`CliError::Unauthorized`], any other non-2xx answer
+/// [`CliError::Api`].
+pub(crate) async fn send(
+    server: &ServerArgs,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<reqwest::Response, CliError> {
     let base = server.url.trim_end_matches('/');
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .build()
         .map_err(|e| CliError::Other(format!("cannot build an HTTP client: {e}")))?;
-    let mut req = client.get(format!("{base}{path}"));
+    let mut req = client.request(method, format!("{base}{path}"));
+    if let Some(body) = body {
+        req = req.json(body);
+    }
     if let Some(token) = &server.token {
         req = req.bearer_auth(token);
     }
@@ -315,7 +329,7 @@ async fn get(server: &ServerArgs, path: &str) -> Result<reqwest::Response, CliEr
     })
 }
 
-async fn get_json(server: &ServerArgs, path: &str) -> Result<Value, CliError> {
+pub(crate) async fn get_json(server: &ServerArgs, path: &str) -> Result<Value, CliError> {
     get(server, path)
         .await?
         .json()

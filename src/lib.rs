@@ -11,6 +11,7 @@
 //! - [`bootstrap`]: the system administrator's bootstrap token.
 //! - [`bus_admin`]: `conflux bus status|reset`, for a bus that holds another store's events.
 //! - [`cli`]: `conflux events`/`replay`/`verify`, audit commands over a server's HTTP API.
+//! - [`keys_cli`]: `conflux keys create|list|revoke` over a server's HTTP API.
 //! - [`rebuild`]: `conflux projector rebuild`, with a progress bar.
 //! - [`telemetry`]: tracing setup (text on a terminal, JSON on request).
 //! - [`shutdown`]: SIGTERM/Ctrl-C handling.
@@ -21,6 +22,7 @@ pub mod bootstrap;
 pub mod bus_admin;
 pub mod cli;
 pub mod config;
+pub mod keys_cli;
 pub mod rebuild;
 pub mod shutdown;
 pub mod telemetry;

@@ -38,6 +38,8 @@ enum Command {
     Projector(ProjectorArgs),
     /// Inspect or reset the bus (the Redis prefix) this store publishes to.
     Bus(BusArgs),
+    /// Create, list or revoke API keys on a running server.
+    Keys(conflux::keys_cli::KeysArgs),
     /// Print an execution's event log, read from a running server.
     Events(cli::EventsArgs),
     /// Show an execution as it stood after a version, rebuilt from its log.
@@ -94,6 +96,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Events(args) => Some(cli::events(args.clone()).await),
         Command::Replay(args) => Some(cli::replay(args.clone()).await),
         Command::Verify(args) => Some(cli::verify(args.clone()).await),
+        Command::Keys(args) => Some(conflux::keys_cli::keys(args.clone()).await),
         _ => None,
     };
     if let Some(code) = exit {
@@ -162,6 +165,6 @@ async fn main() -> anyhow::Result<()> {
             let rt = Runtime::new(Backends::open(&cli.config).await?, &cli.config);
             conflux::bus_admin::reset(&rt, yes).await
         }
-        Command::Events(_) | Command::Replay(_) | Command::Verify(_) => Ok(()),
+        Command::Events(_) | Command::Replay(_) | Command::Verify(_) | Command::Keys(_) => Ok(()),
     }
 }

@@ -18,6 +18,7 @@ pub struct Binary {
     /// `http://127.0.0.1:<port>`.
     pub base: String,
     bad_lines: Arc<Mutex<Vec<String>>>,
+    lines: Arc<Mutex<String>>,
 }
 
 impl Binary {
@@ -43,8 +44,15 @@ impl Binary {
         let bad_lines = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
         let bad = bad_lines.clone();
+        let lines = Arc::new(Mutex::new(String::new()));
+        let all = lines.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                {
+                    let mut all = all.lock().expect("lock");
+                    all.push_str(&line);
+                    all.push('\n');
+                }
                 match serde_json::from_str::<serde_json::Value>(&line) {
                     Ok(v) if v["message"] == "conflux is serving" => {
                         let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_owned());
@@ -61,7 +69,13 @@ impl Binary {
             child,
             base: format!("http://{addr}"),
             bad_lines,
+            lines,
         }
+    }
+
+    /// Everything the server logged so far.
+    pub fn log(&self) -> String {
+        self.lines.lock().expect("lock").clone()
     }
 
     /// Log lines that were not JSON (with `CONFLUX_LOG_FORMAT=json` there must be none).

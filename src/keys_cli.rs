@@ -1,0 +1,132 @@
+//! `conflux keys create|list|revoke`: API keys through a running server's HTTP API, with
+//! the same `--url`/`--token` as the audit commands. The new key's token is printed
+//! once, on stdout alone (so `TOKEN=$(conflux keys create … --quiet)` works), and never
+//! logged.
+
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+
+use crate::cli::{finish, get_json, pretty, send, CliError, ServerArgs};
+
+/// `conflux keys …`.
+#[derive(Debug, Clone, Args)]
+pub struct KeysArgs {
+    #[command(subcommand)]
+    pub action: KeysAction,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// What to do with keys.
+#[derive(Debug, Clone, Subcommand)]
+pub enum KeysAction {
+    /// Issue a key; prints its token once.
+    Create {
+        /// For humans.
+        #[arg(long)]
+        name: String,
+        /// viewer, auditor, operator, developer, admin or agent.
+        #[arg(long)]
+        role: String,
+        /// For agent keys: an agent role it may serve (repeat for several).
+        #[arg(long = "agent-role")]
+        agent_roles: Vec<String>,
+        /// When it stops working (RFC 3339).
+        #[arg(long)]
+        expires_at: Option<String>,
+        /// Print only the token.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// List keys (never their secrets).
+    List {
+        /// Print the server's JSON answer.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key: it stops working on every server within a second.
+    Revoke {
+        /// The key id (the `<key_id>` of `cfx_<key_id>_<secret>`).
+        key_id: String,
+    },
+}
+
+/// Runs `conflux keys …`; returns the exit code (0 done, 2 error).
+pub async fn keys(args: KeysArgs) -> u8 {
+    finish(run(args).await)
+}
+
+async fn run(args: KeysArgs) -> Result<u8, CliError> {
+    let server = &args.server;
+    match args.action {
+        KeysAction::Create {
+            name,
+            role,
+            agent_roles,
+            expires_at,
+            quiet,
+        } => {
+            let mut body = json!({"name": name, "role": role});
+            if !agent_roles.is_empty() {
+                body["agent_roles"] = json!(agent_roles);
+            }
+            if let Some(at) = expires_at {
+                body["expires_at"] = Value::String(at);
+            }
+            let created: Value = send(server, reqwest::Method::POST, "/api/v1/keys", Some(&body))
+                .await?
+                .json()
+                .await
+                .map_err(|e| CliError::Other(format!("the server sent malformed JSON: {e}")))?;
+            let token = created["token"].as_str().unwrap_or_default();
+            if quiet {
+                println!("{token}");
+            } else {
+                eprintln!(
+                    "created key {} ({}, role {}); its token, shown only now:",
+                    created["key_id"].as_str().unwrap_or("?"),
+                    created["name"].as_str().unwrap_or("?"),
+                    created["role"].as_str().unwrap_or("?")
+                );
+                println!("{token}");
+            }
+        }
+        KeysAction::List { json } => {
+            let list = get_json(server, "/api/v1/keys").await?;
+            if json {
+                println!("{}", pretty(&list));
+            } else {
+                println!(
+                    "{:<32}  {:<10}  {:<9}  {:<25}  name",
+                    "key_id", "role", "state", "created_at"
+                );
+                for k in list["items"].as_array().into_iter().flatten() {
+                    let state = if k["revoked_at"].is_null() {
+                        "active"
+                    } else {
+                        "revoked"
+                    };
+                    println!(
+                        "{:<32}  {:<10}  {:<9}  {:<25}  {}",
+                        k["key_id"].as_str().unwrap_or(""),
+                        k["role"].as_str().unwrap_or(""),
+                        state,
+                        k["created_at"].as_str().unwrap_or(""),
+                        k["name"].as_str().unwrap_or("")
+                    );
+                }
+            }
+        }
+        KeysAction::Revoke { key_id } => {
+            send(
+                server,
+                reqwest::Method::DELETE,
+                &format!("/api/v1/keys/{key_id}"),
+                None,
+            )
+            .await?;
+            eprintln!("revoked key {key_id}");
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,141 @@
+//! `conflux keys create|list|revoke` against the real binary: a key made from the
+//! command line works with its role's permissions, is listed without its secret, and
+//! stops working once revoked; the bootstrap admin token is written to
+//! `<data dir>/admin-token` (mode 0600) when none is configured, and never logged.
+
+#[allow(dead_code)]
+#[path = "support/auth.rs"]
+mod auth;
+#[allow(dead_code)]
+#[path = "support/binary.rs"]
+mod binary;
+
+use binary::Binary;
+use serde_json::json;
+
+fn keys(base: &str, token: &str, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_conflux"))
+        .arg("keys")
+        .args(args)
+        .env("CONFLUX_URL", base)
+        .env("CONFLUX_TOKEN", token)
+        .output()
+        .expect("run conflux keys");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+async fn status_of(base: &str, token: &str, method: reqwest::Method, path: &str) -> u16 {
+    reqwest::Client::new()
+        .request(method, format!("{base}{path}"))
+        .bearer_auth(token)
+        .json(&json!({"name": "w", "tasks": [{"id": "a", "kind": "noop"}]}))
+        .send()
+        .await
+        .expect("request")
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_from_the_command_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = Binary::start(&[], dir.path());
+    let base = server.base.clone();
+
+    let (code, token, err) = keys(
+        &base,
+        auth::ADMIN_TOKEN,
+        &["create", "--name", "ci", "--role", "viewer", "--quiet"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let token = token.trim().to_owned();
+    assert!(token.starts_with("cfx_"), "{token}");
+    assert_eq!(
+        status_of(&base, &token, reqwest::Method::GET, "/api/v1/workflows").await,
+        200
+    );
+    assert_eq!(
+        status_of(&base, &token, reqwest::Method::POST, "/api/v1/workflows").await,
+        403,
+        "a viewer creates nothing"
+    );
+
+    let (code, list, err) = keys(&base, auth::ADMIN_TOKEN, &["list"]);
+    assert_eq!(code, 0, "{err}");
+    let key_id = token.split('_').nth(1).expect("key id");
+    assert!(
+        list.contains(key_id) && list.contains("viewer") && list.contains("active"),
+        "{list}"
+    );
+    assert!(
+        !list.contains(token.rsplit('_').next().expect("secret")),
+        "no secret listed"
+    );
+
+    let (code, _, err) = keys(&base, &token, &["create", "--name", "x", "--role", "admin"]);
+    assert_eq!(code, 2, "a viewer issues no keys");
+    assert!(err.contains("forbidden"), "{err}");
+    let (code, _, err) = keys(&base, "not-a-token", &["list"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("CONFLUX_TOKEN"), "{err}");
+
+    let (code, _, err) = keys(&base, auth::ADMIN_TOKEN, &["revoke", key_id]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        status_of(&base, &token, reqwest::Method::GET, "/api/v1/workflows").await,
+        401
+    );
+    server.stop();
+    let log = server.log();
+    assert!(log.contains("revoked"), "the log is captured: {log}");
+    for secret in [token.as_str(), auth::ADMIN_TOKEN] {
+        assert!(!log.contains(secret), "a token is in the log");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_start_writes_a_private_admin_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // No CONFLUX_ADMIN_TOKEN: an empty value is what `Binary::start` lets the caller set.
+    let mut server = Binary::start(&[("CONFLUX_ADMIN_TOKEN", String::new())], dir.path());
+    let path = dir.path().join("conflux-data").join("admin-token");
+    let token = std::fs::read_to_string(&path)
+        .expect("the token file")
+        .trim()
+        .to_owned();
+    assert_eq!(token.len(), 64);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    assert_eq!(
+        status_of(
+            &server.base,
+            &token,
+            reqwest::Method::GET,
+            "/api/v1/workflows"
+        )
+        .await,
+        200
+    );
+    assert_eq!(
+        status_of(
+            &server.base,
+            auth::ADMIN_TOKEN,
+            reqwest::Method::GET,
+            "/api/v1/workflows"
+        )
+        .await,
+        401
+    );
+    server.stop();
+    let log = server.log();
+    assert!(log.contains("admin-token"), "the path is logged: {log}");
+    assert!(!log.contains(&token), "the token is not");
+}

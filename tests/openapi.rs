@@ -15,35 +15,14 @@ mod binary;
 
 use binary::Binary;
 
-/// Every (method, path) of API.md, the document itself included.
-const ROUTES: &[(&str, &str)] = &[
-    ("post", "/api/v1/workflows"),
-    ("get", "/api/v1/workflows"),
-    ("get", "/api/v1/workflows/{id}"),
-    ("post", "/api/v1/workflows/{id}/execute"),
-    ("get", "/api/v1/workflows/{id}/status"),
-    ("post", "/api/v1/workflows/{id}/pause"),
-    ("post", "/api/v1/workflows/{id}/resume"),
-    ("get", "/api/v1/workflows/{id}/events"),
-    ("get", "/api/v1/executions/{id}"),
-    ("post", "/api/v1/executions/{id}/pause"),
-    ("post", "/api/v1/executions/{id}/resume"),
-    ("post", "/api/v1/executions/{id}/cancel"),
-    ("get", "/api/v1/executions/{id}/events"),
-    ("get", "/api/v1/executions/{id}/replay"),
-    ("get", "/api/v1/executions/{id}/verify"),
-    ("post", "/api/v1/agents"),
-    ("post", "/api/v1/agents/{agent_id}/poll"),
-    ("post", "/api/v1/tasks/{lease_id}/complete"),
-    ("post", "/api/v1/tasks/{lease_id}/fail"),
-    ("post", "/api/v1/tasks/{lease_id}/heartbeat"),
-    ("get", "/ws/workflows/{id}"),
-    ("get", "/ws/executions/{id}"),
-    ("get", "/health"),
-    ("get", "/ready"),
-    ("get", "/metrics"),
-    ("get", "/api/v1/openapi.json"),
-];
+/// `{any_name}` → `{}`: the document names path parameters for readers (`{lease_id}`),
+/// the router by position (`{id}`).
+fn shape(path: &str) -> String {
+    path.split('/')
+        .map(|seg| if seg.starts_with('{') { "{}" } else { seg })
+        .collect::<Vec<_>>()
+        .join("/")
+}
 
 const METHODS: [&str; 8] = [
     "get", "put", "post", "delete", "options", "head", "patch", "trace",
@@ -133,19 +112,39 @@ fn check(doc: &Value) {
     assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
 
     let ops = operations(doc);
+    // The permission table lists every route the server serves (deny by default): the
+    // document must document exactly those, and say which need a token.
     let documented: BTreeSet<(String, String)> =
-        ops.iter().map(|(m, p, _)| (m.clone(), p.clone())).collect();
-    let expected: BTreeSet<(String, String)> = ROUTES
+        ops.iter().map(|(m, p, _)| (m.clone(), shape(p))).collect();
+    let expected: BTreeSet<(String, String)> = conflux_http::auth::ROUTES
         .iter()
-        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .map(|(m, p, _)| (m.to_lowercase(), shape(p)))
         .collect();
     let missing: Vec<_> = expected.difference(&documented).collect();
     let extra: Vec<_> = documented.difference(&expected).collect();
     assert!(missing.is_empty(), "routes not documented: {missing:?}");
     assert!(
         extra.is_empty(),
-        "routes documented that API.md lacks: {extra:?}"
+        "routes documented without a permission rule: {extra:?}"
     );
+    for (m, p, op) in &ops {
+        let rule = conflux_http::auth::ROUTES
+            .iter()
+            .find(|(rm, rp, _)| rm.to_lowercase() == *m && shape(rp) == shape(p))
+            .map(|(_, _, r)| *r);
+        let secured = op.get("security").is_some();
+        let open = rule == Some(conflux_http::auth::Rule::Open);
+        assert_eq!(
+            secured, !open,
+            "{m} {p}: security declared iff a token is needed"
+        );
+        assert_eq!(
+            op["responses"].get("401").is_some(),
+            !open,
+            "{m} {p}: 401 documented iff a token is needed"
+        );
+    }
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
 
     let mut ids = BTreeSet::new();
     for (method, path, op) in &ops {
@@ -321,6 +320,7 @@ async fn the_binary_serves_every_documented_route() {
         let url = format!("{}{}?wait_ms=0", server.base, concrete.join("/"));
         let request = match method.as_str() {
             "post" => client.post(&url).json(&serde_json::json!({})),
+            "delete" => client.delete(&url),
             _ => client.get(&url),
         };
         let resp = request.send().await.expect("request");

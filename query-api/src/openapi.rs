@@ -17,10 +17,11 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use utoipa::openapi::schema::ComponentsBuilder;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::tag::TagBuilder;
 use utoipa::openapi::{InfoBuilder, LicenseBuilder, OpenApi, OpenApiBuilder};
 
-use routes::{agents, audit, executions, live, operations, workflows};
+use routes::{agents, audit, executions, keys, live, operations, workflows};
 use shapes::ErrorBody;
 use spec::Spec;
 
@@ -61,6 +62,7 @@ pub fn document() -> OpenApi {
     executions(&mut s);
     audit(&mut s);
     agents(&mut s);
+    keys(&mut s);
     live(&mut s);
     operations(&mut s);
     let info = InfoBuilder::new()
@@ -79,6 +81,19 @@ pub fn document() -> OpenApi {
         .components(Some(
             ComponentsBuilder::new()
                 .schemas_from_iter(s.schemas)
+                .security_scheme(
+                    spec::BEARER,
+                    SecurityScheme::Http(
+                        HttpBuilder::new()
+                            .scheme(HttpAuthScheme::Bearer)
+                            .description(Some(
+                                "An API key `cfx_<key_id>_<secret>`, the system administrator's \
+                                 token, or (when configured) the identity provider's JWT. \
+                                 WebSocket upgrades may pass it as `?access_token=`.",
+                            ))
+                            .build(),
+                    ),
+                )
                 .build(),
         ))
         .tags(Some(tags.map(TagBuilder::build)))
@@ -90,7 +105,11 @@ const ABOUT: &str = "Conflux, an event-sourced workflow engine: define workflows
     ids UUIDs, all times RFC 3339 UTC. Every 4xx/5xx body is an `ErrorBody`; a rejected \
     request changes nothing. Every answer carries an `x-request-id` header.";
 
-const TAGS: [(&str, &str); 6] = [
+const TAGS: [(&str, &str); 7] = [
+    (
+        "keys",
+        "API keys: issue (the token is shown once), list, revoke (on every server within a second).",
+    ),
     ("workflows", "Workflow definitions, versioned by name."),
     (
         "executions",

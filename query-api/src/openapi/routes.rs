@@ -3,7 +3,7 @@
 
 use serde_json::json;
 use utoipa::openapi::extensions::ExtensionsBuilder;
-use utoipa::openapi::path::HttpMethod::{Get, Post};
+use utoipa::openapi::path::HttpMethod::{Delete, Get, Post};
 use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaType, Type};
 use utoipa::openapi::Ref;
 use utoipa::ToSchema;
@@ -169,6 +169,23 @@ pub(super) fn agents(s: &mut Spec) {
         }
         op.add(s);
     }
+}
+
+#[rustfmt::skip]
+pub(super) fn keys(s: &mut Spec) {
+    let op = tagged("keys");
+    op(Post, "/api/v1/keys", "createKey", "Issue an API key")
+        .describe("An `admin` issues keys in its own tenant; the system administrator in any.")
+        .body(s.schema::<CreateKey>(), true)
+        .ok(201, "The key, with its token (shown only in this answer).", s.schema::<KeyCreated>())
+        .fails(&[BAD_BODY])
+        .add(s);
+    op(Get, "/api/v1/keys", "listKeys", "List API keys")
+        .ok(200, "The keys (never their secrets).", s.schema::<KeyList>())
+        .add(s);
+    op(Delete, "/api/v1/keys/{key_id}", "revokeKey", "Revoke an API key")
+        .answer(204, "Revoked; live streams opened with it close with 4401.", [])
+        .add(s);
 }
 
 #[rustfmt::skip]

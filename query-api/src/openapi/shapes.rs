@@ -469,3 +469,79 @@ pub struct Ready {
     /// `ok`.
     pub bus: String,
 }
+
+/// Body of `POST /api/v1/keys`.
+#[derive(ToSchema)]
+pub struct CreateKey {
+    /// For humans.
+    pub name: String,
+    /// `viewer`, `auditor`, `operator`, `developer`, `admin` or `agent`.
+    #[schema(example = "developer")]
+    pub role: String,
+    /// The tenant (default: the caller's).
+    #[schema(required = false)]
+    pub tenant: Option<String>,
+    /// For `agent` keys (required for them): the agent roles it may serve.
+    #[schema(required = false)]
+    pub agent_roles: Vec<String>,
+    /// When it stops working.
+    #[schema(required = false, value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<String>,
+}
+
+/// An API key (never its secret).
+#[derive(ToSchema)]
+pub struct Key {
+    /// The `<key_id>` of its token (32 hex digits).
+    pub key_id: String,
+    /// For humans.
+    pub name: String,
+    /// Its tenant.
+    pub tenant: String,
+    /// Its role.
+    pub role: String,
+    /// For agent keys.
+    pub agent_roles: Vec<String>,
+    /// When it stops working.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<String>,
+    /// When it was issued.
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: String,
+    /// When it was revoked.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub revoked_at: Option<String>,
+}
+
+/// A key just issued: the [`Key`] fields, and its token.
+#[derive(ToSchema)]
+pub struct KeyCreated {
+    /// The `<key_id>` of its token (32 hex digits).
+    pub key_id: String,
+    /// For humans.
+    pub name: String,
+    /// Its tenant.
+    pub tenant: String,
+    /// Its role.
+    pub role: String,
+    /// For agent keys.
+    pub agent_roles: Vec<String>,
+    /// When it stops working.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<String>,
+    /// When it was issued.
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: String,
+    /// Null: it was just issued.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub revoked_at: Option<String>,
+    /// `cfx_<key_id>_<secret>`: shown only in this answer; only its hash is stored.
+    pub token: String,
+}
+
+/// `GET /api/v1/keys`.
+#[derive(ToSchema)]
+pub struct KeyList {
+    /// The keys.
+    pub items: Vec<Key>,
+}

@@ -76,6 +76,25 @@ pub(super) const INTERNAL: Failure = Failure(
 );
 pub(super) const UNAVAILABLE: Failure =
     Failure(503, "a backing store is unreachable", &["unavailable"]);
+pub(super) const UNAUTHENTICATED: Failure = Failure(
+    401,
+    "no bearer token, or an unknown, expired or revoked one (with `WWW-Authenticate: Bearer`)",
+    &["unauthenticated"],
+);
+pub(super) const FORBIDDEN: Failure = Failure(
+    403,
+    "the token's role does not allow this route (or, for agent keys, this agent role)",
+    &["forbidden"],
+);
+pub(super) const RATE_LIMITED: Failure = Failure(
+    429,
+    "over the caller's rate limit (`Retry-After` says when to try again)",
+    &["rate_limited"],
+);
+/// The routes anyone may call without a token.
+pub(super) const OPEN: [&str; 4] = ["/health", "/ready", "/metrics", "/api/v1/openapi.json"];
+/// The name of the bearer security scheme.
+pub(super) const BEARER: &str = "bearer";
 
 /// The document's paths and the schemas they refer to, while it is built.
 #[derive(Default)]
@@ -221,6 +240,16 @@ impl Op {
         }
         if self.stateful {
             self.failures.extend([INTERNAL, UNAVAILABLE]);
+        }
+        if !OPEN.contains(&self.path.as_str()) {
+            self.failures
+                .extend([UNAUTHENTICATED, FORBIDDEN, RATE_LIMITED]);
+            self.builder =
+                self.builder
+                    .security(utoipa::openapi::security::SecurityRequirement::new(
+                        BEARER,
+                        Vec::<String>::new(),
+                    ));
         }
         let operation = error_responses(self.builder, &self.failures);
         let paths = std::mem::take(&mut spec.paths);

@@ -9,6 +9,7 @@ use std::time::Duration;
 use axum::Router;
 use conflux_command_api::agents::AgentDirectory;
 use conflux_command_api::CommandContext;
+use conflux_engine::access::Access;
 use conflux_engine::bus::ownership::{BusGuard, BusStatus};
 use conflux_engine::bus::EventBus;
 use conflux_engine::catalog::WorkflowCatalog;
@@ -51,6 +52,10 @@ pub struct Runtime {
     pub engine: EngineOptions,
     /// Requests per second per caller (0: unlimited).
     pub rate_limit: u32,
+    /// The configured bootstrap admin token (see [`crate::bootstrap`]).
+    pub admin_token: Option<String>,
+    /// Where a generated admin token is kept.
+    pub data_dir: std::path::PathBuf,
     /// Whether the bus is this store's; the relay, engine and projector run only
     /// while it is (see [`supervised`]).
     pub guard: BusGuard,
@@ -85,6 +90,8 @@ impl Runtime {
             runner: BuiltinRunner::new(RunnerOptions::default()),
             max_body_bytes: config.max_body_bytes,
             rate_limit: config.rate_limit,
+            admin_token: config.admin_token.clone().filter(|t| !t.is_empty()),
+            data_dir: config.data_dir.clone(),
             engine,
         }
     }
@@ -92,7 +99,7 @@ impl Runtime {
 
 /// The HTTP router: every route of this build, wrapped in the HTTP layer's request ids,
 /// tracing, metrics and JSON fallbacks ([`layers::wrap`]).
-pub fn router(rt: &Runtime, feed: LiveFeed) -> Router {
+pub fn router(rt: &Runtime, feed: LiveFeed, access: Access) -> Router {
     let probes = Probes {
         store: rt.backends.store.clone(),
         bus: rt.backends.bus.clone(),
@@ -108,14 +115,15 @@ pub fn router(rt: &Runtime, feed: LiveFeed) -> Router {
         commands: commands.clone(),
         queue: rt.backends.queue.clone(),
         agents: AgentDirectory::default(),
-        access: rt.backends.access.clone(),
+        access: access.clone(),
+        bus_status: rt.guard.status(),
     };
     let routes = ops::router(probes)
         .merge(conflux_command_api::router(command_ctx, rt.max_body_bytes))
         .merge(conflux_query_api::live::router(LiveState::new(
             commands.clone(),
             feed,
-            rt.backends.access.clone(),
+            access.clone(),
         )))
         .merge(conflux_query_api::workflows::router(reads.clone()))
         .merge(conflux_query_api::audit::router(commands.clone()))
@@ -126,7 +134,7 @@ pub fn router(rt: &Runtime, feed: LiveFeed) -> Router {
         ]))
         .merge(conflux_query_api::openapi::router())
         .layer(axum::middleware::from_fn_with_state(
-            conflux_http::auth::Gate::new(rt.backends.access.clone(), rt.rate_limit),
+            conflux_http::auth::Gate::new(access, rt.rate_limit),
             conflux_http::auth::require,
         ));
     layers::wrap(routes)
@@ -167,8 +175,9 @@ pub async fn start_guard(rt: &Runtime, shutdown: CancellationToken) -> JoinHandl
 
 /// Runs `role` while the bus is this store's: not before the first check says so,
 /// stopped when a check refuses the bus, and started afresh (nothing remembered of the
-/// old stream) when the bus was reset to a new generation. Returns at `shutdown`, or
-/// when the role ends by itself.
+/// old stream) when the bus was reset to a new generation. Returns at `shutdown`; a
+/// role that ends by itself (an error it could not get past) is started again after a
+/// second.
 pub async fn supervised<F, Fut>(
     name: &'static str,
     mut status: watch::Receiver<BusStatus>,
@@ -193,7 +202,17 @@ pub async fn supervised<F, Fut>(
         tokio::pin!(task);
         loop {
             tokio::select! {
-                () = &mut task => return,
+                () = &mut task => {
+                    if shutdown.is_cancelled() {
+                        return;
+                    }
+                    tracing::warn!(role = name, "the role stopped by itself; starting it again in 1 s");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                    break;
+                }
                 changed = status.changed() => {
                     let still = changed.is_ok()
                         && *status.borrow_and_update() == (BusStatus::Owned { generation });
@@ -302,9 +321,17 @@ pub async fn serve_http(
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, mode = rt.backends.mode, "conflux is serving");
-    tokio::spawn(rt.backends.access.clone().run(shutdown.clone()));
+    // Only a process that serves HTTP has (and, on a store without keys, generates)
+    // the bootstrap admin token.
+    let admin = crate::bootstrap::admin_token(
+        rt.admin_token.as_deref(),
+        &rt.data_dir,
+        rt.backends.access.any_key(),
+    )?;
+    let access = rt.backends.access.clone().with_admin_token(admin);
+    tokio::spawn(access.clone().run(shutdown.clone()));
     let feed = LiveFeed::start(rt.backends.store.clone(), shutdown.clone()).await;
-    axum::serve(listener, router(rt, feed))
+    axum::serve(listener, router(rt, feed, access))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await?;
     Ok(())

@@ -88,15 +88,9 @@ impl Backends {
             .store_id()
             .await
             .context("reading the store's identity")?;
-        let access = Access::open(store.clone(), None)
+        let mut access = Access::open(store.clone(), None)
             .await
             .context("reading tenants and API keys")?;
-        let admin = crate::bootstrap::admin_token(
-            config.admin_token.as_deref().filter(|t| !t.is_empty()),
-            &config.data_dir,
-            access.any_key(),
-        )?;
-        let mut access = access.with_admin_token(admin);
         if let Some(path) = &config.jwt_jwks_file {
             let (Some(issuer), Some(audience)) = (&config.jwt_issuer, &config.jwt_audience) else {
                 anyhow::bail!(

@@ -45,7 +45,13 @@ pub fn admin_token(
     let token = conflux_engine::access::token::random_hex(32)?;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
-    write_private(&path, &token)?;
+    if let Err(e) = write_private(&path, &token) {
+        // Another process on this data directory wrote it first: use theirs.
+        if path.exists() {
+            return admin_token(None, data_dir, true);
+        }
+        return Err(e);
+    }
     tracing::warn!(
         path = %path.display(),
         "generated the system administrator's token; read it from this file (export CONFLUX_TOKEN=$(cat <path>))"

@@ -88,6 +88,17 @@ fn default_capacity() -> u32 {
     10
 }
 
+/// `503 unavailable` while the bus is not this store's: the agent queues live under the
+/// same prefix, and a ticket of another store must never be taken (and dropped) here.
+fn bus_is_ours(ctx: &CommandContext) -> Result<(), ApiError> {
+    match &*ctx.bus_status.borrow() {
+        conflux_engine::bus::ownership::BusStatus::Owned { .. } => Ok(()),
+        _ => Err(ApiError::unavailable(
+            "the bus (Redis prefix) is not this store's (see /ready): agents are not served",
+        )),
+    }
+}
+
 /// An `agent` key serves only the agent roles on it: `403 forbidden` for any other.
 fn may_serve_all(request: &RequestContext, roles: &[String]) -> Result<(), ApiError> {
     let Some(who) = &request.principal else {
@@ -130,7 +141,15 @@ async fn may_touch_lease(
         Some(agent_id) => ctx.agents.get(ctx, agent_id).await?.map(|a| a.roles),
         None => None,
     };
-    may_serve_all(request, &roles.unwrap_or_default())
+    match roles {
+        Some(roles) => may_serve_all(request, &roles),
+        // No agent holds it (or none is known): an agent key may not touch it.
+        None => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this lease is not held by an agent this key may serve",
+        )),
+    }
 }
 
 /// `POST /api/v1/agents` → 201 `{"agent_id"}`.
@@ -197,6 +216,7 @@ pub async fn poll(
     request: RequestContext,
 ) -> Result<Json<Value>, ApiError> {
     let agent_id = path_uuid(&id, "agent")?;
+    bus_is_ours(&ctx)?;
     // At most `MAX_TASKS`: a `usize`.
     let max = q.bounded("max", 1, MAX_TASKS, DEFAULT_TASKS)? as usize;
     let wait_ms = q.number("wait_ms")?.unwrap_or(DEFAULT_WAIT_MS);
@@ -329,6 +349,7 @@ async fn on_lease(
     make: impl Fn(TaskRef) -> Command,
 ) -> Result<Json<Value>, ApiError> {
     let lease_id = path_uuid(&id, "lease")?;
+    bus_is_ours(&ctx)?;
     let stream = ctx
         .commands
         .store()

@@ -40,6 +40,9 @@ pub struct CommandContext {
     pub agents: agents::AgentDirectory,
     /// Tenants and API keys.
     pub access: conflux_engine::access::Access,
+    /// Whether the bus (and with it the agent queues) is this store's: agents are not
+    /// served while it is not, so no other store's tickets are taken.
+    pub bus_status: tokio::sync::watch::Receiver<conflux_engine::bus::ownership::BusStatus>,
 }
 
 /// Every write route of API.md, with request bodies limited to `max_body_bytes` (413).

@@ -66,8 +66,14 @@ pub const ROUTES: &[(&str, &str, Rule)] = {
     ]
 };
 
-/// The rule of `method` on `route` (None: not listed, refused).
+/// The rule of `method` on `route` (None: not listed, refused). `HEAD` is `GET`'s rule:
+/// the router answers it with the GET handler.
 pub fn rule(method: &Method, route: &str) -> Option<Rule> {
+    let method = if method == Method::HEAD {
+        Method::GET
+    } else {
+        method.clone()
+    };
     ROUTES
         .iter()
         .find(|(m, r, _)| *m == method.as_str() && *r == route)
@@ -181,8 +187,15 @@ pub async fn require(State(gate): State<Gate>, mut req: Request, next: Next) -> 
     let needed = match rule(req.method(), &route) {
         Some(Rule::Open) => return next.run(req).await,
         Some(Rule::Needs(p)) => p,
-        // The route exists for other methods: its method router answers 405.
-        None if ROUTES.iter().any(|(_, r, _)| *r == route) => return next.run(req).await,
+        // The route exists for other methods: 405, without running anything.
+        None if ROUTES.iter().any(|(_, r, _)| *r == route) => {
+            return ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not accept that method",
+            )
+            .into_response()
+        }
         None => {
             tracing::error!(%route, method = %req.method(), "a route without a permission rule was refused");
             return ApiError::new(
@@ -271,5 +284,10 @@ mod tests {
         }
         assert_eq!(rule(&Method::GET, "/health"), Some(Rule::Open));
         assert_eq!(rule(&Method::DELETE, "/api/v1/workflows/{id}"), None);
+        assert_eq!(
+            rule(&Method::HEAD, "/api/v1/executions/{id}/events"),
+            rule(&Method::GET, "/api/v1/executions/{id}/events"),
+            "HEAD needs what GET needs"
+        );
     }
 }

@@ -101,9 +101,14 @@ pub struct KeyDirectory {
 }
 
 impl KeyDirectory {
-    /// Folds one event (others than tenants' and keys' are ignored).
+    /// Folds one event (others than tenants' and keys' are ignored); an event at or
+    /// below what was folded is ignored too (a key's creation never undoes its
+    /// revocation).
     pub fn apply(&mut self, e: &EventEnvelope) {
-        self.position = self.position.max(e.position);
+        if e.position <= self.position {
+            return;
+        }
+        self.position = e.position;
         match &e.event {
             Event::TenantCreated { tenant } => {
                 self.tenants.entry(tenant.clone()).or_insert(e.recorded_at);
@@ -117,20 +122,17 @@ impl KeyDirectory {
                 expires_at,
                 secret_sha256,
             } => {
-                self.keys.insert(
-                    *key_id,
-                    KeyRecord {
-                        key_id: *key_id,
-                        name: name.clone(),
-                        tenant: tenant.clone(),
-                        role: *role,
-                        agent_roles: agent_roles.clone(),
-                        expires_at: *expires_at,
-                        created_at: e.recorded_at,
-                        revoked_at: None,
-                        secret_sha256: secret_sha256.clone(),
-                    },
-                );
+                self.keys.entry(*key_id).or_insert(KeyRecord {
+                    key_id: *key_id,
+                    name: name.clone(),
+                    tenant: tenant.clone(),
+                    role: *role,
+                    agent_roles: agent_roles.clone(),
+                    expires_at: *expires_at,
+                    created_at: e.recorded_at,
+                    revoked_at: None,
+                    secret_sha256: secret_sha256.clone(),
+                });
             }
             Event::ApiKeyRevoked { key_id } => {
                 if let Some(k) = self.keys.get_mut(key_id) {

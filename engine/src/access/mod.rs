@@ -81,6 +81,9 @@ pub struct Access {
     admin_token: Option<Arc<str>>,
     jwt: Option<Arc<jwt::JwtVerifier>>,
     revocations: Arc<watch::Sender<usize>>,
+    /// One refresh at a time: two overlapping ones could apply an older batch after a
+    /// newer one.
+    refreshing: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Access {
@@ -96,6 +99,7 @@ impl Access {
             admin_token: admin_token.map(Arc::from),
             jwt: None,
             revocations: Arc::new(watch::channel(0).0),
+            refreshing: Arc::default(),
         };
         access.refresh().await?;
         Ok(access)
@@ -120,7 +124,18 @@ impl Access {
     }
 
     /// Folds tenant and key events committed since the last refresh; returns how many.
+    /// A store that went back below what was folded (restored from a backup) is folded
+    /// again from the start, so keys revoked or issued since the restore point count.
     pub async fn refresh(&self) -> Result<usize, StoreError> {
+        let _one = self.refreshing.lock().await;
+        let folded = self.read().position;
+        if folded > 0 && self.store.head_position().await? < folded {
+            tracing::warn!(
+                folded,
+                "the store went back (restored?): reading tenants and keys again"
+            );
+            *self.directory.write().unwrap_or_else(|p| p.into_inner()) = KeyDirectory::default();
+        }
         let mut n = 0;
         loop {
             let after = self.read().position;
@@ -145,9 +160,9 @@ impl Access {
         Ok(n)
     }
 
-    /// Refreshes every [`REFRESH_EVERY`] and after each local commit, until `shutdown`.
+    /// Refreshes every [`REFRESH_EVERY`] until `shutdown` (this process's own key
+    /// commands refresh at once).
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut commits = self.store.commits();
         let mut failing = false;
         loop {
             match self.refresh().await {
@@ -161,7 +176,6 @@ impl Access {
             }
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                _ = commits.changed() => {}
                 () = tokio::time::sleep(REFRESH_EVERY) => {}
             }
         }

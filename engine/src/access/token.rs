@@ -6,8 +6,9 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
-/// A freshly issued key: the token is shown once; the hash is what the log keeps.
-#[derive(Debug, Clone)]
+/// A freshly issued key: the token is shown once; the hash is what the log keeps. (No
+/// `Debug`: it holds the token.)
+#[derive(Clone)]
 pub struct IssuedToken {
     /// The key id.
     pub key_id: Uuid,

@@ -34,16 +34,24 @@ const MAX_STREAM_LEN: usize = 1_000_000;
 /// just taken over (`conflux bus reset` for another store) can never write into it in
 /// the second before its own check notices: `KEYS[1]` the stream, `KEYS[2]` the owner
 /// record; `ARGV[1]` this store's id ('' for tools that do not publish for a store),
-/// `ARGV[2]` the stream's approximate maximum length, then (position, envelope) pairs in
-/// increasing position order. Positions at or below the stream's top are skipped (two
+/// `ARGV[2]` the owner generation this process last saw ('' if none: then only the
+/// store is checked), so a relay that has not yet noticed a reset cannot write into the
+/// reset stream; `ARGV[3]` the stream's approximate maximum length, then (position,
+/// envelope) pairs in increasing position order. Positions at or below the stream's top are skipped (two
 /// relays never collide). Returns how many entries were added.
 static PUBLISH: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
         r"
 local store = ARGV[1]
+local generation = ARGV[2]
 local owner = redis.call('GET', KEYS[2])
-if store ~= '' and owner and string.sub(owner, 1, #store) ~= store then
-  return redis.error_reply('NOTOWNER ' .. owner)
+if store ~= '' and owner then
+  if string.sub(owner, 1, #store) ~= store then
+    return redis.error_reply('NOTOWNER ' .. owner)
+  end
+  if generation ~= '' and owner ~= store .. '/' .. generation then
+    return redis.error_reply('NOTOWNER ' .. owner .. ' (reset since this process last looked)')
+  end
 end
 local top = 0
 local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
@@ -51,13 +59,13 @@ if #last > 0 then
   top = tonumber(string.match(last[1][1], '^(%d+)'))
 end
 local added = 0
-for i = 3, #ARGV, 2 do
+for i = 4, #ARGV, 2 do
   local position = tonumber(ARGV[i])
   if position > top then
     if store ~= '' then
-      redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], ARGV[i] .. '-0', 'e', ARGV[i + 1], 's', store)
+      redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], ARGV[i] .. '-0', 'e', ARGV[i + 1], 's', store)
     else
-      redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], ARGV[i] .. '-0', 'e', ARGV[i + 1])
+      redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], ARGV[i] .. '-0', 'e', ARGV[i + 1])
     end
     top = position
     added = added + 1
@@ -78,6 +86,8 @@ pub struct RedisBus {
     /// The store whose events this process publishes and consumes (None: accept any,
     /// tag none — tools that only read).
     store_id: Option<Uuid>,
+    /// The owner record as this process last read, claimed or reset it.
+    owner_seen: std::sync::Arc<std::sync::Mutex<Option<BusOwner>>>,
 }
 
 fn map_err(e: RedisError) -> BusError {
@@ -110,6 +120,7 @@ impl RedisBus {
             key: format!("{prefix}events"),
             prefix: prefix.to_owned(),
             store_id: None,
+            owner_seen: std::sync::Arc::default(),
         })
     }
 
@@ -122,6 +133,11 @@ impl RedisBus {
 
     fn owner_key(&self) -> String {
         format!("{}owner", self.prefix)
+    }
+
+    fn saw(&self, owner: Option<BusOwner>) -> Option<BusOwner> {
+        *self.owner_seen.lock().unwrap_or_else(|p| p.into_inner()) = owner;
+        owner
     }
 
     /// The stream key.
@@ -192,9 +208,15 @@ impl EventBus for RedisBus {
             return Ok(());
         }
         let mut call = PUBLISH.prepare_invoke();
+        let seen = *self.owner_seen.lock().unwrap_or_else(|p| p.into_inner());
+        let generation = seen
+            .filter(|o| Some(o.store_id) == self.store_id)
+            .map(|o| o.generation.to_string())
+            .unwrap_or_default();
         call.key(&self.key)
             .key(self.owner_key())
             .arg(self.store_id.map(|s| s.to_string()).unwrap_or_default())
+            .arg(generation)
             .arg(MAX_STREAM_LEN);
         for e in events {
             let json = serde_json::to_string(e).map_err(|e| BusError::Backend(e.to_string()))?;
@@ -260,7 +282,7 @@ impl EventBus for RedisBus {
     async fn owner(&self) -> Result<Option<BusOwner>, BusError> {
         let mut conn = self.conn.clone();
         let raw: Option<String> = conn.get(self.owner_key()).await.map_err(map_err)?;
-        Ok(raw.as_deref().and_then(parse_owner))
+        Ok(self.saw(raw.as_deref().and_then(parse_owner)))
     }
 
     async fn claim(&self, store_id: Uuid) -> Result<BusOwner, BusError> {
@@ -293,6 +315,7 @@ impl EventBus for RedisBus {
             .query_async::<()>(&mut conn)
             .await
             .map_err(map_err)?;
+        self.saw(Some(owner));
         Ok(owner)
     }
 

@@ -414,6 +414,28 @@ impl LogBackend for PgBackend {
     }
 }
 
+impl PgStore {
+    /// Events with position > `after_position` matching `filter` (SQL written by this
+    /// crate, never input), in position order.
+    async fn read_positions(
+        &self,
+        filter: &str,
+        after_position: u64,
+        limit: usize,
+    ) -> Result<Vec<EventEnvelope>, StoreError> {
+        let sql = format!(
+            "SELECT {SELECT_COLUMNS} FROM events WHERE {filter} AND position > $1 \
+             ORDER BY position LIMIT $2"
+        );
+        self.backend
+            .fetch(&sql, db_int(after_position), None, db_int(limit))
+            .await?
+            .into_iter()
+            .map(StoredRow::into_envelope)
+            .collect()
+    }
+}
+
 #[async_trait]
 impl EventStore for PgStore {
     async fn append_many(
@@ -450,15 +472,7 @@ impl EventStore for PgStore {
         after_position: u64,
         limit: usize,
     ) -> Result<Vec<EventEnvelope>, StoreError> {
-        let sql = format!(
-            "SELECT {SELECT_COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2"
-        );
-        self.backend
-            .fetch(&sql, db_int(after_position), None, db_int(limit))
-            .await?
-            .into_iter()
-            .map(StoredRow::into_envelope)
-            .collect()
+        self.read_positions("TRUE", after_position, limit).await
     }
 
     async fn read_all_of(
@@ -467,17 +481,8 @@ impl EventStore for PgStore {
         after_position: u64,
         limit: usize,
     ) -> Result<Vec<EventEnvelope>, StoreError> {
-        let sql = format!(
-            "SELECT {SELECT_COLUMNS} FROM events WHERE {} AND position > $1 \
-             ORDER BY position LIMIT $2",
-            super::stream_types_in(types)
-        );
-        self.backend
-            .fetch(&sql, db_int(after_position), None, db_int(limit))
-            .await?
-            .into_iter()
-            .map(StoredRow::into_envelope)
-            .collect()
+        self.read_positions(&super::stream_types_in(types), after_position, limit)
+            .await
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError> {

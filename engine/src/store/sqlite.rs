@@ -296,6 +296,31 @@ impl LogBackend for SqliteBackend {
     }
 }
 
+impl SqliteStore {
+    /// Events with position > `after_position` matching `filter` (SQL written by this
+    /// crate, never input), in position order.
+    async fn read_positions(
+        &self,
+        filter: &str,
+        after_position: u64,
+        limit: usize,
+    ) -> Result<Vec<EventEnvelope>, StoreError> {
+        let sql = format!(
+            "SELECT {SELECT_COLUMNS} FROM events WHERE {filter} AND position > ? \
+             ORDER BY position LIMIT ?"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(db_int(after_position))
+            .bind(db_int(limit))
+            .fetch_all(&self.backend.pool)
+            .await
+            .map_err(map_err)?;
+        rows.iter()
+            .map(|r| stored_row(r).and_then(StoredRow::into_envelope))
+            .collect()
+    }
+}
+
 #[async_trait]
 impl EventStore for SqliteStore {
     async fn append_many(
@@ -324,18 +349,7 @@ impl EventStore for SqliteStore {
         after_position: u64,
         limit: usize,
     ) -> Result<Vec<EventEnvelope>, StoreError> {
-        let sql = format!(
-            "SELECT {SELECT_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(db_int(after_position))
-            .bind(db_int(limit))
-            .fetch_all(&self.backend.pool)
-            .await
-            .map_err(map_err)?;
-        rows.iter()
-            .map(|r| stored_row(r).and_then(StoredRow::into_envelope))
-            .collect()
+        self.read_positions("1", after_position, limit).await
     }
 
     async fn read_all_of(
@@ -344,20 +358,8 @@ impl EventStore for SqliteStore {
         after_position: u64,
         limit: usize,
     ) -> Result<Vec<EventEnvelope>, StoreError> {
-        let sql = format!(
-            "SELECT {SELECT_COLUMNS} FROM events WHERE {} AND position > ? \
-             ORDER BY position LIMIT ?",
-            super::stream_types_in(types)
-        );
-        let rows = sqlx::query(&sql)
-            .bind(db_int(after_position))
-            .bind(db_int(limit))
-            .fetch_all(&self.backend.pool)
+        self.read_positions(&super::stream_types_in(types), after_position, limit)
             .await
-            .map_err(map_err)?;
-        rows.iter()
-            .map(|r| stored_row(r).and_then(StoredRow::into_envelope))
-            .collect()
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError> {

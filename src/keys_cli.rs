@@ -1,5 +1,6 @@
-//! `conflux keys create|list|revoke`: API keys through a running server's HTTP API, with
-//! the same `--url`/`--token` as the audit commands. The new key's token is printed
+//! `conflux keys create|list|revoke` and `conflux tenants create|list`: access
+//! administration through a running server's HTTP API, with the same `--url`/`--token`
+//! as the audit commands. The new key's token is printed
 //! once, on stdout alone (so `TOKEN=$(conflux keys create … --quiet)` works), and never
 //! logged.
 
@@ -28,6 +29,10 @@ pub enum KeysAction {
         /// viewer, auditor, operator, developer, admin or agent.
         #[arg(long)]
         role: String,
+        /// The key's tenant (default: the caller's; another tenant's needs the system
+        /// administrator's token).
+        #[arg(long)]
+        tenant: Option<String>,
         /// For agent keys: an agent role it may serve (repeat for several).
         #[arg(long = "agent-role")]
         agent_roles: Vec<String>,
@@ -62,11 +67,15 @@ async fn run(args: KeysArgs) -> Result<u8, CliError> {
         KeysAction::Create {
             name,
             role,
+            tenant,
             agent_roles,
             expires_at,
             quiet,
         } => {
             let mut body = json!({"name": name, "role": role});
+            if let Some(tenant) = tenant {
+                body["tenant"] = Value::String(tenant);
+            }
             if !agent_roles.is_empty() {
                 body["agent_roles"] = json!(agent_roles);
             }
@@ -83,10 +92,11 @@ async fn run(args: KeysArgs) -> Result<u8, CliError> {
                 println!("{token}");
             } else {
                 eprintln!(
-                    "created key {} ({}, role {}); its token, shown only now:",
+                    "created key {} ({}, role {} in tenant {}); its token, shown only now:",
                     created["key_id"].as_str().unwrap_or("?"),
                     created["name"].as_str().unwrap_or("?"),
-                    created["role"].as_str().unwrap_or("?")
+                    created["role"].as_str().unwrap_or("?"),
+                    created["tenant"].as_str().unwrap_or("?")
                 );
                 println!("{token}");
             }
@@ -97,8 +107,8 @@ async fn run(args: KeysArgs) -> Result<u8, CliError> {
                 println!("{}", pretty(&list));
             } else {
                 println!(
-                    "{:<32}  {:<10}  {:<9}  {:<25}  name",
-                    "key_id", "role", "state", "created_at"
+                    "{:<32}  {:<16}  {:<10}  {:<9}  {:<25}  name",
+                    "key_id", "tenant", "role", "state", "created_at"
                 );
                 for k in list["items"].as_array().into_iter().flatten() {
                     let state = if k["revoked_at"].is_null() {
@@ -107,8 +117,9 @@ async fn run(args: KeysArgs) -> Result<u8, CliError> {
                         "revoked"
                     };
                     println!(
-                        "{:<32}  {:<10}  {:<9}  {:<25}  {}",
+                        "{:<32}  {:<16}  {:<10}  {:<9}  {:<25}  {}",
                         k["key_id"].as_str().unwrap_or(""),
+                        k["tenant"].as_str().unwrap_or(""),
                         k["role"].as_str().unwrap_or(""),
                         state,
                         k["created_at"].as_str().unwrap_or(""),
@@ -126,6 +137,69 @@ async fn run(args: KeysArgs) -> Result<u8, CliError> {
             )
             .await?;
             eprintln!("revoked key {key_id}");
+        }
+    }
+    Ok(0)
+}
+
+/// `conflux tenants …`.
+#[derive(Debug, Clone, Args)]
+pub struct TenantsArgs {
+    #[command(subcommand)]
+    pub action: TenantsAction,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// What to do with tenants (the system administrator's token only).
+#[derive(Debug, Clone, Subcommand)]
+pub enum TenantsAction {
+    /// Create a tenant (1 to 63 characters of a-z, 0-9 and -).
+    Create {
+        /// Its name.
+        tenant: String,
+    },
+    /// List tenants.
+    List {
+        /// Print the server's JSON answer.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs `conflux tenants …`; returns the exit code (0 done, 2 error).
+pub async fn tenants(args: TenantsArgs) -> u8 {
+    finish(run_tenants(args).await)
+}
+
+async fn run_tenants(args: TenantsArgs) -> Result<u8, CliError> {
+    let server = &args.server;
+    match args.action {
+        TenantsAction::Create { tenant } => {
+            let body = json!({ "tenant": tenant });
+            send(
+                server,
+                reqwest::Method::POST,
+                "/api/v1/tenants",
+                Some(&body),
+            )
+            .await?;
+            eprintln!("created tenant {tenant}; issue its first key with: conflux keys create --tenant {tenant} --role admin --name …");
+        }
+        TenantsAction::List { json } => {
+            let list = get_json(server, "/api/v1/tenants").await?;
+            if json {
+                println!("{}", pretty(&list));
+            } else {
+                println!("{:<63}  created_at", "tenant");
+                for t in list["items"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:<63}  {}",
+                        t["tenant"].as_str().unwrap_or(""),
+                        t["created_at"].as_str().unwrap_or("-")
+                    );
+                }
+            }
         }
     }
     Ok(0)

@@ -40,6 +40,8 @@ enum Command {
     Bus(BusArgs),
     /// Create, list or revoke API keys on a running server.
     Keys(conflux::keys_cli::KeysArgs),
+    /// Create or list tenants on a running server (the system administrator's token).
+    Tenants(conflux::keys_cli::TenantsArgs),
     /// Print an execution's event log, read from a running server.
     Events(cli::EventsArgs),
     /// Show an execution as it stood after a version, rebuilt from its log.
@@ -97,6 +99,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Replay(args) => Some(cli::replay(args.clone()).await),
         Command::Verify(args) => Some(cli::verify(args.clone()).await),
         Command::Keys(args) => Some(conflux::keys_cli::keys(args.clone()).await),
+        Command::Tenants(args) => Some(conflux::keys_cli::tenants(args.clone()).await),
         _ => None,
     };
     if let Some(code) = exit {
@@ -165,6 +168,10 @@ async fn main() -> anyhow::Result<()> {
             let rt = Runtime::new(Backends::open(&cli.config).await?, &cli.config);
             conflux::bus_admin::reset(&rt, yes).await
         }
-        Command::Events(_) | Command::Replay(_) | Command::Verify(_) | Command::Keys(_) => Ok(()),
+        Command::Events(_)
+        | Command::Replay(_)
+        | Command::Verify(_)
+        | Command::Keys(_)
+        | Command::Tenants(_) => Ok(()),
     }
 }

@@ -1,12 +1,9 @@
-//! `POST|GET /api/v1/keys`, `DELETE /api/v1/keys/{key_id}`: API keys. The system
-//! administrator manages every tenant's keys; a tenant's `admin` only its own (another
-//! tenant's key is `404`, as an unknown one). A key's token is in the creation answer
-//! only; lists never hold a secret.
-//!
-//! Every key belongs to the `default` tenant for now: the tenants routes
-//! (`/api/v1/tenants`) open once workflows, executions, agents and read models are
-//! scoped by tenant, so that no key can ever reach another tenant's work. The engine
-//! already records tenants as events (`conflux_engine::access`).
+//! `POST|GET /api/v1/tenants` (the system administrator only) and `POST|GET
+//! /api/v1/keys`, `DELETE /api/v1/keys/{key_id}`: API keys. The system administrator
+//! manages every tenant's keys; a tenant's `admin` only its own (another tenant's key is
+//! `404`, as an unknown one). A key's token is in the creation answer only; lists never
+//! hold a secret. The events of a tenant's creation and of its keys carry that tenant as
+//! `metadata.tenant_id`, whoever acted.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -17,6 +14,7 @@ use conflux_http::context::RequestContext;
 use conflux_http::error::ApiError;
 use conflux_http::extract::{ApiJson, PathId};
 use conflux_schema::access::{Role, TenantName};
+use conflux_schema::EventMetadata;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -33,6 +31,12 @@ pub struct CreateKey {
     agent_roles: Vec<String>,
     #[serde(default)]
     expires_at: Option<DateTime<Utc>>,
+}
+
+/// Body of `POST /api/v1/tenants`.
+#[derive(Debug, Deserialize)]
+pub struct CreateTenant {
+    tenant: String,
 }
 
 fn map_access(e: AccessError) -> ApiError {
@@ -101,11 +105,11 @@ pub async fn create_key(
         agent_roles: body.agent_roles,
         expires_at: body.expires_at,
     };
-    let (record, token) = ctx
-        .access
-        .create_key(key, request.event_metadata())
-        .await
-        .map_err(map_access)?;
+    let meta = EventMetadata {
+        tenant_id: Some(key.tenant.to_string()),
+        ..request.event_metadata()
+    };
+    let (record, token) = ctx.access.create_key(key, meta).await.map_err(map_access)?;
     let mut out = key_body(&record);
     out["token"] = Value::String(token);
     Ok((StatusCode::CREATED, Json(out)))
@@ -131,9 +135,62 @@ pub async fn revoke_key(
     let who = caller(&request)?;
     let key_id =
         uuid::Uuid::try_parse(&id).map_err(|_| ApiError::not_found(format!("no key {id}")))?;
+    let tenant = ctx
+        .access
+        .keys(scope(who))
+        .into_iter()
+        .find(|k| k.key_id == key_id)
+        .map_or_else(|| who.tenant.to_string(), |k| k.tenant.to_string());
+    let meta = EventMetadata {
+        tenant_id: Some(tenant),
+        ..request.event_metadata()
+    };
     ctx.access
-        .revoke_key(key_id, scope(who), request.event_metadata())
+        .revoke_key(key_id, scope(who), meta)
         .await
         .map_err(map_access)?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+fn tenant_body(tenant: &TenantName, created_at: Option<DateTime<Utc>>) -> Value {
+    json!({"tenant": tenant, "created_at": created_at})
+}
+
+/// `POST /api/v1/tenants` `{"tenant"}` → `201 {"tenant", "created_at"}`; `409 conflict`
+/// if it exists (`default` always does).
+pub async fn create_tenant(
+    State(ctx): State<CommandContext>,
+    request: RequestContext,
+    ApiJson(body): ApiJson<CreateTenant>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let tenant = TenantName::parse(&body.tenant).map_err(|e| {
+        ApiError::invalid_request(e.message).with_details(json!({"field": "tenant"}))
+    })?;
+    let meta = EventMetadata {
+        tenant_id: Some(tenant.to_string()),
+        ..request.event_metadata()
+    };
+    ctx.access
+        .create_tenant(tenant.clone(), meta)
+        .await
+        .map_err(map_access)?;
+    let created_at = ctx
+        .access
+        .tenants()
+        .into_iter()
+        .find(|(t, _)| *t == tenant)
+        .and_then(|(_, at)| at);
+    Ok((StatusCode::CREATED, Json(tenant_body(&tenant, created_at))))
+}
+
+/// `GET /api/v1/tenants` → `200 {"items": [{"tenant", "created_at"}]}` (`default`,
+/// which every store has, with `created_at` null).
+pub async fn list_tenants(State(ctx): State<CommandContext>) -> Json<Value> {
+    let items: Vec<Value> = ctx
+        .access
+        .tenants()
+        .iter()
+        .map(|(t, at)| tenant_body(t, *at))
+        .collect();
+    Json(json!({ "items": items }))
 }

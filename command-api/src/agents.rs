@@ -32,6 +32,8 @@ use crate::CommandContext;
 pub struct Agent {
     /// Its id.
     pub agent_id: Uuid,
+    /// The tenant it was registered in: it takes that tenant's tasks only.
+    pub tenant: String,
     /// The roles it polls.
     pub roles: Vec<String>,
 }
@@ -60,7 +62,11 @@ impl AgentDirectory {
         let agent = events.into_iter().find_map(|e| match e.event {
             Event::AgentRegistered {
                 agent_id, roles, ..
-            } => Some(Agent { agent_id, roles }),
+            } => Some(Agent {
+                agent_id,
+                tenant: e.metadata.tenant().to_owned(),
+                roles,
+            }),
             _ => None,
         });
         if let Some(a) = &agent {
@@ -116,42 +122,6 @@ fn may_serve_all(request: &RequestContext, roles: &[String]) -> Result<(), ApiEr
     .with_details(json!({"roles": refused, "allowed": who.agent_roles})))
 }
 
-/// For an `agent` key: the lease must be held by an agent whose roles the key serves.
-async fn may_touch_lease(
-    ctx: &CommandContext,
-    request: &RequestContext,
-    execution: &StreamId,
-    lease_id: Uuid,
-) -> Result<(), ApiError> {
-    if request.principal.as_ref().and_then(|p| p.role) != Some(conflux_schema::access::Role::Agent)
-    {
-        return Ok(());
-    }
-    let log =
-        conflux_engine::store::read_whole_stream(ctx.commands.store().as_ref(), execution).await?;
-    let holder = log.iter().find_map(|e| match &e.event {
-        Event::TaskStarted {
-            lease_id: Some(l),
-            agent_id,
-            ..
-        } if *l == lease_id => *agent_id,
-        _ => None,
-    });
-    let roles = match holder {
-        Some(agent_id) => ctx.agents.get(ctx, agent_id).await?.map(|a| a.roles),
-        None => None,
-    };
-    match roles {
-        Some(roles) => may_serve_all(request, &roles),
-        // No agent holds it (or none is known): an agent key may not touch it.
-        None => Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "this lease is not held by an agent this key may serve",
-        )),
-    }
-}
-
 /// `POST /api/v1/agents` → 201 `{"agent_id"}`.
 pub async fn register(
     State(ctx): State<CommandContext>,
@@ -194,6 +164,7 @@ pub async fn register(
             agent_id,
             Agent {
                 agent_id,
+                tenant: request.tenant().to_owned(),
                 roles: body.roles,
             },
         );
@@ -220,10 +191,12 @@ pub async fn poll(
     // At most `MAX_TASKS`: a `usize`.
     let max = q.bounded("max", 1, MAX_TASKS, DEFAULT_TASKS)? as usize;
     let wait_ms = q.number("wait_ms")?.unwrap_or(DEFAULT_WAIT_MS);
+    // Another tenant's agent answers exactly as an unknown one.
     let agent = ctx
         .agents
         .get(&ctx, agent_id)
         .await?
+        .filter(|a| a.tenant == request.tenant())
         .ok_or_else(|| ApiError::not_found(format!("agent {agent_id} not found")))?;
     may_serve_all(&request, &agent.roles)?;
     let wait = Duration::from_millis(wait_ms.min(MAX_WAIT_MS));
@@ -236,7 +209,7 @@ pub async fn poll(
         let remaining = deadline.saturating_duration_since(Instant::now());
         let tickets = ctx
             .queue
-            .take(&agent.roles, max, remaining)
+            .take(&agent.tenant, &agent.roles, max, remaining)
             .await
             .map_err(|e| ApiError::unavailable(e.to_string()))?;
         let mut leases = Vec::new();
@@ -322,6 +295,31 @@ fn scheduled_time(
     })
 }
 
+/// An `agent` key reports only tasks of the agent roles on it: the attempt's role is
+/// read from the definition in the state the command is decided on (no extra read).
+fn may_report(
+    who: Option<&conflux_engine::access::Principal>,
+    state: &conflux_engine::execution::ExecutionState,
+    task: &TaskRef,
+) -> Result<(), CommandError> {
+    let Some(who) = who.filter(|w| w.role == Some(conflux_schema::access::Role::Agent)) else {
+        return Ok(());
+    };
+    let workflow = state.workflow();
+    let spec = workflow.index_of(&task.task).and_then(|i| workflow.task(i));
+    let role = spec.and_then(|s| match (&s.compensate, task.compensation) {
+        (Some(c), true) => c.agent_role.as_deref(),
+        (_, false) => s.agent_role.as_deref(),
+        (None, true) => None,
+    });
+    match role {
+        Some(role) if who.may_serve(role) => Ok(()),
+        _ => Err(CommandError::Forbidden(
+            "this agent key does not serve the agent role of this lease's task".into(),
+        )),
+    }
+}
+
 /// Body of `complete`.
 #[derive(Debug, Default, Deserialize)]
 pub struct CompleteBody {
@@ -357,15 +355,15 @@ async fn on_lease(
         .await?
         .pop()
         .ok_or_else(|| ApiError::not_found(format!("lease {lease_id} not found")))?;
-    may_touch_lease(&ctx, &request, &stream, lease_id).await?;
     let meta = request.event_metadata();
     let execution_id = stream.uuid();
     let mut attempt = None;
     let recorded = ctx
         .commands
-        .record(execution_id, meta, |_, log| {
+        .record(execution_id, meta, |state, log| {
             let task = lease_attempt(log, lease_id)
                 .ok_or_else(|| CommandError::NotFound(format!("lease {lease_id}")))?;
+            may_report(request.principal.as_ref(), state, &task)?;
             attempt = Some(task.clone());
             Ok(make(task))
         })

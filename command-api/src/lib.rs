@@ -7,7 +7,7 @@
 //! - [`workflows`]: create (versioned by name), execute (idempotent), pause/resume all.
 //! - [`executions`]: pause, resume, cancel one execution.
 //! - [`agents`]: register, long-poll leases, complete/fail/heartbeat by lease.
-//! - [`access`]: API keys (create, list, revoke).
+//! - [`access`]: tenants (create, list) and API keys (create, list, revoke).
 //!
 //! The error body and the extractors every route uses are the HTTP layer both APIs
 //! share: `conflux-http`.
@@ -67,6 +67,10 @@ pub fn router(ctx: CommandContext, max_body_bytes: usize) -> Router {
         .route(
             "/api/v1/keys/{key_id}",
             axum::routing::delete(access::revoke_key),
+        )
+        .route(
+            "/api/v1/tenants",
+            post(access::create_tenant).get(access::list_tenants),
         )
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(ctx)

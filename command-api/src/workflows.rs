@@ -175,7 +175,7 @@ pub async fn execute(
         Err(CommandError::Rejected(Rejection::AlreadyStarted)) if key.is_some() => {
             let status = ctx
                 .commands
-                .load(execution_id)
+                .load_in(request.tenant(), execution_id)
                 .await?
                 .map(|(state, _)| json!(state.status()))
                 .unwrap_or(json!("running"));
@@ -198,7 +198,12 @@ pub async fn control(
     command: fn() -> Command,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let workflow_id = path_uuid(&id, "workflow")?;
-    if ctx.commands.catalog().get(workflow_id).await?.is_none() {
+    let known = ctx
+        .commands
+        .catalog()
+        .get_in(meta.tenant(), workflow_id)
+        .await?;
+    if known.is_none() {
         return Err(ApiError::not_found(format!(
             "workflow {workflow_id} not found"
         )));

@@ -1,7 +1,9 @@
 //! Workflow definitions: created as events, versioned per name, loaded and validated
 //! once per process.
 //!
-//! A workflow's id is derived from its name and version (uuid v5), and its stream is
+//! Workflows belong to a tenant (the `WorkflowCreated` event's `metadata.tenant_id`), and
+//! names and versions are per tenant. A workflow's id is derived from its tenant, name
+//! and version (uuid v5), and its stream is
 //! created with expected version 0, so two concurrent creates of the same name can never
 //! both become version N: the second gets a conflict and moves on to N+1. No registry
 //! beside the event log is needed.
@@ -16,7 +18,8 @@ use uuid::Uuid;
 
 use crate::store::{EventStore, StoreError};
 
-/// The namespace of workflow ids (uuid v5 of `name NUL version`).
+/// The namespace of workflow ids (uuid v5 of `name NUL version` in `default`, of
+/// `tenant NUL name NUL version` in any other tenant).
 const WORKFLOW_NAMESPACE: Uuid = Uuid::from_u128(0x6d2f_4f0e_8a51_4c0b_9a43_c0f1_7e5a_2b11);
 
 /// Why a create failed.
@@ -43,21 +46,29 @@ pub struct CreatedWorkflow {
     pub event: EventEnvelope,
 }
 
+/// A definition with its tenant.
+type Owned = (String, Arc<ValidatedWorkflow>);
+
 /// Creates and loads workflow definitions; cheap to clone.
 #[derive(Clone)]
 pub struct WorkflowCatalog {
     store: Arc<dyn EventStore>,
     limits: Limits,
-    loaded: Arc<Mutex<HashMap<Uuid, Arc<ValidatedWorkflow>>>>,
-    latest: Arc<Mutex<HashMap<String, u32>>>,
+    /// Definitions by id, with their tenant.
+    loaded: Arc<Mutex<HashMap<Uuid, Owned>>>,
+    /// The newest version known per (tenant, name).
+    latest: Arc<Mutex<HashMap<(String, String), u32>>>,
 }
 
-/// The id of version `version` of workflow `name`.
-pub fn workflow_id(name: &str, version: u32) -> Uuid {
-    Uuid::new_v5(
-        &WORKFLOW_NAMESPACE,
-        format!("{name}\u{0}{version}").as_bytes(),
-    )
+/// The id of version `version` of workflow `name` in `tenant`. In `default` it is the
+/// id the workflow had before tenants existed, so a store upgrades in place.
+pub fn workflow_id(tenant: &str, name: &str, version: u32) -> Uuid {
+    let seed = if tenant == conflux_schema::access::DEFAULT_TENANT {
+        format!("{name}\u{0}{version}")
+    } else {
+        format!("{tenant}\u{0}{name}\u{0}{version}")
+    };
+    Uuid::new_v5(&WORKFLOW_NAMESPACE, seed.as_bytes())
 }
 
 impl WorkflowCatalog {
@@ -71,7 +82,8 @@ impl WorkflowCatalog {
         }
     }
 
-    /// Validates `definition` and records it as the next version of its name.
+    /// Validates `definition` and records it as the next version of its name in the
+    /// tenant of `metadata`.
     pub async fn create(
         &self,
         definition: WorkflowDefinition,
@@ -79,9 +91,10 @@ impl WorkflowCatalog {
     ) -> Result<CreatedWorkflow, CatalogError> {
         let workflow = Arc::new(validate(definition, &self.limits)?);
         let name = workflow.name().as_str().to_owned();
-        let mut version = self.next_version(&name).await?;
+        let tenant = metadata.tenant().to_owned();
+        let mut version = self.next_version(&tenant, &name).await?;
         loop {
-            let id = workflow_id(&name, version);
+            let id = workflow_id(&tenant, &name, version);
             let event = Event::WorkflowCreated {
                 workflow_id: id,
                 name: name.clone(),
@@ -95,8 +108,8 @@ impl WorkflowCatalog {
                 .await
             {
                 Ok(mut events) => {
-                    self.remember(&name, version);
-                    lock(&self.loaded).insert(id, workflow.clone());
+                    self.remember(&tenant, &name, version);
+                    lock(&self.loaded).insert(id, (tenant.clone(), workflow.clone()));
                     let event = events
                         .pop()
                         .ok_or_else(|| StoreError::Backend("append returned no event".into()))?;
@@ -114,17 +127,40 @@ impl WorkflowCatalog {
         }
     }
 
-    /// The validated definition of `workflow_id`, or None if there is no such workflow.
+    /// The validated definition of `workflow_id`, or None if there is no such workflow
+    /// (in any tenant: the engine's view).
     pub async fn get(
         &self,
         workflow_id: Uuid,
     ) -> Result<Option<Arc<ValidatedWorkflow>>, StoreError> {
+        Ok(self.get_with_tenant(workflow_id).await?.map(|(_, w)| w))
+    }
+
+    /// The validated definition of `workflow_id` if it is `tenant`'s; None for an
+    /// unknown id and for another tenant's alike.
+    pub async fn get_in(
+        &self,
+        tenant: &str,
+        workflow_id: Uuid,
+    ) -> Result<Option<Arc<ValidatedWorkflow>>, StoreError> {
+        Ok(self
+            .get_with_tenant(workflow_id)
+            .await?
+            .filter(|(t, _)| t == tenant)
+            .map(|(_, w)| w))
+    }
+
+    async fn get_with_tenant(
+        &self,
+        workflow_id: Uuid,
+    ) -> Result<Option<Owned>, StoreError> {
         if let Some(w) = lock(&self.loaded).get(&workflow_id) {
             return Ok(Some(w.clone()));
         }
         let Some(event) = self.created_event(workflow_id).await? else {
             return Ok(None);
         };
+        let tenant = event.metadata.tenant().to_owned();
         let Event::WorkflowCreated { definition, .. } = event.event else {
             return Err(StoreError::Corrupt {
                 position: event.position,
@@ -140,12 +176,25 @@ impl WorkflowCatalog {
             position: event.position,
             reason: format!("stored definition does not validate: {e}"),
         })?;
-        let workflow = Arc::new(workflow);
-        lock(&self.loaded).insert(workflow_id, workflow.clone());
-        Ok(Some(workflow))
+        let entry = (tenant, Arc::new(workflow));
+        lock(&self.loaded).insert(workflow_id, entry.clone());
+        Ok(Some(entry))
     }
 
-    /// The `WorkflowCreated` event of `workflow_id`, if it exists.
+    /// The `WorkflowCreated` event of `workflow_id` if it is `tenant`'s; None for an
+    /// unknown id and for another tenant's alike.
+    pub async fn created_event_in(
+        &self,
+        tenant: &str,
+        workflow_id: Uuid,
+    ) -> Result<Option<EventEnvelope>, StoreError> {
+        Ok(self
+            .created_event(workflow_id)
+            .await?
+            .filter(|e| e.metadata.tenant() == tenant))
+    }
+
+    /// The `WorkflowCreated` event of `workflow_id`, if it exists (in any tenant).
     pub async fn created_event(
         &self,
         workflow_id: Uuid,
@@ -157,14 +206,15 @@ impl WorkflowCatalog {
         Ok(events.pop())
     }
 
-    async fn next_version(&self, name: &str) -> Result<u32, StoreError> {
-        if let Some(v) = lock(&self.latest).get(name) {
+    async fn next_version(&self, tenant: &str, name: &str) -> Result<u32, StoreError> {
+        let key = (tenant.to_owned(), name.to_owned());
+        if let Some(v) = lock(&self.latest).get(&key) {
             return Ok(v + 1);
         }
         // Gallop, then bisect, over versions that exist: O(log n) lookups.
         let exists = |v: u32| {
             let store = self.store.clone();
-            let stream = StreamId::workflow(workflow_id(name, v));
+            let stream = StreamId::workflow(workflow_id(tenant, name, v));
             async move { store.stream_version(&stream).await.map(|n| n > 0) }
         };
         if !exists(1).await? {
@@ -183,13 +233,14 @@ impl WorkflowCatalog {
                 hi = mid;
             }
         }
-        self.remember(name, lo);
+        self.remember(tenant, name, lo);
         Ok(lo + 1)
     }
 
-    fn remember(&self, name: &str, version: u32) {
+    fn remember(&self, tenant: &str, name: &str, version: u32) {
         let mut latest = lock(&self.latest);
-        let v = latest.entry(name.to_owned()).or_insert(version);
+        let key = (tenant.to_owned(), name.to_owned());
+        let v = latest.entry(key).or_insert(version);
         *v = (*v).max(version);
     }
 }

@@ -28,6 +28,10 @@ pub enum CommandError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The caller may not do this to this execution (e.g. an agent key reporting a task
+    /// of an agent role it does not serve).
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 /// A recorded command.
@@ -83,8 +87,22 @@ impl ExecutionCommands {
         Ok(Some((state, events)))
     }
 
-    /// Starts execution `execution_id` of `workflow_id`. Starting an execution id that
-    /// already exists is [`Rejection::AlreadyStarted`].
+    /// The execution's state and log if it is `tenant`'s; None for an unknown id and for
+    /// another tenant's alike (no existence oracle).
+    pub async fn load_in(
+        &self,
+        tenant: &str,
+        execution_id: Uuid,
+    ) -> Result<Option<(ExecutionState, Vec<EventEnvelope>)>, CommandError> {
+        Ok(self
+            .load(execution_id)
+            .await?
+            .filter(|(state, _)| state.tenant() == tenant))
+    }
+
+    /// Starts execution `execution_id` of `workflow_id`, in the tenant of `metadata`: a
+    /// workflow of another tenant is NotFound, exactly as an unknown one. Starting an
+    /// execution id that already exists is [`Rejection::AlreadyStarted`].
     pub async fn start(
         &self,
         workflow_id: Uuid,
@@ -95,7 +113,7 @@ impl ExecutionCommands {
     ) -> Result<Recorded, CommandError> {
         let workflow = self
             .catalog
-            .get(workflow_id)
+            .get_in(metadata.tenant(), workflow_id)
             .await?
             .ok_or_else(|| CommandError::NotFound(format!("workflow {workflow_id}")))?;
         let state = ExecutionState::new(workflow);
@@ -123,7 +141,8 @@ impl ExecutionCommands {
     }
 
     /// Records the command `make` builds from the current state and log; re-decides on a
-    /// version conflict.
+    /// version conflict. The command acts in the tenant of `metadata`: an execution of
+    /// another tenant is NotFound, exactly as an unknown one.
     pub async fn record<F>(
         &self,
         execution_id: Uuid,
@@ -137,7 +156,7 @@ impl ExecutionCommands {
         let mut last = None;
         for _ in 0..MAX_ATTEMPTS {
             let (state, log) = self
-                .load(execution_id)
+                .load_in(metadata.tenant(), execution_id)
                 .await?
                 .ok_or_else(|| CommandError::NotFound(format!("execution {execution_id}")))?;
             let command = make(&state, &log)?;

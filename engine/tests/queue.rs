@@ -92,13 +92,17 @@ queue_suite!(redis: crate::Redis, local: crate::Local; [
     concurrent_pollers_take_every_ticket_once,
     depth_counts_waiting_tickets,
     roles_with_any_characters_are_kept_apart,
+    tenants_never_take_each_others_tickets,
 ]);
 
 const NO_WAIT: Duration = Duration::ZERO;
+/// The tenant of the suite's tickets (`default`: the keys queues had before tenants).
+const T: &str = "default";
 
 fn ticket(role: &str, n: usize) -> Ticket {
     Ticket {
         execution_id: Uuid::now_v7(),
+        tenant: T.to_owned(),
         task_id: format!("task-{n}"),
         attempt: 1,
         compensation: n % 2 == 1,
@@ -126,12 +130,12 @@ async fn a_role_is_taken_oldest_first(q: Arc<dyn TaskQueue>) {
     let tickets: Vec<Ticket> = (0..5).map(|n| ticket("picker", n)).collect();
     enqueue_all(&*q, &tickets).await;
     let taken = q
-        .take(&roles(&["picker"]), 10, NO_WAIT)
+        .take(T, &roles(&["picker"]), 10, NO_WAIT)
         .await
         .expect("take");
     assert_eq!(taken, tickets, "every field survives, in enqueue order");
     let again = q
-        .take(&roles(&["picker"]), 10, NO_WAIT)
+        .take(T, &roles(&["picker"]), 10, NO_WAIT)
         .await
         .expect("take");
     assert!(again.is_empty(), "a taken ticket is gone");
@@ -147,14 +151,14 @@ async fn several_roles_are_taken_at_once(q: Arc<dyn TaskQueue>) {
     ];
     enqueue_all(&*q, &tickets).await;
     let taken = q
-        .take(&roles(&["a", "b"]), 10, NO_WAIT)
+        .take(T, &roles(&["a", "b"]), 10, NO_WAIT)
         .await
         .expect("take");
     assert_eq!(taken.len(), 4);
     assert_eq!(of_role(&taken, "a"), of_role(&tickets, "a"));
     assert_eq!(of_role(&taken, "b"), of_role(&tickets, "b"));
     assert_eq!(
-        q.depth("c").await.expect("depth"),
+        q.depth(T, "c").await.expect("depth"),
         1,
         "role c was not polled"
     );
@@ -169,7 +173,7 @@ async fn max_is_respected(q: Arc<dyn TaskQueue>) {
     let both = roles(&["a", "b"]);
     let mut taken = Vec::new();
     for max in [3, 3, 1] {
-        let got = q.take(&both, max, NO_WAIT).await.expect("take");
+        let got = q.take(T, &both, max, NO_WAIT).await.expect("take");
         assert_eq!(
             got.len(),
             max,
@@ -177,7 +181,7 @@ async fn max_is_respected(q: Arc<dyn TaskQueue>) {
         );
         taken.extend(got);
     }
-    let rest = q.take(&both, 10, NO_WAIT).await.expect("take");
+    let rest = q.take(T, &both, 10, NO_WAIT).await.expect("take");
     assert_eq!(rest.len(), 3);
     taken.extend(rest);
     assert_eq!(
@@ -196,7 +200,7 @@ async fn a_waiting_take_wakes_up_on_enqueue(q: Arc<dyn TaskQueue>) {
     let waiting = {
         let q = q.clone();
         tokio::spawn(async move {
-            q.take(&roles(&["a", "b"]), 10, Duration::from_secs(5))
+            q.take(T, &roles(&["a", "b"]), 10, Duration::from_secs(5))
                 .await
         })
     };
@@ -217,7 +221,7 @@ async fn long_polls_do_not_wait_behind_each_other(q: Arc<dyn TaskQueue>) {
         .iter()
         .map(|role| {
             let (q, role) = (q.clone(), role.clone());
-            tokio::spawn(async move { q.take(&[role], 10, Duration::from_secs(5)).await })
+            tokio::spawn(async move { q.take(T, &[role], 10, Duration::from_secs(5)).await })
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -238,15 +242,17 @@ async fn long_polls_do_not_wait_behind_each_other(q: Arc<dyn TaskQueue>) {
 
 async fn an_empty_take_returns_nothing(q: Arc<dyn TaskQueue>) {
     let waited = q
-        .take(&roles(&["idle"]), 10, Duration::from_millis(200))
+        .take(T, &roles(&["idle"]), 10, Duration::from_millis(200))
         .await;
     assert_eq!(waited.expect("take"), vec![]);
     q.enqueue(&ticket("idle", 1)).await.expect("enqueue");
-    let none = q.take(&roles(&["idle"]), 0, Duration::from_secs(5)).await;
+    let none = q
+        .take(T, &roles(&["idle"]), 0, Duration::from_secs(5))
+        .await;
     assert_eq!(none.expect("take"), vec![], "max 0 takes nothing");
-    let no_roles = q.take(&[], 10, Duration::from_millis(50)).await;
+    let no_roles = q.take(T, &[], 10, Duration::from_millis(50)).await;
     assert_eq!(no_roles.expect("take"), vec![], "no roles, nothing to take");
-    assert_eq!(q.depth("idle").await.expect("depth"), 1);
+    assert_eq!(q.depth(T, "idle").await.expect("depth"), 1);
 }
 
 async fn concurrent_pollers_take_every_ticket_once(q: Arc<dyn TaskQueue>) {
@@ -263,7 +269,7 @@ async fn concurrent_pollers_take_every_ticket_once(q: Arc<dyn TaskQueue>) {
                 let mut mine = Vec::new();
                 while taken_so_far.load(Ordering::SeqCst) < TICKETS {
                     let got = q
-                        .take(&roles(&["x", "y"]), 10, Duration::from_millis(100))
+                        .take(T, &roles(&["x", "y"]), 10, Duration::from_millis(100))
                         .await
                         .expect("take");
                     taken_so_far.fetch_add(got.len(), Ordering::SeqCst);
@@ -283,12 +289,12 @@ async fn concurrent_pollers_take_every_ticket_once(q: Arc<dyn TaskQueue>) {
     assert_eq!(taken.len(), TICKETS, "no ticket was taken twice");
     assert_eq!(ids, tickets.iter().map(|t| t.execution_id).collect());
     for role in ["x", "y"] {
-        assert_eq!(q.depth(role).await.expect("depth"), 0);
+        assert_eq!(q.depth(T, role).await.expect("depth"), 0);
     }
 }
 
 async fn depth_counts_waiting_tickets(q: Arc<dyn TaskQueue>) {
-    assert_eq!(q.depth("a").await.expect("depth"), 0);
+    assert_eq!(q.depth(T, "a").await.expect("depth"), 0);
     enqueue_all(
         &*q,
         &[
@@ -299,12 +305,12 @@ async fn depth_counts_waiting_tickets(q: Arc<dyn TaskQueue>) {
         ],
     )
     .await;
-    assert_eq!(q.depth("a").await.expect("depth"), 3);
-    assert_eq!(q.depth("b").await.expect("depth"), 1);
-    let taken = q.take(&roles(&["a"]), 2, NO_WAIT).await.expect("take");
+    assert_eq!(q.depth(T, "a").await.expect("depth"), 3);
+    assert_eq!(q.depth(T, "b").await.expect("depth"), 1);
+    let taken = q.take(T, &roles(&["a"]), 2, NO_WAIT).await.expect("take");
     assert_eq!(taken.len(), 2);
-    assert_eq!(q.depth("a").await.expect("depth"), 1);
-    assert_eq!(q.depth("b").await.expect("depth"), 1);
+    assert_eq!(q.depth(T, "a").await.expect("depth"), 1);
+    assert_eq!(q.depth(T, "b").await.expect("depth"), 1);
 }
 
 async fn roles_with_any_characters_are_kept_apart(q: Arc<dyn TaskQueue>) {
@@ -317,7 +323,7 @@ async fn roles_with_any_characters_are_kept_apart(q: Arc<dyn TaskQueue>) {
     enqueue_all(&*q, &tickets).await;
     for t in &tickets {
         let taken = q
-            .take(std::slice::from_ref(&t.role), 10, NO_WAIT)
+            .take(T, std::slice::from_ref(&t.role), 10, NO_WAIT)
             .await
             .expect("take");
         assert_eq!(
@@ -335,11 +341,11 @@ async fn redis_recreates_a_queue_that_was_flushed() {
     let q = connect_redis(&prefix).await;
     let role = roles(&["picker"]);
     q.enqueue(&ticket("picker", 1)).await.expect("enqueue");
-    assert_eq!(q.take(&role, 10, NO_WAIT).await.expect("take").len(), 1);
+    assert_eq!(q.take(T, &role, 10, NO_WAIT).await.expect("take").len(), 1);
     delete_redis_prefix(&prefix).await; // the stream and its group are gone
     let t = ticket("picker", 2);
     q.enqueue(&t).await.expect("enqueue after the flush");
-    assert_eq!(q.take(&role, 10, NO_WAIT).await.expect("take"), vec![t]);
+    assert_eq!(q.take(T, &role, 10, NO_WAIT).await.expect("take"), vec![t]);
     delete_redis_prefix(&prefix).await;
 }
 
@@ -350,7 +356,7 @@ async fn redis_reclaims_the_tickets_of_a_take_that_died() {
     let t = ticket("picker", 1);
     q.enqueue(&t).await.expect("enqueue");
     // A take that read the entry and died before acknowledging it, long enough ago.
-    let key = q.key("picker");
+    let key = q.key(T, "picker");
     let client = ::redis::Client::open(redis_url()).expect("client");
     let mut conn = client
         .get_multiplexed_async_connection()
@@ -377,11 +383,11 @@ async fn redis_reclaims_the_tickets_of_a_take_that_died() {
         .await
         .expect("age the pending entry");
     let taken = q
-        .take(&roles(&["picker"]), 10, NO_WAIT)
+        .take(T, &roles(&["picker"]), 10, NO_WAIT)
         .await
         .expect("take");
     assert_eq!(taken, vec![t], "the dead take's ticket is taken again");
-    assert_eq!(q.depth("picker").await.expect("depth"), 0);
+    assert_eq!(q.depth(T, "picker").await.expect("depth"), 0);
     delete_redis_prefix(&prefix).await;
 }
 
@@ -393,4 +399,37 @@ fn a_ticket_without_compensation_is_not_one() {
     });
     let t: Ticket = serde_json::from_value(json).expect("a ticket");
     assert!(!t.compensation);
+}
+
+async fn tenants_never_take_each_others_tickets(q: Arc<dyn TaskQueue>) {
+    let in_tenant = |tenant: &str, n: usize| Ticket {
+        tenant: tenant.to_owned(),
+        ..ticket("picker", n)
+    };
+    let tickets = [
+        in_tenant(T, 1),
+        in_tenant("acme", 2),
+        in_tenant("globex", 3),
+    ];
+    enqueue_all(&*q, &tickets).await;
+    for t in &tickets {
+        assert_eq!(q.depth(&t.tenant, "picker").await.expect("depth"), 1);
+    }
+    for t in tickets.iter().rev() {
+        let taken = q
+            .take(&t.tenant, &roles(&["picker"]), 10, NO_WAIT)
+            .await
+            .expect("take");
+        assert_eq!(
+            taken,
+            vec![t.clone()],
+            "tenant {} takes its own only",
+            t.tenant
+        );
+    }
+    let other = q
+        .take("initech", &roles(&["picker"]), 10, NO_WAIT)
+        .await
+        .expect("take");
+    assert!(other.is_empty());
 }

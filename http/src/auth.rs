@@ -4,7 +4,7 @@
 //! Deny by default: every route is listed in [`ROUTES`] with the one [`Rule`] it needs;
 //! a matched route that is not listed is refused (`403 forbidden`), and a test walks the
 //! OpenAPI document to prove every documented route is listed. The caller's
-//! [`Principal`] is put in the request's extensions, where [`crate::context`] finds it
+//! [`Principal`](conflux_engine::access::Principal) is put in the request's extensions, where [`crate::context`] finds it
 //! for the events the request causes (`metadata.actor`, `metadata.tenant_id`).
 //!
 //! A token is read from `Authorization: Bearer <token>`, or, on the WebSocket routes
@@ -15,7 +15,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use conflux_engine::access::{Access, AuthError, Principal};
+use conflux_engine::access::{Access, AuthError};
 use conflux_schema::access::Permission;
 
 use crate::error::ApiError;
@@ -63,6 +63,8 @@ pub const ROUTES: &[(&str, &str, Rule)] = {
         ("POST", "/api/v1/keys", Needs(P::ManageKeys)),
         ("GET", "/api/v1/keys", Needs(P::ManageKeys)),
         ("DELETE", "/api/v1/keys/{key_id}", Needs(P::ManageKeys)),
+        ("POST", "/api/v1/tenants", Needs(P::ManageTenants)),
+        ("GET", "/api/v1/tenants", Needs(P::ManageTenants)),
     ]
 };
 
@@ -173,7 +175,7 @@ pub fn rate_limited(seconds: u64) -> Response {
 }
 
 /// The middleware: authenticates the caller of every listed route (except open ones),
-/// checks the route's permission and the caller's rate, and hands the [`Principal`] on
+/// checks the route's permission and the caller's rate, and hands the [`Principal`](conflux_engine::access::Principal) on
 /// in the extensions.
 pub async fn require(State(gate): State<Gate>, mut req: Request, next: Next) -> Response {
     let Some(route) = req
@@ -247,11 +249,6 @@ fn describe(p: Permission) -> &'static str {
         Permission::ManageKeys => "manage keys",
         Permission::ManageTenants => "manage tenants",
     }
-}
-
-/// The principal a request was authenticated as (set by [`require`]).
-pub fn principal_of(parts: &axum::http::request::Parts) -> Option<&Principal> {
-    parts.extensions.get::<Principal>()
 }
 
 #[cfg(test)]

@@ -24,6 +24,17 @@ pub struct RequestContext {
 }
 
 impl RequestContext {
+    /// The tenant the caller acts in: its principal's, or `default` on a router served
+    /// without authentication. Every resource a request names must be this tenant's;
+    /// another tenant's answers exactly as an unknown one.
+    pub fn tenant(&self) -> &str {
+        self.principal
+            .as_ref()
+            .map_or(conflux_schema::access::DEFAULT_TENANT, |p| {
+                p.tenant.as_str()
+            })
+    }
+
     /// Metadata for the events this request causes: its request id as request,
     /// correlation and causation id; the caller as actor (`key:<key_id>`, `admin`) and
     /// its tenant.
@@ -36,7 +47,7 @@ impl RequestContext {
                     .as_ref()
                     .map_or_else(|| "api".to_owned(), |p| p.actor.clone()),
             ),
-            tenant_id: self.principal.as_ref().map(|p| p.tenant.to_string()),
+            tenant_id: Some(self.tenant().to_owned()),
             request_id: self.request_id.clone(),
         }
     }

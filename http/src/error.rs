@@ -130,6 +130,9 @@ impl From<conflux_engine::commands::CommandError> for ApiError {
             CommandError::NotFound(what) => Self::not_found(format!("{what} not found")),
             CommandError::Rejected(r) => r.into(),
             CommandError::Store(s) => s.into(),
+            CommandError::Forbidden(why) => {
+                Self::new(axum::http::StatusCode::FORBIDDEN, "forbidden", why)
+            }
         }
     }
 }

@@ -173,6 +173,7 @@ impl Projection {
                 latest_execution_id: None,
                 executions: WorkflowRow::zero_counts(),
                 position: env.position as i64,
+                tenant_id: env.metadata.tenant().to_owned(),
             };
             self.workflows.insert(*workflow_id, Some(row));
             self.dirty_workflows.insert(*workflow_id);
@@ -256,9 +257,12 @@ impl Projection {
                 continue;
             };
             let body = tracked.state.to_json();
-            changes
-                .executions
-                .push(execution_row(id, &body, tracked.position));
+            changes.executions.push(execution_row(
+                id,
+                &body,
+                tracked.position,
+                tracked.state.tenant(),
+            ));
             for row in task_rows(id, &body) {
                 if tracked.written.get(&row.task_id) != Some(&row) {
                     tracked.written.insert(row.task_id.clone(), row.clone());
@@ -279,7 +283,7 @@ impl Projection {
     }
 }
 
-fn execution_row(id: Uuid, body: &Value, position: u64) -> ExecutionRow {
+fn execution_row(id: Uuid, body: &Value, position: u64, tenant: &str) -> ExecutionRow {
     let text = |v: &Value| (!v.is_null()).then(|| v.to_string());
     let time = |v: &Value| serde_json::from_value(v.clone()).ok();
     ExecutionRow {
@@ -293,6 +297,7 @@ fn execution_row(id: Uuid, body: &Value, position: u64) -> ExecutionRow {
         input: body["input"].to_string(),
         output: text(&body["output"]),
         error: body["error"].as_str().map(str::to_owned),
+        tenant_id: tenant.to_owned(),
     }
 }
 

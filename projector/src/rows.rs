@@ -56,6 +56,8 @@ pub struct WorkflowRow {
     pub executions: BTreeMap<String, i64>,
     /// The last position that changed this row.
     pub position: i64,
+    /// The tenant it belongs to (its `WorkflowCreated`'s).
+    pub tenant_id: String,
 }
 
 impl WorkflowRow {
@@ -118,6 +120,8 @@ pub struct ExecutionRow {
     pub output: Option<String>,
     /// Why it failed.
     pub error: Option<String>,
+    /// The tenant it belongs to (its `ExecutionStarted`'s).
+    pub tenant_id: String,
 }
 
 /// One task of one execution (`rm_tasks`).
@@ -198,6 +202,8 @@ impl Changes {
 /// Filters and page of `GET /api/v1/workflows`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WorkflowFilter {
+    /// The tenant whose workflows are listed (always one: lists never cross tenants).
+    pub tenant: String,
     /// Only workflows with this status.
     pub status: Option<String>,
     /// Only workflows with this name.

@@ -170,7 +170,7 @@ impl Projector {
             }
         }
         for workflow_id in missing.workflows {
-            let row = self.models.workflow(workflow_id).await?;
+            let row = self.models.workflow(None, workflow_id).await?;
             self.projection.insert_workflow(workflow_id, row);
         }
         for execution_id in missing.executions {
@@ -190,7 +190,7 @@ impl Projector {
             let state = ExecutionState::replay(definition, &events);
             self.projection.insert_execution(state, position);
             if !self.projection.has_workflow(workflow_id) {
-                let row = self.models.workflow(workflow_id).await?;
+                let row = self.models.workflow(None, workflow_id).await?;
                 self.projection.insert_workflow(workflow_id, row);
             }
         }

@@ -23,7 +23,10 @@ use axum::routing::get;
 use axum::{Json, Router};
 use conflux_engine::commands::ExecutionCommands;
 use conflux_engine::execution::ExecutionState;
-use conflux_engine::store::{read_whole_stream, EventStore, StoreError, StreamQuery};
+use conflux_engine::store::{
+    is_tenants_stream, read_whole_stream, EventStore, StoreError, StreamQuery,
+};
+use conflux_http::context::RequestContext;
 use conflux_http::error::ApiError;
 use conflux_http::extract::{bad_parameter, path_uuid, PathId, QueryParams};
 use conflux_schema::{Event, EventEnvelope, StreamId};
@@ -68,6 +71,7 @@ async fn execution_events(
     State(commands): State<ExecutionCommands>,
     PathId(id): PathId,
     q: QueryParams,
+    request: RequestContext,
 ) -> Result<Response, ApiError> {
     let execution_id = path_uuid(&id, "execution")?;
     let format = q.choice("format", &["json", "ndjson"])?;
@@ -76,18 +80,21 @@ async fn execution_events(
     let stream = StreamId::execution(execution_id);
     let store = commands.store().clone();
     if format == Some("ndjson") {
-        // The first page is read before answering, so an unknown execution is a 404 and
-        // not an empty 200 stream.
+        // The first page is read before answering, so an unknown execution (or another
+        // tenant's) is a 404 and not an empty 200 stream.
         let first = store.read_stream(&stream, 0, PAGE).await?;
-        if first.is_empty() {
+        if first
+            .first()
+            .is_none_or(|e| e.metadata.tenant() != request.tenant())
+        {
             return Err(execution_not_found(execution_id));
         }
         return Ok(ndjson_response(store, stream, first));
     }
-    let events = store.read_stream(&stream, after, limit).await?;
-    if events.is_empty() && (after == 0 || store.stream_version(&stream).await? == 0) {
+    if !is_tenants_stream(&*store, request.tenant(), &stream).await? {
         return Err(execution_not_found(execution_id));
     }
+    let events = store.read_stream(&stream, after, limit).await?;
     let next = events
         .last()
         .map(|e| e.version)
@@ -151,11 +158,16 @@ async fn replay(
     State(commands): State<ExecutionCommands>,
     PathId(id): PathId,
     q: QueryParams,
+    request: RequestContext,
 ) -> Result<Json<Value>, ApiError> {
     let execution_id = path_uuid(&id, "execution")?;
     let to_version = q.number("to_version")?;
     let log = read_whole_stream(&**commands.store(), &StreamId::execution(execution_id)).await?;
-    let Some(Event::ExecutionStarted { workflow_id, .. }) = log.first().map(|e| &e.event) else {
+    let Some(Event::ExecutionStarted { workflow_id, .. }) = log
+        .first()
+        .filter(|e| e.metadata.tenant() == request.tenant())
+        .map(|e| &e.event)
+    else {
         return Err(execution_not_found(execution_id));
     };
     let last = log.len() as u64;
@@ -181,9 +193,13 @@ async fn replay(
 async fn verify(
     State(commands): State<ExecutionCommands>,
     PathId(id): PathId,
+    request: RequestContext,
 ) -> Result<Json<Value>, ApiError> {
     let execution_id = path_uuid(&id, "execution")?;
     let stream = StreamId::execution(execution_id);
+    if !is_tenants_stream(&**commands.store(), request.tenant(), &stream).await? {
+        return Err(execution_not_found(execution_id));
+    }
     let outcome = commands.store().verify_stream(&stream).await?;
     if outcome.events == 0 {
         return Err(execution_not_found(execution_id));
@@ -202,13 +218,14 @@ async fn workflow_events(
     State(commands): State<ExecutionCommands>,
     PathId(id): PathId,
     q: QueryParams,
+    request: RequestContext,
 ) -> Result<Json<Value>, ApiError> {
     let workflow_id = path_uuid(&id, "workflow")?;
     let after = q.number("after_position")?.unwrap_or(0);
     let limit = page_limit(&q)?;
     let store = commands.store();
     let workflow_stream = StreamId::workflow(workflow_id);
-    if store.stream_version(&workflow_stream).await? == 0 {
+    if !is_tenants_stream(&**store, request.tenant(), &workflow_stream).await? {
         return Err(ApiError::not_found(format!(
             "workflow {workflow_id} not found"
         )));

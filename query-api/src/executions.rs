@@ -8,6 +8,7 @@ use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use conflux_engine::commands::ExecutionCommands;
+use conflux_http::context::RequestContext;
 use conflux_http::error::ApiError;
 use conflux_http::extract::{path_uuid, PathId};
 use serde_json::{json, Value};
@@ -25,17 +26,19 @@ pub fn router(reads: Reads) -> Router {
 async fn get_execution(
     State(reads): State<Reads>,
     PathId(id): PathId,
+    request: RequestContext,
 ) -> Result<Json<Value>, ApiError> {
     let execution_id = path_uuid(&id, "execution")?;
+    let tenant = request.tenant();
     if let Some(view) = reads
         .models
-        .execution(execution_id)
+        .execution(tenant, execution_id)
         .await
         .map_err(read_error)?
     {
         return Ok(Json(view.to_json()));
     }
-    folded(&reads.commands, execution_id)
+    folded(&reads.commands, tenant, execution_id)
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("execution {execution_id} not found")))
@@ -44,9 +47,10 @@ async fn get_execution(
 /// The execution body folded from the log (None: no such execution).
 pub async fn folded(
     commands: &ExecutionCommands,
+    tenant: &str,
     execution_id: Uuid,
 ) -> Result<Option<Value>, ApiError> {
-    let Some((state, log)) = commands.load(execution_id).await? else {
+    let Some((state, log)) = commands.load_in(tenant, execution_id).await? else {
         return Ok(None);
     };
     let mut body = state.to_json();

@@ -194,6 +194,9 @@ pub struct LiveState {
     pub revoked: CancellationToken,
     /// Held by one connection: dropping it stops the connection's revocation watch.
     connection: Option<Arc<tokio_util::sync::DropGuard>>,
+    /// The caller's tenant (set per connection): another tenant's id is closed with
+    /// 4404, exactly as an unknown one.
+    pub tenant: String,
 }
 
 impl LiveState {
@@ -209,6 +212,7 @@ impl LiveState {
             access,
             revoked: CancellationToken::new(),
             connection: None,
+            tenant: conflux_schema::access::DEFAULT_TENANT.to_owned(),
         }
     }
 }
@@ -252,6 +256,7 @@ impl LiveState {
     /// revoked (anywhere), `revoked` is cancelled and the stream closes with 4401.
     fn for_caller(mut self, request: &RequestContext) -> Self {
         self.revoked = CancellationToken::new();
+        request.tenant().clone_into(&mut self.tenant);
         let Some(key_id) = request.principal.as_ref().and_then(|p| p.key_id) else {
             return self;
         };

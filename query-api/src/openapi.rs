@@ -21,7 +21,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::tag::TagBuilder;
 use utoipa::openapi::{InfoBuilder, LicenseBuilder, OpenApi, OpenApiBuilder};
 
-use routes::{agents, audit, executions, keys, live, operations, workflows};
+use routes::{agents, audit, executions, keys, live, operations, tenants, workflows};
 use shapes::ErrorBody;
 use spec::Spec;
 
@@ -63,6 +63,7 @@ pub fn document() -> OpenApi {
     audit(&mut s);
     agents(&mut s);
     keys(&mut s);
+    tenants(&mut s);
     live(&mut s);
     operations(&mut s);
     let info = InfoBuilder::new()
@@ -151,6 +152,6 @@ mod tests {
             }
             seen += 1;
         }
-        assert_eq!(seen, 29, "every route of API.md");
+        assert_eq!(seen, 31, "every route of API.md");
     }
 }

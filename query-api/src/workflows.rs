@@ -12,7 +12,8 @@ use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use conflux_engine::commands::ExecutionCommands;
-use conflux_engine::store::StreamQuery;
+use conflux_engine::store::{is_tenants_stream, StreamQuery};
+use conflux_http::context::RequestContext;
 use conflux_http::error::ApiError;
 use conflux_http::extract::{bad_parameter, path_uuid, PathId, QueryParams};
 use conflux_projector::rows::{WorkflowFilter, COUNTED_STATUSES, WORKFLOW_STATUSES};
@@ -37,7 +38,7 @@ pub fn router(reads: Reads) -> Router {
 
 /// The list's query (`status`, `name`, `limit`, `cursor`) checked; an empty `status`,
 /// `name` or `cursor` is no filter, unknown parameters are ignored.
-fn list_filter(q: &QueryParams) -> Result<WorkflowFilter, ApiError> {
+fn list_filter(q: &QueryParams, tenant: &str) -> Result<WorkflowFilter, ApiError> {
     let status = match q.get("status")? {
         None | Some("") => None,
         Some(_) => q.choice("status", &WORKFLOW_STATUSES)?.map(str::to_owned),
@@ -59,6 +60,7 @@ fn list_filter(q: &QueryParams) -> Result<WorkflowFilter, ApiError> {
         },
     };
     Ok(WorkflowFilter {
+        tenant: tenant.to_owned(),
         status,
         name,
         before_position,
@@ -66,8 +68,12 @@ fn list_filter(q: &QueryParams) -> Result<WorkflowFilter, ApiError> {
     })
 }
 
-async fn list(State(reads): State<Reads>, q: QueryParams) -> Result<Json<Value>, ApiError> {
-    let mut filter = list_filter(&q)?;
+async fn list(
+    State(reads): State<Reads>,
+    q: QueryParams,
+    request: RequestContext,
+) -> Result<Json<Value>, ApiError> {
+    let mut filter = list_filter(&q, request.tenant())?;
     let page = filter.limit;
     filter.limit = page + 1;
     let mut rows = reads.models.workflows(&filter).await.map_err(read_error)?;
@@ -84,11 +90,12 @@ async fn list(State(reads): State<Reads>, q: QueryParams) -> Result<Json<Value>,
 async fn definition(
     State(reads): State<Reads>,
     PathId(id): PathId,
+    request: RequestContext,
 ) -> Result<Json<Value>, ApiError> {
     let workflow_id = path_uuid(&id, "workflow")?;
     if let Some(row) = reads
         .models
-        .workflow(workflow_id)
+        .workflow(Some(request.tenant()), workflow_id)
         .await
         .map_err(read_error)?
     {
@@ -98,7 +105,7 @@ async fn definition(
     let created = reads
         .commands
         .catalog()
-        .created_event(workflow_id)
+        .created_event_in(request.tenant(), workflow_id)
         .await?
         .ok_or_else(not_found)?;
     let recorded_at = created.recorded_at;
@@ -122,18 +129,20 @@ async fn definition(
 async fn get_status(
     State(reads): State<Reads>,
     PathId(id): PathId,
+    request: RequestContext,
 ) -> Result<Json<Value>, ApiError> {
     let workflow_id = path_uuid(&id, "workflow")?;
+    let tenant = request.tenant();
     if let Some(row) = reads
         .models
-        .workflow(workflow_id)
+        .workflow(Some(tenant), workflow_id)
         .await
         .map_err(read_error)?
     {
         let latest = match row.latest_execution_id {
             Some(execution_id) => match reads
                 .models
-                .execution(execution_id)
+                .execution(tenant, execution_id)
                 .await
                 .map_err(read_error)?
             {
@@ -152,11 +161,12 @@ async fn get_status(
         })));
     }
     let commands = &reads.commands;
-    if commands
-        .store()
-        .stream_version(&StreamId::workflow(workflow_id))
-        .await?
-        == 0
+    if !is_tenants_stream(
+        &**commands.store(),
+        tenant,
+        &StreamId::workflow(workflow_id),
+    )
+    .await?
     {
         return Err(ApiError::not_found(format!(
             "workflow {workflow_id} not found"

@@ -32,12 +32,23 @@ pub struct EventMetadata {
     /// Who acted: `api`, `engine`, `agent:<id>`…
     #[serde(default)]
     pub actor: Option<String>,
-    /// The tenant, when multi-tenant.
+    /// The tenant of the stream the event belongs to. None only on events recorded
+    /// before tenants existed: those belong to [`crate::access::DEFAULT_TENANT`].
     #[serde(default)]
     pub tenant_id: Option<String>,
     /// The HTTP request that caused it, if any.
     #[serde(default)]
     pub request_id: Option<String>,
+}
+
+impl EventMetadata {
+    /// The tenant the event belongs to: `tenant_id`, or `default` for an event recorded
+    /// before tenants existed.
+    pub fn tenant(&self) -> &str {
+        self.tenant_id
+            .as_deref()
+            .unwrap_or(crate::access::DEFAULT_TENANT)
+    }
 }
 
 /// Every event Conflux records. The variant name is the event's `type`; names are in the

@@ -205,7 +205,7 @@ pub async fn keys_are_managed_and_events_name_their_actor(server: &TestServer) {
         .iter()
         .all(|k| k.get("token").is_none()));
 
-    // Tenants other than `default` do not exist until scoping lands.
+    // A tenant that was never created has no keys.
     let (status, body, _) = call(
         server,
         "POST",

@@ -192,11 +192,6 @@ impl BusGuard {
         self.status.subscribe()
     }
 
-    /// The status as last checked.
-    pub fn current(&self) -> BusStatus {
-        self.status.borrow().clone()
-    }
-
     /// One check: reads the owner, the bus head and the store, claims an unclaimed bus,
     /// resets a foreign one if configured to, and publishes the status. An error leaves
     /// the last status in place (a bus that stops answering is `/ready`'s ping to report).

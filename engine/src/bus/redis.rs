@@ -172,7 +172,7 @@ fn parse_position(id: &str) -> u64 {
 fn classify(entry: &StreamId, store_id: Option<Uuid>) -> Result<Delivery, u64> {
     let position = parse_position(&entry.id);
     if let (Some(ours), Some(tag)) = (store_id, entry.get::<String>("s")) {
-        if tag != ours.to_string() {
+        if Uuid::parse_str(&tag).ok() != Some(ours) {
             tracing::error!(position, entry_store = %tag, store = %ours, "skipping a bus entry of another store");
             return Err(position);
         }

@@ -22,6 +22,11 @@ pub fn evolve(mut state: ExecutionState, envelope: &EventEnvelope) -> ExecutionS
         return state;
     }
     state.version += 1;
+    if matches!(envelope.event, Event::ExecutionStarted { .. })
+        && state.status == ExecutionStatus::NotStarted
+    {
+        envelope.metadata.tenant().clone_into(&mut state.tenant);
+    }
     state.apply(&envelope.event, envelope.recorded_at);
     state
 }

@@ -129,6 +129,9 @@ pub struct ExecutionState {
     pub(crate) workflow: Workflow,
     pub(crate) execution_id: Option<Uuid>,
     pub(crate) workflow_id: Option<Uuid>,
+    /// The tenant of `ExecutionStarted` (`default` before it, or for a log recorded
+    /// before tenants existed).
+    pub(crate) tenant: String,
     pub(crate) idempotency_key: Option<String>,
     pub(crate) status: ExecutionStatus,
     pub(crate) input: Value,
@@ -164,6 +167,7 @@ impl ExecutionState {
             workflow: Workflow(workflow),
             execution_id: None,
             workflow_id: None,
+            tenant: conflux_schema::access::DEFAULT_TENANT.to_owned(),
             idempotency_key: None,
             status: ExecutionStatus::NotStarted,
             input: Value::Null,
@@ -194,6 +198,12 @@ impl ExecutionState {
         events
             .into_iter()
             .fold(ExecutionState::new(workflow), evolve)
+    }
+
+    /// The tenant the execution belongs to (its `ExecutionStarted`'s): every event of
+    /// its stream carries it, and only that tenant's callers see or steer it.
+    pub fn tenant(&self) -> &str {
+        &self.tenant
     }
 
     /// The workflow this execution runs.

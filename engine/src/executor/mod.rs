@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use conflux_schema::access::DEFAULT_TENANT;
 use conflux_schema::{EventEnvelope, EventMetadata, StreamId, StreamType};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -292,7 +293,8 @@ impl Engine {
             if !redo.is_empty() {
                 tracing::info!(execution = %id, effects = redo.len(), "taking over an idle execution");
             }
-            self.perform(id, redo).await;
+            let tenant = state.tenant().to_owned();
+            self.perform(id, &tenant, redo).await;
             self.touched.insert(id);
         }
     }
@@ -345,7 +347,8 @@ impl Engine {
                 if let Some(state) = self.states.get(&id) {
                     let mut redo = state.pending_dispatches();
                     redo.extend(running_builtins(state));
-                    self.perform(id, redo).await;
+                    let tenant = state.tenant().to_owned();
+                    self.perform(id, &tenant, redo).await;
                 }
                 self.touched.insert(id);
             }
@@ -534,7 +537,14 @@ impl Engine {
             requests.push(AppendRequest {
                 stream: StreamId::execution(id),
                 expected_version: state.version(),
-                events: into_new(&decision, &self.metadata),
+                // The engine acts in the execution's tenant.
+                events: into_new(
+                    &decision,
+                    &EventMetadata {
+                        tenant_id: Some(state.tenant().to_owned()),
+                        ..self.metadata.clone()
+                    },
+                ),
             });
             decided.push((id, decision, command));
         }
@@ -548,7 +558,10 @@ impl Engine {
                 Ok(envelopes) => {
                     progressed = true;
                     self.commit(id, &envelopes);
-                    self.perform(id, decision.effects).await;
+                    let tenant = envelopes
+                        .first()
+                        .map_or(DEFAULT_TENANT, |e| e.metadata.tenant());
+                    self.perform(id, tenant, decision.effects).await;
                     self.touched.insert(id);
                 }
                 Err(StoreError::Conflict { .. }) => {
@@ -583,7 +596,7 @@ impl Engine {
     }
 
     /// Performs effects of committed events.
-    async fn perform(&mut self, execution: Uuid, effects: Vec<Effect>) {
+    async fn perform(&mut self, execution: Uuid, tenant: &str, effects: Vec<Effect>) {
         for effect in effects {
             match effect {
                 Effect::ArmTimer(timer) => self.timers.arm(execution, timer),
@@ -621,6 +634,7 @@ impl Engine {
                 Effect::EnqueueAgentTask { role, task, input } => {
                     let ticket = Ticket {
                         execution_id: execution,
+                        tenant: tenant.to_owned(),
                         task_id: task.task.as_str().to_owned(),
                         attempt: task.attempt,
                         compensation: task.compensation,

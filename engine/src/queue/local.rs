@@ -18,34 +18,38 @@ const MAX_PER_ROLE: usize = 1_000_000;
 
 #[derive(Default)]
 struct Queues {
-    /// Waiting tickets per role, each with its enqueue sequence number.
-    roles: HashMap<String, VecDeque<(u64, Ticket)>>,
+    /// Waiting tickets per (tenant, role), each with its enqueue sequence number.
+    roles: HashMap<(String, String), VecDeque<(u64, Ticket)>>,
     next_seq: u64,
 }
 
 impl Queues {
     /// Pops up to `max` tickets from `roles`, always the oldest front among them, so the
     /// result is oldest first overall (hence per role).
-    fn pop(&mut self, roles: &[String], max: usize) -> Vec<Ticket> {
+    fn pop(&mut self, tenant: &str, roles: &[String], max: usize) -> Vec<Ticket> {
+        let keys: Vec<(String, String)> = roles
+            .iter()
+            .map(|r| (tenant.to_owned(), r.clone()))
+            .collect();
         let mut out = Vec::new();
         while out.len() < max {
-            let oldest = roles
+            let oldest = keys
                 .iter()
-                .filter_map(|r| {
-                    let (seq, _) = self.roles.get(r)?.front()?;
-                    Some((*seq, r))
+                .filter_map(|k| {
+                    let (seq, _) = self.roles.get(k)?.front()?;
+                    Some((*seq, k))
                 })
                 .min_by_key(|(seq, _)| *seq)
-                .map(|(_, r)| r);
-            let Some(role) = oldest else { break };
-            let Some(queue) = self.roles.get_mut(role) else {
+                .map(|(_, k)| k);
+            let Some(key) = oldest else { break };
+            let Some(queue) = self.roles.get_mut(key) else {
                 break;
             };
             if let Some((_, ticket)) = queue.pop_front() {
                 out.push(ticket);
             }
             if queue.is_empty() {
-                self.roles.remove(role);
+                self.roles.remove(key);
             }
         }
         out
@@ -97,7 +101,8 @@ impl TaskQueue for LocalTaskQueue {
             let mut queues = self.lock();
             let seq = queues.next_seq;
             queues.next_seq += 1;
-            let queue = queues.roles.entry(ticket.role.clone()).or_default();
+            let key = (ticket.tenant.clone(), ticket.role.clone());
+            let queue = queues.roles.entry(key).or_default();
             queue.push_back((seq, ticket.clone()));
             if queue.len() > MAX_PER_ROLE {
                 queue.pop_front();
@@ -110,6 +115,7 @@ impl TaskQueue for LocalTaskQueue {
 
     async fn take(
         &self,
+        tenant: &str,
         roles: &[String],
         max: usize,
         wait: Duration,
@@ -124,7 +130,7 @@ impl TaskQueue for LocalTaskQueue {
             let enqueued = self.shared.enqueued.notified();
             tokio::pin!(enqueued);
             enqueued.as_mut().enable();
-            let taken = self.lock().pop(roles, max);
+            let taken = self.lock().pop(tenant, roles, max);
             if !taken.is_empty() {
                 return Ok(taken);
             }
@@ -134,8 +140,9 @@ impl TaskQueue for LocalTaskQueue {
         }
     }
 
-    async fn depth(&self, role: &str) -> Result<u64, QueueError> {
-        Ok(self.lock().roles.get(role).map_or(0, |q| q.len() as u64))
+    async fn depth(&self, tenant: &str, role: &str) -> Result<u64, QueueError> {
+        let key = (tenant.to_owned(), role.to_owned());
+        Ok(self.lock().roles.get(&key).map_or(0, |q| q.len() as u64))
     }
 
     async fn clear(&self) -> Result<u64, QueueError> {

@@ -30,6 +30,11 @@ use uuid::Uuid;
 pub struct Ticket {
     /// The execution the task belongs to.
     pub execution_id: Uuid,
+    /// The execution's tenant: queues are per tenant and role, so an agent of one
+    /// tenant never takes another tenant's task. (Tickets enqueued before tenants
+    /// existed belong to `default`.)
+    #[serde(default = "default_tenant")]
+    pub tenant: String,
     /// The task within the execution's workflow.
     pub task_id: String,
     /// The attempt number (1 for the first run).
@@ -45,6 +50,10 @@ pub struct Ticket {
     pub enqueued_at: DateTime<Utc>,
 }
 
+fn default_tenant() -> String {
+    conflux_schema::access::DEFAULT_TENANT.to_owned()
+}
+
 /// What can go wrong with the task queue.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QueueError {
@@ -56,28 +65,31 @@ pub enum QueueError {
     Backend(String),
 }
 
-/// Per-role queues of tickets. Implementations guarantee: tickets of one role are taken
-/// oldest first, and a ticket is handed to at most one `take` (unless its backend loses
+/// Per-tenant, per-role queues of tickets. Implementations guarantee: a ticket is taken
+/// only by a `take` naming its tenant and role; tickets of one role are taken oldest
+/// first, and a ticket is handed to at most one `take` (unless its backend loses
 /// track of a take that died, in which case it is handed out again).
 #[async_trait]
 pub trait TaskQueue: Send + Sync + 'static {
-    /// Adds a ticket to its role's queue.
+    /// Adds a ticket to its tenant's queue of its role.
     async fn enqueue(&self, ticket: &Ticket) -> Result<(), QueueError>;
 
-    /// Takes up to `max` tickets from any of `roles`, oldest first per role, waiting up
+    /// Takes up to `max` tickets from any of `tenant`'s queues of `roles`, oldest first
+    /// per role, waiting up
     /// to `wait` for the first one. A taken ticket is removed for every other poller (it
     /// is acknowledged as it is taken: the lease, recorded in the event log, is what
     /// protects it afterwards). Returns an empty list when nothing came within `wait`;
     /// with `max == 0` it returns at once, with no roles it waits out `wait`.
     async fn take(
         &self,
+        tenant: &str,
         roles: &[String],
         max: usize,
         wait: Duration,
     ) -> Result<Vec<Ticket>, QueueError>;
 
-    /// How many tickets wait in `role` (for metrics and tests).
-    async fn depth(&self, role: &str) -> Result<u64, QueueError>;
+    /// How many tickets wait in `tenant`'s queue of `role` (for metrics and tests).
+    async fn depth(&self, tenant: &str, role: &str) -> Result<u64, QueueError>;
 
     /// Drops every ticket of every role (a bus reset: the engine re-queues what its
     /// store still has dispatched when it recovers). Returns how many queues it cleared.

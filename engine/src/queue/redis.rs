@@ -140,14 +140,20 @@ impl RedisTaskQueue {
         })
     }
 
-    /// The stream key of `role`.
-    pub fn key(&self, role: &str) -> String {
-        format!("{}tasks:{}", self.prefix, hex::encode(role))
+    /// The stream key of `tenant`'s queue of `role`: `<prefix>tasks:<hex role>` for
+    /// `default` (the key every queue had before tenants), `<prefix>tasks:<tenant>:<hex
+    /// role>` for any other (a tenant name has no `:`, hex has none, so no two collide).
+    pub fn key(&self, tenant: &str, role: &str) -> String {
+        if tenant == conflux_schema::access::DEFAULT_TENANT {
+            format!("{}tasks:{}", self.prefix, hex::encode(role))
+        } else {
+            format!("{}tasks:{tenant}:{}", self.prefix, hex::encode(role))
+        }
     }
 
     /// The keys of `roles`, without duplicates, in the order given.
-    fn keys(&self, roles: &[String]) -> Vec<String> {
-        let mut keys: Vec<String> = roles.iter().map(|r| self.key(r)).collect();
+    fn keys(&self, tenant: &str, roles: &[String]) -> Vec<String> {
+        let mut keys: Vec<String> = roles.iter().map(|r| self.key(tenant, r)).collect();
         let mut seen = std::collections::HashSet::new();
         keys.retain(|k| seen.insert(k.clone()));
         keys
@@ -333,7 +339,7 @@ impl TaskQueue for RedisTaskQueue {
         let json = serde_json::to_string(ticket).map_err(|e| QueueError::Backend(e.to_string()))?;
         let mut conn = self.conn.clone();
         let mut add = redis::cmd("XADD");
-        add.arg(self.key(&ticket.role))
+        add.arg(self.key(&ticket.tenant, &ticket.role))
             .arg("MAXLEN")
             .arg("~")
             .arg(MAX_STREAM_LEN)
@@ -348,6 +354,7 @@ impl TaskQueue for RedisTaskQueue {
 
     async fn take(
         &self,
+        tenant: &str,
         roles: &[String],
         max: usize,
         wait: Duration,
@@ -356,7 +363,7 @@ impl TaskQueue for RedisTaskQueue {
             return Ok(Vec::new());
         }
         let deadline = Instant::now() + wait;
-        let keys = self.keys(roles);
+        let keys = self.keys(tenant, roles);
         if keys.is_empty() {
             tokio::time::sleep_until(deadline).await;
             return Ok(Vec::new());
@@ -375,14 +382,14 @@ impl TaskQueue for RedisTaskQueue {
         }
     }
 
-    async fn depth(&self, role: &str) -> Result<u64, QueueError> {
+    async fn depth(&self, tenant: &str, role: &str) -> Result<u64, QueueError> {
         let mut conn = self.conn.clone();
-        let len = conn.xlen::<_, u64>(self.key(role));
+        let len = conn.xlen::<_, u64>(self.key(tenant, role));
         bounded(len, RESPONSE_TIMEOUT).await?.map_err(map_err)
     }
 
     async fn clear(&self) -> Result<u64, QueueError> {
-        // Role keys are `<prefix>tasks:<hex>`: match exactly that shape, with the
+        // Queue keys are `<prefix>tasks:…`: match exactly that shape, with the
         // prefix's own glob characters escaped, so no other prefix's keys match.
         let escaped: String = self
             .prefix

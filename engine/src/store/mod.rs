@@ -191,6 +191,18 @@ pub(crate) fn stream_types_in(types: &[conflux_schema::StreamType]) -> String {
     format!("stream_type IN ({})", names.join(", "))
 }
 
+/// Whether `stream` exists and is `tenant`'s: the tenant of a stream is its first
+/// event's (`default` for one recorded before tenants existed). An unknown stream and
+/// another tenant's answer alike, so a caller can never tell them apart.
+pub async fn is_tenants_stream(
+    store: &dyn EventStore,
+    tenant: &str,
+    stream: &StreamId,
+) -> Result<bool, StoreError> {
+    let first = store.read_stream(stream, 0, 1).await?;
+    Ok(first.first().is_some_and(|e| e.metadata.tenant() == tenant))
+}
+
 /// Reads a whole stream (convenience over [`EventStore::read_stream`]).
 pub async fn read_whole_stream(
     store: &dyn EventStore,

@@ -157,24 +157,33 @@ impl ReadModels {
         }
     }
 
-    /// One workflow's row.
-    pub async fn workflow(&self, workflow_id: Uuid) -> Result<Option<WorkflowRow>, ReadModelError> {
+    /// One workflow's row, if it is `tenant`'s (another tenant's is None, as an
+    /// unknown). `tenant` None: whoever's it is (the projector's own reads only).
+    pub async fn workflow(
+        &self,
+        tenant: Option<&str>,
+        workflow_id: Uuid,
+    ) -> Result<Option<WorkflowRow>, ReadModelError> {
         let raw = match self {
             Self::Postgres(pool) => {
                 sqlx::query_as::<_, raw::Workflow>(&format!(
-                    "SELECT {} FROM rm_workflows WHERE workflow_id = $1",
+                    "SELECT {} FROM rm_workflows
+                     WHERE workflow_id = $1 AND ($2::text IS NULL OR tenant_id = $2)",
                     raw::WORKFLOW_COLUMNS
                 ))
                 .bind(workflow_id)
+                .bind(tenant)
                 .fetch_optional(pool)
                 .await?
             }
             Self::Sqlite(pool) => {
                 sqlx::query_as::<_, raw::Workflow>(&format!(
-                    "SELECT {} FROM rm_workflows WHERE workflow_id = ?1",
+                    "SELECT {} FROM rm_workflows
+                     WHERE workflow_id = ?1 AND (?2 IS NULL OR tenant_id = ?2)",
                     raw::WORKFLOW_COLUMNS
                 ))
                 .bind(workflow_id)
+                .bind(tenant)
                 .fetch_optional(pool)
                 .await?
             }
@@ -182,7 +191,7 @@ impl ReadModels {
         Ok(raw.map(raw::Workflow::into_row))
     }
 
-    /// Workflows matching `filter`, newest first, at most `filter.limit`.
+    /// `filter.tenant`'s workflows matching `filter`, newest first, at most `filter.limit`.
     pub async fn workflows(
         &self,
         filter: &WorkflowFilter,
@@ -194,14 +203,16 @@ impl ReadModels {
         Ok(raws.into_iter().map(raw::Workflow::into_row).collect())
     }
 
-    /// One execution with its tasks.
+    /// One execution with its tasks, if it is `tenant`'s (another tenant's is None, as
+    /// an unknown).
     pub async fn execution(
         &self,
+        tenant: &str,
         execution_id: Uuid,
     ) -> Result<Option<ExecutionView>, ReadModelError> {
         match self {
-            Self::Postgres(pool) => postgres::execution(pool, execution_id).await,
-            Self::Sqlite(pool) => sqlite::execution(pool, execution_id).await,
+            Self::Postgres(pool) => postgres::execution(pool, tenant, execution_id).await,
+            Self::Sqlite(pool) => sqlite::execution(pool, tenant, execution_id).await,
         }
     }
 

@@ -9,23 +9,30 @@ use super::raw::{self, counts_text, EXECUTION_COLUMNS, TASK_COLUMNS, WORKFLOW_CO
 use super::{ReadModelError, CHECKPOINT};
 use crate::rows::{Changes, ExecutionView, WorkflowFilter};
 
-const CREATE: [&str; 6] = [
+const CREATE: [&str; 10] = [
     "CREATE TABLE IF NOT EXISTS rm_checkpoints (name TEXT PRIMARY KEY, position BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS rm_workflows (
         workflow_id UUID PRIMARY KEY, name TEXT NOT NULL, version BIGINT NOT NULL,
         task_count BIGINT NOT NULL, created_at TIMESTAMPTZ NOT NULL,
         created_position BIGINT NOT NULL, definition TEXT NOT NULL, status TEXT NOT NULL,
-        latest_execution_id UUID, executions TEXT NOT NULL, position BIGINT NOT NULL)",
+        latest_execution_id UUID, executions TEXT NOT NULL, position BIGINT NOT NULL,
+        tenant_id TEXT NOT NULL DEFAULT 'default')",
     "CREATE INDEX IF NOT EXISTS rm_workflows_list ON rm_workflows (created_position DESC)",
     "CREATE TABLE IF NOT EXISTS rm_executions (
         execution_id UUID PRIMARY KEY, workflow_id UUID NOT NULL, status TEXT NOT NULL,
         version BIGINT NOT NULL, position BIGINT NOT NULL, started_at TIMESTAMPTZ,
-        completed_at TIMESTAMPTZ, input TEXT NOT NULL, output TEXT, error TEXT)",
+        completed_at TIMESTAMPTZ, input TEXT NOT NULL, output TEXT, error TEXT,
+        tenant_id TEXT NOT NULL DEFAULT 'default')",
     "CREATE INDEX IF NOT EXISTS rm_executions_workflow ON rm_executions (workflow_id, position)",
     "CREATE TABLE IF NOT EXISTS rm_tasks (
         execution_id UUID NOT NULL, task_id TEXT NOT NULL, ordinal BIGINT NOT NULL,
         status TEXT NOT NULL, attempts BIGINT NOT NULL, body TEXT NOT NULL,
         PRIMARY KEY (execution_id, task_id))",
+    // Read models written before tenants: every row is `default`'s.
+    "ALTER TABLE rm_workflows ADD COLUMN IF NOT EXISTS tenant_id TEXT NOT NULL DEFAULT 'default'",
+    "ALTER TABLE rm_executions ADD COLUMN IF NOT EXISTS tenant_id TEXT NOT NULL DEFAULT 'default'",
+    "CREATE INDEX IF NOT EXISTS rm_workflows_tenant_list ON rm_workflows (tenant_id, created_position DESC)",
+    "CREATE INDEX IF NOT EXISTS rm_executions_tenant ON rm_executions (tenant_id, execution_id)",
 ];
 
 pub async fn migrate(pool: &PgPool) -> Result<(), ReadModelError> {
@@ -90,7 +97,7 @@ pub async fn commit(
             "INSERT INTO rm_workflows ({WORKFLOW_COLUMNS})
              SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::int8[], $4::int8[],
                  $5::timestamptz[], $6::int8[], $7::text[], $8::text[], $9::uuid[], $10::text[],
-                 $11::int8[])
+                 $11::int8[], $12::text[])
              ON CONFLICT (workflow_id) DO UPDATE SET name = EXCLUDED.name,
                  version = EXCLUDED.version, task_count = EXCLUDED.task_count,
                  created_at = EXCLUDED.created_at, created_position = EXCLUDED.created_position,
@@ -109,6 +116,7 @@ pub async fn commit(
         .bind(w.iter().map(|r| r.latest_execution_id).collect::<Vec<_>>())
         .bind(w.iter().map(counts_text).collect::<Vec<_>>())
         .bind(w.iter().map(|r| r.position).collect::<Vec<_>>())
+        .bind(w.iter().map(|r| r.tenant_id.clone()).collect::<Vec<_>>())
         .execute(&mut *tx)
         .await?;
     }
@@ -117,7 +125,8 @@ pub async fn commit(
         sqlx::query(&format!(
             "INSERT INTO rm_executions ({EXECUTION_COLUMNS})
              SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::int8[], $5::int8[],
-                 $6::timestamptz[], $7::timestamptz[], $8::text[], $9::text[], $10::text[])
+                 $6::timestamptz[], $7::timestamptz[], $8::text[], $9::text[], $10::text[],
+                 $11::text[])
              ON CONFLICT (execution_id) DO UPDATE SET workflow_id = EXCLUDED.workflow_id,
                  status = EXCLUDED.status, version = EXCLUDED.version,
                  position = EXCLUDED.position, started_at = EXCLUDED.started_at,
@@ -134,6 +143,7 @@ pub async fn commit(
         .bind(e.iter().map(|r| r.input.clone()).collect::<Vec<_>>())
         .bind(e.iter().map(|r| r.output.clone()).collect::<Vec<_>>())
         .bind(e.iter().map(|r| r.error.clone()).collect::<Vec<_>>())
+        .bind(e.iter().map(|r| r.tenant_id.clone()).collect::<Vec<_>>())
         .execute(&mut *tx)
         .await?;
     }
@@ -165,7 +175,8 @@ pub async fn workflows(
 ) -> Result<Vec<raw::Workflow>, ReadModelError> {
     Ok(sqlx::query_as(&format!(
         "SELECT {WORKFLOW_COLUMNS} FROM rm_workflows
-         WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR name = $2)
+         WHERE tenant_id = $5
+           AND ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR name = $2)
            AND ($3::int8 IS NULL OR created_position < $3)
          ORDER BY created_position DESC LIMIT $4"
     ))
@@ -173,12 +184,14 @@ pub async fn workflows(
     .bind(&filter.name)
     .bind(filter.before_position)
     .bind(filter.limit)
+    .bind(&filter.tenant)
     .fetch_all(pool)
     .await?)
 }
 
 pub async fn execution(
     pool: &PgPool,
+    tenant: &str,
     execution_id: Uuid,
 ) -> Result<Option<ExecutionView>, ReadModelError> {
     // One snapshot for the execution and its tasks (they commit together).
@@ -187,9 +200,10 @@ pub async fn execution(
         .execute(&mut *tx)
         .await?;
     let execution: Option<raw::Execution> = sqlx::query_as(&format!(
-        "SELECT {EXECUTION_COLUMNS} FROM rm_executions WHERE execution_id = $1"
+        "SELECT {EXECUTION_COLUMNS} FROM rm_executions WHERE execution_id = $1 AND tenant_id = $2"
     ))
     .bind(execution_id)
+    .bind(tenant)
     .fetch_optional(&mut *tx)
     .await?;
     let Some(execution) = execution else {

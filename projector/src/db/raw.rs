@@ -11,10 +11,10 @@ use crate::rows::{ExecutionRow, ExecutionView, TaskRow, WorkflowRow};
 
 /// The columns of `rm_workflows`, in the order [`Workflow`] reads them.
 pub const WORKFLOW_COLUMNS: &str = "workflow_id, name, version, task_count, created_at, \
-    created_position, definition, status, latest_execution_id, executions, position";
+    created_position, definition, status, latest_execution_id, executions, position, tenant_id";
 /// The columns of `rm_executions`.
 pub const EXECUTION_COLUMNS: &str = "execution_id, workflow_id, status, version, position, \
-    started_at, completed_at, input, output, error";
+    started_at, completed_at, input, output, error, tenant_id";
 /// The columns of `rm_tasks`.
 pub const TASK_COLUMNS: &str = "execution_id, task_id, ordinal, status, attempts, body";
 
@@ -31,6 +31,7 @@ pub struct Workflow {
     latest_execution_id: Option<Uuid>,
     executions: String,
     position: i64,
+    tenant_id: String,
 }
 
 impl Workflow {
@@ -51,6 +52,7 @@ impl Workflow {
             latest_execution_id: self.latest_execution_id,
             executions,
             position: self.position,
+            tenant_id: self.tenant_id,
         }
     }
 }
@@ -72,6 +74,7 @@ pub struct Execution {
     input: String,
     output: Option<String>,
     error: Option<String>,
+    tenant_id: String,
 }
 
 impl Execution {
@@ -87,6 +90,7 @@ impl Execution {
             input: self.input,
             output: self.output,
             error: self.error,
+            tenant_id: self.tenant_id,
         }
     }
 }

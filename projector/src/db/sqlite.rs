@@ -15,12 +15,14 @@ const CREATE: [&str; 6] = [
         workflow_id BLOB PRIMARY KEY, name TEXT NOT NULL, version INTEGER NOT NULL,
         task_count INTEGER NOT NULL, created_at TEXT NOT NULL,
         created_position INTEGER NOT NULL, definition TEXT NOT NULL, status TEXT NOT NULL,
-        latest_execution_id BLOB, executions TEXT NOT NULL, position INTEGER NOT NULL)",
+        latest_execution_id BLOB, executions TEXT NOT NULL, position INTEGER NOT NULL,
+        tenant_id TEXT NOT NULL DEFAULT 'default')",
     "CREATE INDEX IF NOT EXISTS rm_workflows_list ON rm_workflows (created_position DESC)",
     "CREATE TABLE IF NOT EXISTS rm_executions (
         execution_id BLOB PRIMARY KEY, workflow_id BLOB NOT NULL, status TEXT NOT NULL,
         version INTEGER NOT NULL, position INTEGER NOT NULL, started_at TEXT,
-        completed_at TEXT, input TEXT NOT NULL, output TEXT, error TEXT)",
+        completed_at TEXT, input TEXT NOT NULL, output TEXT, error TEXT,
+        tenant_id TEXT NOT NULL DEFAULT 'default')",
     "CREATE INDEX IF NOT EXISTS rm_executions_workflow ON rm_executions (workflow_id, position)",
     "CREATE TABLE IF NOT EXISTS rm_tasks (
         execution_id BLOB NOT NULL, task_id TEXT NOT NULL, ordinal INTEGER NOT NULL,
@@ -28,9 +30,34 @@ const CREATE: [&str; 6] = [
         PRIMARY KEY (execution_id, task_id))",
 ];
 
+/// Indexes of the tenant column (created once the column exists).
+const TENANT_INDEXES: [&str; 2] = [
+    "CREATE INDEX IF NOT EXISTS rm_workflows_tenant_list ON rm_workflows (tenant_id, created_position DESC)",
+    "CREATE INDEX IF NOT EXISTS rm_executions_tenant ON rm_executions (tenant_id, execution_id)",
+];
+
 pub async fn migrate(pool: &SqlitePool) -> Result<(), ReadModelError> {
     let mut tx = pool.begin().await?;
     for ddl in CREATE {
+        sqlx::query(ddl).execute(&mut *tx).await?;
+    }
+    // Read models written before tenants: every row is `default`'s (SQLite has no
+    // `ADD COLUMN IF NOT EXISTS`).
+    for table in ["rm_workflows", "rm_executions"] {
+        let has: i64 = sqlx::query_scalar(&format!(
+            "SELECT COUNT(*) FROM pragma_table_info('{table}') WHERE name = 'tenant_id'"
+        ))
+        .fetch_one(&mut *tx)
+        .await?;
+        if has == 0 {
+            sqlx::query(&format!(
+                "ALTER TABLE {table} ADD COLUMN tenant_id TEXT NOT NULL DEFAULT 'default'"
+            ))
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    for ddl in TENANT_INDEXES {
         sqlx::query(ddl).execute(&mut *tx).await?;
     }
     sqlx::query(
@@ -79,7 +106,7 @@ pub async fn commit(
         return Ok(false);
     }
     let upsert_workflow = format!(
-        "INSERT INTO rm_workflows ({WORKFLOW_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+        "INSERT INTO rm_workflows ({WORKFLOW_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
          ON CONFLICT (workflow_id) DO UPDATE SET name = excluded.name,
              version = excluded.version, task_count = excluded.task_count,
              created_at = excluded.created_at, created_position = excluded.created_position,
@@ -100,11 +127,12 @@ pub async fn commit(
             .bind(r.latest_execution_id)
             .bind(counts_text(r))
             .bind(r.position)
+            .bind(&r.tenant_id)
             .execute(&mut *tx)
             .await?;
     }
     let upsert_execution = format!(
-        "INSERT INTO rm_executions ({EXECUTION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+        "INSERT INTO rm_executions ({EXECUTION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
          ON CONFLICT (execution_id) DO UPDATE SET workflow_id = excluded.workflow_id,
              status = excluded.status, version = excluded.version,
              position = excluded.position, started_at = excluded.started_at,
@@ -123,6 +151,7 @@ pub async fn commit(
             .bind(&r.input)
             .bind(&r.output)
             .bind(&r.error)
+            .bind(&r.tenant_id)
             .execute(&mut *tx)
             .await?;
     }
@@ -152,7 +181,7 @@ pub async fn workflows(
 ) -> Result<Vec<raw::Workflow>, ReadModelError> {
     Ok(sqlx::query_as(&format!(
         "SELECT {WORKFLOW_COLUMNS} FROM rm_workflows
-         WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR name = ?2)
+         WHERE tenant_id = ?5 AND (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR name = ?2)
            AND (?3 IS NULL OR created_position < ?3)
          ORDER BY created_position DESC LIMIT ?4"
     ))
@@ -160,20 +189,23 @@ pub async fn workflows(
     .bind(&filter.name)
     .bind(filter.before_position)
     .bind(filter.limit)
+    .bind(&filter.tenant)
     .fetch_all(pool)
     .await?)
 }
 
 pub async fn execution(
     pool: &SqlitePool,
+    tenant: &str,
     execution_id: Uuid,
 ) -> Result<Option<ExecutionView>, ReadModelError> {
     // One read transaction: the execution and its tasks from the same commit.
     let mut tx = pool.begin().await?;
     let execution: Option<raw::Execution> = sqlx::query_as(&format!(
-        "SELECT {EXECUTION_COLUMNS} FROM rm_executions WHERE execution_id = ?1"
+        "SELECT {EXECUTION_COLUMNS} FROM rm_executions WHERE execution_id = ?1 AND tenant_id = ?2"
     ))
     .bind(execution_id)
+    .bind(tenant)
     .fetch_optional(&mut *tx)
     .await?;
     let Some(execution) = execution else {

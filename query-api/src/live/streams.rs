@@ -39,7 +39,7 @@ pub(super) async fn stream_execution<S: Socket>(
     // One stream: its log, however long it took to read, is a prefix in position order,
     // so its last position is an exact cut.
     let last_sent = match after {
-        None => match state.commands.load(execution_id).await {
+        None => match state.commands.load_in(&state.tenant, execution_id).await {
             Ok(Some((execution, log))) => {
                 let position = log.last().map_or(0, |e| e.position);
                 let mut status = execution.to_json();
@@ -56,7 +56,13 @@ pub(super) async fn stream_execution<S: Socket>(
             }
         },
         Some(after) => match read_whole_stream(&**state.commands.store(), &stream).await {
-            Ok(log) if log.is_empty() => return client.close(UNKNOWN, "unknown execution").await,
+            Ok(log)
+                if log
+                    .first()
+                    .is_none_or(|e| e.metadata.tenant() != state.tenant) =>
+            {
+                return client.close(UNKNOWN, "unknown execution").await
+            }
             Ok(log) => match client.send_events(&log, after).await {
                 Some(last) => last,
                 None => return,
@@ -87,7 +93,12 @@ pub(super) async fn stream_workflow<S: Socket>(
         return client.close(UNKNOWN, "unknown workflow").await;
     };
     let mut live = state.feed.subscribe(Key::Workflow(workflow_id));
-    match state.commands.catalog().get(workflow_id).await {
+    match state
+        .commands
+        .catalog()
+        .get_in(&state.tenant, workflow_id)
+        .await
+    {
         Ok(Some(_)) => {}
         Ok(None) => return client.close(UNKNOWN, "unknown workflow").await,
         Err(e) => {

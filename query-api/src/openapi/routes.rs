@@ -189,6 +189,21 @@ pub(super) fn keys(s: &mut Spec) {
 }
 
 #[rustfmt::skip]
+pub(super) fn tenants(s: &mut Spec) {
+    let op = tagged("tenants");
+    op(Post, "/api/v1/tenants", "createTenant", "Create a tenant")
+        .describe("The system administrator only. `409 conflict` if it exists (`default` always does).")
+        .body(s.schema::<CreateTenant>(), true)
+        .ok(201, "The tenant.", s.schema::<Tenant>())
+        .fails(&[BAD_BODY, CONFLICT])
+        .add(s);
+    op(Get, "/api/v1/tenants", "listTenants", "List tenants")
+        .describe("The system administrator only; `default` first.")
+        .ok(200, "The tenants.", s.schema::<TenantList>())
+        .add(s);
+}
+
+#[rustfmt::skip]
 pub(super) fn live(s: &mut Spec) {
     let frames = json!({"$ref": Ref::from_schema_name(LiveFrame::name()).ref_location});
     s.schema::<LiveFrame>();

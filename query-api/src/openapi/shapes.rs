@@ -545,3 +545,28 @@ pub struct KeyList {
     /// The keys.
     pub items: Vec<Key>,
 }
+
+/// Body of `POST /api/v1/tenants`.
+#[derive(ToSchema)]
+pub struct CreateTenant {
+    /// 1 to 63 characters of `a-z`, `0-9` and `-`.
+    #[schema(example = "acme")]
+    pub tenant: String,
+}
+
+/// A tenant.
+#[derive(ToSchema)]
+pub struct Tenant {
+    /// Its name.
+    pub tenant: String,
+    /// When it was created (null for `default`, which every store has).
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub created_at: Option<String>,
+}
+
+/// `GET /api/v1/tenants`.
+#[derive(ToSchema)]
+pub struct TenantList {
+    /// The tenants, `default` first.
+    pub items: Vec<Tenant>,
+}

@@ -386,6 +386,10 @@ async fn on_lease(
                 format!("lease {lease_id} is no longer current: its attempt timed out, was cancelled or already finished"),
             ))
         }
+        // Another tenant's execution: answered exactly as an unknown lease.
+        Err(CommandError::NotFound(_)) => {
+            return Err(ApiError::not_found(format!("lease {lease_id} not found")))
+        }
         Err(e) => return Err(e.into()),
     }
     let task = attempt.map(|t| json!({"task_id": t.task.as_str(), "attempt": t.attempt}));

@@ -90,11 +90,35 @@ impl TestServer {
         Self::start_configured(mode, false, tune).await
     }
 
+    /// Starts a server in `mode` on fresh backends that `seed` wrote first, given the
+    /// configuration the server will run with: how a test builds a store in an older
+    /// format before a server of this version opens it.
+    pub async fn start_seeded<F, Fut>(mode: Mode, seed: F) -> Self
+    where
+        F: FnOnce(Config) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        Self::start_full(mode, false, |_| {}, seed).await
+    }
+
     async fn start_with(mode: Mode, proxied: bool) -> Self {
         Self::start_configured(mode, proxied, |_| {}).await
     }
 
     async fn start_configured(mode: Mode, proxied: bool, tune: impl FnOnce(&mut Config)) -> Self {
+        Self::start_full(mode, proxied, tune, |_| async {}).await
+    }
+
+    async fn start_full<F, Fut>(
+        mode: Mode,
+        proxied: bool,
+        tune: impl FnOnce(&mut Config),
+        seed: F,
+    ) -> Self
+    where
+        F: FnOnce(Config) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
         // Clap's defaults, then this test's own backends (the environment never decides).
         let mut config = Args::parse_from(["conflux"]).config;
         config.admin_token = Some(ADMIN_TOKEN.to_owned());
@@ -125,6 +149,7 @@ impl TestServer {
                 Resources::Embedded { _dir: dir }
             }
         };
+        seed(config.clone()).await;
         let mut server = Self::on(config).await;
         server.resources = Some(resources);
         server.proxy = proxy;

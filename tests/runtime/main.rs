@@ -15,7 +15,9 @@
 //! - `agent` (in `tests/support`): the HTTP-only test agent.
 //! - `auth` (in `tests/support`): the token every request carries.
 //! - `target`: the local HTTP service `http` tasks call.
-//! - `access`: tokens, roles, keys and tenants.
+//! - `access`: tokens, roles and keys.
+//! - `tenants`: two tenants never cross; the access matrix (every route × role × own
+//!   or another tenant); `upgrade`: a store from before tenants upgrades in place.
 //! - `flow`, `failures`, `control`, `saga`, `input`, `junk`, `strict`, `scale`: the
 //!   scenarios.
 
@@ -40,6 +42,8 @@ mod saga;
 mod scale;
 mod strict;
 mod target;
+mod tenants;
+mod upgrade;
 mod ws_load;
 
 /// Instantiates each scenario for one mode: a fresh server, the scenario, a clean stop.
@@ -69,6 +73,8 @@ macro_rules! all_scenarios {
                 access::roles_get_their_routes,
                 access::keys_are_managed_and_events_name_their_actor,
                 access::agent_keys_serve_only_their_roles,
+                tenants::two_tenants_never_cross,
+                tenants::every_role_gets_its_status_on_every_route,
                 flow::chain_runs_in_order,
                 flow::diamond_joins_after_every_branch,
                 flow::data_flows_with_types,

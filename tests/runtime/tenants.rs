@@ -1,0 +1,495 @@
+//! Tenants, end to end: two tenants with the same workflow name never see each other's
+//! workflows, executions, events, live streams, agents or tasks, and another tenant's
+//! id answers exactly as an unknown one; every route of the OpenAPI document gives
+//! every role the status it must get, on its own tenant's resources and on another's;
+//! and a store written before tenants existed upgrades in place into tenant `default`.
+
+use std::time::Duration;
+
+use conflux_http::auth::{Rule, ROUTES};
+use conflux_schema::access::Role;
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::auth::ADMIN_TOKEN;
+use crate::harness::{id_of, TestServer};
+
+/// A caller: a server and one bearer token.
+struct Caller<'a> {
+    server: &'a TestServer,
+    token: String,
+}
+
+impl Caller<'_> {
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = reqwest::Client::new()
+            .request(method, format!("{}{path}", self.server.base))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn ok(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let (status, answer) = self.call(method, path, body).await;
+        assert!(
+            (200..300).contains(&status),
+            "{method} {path}: {status} {answer}"
+        );
+        answer
+    }
+
+    /// Opens `path` (`/ws/…`): `Ok(first frame)` once upgraded, `Err(HTTP status)` if
+    /// the upgrade is refused.
+    async fn watch(&self, path: &str) -> Result<Message, u16> {
+        let url = format!("{}{path}", self.server.base.replacen("http", "ws", 1));
+        let mut request = url.into_client_request().expect("ws url");
+        let bearer = format!("Bearer {}", self.token).parse().expect("header");
+        request.headers_mut().insert("authorization", bearer);
+        match tokio_tungstenite::connect_async(request).await {
+            Ok((mut socket, _)) => {
+                let frame = tokio::time::timeout(Duration::from_secs(10), socket.next())
+                    .await
+                    .expect("a first frame")
+                    .expect("an open socket")
+                    .expect("a frame");
+                let _ = socket.send(Message::Close(None)).await;
+                Ok(frame)
+            }
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err(resp.status().as_u16()),
+            Err(e) => panic!("{path}: {e}"),
+        }
+    }
+}
+
+fn system_admin(server: &TestServer) -> Caller<'_> {
+    Caller {
+        server,
+        token: ADMIN_TOKEN.to_owned(),
+    }
+}
+
+/// A key of `role` in `tenant` (agent keys serve `picker`).
+async fn key_in<'a>(server: &'a TestServer, tenant: &str, role: Role) -> Caller<'a> {
+    let mut body = json!({"name": format!("{} of {tenant}", role.as_str()), "role": role.as_str(), "tenant": tenant});
+    if role == Role::Agent {
+        body["agent_roles"] = json!(["picker"]);
+    }
+    let created = system_admin(server)
+        .ok("POST", "/api/v1/keys", Some(body))
+        .await;
+    Caller {
+        server,
+        token: created["token"].as_str().expect("token").to_owned(),
+    }
+}
+
+/// What one tenant has: a workflow named `orders` (one `picker` agent task), a running
+/// execution of it, a registered agent holding its lease, and a spare key.
+struct Estate {
+    workflow: String,
+    execution: String,
+    agent: String,
+    lease: String,
+    key: String,
+}
+
+async fn estate(server: &TestServer, tenant: &str) -> Estate {
+    let _ = system_admin(server)
+        .call("POST", "/api/v1/tenants", Some(json!({"tenant": tenant})))
+        .await;
+    let admin = key_in(server, tenant, Role::Admin).await;
+    let created = admin
+        .ok(
+            "POST",
+            "/api/v1/workflows?execute=true",
+            Some(json!({"name": "orders", "input": {"tenant": tenant},
+                "tasks": [{"id": "pick", "kind": "agent", "agent_role": "picker",
+                           "input": {"who": "${input.tenant}"}}]})),
+        )
+        .await;
+    assert_eq!(created["version"], 1, "names are per tenant: {created}");
+    let agent = admin
+        .ok(
+            "POST",
+            "/api/v1/agents",
+            Some(json!({"name": format!("{tenant}-picker"), "roles": ["picker"]})),
+        )
+        .await;
+    let agent = id_of(&agent, "agent_id");
+    let lease = loop {
+        let polled = admin
+            .ok(
+                "POST",
+                &format!("/api/v1/agents/{agent}/poll?wait_ms=5000"),
+                None,
+            )
+            .await;
+        if let Some(task) = polled["tasks"].as_array().and_then(|t| t.first()) {
+            assert_eq!(
+                task["input"]["who"], tenant,
+                "a tenant's agent gets its own task"
+            );
+            break id_of(task, "lease_id");
+        }
+    };
+    let spare = system_admin(server)
+        .ok(
+            "POST",
+            "/api/v1/keys",
+            Some(json!({"name": "spare", "role": "viewer", "tenant": tenant})),
+        )
+        .await;
+    Estate {
+        workflow: id_of(&created, "workflow_id"),
+        execution: id_of(&created, "execution_id"),
+        agent,
+        lease,
+        key: spare["key_id"].as_str().expect("key id").to_owned(),
+    }
+}
+
+/// `path` with its id (whatever the parameter's name) replaced by `estate`'s resource.
+fn concrete(template: &str, estate: &Estate) -> String {
+    let id = if template.contains("/workflows/") {
+        &estate.workflow
+    } else if template.contains("/executions/") {
+        &estate.execution
+    } else if template.contains("/agents/") {
+        &estate.agent
+    } else if template.contains("/tasks/") {
+        &estate.lease
+    } else {
+        &estate.key
+    };
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        let close = rest[open..].find('}').expect("closing brace") + open;
+        out.push_str(&rest[..open]);
+        out.push_str(id);
+        rest = &rest[close + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// An answer with the ids of the request taken out: what must not differ between
+/// another tenant's resource and an unknown one.
+fn shape(answer: &Value, ids: &[&str]) -> String {
+    let mut text = answer.to_string();
+    for id in ids {
+        text = text.replace(id, "<id>");
+    }
+    text
+}
+
+/// Two tenants, the same workflow name in both: lists, status, definitions,
+/// executions, events, replay, verify, live streams, agents and leases never cross,
+/// and every event of a tenant's execution names that tenant.
+pub async fn two_tenants_never_cross(server: &TestServer) {
+    let acme = estate(server, "acme").await;
+    let globex = estate(server, "globex").await;
+    assert_ne!(acme.workflow, globex.workflow);
+    let viewer = key_in(server, "acme", Role::Developer).await;
+
+    let list = viewer.ok("GET", "/api/v1/workflows", None).await;
+    let ids: Vec<&str> = list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|w| w["workflow_id"].as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        [acme.workflow.as_str()],
+        "only acme's workflow: {list}"
+    );
+    let named = viewer
+        .ok("GET", "/api/v1/workflows?name=orders", None)
+        .await;
+    assert_eq!(named["items"].as_array().map(Vec::len), Some(1), "{named}");
+
+    let unknown = uuid::Uuid::now_v7().to_string();
+    for template in [
+        "/api/v1/workflows/{}",
+        "/api/v1/workflows/{}/status",
+        "/api/v1/workflows/{}/events",
+        "/api/v1/executions/{}",
+        "/api/v1/executions/{}/events",
+        "/api/v1/executions/{}/events?format=ndjson",
+        "/api/v1/executions/{}/replay",
+        "/api/v1/executions/{}/verify",
+    ] {
+        let theirs = if template.contains("workflows") {
+            &globex.workflow
+        } else {
+            &globex.execution
+        };
+        let own = if template.contains("workflows") {
+            &acme.workflow
+        } else {
+            &acme.execution
+        };
+        let (status, _) = viewer.call("GET", &template.replace("{}", own), None).await;
+        assert_eq!(status, 200, "{template} of its own");
+        let (status, other) = viewer
+            .call("GET", &template.replace("{}", theirs), None)
+            .await;
+        assert_eq!(status, 404, "{template} of another tenant: {other}");
+        let (_, none) = viewer
+            .call("GET", &template.replace("{}", &unknown), None)
+            .await;
+        assert_eq!(
+            shape(&other, &[theirs]),
+            shape(&none, &[&unknown]),
+            "another tenant's {template} answers as an unknown one"
+        );
+    }
+
+    // Commands on another tenant's ids change nothing.
+    let acme_agent = key_in(server, "acme", Role::Agent).await;
+    let head = server.head().await;
+    for (path, body) in [
+        (
+            format!("/api/v1/workflows/{}/execute", globex.workflow),
+            json!({}),
+        ),
+        (
+            format!("/api/v1/workflows/{}/pause", globex.workflow),
+            json!({}),
+        ),
+        (
+            format!("/api/v1/executions/{}/cancel", globex.execution),
+            json!({}),
+        ),
+        (
+            format!("/api/v1/executions/{}/pause", globex.execution),
+            json!({}),
+        ),
+        (
+            format!("/api/v1/agents/{}/poll?wait_ms=0", globex.agent),
+            json!({}),
+        ),
+        (
+            format!("/api/v1/tasks/{}/complete", globex.lease),
+            json!({"output": {}}),
+        ),
+        (
+            format!("/api/v1/tasks/{}/heartbeat", globex.lease),
+            json!({}),
+        ),
+    ] {
+        let (status, answer) = viewer.call("POST", &path, Some(body)).await;
+        // A developer may not do agent work at all (403); everything else is a 404.
+        let expected = if path.contains("/agents/") || path.contains("/tasks/") {
+            403
+        } else {
+            404
+        };
+        assert_eq!(status, expected, "POST {path}: {answer}");
+    }
+    for path in [
+        format!("/api/v1/agents/{}/poll?wait_ms=0", globex.agent),
+        format!("/api/v1/tasks/{}/complete", globex.lease),
+    ] {
+        let (status, answer) = acme_agent
+            .call("POST", &path, Some(json!({"output": {}})))
+            .await;
+        assert_eq!(status, 404, "an acme agent key on {path}: {answer}");
+        let unknown_path = path
+            .replace(&globex.agent, &unknown)
+            .replace(&globex.lease, &unknown);
+        let (_, none) = acme_agent
+            .call("POST", &unknown_path, Some(json!({"output": {}})))
+            .await;
+        assert_eq!(
+            shape(&answer, &[&globex.agent, &globex.lease]),
+            shape(&none, &[&unknown]),
+            "as an unknown id"
+        );
+    }
+    assert_eq!(server.head().await, head, "nothing was recorded");
+
+    // Live streams: their own opens with a snapshot, the other tenant's closes 4404.
+    for (path, own) in [
+        (format!("/ws/executions/{}", globex.execution), false),
+        (format!("/ws/workflows/{}", globex.workflow), false),
+        (format!("/ws/executions/{}", acme.execution), true),
+        (format!("/ws/workflows/{}", acme.workflow), true),
+    ] {
+        match viewer.watch(&path).await {
+            Ok(Message::Text(text)) if own => {
+                let frame: Value = serde_json::from_str(&text).expect("json");
+                assert_eq!(frame["type"], "snapshot", "{path}: {frame}");
+            }
+            Ok(Message::Close(Some(close))) if !own => {
+                assert_eq!(u16::from(close.code), 4404, "{path}");
+            }
+            other => panic!("{path}: {other:?}"),
+        }
+    }
+
+    // Each tenant completes its own lease; every event of its execution is its own.
+    for (tenant, estate) in [("acme", &acme), ("globex", &globex)] {
+        let agent = key_in(server, tenant, Role::Agent).await;
+        agent
+            .ok(
+                "POST",
+                &format!("/api/v1/tasks/{}/complete", estate.lease),
+                Some(json!({"output": {"by": tenant}})),
+            )
+            .await;
+        let admin = key_in(server, tenant, Role::Auditor).await;
+        let done = loop {
+            let execution = admin
+                .ok(
+                    "GET",
+                    &format!("/api/v1/executions/{}", estate.execution),
+                    None,
+                )
+                .await;
+            if execution["status"] == "completed" {
+                break execution;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(done["output"]["pick"]["by"], tenant, "{done}");
+        let events = admin
+            .ok(
+                "GET",
+                &format!("/api/v1/executions/{}/events", estate.execution),
+                None,
+            )
+            .await;
+        let events = events["events"].as_array().expect("events");
+        assert!(
+            events.len() >= 5,
+            "started, scheduled, dispatched, started, completed…"
+        );
+        for e in events {
+            assert_eq!(e["metadata"]["tenant_id"], tenant, "{e}");
+        }
+    }
+}
+
+/// The access matrix: every protected operation of the OpenAPI document, for every
+/// role, on its own tenant's resources and on another tenant's. A role without the
+/// route's permission gets 403 on both; with it, its own tenant's resource is served
+/// (never 401/403/404) and another tenant's is 404.
+pub async fn every_role_gets_its_status_on_every_route(server: &TestServer) {
+    let own = estate(server, "acme").await;
+    let other = estate(server, "globex").await;
+    let (status, document) = system_admin(server)
+        .call("GET", "/api/v1/openapi.json", None)
+        .await;
+    assert_eq!(status, 200);
+    let normal = |path: &str| {
+        let mut out = String::new();
+        let mut inside = false;
+        for c in path.chars() {
+            match c {
+                '{' => {
+                    inside = true;
+                    out.push_str("{}");
+                }
+                '}' => inside = false,
+                c if !inside => out.push(c),
+                _ => {}
+            }
+        }
+        out
+    };
+    let mut checked = 0;
+    for role in Role::ALL {
+        let caller = key_in(server, "acme", role).await;
+        let paths = document["paths"].as_object().expect("paths");
+        for (template, operations) in paths {
+            for (method, operation) in operations.as_object().expect("operations") {
+                let method = method.to_uppercase();
+                let secured = operation["security"]
+                    .as_array()
+                    .is_some_and(|s| !s.is_empty());
+                if !secured {
+                    continue;
+                }
+                let Some(Rule::Needs(permission)) = ROUTES
+                    .iter()
+                    .find(|(m, r, _)| *m == method && normal(r) == normal(template))
+                    .map(|(_, _, rule)| *rule)
+                else {
+                    panic!("{method} {template} is in the document but not in ROUTES");
+                };
+                let allowed = role.allows(permission);
+                let has_id = template.contains('{');
+                for (mine, estate) in [(true, &own), (false, &other)] {
+                    if !mine && !has_id {
+                        continue; // lists and creations: covered by two_tenants_never_cross
+                    }
+                    let status = request(&caller, &method, template, estate, checked).await;
+                    checked += 1;
+                    let what = format!(
+                        "{} on {method} {template} ({} tenant)",
+                        role.as_str(),
+                        if mine { "its own" } else { "another" }
+                    );
+                    if !allowed {
+                        assert_eq!(status, 403, "{what}");
+                    } else if mine {
+                        assert!(
+                            ![401, 403, 404].contains(&status) && status < 500,
+                            "{what}: {status}"
+                        );
+                    } else {
+                        assert_eq!(status, 404, "{what}");
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked > 100, "the matrix covered {checked} combinations");
+}
+
+/// One request of the matrix; returns its status (a WebSocket's: 101 when upgraded
+/// and its first frame is a snapshot, 404 when closed with 4404, else the refusal's).
+async fn request(
+    caller: &Caller<'_>,
+    method: &str,
+    template: &str,
+    estate: &Estate,
+    n: usize,
+) -> u16 {
+    let path = concrete(template, estate);
+    if template.starts_with("/ws/") {
+        return match caller.watch(&path).await {
+            Ok(Message::Text(text)) if text.contains("\"snapshot\"") => 101,
+            Ok(Message::Close(Some(close))) if u16::from(close.code) == 4404 => 404,
+            Ok(other) => panic!("{path}: {other:?}"),
+            Err(status) => status,
+        };
+    }
+    let path = if template.ends_with("/poll") {
+        format!("{path}?wait_ms=0")
+    } else {
+        path
+    };
+    let body = match (method, template) {
+        ("POST", "/api/v1/workflows") => {
+            Some(json!({"name": format!("m-{n}"), "tasks": [{"id": "a", "kind": "noop"}]}))
+        }
+        ("POST", "/api/v1/agents") => Some(json!({"name": "m", "roles": ["picker"]})),
+        ("POST", "/api/v1/keys") => Some(json!({"name": "m", "role": "viewer"})),
+        ("POST", "/api/v1/tenants") => Some(json!({"tenant": format!("m-{n}")})),
+        ("POST", t) if t.ends_with("/complete") => Some(json!({"output": {}})),
+        ("POST", t) if t.ends_with("/fail") => Some(json!({"error": "m", "retryable": false})),
+        ("POST", t) if t.ends_with("/execute") || t.ends_with("/cancel") => Some(json!({})),
+        _ => None,
+    };
+    caller.call(method, &path, body).await.0
+}

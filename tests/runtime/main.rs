@@ -38,6 +38,7 @@ mod outage;
 mod projection;
 mod proxy;
 mod query_params;
+mod revocation;
 mod saga;
 mod scale;
 mod strict;
@@ -139,4 +140,10 @@ async fn postgres_redis_an_abandoned_execution_is_taken_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_an_abandoned_execution_is_taken_over() {
     scale::an_abandoned_execution_is_taken_over(harness::Mode::Embedded).await;
+}
+
+/// A revocation through one server reaches another on the same store: Postgres + Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_redis_revocation_reaches_every_server_within_a_second() {
+    revocation::revocation_reaches_every_server_within_a_second().await;
 }

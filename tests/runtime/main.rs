@@ -18,6 +18,8 @@
 //! - `access`: tokens, roles and keys.
 //! - `tenants`: two tenants never cross; the access matrix (every route × role × own
 //!   or another tenant); `upgrade`: a store from before tenants upgrades in place.
+//! - `conformance`: every documented operation answers with a documented status and a
+//!   body that validates against its documented schema.
 //! - `flow`, `failures`, `control`, `saga`, `input`, `junk`, `strict`, `scale`: the
 //!   scenarios.
 
@@ -27,6 +29,7 @@ mod agent;
 #[allow(dead_code)]
 #[path = "../support/auth.rs"]
 mod auth;
+mod conformance;
 mod control;
 mod failures;
 mod flow;
@@ -76,6 +79,7 @@ macro_rules! all_scenarios {
                 access::agent_keys_serve_only_their_roles,
                 tenants::two_tenants_never_cross,
                 tenants::every_role_gets_its_status_on_every_route,
+                conformance::answers_match_the_document,
                 flow::chain_runs_in_order,
                 flow::diamond_joins_after_every_branch,
                 flow::data_flows_with_types,

@@ -17,13 +17,13 @@ use crate::auth::ADMIN_TOKEN;
 use crate::harness::{id_of, TestServer};
 
 /// A caller: a server and one bearer token.
-struct Caller<'a> {
+pub struct Caller<'a> {
     server: &'a TestServer,
     token: String,
 }
 
 impl Caller<'_> {
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
         let mut req = reqwest::Client::new()
             .request(method, format!("{}{path}", self.server.base))
@@ -36,7 +36,7 @@ impl Caller<'_> {
         (status, resp.json().await.unwrap_or(Value::Null))
     }
 
-    async fn ok(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+    pub async fn ok(&self, method: &str, path: &str, body: Option<Value>) -> Value {
         let (status, answer) = self.call(method, path, body).await;
         assert!(
             (200..300).contains(&status),
@@ -47,7 +47,7 @@ impl Caller<'_> {
 
     /// Opens `path` (`/ws/…`): `Ok(first frame)` once upgraded, `Err(HTTP status)` if
     /// the upgrade is refused.
-    async fn watch(&self, path: &str) -> Result<Message, u16> {
+    pub async fn watch(&self, path: &str) -> Result<Message, u16> {
         let url = format!("{}{path}", self.server.base.replacen("http", "ws", 1));
         let mut request = url.into_client_request().expect("ws url");
         let bearer = format!("Bearer {}", self.token).parse().expect("header");
@@ -68,7 +68,7 @@ impl Caller<'_> {
     }
 }
 
-fn system_admin(server: &TestServer) -> Caller<'_> {
+pub fn system_admin(server: &TestServer) -> Caller<'_> {
     Caller {
         server,
         token: ADMIN_TOKEN.to_owned(),
@@ -76,7 +76,7 @@ fn system_admin(server: &TestServer) -> Caller<'_> {
 }
 
 /// A key of `role` in `tenant` (agent keys serve `picker`).
-async fn key_in<'a>(server: &'a TestServer, tenant: &str, role: Role) -> Caller<'a> {
+pub async fn key_in<'a>(server: &'a TestServer, tenant: &str, role: Role) -> Caller<'a> {
     let mut body = json!({"name": format!("{} of {tenant}", role.as_str()), "role": role.as_str(), "tenant": tenant});
     if role == Role::Agent {
         body["agent_roles"] = json!(["picker"]);
@@ -92,15 +92,15 @@ async fn key_in<'a>(server: &'a TestServer, tenant: &str, role: Role) -> Caller<
 
 /// What one tenant has: a workflow named `orders` (one `picker` agent task), a running
 /// execution of it, a registered agent holding its lease, and a spare key.
-struct Estate {
-    workflow: String,
-    execution: String,
-    agent: String,
-    lease: String,
-    key: String,
+pub struct Estate {
+    pub workflow: String,
+    pub execution: String,
+    pub agent: String,
+    pub lease: String,
+    pub key: String,
 }
 
-async fn estate(server: &TestServer, tenant: &str) -> Estate {
+pub async fn estate(server: &TestServer, tenant: &str) -> Estate {
     let _ = system_admin(server)
         .call("POST", "/api/v1/tenants", Some(json!({"tenant": tenant})))
         .await;
@@ -156,7 +156,7 @@ async fn estate(server: &TestServer, tenant: &str) -> Estate {
 }
 
 /// `path` with its id (whatever the parameter's name) replaced by `estate`'s resource.
-fn concrete(template: &str, estate: &Estate) -> String {
+pub fn concrete(template: &str, estate: &Estate) -> String {
     let id = if template.contains("/workflows/") {
         &estate.workflow
     } else if template.contains("/executions/") {
@@ -474,10 +474,22 @@ async fn request(
             Err(status) => status,
         };
     }
+    send(caller, method, template, &path, n).await.0
+}
+
+/// A request of `method` on `path` (an instance of `template`) with a body that route
+/// accepts; `n` keeps created names apart. Returns the status and the JSON answer.
+pub async fn send(
+    caller: &Caller<'_>,
+    method: &str,
+    template: &str,
+    path: &str,
+    n: usize,
+) -> (u16, Value) {
     let path = if template.ends_with("/poll") {
         format!("{path}?wait_ms=0")
     } else {
-        path
+        path.to_owned()
     };
     let body = match (method, template) {
         ("POST", "/api/v1/workflows") => {
@@ -491,5 +503,5 @@ async fn request(
         ("POST", t) if t.ends_with("/execute") || t.ends_with("/cancel") => Some(json!({})),
         _ => None,
     };
-    caller.call(method, &path, body).await.0
+    caller.call(method, &path, body).await
 }

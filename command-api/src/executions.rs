@@ -7,24 +7,16 @@ use conflux_engine::execution::Command;
 use conflux_http::context::RequestContext;
 use conflux_http::error::ApiError;
 use conflux_http::extract::{path_uuid, ApiJson, PathId};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use conflux_schema::api::{CancelRequest, ExecutionControlled};
 
 use crate::CommandContext;
-
-/// Optional body of `cancel`.
-#[derive(Debug, Default, Deserialize)]
-pub struct CancelBody {
-    #[serde(default)]
-    reason: Option<String>,
-}
 
 async fn record(
     ctx: CommandContext,
     id: String,
     meta: conflux_schema::EventMetadata,
     command: Command,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<ExecutionControlled>), ApiError> {
     let execution_id = path_uuid(&id, "execution")?;
     let recorded = ctx
         .commands
@@ -32,7 +24,10 @@ async fn record(
         .await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({"execution_id": execution_id, "status": recorded.state.status()})),
+        Json(ExecutionControlled {
+            execution_id,
+            status: recorded.state.status(),
+        }),
     ))
 }
 
@@ -41,7 +36,7 @@ pub async fn pause(
     State(ctx): State<CommandContext>,
     PathId(id): PathId,
     request: RequestContext,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<ExecutionControlled>), ApiError> {
     record(ctx, id, request.event_metadata(), Command::Pause).await
 }
 
@@ -50,7 +45,7 @@ pub async fn resume(
     State(ctx): State<CommandContext>,
     PathId(id): PathId,
     request: RequestContext,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<ExecutionControlled>), ApiError> {
     record(ctx, id, request.event_metadata(), Command::Resume).await
 }
 
@@ -59,8 +54,8 @@ pub async fn cancel(
     State(ctx): State<CommandContext>,
     PathId(id): PathId,
     request: RequestContext,
-    ApiJson(body): ApiJson<CancelBody>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+    ApiJson(body): ApiJson<CancelRequest>,
+) -> Result<(StatusCode, Json<ExecutionControlled>), ApiError> {
     record(
         ctx,
         id,

@@ -13,11 +13,15 @@ use conflux_engine::store::StreamQuery;
 use conflux_http::context::RequestContext;
 use conflux_http::error::ApiError;
 use conflux_http::extract::{path_uuid, ApiJson, PathId, QueryParams};
+use conflux_schema::api::{
+    ExecuteRequest, ExecutionAccepted, ExecutionControlled, WorkflowControlled, WorkflowCreated,
+};
 use conflux_schema::definition::WorkflowDefinition;
+use conflux_schema::status::ExecutionStatus;
 use serde::de::value::{MapAccessDeserializer, StringDeserializer};
 use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
-use serde_json::{json, Value};
+use serde_json::Value;
 use uuid::Uuid;
 
 use crate::CommandContext;
@@ -92,11 +96,6 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for WithoutInput<A> {
 }
 
 /// The body of `POST /api/v1/workflows/{id}/execute`.
-#[derive(Debug, Default, Deserialize)]
-pub struct ExecuteBody {
-    #[serde(default)]
-    input: Option<Value>,
-}
 
 /// `POST /api/v1/workflows[?execute=true]` → 201. `execute` is `true`, `1` or empty to
 /// start an execution, `false` or `0` (the default) not to.
@@ -105,7 +104,7 @@ pub async fn create(
     q: QueryParams,
     request: RequestContext,
     ApiJson(body): ApiJson<CreateBody>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<WorkflowCreated>), ApiError> {
     let execute = q.flag("execute")?;
     let meta = request.event_metadata();
     let created = ctx
@@ -113,20 +112,21 @@ pub async fn create(
         .catalog()
         .create(body.definition, meta.clone())
         .await?;
-    let mut response = json!({
-        "workflow_id": created.workflow_id,
-        "name": created.workflow.name().as_str(),
-        "version": created.version,
-        "task_count": created.workflow.len(),
-        "created_at": created.event.recorded_at,
-    });
+    let mut response = WorkflowCreated {
+        workflow_id: created.workflow_id,
+        name: created.workflow.name().as_str().to_owned(),
+        version: created.version,
+        task_count: created.workflow.len() as u64,
+        created_at: created.event.recorded_at,
+        execution_id: None,
+    };
     if execute {
         let input = body.input.unwrap_or(Value::Object(Default::default()));
         let execution_id = Uuid::now_v7();
         ctx.commands
             .start(created.workflow_id, execution_id, input, None, meta)
             .await?;
-        response["execution_id"] = json!(execution_id);
+        response.execution_id = Some(execution_id);
     }
     Ok((StatusCode::CREATED, Json(response)))
 }
@@ -137,8 +137,8 @@ pub async fn execute(
     PathId(id): PathId,
     headers: HeaderMap,
     request: RequestContext,
-    ApiJson(body): ApiJson<ExecuteBody>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+    ApiJson(body): ApiJson<ExecuteRequest>,
+) -> Result<(StatusCode, Json<ExecutionAccepted>), ApiError> {
     let workflow_id = path_uuid(&id, "workflow")?;
     let meta = request.event_metadata();
     let key = match headers.get("idempotency-key") {
@@ -163,8 +163,11 @@ pub async fn execute(
         None => Uuid::now_v7(),
     };
     let input = body.input.unwrap_or(Value::Object(Default::default()));
-    let response =
-        json!({"execution_id": execution_id, "workflow_id": workflow_id, "status": "running"});
+    let response = ExecutionAccepted {
+        execution_id,
+        workflow_id,
+        status: ExecutionStatus::Running,
+    };
     match ctx
         .commands
         .start(workflow_id, execution_id, input, key.clone(), meta)
@@ -177,13 +180,10 @@ pub async fn execute(
                 .commands
                 .load_in(request.tenant(), execution_id)
                 .await?
-                .map(|(state, _)| json!(state.status()))
-                .unwrap_or(json!("running"));
+                .map_or(ExecutionStatus::Running, |(state, _)| state.status());
             Ok((
                 StatusCode::OK,
-                Json(
-                    json!({"execution_id": execution_id, "workflow_id": workflow_id, "status": status}),
-                ),
+                Json(ExecutionAccepted { status, ..response }),
             ))
         }
         Err(e) => Err(e.into()),
@@ -196,7 +196,7 @@ pub async fn control(
     id: String,
     meta: conflux_schema::EventMetadata,
     command: fn() -> Command,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<WorkflowControlled>), ApiError> {
     let workflow_id = path_uuid(&id, "workflow")?;
     let known = ctx
         .commands
@@ -228,16 +228,20 @@ pub async fn control(
             .record(id, meta.clone(), |_, _| Ok(command()))
             .await
         {
-            Ok(recorded) => {
-                changed.push(json!({"execution_id": id, "status": recorded.state.status()}))
-            }
+            Ok(recorded) => changed.push(ExecutionControlled {
+                execution_id: id,
+                status: recorded.state.status(),
+            }),
             Err(CommandError::Rejected(_)) => {}
             Err(e) => return Err(e.into()),
         }
     }
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({"workflow_id": workflow_id, "executions": changed})),
+        Json(WorkflowControlled {
+            workflow_id,
+            executions: changed,
+        }),
     ))
 }
 
@@ -246,7 +250,7 @@ pub async fn pause(
     State(ctx): State<CommandContext>,
     PathId(id): PathId,
     request: RequestContext,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<WorkflowControlled>), ApiError> {
     control(ctx, id, request.event_metadata(), || Command::Pause).await
 }
 
@@ -255,6 +259,6 @@ pub async fn resume(
     State(ctx): State<CommandContext>,
     PathId(id): PathId,
     request: RequestContext,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<WorkflowControlled>), ApiError> {
     control(ctx, id, request.event_metadata(), || Command::Resume).await
 }

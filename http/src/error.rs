@@ -54,9 +54,20 @@ impl ApiError {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
     }
 
+    /// The body as its type.
+    pub fn to_body(&self) -> conflux_schema::api::ErrorBody {
+        conflux_schema::api::ErrorBody {
+            error: conflux_schema::api::ErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message.clone(),
+                details: self.details.clone(),
+            },
+        }
+    }
+
     /// The JSON body.
     pub fn body(&self) -> Value {
-        json!({"error": {"code": self.code, "message": self.message, "details": self.details}})
+        serde_json::to_value(self.to_body()).unwrap_or(Value::Null)
     }
 }
 
@@ -79,7 +90,7 @@ impl IntoResponse for ApiError {
         } else {
             tracing::debug!(code = self.code, message = %self.message, "request rejected");
         }
-        (self.status, Json(self.body())).into_response()
+        (self.status, Json(self.to_body())).into_response()
     }
 }
 

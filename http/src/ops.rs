@@ -12,7 +12,8 @@ use axum::{Json, Router};
 use conflux_engine::bus::ownership::BusStatus;
 use conflux_engine::bus::EventBus;
 use conflux_engine::store::EventStore;
-use serde_json::{json, Value};
+use conflux_schema::api::{Health, Ready};
+use serde_json::json;
 use tokio::sync::watch;
 
 use crate::error::ApiError;
@@ -41,11 +42,13 @@ pub fn router(probes: Probes) -> Router {
         .with_state(probes)
 }
 
-async fn health() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+async fn health() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+    })
 }
 
-async fn ready(State(p): State<Probes>) -> Result<Json<Value>, ApiError> {
+async fn ready(State(p): State<Probes>) -> Result<Json<Ready>, ApiError> {
     let store = tokio::time::timeout(PROBE_TIMEOUT, p.store.ping()).await;
     let bus = tokio::time::timeout(PROBE_TIMEOUT, p.bus.ping()).await;
     let describe = |r: Result<Result<(), String>, _>| match r {
@@ -62,9 +65,12 @@ async fn ready(State(p): State<Probes>) -> Result<Json<Value>, ApiError> {
         }
     });
     if store_err.is_none() && bus_err.is_none() {
-        return Ok(Json(
-            json!({"status": "ready", "mode": p.mode, "store": "ok", "bus": "ok"}),
-        ));
+        return Ok(Json(Ready {
+            status: "ready".into(),
+            mode: p.mode.to_owned(),
+            store: "ok".into(),
+            bus: "ok".into(),
+        }));
     }
     let message = match (&store_err, &*p.bus_status.borrow()) {
         (None, BusStatus::Refused { .. }) => "the bus (Redis prefix) does not belong to this store",

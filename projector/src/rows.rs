@@ -5,6 +5,8 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use conflux_schema::api;
+use conflux_schema::status::ExecutionStatus;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -70,18 +72,29 @@ impl WorkflowRow {
     }
 
     /// The list item of `GET /api/v1/workflows`.
-    pub fn summary_json(&self) -> Value {
-        json!({
-            "workflow_id": self.workflow_id,
-            "name": self.name,
-            "version": self.version,
-            "task_count": self.task_count,
-            "created_at": self.created_at,
-            "status": self.status,
-            "latest_execution_id": self.latest_execution_id,
-            "executions": self.executions,
-            "position": self.position,
-        })
+    pub fn summary(&self) -> api::WorkflowSummary {
+        api::WorkflowSummary {
+            workflow_id: self.workflow_id,
+            name: self.name.clone(),
+            version: u32::try_from(self.version).unwrap_or(u32::MAX),
+            task_count: u64::try_from(self.task_count).unwrap_or(0),
+            created_at: self.created_at,
+            status: self.status.clone(),
+            latest_execution_id: self.latest_execution_id,
+            executions: self.counts(),
+            position: u64::try_from(self.position).unwrap_or(0),
+        }
+    }
+
+    /// The executions by status, as the API counts them.
+    pub fn counts(&self) -> api::ExecutionCounts {
+        let mut counts = api::ExecutionCounts::default();
+        for (status, n) in &self.executions {
+            if let Some(slot) = counts.slot(status) {
+                *slot = u64::try_from(*n).unwrap_or(0);
+            }
+        }
+        counts
     }
 
     /// The body of `GET /api/v1/workflows/{id}`: the definition plus its identity.
@@ -151,32 +164,38 @@ pub struct ExecutionView {
 }
 
 impl ExecutionView {
-    /// API.md's execution body (the same keys as the engine's own view, plus `position`).
-    pub fn to_json(&self) -> Value {
+    /// API.md's execution body (the engine's own view, plus `position`). A task row
+    /// whose body does not parse (never written by this projector) is left out.
+    pub fn view(&self) -> api::Execution {
         let e = &self.execution;
-        let parse = |text: &Option<String>| {
-            text.as_deref()
-                .and_then(|t| serde_json::from_str::<Value>(t).ok())
-                .unwrap_or(Value::Null)
-        };
-        let mut tasks = serde_json::Map::with_capacity(self.tasks.len());
-        for t in &self.tasks {
-            let body = serde_json::from_str(&t.body).unwrap_or(Value::Null);
-            tasks.insert(t.task_id.clone(), body);
+        let parse = |text: &str| serde_json::from_str::<Value>(text).unwrap_or(Value::Null);
+        let tasks = self
+            .tasks
+            .iter()
+            .filter_map(|t| {
+                let task = serde_json::from_str::<api::TaskState>(&t.body).ok()?;
+                Some((t.task_id.clone(), task))
+            })
+            .collect();
+        api::Execution {
+            execution_id: Some(e.execution_id),
+            workflow_id: Some(e.workflow_id),
+            status: serde_json::from_value(Value::String(e.status.clone()))
+                .unwrap_or(ExecutionStatus::NotStarted),
+            input: parse(&e.input),
+            output: e.output.as_deref().map_or(Value::Null, parse),
+            error: e.error.clone(),
+            started_at: e.started_at,
+            completed_at: e.completed_at,
+            version: u64::try_from(e.version).unwrap_or(0),
+            position: Some(u64::try_from(e.position).unwrap_or(0)),
+            tasks,
         }
-        json!({
-            "execution_id": e.execution_id,
-            "workflow_id": e.workflow_id,
-            "status": e.status,
-            "input": serde_json::from_str::<Value>(&e.input).unwrap_or(Value::Null),
-            "output": parse(&e.output),
-            "error": e.error,
-            "started_at": e.started_at,
-            "completed_at": e.completed_at,
-            "version": e.version,
-            "position": e.position,
-            "tasks": tasks,
-        })
+    }
+
+    /// [`ExecutionView::view`] as JSON.
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self.view()).unwrap_or(Value::Null)
     }
 }
 

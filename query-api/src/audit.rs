@@ -29,8 +29,9 @@ use conflux_engine::store::{
 use conflux_http::context::RequestContext;
 use conflux_http::error::ApiError;
 use conflux_http::extract::{bad_parameter, path_uuid, PathId, QueryParams};
+use conflux_schema::api::{ChainVerification, EventPage, Replay, WorkflowEventPage};
 use conflux_schema::{Event, EventEnvelope, StreamId};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -99,7 +100,11 @@ async fn execution_events(
         .last()
         .map(|e| e.version)
         .filter(|_| events.len() == limit);
-    Ok(Json(json!({"events": events, "next_after_version": next})).into_response())
+    Ok(Json(EventPage {
+        events,
+        next_after_version: next,
+    })
+    .into_response())
 }
 
 /// Streams `stream` as NDJSON, starting with the already-read `first` page and reading
@@ -159,7 +164,7 @@ async fn replay(
     PathId(id): PathId,
     q: QueryParams,
     request: RequestContext,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Replay>, ApiError> {
     let execution_id = path_uuid(&id, "execution")?;
     let to_version = q.number("to_version")?;
     let log = read_whole_stream(&**commands.store(), &StreamId::execution(execution_id)).await?;
@@ -186,7 +191,10 @@ async fn replay(
     })?;
     // Versions are gap-free from 1, so the first `to` events are versions 1..=to.
     let state = ExecutionState::replay(workflow, log.iter().take_while(|e| e.version <= to));
-    Ok(Json(json!({"to_version": to, "state": state.to_json()})))
+    Ok(Json(Replay {
+        to_version: to,
+        state: state.view(),
+    }))
 }
 
 /// `GET /api/v1/executions/{id}/verify`: the stored hash chain, recomputed.
@@ -194,7 +202,7 @@ async fn verify(
     State(commands): State<ExecutionCommands>,
     PathId(id): PathId,
     request: RequestContext,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ChainVerification>, ApiError> {
     let execution_id = path_uuid(&id, "execution")?;
     let stream = StreamId::execution(execution_id);
     if !is_tenants_stream(&**commands.store(), request.tenant(), &stream).await? {
@@ -204,7 +212,7 @@ async fn verify(
     if outcome.events == 0 {
         return Err(execution_not_found(execution_id));
     }
-    Ok(Json(json!(outcome)))
+    Ok(Json(outcome))
 }
 
 /// `GET /api/v1/workflows/{id}/events`: the workflow stream and every execution of it,
@@ -219,7 +227,7 @@ async fn workflow_events(
     PathId(id): PathId,
     q: QueryParams,
     request: RequestContext,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WorkflowEventPage>, ApiError> {
     let workflow_id = path_uuid(&id, "workflow")?;
     let after = q.number("after_position")?.unwrap_or(0);
     let limit = page_limit(&q)?;
@@ -246,7 +254,10 @@ async fn workflow_events(
         .last()
         .map(|e| e.position)
         .filter(|_| merged.len() == limit);
-    Ok(Json(json!({"events": merged, "next_after_position": next})))
+    Ok(Json(WorkflowEventPage {
+        events: merged,
+        next_after_position: next,
+    }))
 }
 
 /// Up to `limit` events of `stream` with position > `after`, in order. Within a stream

@@ -11,7 +11,7 @@ use conflux_engine::commands::ExecutionCommands;
 use conflux_http::context::RequestContext;
 use conflux_http::error::ApiError;
 use conflux_http::extract::{path_uuid, PathId};
-use serde_json::{json, Value};
+use conflux_schema::api::Execution;
 use uuid::Uuid;
 
 use crate::reads::{read_error, Reads};
@@ -27,7 +27,7 @@ async fn get_execution(
     State(reads): State<Reads>,
     PathId(id): PathId,
     request: RequestContext,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Execution>, ApiError> {
     let execution_id = path_uuid(&id, "execution")?;
     let tenant = request.tenant();
     if let Some(view) = reads
@@ -36,7 +36,7 @@ async fn get_execution(
         .await
         .map_err(read_error)?
     {
-        return Ok(Json(view.to_json()));
+        return Ok(Json(view.view()));
     }
     folded(&reads.commands, tenant, execution_id)
         .await?
@@ -49,11 +49,11 @@ pub async fn folded(
     commands: &ExecutionCommands,
     tenant: &str,
     execution_id: Uuid,
-) -> Result<Option<Value>, ApiError> {
+) -> Result<Option<Execution>, ApiError> {
     let Some((state, log)) = commands.load_in(tenant, execution_id).await? else {
         return Ok(None);
     };
-    let mut body = state.to_json();
-    body["position"] = json!(log.last().map_or(0, |e| e.position));
-    Ok(Some(body))
+    let mut view = state.view();
+    view.position = Some(log.last().map_or(0, |e| e.position));
+    Ok(Some(view))
 }

@@ -6,8 +6,6 @@
 //! sees 404 for an id it was just given; the same fold is the snapshot of
 //! `/ws/workflows/{id}`, which must reflect an exact position.
 
-use std::collections::BTreeMap;
-
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -16,7 +14,8 @@ use conflux_engine::store::{is_tenants_stream, StreamQuery};
 use conflux_http::context::RequestContext;
 use conflux_http::error::ApiError;
 use conflux_http::extract::{bad_parameter, path_uuid, PathId, QueryParams};
-use conflux_projector::rows::{WorkflowFilter, COUNTED_STATUSES, WORKFLOW_STATUSES};
+use conflux_projector::rows::{WorkflowFilter, WORKFLOW_STATUSES};
+use conflux_schema::api::{ExecutionCounts, WorkflowList, WorkflowStatus};
 use conflux_schema::{Event, StreamId};
 use serde_json::{json, Value};
 
@@ -72,7 +71,7 @@ async fn list(
     State(reads): State<Reads>,
     q: QueryParams,
     request: RequestContext,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WorkflowList>, ApiError> {
     let mut filter = list_filter(&q, request.tenant())?;
     let page = filter.limit;
     filter.limit = page + 1;
@@ -83,8 +82,10 @@ async fn list(
             rows.last().map(|r| r.created_position.to_string())
         })
         .flatten();
-    let items: Vec<Value> = rows.iter().map(|r| r.summary_json()).collect();
-    Ok(Json(json!({"items": items, "next_cursor": next_cursor})))
+    Ok(Json(WorkflowList {
+        items: rows.iter().map(|r| r.summary()).collect(),
+        next_cursor,
+    }))
 }
 
 async fn definition(
@@ -130,7 +131,7 @@ async fn get_status(
     State(reads): State<Reads>,
     PathId(id): PathId,
     request: RequestContext,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WorkflowStatus>, ApiError> {
     let workflow_id = path_uuid(&id, "workflow")?;
     let tenant = request.tenant();
     if let Some(row) = reads
@@ -140,25 +141,22 @@ async fn get_status(
         .map_err(read_error)?
     {
         let latest = match row.latest_execution_id {
-            Some(execution_id) => match reads
+            Some(execution_id) => reads
                 .models
                 .execution(tenant, execution_id)
                 .await
                 .map_err(read_error)?
-            {
-                Some(view) => view.to_json(),
-                None => Value::Null,
-            },
-            None => Value::Null,
+                .map(|view| view.view()),
+            None => None,
         };
-        return Ok(Json(json!({
-            "workflow_id": row.workflow_id,
-            "name": row.name,
-            "status": row.status,
-            "latest_execution": latest,
-            "executions": row.executions,
-            "position": row.position,
-        })));
+        return Ok(Json(WorkflowStatus {
+            workflow_id: row.workflow_id,
+            name: row.name.clone(),
+            status: row.status.clone(),
+            latest_execution: latest,
+            executions: row.counts(),
+            position: u64::try_from(row.position).unwrap_or(0),
+        }));
     }
     let commands = &reads.commands;
     if !is_tenants_stream(
@@ -177,43 +175,43 @@ async fn get_status(
         open_only: false,
     };
     let executions = commands.store().find_streams(&query, 100_000).await?;
-    let (_, body) = status(commands, workflow_id, &executions).await?;
-    Ok(Json(body))
+    Ok(Json(status(commands, workflow_id, &executions).await?))
 }
 
-/// The workflow's status (API.md `/status` shape), folded from its executions' logs, and
-/// the position it reflects.
+/// The workflow's status (API.md `/status` shape), folded from its executions' logs;
+/// its `position` is the last event it reflects.
 pub async fn status(
     commands: &ExecutionCommands,
     workflow_id: uuid::Uuid,
     executions: &[StreamId],
-) -> Result<(u64, serde_json::Value), conflux_engine::commands::CommandError> {
+) -> Result<WorkflowStatus, conflux_engine::commands::CommandError> {
     let created = commands.catalog().created_event(workflow_id).await?;
     let mut position = created.as_ref().map_or(0, |e| e.position);
-    let mut counts: BTreeMap<String, u64> = COUNTED_STATUSES
-        .into_iter()
-        .map(|s| (s.to_owned(), 0))
-        .collect();
-    let mut latest = serde_json::Value::Null;
+    let mut counts = ExecutionCounts::default();
+    let mut latest = None;
     for stream in executions {
         if let Some((execution, log)) = commands.load(stream.uuid()).await? {
             let last = log.last().map_or(0, |e| e.position);
             position = position.max(last);
-            let mut body = execution.to_json();
-            if let Some(status) = body["status"].as_str() {
-                *counts.entry(status.to_owned()).or_default() += 1;
-            }
-            body["position"] = json!(last);
-            latest = body;
+            let mut view = execution.view();
+            counts.add(view.status);
+            view.position = Some(last);
+            latest = Some(view);
         }
     }
     let name = match created.map(|e| e.event) {
         Some(conflux_schema::Event::WorkflowCreated { name, .. }) => name,
         _ => String::new(),
     };
-    let status = latest.get("status").cloned().unwrap_or(json!("idle"));
-    Ok((
+    let status = latest
+        .as_ref()
+        .map_or_else(|| "idle".to_owned(), |l| l.status.as_str().to_owned());
+    Ok(WorkflowStatus {
+        workflow_id,
+        name,
+        status,
+        latest_execution: latest,
+        executions: counts,
         position,
-        json!({"workflow_id": workflow_id, "name": name, "status": status, "latest_execution": latest, "executions": counts, "position": position}),
-    ))
+    })
 }

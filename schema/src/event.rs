@@ -21,7 +21,7 @@ pub const SCHEMA_VERSION: u16 = 1;
 pub const GENESIS_HASH: [u8; 32] = [0; 32];
 
 /// Who or what caused an event; copied from the request or the event that caused it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EventMetadata {
     /// The request or flow this event belongs to (the `x-request-id` of the first request).
     #[serde(default)]

@@ -8,16 +8,21 @@
 //! - [`event`]: the event envelope, the closed set of event types, and the hash chain.
 //! - [`definition`]: the workflow definition a client posts (API.md "Workflows").
 //! - [`validate`]: turning a definition into a `ValidatedWorkflow` (petgraph), or a typed 422 error.
+//! - [`status`]: the statuses of executions and tasks, as API.md spells them.
+//! - [`api`]: the HTTP bodies of API.md as types — handlers build them, tests parse
+//!   them, and the OpenAPI document is derived from them.
 //!
 //! SQL migrations live beside this crate in `schema/migrations/` and are embedded by the
 //! engine's stores, so the contract and the tables that hold it change together.
 
 pub mod access;
+pub mod api;
 pub mod canonical;
 pub mod definition;
 pub mod event;
 pub mod ids;
 pub mod reference;
+pub mod status;
 pub mod validate;
 
 pub use event::{Event, EventEnvelope, EventMetadata, NewEvent};

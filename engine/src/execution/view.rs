@@ -5,7 +5,8 @@
 //! These are derived views: they read the state and never change it, so the same log
 //! always gives the same body, timers and dispatches.
 
-use serde_json::{json, Map, Value};
+use conflux_schema::api;
+use serde_json::Value;
 
 use super::command::TaskRef;
 use super::effect::{dispatch_effect, Effect, Timer};
@@ -24,35 +25,40 @@ impl ExecutionState {
     /// `"compensation": {"status", "attempts", "output", "error"}`. Before the start,
     /// `status` is `"pending"` and the ids are `null`.
     pub fn to_json(&self) -> Value {
+        serde_json::to_value(self.view()).unwrap_or(Value::Null)
+    }
+
+    /// The execution body as its type (what [`ExecutionState::to_json`] serialises).
+    pub fn view(&self) -> api::Execution {
         let ids = self.workflow.task_ids();
-        let mut tasks = Map::with_capacity(self.tasks.len());
-        for (i, (id, task)) in ids.iter().zip(&self.tasks).enumerate() {
-            let mut body = task_json(task);
-            if let (Some(c), Value::Object(map)) = (self.compensations.get(&i), &mut body) {
-                map.insert(
-                    "compensation".to_owned(),
-                    json!({
-                        "status": c.status,
-                        "attempts": c.attempts,
-                        "output": c.output,
-                        "error": c.error,
-                    }),
-                );
-            }
-            tasks.insert(id.as_str().to_owned(), body);
+        let tasks = ids
+            .iter()
+            .zip(&self.tasks)
+            .enumerate()
+            .map(|(i, (id, task))| {
+                let mut view = task_view(task);
+                view.compensation = self.compensations.get(&i).map(|c| api::CompensationState {
+                    status: c.status,
+                    attempts: c.attempts,
+                    output: c.output.clone(),
+                    error: c.error.clone(),
+                });
+                (id.as_str().to_owned(), view)
+            })
+            .collect();
+        api::Execution {
+            execution_id: self.execution_id,
+            workflow_id: self.workflow_id,
+            status: self.status,
+            input: self.input.clone(),
+            output: self.output.clone().unwrap_or(Value::Null),
+            error: self.error.clone(),
+            started_at: self.started_at,
+            completed_at: self.completed_at,
+            version: self.version,
+            position: None,
+            tasks,
         }
-        json!({
-            "execution_id": self.execution_id,
-            "workflow_id": self.workflow_id,
-            "status": self.status,
-            "input": self.input,
-            "output": self.output,
-            "error": self.error,
-            "started_at": self.started_at,
-            "completed_at": self.completed_at,
-            "version": self.version,
-            "tasks": tasks,
-        })
     }
 
     /// Every timer that should be armed in this state, to rebuild the timer index after
@@ -133,14 +139,15 @@ impl ExecutionState {
     }
 }
 
-fn task_json(t: &TaskState) -> Value {
-    json!({
-        "status": t.status,
-        "attempts": t.attempts,
-        "started_at": t.started_at,
-        "completed_at": t.completed_at,
-        "output": t.output,
-        "error": t.error,
-        "agent_id": t.agent_id,
-    })
+fn task_view(t: &TaskState) -> api::TaskState {
+    api::TaskState {
+        status: t.status,
+        attempts: t.attempts,
+        started_at: t.started_at,
+        completed_at: t.completed_at,
+        output: t.output.clone(),
+        error: t.error.clone(),
+        agent_id: t.agent_id,
+        compensation: None,
+    }
 }

@@ -4,7 +4,6 @@
 
 use chrono::{DateTime, Utc};
 use conflux_schema::event::{HashInput, GENESIS_HASH};
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -33,20 +32,9 @@ pub struct StoredRow {
     pub hash: Vec<u8>,
 }
 
-/// The outcome of walking a stream's chain (API.md `verify`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChainVerification {
-    /// True when every stored hash equals the recomputed one and versions are gap-free.
-    pub valid: bool,
-    /// How many events were checked.
-    pub events: u64,
-    /// The hash of the last event, hex (when valid).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub head_hash: Option<String>,
-    /// The first version whose hash does not verify (when not valid).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub first_bad_version: Option<u64>,
-}
+/// The outcome of walking a stream's chain (API.md `verify`): an API body, so it is
+/// defined with the others in `conflux-schema`.
+pub use conflux_schema::api::ChainVerification;
 
 /// Walks rows of one stream in version order and reports the first break.
 pub fn verify_rows(rows: &[StoredRow]) -> ChainVerification {

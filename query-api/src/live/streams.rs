@@ -178,9 +178,11 @@ async fn workflow_snapshot(
     loop {
         let cut = store.head_position().await.map_err(|e| e.to_string())?;
         let executions = executions_of(&**store, workflow_id).await?;
-        let (position, mut status) = crate::workflows::status(commands, workflow_id, &executions)
+        let status = crate::workflows::status(commands, workflow_id, &executions)
             .await
             .map_err(|e| e.to_string())?;
+        let position = status.position;
+        let mut status = serde_json::to_value(status).map_err(|e| e.to_string())?;
         if position <= cut || attempt == SNAPSHOT_ATTEMPTS {
             if position > cut {
                 tracing::debug!(%workflow_id, cut, position, "workflow snapshot newer than its position");

@@ -126,7 +126,7 @@ pub(super) fn audit(s: &mut Spec) {
         .add(s);
     op(Get, "/api/v1/executions/{id}/verify", "verifyExecution", "Verify the hash chain")
         .describe("Recomputes every hash of the stored log from its raw columns.")
-        .ok(200, "The outcome.", s.schema::<Verification>())
+        .ok(200, "The outcome.", s.schema::<ChainVerification>())
         .add(s);
     op(Get, "/api/v1/workflows/{id}/events", "getWorkflowEvents", "A workflow's log")
         .describe("The events of the workflow's stream and all its executions, by position.")

@@ -1,0 +1,95 @@
+//! Execution bodies: an execution with its tasks, and the answer to a command.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::status::{ExecutionStatus, TaskStatus};
+
+/// An execution (`GET /api/v1/executions/{id}`), folded from its log with the engine's
+/// own `evolve` (or read from the read model the projector folds the same way).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Execution {
+    /// The execution (null only before its start, which is never served).
+    #[schema(value_type = Uuid)]
+    pub execution_id: Option<Uuid>,
+    /// Its workflow (null only before its start).
+    #[schema(value_type = Uuid)]
+    pub workflow_id: Option<Uuid>,
+    /// Its status.
+    pub status: ExecutionStatus,
+    /// Its input.
+    pub input: Value,
+    /// The outputs of its sink tasks (tasks nothing depends on), by task id; null
+    /// until it completed.
+    pub output: Value,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// When it started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it ended.
+    pub completed_at: Option<DateTime<Utc>>,
+    /// The version of its last event.
+    pub version: u64,
+    /// The position of its last event (absent in `replay`'s `state`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<u64>,
+    /// Its tasks, by task id.
+    pub tasks: BTreeMap<String, TaskState>,
+}
+
+/// One task of an execution.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TaskState {
+    /// Its status.
+    pub status: TaskStatus,
+    /// Attempts started so far.
+    pub attempts: u32,
+    /// When the current attempt started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it ended.
+    pub completed_at: Option<DateTime<Utc>>,
+    /// Its output, once completed.
+    pub output: Option<Value>,
+    /// The last error.
+    pub error: Option<String>,
+    /// The agent that leased the current attempt.
+    pub agent_id: Option<Uuid>,
+    /// Present once its compensation began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compensation: Option<CompensationState>,
+}
+
+/// A task's compensation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CompensationState {
+    /// Its status.
+    pub status: TaskStatus,
+    /// Attempts started so far.
+    pub attempts: u32,
+    /// Its output.
+    pub output: Option<Value>,
+    /// The last error.
+    pub error: Option<String>,
+}
+
+/// An execution after a command (pause, resume, cancel).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ExecutionControlled {
+    /// The execution.
+    pub execution_id: Uuid,
+    /// Its status now.
+    pub status: ExecutionStatus,
+}
+
+/// Optional body of `POST /api/v1/executions/{id}/cancel`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CancelRequest {
+    /// Why, recorded in `ExecutionCancelled`.
+    #[serde(default)]
+    pub reason: Option<String>,
+}

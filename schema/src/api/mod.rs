@@ -1,0 +1,23 @@
+//! The HTTP bodies of API.md as types. Handlers build them and answer with them, the
+//! projector stores and reads them, tests and clients parse them, and the OpenAPI
+//! document (`GET /api/v1/openapi.json`) is derived from them (`utoipa::ToSchema`),
+//! so the document describes what the code sends — a test validates every route's real
+//! answers against it.
+//!
+//! Request bodies are strict where they are read (`conflux-http`'s extractor refuses a
+//! field the type does not define); answers may gain fields.
+
+pub mod audit;
+pub mod error;
+pub mod executions;
+pub mod ops;
+pub mod workflows;
+
+pub use audit::{ChainVerification, EventPage, Replay, WorkflowEventPage};
+pub use error::{ErrorBody, ErrorDetail};
+pub use executions::{CancelRequest, CompensationState, Execution, ExecutionControlled, TaskState};
+pub use ops::{Health, Ready};
+pub use workflows::{
+    ExecuteRequest, ExecutionAccepted, ExecutionCounts, WorkflowControlled, WorkflowCreated,
+    WorkflowList, WorkflowStatus, WorkflowSummary,
+};

@@ -95,8 +95,6 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for WithoutInput<A> {
     }
 }
 
-/// The body of `POST /api/v1/workflows/{id}/execute`.
-
 /// `POST /api/v1/workflows[?execute=true]` → 201. `execute` is `true`, `1` or empty to
 /// start an execution, `false` or `0` (the default) not to.
 pub async fn create(

@@ -13,31 +13,12 @@ use conflux_engine::access::{AccessError, KeyRecord, NewKey, Principal};
 use conflux_http::context::RequestContext;
 use conflux_http::error::ApiError;
 use conflux_http::extract::{ApiJson, PathId};
-use conflux_schema::access::{Role, TenantName};
+use conflux_schema::access::TenantName;
+use conflux_schema::api::{CreateKey, CreateTenant, Key, KeyCreated, KeyList, Tenant, TenantList};
 use conflux_schema::EventMetadata;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::CommandContext;
-
-/// Body of `POST /api/v1/keys`.
-#[derive(Debug, Deserialize)]
-pub struct CreateKey {
-    name: String,
-    role: Role,
-    #[serde(default)]
-    tenant: Option<String>,
-    #[serde(default)]
-    agent_roles: Vec<String>,
-    #[serde(default)]
-    expires_at: Option<DateTime<Utc>>,
-}
-
-/// Body of `POST /api/v1/tenants`.
-#[derive(Debug, Deserialize)]
-pub struct CreateTenant {
-    tenant: String,
-}
 
 fn map_access(e: AccessError) -> ApiError {
     match e {
@@ -68,17 +49,17 @@ fn scope(who: &Principal) -> Option<&TenantName> {
     who.role.map(|_| &who.tenant)
 }
 
-fn key_body(k: &KeyRecord) -> Value {
-    json!({
-        "key_id": k.key_id.simple().to_string(),
-        "name": k.name,
-        "tenant": k.tenant,
-        "role": k.role,
-        "agent_roles": k.agent_roles,
-        "expires_at": k.expires_at,
-        "created_at": k.created_at,
-        "revoked_at": k.revoked_at,
-    })
+fn key_body(k: &KeyRecord) -> Key {
+    Key {
+        key_id: k.key_id.simple().to_string(),
+        name: k.name.clone(),
+        tenant: k.tenant.to_string(),
+        role: k.role,
+        agent_roles: k.agent_roles.clone(),
+        expires_at: k.expires_at,
+        created_at: k.created_at,
+        revoked_at: k.revoked_at,
+    }
 }
 
 /// `POST /api/v1/keys` → `201` the key with its `token` (shown this once).
@@ -86,7 +67,7 @@ pub async fn create_key(
     State(ctx): State<CommandContext>,
     request: RequestContext,
     ApiJson(body): ApiJson<CreateKey>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<KeyCreated>), ApiError> {
     let who = caller(&request)?;
     let tenant = match body.tenant.as_deref() {
         None => who.tenant.clone(),
@@ -110,19 +91,23 @@ pub async fn create_key(
         ..request.event_metadata()
     };
     let (record, token) = ctx.access.create_key(key, meta).await.map_err(map_access)?;
-    let mut out = key_body(&record);
-    out["token"] = Value::String(token);
-    Ok((StatusCode::CREATED, Json(out)))
+    Ok((
+        StatusCode::CREATED,
+        Json(KeyCreated {
+            key: key_body(&record),
+            token,
+        }),
+    ))
 }
 
 /// `GET /api/v1/keys` → `200 {"items": [...]}` (never a secret).
 pub async fn list_keys(
     State(ctx): State<CommandContext>,
     request: RequestContext,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<KeyList>, ApiError> {
     let who = caller(&request)?;
-    let items: Vec<Value> = ctx.access.keys(scope(who)).iter().map(key_body).collect();
-    Ok(Json(json!({ "items": items })))
+    let items = ctx.access.keys(scope(who)).iter().map(key_body).collect();
+    Ok(Json(KeyList { items }))
 }
 
 /// `DELETE /api/v1/keys/{key_id}` → `204`; the key stops working on every server
@@ -152,8 +137,11 @@ pub async fn revoke_key(
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn tenant_body(tenant: &TenantName, created_at: Option<DateTime<Utc>>) -> Value {
-    json!({"tenant": tenant, "created_at": created_at})
+fn tenant_body(tenant: &TenantName, created_at: Option<DateTime<Utc>>) -> Tenant {
+    Tenant {
+        tenant: tenant.to_string(),
+        created_at,
+    }
 }
 
 /// `POST /api/v1/tenants` `{"tenant"}` → `201 {"tenant", "created_at"}`; `409 conflict`
@@ -162,7 +150,7 @@ pub async fn create_tenant(
     State(ctx): State<CommandContext>,
     request: RequestContext,
     ApiJson(body): ApiJson<CreateTenant>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Tenant>), ApiError> {
     let tenant = TenantName::parse(&body.tenant).map_err(|e| {
         ApiError::invalid_request(e.message).with_details(json!({"field": "tenant"}))
     })?;
@@ -185,12 +173,12 @@ pub async fn create_tenant(
 
 /// `GET /api/v1/tenants` → `200 {"items": [{"tenant", "created_at"}]}` (`default`,
 /// which every store has, with `created_at` null).
-pub async fn list_tenants(State(ctx): State<CommandContext>) -> Json<Value> {
-    let items: Vec<Value> = ctx
+pub async fn list_tenants(State(ctx): State<CommandContext>) -> Json<TenantList> {
+    let items = ctx
         .access
         .tenants()
         .iter()
         .map(|(t, at)| tenant_body(t, *at))
         .collect();
-    Json(json!({ "items": items }))
+    Json(TenantList { items })
 }

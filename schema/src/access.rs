@@ -58,7 +58,7 @@ impl<'de> Deserialize<'de> for TenantName {
 }
 
 /// A key's role: what its holder may do within its tenant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Reads definitions, executions, status and live streams.

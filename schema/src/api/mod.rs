@@ -7,12 +7,14 @@
 //! Request bodies are strict where they are read (`conflux-http`'s extractor refuses a
 //! field the type does not define); answers may gain fields.
 
+pub mod access;
 pub mod audit;
 pub mod error;
 pub mod executions;
 pub mod ops;
 pub mod workflows;
 
+pub use access::{CreateKey, CreateTenant, Key, KeyCreated, KeyList, Tenant, TenantList};
 pub use audit::{ChainVerification, EventPage, Replay, WorkflowEventPage};
 pub use error::{ErrorBody, ErrorDetail};
 pub use executions::{CancelRequest, CompensationState, Execution, ExecutionControlled, TaskState};

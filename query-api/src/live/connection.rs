@@ -5,9 +5,9 @@
 //! [`BATCH`]) is written with one flush, so a burst costs one write, not one per event.
 
 use axum::extract::ws::{CloseFrame, Message};
+use conflux_schema::api::LiveFrame;
 use conflux_schema::EventEnvelope;
 use futures::{Sink, SinkExt, Stream, StreamExt};
-use serde_json::json;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -66,13 +66,19 @@ impl<S: Socket> Client<S> {
         )
     }
 
-    async fn send_json(&mut self, value: serde_json::Value) -> bool {
-        self.send(Message::Text(value.to_string().into())).await
+    async fn send_frame(&mut self, frame: &LiveFrame) -> bool {
+        match serde_json::to_string(frame) {
+            Ok(text) => self.send(Message::Text(text.into())).await,
+            Err(error) => {
+                tracing::error!(%error, "a live frame could not be serialised");
+                false
+            }
+        }
     }
 
     /// Sends the snapshot frame; false if the client is gone.
     pub(super) async fn send_snapshot(&mut self, position: u64, status: serde_json::Value) -> bool {
-        self.send_json(json!({"type": "snapshot", "position": position, "status": status}))
+        self.send_frame(&LiveFrame::Snapshot { position, status })
             .await
     }
 
@@ -160,7 +166,7 @@ pub(super) async fn forward<S: Socket>(
                     }
                 }
                 Next::Lagged => {
-                    if client.send_json(json!({"type": "lagged", "position": last_sent})).await {
+                    if client.send_frame(&LiveFrame::Lagged { position: last_sent }).await {
                         client.close(1008, "lagged: reconnect with ?after=").await;
                     }
                     return;

@@ -36,7 +36,9 @@ pub(super) struct Frame {
     pub(super) text: Utf8Bytes,
 }
 
-/// `{"type":"event","event":<envelope>}`, the text of an event frame.
+/// `{"type":"event","event":<envelope>}`, the text of an event frame: the
+/// `LiveFrame::Event` of `conflux_schema::api`, borrowing the envelope so the feed never
+/// clones one (a test checks the two serialise alike).
 #[derive(Serialize)]
 struct EventFrame<'a> {
     #[serde(rename = "type")]

@@ -398,3 +398,17 @@ async fn a_revoked_key_closes_its_streams_with_4401() {
     }
     assert_eq!(sent.last().and_then(close_code), Some(4401), "{sent:?}");
 }
+
+#[test]
+fn event_frames_are_the_documented_live_frame() {
+    let envelope = event(7);
+    let text = event_text(&envelope);
+    let frame: conflux_schema::api::LiveFrame =
+        serde_json::from_str(text.as_str()).expect("a LiveFrame");
+    assert_eq!(
+        frame,
+        conflux_schema::api::LiveFrame::Event {
+            event: Box::new(envelope)
+        }
+    );
+}

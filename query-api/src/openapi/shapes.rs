@@ -103,19 +103,3 @@ pub struct LeasedAttempt {
     /// The attempt.
     pub attempt: u32,
 }
-
-/// A server → client frame of `/ws/executions/{id}` and `/ws/workflows/{id}`.
-#[derive(ToSchema)]
-pub struct LiveFrame {
-    /// `snapshot` (first, without `after`), `event`, or `lagged` (then close).
-    #[schema(rename = "type", example = "event")]
-    pub kind: String,
-    /// `snapshot`: the position the status reflects; `lagged`: the last position sent.
-    pub position: Option<u64>,
-    /// `snapshot`: the `GET /api/v1/executions/{id}` (with `position`) or
-    /// `/api/v1/workflows/{id}/status` body.
-    #[schema(value_type = Option<Object>)]
-    pub status: Option<Value>,
-    /// `event`: the event.
-    pub event: Option<Envelope>,
-}

@@ -11,6 +11,7 @@ pub mod access;
 pub mod audit;
 pub mod error;
 pub mod executions;
+pub mod live;
 pub mod ops;
 pub mod workflows;
 
@@ -18,6 +19,7 @@ pub use access::{CreateKey, CreateTenant, Key, KeyCreated, KeyList, Tenant, Tena
 pub use audit::{ChainVerification, EventPage, Replay, WorkflowEventPage};
 pub use error::{ErrorBody, ErrorDetail};
 pub use executions::{CancelRequest, CompensationState, Execution, ExecutionControlled, TaskState};
+pub use live::LiveFrame;
 pub use ops::{Health, Ready};
 pub use workflows::{
     ExecuteRequest, ExecutionAccepted, ExecutionCounts, WorkflowControlled, WorkflowCreated,

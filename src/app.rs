@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use conflux_command_api::agents::AgentDirectory;
 use conflux_command_api::CommandContext;
 use conflux_engine::access::Access;
+use conflux_engine::agents::Agents;
 use conflux_engine::bus::ownership::{BusGuard, BusStatus};
 use conflux_engine::bus::EventBus;
 use conflux_engine::catalog::WorkflowCatalog;
@@ -113,10 +113,12 @@ pub fn router(rt: &Runtime, feed: LiveFeed, access: Access) -> Router {
     };
     let command_ctx = CommandContext {
         commands: commands.clone(),
-        queue: rt.backends.queue.clone(),
-        agents: AgentDirectory::default(),
+        agents: Agents::new(
+            commands.clone(),
+            rt.backends.queue.clone(),
+            rt.guard.status(),
+        ),
         access: access.clone(),
-        bus_status: rt.guard.status(),
     };
     let routes = ops::router(probes)
         .merge(conflux_command_api::router(command_ctx, rt.max_body_bytes))

@@ -1,15 +1,16 @@
 //! The roles a process runs and the HTTP surface they share. `serve` runs every role in
 //! one process; each role also runs alone (`conflux engine`, `conflux relay`…), against
-//! the same backends.
+//! the same backends, and the HTTP API runs whole (`conflux api`) or split into its write
+//! and read sides (`conflux command-api`, `conflux query-api`; see [`Surface`]).
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use conflux_command_api::agents::AgentDirectory;
 use conflux_command_api::CommandContext;
 use conflux_engine::access::Access;
+use conflux_engine::agents::Agents;
 use conflux_engine::bus::ownership::{BusGuard, BusStatus};
 use conflux_engine::bus::EventBus;
 use conflux_engine::catalog::WorkflowCatalog;
@@ -97,9 +98,57 @@ impl Runtime {
     }
 }
 
-/// The HTTP router: every route of this build, wrapped in the HTTP layer's request ids,
-/// tracing, metrics and JSON fallbacks ([`layers::wrap`]).
-pub fn router(rt: &Runtime, feed: LiveFeed, access: Access) -> Router {
+/// Which API routes an HTTP-serving process answers, beside `/health`, `/ready` and
+/// `/metrics`, which every one answers. The design's CQRS split: reads and writes scale
+/// separately, behind one Postgres + Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// Every route (`conflux serve`, `conflux api`).
+    All,
+    /// The write routes of the command API (`conflux command-api`): workflows create,
+    /// execute, pause, resume; executions pause, resume, cancel; agents and their leases;
+    /// keys; tenants.
+    Commands,
+    /// The read routes of the query API (`conflux query-api`): the workflow list, a
+    /// definition, its status and events; an execution, its events, replay and
+    /// verification; the live WebSockets; the OpenAPI document.
+    Queries,
+}
+
+impl Surface {
+    /// Whether the command API's routes are served.
+    pub fn commands(self) -> bool {
+        matches!(self, Surface::All | Surface::Commands)
+    }
+
+    /// Whether the query API's routes are served.
+    pub fn queries(self) -> bool {
+        matches!(self, Surface::All | Surface::Queries)
+    }
+
+    /// `all`, `commands` or `queries`, as logged.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Surface::All => "all",
+            Surface::Commands => "commands",
+            Surface::Queries => "queries",
+        }
+    }
+}
+
+/// The API routes one process answers.
+pub struct Sides {
+    /// Serve the command API's routes.
+    pub commands: bool,
+    /// Serve the query API's routes, with the live feed their WebSockets read.
+    pub queries: Option<LiveFeed>,
+}
+
+/// The HTTP router: the operations routes and the API `sides` asked for, behind the
+/// bearer-token gate, wrapped in the HTTP layer's request ids, tracing, metrics and JSON
+/// fallbacks ([`layers::wrap`]). A route of a side not served answers `404 not_found`,
+/// as an unknown one.
+pub fn router(rt: &Runtime, access: Access, sides: Sides) -> Router {
     let probes = Probes {
         store: rt.backends.store.clone(),
         bus: rt.backends.bus.clone(),
@@ -107,36 +156,43 @@ pub fn router(rt: &Runtime, feed: LiveFeed, access: Access) -> Router {
         bus_status: rt.guard.status(),
     };
     let commands = ExecutionCommands::new(rt.backends.store.clone(), rt.catalog.clone());
-    let reads = Reads {
-        commands: commands.clone(),
-        models: rt.backends.read_models.clone(),
-    };
-    let command_ctx = CommandContext {
-        commands: commands.clone(),
-        queue: rt.backends.queue.clone(),
-        agents: AgentDirectory::default(),
-        access: access.clone(),
-        bus_status: rt.guard.status(),
-    };
-    let routes = ops::router(probes)
-        .merge(conflux_command_api::router(command_ctx, rt.max_body_bytes))
-        .merge(conflux_query_api::live::router(LiveState::new(
-            commands.clone(),
-            feed,
-            access.clone(),
-        )))
-        .merge(conflux_query_api::workflows::router(reads.clone()))
-        .merge(conflux_query_api::audit::router(commands.clone()))
-        .merge(conflux_query_api::executions::router(reads))
-        .merge(conflux_http::metrics::router(vec![
-            conflux_query_api::live::connections_gauge(),
-            breaker_gauges(rt.runner.clone()),
-        ]))
-        .merge(conflux_query_api::openapi::router())
-        .layer(axum::middleware::from_fn_with_state(
+    let mut hooks = vec![breaker_gauges(rt.runner.clone())];
+    let mut routes = ops::router(probes);
+    if sides.commands {
+        let command_ctx = CommandContext {
+            commands: commands.clone(),
+            agents: Agents::new(
+                commands.clone(),
+                rt.backends.queue.clone(),
+                rt.guard.status(),
+            ),
+            access: access.clone(),
+        };
+        routes = routes.merge(conflux_command_api::router(command_ctx, rt.max_body_bytes));
+    }
+    if let Some(feed) = sides.queries {
+        let reads = Reads {
+            commands: commands.clone(),
+            models: rt.backends.read_models.clone(),
+        };
+        routes = routes
+            .merge(conflux_query_api::live::router(LiveState::new(
+                commands.clone(),
+                feed,
+                access.clone(),
+            )))
+            .merge(conflux_query_api::workflows::router(reads.clone()))
+            .merge(conflux_query_api::audit::router(commands))
+            .merge(conflux_query_api::executions::router(reads))
+            .merge(conflux_query_api::openapi::router());
+        hooks.push(conflux_query_api::live::connections_gauge());
+    }
+    let routes = routes.merge(conflux_http::metrics::router(hooks)).layer(
+        axum::middleware::from_fn_with_state(
             conflux_http::auth::Gate::new(access, rt.rate_limit),
             conflux_http::auth::require,
-        ));
+        ),
+    );
     layers::wrap(routes)
 }
 
@@ -313,14 +369,15 @@ pub fn spawn_engine(rt: &Runtime, shutdown: CancellationToken) -> JoinHandle<()>
     ))
 }
 
-/// Serves HTTP on `listener` until `shutdown`.
+/// Serves the routes of `surface` over HTTP on `listener` until `shutdown`; only a
+/// process that serves queries tails the store for the live WebSockets.
 pub async fn serve_http(
     listener: TcpListener,
     rt: &Runtime,
+    surface: Surface,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, mode = rt.backends.mode, "conflux is serving");
     // Only a process that serves HTTP has (and, on a store without keys, generates)
     // the bootstrap admin token.
     let admin = crate::bootstrap::admin_token(
@@ -330,8 +387,18 @@ pub async fn serve_http(
     )?;
     let access = rt.backends.access.clone().with_admin_token(admin);
     tokio::spawn(access.clone().run(shutdown.clone()));
-    let feed = LiveFeed::start(rt.backends.store.clone(), shutdown.clone()).await;
-    axum::serve(listener, router(rt, feed, access))
+    let queries = if surface.queries() {
+        Some(LiveFeed::start(rt.backends.store.clone(), shutdown.clone()).await)
+    } else {
+        None
+    };
+    let sides = Sides {
+        commands: surface.commands(),
+        queries,
+    };
+    // Said once the admin token exists: a caller that waits for this line can use it.
+    tracing::info!(%addr, mode = rt.backends.mode, routes = surface.as_str(), "conflux is serving");
+    axum::serve(listener, router(rt, access, sides))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await?;
     Ok(())
@@ -347,7 +414,7 @@ pub async fn serve(
     let relay = spawn_relay(&rt, shutdown.clone());
     let engine = spawn_engine(&rt, shutdown.clone());
     let projector = spawn_projector(&rt, shutdown.clone());
-    serve_http(listener, &rt, shutdown.clone()).await?;
+    serve_http(listener, &rt, Surface::All, shutdown.clone()).await?;
     shutdown.cancel();
     for (name, task) in [
         ("bus guard", guard),

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use conflux::app::{self, Runtime};
+use conflux::app::{self, Runtime, Surface};
 use conflux::backends::Backends;
 use conflux::config::Config;
 use conflux::{cli, shutdown, telemetry};
@@ -29,6 +29,14 @@ enum Command {
     Migrate,
     /// Run only the HTTP API (command and query routes).
     Api,
+    /// Run only the command API: the write routes (workflows, executions, agents and
+    /// leases, keys, tenants), with /health, /ready and /metrics.
+    #[command(name = "command-api")]
+    WriteApi,
+    /// Run only the query API: the read routes (workflows, executions, audit, live
+    /// WebSockets, the OpenAPI document), with /health, /ready and /metrics.
+    #[command(name = "query-api")]
+    ReadApi,
     /// Run only the engine (graph executor); needs Redis to share work with other processes.
     Engine,
     /// Run only the outbox relay (store → bus).
@@ -123,11 +131,16 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!(mode = backends.mode, "migrations applied");
             Ok(())
         }
-        Command::Api => {
+        Command::Api | Command::WriteApi | Command::ReadApi => {
+            let surface = match cli.command {
+                Command::WriteApi => Surface::Commands,
+                Command::ReadApi => Surface::Queries,
+                _ => Surface::All,
+            };
             let listener = bind().await?;
             let rt = Runtime::new(Backends::open(&cli.config).await?, &cli.config);
             app::start_guard(&rt, stop.clone()).await;
-            app::serve_http(listener, &rt, stop).await
+            app::serve_http(listener, &rt, surface, stop).await
         }
         Command::Engine => {
             let rt = Runtime::new(Backends::open(&cli.config).await?, &cli.config);

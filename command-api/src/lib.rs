@@ -6,14 +6,15 @@
 //! # Layout
 //! - [`workflows`]: create (versioned by name), execute (idempotent), pause/resume all.
 //! - [`executions`]: pause, resume, cancel one execution.
-//! - [`agents`]: register, long-poll leases, complete/fail/heartbeat by lease.
+//! - [`agents`]: register, long-poll leases, complete/fail/heartbeat by lease (the rules
+//!   are the engine's agent service; these routes translate HTTP).
 //! - [`access`]: tenants (create, list) and API keys (create, list, revoke).
 //!
 //! The error body and the extractors every route uses are the HTTP layer both APIs
 //! share: `conflux-http`.
 //!
 //! **Architecture invariant:** this crate never talks to SQL or Redis directly; it goes
-//! through the engine's store, catalog and queue traits. It does not depend on
+//! through the engine's store, catalog and agent service. It does not depend on
 //! `conflux-query-api`, nor that crate on this one.
 
 pub mod access;
@@ -21,28 +22,20 @@ pub mod agents;
 pub mod executions;
 pub mod workflows;
 
-use std::sync::Arc;
-
 use axum::extract::DefaultBodyLimit;
 use axum::routing::post;
 use axum::Router;
 use conflux_engine::commands::ExecutionCommands;
-use conflux_engine::queue::TaskQueue;
 
 /// What the write routes need.
 #[derive(Clone)]
 pub struct CommandContext {
     /// Loads executions and records commands.
     pub commands: ExecutionCommands,
-    /// Agent task queues.
-    pub queue: Arc<dyn TaskQueue>,
-    /// Registered agents.
-    pub agents: agents::AgentDirectory,
+    /// Agent registration, leases and results.
+    pub agents: conflux_engine::agents::Agents,
     /// Tenants and API keys.
     pub access: conflux_engine::access::Access,
-    /// Whether the bus (and with it the agent queues) is this store's: agents are not
-    /// served while it is not, so no other store's tickets are taken.
-    pub bus_status: tokio::sync::watch::Receiver<conflux_engine::bus::ownership::BusStatus>,
 }
 
 /// Every write route of API.md, with request bodies limited to `max_body_bytes` (413).

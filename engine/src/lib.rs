@@ -5,6 +5,8 @@
 //!   bearer token is (a `Principal`), refreshed from the log within a second.
 //! - [`catalog`]: workflow definitions, versioned per name, validated once per process.
 //! - [`commands`]: load an execution, decide a command, append it; retried on conflict.
+//! - [`agents`]: agent registration, long-poll leases and results by lease: the agent
+//!   aggregate's service, with the tenant and agent-key checks.
 //! - [`executor`]: the engine role: consumes the bus, decides, appends, performs effects.
 //! - [`store`]: the `EventStore` trait (the system of record) with its Postgres and
 //!   embedded SQLite backends, sharing one group-commit append pipeline.
@@ -24,6 +26,7 @@
 //! runtime; they will depend on nothing here but `conflux-schema`.
 
 pub mod access;
+pub mod agents;
 pub mod bus;
 pub mod catalog;
 pub mod commands;

@@ -148,6 +148,28 @@ impl From<conflux_engine::commands::CommandError> for ApiError {
     }
 }
 
+impl From<conflux_engine::agents::AgentError> for ApiError {
+    fn from(e: conflux_engine::agents::AgentError) -> Self {
+        use conflux_engine::agents::AgentError;
+        match e {
+            AgentError::Invalid(why) => Self::invalid_request(why),
+            AgentError::NotFound(what) => Self::not_found(what),
+            AgentError::RolesNotServed {
+                ref refused,
+                ref allowed,
+            } => Self::new(StatusCode::FORBIDDEN, "forbidden", e.to_string())
+                .with_details(json!({"roles": refused, "allowed": allowed})),
+            AgentError::Forbidden(why) => Self::new(StatusCode::FORBIDDEN, "forbidden", why),
+            AgentError::StaleLease(_) => {
+                Self::new(StatusCode::CONFLICT, "stale_attempt", e.to_string())
+            }
+            AgentError::Rejected(r) => r.into(),
+            AgentError::Unavailable(why) => Self::unavailable(why),
+            AgentError::Store(s) => s.into(),
+        }
+    }
+}
+
 impl From<conflux_schema::validate::ValidationError> for ApiError {
     fn from(e: conflux_schema::validate::ValidationError) -> Self {
         let status = if e.code() == "invalid_request" {
@@ -193,5 +215,36 @@ mod tests {
             (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
         );
         assert_eq!(down.body()["error"]["code"], "unavailable");
+    }
+
+    #[test]
+    fn agent_errors_map_to_api_codes() {
+        use conflux_engine::agents::AgentError;
+        let lease = uuid::Uuid::nil();
+        let cases = [
+            (AgentError::Invalid("x".into()), 400, "invalid_request"),
+            (
+                AgentError::NotFound("agent x not found".into()),
+                404,
+                "not_found",
+            ),
+            (AgentError::Forbidden("x".into()), 403, "forbidden"),
+            (AgentError::StaleLease(lease), 409, "stale_attempt"),
+            (AgentError::Unavailable("x".into()), 503, "unavailable"),
+        ];
+        for (e, status, code) in cases {
+            let api: ApiError = e.into();
+            assert_eq!((api.status.as_u16(), api.code), (status, code));
+        }
+        let refused: ApiError = AgentError::RolesNotServed {
+            refused: vec!["packer".into()],
+            allowed: vec!["picker".into()],
+        }
+        .into();
+        assert_eq!(refused.status, StatusCode::FORBIDDEN);
+        assert_eq!(
+            refused.details,
+            json!({"roles": ["packer"], "allowed": ["picker"]})
+        );
     }
 }

@@ -8,14 +8,16 @@
 //! `conflux_http_request_duration_seconds` histogram by method, route template and
 //! status; and the API's JSON answers for an unknown route (`404 not_found`) and a method
 //! the route does not accept (`405 method_not_allowed`), where axum would answer with an
-//! empty body.
+//! empty body. A route of the API that this process does not serve (a role serving one
+//! side of the API: `POST /api/v1/workflows` on a query API, which serves only its `GET`)
+//! is an unknown route here, `404`, not a `405`.
 
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderName, StatusCode};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::Router;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -38,6 +40,7 @@ pub fn wrap(routes: Router) -> Router {
                 "this route does not accept that method",
             )
         })
+        .layer(axum::middleware::from_fn(served_elsewhere))
         .layer(axum::middleware::from_fn(track_http))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
@@ -52,6 +55,23 @@ fn request_span(req: &Request) -> Span {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+}
+
+/// A `405` for a method the API defines on this route means another role serves it:
+/// answered `404 not_found`, as the fallback answers an unknown route.
+async fn served_elsewhere(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned());
+    let response = next.run(req).await;
+    let elsewhere = response.status() == StatusCode::METHOD_NOT_ALLOWED
+        && route.is_some_and(|r| crate::auth::rule(&method, &r).is_some());
+    if elsewhere {
+        return ApiError::not_found("no such route").into_response();
+    }
+    response
 }
 
 /// Counts and times every request by method, route template and status.

@@ -1,5 +1,6 @@
 //! The real `conflux` binary, started for an end-to-end test as a user would start it:
-//! `conflux serve` on a random port with JSON logs, waited for until it says it serves.
+//! `conflux serve` (or any other role) on a random port with JSON logs, waited for until
+//! it says it serves (or, for a role without HTTP, that it runs).
 //! A test that fails half-way never leaves it running (it is killed on drop). It accepts
 //! [`ADMIN_TOKEN`] (`crate::auth`, which the including crate declares) as the system
 //! administrator's token; `crate::auth::client()` sends it.
@@ -12,10 +13,10 @@ use std::time::{Duration, Instant};
 
 pub use crate::auth::ADMIN_TOKEN;
 
-/// A running `conflux serve`.
+/// A running `conflux serve` (or another role, see [`Binary::start_role`]).
 pub struct Binary {
     child: Child,
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>` (empty for a role that serves no HTTP).
     pub base: String,
     bad_lines: Arc<Mutex<Vec<String>>>,
     lines: Arc<Mutex<String>>,
@@ -26,8 +27,14 @@ impl Binary {
     /// those `env` gives; `CONFLUX_ADMIN_TOKEN` is [`ADMIN_TOKEN`] unless `env` gives
     /// another), and waits until it listens.
     pub fn start(env: &[(&str, String)], dir: &Path) -> Binary {
+        Self::start_role("serve", env, dir)
+    }
+
+    /// Starts `conflux <role>` as [`Binary::start`] starts `serve`, and waits until it
+    /// serves HTTP, or, for `engine`, `relay` and `projector`, until it says it runs.
+    pub fn start_role(role: &str, env: &[(&str, String)], dir: &Path) -> Binary {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_conflux"));
-        cmd.arg("serve")
+        cmd.arg(role)
             .current_dir(dir)
             .env_remove("DATABASE_URL")
             .env_remove("REDIS_URL")
@@ -45,6 +52,8 @@ impl Binary {
         let (tx, rx) = std::sync::mpsc::channel();
         let bad = bad_lines.clone();
         let lines = Arc::new(Mutex::new(String::new()));
+        // What a role that serves no HTTP logs once it runs.
+        let running = format!("{role} running");
         let all = lines.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -55,19 +64,23 @@ impl Binary {
                 }
                 match serde_json::from_str::<serde_json::Value>(&line) {
                     Ok(v) if v["message"] == "conflux is serving" => {
-                        let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_owned());
+                        let addr = v["addr"].as_str().unwrap_or_default();
+                        let _ = tx.send(format!("http://{addr}"));
+                    }
+                    Ok(v) if v["message"].as_str() == Some(running.as_str()) => {
+                        let _ = tx.send(String::new());
                     }
                     Ok(_) => {}
                     Err(_) => bad.lock().expect("lock").push(line),
                 }
             }
         });
-        let addr = rx
+        let base = rx
             .recv_timeout(Duration::from_secs(30))
-            .expect("the server did not start");
+            .unwrap_or_else(|_| panic!("conflux {role} did not start"));
         Binary {
             child,
-            base: format!("http://{addr}"),
+            base,
             bad_lines,
             lines,
         }

@@ -1,15 +1,15 @@
 //! The agent task queue: how a dispatched agent-task attempt reaches an external agent.
 //!
 //! The engine enqueues one [`Ticket`] per attempt in its role's queue; an agent's
-//! long-poll (`POST /api/v1/agents/{agent_id}/poll`) takes tickets from any of the roles
-//! it serves. The queue is transport only: the event log is the truth, and the poll
-//! endpoint checks each ticket against the execution's state and drops stale ones (an
-//! attempt that timed out, was cancelled or already finished). So a ticket may be
+//! long-poll (`POST /api/v1/agents/{agent_id}/poll`, [`crate::agents`]) takes tickets
+//! from any of the roles it serves. The queue is transport only: the event log is the
+//! truth, and the poll checks each ticket against the execution's state and drops stale
+//! ones (an attempt that timed out, was cancelled or already finished). So a ticket may be
 //! delivered more than once, or be lost with its backend; the attempt's timeout in the
 //! event log recovers it, never the queue.
 //!
 //! A ticket is acknowledged as it is taken: once taken it is gone for every other poller,
-//! because the lease the poll endpoint records in the event log protects the attempt
+//! because the lease the poll records in the event log protects the attempt
 //! from then on.
 //!
 //! Backends: [`redis::RedisTaskQueue`] (one Redis Stream per role, shared by every engine

@@ -1,0 +1,195 @@
+//! Agents, the external workers that run `agent` tasks: their registration, the
+//! long-poll that turns queued tickets into leases, and their results by lease.
+//!
+//! This is the agent aggregate's service, as [`crate::commands`] is the execution's. It
+//! exists so that the rules of agent work — tenancy, what an agent key may serve, stale
+//! leases, never taking another store's tickets — are decided (and tested) in one place
+//! without HTTP; the command API's agent routes only parse requests into these calls
+//! and map [`AgentError`] to the JSON error body.
+//!
+//! - **Registration** appends `AgentRegistered` to stream `agent-<id>`, in the caller's
+//!   tenant; the agent takes that tenant's tasks only.
+//! - **A poll** takes tickets from the agent's role queues and turns each into a lease by
+//!   recording `TaskStarted` (with the agent, a new lease id and the attempt's deadline)
+//!   against the execution; a ticket whose attempt is no longer current is dropped.
+//! - **A report** (complete, fail, heartbeat) names a lease; the lease's attempt is read
+//!   from the execution's log, so a report for an attempt that timed out, was cancelled
+//!   or already finished is [`AgentError::StaleLease`] and records nothing.
+//!
+//! Nothing is served while the bus is not this store's: the task queues live under the
+//! same prefix, and a ticket of another store must never be taken (and dropped) here.
+//!
+//! # Layout
+//! - `directory`: registered agents, read from their streams and cached.
+//! - `poll`: leases from tickets, and the schedule-to-start metric.
+//! - `report`: results and heartbeats by lease, with the agent key's role check.
+//! - `error`: [`AgentError`].
+
+mod directory;
+mod error;
+mod poll;
+mod report;
+
+use std::sync::Arc;
+
+use conflux_schema::{Event, EventMetadata, NewEvent, StreamId};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+pub use directory::Agent;
+pub use error::AgentError;
+pub use poll::{
+    Lease, PollOptions, DEFAULT_LEASES_PER_POLL, DEFAULT_POLL_WAIT, MAX_LEASES_PER_POLL,
+    MAX_POLL_WAIT,
+};
+pub use report::{Report, Reported};
+
+use crate::access::Principal;
+use crate::bus::ownership::BusStatus;
+use crate::commands::ExecutionCommands;
+use crate::queue::TaskQueue;
+use directory::AgentDirectory;
+
+/// Who makes an agent call, as far as the rules need to know.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The authenticated caller; None on a router served without authentication, which
+    /// may serve every agent role of its tenant.
+    pub principal: Option<Principal>,
+    /// Metadata of the events the call causes. Its tenant is the tenant the caller acts
+    /// in: every agent, lease and execution the call names must be that tenant's.
+    pub metadata: EventMetadata,
+}
+
+impl Caller {
+    /// The tenant the caller acts in (that of its metadata).
+    pub fn tenant(&self) -> &str {
+        self.metadata.tenant()
+    }
+
+    /// `Ok` when the caller may serve every one of `roles`; an agent key serves only
+    /// the agent roles on it ([`AgentError::RolesNotServed`] names the others).
+    fn may_serve_all(&self, roles: &[String]) -> Result<(), AgentError> {
+        let Some(who) = &self.principal else {
+            return Ok(());
+        };
+        let refused: Vec<String> = roles
+            .iter()
+            .filter(|r| !who.may_serve(r))
+            .cloned()
+            .collect();
+        if refused.is_empty() {
+            return Ok(());
+        }
+        Err(AgentError::RolesNotServed {
+            refused,
+            allowed: who.agent_roles.clone(),
+        })
+    }
+}
+
+/// An agent to register.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    /// For humans; not empty.
+    pub name: String,
+    /// The agent roles whose queues it polls; at least one, none empty.
+    pub roles: Vec<String>,
+    /// What it can do.
+    pub capabilities: Vec<String>,
+    /// How many tasks it runs at once; at least 1.
+    pub capacity: u32,
+}
+
+/// Agent registration, leasing and results; cheap to clone (clones share the cache of
+/// registered agents).
+#[derive(Clone)]
+pub struct Agents {
+    commands: ExecutionCommands,
+    queue: Arc<dyn TaskQueue>,
+    directory: AgentDirectory,
+    bus: watch::Receiver<BusStatus>,
+}
+
+impl Agents {
+    /// Agent work over `commands`' store and `queue`, served only while `bus` says the
+    /// bus is this store's.
+    pub fn new(
+        commands: ExecutionCommands,
+        queue: Arc<dyn TaskQueue>,
+        bus: watch::Receiver<BusStatus>,
+    ) -> Self {
+        Self {
+            commands,
+            queue,
+            directory: AgentDirectory::default(),
+            bus,
+        }
+    }
+
+    /// Registers an agent in the caller's tenant and returns it. Refused with
+    /// [`AgentError::Invalid`] for an empty name, no roles, an empty role or a capacity
+    /// of 0, and with [`AgentError::RolesNotServed`] when the caller's agent key does not
+    /// serve every role; then nothing is recorded.
+    pub async fn register(
+        &self,
+        registration: Registration,
+        caller: &Caller,
+    ) -> Result<Agent, AgentError> {
+        if registration.name.trim().is_empty() {
+            return Err(AgentError::Invalid("name must not be empty".into()));
+        }
+        if registration.roles.is_empty() || registration.roles.iter().any(|r| r.trim().is_empty()) {
+            return Err(AgentError::Invalid(
+                "roles must be a non-empty list of non-empty names".into(),
+            ));
+        }
+        if registration.capacity == 0 {
+            return Err(AgentError::Invalid("capacity must be at least 1".into()));
+        }
+        caller.may_serve_all(&registration.roles)?;
+        let agent = Agent {
+            agent_id: Uuid::now_v7(),
+            tenant: caller.tenant().to_owned(),
+            roles: registration.roles.clone(),
+        };
+        let event = Event::AgentRegistered {
+            agent_id: agent.agent_id,
+            name: registration.name,
+            roles: registration.roles,
+            capabilities: registration.capabilities,
+            capacity: registration.capacity,
+        };
+        self.commands
+            .store()
+            .append(
+                &StreamId::agent(agent.agent_id),
+                0,
+                vec![NewEvent::new(event, caller.metadata.clone())],
+            )
+            .await?;
+        self.directory.remember(agent.clone());
+        Ok(agent)
+    }
+
+    /// The agent `agent_id` if it is `tenant`'s; None for an unknown id and for another
+    /// tenant's alike (no existence oracle).
+    pub async fn agent(&self, tenant: &str, agent_id: Uuid) -> Result<Option<Agent>, AgentError> {
+        Ok(self
+            .directory
+            .get(&**self.commands.store(), agent_id)
+            .await?
+            .filter(|a| a.tenant == tenant))
+    }
+
+    /// [`AgentError::Unavailable`] while the bus is not this store's.
+    fn serving(&self) -> Result<(), AgentError> {
+        match &*self.bus.borrow() {
+            BusStatus::Owned { .. } => Ok(()),
+            _ => Err(AgentError::Unavailable(
+                "the bus (Redis prefix) is not this store's (see /ready): agents are not served"
+                    .into(),
+            )),
+        }
+    }
+}

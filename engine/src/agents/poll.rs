@@ -1,0 +1,195 @@
+//! The long-poll: tickets from an agent's role queues become leases.
+//!
+//! A ticket is only transport (see [`crate::queue`]); the lease is what the log records:
+//! `TaskStarted` with the agent, a new lease id and the attempt's deadline, decided
+//! against the execution's current state. A ticket whose attempt is no longer current
+//! (it timed out, was cancelled or already finished) or whose execution is gone is
+//! dropped, so a redelivered or late ticket never starts anything twice.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use conflux_schema::{Event, EventEnvelope, EventMetadata, TaskId};
+use serde::Serialize;
+use serde_json::Value;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use super::{AgentError, Agents, Caller};
+use crate::commands::CommandError;
+use crate::execution::{Command, TaskRef};
+use crate::queue::Ticket;
+
+/// The most leases one poll hands out.
+pub const MAX_LEASES_PER_POLL: usize = 100;
+/// The leases one poll hands out when the caller does not say.
+pub const DEFAULT_LEASES_PER_POLL: usize = 10;
+/// The longest one poll waits for a first ticket.
+pub const MAX_POLL_WAIT: Duration = Duration::from_secs(60);
+/// How long a poll waits when the caller does not say.
+pub const DEFAULT_POLL_WAIT: Duration = Duration::from_secs(20);
+
+/// How much one poll takes and how long it waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PollOptions {
+    /// Most leases to hand out (taken as `1..=`[`MAX_LEASES_PER_POLL`]).
+    pub max: usize,
+    /// How long to wait for a first ticket (capped to [`MAX_POLL_WAIT`]).
+    pub wait: Duration,
+}
+
+impl Default for PollOptions {
+    fn default() -> Self {
+        Self {
+            max: DEFAULT_LEASES_PER_POLL,
+            wait: DEFAULT_POLL_WAIT,
+        }
+    }
+}
+
+/// One attempt leased to an agent: `TaskStarted` with this lease id is in the log.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Lease {
+    /// What the agent names in its results.
+    pub lease_id: Uuid,
+    /// The execution the task belongs to.
+    pub execution_id: Uuid,
+    /// The task.
+    pub task_id: String,
+    /// The attempt number (1 for the first run).
+    pub attempt: u32,
+    /// Whether the agent runs the task's compensation rather than the task.
+    pub compensation: bool,
+    /// The task's resolved input.
+    pub input: Value,
+    /// When the attempt times out unless a result or a heartbeat comes first.
+    pub deadline: Option<DateTime<Utc>>,
+}
+
+impl Agents {
+    /// Long-polls for agent `agent_id`: waits up to `options.wait` for tickets of its
+    /// roles and leases up to `options.max` of them, returning as soon as at least one is
+    /// leased, or with none when the wait is over. The agent must be the caller's
+    /// tenant's ([`AgentError::NotFound`] otherwise, as for an unknown id) and the
+    /// caller's agent key must serve every role of the agent
+    /// ([`AgentError::RolesNotServed`]). [`AgentError::Unavailable`] while the bus is not
+    /// this store's or the queue cannot be reached. The events are recorded with actor
+    /// `agent:<agent_id>`.
+    pub async fn poll(
+        &self,
+        agent_id: Uuid,
+        options: PollOptions,
+        caller: &Caller,
+    ) -> Result<Vec<Lease>, AgentError> {
+        self.serving()?;
+        let agent = self
+            .agent(caller.tenant(), agent_id)
+            .await?
+            .ok_or_else(|| AgentError::NotFound(format!("agent {agent_id} not found")))?;
+        caller.may_serve_all(&agent.roles)?;
+        let max = options.max.clamp(1, MAX_LEASES_PER_POLL);
+        let deadline = Instant::now() + options.wait.min(MAX_POLL_WAIT);
+        let meta = EventMetadata {
+            actor: Some(format!("agent:{agent_id}")),
+            ..caller.metadata.clone()
+        };
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let tickets = self
+                .queue
+                .take(&agent.tenant, &agent.roles, max, remaining)
+                .await
+                .map_err(|e| AgentError::Unavailable(e.to_string()))?;
+            let mut leases = Vec::new();
+            for ticket in tickets {
+                let Ok(task_id) = TaskId::parse(&ticket.task_id) else {
+                    continue;
+                };
+                let task = TaskRef {
+                    task: task_id,
+                    attempt: ticket.attempt,
+                    compensation: ticket.compensation,
+                };
+                if let Some(lease) = self.lease(ticket, task, agent_id, &meta).await? {
+                    leases.push(lease);
+                }
+            }
+            if !leases.is_empty() || Instant::now() >= deadline {
+                return Ok(leases);
+            }
+        }
+    }
+
+    /// Records `TaskStarted` for `ticket`'s attempt `task` under a new lease; None when
+    /// the attempt is no longer current or its execution is gone (the ticket is dropped).
+    async fn lease(
+        &self,
+        ticket: Ticket,
+        task: TaskRef,
+        agent_id: Uuid,
+        meta: &EventMetadata,
+    ) -> Result<Option<Lease>, AgentError> {
+        let execution_id = ticket.execution_id;
+        let lease_id = Uuid::now_v7();
+        let command = Command::StartTask {
+            task: task.clone(),
+            agent_id: Some(agent_id),
+            lease_id: Some(lease_id),
+        };
+        let mut scheduled_at = None;
+        let started = self
+            .commands
+            .record(execution_id, meta.clone(), |_, log| {
+                scheduled_at = scheduled_time(log, &task);
+                Ok(command.clone())
+            })
+            .await;
+        let recorded = match started {
+            Ok(recorded) => recorded,
+            // The attempt moved on (timed out, cancelled, done): drop the ticket.
+            Err(CommandError::Rejected(_)) | Err(CommandError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        if let (Some(at), Some(started)) = (scheduled_at, recorded.events.first()) {
+            let secs = (started.recorded_at - at)
+                .num_microseconds()
+                .unwrap_or(0)
+                .max(0) as f64
+                / 1e6;
+            metrics::histogram!("conflux_task_schedule_to_start_seconds").record(secs);
+        }
+        let state = &recorded.state;
+        let track = if task.compensation {
+            state.compensation(task.task.as_str())
+        } else {
+            state.task(task.task.as_str())
+        };
+        Ok(Some(Lease {
+            lease_id,
+            execution_id,
+            task_id: task.task.as_str().to_owned(),
+            attempt: task.attempt,
+            compensation: task.compensation,
+            input: ticket.input,
+            deadline: track.and_then(|t| t.deadline),
+        }))
+    }
+}
+
+/// When the attempt `task` was scheduled, from the execution's log.
+fn scheduled_time(log: &[EventEnvelope], task: &TaskRef) -> Option<DateTime<Utc>> {
+    log.iter().rev().find_map(|e| match &e.event {
+        Event::TaskScheduled {
+            task_id,
+            attempt,
+            compensation,
+            ..
+        } if *task_id == task.task
+            && *attempt == task.attempt
+            && *compensation == task.compensation =>
+        {
+            Some(e.recorded_at)
+        }
+        _ => None,
+    })
+}

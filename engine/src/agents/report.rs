@@ -1,0 +1,157 @@
+//! Results and heartbeats by lease. The lease is found through the log (the partial
+//! index on `TaskStarted.lease_id` names its execution), and the attempt it was issued
+//! for is read from that `TaskStarted`, so a report of an attempt that is no longer
+//! current is answered [`AgentError::StaleLease`] precisely and records nothing.
+
+use conflux_schema::access::Role;
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::{AgentError, Agents, Caller};
+use crate::access::Principal;
+use crate::commands::{lease_attempt, CommandError};
+use crate::execution::{Command, ExecutionState, Rejection, TaskRef};
+use crate::store::StreamQuery;
+
+/// What an agent reports about its lease.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Report {
+    /// The attempt succeeded with `output`.
+    Complete {
+        /// The task's output.
+        output: Value,
+    },
+    /// The attempt failed; `retryable` lets the task's retry policy run it again.
+    Fail {
+        /// What went wrong, for humans.
+        error: String,
+        /// Whether another attempt may succeed.
+        retryable: bool,
+    },
+    /// The agent is still working: the attempt's deadline moves on.
+    Heartbeat,
+}
+
+impl Report {
+    /// What was recorded, as the API names it: `completed`, `failed` or `heartbeat`.
+    pub fn recorded(&self) -> &'static str {
+        match self {
+            Report::Complete { .. } => "completed",
+            Report::Fail { .. } => "failed",
+            Report::Heartbeat => "heartbeat",
+        }
+    }
+
+    fn command(&self, task: TaskRef) -> Command {
+        match self {
+            Report::Complete { output } => Command::CompleteTask {
+                task,
+                output: output.clone(),
+            },
+            Report::Fail { error, retryable } => Command::FailTask {
+                task,
+                error: error.clone(),
+                retryable: *retryable,
+            },
+            Report::Heartbeat => Command::Heartbeat { task },
+        }
+    }
+}
+
+/// A report that was recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reported {
+    /// The lease reported on.
+    pub lease_id: Uuid,
+    /// Its execution.
+    pub execution_id: Uuid,
+    /// The attempt the lease was issued for.
+    pub task: TaskRef,
+    /// What was recorded ([`Report::recorded`]).
+    pub recorded: &'static str,
+}
+
+impl Agents {
+    /// Records `report` against the attempt lease `lease_id` was issued for, in the
+    /// caller's tenant. Refused, recording nothing, with [`AgentError::NotFound`] for an
+    /// unknown lease or one of another tenant's execution, [`AgentError::StaleLease`] when
+    /// the attempt is no longer current, [`AgentError::Forbidden`] when the caller's
+    /// agent key does not serve the agent role of the lease's task, and
+    /// [`AgentError::Unavailable`] while the bus is not this store's.
+    pub async fn report(
+        &self,
+        lease_id: Uuid,
+        report: Report,
+        caller: &Caller,
+    ) -> Result<Reported, AgentError> {
+        self.serving()?;
+        let stream = self
+            .commands
+            .store()
+            .find_streams(&StreamQuery::Lease(lease_id), 1)
+            .await?
+            .pop()
+            .ok_or_else(|| AgentError::NotFound(format!("lease {lease_id} not found")))?;
+        let execution_id = stream.uuid();
+        let mut attempt = None;
+        let recorded = self
+            .commands
+            .record(execution_id, caller.metadata.clone(), |state, log| {
+                let task = lease_attempt(log, lease_id)
+                    .ok_or_else(|| CommandError::NotFound(format!("lease {lease_id}")))?;
+                may_report(caller.principal.as_ref(), state, &task)?;
+                attempt = Some(task.clone());
+                Ok(report.command(task))
+            })
+            .await;
+        match recorded {
+            Ok(_) => {}
+            Err(CommandError::Rejected(
+                Rejection::StaleAttempt { .. } | Rejection::Terminal(_),
+            )) => return Err(AgentError::StaleLease(lease_id)),
+            // Another tenant's execution: answered exactly as an unknown lease (the
+            // store's message would name the execution).
+            Err(CommandError::NotFound(_)) => {
+                return Err(AgentError::NotFound(format!("lease {lease_id} not found")))
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let task =
+            attempt.ok_or_else(|| AgentError::NotFound(format!("lease {lease_id} not found")))?;
+        if let Report::Complete { .. } | Report::Fail { .. } = report {
+            metrics::counter!("conflux_tasks_total", "kind" => "agent", "outcome" => report.recorded())
+                .increment(1);
+        }
+        Ok(Reported {
+            lease_id,
+            execution_id,
+            task,
+            recorded: report.recorded(),
+        })
+    }
+}
+
+/// An `agent` key reports only tasks of the agent roles on it: the attempt's role is
+/// read from the definition in the state the command is decided on (no extra read).
+fn may_report(
+    who: Option<&Principal>,
+    state: &ExecutionState,
+    task: &TaskRef,
+) -> Result<(), CommandError> {
+    let Some(who) = who.filter(|w| w.role == Some(Role::Agent)) else {
+        return Ok(());
+    };
+    let workflow = state.workflow();
+    let spec = workflow.index_of(&task.task).and_then(|i| workflow.task(i));
+    let role = spec.and_then(|s| match (&s.compensate, task.compensation) {
+        (Some(c), true) => c.agent_role.as_deref(),
+        (_, false) => s.agent_role.as_deref(),
+        (None, true) => None,
+    });
+    match role {
+        Some(role) if who.may_serve(role) => Ok(()),
+        _ => Err(CommandError::Forbidden(
+            "this agent key does not serve the agent role of this lease's task".into(),
+        )),
+    }
+}

@@ -17,8 +17,10 @@ use conflux_engine::agents::{
 use conflux_http::context::RequestContext;
 use conflux_http::error::ApiError;
 use conflux_http::extract::{path_uuid, ApiJson, PathId, QueryParams};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use conflux_schema::api::{
+    AgentRegistered, CompleteTask, FailTask, LeaseRecorded, LeasedAttempt, PollAnswer,
+    RegisterAgent,
+};
 
 use crate::CommandContext;
 
@@ -30,27 +32,12 @@ fn caller(request: &RequestContext) -> Caller {
     }
 }
 
-/// Body of `POST /api/v1/agents`.
-#[derive(Debug, Deserialize)]
-pub struct RegisterBody {
-    name: String,
-    roles: Vec<String>,
-    #[serde(default)]
-    capabilities: Vec<String>,
-    #[serde(default = "default_capacity")]
-    capacity: u32,
-}
-
-fn default_capacity() -> u32 {
-    10
-}
-
 /// `POST /api/v1/agents` → 201 `{"agent_id"}`.
 pub async fn register(
     State(ctx): State<CommandContext>,
     request: RequestContext,
-    ApiJson(body): ApiJson<RegisterBody>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+    ApiJson(body): ApiJson<RegisterAgent>,
+) -> Result<(StatusCode, Json<AgentRegistered>), ApiError> {
     let registration = Registration {
         name: body.name,
         roles: body.roles,
@@ -60,7 +47,9 @@ pub async fn register(
     let agent = ctx.agents.register(registration, &caller(&request)).await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"agent_id": agent.agent_id})),
+        Json(AgentRegistered {
+            agent_id: agent.agent_id,
+        }),
     ))
 }
 
@@ -71,7 +60,7 @@ pub async fn poll(
     PathId(id): PathId,
     q: QueryParams,
     request: RequestContext,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PollAnswer>, ApiError> {
     let agent_id = path_uuid(&id, "agent")?;
     // At most `MAX_LEASES_PER_POLL`: a `usize`.
     let max = q.bounded(
@@ -87,26 +76,7 @@ pub async fn poll(
         .agents
         .poll(agent_id, PollOptions { max, wait }, &caller(&request))
         .await?;
-    Ok(Json(json!({ "tasks": leases })))
-}
-
-/// Body of `complete`.
-#[derive(Debug, Default, Deserialize)]
-pub struct CompleteBody {
-    #[serde(default)]
-    output: Value,
-}
-
-/// Body of `fail`.
-#[derive(Debug, Deserialize)]
-pub struct FailBody {
-    error: String,
-    #[serde(default = "default_retryable")]
-    retryable: bool,
-}
-
-fn default_retryable() -> bool {
-    true
+    Ok(Json(PollAnswer { tasks: leases }))
 }
 
 /// Records `report` on the lease in the path: 200 `{"lease_id", "execution_id",
@@ -116,7 +86,7 @@ async fn on_lease(
     id: String,
     request: RequestContext,
     report: Report,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<LeaseRecorded>, ApiError> {
     let lease_id = path_uuid(&id, "lease")?;
     let Reported {
         lease_id,
@@ -127,12 +97,15 @@ async fn on_lease(
         .agents
         .report(lease_id, report, &caller(&request))
         .await?;
-    Ok(Json(json!({
-        "lease_id": lease_id,
-        "execution_id": execution_id,
-        "task": {"task_id": task.task.as_str(), "attempt": task.attempt},
-        "recorded": recorded,
-    })))
+    Ok(Json(LeaseRecorded {
+        lease_id,
+        execution_id,
+        task: LeasedAttempt {
+            task_id: task.task.as_str().to_owned(),
+            attempt: task.attempt,
+        },
+        recorded: recorded.to_owned(),
+    }))
 }
 
 /// `POST /api/v1/tasks/{lease_id}/complete`.
@@ -140,8 +113,8 @@ pub async fn complete(
     State(ctx): State<CommandContext>,
     PathId(id): PathId,
     request: RequestContext,
-    ApiJson(body): ApiJson<CompleteBody>,
-) -> Result<Json<Value>, ApiError> {
+    ApiJson(body): ApiJson<CompleteTask>,
+) -> Result<Json<LeaseRecorded>, ApiError> {
     let report = Report::Complete {
         output: body.output,
     };
@@ -153,8 +126,8 @@ pub async fn fail(
     State(ctx): State<CommandContext>,
     PathId(id): PathId,
     request: RequestContext,
-    ApiJson(body): ApiJson<FailBody>,
-) -> Result<Json<Value>, ApiError> {
+    ApiJson(body): ApiJson<FailTask>,
+) -> Result<Json<LeaseRecorded>, ApiError> {
     let report = Report::Fail {
         error: body.error,
         retryable: body.retryable,
@@ -167,6 +140,6 @@ pub async fn heartbeat(
     State(ctx): State<CommandContext>,
     PathId(id): PathId,
     request: RequestContext,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<LeaseRecorded>, ApiError> {
     on_lease(ctx, id, request, Report::Heartbeat).await
 }

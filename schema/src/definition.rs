@@ -17,14 +17,17 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 
 use crate::reference::{for_each_reference, for_each_reference_in_str, TaskRef};
 pub use crate::reference::{references, resolve, Reference};
 
-/// A workflow definition, exactly as accepted by `POST /api/v1/workflows`.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+/// A workflow definition, exactly as accepted by `POST /api/v1/workflows`. A field not
+/// listed here is refused there (`400 invalid_request`, `details.field` names it).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, ToSchema)]
 pub struct WorkflowDefinition {
     /// Human name; workflows with the same name are versions of one another.
+    #[schema(example = "order-fulfilment")]
     pub name: String,
     /// Free text for humans.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -46,7 +49,7 @@ pub struct WorkflowDefinition {
 }
 
 /// What the workflow expects of the agents serving one role.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, ToSchema)]
 pub struct AgentSpec {
     /// Capabilities an agent serving this role should declare.
     #[serde(default)]
@@ -54,7 +57,7 @@ pub struct AgentSpec {
 }
 
 /// Failure policy of an execution.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OnFailure {
     /// The execution fails; completed tasks are left as they are.
@@ -65,7 +68,9 @@ pub enum OnFailure {
 }
 
 /// How a task is executed.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskKind {
     /// Does nothing; its output is its resolved input.
@@ -96,8 +101,9 @@ impl fmt::Display for TaskKind {
     }
 }
 
-/// One task of a definition.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+/// One task of a definition. `${input.x}` and `${tasks.<id>.output.x}` in `input`,
+/// `http.url`, `http.headers` and `http.body` are resolved when it is scheduled.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, ToSchema)]
 pub struct TaskSpec {
     /// Unique id within the workflow (validated as a [`crate::ids::TaskId`]).
     pub id: String,
@@ -106,8 +112,9 @@ pub struct TaskSpec {
     /// Ids of the tasks that must complete before this one starts.
     #[serde(default)]
     pub depends_on: Vec<String>,
-    /// Input, resolved with [`resolve`] when the task is scheduled.
+    /// Input, resolved when the task is scheduled.
     #[serde(default, skip_serializing_if = "Value::is_null")]
+    #[schema(value_type = Option<Object>)]
     pub input: Value,
     /// For `agent` tasks: the role whose agents execute it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -137,16 +144,20 @@ impl TaskSpec {
 }
 
 /// When and how often a failed attempt is retried.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, ToSchema)]
 #[serde(default)]
 pub struct RetryPolicy {
     /// Attempts in all, the first included (at least 1).
+    #[schema(default = 1, minimum = 1)]
     pub max_attempts: u32,
     /// Delay before the second attempt, in milliseconds.
+    #[schema(default = 100)]
     pub initial_interval_ms: u64,
     /// Factor by which the delay grows after each failed attempt (at least 1.0).
+    #[schema(default = 2.0, minimum = 1.0)]
     pub backoff_coefficient: f64,
     /// Upper bound of the delay, in milliseconds.
+    #[schema(default = 10000)]
     pub max_interval_ms: u64,
 }
 
@@ -176,13 +187,15 @@ impl RetryPolicy {
 }
 
 /// The request an `http` task makes.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, ToSchema)]
 pub struct HttpSpec {
     /// HTTP method, `GET` unless given.
     #[serde(default = "default_method")]
+    #[schema(default = "GET")]
     pub method: String,
     /// Absolute `http://` or `https://` URL; may contain `${...}` references.
     #[serde(default)]
+    #[schema(required = true)]
     pub url: String,
     /// Request headers; values may contain `${...}` references.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -200,7 +213,7 @@ fn default_method() -> String {
 ///
 /// Its references may name the task it compensates (whose output is then known) and
 /// that task's upstream dependencies.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, ToSchema)]
 pub struct CompensationSpec {
     /// How the compensation is executed.
     pub kind: TaskKind,
@@ -209,6 +222,7 @@ pub struct CompensationSpec {
     pub agent_role: Option<String>,
     /// Input, resolved like a task input.
     #[serde(default, skip_serializing_if = "Value::is_null")]
+    #[schema(value_type = Option<Object>)]
     pub input: Value,
     /// For `http` compensations: the request.
     #[serde(default, skip_serializing_if = "Option::is_none")]

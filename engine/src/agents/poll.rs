@@ -10,8 +10,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use conflux_schema::{Event, EventEnvelope, EventMetadata, TaskId};
-use serde::Serialize;
-use serde_json::Value;
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -47,24 +45,9 @@ impl Default for PollOptions {
     }
 }
 
-/// One attempt leased to an agent: `TaskStarted` with this lease id is in the log.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Lease {
-    /// What the agent names in its results.
-    pub lease_id: Uuid,
-    /// The execution the task belongs to.
-    pub execution_id: Uuid,
-    /// The task.
-    pub task_id: String,
-    /// The attempt number (1 for the first run).
-    pub attempt: u32,
-    /// Whether the agent runs the task's compensation rather than the task.
-    pub compensation: bool,
-    /// The task's resolved input.
-    pub input: Value,
-    /// When the attempt times out unless a result or a heartbeat comes first.
-    pub deadline: Option<DateTime<Utc>>,
-}
+/// One attempt leased to an agent: an API body, defined with the others in
+/// `conflux-schema`.
+pub use conflux_schema::api::Lease;
 
 impl Agents {
     /// Long-polls for agent `agent_id`: waits up to `options.wait` for tickets of its

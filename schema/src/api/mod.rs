@@ -8,6 +8,7 @@
 //! field the type does not define); answers may gain fields.
 
 pub mod access;
+pub mod agents;
 pub mod audit;
 pub mod error;
 pub mod executions;
@@ -16,6 +17,10 @@ pub mod ops;
 pub mod workflows;
 
 pub use access::{CreateKey, CreateTenant, Key, KeyCreated, KeyList, Tenant, TenantList};
+pub use agents::{
+    AgentRegistered, CompleteTask, FailTask, Lease, LeaseRecorded, LeasedAttempt, PollAnswer,
+    RegisterAgent,
+};
 pub use audit::{ChainVerification, EventPage, Replay, WorkflowEventPage};
 pub use error::{ErrorBody, ErrorDetail};
 pub use executions::{CancelRequest, CompensationState, Execution, ExecutionControlled, TaskState};

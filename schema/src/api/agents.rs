@@ -1,0 +1,111 @@
+//! Agent bodies: registration, the long-poll's leases, and results by lease.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// The body of `POST /api/v1/agents`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RegisterAgent {
+    /// Not empty.
+    pub name: String,
+    /// The roles it polls: not empty, no empty names.
+    #[schema(min_items = 1)]
+    pub roles: Vec<String>,
+    /// What it can do.
+    #[serde(default)]
+    #[schema(required = false)]
+    pub capabilities: Vec<String>,
+    /// How many tasks it runs at once.
+    #[serde(default = "default_capacity")]
+    #[schema(required = false, default = 10, minimum = 1)]
+    pub capacity: u32,
+}
+
+fn default_capacity() -> u32 {
+    10
+}
+
+/// A registered agent (`201` of `POST /api/v1/agents`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AgentRegistered {
+    /// Its id.
+    pub agent_id: Uuid,
+}
+
+/// The tasks a poll leased.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PollAnswer {
+    /// Empty when the wait passed with nothing to do.
+    pub tasks: Vec<Lease>,
+}
+
+/// One attempt leased to the polling agent: `TaskStarted` with this lease id is in the
+/// execution's log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Lease {
+    /// Names the attempt in `complete`, `fail` and `heartbeat`.
+    pub lease_id: Uuid,
+    /// The execution.
+    pub execution_id: Uuid,
+    /// The task.
+    pub task_id: String,
+    /// 1-based attempt number.
+    pub attempt: u32,
+    /// Whether this is the task's compensation (saga).
+    pub compensation: bool,
+    /// The resolved input.
+    pub input: Value,
+    /// When the attempt times out unless a result or a heartbeat comes first (`null`
+    /// without a timeout).
+    #[schema(required = true)]
+    pub deadline: Option<DateTime<Utc>>,
+}
+
+/// The body of `POST /api/v1/tasks/{lease_id}/complete` (optional).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CompleteTask {
+    /// The task's output (`null` when absent).
+    #[serde(default)]
+    pub output: Value,
+}
+
+/// The body of `POST /api/v1/tasks/{lease_id}/fail`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FailTask {
+    /// What went wrong.
+    pub error: String,
+    /// Whether the retry policy may run another attempt.
+    #[serde(default = "retryable")]
+    #[schema(required = false, default = true)]
+    pub retryable: bool,
+}
+
+fn retryable() -> bool {
+    true
+}
+
+/// A result recorded by lease.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LeaseRecorded {
+    /// The lease.
+    pub lease_id: Uuid,
+    /// Its execution.
+    pub execution_id: Uuid,
+    /// Its attempt.
+    pub task: LeasedAttempt,
+    /// `completed`, `failed` or `heartbeat`.
+    #[schema(example = "completed")]
+    pub recorded: String,
+}
+
+/// The attempt a lease names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LeasedAttempt {
+    /// The task.
+    pub task_id: String,
+    /// The attempt.
+    pub attempt: u32,
+}

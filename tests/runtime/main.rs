@@ -37,6 +37,7 @@ mod harness;
 mod input;
 mod junk;
 mod live;
+mod matrix;
 mod outage;
 mod projection;
 mod proxy;
@@ -78,7 +79,7 @@ macro_rules! all_scenarios {
                 access::keys_are_managed_and_events_name_their_actor,
                 access::agent_keys_serve_only_their_roles,
                 tenants::two_tenants_never_cross,
-                tenants::every_role_gets_its_status_on_every_route,
+                matrix::every_role_gets_its_status_on_every_route,
                 conformance::answers_match_the_document,
                 flow::chain_runs_in_order,
                 flow::diamond_joins_after_every_branch,

@@ -12,8 +12,8 @@
 //!   embedded SQLite backends, sharing one group-commit append pipeline.
 //! - [`bus`]: the `EventBus` trait (the transport) with Redis Streams and in-process
 //!   backends: consumer groups, acks, claiming a dead consumer's entries.
-//! - [`queue`]: the `TaskQueue` of agent-task tickets per role (Redis Streams or in
-//!   memory) that agents' long-polls take from; transport only, the log is the truth.
+//! - [`queue`]: the `TaskQueue` of agent-task tickets per tenant and role (Redis
+//!   Streams or in memory) that agents' long-polls take from; transport only, the log is the truth.
 //! - [`relay`]: publishes committed events from the store's outbox to the bus, in
 //!   position order, and republishes whatever the bus lost.
 //! - [`subscriber`]: delivery with effectively-once application: skips what a consumer
@@ -22,8 +22,8 @@
 //! - [`runner`]: runs built-in tasks (`noop`, `sleep`, `http`) in-process, with a
 //!   circuit breaker per downstream host.
 //!
-//! The pure execution core (`decide`/`evolve`) and the scheduler arrive with the
-//! runtime; they will depend on nothing here but `conflux-schema`.
+//! The pure core ([`execution`]) depends on nothing here but `conflux-schema`; every
+//! other module is the I/O shell around it.
 
 pub mod access;
 pub mod agents;

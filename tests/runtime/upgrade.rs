@@ -61,9 +61,10 @@ async fn old_read_models(config: &Config, workflow: uuid::Uuid) {
     let counts = r#"{"running":0,"completed":0,"failed":0,"cancelled":0,"paused":0,"compensating":0,"compensated":0}"#;
     let now = chrono::Utc::now();
     let text = definition().to_string();
-    match &config.database_url {
-        Some(url) => {
-            let pool = sqlx::PgPool::connect(url).await.expect("connect");
+    // The same statements on either database (the pools' types differ).
+    macro_rules! write_old {
+        ($pool:expr) => {{
+            let pool = $pool;
             for sql in &ddl {
                 sqlx::query(sql).execute(&pool).await.expect("old ddl");
             }
@@ -80,28 +81,15 @@ async fn old_read_models(config: &Config, workflow: uuid::Uuid) {
                 .await
                 .expect("checkpoint");
             pool.close().await;
-        }
+        }};
+    }
+    match &config.database_url {
+        Some(url) => write_old!(sqlx::PgPool::connect(url).await.expect("connect")),
         None => {
             std::fs::create_dir_all(&config.data_dir).expect("data dir");
             let path = config.data_dir.join("read-models.db");
             let url = format!("sqlite://{}?mode=rwc", path.display());
-            let pool = sqlx::SqlitePool::connect(&url).await.expect("open");
-            for sql in &ddl {
-                sqlx::query(sql).execute(&pool).await.expect("old ddl");
-            }
-            sqlx::query(insert)
-                .bind(workflow)
-                .bind(now)
-                .bind(&text)
-                .bind(counts)
-                .execute(&pool)
-                .await
-                .expect("old row");
-            sqlx::query(checkpoint)
-                .execute(&pool)
-                .await
-                .expect("checkpoint");
-            pool.close().await;
+            write_old!(sqlx::SqlitePool::connect(&url).await.expect("open"))
         }
     }
 }

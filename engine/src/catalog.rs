@@ -150,10 +150,7 @@ impl WorkflowCatalog {
             .map(|(_, w)| w))
     }
 
-    async fn get_with_tenant(
-        &self,
-        workflow_id: Uuid,
-    ) -> Result<Option<Owned>, StoreError> {
+    async fn get_with_tenant(&self, workflow_id: Uuid) -> Result<Option<Owned>, StoreError> {
         if let Some(w) = lock(&self.loaded).get(&workflow_id) {
             return Ok(Some(w.clone()));
         }

@@ -16,6 +16,7 @@
 //! - `auth` (in `tests/support`): the token every request carries.
 //! - `target`: the local HTTP service `http` tasks call.
 //! - `access`: tokens, roles, keys and tenants.
+//! - `oversized`: 413 answers reach a client that is still sending (raw TCP).
 //! - `flow`, `failures`, `control`, `saga`, `input`, `junk`, `strict`, `scale`: the
 //!   scenarios.
 
@@ -33,6 +34,7 @@ mod input;
 mod junk;
 mod live;
 mod outage;
+mod oversized;
 mod projection;
 mod proxy;
 mod query_params;
@@ -85,6 +87,7 @@ macro_rules! all_scenarios {
                 control::workflow_pause_applies_to_every_execution,
                 saga::compensation_runs_in_reverse,
                 input::bad_requests_are_rejected,
+                oversized::oversized_bodies_get_their_413_on_keep_alive,
                 junk::junk_bodies_are_rejected_cleanly,
                 strict::unknown_fields_are_rejected,
                 live::live_stream_is_exactly_the_log,

@@ -25,6 +25,7 @@ use conflux_projector::Projector;
 use conflux_projector::ReadModels;
 use conflux_query_api::live::{LiveFeed, LiveState};
 use conflux_query_api::reads::Reads;
+use conflux_query_api::stream_tokens::StreamTokenState;
 use conflux_schema::validate::Limits;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -125,6 +126,13 @@ pub fn router(rt: &Runtime, feed: LiveFeed, access: Access) -> Router {
             feed,
             access.clone(),
         )))
+        .merge(conflux_query_api::stream_tokens::router(
+            StreamTokenState {
+                access: access.clone(),
+                store: rt.backends.store.clone(),
+            },
+            rt.max_body_bytes,
+        ))
         .merge(conflux_query_api::workflows::router(reads.clone()))
         .merge(conflux_query_api::audit::router(commands.clone()))
         .merge(conflux_query_api::executions::router(reads))

@@ -12,6 +12,7 @@
 //!   every router reads its query parameters with [`extract::QueryParams`].
 //! - [`auth`]: bearer-token authentication and the route → permission table (deny by
 //!   default).
+//! - [`live_path`]: the live streams' paths, the scope a stream token is good for.
 //! - [`context`]: the request context (today its request id) handlers are given, and
 //!   the metadata of the events a request causes.
 //! - [`ops`]: `/health` and `/ready`, the probes every deployment needs.
@@ -30,5 +31,6 @@ pub mod drain;
 pub mod error;
 pub mod extract;
 pub mod layers;
+pub mod live_path;
 pub mod metrics;
 pub mod ops;

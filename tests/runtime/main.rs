@@ -16,6 +16,7 @@
 //! - `auth` (in `tests/support`): the token every request carries.
 //! - `target`: the local HTTP service `http` tasks call.
 //! - `access`: tokens, roles, keys and tenants.
+//! - `stream_tokens`: short-lived tokens that open one live stream.
 //! - `oversized`: 413 answers reach a client that is still sending (raw TCP).
 //! - `flow`, `failures`, `control`, `saga`, `input`, `junk`, `strict`, `scale`: the
 //!   scenarios.
@@ -40,6 +41,7 @@ mod proxy;
 mod query_params;
 mod saga;
 mod scale;
+mod stream_tokens;
 mod strict;
 mod target;
 mod ws_load;
@@ -71,6 +73,8 @@ macro_rules! all_scenarios {
                 access::roles_get_their_routes,
                 access::keys_are_managed_and_events_name_their_actor,
                 access::agent_keys_serve_only_their_roles,
+                stream_tokens::stream_tokens_open_one_stream,
+                stream_tokens::stream_tokens_are_scoped_to_their_tenant,
                 flow::chain_runs_in_order,
                 flow::diamond_joins_after_every_branch,
                 flow::data_flows_with_types,
@@ -136,4 +140,22 @@ async fn postgres_redis_an_abandoned_execution_is_taken_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_an_abandoned_execution_is_taken_over() {
     scale::an_abandoned_execution_is_taken_over(harness::Mode::Embedded).await;
+}
+
+/// A stream token's lifetime is configured per server: its own server in each mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_redis_stream_tokens_expire() {
+    stream_tokens::stream_tokens_expire(harness::Mode::PostgresRedis).await;
+}
+
+/// The same in the embedded mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_stream_tokens_expire() {
+    stream_tokens::stream_tokens_expire(harness::Mode::Embedded).await;
+}
+
+/// A token minted on one server opens its stream on another: Postgres + Redis only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_redis_stream_tokens_work_on_every_server() {
+    stream_tokens::stream_tokens_work_on_every_server().await;
 }

@@ -17,6 +17,7 @@
 //! - `target`: the local HTTP service `http` tasks call.
 //! - `access`: tokens, roles, keys and tenants.
 //! - `stream_tokens`: short-lived tokens that open one live stream.
+//! - `jwt`: the identity provider's JWTs, against a JWKS the test writes.
 //! - `oversized`: 413 answers reach a client that is still sending (raw TCP).
 //! - `flow`, `failures`, `control`, `saga`, `input`, `junk`, `strict`, `scale`: the
 //!   scenarios.
@@ -33,6 +34,7 @@ mod flow;
 mod harness;
 mod input;
 mod junk;
+mod jwt;
 mod live;
 mod outage;
 mod oversized;
@@ -158,4 +160,16 @@ async fn embedded_stream_tokens_expire() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_redis_stream_tokens_work_on_every_server() {
     stream_tokens::stream_tokens_work_on_every_server().await;
+}
+
+/// The identity provider's JWTs over HTTP (a server configured with its JWKS).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_redis_jwts_end_to_end() {
+    jwt::jwts_end_to_end(harness::Mode::PostgresRedis).await;
+}
+
+/// The same in the embedded mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_jwts_end_to_end() {
+    jwt::jwts_end_to_end(harness::Mode::Embedded).await;
 }

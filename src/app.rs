@@ -26,6 +26,7 @@ use conflux_projector::Projector;
 use conflux_projector::ReadModels;
 use conflux_query_api::live::{LiveFeed, LiveState};
 use conflux_query_api::reads::Reads;
+use conflux_query_api::stream_tokens::StreamTokenState;
 use conflux_schema::validate::Limits;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -181,6 +182,13 @@ pub fn router(rt: &Runtime, access: Access, sides: Sides) -> Router {
                 feed,
                 access.clone(),
             )))
+            .merge(conflux_query_api::stream_tokens::router(
+                StreamTokenState {
+                    access: access.clone(),
+                    store: rt.backends.store.clone(),
+                },
+                rt.max_body_bytes,
+            ))
             .merge(conflux_query_api::workflows::router(reads.clone()))
             .merge(conflux_query_api::audit::router(commands))
             .merge(conflux_query_api::executions::router(reads))

@@ -90,7 +90,8 @@ impl Backends {
             .context("reading the store's identity")?;
         let mut access = Access::open(store.clone(), None)
             .await
-            .context("reading tenants and API keys")?;
+            .context("reading tenants, API keys and the stream-token secret")?
+            .with_stream_token_ttl(std::time::Duration::from_secs(config.stream_token_ttl_secs));
         if let Some(path) = &config.jwt_jwks_file {
             let (Some(issuer), Some(audience)) = (&config.jwt_issuer, &config.jwt_audience) else {
                 anyhow::bail!(

@@ -130,6 +130,17 @@ pub struct Config {
     )]
     pub jwt_role_claim: String,
 
+    /// How long a stream token (`POST /api/v1/stream-tokens`) opens its live stream, in
+    /// seconds (1 to 3600).
+    #[arg(
+        long,
+        global = true,
+        env = "CONFLUX_STREAM_TOKEN_TTL_SECS",
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    pub stream_token_ttl_secs: u64,
+
     /// Requests per second each caller (key, or the admin token) may make, with bursts
     /// of twice that; over it: `429 rate_limited` with `Retry-After`. `0`: no limit.
     #[arg(
@@ -209,6 +220,7 @@ impl Config {
             "jwt_jwks_file": self.jwt_jwks_file.as_ref().map(|p| p.display().to_string()),
             "jwt_issuer": self.jwt_issuer,
             "jwt_audience": self.jwt_audience,
+            "stream_token_ttl_secs": self.stream_token_ttl_secs,
             "admin_token": self.admin_token.as_ref().map(|_| "***"),
             "log_format": format!("{:?}", self.log_format).to_lowercase(),
             "log": self.log,

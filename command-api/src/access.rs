@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
-use conflux_engine::access::{AccessError, KeyRecord, NewKey, Principal};
+use conflux_engine::access::{KeyRecord, NewKey, Principal};
 use conflux_http::context::RequestContext;
 use conflux_http::error::ApiError;
 use conflux_http::extract::{ApiJson, PathId};
@@ -19,23 +19,6 @@ use conflux_schema::EventMetadata;
 use serde_json::json;
 
 use crate::CommandContext;
-
-fn map_access(e: AccessError) -> ApiError {
-    match e {
-        AccessError::NotFound(m) => ApiError::not_found(m),
-        AccessError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
-        AccessError::Invalid(m) => ApiError::invalid_request(m),
-        AccessError::Store(e) => e.into(),
-        AccessError::Randomness(e) => {
-            tracing::error!(error = %e, "no randomness for a key");
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "could not issue a key",
-            )
-        }
-    }
-}
 
 fn caller(request: &RequestContext) -> Result<&Principal, ApiError> {
     request
@@ -90,7 +73,11 @@ pub async fn create_key(
         tenant_id: Some(key.tenant.to_string()),
         ..request.event_metadata()
     };
-    let (record, token) = ctx.access.create_key(key, meta).await.map_err(map_access)?;
+    let (record, token) = ctx
+        .access
+        .create_key(key, meta)
+        .await
+        .map_err(ApiError::from)?;
     Ok((
         StatusCode::CREATED,
         Json(KeyCreated {
@@ -133,7 +120,7 @@ pub async fn revoke_key(
     ctx.access
         .revoke_key(key_id, scope(who), meta)
         .await
-        .map_err(map_access)?;
+        .map_err(ApiError::from)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -161,7 +148,7 @@ pub async fn create_tenant(
     ctx.access
         .create_tenant(tenant.clone(), meta)
         .await
-        .map_err(map_access)?;
+        .map_err(ApiError::from)?;
     let created_at = ctx
         .access
         .tenants()

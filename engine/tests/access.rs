@@ -1,7 +1,8 @@
 //! Tenants and API keys through the real stores (Postgres and the embedded SQLite):
 //! issued keys authenticate with their tenant and role, revoked and expired ones do
 //! not, a revocation through one process reaches another within a second, and the log
-//! never holds a secret.
+//! never holds a secret. Stream tokens minted by one process open their stream on
+//! another, as their minter, nowhere else, and stop with the minting key.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -173,4 +174,97 @@ async fn keys_work_and_revocation_spreads_embedded() {
     let first = Arc::new(SqliteStore::open(&path).await.expect("store")) as Arc<dyn EventStore>;
     let second = Arc::new(SqliteStore::open(&path).await.expect("store")) as Arc<dyn EventStore>;
     keys_and_revocation(first, second).await;
+}
+
+/// Stream tokens through two processes of one store: minted by one, they open their
+/// stream on the other as their minter (tenant, role, actor, key), nowhere else, and
+/// not after the minting key is revoked; on no route do they count as a bearer token.
+async fn stream_tokens_across_processes(store: Arc<dyn EventStore>, second: Arc<dyn EventStore>) {
+    const STREAM: &str = "/ws/executions/0190f5c4-7a2b-7cc3-9d1e-5b8a9c0d1e2f";
+    let access = Access::open(store.clone(), None).await.expect("open");
+    let other = Access::open(second, None).await.expect("open");
+    let acme = TenantName::parse("acme").expect("tenant");
+    access
+        .create_tenant(acme.clone(), by("admin"))
+        .await
+        .expect("tenant");
+    let (record, token) = access
+        .create_key(key("watcher", "acme", Role::Viewer), by("admin"))
+        .await
+        .expect("key");
+    other.refresh().await.expect("refresh");
+    let minter = access.authenticate(&token).expect("the key");
+    let minted = access
+        .mint_stream_token(&minter, STREAM)
+        .expect("a stream token");
+    let ttl = minted.expires_at - Utc::now();
+    assert!(ttl <= chrono::Duration::seconds(60) && ttl > chrono::Duration::seconds(50));
+    let who = other
+        .authenticate_for(&minted.token, Some(STREAM))
+        .expect("the other process verifies it: one secret per store");
+    assert_eq!(who, minter);
+    assert_eq!(who.key_id, Some(record.key_id));
+    for elsewhere in [
+        Some("/ws/executions/0190f5c4-7a2b-7cc3-9d1e-5b8a9c0d1e30"),
+        Some("/ws/workflows/0190f5c4-7a2b-7cc3-9d1e-5b8a9c0d1e2f"),
+        None,
+    ] {
+        assert_eq!(
+            other.authenticate_for(&minted.token, elsewhere),
+            Err(AuthError::Unknown),
+            "{elsewhere:?}"
+        );
+    }
+    assert_eq!(other.authenticate(&minted.token), Err(AuthError::Unknown));
+    // Any other token is the ordinary one, wherever it is used.
+    assert_eq!(other.authenticate_for(&token, Some(STREAM)), Ok(minter));
+
+    access
+        .revoke_key(record.key_id, None, by("admin"))
+        .await
+        .expect("revoke");
+    other.refresh().await.expect("refresh");
+    for process in [&access, &other] {
+        assert_eq!(
+            process.authenticate_for(&minted.token, Some(STREAM)),
+            Err(AuthError::Revoked)
+        );
+    }
+
+    // Short-lived: past its time, refused as expired.
+    let quick = Access::open(store, None)
+        .await
+        .expect("open")
+        .with_stream_token_ttl(Duration::from_secs(1));
+    let admin = conflux_engine::access::Principal::system_admin();
+    let brief = quick.mint_stream_token(&admin, STREAM).expect("minted");
+    assert!(quick.authenticate_for(&brief.token, Some(STREAM)).is_ok());
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        quick.authenticate_for(&brief.token, Some(STREAM)),
+        Err(AuthError::Expired)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_tokens_verify_across_processes_on_postgres() {
+    let db = TestDatabase::create().await;
+    let open = || async {
+        Arc::new(
+            PgStore::connect(&db.url, &PgStoreOptions::default())
+                .await
+                .expect("store"),
+        ) as Arc<dyn EventStore>
+    };
+    stream_tokens_across_processes(open().await, open().await).await;
+    db.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_tokens_verify_across_processes_embedded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("events.db");
+    let first = Arc::new(SqliteStore::open(&path).await.expect("store")) as Arc<dyn EventStore>;
+    let second = Arc::new(SqliteStore::open(&path).await.expect("store")) as Arc<dyn EventStore>;
+    stream_tokens_across_processes(first, second).await;
 }

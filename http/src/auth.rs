@@ -8,8 +8,10 @@
 //! for the events the request causes (`metadata.actor`, `metadata.tenant_id`).
 //!
 //! A token is read from `Authorization: Bearer <token>`, or, on the WebSocket routes
-//! only (a browser cannot set headers on an upgrade), from `?access_token=`. Tokens are
-//! never logged: a refusal logs only its reason.
+//! only (a browser cannot set headers on an upgrade), from `?access_token=`. A stream
+//! token (`POST /api/v1/stream-tokens`) counts only on the upgrade of the one stream it
+//! was minted for ([`LivePath`]); anywhere else it is `401`. Tokens are never logged: a
+//! refusal logs only its reason.
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
@@ -19,6 +21,7 @@ use conflux_engine::access::{Access, AuthError};
 use conflux_schema::access::Permission;
 
 use crate::error::ApiError;
+use crate::live_path::LivePath;
 
 /// What a route needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +66,7 @@ pub const ROUTES: &[(&str, &str, Rule)] = {
         ("POST", "/api/v1/keys", Needs(P::ManageKeys)),
         ("GET", "/api/v1/keys", Needs(P::ManageKeys)),
         ("DELETE", "/api/v1/keys/{key_id}", Needs(P::ManageKeys)),
+        ("POST", "/api/v1/stream-tokens", Needs(P::Read)),
         ("POST", "/api/v1/tenants", Needs(P::ManageTenants)),
         ("GET", "/api/v1/tenants", Needs(P::ManageTenants)),
     ]
@@ -208,9 +212,15 @@ pub async fn require(State(gate): State<Gate>, mut req: Request, next: Next) -> 
             .into_response();
         }
     };
+    // On a live stream's route, the stream it opens: what a stream token must be for.
+    let stream = route
+        .starts_with("/ws/")
+        .then(|| LivePath::parse(req.uri().path()))
+        .flatten()
+        .map(|p| p.scope());
     let principal = match token_of(&req) {
         None => Err(AuthError::Missing),
-        Some(token) => gate.access.authenticate(&token),
+        Some(token) => gate.access.authenticate_for(&token, stream.as_deref()),
     };
     let principal = match principal {
         Ok(p) => p,

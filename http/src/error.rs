@@ -191,6 +191,29 @@ impl From<conflux_engine::catalog::CatalogError> for ApiError {
     }
 }
 
+impl From<conflux_engine::access::AccessError> for ApiError {
+    fn from(e: conflux_engine::access::AccessError) -> Self {
+        use conflux_engine::access::AccessError;
+        match e {
+            AccessError::NotFound(m) => Self::not_found(m),
+            AccessError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
+            AccessError::Invalid(m) => Self::invalid_request(m),
+            AccessError::Store(e) => e.into(),
+            AccessError::Randomness(e) => {
+                tracing::error!(error = %e, "no randomness for a key");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "could not issue a key",
+                )
+            }
+            AccessError::Mint(e) => {
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,9 @@
 //! naming its method, path and request id, so every log line of the request carries the
 //! id; the `conflux_http_requests_total` counter and the
 //! `conflux_http_request_duration_seconds` histogram by method, route template and
-//! status; and the API's JSON answers for an unknown route (`404 not_found`) and a method
+//! status; request bodies that are read on, within bounds, when the route answered
+//! without reading them to their end ([`crate::drain`]: a `413` reaches a client still
+//! sending, and its keep-alive connection stays usable); and the API's JSON answers for an unknown route (`404 not_found`) and a method
 //! the route does not accept (`405 method_not_allowed`), where axum would answer with an
 //! empty body. A route of the API that this process does not serve (a role serving one
 //! side of the API: `POST /api/v1/workflows` on a query API, which serves only its `GET`)
@@ -28,8 +30,9 @@ use crate::error::ApiError;
 /// The header that carries a request's id, on the request and on its answer.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// `routes` as they are served: with the JSON 404 and 405 fallbacks, request tracking,
-/// a tracing span per request and request ids (see the module docs).
+/// `routes` as they are served: with the JSON 404 and 405 fallbacks, unread bodies
+/// drained, request tracking, a tracing span per request and request ids (see the
+/// module docs).
 pub fn wrap(routes: Router) -> Router {
     routes
         .fallback(|| async { ApiError::not_found("no such route") })
@@ -41,6 +44,7 @@ pub fn wrap(routes: Router) -> Router {
             )
         })
         .layer(axum::middleware::from_fn(served_elsewhere))
+        .layer(axum::middleware::from_fn(crate::drain::drain_unread))
         .layer(axum::middleware::from_fn(track_http))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))

@@ -8,6 +8,8 @@
 //! - [`openapi`]: `/api/v1/openapi.json`, this API as an OpenAPI 3 document.
 //! - [`workflows`]: the workflow list, a definition and its status, from the read models.
 //! - [`reads`]: the state the read routes share and the read-model error mapping.
+//! - [`stream_tokens`]: `POST /api/v1/stream-tokens`, short-lived tokens that open one
+//!   live stream.
 //!
 //! The error body, the extractors, `/health`, `/ready` and `/metrics` are the HTTP layer
 //! both APIs share: `conflux-http`. **Architecture invariant:** this crate does not
@@ -18,4 +20,5 @@ pub mod executions;
 pub mod live;
 pub mod openapi;
 pub mod reads;
+pub mod stream_tokens;
 pub mod workflows;

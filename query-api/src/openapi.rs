@@ -90,7 +90,8 @@ pub fn document() -> OpenApi {
                             .description(Some(
                                 "An API key `cfx_<key_id>_<secret>`, the system administrator's \
                                  token, or (when configured) the identity provider's JWT. \
-                                 WebSocket upgrades may pass it as `?access_token=`.",
+                                 WebSocket upgrades may pass it as `?access_token=`, and also \
+                                 take a stream token `cfs_…` minted for their path.",
                             ))
                             .build(),
                     ),
@@ -124,7 +125,7 @@ const TAGS: [(&str, &str); 7] = [
         "audit",
         "The event log: pages, NDJSON, replay, hash-chain verification.",
     ),
-    ("live", "WebSocket status streams."),
+    ("live", "WebSocket status streams, and the short-lived tokens that open one."),
     ("operations", "Probes, metrics and this document."),
 ];
 #[cfg(test)]
@@ -152,6 +153,6 @@ mod tests {
             }
             seen += 1;
         }
-        assert_eq!(seen, 31, "every route of API.md");
+        assert_eq!(seen, 32, "every route of API.md");
     }
 }

@@ -16,6 +16,9 @@
 //! - `auth` (in `tests/support`): the token every request carries.
 //! - `target`: the local HTTP service `http` tasks call.
 //! - `access`: tokens, roles and keys.
+//! - `stream_tokens`: short-lived tokens that open one live stream.
+//! - `jwt`: the identity provider's JWTs, against a JWKS the test writes.
+//! - `oversized`: 413 answers reach a client that is still sending (raw TCP).
 //! - `tenants`: two tenants never cross; the access matrix (every route × role × own
 //!   or another tenant); `upgrade`: a store from before tenants upgrades in place.
 //! - `conformance`: every documented operation answers with a documented status and a
@@ -36,15 +39,18 @@ mod flow;
 mod harness;
 mod input;
 mod junk;
+mod jwt;
 mod live;
 mod matrix;
 mod outage;
+mod oversized;
 mod projection;
 mod proxy;
 mod query_params;
 mod revocation;
 mod saga;
 mod scale;
+mod stream_tokens;
 mod strict;
 mod target;
 mod tenants;
@@ -81,6 +87,8 @@ macro_rules! all_scenarios {
                 tenants::two_tenants_never_cross,
                 matrix::every_role_gets_its_status_on_every_route,
                 conformance::answers_match_the_document,
+                stream_tokens::stream_tokens_open_one_stream,
+                stream_tokens::stream_tokens_are_scoped_to_their_tenant,
                 flow::chain_runs_in_order,
                 flow::diamond_joins_after_every_branch,
                 flow::data_flows_with_types,
@@ -97,6 +105,7 @@ macro_rules! all_scenarios {
                 control::workflow_pause_applies_to_every_execution,
                 saga::compensation_runs_in_reverse,
                 input::bad_requests_are_rejected,
+                oversized::oversized_bodies_get_their_413_on_keep_alive,
                 junk::junk_bodies_are_rejected_cleanly,
                 strict::unknown_fields_are_rejected,
                 live::live_stream_is_exactly_the_log,
@@ -151,4 +160,34 @@ async fn embedded_an_abandoned_execution_is_taken_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_redis_revocation_reaches_every_server_within_a_second() {
     revocation::revocation_reaches_every_server_within_a_second().await;
+}
+
+/// A stream token's lifetime is configured per server: its own server in each mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_redis_stream_tokens_expire() {
+    stream_tokens::stream_tokens_expire(harness::Mode::PostgresRedis).await;
+}
+
+/// The same in the embedded mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_stream_tokens_expire() {
+    stream_tokens::stream_tokens_expire(harness::Mode::Embedded).await;
+}
+
+/// A token minted on one server opens its stream on another: Postgres + Redis only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_redis_stream_tokens_work_on_every_server() {
+    stream_tokens::stream_tokens_work_on_every_server().await;
+}
+
+/// The identity provider's JWTs over HTTP (a server configured with its JWKS).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_redis_jwts_end_to_end() {
+    jwt::jwts_end_to_end(harness::Mode::PostgresRedis).await;
+}
+
+/// The same in the embedded mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_jwts_end_to_end() {
+    jwt::jwts_end_to_end(harness::Mode::Embedded).await;
 }

@@ -13,9 +13,12 @@
 //! - `directory`: the pure fold and `authenticate`.
 //! - `jwt`: bearer JWTs of the organisation's identity provider (JWKS, issuer,
 //!   audience, role and tenant claims).
+//! - `stream_token`: short-lived tokens for one live stream, signed with the store's
+//!   shared secret; [`Access::authenticate_for`] also checks their minting key.
 
 pub mod directory;
 pub mod jwt;
+pub mod stream_token;
 pub mod token;
 
 use std::sync::{Arc, RwLock, RwLockReadGuard};
@@ -29,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub use directory::{AuthError, KeyDirectory, KeyRecord, Principal};
+pub use stream_token::StreamToken;
 
 use crate::store::{EventStore, StoreError};
 
@@ -56,6 +60,9 @@ pub enum AccessError {
     /// No randomness for a secret.
     #[error(transparent)]
     Randomness(#[from] token::RandomnessError),
+    /// A stream token could not be made.
+    #[error(transparent)]
+    Mint(#[from] stream_token::MintError),
 }
 
 /// A key to issue.
@@ -80,6 +87,7 @@ pub struct Access {
     directory: Arc<RwLock<KeyDirectory>>,
     admin_token: Option<Arc<str>>,
     jwt: Option<Arc<jwt::JwtVerifier>>,
+    stream_tokens: stream_token::StreamTokens,
     revocations: Arc<watch::Sender<usize>>,
     /// One refresh at a time: two overlapping ones could apply an older batch after a
     /// newer one.
@@ -87,13 +95,16 @@ pub struct Access {
 }
 
 impl Access {
-    /// Reads every tenant and key from `store`. `admin_token`: the system
-    /// administrator's bootstrap token, if any.
+    /// Reads every tenant and key from `store`, and the secret its stream tokens are
+    /// signed with (created on first use). `admin_token`: the system administrator's
+    /// bootstrap token, if any.
     pub async fn open(
         store: Arc<dyn EventStore>,
         admin_token: Option<String>,
     ) -> Result<Self, StoreError> {
+        let secret = store.signing_secret(stream_token::SECRET_NAME).await?;
         let access = Self {
+            stream_tokens: stream_token::StreamTokens::new(secret, stream_token::DEFAULT_TTL),
             store,
             directory: Arc::new(RwLock::new(KeyDirectory::default())),
             admin_token: admin_token.map(Arc::from),
@@ -115,6 +126,12 @@ impl Access {
     /// The same directory, also accepting the identity provider's JWTs.
     pub fn with_jwt(mut self, verifier: jwt::JwtVerifier) -> Self {
         self.jwt = Some(Arc::new(verifier));
+        self
+    }
+
+    /// The same directory, minting stream tokens good for `ttl`.
+    pub fn with_stream_token_ttl(mut self, ttl: Duration) -> Self {
+        self.stream_tokens = self.stream_tokens.with_ttl(ttl);
         self
     }
 
@@ -181,10 +198,15 @@ impl Access {
         }
     }
 
-    /// Who `token` is. The bootstrap admin token is compared in constant time.
+    /// Who `token` is. The bootstrap admin token is compared in constant time. A
+    /// stream token is nobody here: it counts only on its stream
+    /// ([`Access::authenticate_for`]).
     pub fn authenticate(&self, token: &str) -> Result<Principal, AuthError> {
         if token.is_empty() {
             return Err(AuthError::Missing);
+        }
+        if stream_token::is_stream_token(token) {
+            return Err(AuthError::Unknown);
         }
         if let Some(admin) = &self.admin_token {
             if token::same_secret(admin, token) {
@@ -201,6 +223,46 @@ impl Access {
             };
         }
         self.read().authenticate(token, Utc::now())
+    }
+
+    /// Who `token` is on a request for the live stream `stream` (its canonical path;
+    /// None: the request is for no live stream). A stream token counts only on the
+    /// stream it was minted for, while it has not expired and while the key that
+    /// minted it still works (revoked or expired since: refused); any other token is
+    /// [`Access::authenticate`]'s.
+    pub fn authenticate_for(
+        &self,
+        token: &str,
+        stream: Option<&str>,
+    ) -> Result<Principal, AuthError> {
+        if !stream_token::is_stream_token(token) {
+            return self.authenticate(token);
+        }
+        let scope = stream.ok_or(AuthError::Unknown)?;
+        let now = Utc::now();
+        let who = self.stream_tokens.verify(token, scope, now)?;
+        if let Some(key_id) = who.key_id {
+            let dir = self.read();
+            let key = dir.key(key_id).ok_or(AuthError::Unknown)?;
+            if key.revoked_at.is_some() {
+                return Err(AuthError::Revoked);
+            }
+            if key.expires_at.is_some_and(|at| at <= now) {
+                return Err(AuthError::Expired);
+            }
+        }
+        Ok(who)
+    }
+
+    /// A token that opens the live stream `stream` (its canonical path) as `who`, for
+    /// the configured time (default 60 s). Whether `who` may see that stream is the
+    /// caller's to check first.
+    pub fn mint_stream_token(
+        &self,
+        who: &Principal,
+        stream: &str,
+    ) -> Result<StreamToken, AccessError> {
+        Ok(self.stream_tokens.mint(who, stream, Utc::now())?)
     }
 
     /// Changes whenever a key is revoked anywhere (live streams re-check their key).

@@ -11,6 +11,7 @@
 pub mod chain;
 mod lookup;
 pub mod postgres;
+mod secrets;
 pub mod sqlite;
 pub mod writer;
 
@@ -19,6 +20,7 @@ use conflux_schema::{EventEnvelope, NewEvent, StreamId};
 use tokio::sync::watch;
 
 pub use chain::ChainVerification;
+pub use secrets::SigningSecret;
 
 /// Everything that can go wrong in the store, typed so callers can react
 /// (a conflict means reload and re-decide; unavailable means 503).
@@ -157,6 +159,12 @@ pub trait EventStore: Send + Sync + 'static {
     /// (a restored or copied database keeps it; a new or recreated one gets a new one).
     /// The bus records it to tell its own store's events from another store's.
     async fn store_id(&self) -> Result<uuid::Uuid, StoreError>;
+
+    /// The secret named `name`: 32 random bytes, created by whichever process asks
+    /// first and never changed, so every process of this store (every server of a
+    /// cluster) gets the same one. Signing keys (the stream tokens') come from here;
+    /// never log one.
+    async fn signing_secret(&self, name: &str) -> Result<SigningSecret, StoreError>;
 
     /// Recomputes the stream's hash chain from the stored rows.
     async fn verify_stream(&self, stream: &StreamId) -> Result<ChainVerification, StoreError>;

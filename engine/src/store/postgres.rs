@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use super::chain::{verify_rows, ChainVerification, StoredRow};
 use super::writer::{AppendQueue, Head, InsertError, LogBackend, Row};
-use super::{AppendRequest, EventStore, StoreError, StreamQuery};
+use super::{AppendRequest, EventStore, SigningSecret, StoreError, StreamQuery};
 
 /// The advisory lock key that orders commits ("Conflux" in ASCII).
 const COMMIT_ORDER_LOCK: i64 = 0x0043_6f6e_666c_7578;
@@ -190,7 +190,7 @@ pub(crate) fn db_int<T: TryInto<i64>>(n: T) -> i64 {
     n.try_into().unwrap_or(i64::MAX)
 }
 
-fn map_err(e: sqlx::Error) -> StoreError {
+pub(super) fn map_err(e: sqlx::Error) -> StoreError {
     match &e {
         sqlx::Error::Io(_)
         | sqlx::Error::PoolTimedOut
@@ -508,6 +508,10 @@ impl EventStore for PgStore {
             .fetch_one(&self.backend.pool)
             .await
             .map_err(map_err)
+    }
+
+    async fn signing_secret(&self, name: &str) -> Result<SigningSecret, StoreError> {
+        super::secrets::postgres(&self.backend.pool, name).await
     }
 
     async fn verify_stream(&self, stream: &StreamId) -> Result<ChainVerification, StoreError> {

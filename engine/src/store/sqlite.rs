@@ -25,7 +25,7 @@ use uuid::Uuid;
 use super::chain::{verify_rows, ChainVerification, StoredRow};
 use super::postgres::db_int;
 use super::writer::{plan, prepare, AppendQueue, Head, InsertError, LogBackend, Row};
-use super::{AppendRequest, EventStore, StoreError, StreamQuery};
+use super::{AppendRequest, EventStore, SigningSecret, StoreError, StreamQuery};
 
 /// Rows per INSERT statement (11 bound parameters each, under SQLite's limit).
 const ROWS_PER_STATEMENT: usize = 2000;
@@ -135,7 +135,7 @@ pub async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
         .map_err(|e| StoreError::Backend(format!("migration failed: {e}")))
 }
 
-fn map_err(e: sqlx::Error) -> StoreError {
+pub(super) fn map_err(e: sqlx::Error) -> StoreError {
     match &e {
         sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
             StoreError::Unavailable(e.to_string())
@@ -387,6 +387,10 @@ impl EventStore for SqliteStore {
             .map_err(map_err)?;
         uuid::Uuid::parse_str(&id)
             .map_err(|e| StoreError::Backend(format!("the store id {id:?} is not a uuid: {e}")))
+    }
+
+    async fn signing_secret(&self, name: &str) -> Result<SigningSecret, StoreError> {
+        super::secrets::sqlite(&self.backend.pool, name).await
     }
 
     async fn verify_stream(&self, stream: &StreamId) -> Result<ChainVerification, StoreError> {

@@ -13,6 +13,7 @@ use conflux_projector::rows::WORKFLOW_STATUSES;
 use super::shapes::*;
 use super::spec::*;
 use super::PATH;
+use crate::stream_tokens::{MintStreamToken, StreamTokenMinted};
 
 // The route declarations below keep one call per line, like a table; rustfmt would
 // split most of them over four lines.
@@ -218,7 +219,22 @@ pub(super) fn live(s: &mut Spec) {
         op.builder = op.builder.extensions(Some(frames.build()));
         op.add(s);
     }
+    let unknown = Failure(404, "the path's execution or workflow is unknown, or another tenant's", &["not_found"]);
+    Op::new(Post, crate::stream_tokens::PATH, "mintStreamToken", "Mint a token for one live stream", "live")
+        .describe(STREAM_TOKEN)
+        .body(s.schema::<MintStreamToken>(), true)
+        .ok(201, "The token, the stream it opens and when it expires.", s.schema::<StreamTokenMinted>())
+        .fails(&[unknown])
+        .add(s);
 }
+
+const STREAM_TOKEN: &str = "A short-lived token (60 s unless configured otherwise) that opens the \
+one live stream `path` names, as `?access_token=<token>` (or a bearer token) on its upgrade, so \
+long-lived keys stay out of URLs. The stream acts exactly as the caller (tenant, role, actor). \
+The token is `401` on any other path or route, after it expires, and once the caller's key is \
+revoked or expires; an open stream closes with 4401 then. A `path` that is not \
+`/ws/executions/{id}` or `/ws/workflows/{id}` is `400 invalid_request` with `details.field` \
+`path`; an id of another tenant is `404`, exactly as an unknown one.";
 
 const LIVE: &str = "Upgrade to a WebSocket. Server → client text frames, JSON (`LiveFrame`):\n\
 1. `{\"type\": \"snapshot\", \"position\": P, \"status\": <body>}` first, where the body is \
@@ -229,7 +245,8 @@ omitted when `after` is given.\n\
 3. `{\"type\": \"lagged\", \"position\": <last sent>}` then close (1008) if the client \
 cannot keep up; it reconnects with `?after=<position>`.\n\n\
 The server pings every 15 s. An unknown id is no HTTP 404: the socket opens and is \
-closed with code 4404.";
+closed with code 4404. A browser, which cannot set headers on an upgrade, passes a token \
+minted for this path (`POST /api/v1/stream-tokens`) as `?access_token=`.";
 
 #[rustfmt::skip]
 pub(super) fn operations(s: &mut Spec) {

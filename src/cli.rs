@@ -23,12 +23,17 @@ pub const EXIT_ERROR: u8 = 2;
 /// Which server to talk to, and as whom.
 #[derive(Clone, Args)]
 pub struct ServerArgs {
-    /// Base URL of a running Conflux server.
-    #[arg(long, env = "CONFLUX_URL", default_value = "http://127.0.0.1:8080")]
+    /// Base URL of a running Conflux server (before or after a subcommand).
+    #[arg(
+        long,
+        env = "CONFLUX_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
     pub url: String,
     /// Bearer token (an API key, or the administrator's token) sent as
     /// `Authorization: Bearer <token>`.
-    #[arg(long, env = "CONFLUX_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "CONFLUX_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
 }
 

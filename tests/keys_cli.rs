@@ -97,6 +97,71 @@ async fn keys_from_the_command_line() {
     }
 }
 
+/// `conflux <command> [args]` with `--url`/`--token` given after the subcommand (no
+/// environment): exit code, stdout, stderr.
+fn conflux(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_conflux"))
+        .args(args)
+        .env_remove("CONFLUX_URL")
+        .env_remove("CONFLUX_TOKEN")
+        .output()
+        .expect("run conflux");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_from_the_command_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = Binary::start(&[], dir.path());
+    let base = server.base.clone();
+    let server_args = ["--url", base.as_str(), "--token", auth::ADMIN_TOKEN];
+    let with = |args: &[&str]| {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(server_args);
+        conflux(&all)
+    };
+    let (code, _, err) = with(&["tenants", "create", "acme"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = with(&["tenants", "create", "acme"]);
+    assert_eq!(code, 2, "a second create is a conflict");
+    assert!(err.contains("conflict"), "{err}");
+    let (code, list, err) = with(&["tenants", "list"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(list.contains("default") && list.contains("acme"), "{list}");
+    let (code, token, err) = with(&[
+        "keys",
+        "create",
+        "--tenant",
+        "acme",
+        "--role",
+        "developer",
+        "--name",
+        "acme-ci",
+        "--quiet",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let token = token.trim().to_owned();
+    let (code, keys, err) = with(&["keys", "list"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        keys.contains("acme") && keys.contains("developer"),
+        "{keys}"
+    );
+    // The acme developer sees acme's workflows only; it may not manage tenants.
+    assert_eq!(
+        status_of(&base, &token, reqwest::Method::POST, "/api/v1/workflows").await,
+        201
+    );
+    let (code, _, err) = conflux(&["tenants", "list", "--url", &base, "--token", &token]);
+    assert_eq!(code, 2, "only the system administrator lists tenants");
+    assert!(err.contains("forbidden"), "{err}");
+    server.stop();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_start_writes_a_private_admin_token() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -202,7 +202,17 @@ async fn stream_tokens_across_processes(store: Arc<dyn EventStore>, second: Arc<
     let who = other
         .authenticate_for(&minted.token, Some(STREAM))
         .expect("the other process verifies it: one secret per store");
-    assert_eq!(who, minter);
+    assert!(
+        who.expires_at.is_some(),
+        "a stream token's caller expires with it"
+    );
+    assert_eq!(
+        conflux_engine::access::Principal {
+            expires_at: None,
+            ..who.clone()
+        },
+        minter
+    );
     assert_eq!(who.key_id, Some(record.key_id));
     for elsewhere in [
         Some("/ws/executions/0190f5c4-7a2b-7cc3-9d1e-5b8a9c0d1e30"),

@@ -123,6 +123,9 @@ pub fn unauthenticated(reason: AuthError) -> Response {
 /// Per-caller request rate limits: a token bucket per actor (`key:<id>`, `admin`).
 pub type RateLimits = governor::DefaultKeyedRateLimiter<String>;
 
+/// How many admissions pass between two prunings of the rate limits' callers.
+const PRUNE_EVERY: u64 = 4096;
+
 /// What [`require`] needs: the keys, and the rate limits (None: unlimited).
 #[derive(Clone)]
 pub struct Gate {
@@ -130,6 +133,9 @@ pub struct Gate {
     pub access: Access,
     /// Requests per second per caller, with a burst of twice that.
     pub limits: Option<std::sync::Arc<RateLimits>>,
+    /// Admissions so far: every [`PRUNE_EVERY`], callers whose bucket is full again are
+    /// forgotten, so the map does not grow with every JWT subject ever seen.
+    admitted: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Gate {
@@ -142,16 +148,32 @@ impl Gate {
                 governor::Quota::per_second(rate).allow_burst(burst),
             ))
         });
-        Self { access, limits }
+        Self {
+            access,
+            limits,
+            admitted: std::sync::Arc::default(),
+        }
     }
 
     /// `Err(seconds to wait)` when `actor` is over its rate.
     fn admit(&self, actor: &str) -> Result<(), u64> {
-        match &self.limits {
-            Some(limits) => admit(limits, actor),
-            None => Ok(()),
+        let Some(limits) = &self.limits else {
+            return Ok(());
+        };
+        let n = self
+            .admitted
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if n % PRUNE_EVERY == PRUNE_EVERY - 1 {
+            prune(limits);
         }
+        admit(limits, actor)
     }
+}
+
+/// Forgets the callers whose bucket is full again (they behave as new callers anyway).
+fn prune(limits: &RateLimits) {
+    limits.retain_recent();
+    limits.shrink_to_fit();
 }
 
 /// `Err(whole seconds to wait, at least 1)` when `actor` is over its rate.
@@ -281,6 +303,27 @@ mod tests {
             retry.to_string().as_str()
         );
         assert!(admit(&limits, "key:b").is_ok(), "per caller");
+    }
+
+    #[test]
+    fn callers_with_full_buckets_are_forgotten() {
+        let rate = std::num::NonZeroU32::new(1000).expect("1000");
+        let limits = governor::RateLimiter::keyed(governor::Quota::per_second(rate));
+        for n in 0..100 {
+            assert!(admit(&limits, &format!("jwt:user-{n}")).is_ok());
+        }
+        assert_eq!(limits.len(), 100);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        prune(&limits);
+        assert_eq!(limits.len(), 0, "every bucket refilled: nobody to remember");
+        let busy = governor::RateLimiter::keyed(governor::Quota::per_hour(rate));
+        assert!(admit(&busy, "key:a").is_ok());
+        prune(&busy);
+        assert_eq!(
+            busy.len(),
+            1,
+            "a caller still paying back its burst is kept"
+        );
     }
 
     #[test]

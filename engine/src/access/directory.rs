@@ -25,6 +25,9 @@ pub struct Principal {
     pub agent_roles: Vec<String>,
     /// The key behind it (None: the bootstrap admin token).
     pub key_id: Option<Uuid>,
+    /// When the credential stops working (a key's `expires_at`, a JWT's `exp`, a stream
+    /// token's expiry; None: never). Nothing minted from it outlives it.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 impl Principal {
@@ -36,6 +39,7 @@ impl Principal {
             role: None,
             agent_roles: Vec::new(),
             key_id: None,
+            expires_at: None,
         }
     }
 
@@ -194,6 +198,7 @@ impl KeyDirectory {
             role: Some(key.role),
             agent_roles: key.agent_roles.clone(),
             key_id: Some(key.key_id),
+            expires_at: key.expires_at,
         })
     }
 

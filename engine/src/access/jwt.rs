@@ -154,7 +154,12 @@ impl JwtVerifier {
                     .collect()
             })
             .unwrap_or_default();
+        let expires_at = claims
+            .get("exp")
+            .and_then(Value::as_i64)
+            .and_then(|exp| chrono::DateTime::from_timestamp(exp, 0));
         Ok(Principal {
+            expires_at,
             actor: format!("jwt:{subject}"),
             tenant,
             role: Some(role),

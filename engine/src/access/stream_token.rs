@@ -111,7 +111,8 @@ impl StreamTokens {
         Hmac::<Sha256>::new_from_slice(self.secret.expose()).ok()
     }
 
-    /// A token for `who`, good for `scope` only, until `now` + the ttl.
+    /// A token for `who`, good for `scope` only, until `now` + the ttl or until `who`'s
+    /// own credential expires, whichever comes first.
     pub fn mint(
         &self,
         who: &Principal,
@@ -119,7 +120,7 @@ impl StreamTokens {
         now: DateTime<Utc>,
     ) -> Result<StreamToken, MintError> {
         let ttl = chrono::Duration::from_std(self.ttl).map_err(|e| MintError(e.to_string()))?;
-        let expires_at = now + ttl;
+        let expires_at = who.expires_at.map_or(now + ttl, |own| own.min(now + ttl));
         let claims = Claims {
             scope: scope.to_owned(),
             exp: expires_at.timestamp_millis(),
@@ -174,6 +175,7 @@ impl StreamTokens {
             role: claims.role,
             agent_roles: claims.agent_roles,
             key_id: claims.key_id,
+            expires_at: chrono::DateTime::from_timestamp_millis(claims.exp),
         })
     }
 }
@@ -198,7 +200,31 @@ mod tests {
             role: Some(Role::Viewer),
             agent_roles: Vec::new(),
             key_id: Some(Uuid::now_v7()),
+            expires_at: None,
         }
+    }
+
+    #[test]
+    fn a_token_never_outlives_its_minters_credential() {
+        let now = Utc::now();
+        let soon = now + chrono::Duration::seconds(10);
+        let minter = Principal {
+            expires_at: Some(soon),
+            ..viewer()
+        };
+        let minted = tokens(60).mint(&minter, SCOPE, now).expect("mint");
+        assert_eq!(minted.expires_at, soon, "the key's expiry, not the ttl");
+        let later = now + chrono::Duration::seconds(11);
+        assert_eq!(
+            tokens(60).verify(&minted.token, SCOPE, later),
+            Err(AuthError::Expired)
+        );
+        let lasting = Principal {
+            expires_at: Some(now + chrono::Duration::hours(1)),
+            ..viewer()
+        };
+        let minted = tokens(60).mint(&lasting, SCOPE, now).expect("mint");
+        assert_eq!(minted.expires_at, now + chrono::Duration::seconds(60));
     }
 
     #[test]
@@ -217,10 +243,26 @@ mod tests {
             minted.token
         );
         let who = tokens(60).verify(&minted.token, SCOPE, now).expect("valid");
-        assert_eq!(who, minter, "tenant, role, actor, agent roles and key");
+        let expiry = who.expires_at.expect("a stream token expires");
+        assert!((expiry - minted.expires_at).num_milliseconds().abs() < 1);
+        assert_eq!(
+            Principal {
+                expires_at: None,
+                ..who
+            },
+            minter,
+            "tenant, role, actor, agent roles and key"
+        );
         let admin = Principal::system_admin();
         let minted = tokens(60).mint(&admin, SCOPE, now).expect("mint");
-        assert_eq!(tokens(60).verify(&minted.token, SCOPE, now), Ok(admin));
+        let who = tokens(60).verify(&minted.token, SCOPE, now).expect("valid");
+        assert_eq!(
+            Principal {
+                expires_at: None,
+                ..who
+            },
+            admin
+        );
     }
 
     #[test]

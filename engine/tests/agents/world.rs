@@ -205,6 +205,7 @@ pub fn key(tenant: &str, role: Role, agent_roles: &[&str]) -> Caller {
         role: Some(role),
         agent_roles: agent_roles.iter().map(|r| (*r).to_owned()).collect(),
         key_id: Some(key_id),
+        expires_at: None,
     };
     caller(principal)
 }

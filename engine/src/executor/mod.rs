@@ -13,9 +13,16 @@
 //! - `chain`: folding result → advance → start into one decision.
 //! - `timers`: the timer index.
 //! - `stalled`: executions the store could not take, retried rather than dropped.
+//! - `effects`: performing a committed decision's effects (built-in runs, agent tickets,
+//!   timers) and recording built-in outcomes.
+//! - `recovery`: rebuilding in-flight work on start, and taking over idle executions.
+//! - `reader`: the task that reads the bus, so a cancelled wait loses no entry.
 
 mod chain;
+mod effects;
 mod finished;
+mod reader;
+mod recovery;
 mod stalled;
 mod timers;
 
@@ -30,16 +37,17 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::bus::{Delivery, EventBus, Subscription};
+use crate::bus::{Delivery, EventBus};
 use crate::catalog::WorkflowCatalog;
 use crate::commands::into_new;
 use crate::execution::{effects_of, evolve, Command, Effect, ExecutionState, TaskRef, Timer};
-use crate::queue::{TaskQueue, Ticket};
-use crate::runner::{BuiltinRunner, Outcome};
-use crate::store::{read_whole_stream, AppendRequest, EventStore, StoreError, StreamQuery};
+use crate::queue::TaskQueue;
+use crate::runner::BuiltinRunner;
+use crate::store::{read_whole_stream, AppendRequest, EventStore, StoreError};
 
 pub use chain::chain;
 use finished::Finished;
+use reader::read_bus;
 use stalled::Stalled;
 pub use timers::Timers;
 
@@ -260,45 +268,6 @@ impl Engine {
         }
     }
 
-    /// Takes over open executions that saw no event for `stale_after` (e.g. their
-    /// engine died): reloads each, re-arms its timers, re-runs started built-ins not
-    /// running here and re-queues dispatched agent tasks. Duplicates are harmless: every
-    /// result is fenced by its attempt.
-    async fn sweep(&mut self) {
-        let idle_since =
-            Utc::now() - chrono::Duration::from_std(self.options.stale_after).unwrap_or_default();
-        let idle = match self
-            .parts
-            .store
-            .find_streams(&StreamQuery::IdleExecutions { idle_since }, 1000)
-            .await
-        {
-            Ok(idle) => idle,
-            Err(e) => {
-                tracing::warn!(error = %e, "looking for idle executions failed");
-                return;
-            }
-        };
-        for stream in idle {
-            let id = stream.uuid();
-            self.states.remove(&id);
-            if self.load(id).await.is_none() {
-                continue;
-            }
-            let Some(state) = self.states.get(&id) else {
-                continue;
-            };
-            let mut redo = state.pending_dispatches();
-            redo.extend(running_builtins(state));
-            if !redo.is_empty() {
-                tracing::info!(execution = %id, effects = redo.len(), "taking over an idle execution");
-            }
-            let tenant = state.tenant().to_owned();
-            self.perform(id, &tenant, redo).await;
-            self.touched.insert(id);
-        }
-    }
-
     fn timer_sleep(&self) -> tokio::time::Sleep {
         let next = [self.timers.next_due(), self.stalled.retry_at()];
         let wait = next
@@ -328,32 +297,6 @@ impl Engine {
             }
             self.touched.insert(id);
         }
-    }
-
-    /// Loads every open execution: arms its timers, re-runs built-ins that were started
-    /// and re-queues agent tasks that were dispatched but never finished, and advances it.
-    async fn recover(&mut self) -> Result<(), EngineError> {
-        let open = self
-            .parts
-            .store
-            .find_streams(&StreamQuery::OpenExecutions, usize::MAX)
-            .await?;
-        if !open.is_empty() {
-            tracing::info!(executions = open.len(), "recovering open executions");
-        }
-        for stream in open {
-            let id = stream.uuid();
-            if self.load(id).await.is_some() {
-                if let Some(state) = self.states.get(&id) {
-                    let mut redo = state.pending_dispatches();
-                    redo.extend(running_builtins(state));
-                    let tenant = state.tenant().to_owned();
-                    self.perform(id, &tenant, redo).await;
-                }
-                self.touched.insert(id);
-            }
-        }
-        Ok(())
     }
 
     /// Loads an execution from the store into the cache and arms its timers.
@@ -594,180 +537,10 @@ impl Engine {
             }
         }
     }
-
-    /// Performs effects of committed events.
-    async fn perform(&mut self, execution: Uuid, tenant: &str, effects: Vec<Effect>) {
-        for effect in effects {
-            match effect {
-                Effect::ArmTimer(timer) => self.timers.arm(execution, timer),
-                Effect::RunBuiltin {
-                    task,
-                    kind,
-                    input,
-                    http,
-                    sleep_ms,
-                    timeout,
-                } => {
-                    if !self.running.insert((execution, task.clone())) {
-                        continue;
-                    }
-                    let runner = self.parts.runner.clone();
-                    let results = self.results_tx.clone();
-                    tokio::spawn(async move {
-                        let outcome = runner
-                            .run(kind, &input, http.as_ref(), sleep_ms, timeout)
-                            .await;
-                        let label = match &outcome {
-                            Outcome::Completed(_) => "completed",
-                            Outcome::Failed {
-                                retryable: true, ..
-                            } => "failed_retryable",
-                            Outcome::Failed {
-                                retryable: false, ..
-                            } => "failed",
-                        };
-                        metrics::counter!("conflux_tasks_total", "kind" => kind.as_str(), "outcome" => label)
-                            .increment(1);
-                        let _ = results.send((execution, outcome_command(task, outcome)));
-                    });
-                }
-                Effect::EnqueueAgentTask { role, task, input } => {
-                    let ticket = Ticket {
-                        execution_id: execution,
-                        tenant: tenant.to_owned(),
-                        task_id: task.task.as_str().to_owned(),
-                        attempt: task.attempt,
-                        compensation: task.compensation,
-                        role,
-                        input,
-                        enqueued_at: Utc::now(),
-                    };
-                    if let Err(e) = self.parts.queue.enqueue(&ticket).await {
-                        // The attempt's deadline (if any) retries it; log loudly.
-                        tracing::error!(execution = %execution, task = %ticket.task_id, error = %e, "enqueueing an agent task failed");
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Built-in attempts that started but have no result: their runner died with the
-/// process that ran them, so recovery runs them again (built-ins are at-least-once).
-fn running_builtins(state: &ExecutionState) -> Vec<Effect> {
-    use crate::execution::TaskStatus;
-    use conflux_schema::definition::TaskKind;
-    let mut effects = Vec::new();
-    for (spec, id) in state
-        .workflow()
-        .tasks()
-        .iter()
-        .zip(state.workflow().task_ids())
-    {
-        let tracks = [
-            (
-                state.task(id.as_str()),
-                false,
-                spec.kind,
-                spec.sleep_ms,
-                spec.timeout_seconds,
-            ),
-            (
-                state.compensation(id.as_str()),
-                true,
-                spec.compensate.as_ref().map_or(TaskKind::Agent, |c| c.kind),
-                spec.compensate.as_ref().and_then(|c| c.sleep_ms),
-                spec.compensate.as_ref().and_then(|c| c.timeout_seconds),
-            ),
-        ];
-        for (track, compensation, kind, sleep_ms, timeout) in tracks {
-            let Some(t) = track else { continue };
-            if t.status != TaskStatus::Running || kind == TaskKind::Agent {
-                continue;
-            }
-            effects.push(Effect::RunBuiltin {
-                task: TaskRef {
-                    task: id.clone(),
-                    attempt: t.attempt,
-                    compensation,
-                },
-                kind,
-                input: t.input.clone().unwrap_or_default(),
-                http: t.http.clone(),
-                sleep_ms,
-                timeout: timeout.map(Duration::from_secs),
-            });
-        }
-    }
-    effects
 }
 
 fn ids_contains(ids: &[Uuid], id: &Uuid) -> bool {
     ids.contains(id)
-}
-
-/// The command that records a built-in's outcome. The event store cannot hold a NUL
-/// character (Postgres `jsonb` refuses it, and the API refuses it from clients): an
-/// output holding one fails the attempt for good, and one in an error message is
-/// replaced, so that every outcome can be recorded, the same way in every mode.
-fn outcome_command(task: TaskRef, outcome: Outcome) -> Command {
-    match outcome {
-        Outcome::Completed(output) if holds_nul(&output) => Command::FailTask {
-            task,
-            error: "the output holds a NUL character (\\u0000), which cannot be recorded".into(),
-            retryable: false,
-        },
-        Outcome::Completed(output) => Command::CompleteTask { task, output },
-        Outcome::Failed { error, retryable } => Command::FailTask {
-            task,
-            error: error.replace('\0', "\u{FFFD}"),
-            retryable,
-        },
-    }
-}
-
-/// Whether a string or a key anywhere in `value` holds a NUL character.
-fn holds_nul(value: &serde_json::Value) -> bool {
-    use serde_json::Value;
-    match value {
-        Value::String(s) => s.contains('\0'),
-        Value::Array(items) => items.iter().any(holds_nul),
-        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
-        _ => false,
-    }
-}
-
-/// Reads the bus in its own task, so that a cancelled wait never loses entries that
-/// Redis already handed to this consumer.
-async fn read_bus(
-    mut subscription: Box<dyn Subscription>,
-    out: mpsc::Sender<Vec<Delivery>>,
-    batch: usize,
-    stop: CancellationToken,
-) {
-    let mut failures = 0u32;
-    loop {
-        let next = tokio::select! {
-            _ = stop.cancelled() => return,
-            next = subscription.next(batch, Duration::from_millis(500)) => next,
-        };
-        match next {
-            Ok(deliveries) if deliveries.is_empty() => {}
-            Ok(deliveries) => {
-                failures = 0;
-                if out.send(deliveries).await.is_err() {
-                    return;
-                }
-            }
-            Err(e) => {
-                failures += 1;
-                if failures == 1 || failures % 50 == 0 {
-                    tracing::warn!(error = %e, "reading the bus failed; retrying");
-                }
-                tokio::time::sleep(Duration::from_millis(200 * u64::from(failures.min(10)))).await;
-            }
-        }
-    }
 }
 
 /// Which timer kinds exist (re-exported for the shell's metrics and tests).

@@ -1,0 +1,153 @@
+//! Performing the effects of committed decisions: built-in runs (their outcomes come
+//! back as commands), agent-queue tickets and timers. Effects run only after their
+//! events committed, so a crash can repeat an effect but never perform one that the log
+//! does not hold.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use uuid::Uuid;
+
+use super::Engine;
+use crate::execution::{Command, Effect, ExecutionState, TaskRef};
+use crate::queue::Ticket;
+use crate::runner::Outcome;
+
+impl Engine {
+    /// Performs effects of committed events.
+    pub(super) async fn perform(&mut self, execution: Uuid, tenant: &str, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::ArmTimer(timer) => self.timers.arm(execution, timer),
+                Effect::RunBuiltin {
+                    task,
+                    kind,
+                    input,
+                    http,
+                    sleep_ms,
+                    timeout,
+                } => {
+                    if !self.running.insert((execution, task.clone())) {
+                        continue;
+                    }
+                    let runner = self.parts.runner.clone();
+                    let results = self.results_tx.clone();
+                    tokio::spawn(async move {
+                        let outcome = runner
+                            .run(kind, &input, http.as_ref(), sleep_ms, timeout)
+                            .await;
+                        let label = match &outcome {
+                            Outcome::Completed(_) => "completed",
+                            Outcome::Failed {
+                                retryable: true, ..
+                            } => "failed_retryable",
+                            Outcome::Failed {
+                                retryable: false, ..
+                            } => "failed",
+                        };
+                        metrics::counter!("conflux_tasks_total", "kind" => kind.as_str(), "outcome" => label)
+                            .increment(1);
+                        let _ = results.send((execution, outcome_command(task, outcome)));
+                    });
+                }
+                Effect::EnqueueAgentTask { role, task, input } => {
+                    let ticket = Ticket {
+                        execution_id: execution,
+                        tenant: tenant.to_owned(),
+                        task_id: task.task.as_str().to_owned(),
+                        attempt: task.attempt,
+                        compensation: task.compensation,
+                        role,
+                        input,
+                        enqueued_at: Utc::now(),
+                    };
+                    if let Err(e) = self.parts.queue.enqueue(&ticket).await {
+                        // The attempt's deadline (if any) retries it; log loudly.
+                        tracing::error!(execution = %execution, task = %ticket.task_id, error = %e, "enqueueing an agent task failed");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Built-in attempts that started but have no result: their runner died with the
+/// process that ran them, so recovery runs them again (built-ins are at-least-once).
+pub(super) fn running_builtins(state: &ExecutionState) -> Vec<Effect> {
+    use crate::execution::TaskStatus;
+    use conflux_schema::definition::TaskKind;
+    let mut effects = Vec::new();
+    for (spec, id) in state
+        .workflow()
+        .tasks()
+        .iter()
+        .zip(state.workflow().task_ids())
+    {
+        let tracks = [
+            (
+                state.task(id.as_str()),
+                false,
+                spec.kind,
+                spec.sleep_ms,
+                spec.timeout_seconds,
+            ),
+            (
+                state.compensation(id.as_str()),
+                true,
+                spec.compensate.as_ref().map_or(TaskKind::Agent, |c| c.kind),
+                spec.compensate.as_ref().and_then(|c| c.sleep_ms),
+                spec.compensate.as_ref().and_then(|c| c.timeout_seconds),
+            ),
+        ];
+        for (track, compensation, kind, sleep_ms, timeout) in tracks {
+            let Some(t) = track else { continue };
+            if t.status != TaskStatus::Running || kind == TaskKind::Agent {
+                continue;
+            }
+            effects.push(Effect::RunBuiltin {
+                task: TaskRef {
+                    task: id.clone(),
+                    attempt: t.attempt,
+                    compensation,
+                },
+                kind,
+                input: t.input.clone().unwrap_or_default(),
+                http: t.http.clone(),
+                sleep_ms,
+                timeout: timeout.map(Duration::from_secs),
+            });
+        }
+    }
+    effects
+}
+
+/// The command that records a built-in's outcome. The event store cannot hold a NUL
+/// character (Postgres `jsonb` refuses it, and the API refuses it from clients): an
+/// output holding one fails the attempt for good, and one in an error message is
+/// replaced, so that every outcome can be recorded, the same way in every mode.
+fn outcome_command(task: TaskRef, outcome: Outcome) -> Command {
+    match outcome {
+        Outcome::Completed(output) if holds_nul(&output) => Command::FailTask {
+            task,
+            error: "the output holds a NUL character (\\u0000), which cannot be recorded".into(),
+            retryable: false,
+        },
+        Outcome::Completed(output) => Command::CompleteTask { task, output },
+        Outcome::Failed { error, retryable } => Command::FailTask {
+            task,
+            error: error.replace('\0', "\u{FFFD}"),
+            retryable,
+        },
+    }
+}
+
+/// Whether a string or a key anywhere in `value` holds a NUL character.
+fn holds_nul(value: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(holds_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+        _ => false,
+    }
+}

@@ -116,6 +116,26 @@ pub async fn answers_match_the_document(server: &TestServer) {
             }
         }
     }
+    // Routes whose success needs a body the walk above cannot guess.
+    let minted = document["paths"]["/api/v1/stream-tokens"]["post"].clone();
+    for path in [
+        format!("/ws/executions/{}", estate_of_acme.execution),
+        format!("/ws/workflows/{}", estate_of_acme.workflow),
+        format!("/ws/executions/{}", unknown.execution),
+    ] {
+        let (status, body) = admin
+            .call(
+                "POST",
+                "/api/v1/stream-tokens",
+                Some(json!({ "path": path })),
+            )
+            .await;
+        checked += 1;
+        let what = format!("POST /api/v1/stream-tokens for {path}");
+        if let Some(c) = complaint(&document, &minted, &what, status, &body) {
+            complaints.push(c);
+        }
+    }
     assert!(checked > 60, "{checked} answers checked");
     // The check itself can fail: a wrong body and an undocumented status are caught.
     let (template, execution) = document["paths"]

@@ -92,10 +92,15 @@ async fn execution_events(
         }
         return Ok(ndjson_response(store, stream, first));
     }
-    if !is_tenants_stream(&*store, request.tenant(), &stream).await? {
+    let events = store.read_stream(&stream, after, limit).await?;
+    // From the start, the page holds the first event: no second read for the tenant.
+    let owned = match events.first() {
+        Some(first) if after == 0 => first.metadata.tenant() == request.tenant(),
+        _ => is_tenants_stream(&*store, request.tenant(), &stream).await?,
+    };
+    if !owned {
         return Err(execution_not_found(execution_id));
     }
-    let events = store.read_stream(&stream, after, limit).await?;
     let next = events
         .last()
         .map(|e| e.version)

@@ -10,7 +10,9 @@ use serde_json::{json, Value};
 
 use crate::harness::TestServer;
 
-async fn call(
+/// `method path` with `token` as bearer (None: no header) → (status, JSON body,
+/// `WWW-Authenticate`). The one request helper of the access, JWT and stream-token tests.
+pub async fn call(
     server: &TestServer,
     method: &str,
     path: &str,

@@ -70,6 +70,7 @@ fn sign(key: &SecretKey, claims: &Value) -> String {
     encode(&header, claims, &EncodingKey::from_ec_der(der.as_bytes())).expect("sign")
 }
 
+/// `method path` with `token` as bearer → (status, JSON body, `WWW-Authenticate`).
 async fn call(
     server: &TestServer,
     method: &str,
@@ -77,21 +78,7 @@ async fn call(
     token: &str,
     body: Option<Value>,
 ) -> (u16, Value, Option<String>) {
-    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-    let mut req = reqwest::Client::new()
-        .request(method, format!("{}{path}", server.base))
-        .header("authorization", format!("Bearer {token}"));
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.expect("request");
-    let status = resp.status().as_u16();
-    let challenge = resp
-        .headers()
-        .get("www-authenticate")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    (status, resp.json().await.unwrap_or(Value::Null), challenge)
+    crate::access::call(server, method, path, Some(token), body).await
 }
 
 fn definition(name: &str) -> Value {

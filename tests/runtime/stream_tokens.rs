@@ -27,17 +27,8 @@ async fn call(
     token: Option<&str>,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-    let mut req = reqwest::Client::new().request(method, format!("{}{path}", server.base));
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.expect("request");
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
+    let (status, answer, _) = crate::access::call(server, method, path, token, body).await;
+    (status, answer)
 }
 
 /// A key of `role` in `tenant` (issued by the system administrator): (key id, token).

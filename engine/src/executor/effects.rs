@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
 use uuid::Uuid;
 
 use super::Engine;
@@ -51,16 +50,7 @@ impl Engine {
                     });
                 }
                 Effect::EnqueueAgentTask { role, task, input } => {
-                    let ticket = Ticket {
-                        execution_id: execution,
-                        tenant: tenant.to_owned(),
-                        task_id: task.task.as_str().to_owned(),
-                        attempt: task.attempt,
-                        compensation: task.compensation,
-                        role,
-                        input,
-                        enqueued_at: Utc::now(),
-                    };
+                    let ticket = Ticket::for_attempt(execution, tenant, &task, role, input);
                     if let Err(e) = self.parts.queue.enqueue(&ticket).await {
                         // The attempt's deadline (if any) retries it; log loudly.
                         tracing::error!(execution = %execution, task = %ticket.task_id, error = %e, "enqueueing an agent task failed");

@@ -50,6 +50,29 @@ pub struct Ticket {
     pub enqueued_at: DateTime<Utc>,
 }
 
+impl Ticket {
+    /// The ticket of agent-task attempt `task` of `execution_id` (in `tenant`), waiting
+    /// in `role`'s queue with its resolved `input`, enqueued now.
+    pub fn for_attempt(
+        execution_id: Uuid,
+        tenant: &str,
+        task: &crate::execution::TaskRef,
+        role: String,
+        input: serde_json::Value,
+    ) -> Self {
+        Self {
+            execution_id,
+            tenant: tenant.to_owned(),
+            task_id: task.task.as_str().to_owned(),
+            attempt: task.attempt,
+            compensation: task.compensation,
+            role,
+            input,
+            enqueued_at: Utc::now(),
+        }
+    }
+}
+
 fn default_tenant() -> String {
     conflux_schema::access::DEFAULT_TENANT.to_owned()
 }

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use conflux_engine::access::Principal;
 use conflux_engine::agents::{Agents, Caller, Lease, PollOptions, Registration};
 use conflux_engine::bus::ownership::BusStatus;
@@ -140,16 +139,7 @@ impl World {
             .expect("advance");
         for effect in advanced.decision.effects {
             if let Effect::EnqueueAgentTask { role, task, input } = effect {
-                let ticket = Ticket {
-                    execution_id,
-                    tenant: caller.tenant().to_owned(),
-                    task_id: task.task.as_str().to_owned(),
-                    attempt: task.attempt,
-                    compensation: task.compensation,
-                    role,
-                    input,
-                    enqueued_at: Utc::now(),
-                };
+                let ticket = Ticket::for_attempt(execution_id, caller.tenant(), &task, role, input);
                 self.queue.enqueue(&ticket).await.expect("enqueue");
             }
         }

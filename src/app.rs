@@ -18,6 +18,7 @@ use conflux_engine::commands::ExecutionCommands;
 use conflux_engine::executor::{Engine, EngineOptions, EngineParts};
 use conflux_engine::relay::{Relay, RelayOptions};
 use conflux_engine::runner::{BuiltinRunner, RunnerOptions};
+use conflux_engine::crypto::erasure::Erasure;
 use conflux_engine::store::EventStore;
 use conflux_http::layers;
 use conflux_http::metrics::ScrapeHook;
@@ -166,8 +167,10 @@ pub fn router(rt: &Runtime, access: Access, sides: Sides) -> Router {
                 commands.clone(),
                 rt.backends.queue.clone(),
                 rt.guard.status(),
-            ),
+            )
+            .with_codec(rt.backends.codec.clone()),
             access: access.clone(),
+            erasure: Erasure::new(commands.clone(), rt.backends.codec.clone()),
         };
         routes = routes.merge(conflux_command_api::router(command_ctx, rt.max_body_bytes));
     }
@@ -175,6 +178,7 @@ pub fn router(rt: &Runtime, access: Access, sides: Sides) -> Router {
         let reads = Reads {
             commands: commands.clone(),
             models: rt.backends.read_models.clone(),
+            codec: rt.backends.codec.clone(),
         };
         routes = routes
             .merge(conflux_query_api::live::router(LiveState::new(
@@ -227,6 +231,10 @@ fn breaker_gauges(runner: BuiltinRunner) -> ScrapeHook {
 /// request), then every second until `shutdown`. Every process that uses the bus runs
 /// one.
 pub async fn start_guard(rt: &Runtime, shutdown: CancellationToken) -> JoinHandle<()> {
+    if let Some(keyring) = rt.backends.codec.keyring() {
+        // Erasures by any server reach this one's cached keys within a second.
+        keyring.spawn_refresh(shutdown.clone());
+    }
     match tokio::time::timeout(Duration::from_secs(5), rt.guard.check()).await {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => {
@@ -294,7 +302,8 @@ pub async fn supervised<F, Fut>(
 
 /// Runs the relay until `shutdown`, while the bus is this store's.
 pub fn spawn_relay(rt: &Runtime, shutdown: CancellationToken) -> JoinHandle<()> {
-    let (store, bus) = (rt.backends.store.clone(), rt.backends.bus.clone());
+    // The bus carries events as stored: payloads stay sealed.
+    let (store, bus) = (rt.backends.stored.clone(), rt.backends.bus.clone());
     tokio::spawn(supervised(
         "relay",
         rt.guard.status(),
@@ -305,7 +314,8 @@ pub fn spawn_relay(rt: &Runtime, shutdown: CancellationToken) -> JoinHandle<()> 
 
 /// Runs the projector (read models) until `shutdown`.
 pub fn spawn_projector(rt: &Runtime, shutdown: CancellationToken) -> JoinHandle<()> {
-    let store = rt.backends.store.clone();
+    // Read models hold payloads as stored (sealed); the query side opens them.
+    let store = rt.backends.stored.clone();
     let bus = rt.backends.bus.clone();
     let catalog = rt.catalog.clone();
     let models = rt.backends.read_models.clone();
@@ -360,6 +370,7 @@ pub fn spawn_engine(rt: &Runtime, shutdown: CancellationToken) -> JoinHandle<()>
         catalog: rt.catalog.clone(),
         queue: rt.backends.queue.clone(),
         runner: rt.runner.clone(),
+        codec: rt.backends.codec.clone(),
     };
     let options = rt.engine.clone();
     tokio::spawn(supervised(

@@ -10,6 +10,11 @@ use conflux_engine::access::Access;
 use conflux_engine::bus::local::LocalBus;
 use conflux_engine::bus::redis::RedisBus;
 use conflux_engine::bus::EventBus;
+use conflux_engine::crypto::sealed_store::SealedStore;
+use conflux_engine::crypto::vault::postgres::PgKeyVault;
+use conflux_engine::crypto::vault::sqlite::SqliteKeyVault;
+use conflux_engine::crypto::vault::KeyVault;
+use conflux_engine::crypto::{Keyring, PayloadCodec};
 use conflux_engine::queue::local::LocalTaskQueue;
 use conflux_engine::queue::redis::RedisTaskQueue;
 use conflux_engine::queue::TaskQueue;
@@ -23,8 +28,14 @@ use crate::config::Config;
 /// The store, bus and queues every role of this process shares.
 #[derive(Clone)]
 pub struct Backends {
-    /// The system of record.
+    /// The system of record, as the API and the engine read and write it: with
+    /// encryption at rest, payloads are sealed on append and opened on read.
     pub store: Arc<dyn EventStore>,
+    /// The same store as stored: sealed payloads stay sealed. The relay (so the bus
+    /// carries ciphertext) and the projector (so read models do) use this one.
+    pub stored: Arc<dyn EventStore>,
+    /// Seals and opens payloads (off without a master key).
+    pub codec: PayloadCodec,
     /// The transport.
     pub bus: Arc<dyn EventBus>,
     /// Agent task queues (Redis Streams per role with Redis, else in-process).
@@ -53,7 +64,7 @@ async fn open_read_models(config: &Config) -> anyhow::Result<ReadModels> {
     }
 }
 
-async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn EventStore>> {
+async fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn EventStore>, Arc<dyn KeyVault>)> {
     match &config.database_url {
         Some(url) => {
             let options = PgStoreOptions {
@@ -64,7 +75,8 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn EventStore>> {
                 .await
                 .context("opening the Postgres event store (DATABASE_URL)")?;
             tracing::info!("event store: Postgres");
-            Ok(Arc::new(store))
+            let vault = PgKeyVault::new(store.pool().clone());
+            Ok((Arc::new(store), Arc::new(vault)))
         }
         None => {
             std::fs::create_dir_all(&config.data_dir).with_context(|| {
@@ -75,7 +87,33 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn EventStore>> {
                 .await
                 .with_context(|| format!("opening the embedded store {}", path.display()))?;
             tracing::info!(path = %path.display(), "no DATABASE_URL: using the embedded SQLite store");
-            Ok(Arc::new(store))
+            let vault = SqliteKeyVault::new(store.pool().clone());
+            Ok((Arc::new(store), Arc::new(vault)))
+        }
+    }
+}
+
+/// The payload codec: on with the configured master keys (refusing to start if the
+/// store's keys need another one), off without — unless the store already holds sealed
+/// data, which a server without the key could neither read nor extend correctly.
+async fn open_codec(config: &Config, vault: Arc<dyn KeyVault>) -> anyhow::Result<PayloadCodec> {
+    match config.master_keys()? {
+        Some(master) => {
+            let primary = master.primary().kid().to_owned();
+            let keyring = Keyring::open(master, vault)
+                .await
+                .context("opening the data keys under the configured master key")?;
+            tracing::info!(master_key = %primary, "payload encryption at rest: on (AES-256-GCM)");
+            Ok(PayloadCodec::new(Arc::new(keyring)))
+        }
+        None => {
+            if let Some(kid) = Keyring::vault_needs_master_key(&*vault).await? {
+                anyhow::bail!(
+                    "this store holds payloads encrypted under master key {kid}; set \
+                     CONFLUX_MASTER_KEY (or CONFLUX_MASTER_KEY_FILE) to that key to start"
+                );
+            }
+            Ok(PayloadCodec::off())
         }
     }
 }
@@ -83,7 +121,13 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn EventStore>> {
 impl Backends {
     /// Opens the configured backends (running migrations), or the embedded ones.
     pub async fn open(config: &Config) -> anyhow::Result<Self> {
-        let store = open_store(config).await?;
+        let (stored, vault) = open_store(config).await?;
+        let codec = open_codec(config, vault).await?;
+        let store: Arc<dyn EventStore> = if codec.is_on() {
+            Arc::new(SealedStore::new(stored.clone(), codec.clone()))
+        } else {
+            stored.clone()
+        };
         let store_id = store
             .store_id()
             .await
@@ -133,6 +177,8 @@ impl Backends {
         };
         Ok(Self {
             store,
+            stored,
+            codec,
             bus,
             queue,
             read_models,

@@ -163,6 +163,48 @@ pub struct Config {
     )]
     pub bus_reset_on_mismatch: bool,
 
+    /// The master key for payload encryption at rest: base64 of 32 bytes (make one with
+    /// `conflux keys new-master`). Set: every payload (inputs, outputs, errors, HTTP
+    /// requests) is stored sealed with AES-256-GCM. Unset: payloads are stored as sent.
+    #[arg(
+        long,
+        global = true,
+        env = "CONFLUX_MASTER_KEY",
+        hide_env_values = true,
+        conflicts_with = "master_key_file"
+    )]
+    pub master_key: Option<String>,
+
+    /// A file holding the master key (as `CONFLUX_MASTER_KEY`), e.g. a mounted secret.
+    #[arg(long, global = true, env = "CONFLUX_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
+
+    /// During a master key rotation: the previous master key, still accepted for the
+    /// data keys not yet re-wrapped (`conflux keys rotate-master`).
+    #[arg(
+        long,
+        global = true,
+        env = "CONFLUX_MASTER_KEY_PREVIOUS",
+        hide_env_values = true,
+        conflicts_with = "master_key_previous_file"
+    )]
+    pub master_key_previous: Option<String>,
+
+    /// A file holding the previous master key.
+    #[arg(long, global = true, env = "CONFLUX_MASTER_KEY_PREVIOUS_FILE")]
+    pub master_key_previous_file: Option<PathBuf>,
+
+    /// What callers with the `viewer` role see of payloads: `visible` (as everyone
+    /// else) or `hidden` (`{"redacted": "hidden"}`).
+    #[arg(
+        long,
+        global = true,
+        env = "CONFLUX_VIEWER_PAYLOADS",
+        value_enum,
+        default_value = "visible"
+    )]
+    pub viewer_payloads: ViewerPayloads,
+
     /// Log format: `text` or `json`.
     #[arg(
         long,
@@ -222,6 +264,9 @@ impl Config {
             "jwt_audience": self.jwt_audience,
             "stream_token_ttl_secs": self.stream_token_ttl_secs,
             "admin_token": self.admin_token.as_ref().map(|_| "***"),
+            "master_key": (self.master_key.is_some() || self.master_key_file.is_some()).then_some("***"),
+            "master_key_previous": (self.master_key_previous.is_some() || self.master_key_previous_file.is_some()).then_some("***"),
+            "viewer_payloads": format!("{:?}", self.viewer_payloads).to_lowercase(),
             "log_format": format!("{:?}", self.log_format).to_lowercase(),
             "log": self.log,
             "mode": if self.database_url.is_some() { "postgres" } else { "embedded" },
@@ -244,5 +289,58 @@ mod tests {
             json!("redis://127.0.0.1:6379")
         );
         assert_eq!(redact(&None), Value::Null);
+    }
+}
+
+/// What `viewer` callers see of payloads (`CONFLUX_VIEWER_PAYLOADS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ViewerPayloads {
+    /// Payloads as everyone sees them.
+    Visible,
+    /// `{"redacted": "hidden"}` in place of every payload.
+    Hidden,
+}
+
+/// Reads a master key given inline or in a file; errors name the source, never the key.
+fn read_master_key(
+    inline: &Option<String>,
+    file: &Option<PathBuf>,
+    what: &str,
+) -> anyhow::Result<Option<conflux_engine::crypto::MasterKey>> {
+    use anyhow::Context;
+    let text = match (inline, file) {
+        (Some(text), _) => text.clone(),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .with_context(|| format!("reading {what} from {}", path.display()))?,
+        (None, None) => return Ok(None),
+    };
+    conflux_engine::crypto::MasterKey::parse_base64(&text)
+        .map(Some)
+        .with_context(|| format!("{what} is unusable"))
+}
+
+impl Config {
+    /// The master keys configured (None: encryption at rest is off). A previous key
+    /// without a current one is an error.
+    pub fn master_keys(&self) -> anyhow::Result<Option<conflux_engine::crypto::MasterKeys>> {
+        let primary = read_master_key(&self.master_key, &self.master_key_file, "CONFLUX_MASTER_KEY")?;
+        let previous = read_master_key(
+            &self.master_key_previous,
+            &self.master_key_previous_file,
+            "CONFLUX_MASTER_KEY_PREVIOUS",
+        )?;
+        match (primary, previous) {
+            (None, None) => Ok(None),
+            (None, Some(_)) => anyhow::bail!(
+                "CONFLUX_MASTER_KEY_PREVIOUS is set without CONFLUX_MASTER_KEY (the new key)"
+            ),
+            (Some(primary), previous) => {
+                let keys = conflux_engine::crypto::MasterKeys::new(primary);
+                Ok(Some(match previous {
+                    Some(previous) => keys.with_previous(previous),
+                    None => keys,
+                }))
+            }
+        }
     }
 }

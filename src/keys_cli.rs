@@ -54,6 +54,19 @@ pub enum KeysAction {
         /// The key id (the `<key_id>` of `cfx_<key_id>_<secret>`).
         key_id: String,
     },
+    /// Print a new random master key (base64 of 32 bytes) for `CONFLUX_MASTER_KEY`.
+    NewMaster,
+    /// Re-wrap every tenant data key under `CONFLUX_MASTER_KEY`, so that
+    /// `CONFLUX_MASTER_KEY_PREVIOUS` can be dropped. Works on the database directly
+    /// (like `conflux bus reset`), while servers run; events are not touched.
+    RotateMaster,
+}
+
+impl KeysAction {
+    /// Whether the action works on the store directly rather than through a server.
+    pub fn is_local(&self) -> bool {
+        matches!(self, KeysAction::NewMaster | KeysAction::RotateMaster)
+    }
 }
 
 /// Runs `conflux keys …`; returns the exit code (0 done, 2 error).
@@ -138,6 +151,11 @@ async fn run(args: KeysArgs) -> Result<u8, CliError> {
             .await?;
             eprintln!("revoked key {key_id}");
         }
+        KeysAction::NewMaster | KeysAction::RotateMaster => {
+            return Err(CliError::Other(
+                "this command works on the store, not through a server".into(),
+            ))
+        }
     }
     Ok(0)
 }
@@ -203,4 +221,54 @@ async fn run_tenants(args: TenantsArgs) -> Result<u8, CliError> {
         }
     }
     Ok(0)
+}
+
+/// `conflux keys new-master`: a fresh master key on stdout, its id on stderr.
+pub fn new_master() -> anyhow::Result<()> {
+    let key = conflux_engine::crypto::MasterKey::random()?;
+    eprintln!(
+        "a new master key ({}); keep it in a secret store and give it to every server as \
+         CONFLUX_MASTER_KEY or CONFLUX_MASTER_KEY_FILE:",
+        key.kid()
+    );
+    println!("{}", key.to_base64());
+    Ok(())
+}
+
+/// `conflux keys rotate-master`: re-wraps every tenant key under the primary master key,
+/// with progress on stderr.
+pub async fn rotate_master(backends: &crate::backends::Backends) -> anyhow::Result<()> {
+    let Some(keyring) = backends.codec.keyring() else {
+        anyhow::bail!(
+            "set CONFLUX_MASTER_KEY to the new master key and CONFLUX_MASTER_KEY_PREVIOUS to \
+             the old one (payload encryption at rest is off without a master key)"
+        );
+    };
+    let primary = keyring.master().primary().kid().to_owned();
+    let before = keyring.vault().master_key_uses().await?;
+    for used in &before {
+        eprintln!(
+            "before: {} tenant key(s) wrapped by {}",
+            used.tenant_keys, used.master_kid
+        );
+    }
+    let rewrapped = keyring
+        .rotate_master(|n| {
+            if n % 100 == 0 {
+                eprintln!("re-wrapped {n} tenant key(s)…");
+            }
+        })
+        .await?;
+    let after = keyring.vault().master_key_uses().await?;
+    let others: Vec<_> = after.iter().filter(|u| u.master_kid != primary).collect();
+    eprintln!("re-wrapped {rewrapped} tenant key(s) under {primary}; events were not touched");
+    if others.is_empty() {
+        eprintln!("every tenant key is wrapped by {primary}: CONFLUX_MASTER_KEY_PREVIOUS can be dropped from every server");
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "{} master key id(s) still wrap tenant keys (written meanwhile by a server without the new key?); run again",
+            others.len()
+        )
+    }
 }

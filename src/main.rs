@@ -5,6 +5,7 @@ use clap::{Args, Parser, Subcommand};
 use conflux::app::{self, Runtime, Surface};
 use conflux::backends::Backends;
 use conflux::config::Config;
+use conflux::keys_cli::{KeysAction, KeysArgs};
 use conflux::{cli, shutdown, telemetry};
 
 /// Conflux — an event-sourced workflow engine.
@@ -106,7 +107,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Events(args) => Some(cli::events(args.clone()).await),
         Command::Replay(args) => Some(cli::replay(args.clone()).await),
         Command::Verify(args) => Some(cli::verify(args.clone()).await),
-        Command::Keys(args) => Some(conflux::keys_cli::keys(args.clone()).await),
+        Command::Keys(args) if !args.action.is_local() => {
+            Some(conflux::keys_cli::keys(args.clone()).await)
+        }
         Command::Tenants(args) => Some(conflux::keys_cli::tenants(args.clone()).await),
         _ => None,
     };
@@ -180,6 +183,17 @@ async fn main() -> anyhow::Result<()> {
         }) => {
             let rt = Runtime::new(Backends::open(&cli.config).await?, &cli.config);
             conflux::bus_admin::reset(&rt, yes).await
+        }
+        Command::Keys(KeysArgs {
+            action: KeysAction::NewMaster,
+            ..
+        }) => conflux::keys_cli::new_master(),
+        Command::Keys(KeysArgs {
+            action: KeysAction::RotateMaster,
+            ..
+        }) => {
+            let backends = Backends::open(&cli.config).await?;
+            conflux::keys_cli::rotate_master(&backends).await
         }
         Command::Events(_)
         | Command::Replay(_)

@@ -46,6 +46,8 @@ const COMMANDS: &[(&str, &str)] = &[
     ("DELETE", "/api/v1/keys/{key_id}"),
     ("POST", "/api/v1/tenants"),
     ("GET", "/api/v1/tenants"),
+    ("DELETE", "/api/v1/tenants/{tenant}/data"),
+    ("DELETE", "/api/v1/executions/{id}/data"),
 ];
 
 /// Which processes answer a route.

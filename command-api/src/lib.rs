@@ -19,6 +19,7 @@
 
 pub mod access;
 pub mod agents;
+pub mod erasure;
 pub mod executions;
 pub mod workflows;
 
@@ -36,6 +37,8 @@ pub struct CommandContext {
     pub agents: conflux_engine::agents::Agents,
     /// Tenants and API keys.
     pub access: conflux_engine::access::Access,
+    /// Erasure of tenants' and executions' payloads.
+    pub erasure: conflux_engine::crypto::erasure::Erasure,
 }
 
 /// Every write route of API.md, with request bodies limited to `max_body_bytes` (413).
@@ -64,6 +67,14 @@ pub fn router(ctx: CommandContext, max_body_bytes: usize) -> Router {
         .route(
             "/api/v1/tenants",
             post(access::create_tenant).get(access::list_tenants),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/data",
+            axum::routing::delete(erasure::erase_tenant),
+        )
+        .route(
+            "/api/v1/executions/{id}/data",
+            axum::routing::delete(erasure::erase_execution),
         )
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(ctx)

@@ -29,6 +29,7 @@ pub mod access;
 pub mod agents;
 pub mod bus;
 pub mod catalog;
+pub mod crypto;
 pub mod commands;
 pub mod execution;
 pub mod executor;

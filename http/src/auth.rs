@@ -69,6 +69,8 @@ pub const ROUTES: &[(&str, &str, Rule)] = {
         ("POST", "/api/v1/stream-tokens", Needs(P::Read)),
         ("POST", "/api/v1/tenants", Needs(P::ManageTenants)),
         ("GET", "/api/v1/tenants", Needs(P::ManageTenants)),
+        ("DELETE", "/api/v1/tenants/{tenant}/data", Needs(P::ManageTenants)),
+        ("DELETE", "/api/v1/executions/{id}/data", Needs(P::EraseData)),
     ]
 };
 
@@ -280,6 +282,7 @@ fn describe(p: Permission) -> &'static str {
         Permission::AgentWork => "act as an agent",
         Permission::ManageKeys => "manage keys",
         Permission::ManageTenants => "manage tenants",
+        Permission::EraseData => "erase execution data",
     }
 }
 

@@ -36,7 +36,7 @@ async fn get_execution(
         .await
         .map_err(read_error)?
     {
-        return Ok(Json(view.view()));
+        return Ok(Json(reads.opened(view.view()).await?));
     }
     folded(&reads.commands, tenant, execution_id)
         .await?

@@ -141,12 +141,17 @@ async fn get_status(
         .map_err(read_error)?
     {
         let latest = match row.latest_execution_id {
-            Some(execution_id) => reads
-                .models
-                .execution(tenant, execution_id)
-                .await
-                .map_err(read_error)?
-                .map(|view| view.view()),
+            Some(execution_id) => {
+                match reads
+                    .models
+                    .execution(tenant, execution_id)
+                    .await
+                    .map_err(read_error)?
+                {
+                    Some(view) => Some(reads.opened(view.view()).await?),
+                    None => None,
+                }
+            }
             None => None,
         };
         return Ok(Json(WorkflowStatus {

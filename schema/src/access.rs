@@ -129,8 +129,11 @@ pub enum Permission {
     AgentWork,
     /// Create, list and revoke the tenant's keys.
     ManageKeys,
-    /// Create and list tenants (the system administrator only).
+    /// Create and list tenants, and erase a tenant's data (the system administrator
+    /// only).
     ManageTenants,
+    /// Erase a finished execution's payloads (crypto-shredding).
+    EraseData,
 }
 
 impl Permission {
@@ -144,6 +147,7 @@ impl Permission {
             Permission::AgentWork => "agent_work",
             Permission::ManageKeys => "manage_keys",
             Permission::ManageTenants => "manage_tenants",
+            Permission::EraseData => "erase_data",
         }
     }
 }
@@ -174,6 +178,7 @@ mod tests {
                 P::AgentWork,
                 P::ManageKeys,
                 P::ManageTenants,
+                P::EraseData,
             ]
             .into_iter()
             .filter(|p| r.allows(*p))
@@ -194,7 +199,8 @@ mod tests {
                 P::Operate,
                 P::Define,
                 P::AgentWork,
-                P::ManageKeys
+                P::ManageKeys,
+                P::EraseData
             ]
         );
         assert_eq!(grants(Role::Agent), [P::AgentWork]);

@@ -309,6 +309,21 @@ pub enum Event {
         /// The key id.
         key_id: Uuid,
     },
+    /// Every payload of a tenant was erased: its data keys were destroyed, so what was
+    /// sealed under them reads as `{"redacted": "erased"}` forever, while the log and its
+    /// hash chains stay as they were. Stream `tenant-<uuid v5 of its name>`.
+    TenantDataErased {
+        /// The tenant.
+        tenant: crate::access::TenantName,
+        /// How many data keys were destroyed (its tenant key and its executions' keys).
+        keys_destroyed: u64,
+    },
+    /// The payloads of one (finished) execution were erased: its data key was destroyed.
+    /// Stream `execution-<id>`.
+    ExecutionDataErased {
+        /// How many data keys were destroyed (0 if it had none left).
+        keys_destroyed: u64,
+    },
 }
 
 impl Event {
@@ -339,6 +354,8 @@ impl Event {
             Event::TenantCreated { .. } => "TenantCreated",
             Event::ApiKeyCreated { .. } => "ApiKeyCreated",
             Event::ApiKeyRevoked { .. } => "ApiKeyRevoked",
+            Event::TenantDataErased { .. } => "TenantDataErased",
+            Event::ExecutionDataErased { .. } => "ExecutionDataErased",
         }
     }
 

@@ -8,6 +8,7 @@
 //! - [`event`]: the event envelope, the closed set of event types, and the hash chain.
 //! - [`definition`]: the workflow definition a client posts (API.md "Workflows").
 //! - [`validate`]: turning a definition into a `ValidatedWorkflow` (petgraph), or a typed 422 error.
+//! - [`payload`]: which fields of an event are the customer's data, and their sealed and redacted forms.
 //! - [`status`]: the statuses of executions and tasks, as API.md spells them.
 //! - [`api`]: the HTTP bodies of API.md as types — handlers build them, tests parse
 //!   them, and the OpenAPI document is derived from them.
@@ -21,6 +22,7 @@ pub mod canonical;
 pub mod definition;
 pub mod event;
 pub mod ids;
+pub mod payload;
 pub mod reference;
 pub mod status;
 pub mod validate;

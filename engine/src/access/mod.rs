@@ -42,6 +42,11 @@ const ACCESS_STREAMS: [StreamType; 2] = [StreamType::Tenant, StreamType::Key];
 /// Namespace of tenant stream ids (uuid v5 of the name).
 const TENANT_NAMESPACE: Uuid = Uuid::from_u128(0x6f1c_2a3e_5b7d_4e90_8a21_c3d4_e5f6_0718);
 
+/// The stream of `tenant`'s access events (`tenant-<uuid v5 of its name>`).
+pub fn tenant_stream(tenant: &TenantName) -> StreamId {
+    StreamId::tenant(Uuid::new_v5(&TENANT_NAMESPACE, tenant.as_str().as_bytes()))
+}
+
 /// What an access command can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum AccessError {
@@ -306,7 +311,7 @@ impl Access {
         if self.has_tenant(&tenant) {
             return Err(AccessError::Conflict(format!("tenant {tenant} exists")));
         }
-        let stream = StreamId::tenant(Uuid::new_v5(&TENANT_NAMESPACE, tenant.as_str().as_bytes()));
+        let stream = tenant_stream(&tenant);
         let event = NewEvent::new(
             Event::TenantCreated {
                 tenant: tenant.clone(),

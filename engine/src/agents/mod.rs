@@ -109,6 +109,7 @@ pub struct Agents {
     queue: Arc<dyn TaskQueue>,
     directory: AgentDirectory,
     bus: watch::Receiver<BusStatus>,
+    codec: crate::crypto::PayloadCodec,
 }
 
 impl Agents {
@@ -124,7 +125,15 @@ impl Agents {
             queue,
             directory: AgentDirectory::default(),
             bus,
+            codec: crate::crypto::PayloadCodec::off(),
         }
+    }
+
+    /// Opens tickets' sealed inputs with `codec` before handing them to agents (with
+    /// encryption at rest, the queue holds them sealed).
+    pub fn with_codec(mut self, codec: crate::crypto::PayloadCodec) -> Self {
+        self.codec = codec;
+        self
     }
 
     /// Registers an agent in the caller's tenant and returns it. Refused with

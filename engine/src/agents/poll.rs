@@ -141,6 +141,10 @@ impl Agents {
                 / 1e6;
             metrics::histogram!("conflux_task_schedule_to_start_seconds").record(secs);
         }
+        let mut input = ticket.input;
+        if let Err(e) = self.codec.open_json(execution_id, &mut input).await {
+            return Err(AgentError::Unavailable(e.to_string()));
+        }
         let state = &recorded.state;
         let track = if task.compensation {
             state.compensation(task.task.as_str())
@@ -153,7 +157,7 @@ impl Agents {
             task_id: task.task.as_str().to_owned(),
             attempt: task.attempt,
             compensation: task.compensation,
-            input: ticket.input,
+            input,
             deadline: track.and_then(|t| t.deadline),
         }))
     }

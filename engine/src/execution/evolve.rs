@@ -329,7 +329,10 @@ impl ExecutionState {
             | Event::AgentRegistered { .. }
             | Event::TenantCreated { .. }
             | Event::ApiKeyCreated { .. }
-            | Event::ApiKeyRevoked { .. } => {}
+            | Event::ApiKeyRevoked { .. }
+            | Event::TenantDataErased { .. }
+            // Erasure changes what payloads read as, not the execution's state.
+            | Event::ExecutionDataErased { .. } => {}
         }
     }
 

@@ -49,7 +49,16 @@ impl Engine {
                         let _ = results.send((execution, outcome_command(task, outcome)));
                     });
                 }
-                Effect::EnqueueAgentTask { role, task, input } => {
+                Effect::EnqueueAgentTask {
+                    role,
+                    task,
+                    mut input,
+                } => {
+                    // The queue (Redis) holds the input as stored: sealed.
+                    if let Err(e) = self.parts.codec.seal_json(tenant, execution, &mut input).await {
+                        tracing::error!(execution = %execution, task = %task.task, error = %e, "sealing an agent task's input failed; its deadline will retry it");
+                        continue;
+                    }
                     let ticket = Ticket::for_attempt(execution, tenant, &task, role, input);
                     if let Err(e) = self.parts.queue.enqueue(&ticket).await {
                         // The attempt's deadline (if any) retries it; log loudly.

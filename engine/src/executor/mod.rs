@@ -103,6 +103,9 @@ pub struct EngineParts {
     pub queue: Arc<dyn TaskQueue>,
     /// Built-in runners.
     pub runner: BuiltinRunner,
+    /// Opens the sealed payloads the bus carries and seals agent tickets' inputs (off:
+    /// payloads are plaintext everywhere).
+    pub codec: crate::crypto::PayloadCodec,
 }
 
 /// Why the engine stopped.
@@ -178,6 +181,7 @@ impl Engine {
         let read_stop = shutdown.child_token();
         tokio::spawn(read_bus(
             reader,
+            self.parts.codec.clone(),
             deliveries_tx,
             self.options.batch,
             read_stop.clone(),

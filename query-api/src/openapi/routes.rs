@@ -202,7 +202,34 @@ pub(super) fn tenants(s: &mut Spec) {
         .describe("The system administrator only; `default` first.")
         .ok(200, "The tenants.", s.schema::<TenantList>())
         .add(s);
+    let erasure = tagged("erasure");
+    erasure(Delete, "/api/v1/tenants/{tenant}/data", "eraseTenantData", "Erase a tenant's data")
+        .describe(ERASE_TENANT)
+        .body(s.schema::<EraseTenantData>(), true)
+        .ok(200, "What was destroyed.", s.schema::<DataErased>())
+        .fails(&[BAD_BODY, NOT_FOUND, ERASE_REFUSED])
+        .add(s);
+    erasure(Delete, "/api/v1/executions/{id}/data", "eraseExecutionData", "Erase an execution's data")
+        .describe(ERASE_EXECUTION)
+        .ok(200, "What was destroyed.", s.schema::<DataErased>())
+        .fails(&[NOT_FOUND, ERASE_REFUSED])
+        .add(s);
 }
+
+const ERASE_TENANT: &str = "The system administrator only; `confirm` must repeat the tenant's name. \
+Destroys the tenant's data keys (crypto-shredding): every payload of the tenant — inputs, outputs, \
+errors, HTTP requests — reads as `{\"redacted\": \"erased\"}` from then on, everywhere (API, live \
+streams, replay, exports, read models). The events' structure and every hash chain stay \
+(`verify` stays valid); `TenantDataErased` records it. Cannot be undone. Needs encryption at rest \
+(`CONFLUX_MASTER_KEY`).";
+const ERASE_EXECUTION: &str = "A tenant's `admin`. Destroys a finished execution's data key: its \
+payloads read as `{\"redacted\": \"erased\"}` from then on; `ExecutionDataErased` records it. \
+Cannot be undone. Needs encryption at rest (`CONFLUX_MASTER_KEY`).";
+const ERASE_REFUSED: Failure = Failure(
+    409,
+    "encryption at rest is off (`encryption_off`), or the execution has not finished (`execution_running`)",
+    &["encryption_off", "execution_running"],
+);
 
 #[rustfmt::skip]
 pub(super) fn live(s: &mut Spec) {

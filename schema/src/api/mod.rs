@@ -10,6 +10,7 @@
 pub mod access;
 pub mod agents;
 pub mod audit;
+pub mod erasure;
 pub mod error;
 pub mod executions;
 pub mod live;
@@ -22,6 +23,7 @@ pub use agents::{
     RegisterAgent,
 };
 pub use audit::{ChainVerification, EventPage, Replay, WorkflowEventPage};
+pub use erasure::{DataErased, EraseTenantData};
 pub use error::{ErrorBody, ErrorDetail};
 pub use executions::{CancelRequest, CompensationState, Execution, ExecutionControlled, TaskState};
 pub use live::LiveFrame;

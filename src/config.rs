@@ -323,7 +323,11 @@ impl Config {
     /// The master keys configured (None: encryption at rest is off). A previous key
     /// without a current one is an error.
     pub fn master_keys(&self) -> anyhow::Result<Option<conflux_engine::crypto::MasterKeys>> {
-        let primary = read_master_key(&self.master_key, &self.master_key_file, "CONFLUX_MASTER_KEY")?;
+        let primary = read_master_key(
+            &self.master_key,
+            &self.master_key_file,
+            "CONFLUX_MASTER_KEY",
+        )?;
         let previous = read_master_key(
             &self.master_key_previous,
             &self.master_key_previous_file,

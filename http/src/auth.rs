@@ -69,8 +69,16 @@ pub const ROUTES: &[(&str, &str, Rule)] = {
         ("POST", "/api/v1/stream-tokens", Needs(P::Read)),
         ("POST", "/api/v1/tenants", Needs(P::ManageTenants)),
         ("GET", "/api/v1/tenants", Needs(P::ManageTenants)),
-        ("DELETE", "/api/v1/tenants/{tenant}/data", Needs(P::ManageTenants)),
-        ("DELETE", "/api/v1/executions/{id}/data", Needs(P::EraseData)),
+        (
+            "DELETE",
+            "/api/v1/tenants/{tenant}/data",
+            Needs(P::ManageTenants),
+        ),
+        (
+            "DELETE",
+            "/api/v1/executions/{id}/data",
+            Needs(P::EraseData),
+        ),
     ]
 };
 

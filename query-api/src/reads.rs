@@ -5,9 +5,9 @@
 use axum::http::StatusCode;
 use conflux_engine::commands::ExecutionCommands;
 use conflux_engine::crypto::PayloadCodec;
-use conflux_schema::api::Execution;
 use conflux_http::error::ApiError;
 use conflux_projector::{ReadModelError, ReadModels};
+use conflux_schema::api::Execution;
 
 /// The state of the read routes.
 #[derive(Clone)]

@@ -117,13 +117,25 @@ mod tests {
     fn any_change_fails_authentication() {
         let key = SecretKey::random().unwrap();
         let mut sealed = key.seal(b"aad", b"hello").unwrap();
-        assert!(matches!(key.open(b"other", &sealed), Err(CryptoError::Authentication)));
+        assert!(matches!(
+            key.open(b"other", &sealed),
+            Err(CryptoError::Authentication)
+        ));
         let other = SecretKey::random().unwrap();
-        assert!(matches!(other.open(b"aad", &sealed), Err(CryptoError::Authentication)));
+        assert!(matches!(
+            other.open(b"aad", &sealed),
+            Err(CryptoError::Authentication)
+        ));
         let last = sealed.len() - 1;
         sealed[last] ^= 1;
-        assert!(matches!(key.open(b"aad", &sealed), Err(CryptoError::Authentication)));
-        assert!(matches!(key.open(b"aad", &[1, 2, 3]), Err(CryptoError::Authentication)));
+        assert!(matches!(
+            key.open(b"aad", &sealed),
+            Err(CryptoError::Authentication)
+        ));
+        assert!(matches!(
+            key.open(b"aad", &[1, 2, 3]),
+            Err(CryptoError::Authentication)
+        ));
     }
 
     #[test]

@@ -153,7 +153,11 @@ impl PayloadCodec {
         self.keyring.as_ref()
     }
 
-    async fn writing_key(&self, tenant: &str, execution: Uuid) -> Result<Option<KeyState>, CryptoError> {
+    async fn writing_key(
+        &self,
+        tenant: &str,
+        execution: Uuid,
+    ) -> Result<Option<KeyState>, CryptoError> {
         match &self.keyring {
             Some(keyring) => keyring.key_for_writing(tenant, execution).await.map(Some),
             None => Ok(None),
@@ -163,7 +167,11 @@ impl PayloadCodec {
     /// Seals the payloads of `events`, about to be appended to `stream`, in place. Only
     /// execution streams carry payloads. Under an erased key, payloads are replaced by
     /// their erased form: data of an erased execution is never written again.
-    pub async fn seal_events(&self, stream: &StreamId, events: &mut [NewEvent]) -> Result<(), CryptoError> {
+    pub async fn seal_events(
+        &self,
+        stream: &StreamId,
+        events: &mut [NewEvent],
+    ) -> Result<(), CryptoError> {
         let Some(execution) = execution_of(stream) else {
             return Ok(());
         };
@@ -191,14 +199,22 @@ impl PayloadCodec {
     }
 
     /// Seals one JSON payload of `execution` (a task-queue ticket's input) in place.
-    pub async fn seal_json(&self, tenant: &str, execution: Uuid, value: &mut Value) -> Result<(), CryptoError> {
+    pub async fn seal_json(
+        &self,
+        tenant: &str,
+        execution: Uuid,
+        value: &mut Value,
+    ) -> Result<(), CryptoError> {
         let Some(state) = self.writing_key(tenant, execution).await? else {
             return Ok(());
         };
         match &state {
-            KeyState::Live(key) => {
-                seal_payload(key, execution, &payload_aad(execution), PayloadMut::Json(value))
-            }
+            KeyState::Live(key) => seal_payload(
+                key,
+                execution,
+                &payload_aad(execution),
+                PayloadMut::Json(value),
+            ),
             KeyState::Erased | KeyState::Missing => {
                 Redaction::Erased.apply(PayloadMut::Json(value));
                 Ok(())
@@ -218,7 +234,9 @@ impl PayloadCodec {
         distinct.dedup();
         // Concurrently: each key this process has not cached is a database read.
         let states = futures::future::join_all(
-            distinct.iter().map(|execution| keyring.key_for_reading(*execution)),
+            distinct
+                .iter()
+                .map(|execution| keyring.key_for_reading(*execution)),
         )
         .await;
         distinct
@@ -234,11 +252,15 @@ impl PayloadCodec {
         if self.keyring.is_none() {
             return Ok(());
         }
-        self.open_envelope_refs(envelopes.iter_mut().collect()).await
+        self.open_envelope_refs(envelopes.iter_mut().collect())
+            .await
     }
 
     /// [`PayloadCodec::open_envelopes`] for envelopes held elsewhere (bus deliveries).
-    pub async fn open_envelope_refs(&self, mut envelopes: Vec<&mut EventEnvelope>) -> Result<(), CryptoError> {
+    pub async fn open_envelope_refs(
+        &self,
+        mut envelopes: Vec<&mut EventEnvelope>,
+    ) -> Result<(), CryptoError> {
         if self.keyring.is_none() {
             return Ok(());
         }
@@ -274,7 +296,9 @@ impl PayloadCodec {
         }
         let keys = self.reading_keys([execution]).await?;
         let state = keys.get(&execution).unwrap_or(&KeyState::Missing);
-        for_each_sealed_mut(value, &mut |payload| open_payload(execution, state, payload));
+        for_each_sealed_mut(value, &mut |payload| {
+            open_payload(execution, state, payload)
+        });
         Ok(())
     }
 }

@@ -124,7 +124,9 @@ impl Erasure {
         let keys_destroyed = u64::from(keyring.erase_execution(id).await?);
         tracing::warn!(execution = %id, keys_destroyed, "an execution's data was erased");
         let event = Event::ExecutionDataErased { keys_destroyed };
-        let event = self.record(&StreamId::execution(id), event, metadata).await?;
+        let event = self
+            .record(&StreamId::execution(id), event, metadata)
+            .await?;
         Ok(Erased {
             keys_destroyed,
             event,

@@ -105,7 +105,9 @@ impl Keyring {
 
     /// Whether a vault with no master key configured holds live keys (then payloads
     /// are sealed and a server without the key must not start).
-    pub async fn vault_needs_master_key(vault: &dyn KeyVault) -> Result<Option<String>, CryptoError> {
+    pub async fn vault_needs_master_key(
+        vault: &dyn KeyVault,
+    ) -> Result<Option<String>, CryptoError> {
         Ok(vault
             .master_key_uses()
             .await?
@@ -125,20 +127,23 @@ impl Keyring {
     }
 
     fn lock(&self) -> MutexGuard<'_, Cache> {
-        self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn unwrap_tenant_key(&self, row: &StoredTenantKey) -> Result<Option<SecretKey>, CryptoError> {
         let Some(wrapped) = &row.wrapped else {
             return Ok(None);
         };
-        let master = self.master.find(&row.master_kid).ok_or_else(|| {
-            CryptoError::UnknownMasterKey {
-                needed: row.master_kid.clone(),
-                keys: 1,
-                configured: self.master.kids().join(", "),
-            }
-        })?;
+        let master =
+            self.master
+                .find(&row.master_kid)
+                .ok_or_else(|| CryptoError::UnknownMasterKey {
+                    needed: row.master_kid.clone(),
+                    keys: 1,
+                    configured: self.master.kids().join(", "),
+                })?;
         master
             .key()
             .unwrap_key(&tenant_key_aad(row.key_id, &row.tenant), wrapped)
@@ -175,10 +180,9 @@ impl Keyring {
                     .await?
             }
         };
-        let key = Arc::new(
-            self.unwrap_tenant_key(&row)?
-                .ok_or_else(|| CryptoError::Vault(format!("tenant {tenant:?}'s live key is erased")))?,
-        );
+        let key = Arc::new(self.unwrap_tenant_key(&row)?.ok_or_else(|| {
+            CryptoError::Vault(format!("tenant {tenant:?}'s live key is erased"))
+        })?);
         let mut cache = self.lock();
         cache.tenant_keys.insert(row.key_id, key.clone());
         cache.active.insert(tenant.to_owned(), row.key_id);
@@ -210,7 +214,10 @@ impl Keyring {
             return Ok(KeyState::Erased);
         };
         let key = tenant_key
-            .unwrap_key(&execution_key_aad(row.execution_id, row.tenant_key_id), wrapped)
+            .unwrap_key(
+                &execution_key_aad(row.execution_id, row.tenant_key_id),
+                wrapped,
+            )
             .map_err(|_| {
                 CryptoError::Vault(format!(
                     "the key of execution {} does not unwrap under its tenant key",
@@ -233,7 +240,11 @@ impl Keyring {
 
     /// The key to seal new payloads of `execution` (of `tenant`) with, created if it has
     /// none. [`KeyState::Erased`] if it was erased: new payloads are then not kept.
-    pub async fn key_for_writing(&self, tenant: &str, execution: Uuid) -> Result<KeyState, CryptoError> {
+    pub async fn key_for_writing(
+        &self,
+        tenant: &str,
+        execution: Uuid,
+    ) -> Result<KeyState, CryptoError> {
         if let Some(state) = self.lock().executions.get(&execution) {
             return Ok(state.clone());
         }
@@ -255,11 +266,12 @@ impl Keyring {
                 self.lock().active.remove(tenant);
                 continue;
             };
-            let state = if row.tenant_key_id == tenant_key_id && row.wrapped.as_ref() == Some(&wrapped) {
-                KeyState::Live(Arc::new(fresh))
-            } else {
-                self.execution_state(&row).await?
-            };
+            let state =
+                if row.tenant_key_id == tenant_key_id && row.wrapped.as_ref() == Some(&wrapped) {
+                    KeyState::Live(Arc::new(fresh))
+                } else {
+                    self.execution_state(&row).await?
+                };
             self.remember(execution, &state);
             return Ok(state);
         }

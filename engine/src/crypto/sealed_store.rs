@@ -90,9 +90,9 @@ impl EventStore for SealedStore {
                 if let Some(e) = failure {
                     return Err(e);
                 }
-                let mut envelopes = results
-                    .next()
-                    .unwrap_or_else(|| Err(StoreError::Backend("append returned nothing".into())))?;
+                let mut envelopes = results.next().unwrap_or_else(|| {
+                    Err(StoreError::Backend("append returned nothing".into()))
+                })?;
                 for (envelope, new) in envelopes.iter_mut().zip(plain) {
                     envelope.event = new.event;
                 }

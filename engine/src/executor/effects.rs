@@ -55,7 +55,12 @@ impl Engine {
                     mut input,
                 } => {
                     // The queue (Redis) holds the input as stored: sealed.
-                    if let Err(e) = self.parts.codec.seal_json(tenant, execution, &mut input).await {
+                    if let Err(e) = self
+                        .parts
+                        .codec
+                        .seal_json(tenant, execution, &mut input)
+                        .await
+                    {
                         tracing::error!(execution = %execution, task = %task.task, error = %e, "sealing an agent task's input failed; its deadline will retry it");
                         continue;
                     }

@@ -29,7 +29,10 @@ pub(super) async fn read_bus(
             Ok(deliveries) if deliveries.is_empty() => {}
             Ok(mut deliveries) => {
                 failures = 0;
-                if open_deliveries(&codec, &mut deliveries, &stop).await.is_err() {
+                if open_deliveries(&codec, &mut deliveries, &stop)
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 if out.send(deliveries).await.is_err() {

@@ -8,6 +8,9 @@ use async_trait::async_trait;
 use conflux_engine::bus::local::LocalBus;
 use conflux_engine::bus::redis::RedisBus;
 use conflux_engine::bus::EventBus;
+use conflux_engine::crypto::vault::postgres::PgKeyVault;
+use conflux_engine::crypto::vault::sqlite::SqliteKeyVault;
+use conflux_engine::crypto::vault::KeyVault;
 use conflux_engine::store::postgres::{self, PgStore, PgStoreOptions};
 use conflux_engine::store::sqlite::{self, SqliteStore};
 use conflux_engine::store::{AppendRequest, EventStore, StoreError};
@@ -56,6 +59,10 @@ pub trait Fixture: Sized + Send + Sync {
     /// Makes the bus lose everything (Redis: FLUSHDB on the test's own database).
     async fn flush_bus(&self);
     async fn hold_open(&self, req: AppendRequest) -> Box<dyn Held>;
+    /// The data-key tables of the store's database.
+    fn vault(&self) -> Arc<dyn KeyVault>;
+    /// The same tables through another connection pool, as a second process has them.
+    async fn second_vault(&self) -> Arc<dyn KeyVault>;
     /// Rewrites a stored event's data behind the store's back.
     async fn tamper(&self, stream: &StreamId, version: u64, data: &str);
     /// Rewrites a stored event's type behind the store's back.
@@ -104,6 +111,12 @@ impl Fixture for PgRedis {
     }
     fn bus(&self) -> Arc<dyn EventBus> {
         Arc::new(self.bus.clone())
+    }
+    fn vault(&self) -> Arc<dyn KeyVault> {
+        Arc::new(PgKeyVault::new(self.pool.clone()))
+    }
+    async fn second_vault(&self) -> Arc<dyn KeyVault> {
+        Arc::new(PgKeyVault::new(self.db.pool().await))
     }
     async fn foreign_bus(&self, store_id: uuid::Uuid) -> Option<Arc<dyn EventBus>> {
         let bus = RedisBus::connect(&redis_url(), &self.prefix)
@@ -175,6 +188,15 @@ impl Fixture for SqliteLocal {
                 .await
                 .expect("second store"),
         )
+    }
+    fn vault(&self) -> Arc<dyn KeyVault> {
+        Arc::new(SqliteKeyVault::new(self.pool.clone()))
+    }
+    async fn second_vault(&self) -> Arc<dyn KeyVault> {
+        let second = SqliteStore::open(&self.dir.path().join("conflux.db"))
+            .await
+            .expect("second store");
+        Arc::new(SqliteKeyVault::new(second.pool().clone()))
     }
     fn bus(&self) -> Arc<dyn EventBus> {
         Arc::new(self.bus.clone())

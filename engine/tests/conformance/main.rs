@@ -2,6 +2,7 @@
 //! by `conformance!` for Postgres + Redis and for SQLite + the in-process bus.
 
 mod fixtures;
+mod keys;
 mod secrets;
 mod suite;
 
@@ -39,6 +40,11 @@ macro_rules! all_checks {
                 suite::reads_past_the_largest_position_find_nothing,
                 suite::the_bus_knows_its_store,
                 secrets::signing_secrets_are_made_once_and_shared,
+                keys::payloads_are_sealed_in_the_log_and_opened_on_read,
+                keys::data_keys_are_made_once_and_shared,
+                keys::erasure_redacts_payloads_and_keeps_the_chain,
+                keys::master_key_rotation_rewraps_tenant_keys_only,
+                keys::a_tampered_ciphertext_reads_as_tampered,
             ]
         );
     };

@@ -216,7 +216,8 @@ pub(super) fn tenants(s: &mut Spec) {
         .add(s);
 }
 
-const ERASE_TENANT: &str = "The system administrator only; `confirm` must repeat the tenant's name. \
+const ERASE_TENANT: &str =
+    "The system administrator only; `confirm` must repeat the tenant's name. \
 Destroys the tenant's data keys (crypto-shredding): every payload of the tenant — inputs, outputs, \
 errors, HTTP requests — reads as `{\"redacted\": \"erased\"}` from then on, everywhere (API, live \
 streams, replay, exports, read models). The events' structure and every hash chain stay \

@@ -57,8 +57,7 @@ pub struct MasterKeyUse {
 #[async_trait]
 pub trait KeyVault: Send + Sync + 'static {
     /// The tenant's live key, if it has one.
-    async fn active_tenant_key(&self, tenant: &str)
-        -> Result<Option<StoredTenantKey>, StoreError>;
+    async fn active_tenant_key(&self, tenant: &str) -> Result<Option<StoredTenantKey>, StoreError>;
 
     /// Stores `key` as its tenant's live key unless the tenant has one already; returns
     /// the tenant's live key either way.
@@ -77,8 +76,10 @@ pub trait KeyVault: Send + Sync + 'static {
     ) -> Result<Option<StoredExecutionKey>, StoreError>;
 
     /// The execution's key (live or erased), if it has one.
-    async fn execution_key(&self, execution: Uuid)
-        -> Result<Option<StoredExecutionKey>, StoreError>;
+    async fn execution_key(
+        &self,
+        execution: Uuid,
+    ) -> Result<Option<StoredExecutionKey>, StoreError>;
 
     /// Erases every live key of `tenant` (its tenant key and all its executions' keys);
     /// returns how many keys were destroyed.

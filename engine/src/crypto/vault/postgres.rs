@@ -45,10 +45,7 @@ const EXECUTION_COLUMNS: &str = "execution_id, tenant, tenant_key_id, wrapped";
 
 #[async_trait]
 impl KeyVault for PgKeyVault {
-    async fn active_tenant_key(
-        &self,
-        tenant: &str,
-    ) -> Result<Option<StoredTenantKey>, StoreError> {
+    async fn active_tenant_key(&self, tenant: &str) -> Result<Option<StoredTenantKey>, StoreError> {
         let sql = format!(
             "SELECT {TENANT_COLUMNS} FROM tenant_keys WHERE tenant = $1 AND erased_at IS NULL"
         );

@@ -55,10 +55,7 @@ const EXECUTION_COLUMNS: &str = "execution_id, tenant, tenant_key_id, wrapped";
 
 #[async_trait]
 impl KeyVault for SqliteKeyVault {
-    async fn active_tenant_key(
-        &self,
-        tenant: &str,
-    ) -> Result<Option<StoredTenantKey>, StoreError> {
+    async fn active_tenant_key(&self, tenant: &str) -> Result<Option<StoredTenantKey>, StoreError> {
         let sql = format!(
             "SELECT {TENANT_COLUMNS} FROM tenant_keys WHERE tenant = ?1 AND erased_at IS NULL"
         );
@@ -134,8 +131,7 @@ impl KeyVault for SqliteKeyVault {
         &self,
         execution: Uuid,
     ) -> Result<Option<StoredExecutionKey>, StoreError> {
-        let sql =
-            format!("SELECT {EXECUTION_COLUMNS} FROM execution_keys WHERE execution_id = ?1");
+        let sql = format!("SELECT {EXECUTION_COLUMNS} FROM execution_keys WHERE execution_id = ?1");
         let row = sqlx::query(&sql)
             .bind(execution.to_string())
             .fetch_optional(&self.pool)

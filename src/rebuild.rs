@@ -20,7 +20,7 @@ pub async fn rebuild(rt: &Runtime) -> anyhow::Result<()> {
     );
     bar.enable_steady_tick(Duration::from_millis(200));
     let report = conflux_projector::rebuild::rebuild(
-        rt.backends.store.clone(),
+        rt.backends.stored.clone(),
         rt.catalog.clone(),
         rt.backends.read_models.clone(),
         |p| {

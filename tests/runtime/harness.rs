@@ -40,6 +40,9 @@ pub enum Mode {
     PostgresRedis,
     /// SQLite in a temporary directory, in-process bus and queues.
     Embedded,
+    /// As [`Mode::PostgresRedis`], with payload encryption at rest on (a fresh random
+    /// master key).
+    Sealed,
 }
 
 /// What a server owns and must give back.
@@ -128,7 +131,11 @@ impl TestServer {
         config.pg_max_connections = 8;
         let mut proxy = None;
         let resources = match mode {
-            Mode::PostgresRedis => {
+            Mode::PostgresRedis | Mode::Sealed => {
+                if mode == Mode::Sealed && config.master_key.is_none() {
+                    let key = conflux_engine::crypto::MasterKey::random().expect("a master key");
+                    config.master_key = Some(key.to_base64());
+                }
                 let db = TestDatabase::create().await;
                 let prefix = unique_prefix();
                 config.database_url = Some(db.url.clone());
@@ -160,6 +167,14 @@ impl TestServer {
     /// Only meaningful with Postgres + Redis; it owns nothing.
     pub async fn join(&self) -> Self {
         Self::on(self.config.clone()).await
+    }
+
+    /// Like [`TestServer::join`], with `tune` applied to the configuration (another
+    /// master key, say).
+    pub async fn join_tuned(&self, tune: impl FnOnce(&mut Config)) -> Self {
+        let mut config = self.config.clone();
+        tune(&mut config);
+        Self::on(config).await
     }
 
     async fn on(config: Config) -> Self {

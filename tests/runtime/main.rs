@@ -34,6 +34,7 @@ mod agent;
 mod auth;
 mod conformance;
 mod control;
+mod erasure;
 mod failures;
 mod flow;
 mod harness;
@@ -125,6 +126,7 @@ macro_rules! all_scenarios {
 
 all_scenarios!(postgres_redis, crate::harness::Mode::PostgresRedis);
 all_scenarios!(embedded, crate::harness::Mode::Embedded);
+all_scenarios!(sealed, crate::harness::Mode::Sealed);
 
 /// Scaling out needs a shared database and bus: Postgres + Redis only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -190,4 +192,38 @@ async fn postgres_redis_jwts_end_to_end() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_jwts_end_to_end() {
     jwt::jwts_end_to_end(harness::Mode::Embedded).await;
+}
+
+/// A master key for a server of this test alone.
+fn master_key() -> String {
+    conflux_engine::crypto::MasterKey::random()
+        .expect("a master key")
+        .to_base64()
+}
+
+/// Erasure on Postgres + Redis with encryption at rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sealed_erasure_redacts_everywhere_and_keeps_the_chain() {
+    let server = harness::TestServer::start(harness::Mode::Sealed).await;
+    erasure::erasure_redacts_everywhere_and_keeps_the_chain(&server).await;
+    server.stop().await;
+}
+
+/// Erasure on the embedded store with encryption at rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_sealed_erasure_redacts_everywhere_and_keeps_the_chain() {
+    let server = harness::TestServer::start_tuned(harness::Mode::Embedded, |c| {
+        c.master_key = Some(master_key())
+    })
+    .await;
+    erasure::erasure_redacts_everywhere_and_keeps_the_chain(&server).await;
+    server.stop().await;
+}
+
+/// Without encryption at rest, erasure is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_erasure_needs_encryption_at_rest() {
+    let server = harness::TestServer::start(harness::Mode::Embedded).await;
+    erasure::erasure_needs_encryption_at_rest(&server).await;
+    server.stop().await;
 }

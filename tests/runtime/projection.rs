@@ -248,7 +248,7 @@ pub async fn rebuilt_read_models_equal_live(s: &TestServer) {
     );
     let mut reported = Vec::new();
     let report = rebuild(
-        s.backends.store.clone(),
+        s.backends.stored.clone(),
         catalog,
         s.backends.read_models.clone(),
         |p| reported.push(p),
@@ -268,7 +268,7 @@ pub async fn rebuilt_read_models_equal_live(s: &TestServer) {
     s.backends.read_models.reset().await.expect("reset");
     let projector = || {
         Projector::new(
-            s.backends.store.clone(),
+            s.backends.stored.clone(),
             WorkflowCatalog::new(
                 s.backends.store.clone(),
                 Limits {

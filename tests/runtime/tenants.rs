@@ -34,6 +34,18 @@ impl Caller<'_> {
         (status, resp.json().await.unwrap_or(Value::Null))
     }
 
+    /// `GET path` as text (an NDJSON export), with the status.
+    pub async fn text(&self, path: &str) -> (u16, String) {
+        let resp = reqwest::Client::new()
+            .get(format!("{}{path}", self.server.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("request");
+        let status = resp.status().as_u16();
+        (status, resp.text().await.unwrap_or_default())
+    }
+
     pub async fn ok(&self, method: &str, path: &str, body: Option<Value>) -> Value {
         let (status, answer) = self.call(method, path, body).await;
         assert!(

@@ -214,6 +214,27 @@ impl From<conflux_engine::access::AccessError> for ApiError {
     }
 }
 
+impl From<conflux_engine::crypto::erasure::ErasureError> for ApiError {
+    fn from(e: conflux_engine::crypto::erasure::ErasureError) -> Self {
+        use conflux_engine::crypto::erasure::ErasureError;
+        use conflux_engine::crypto::CryptoError;
+        match e {
+            ErasureError::EncryptionOff => {
+                Self::new(StatusCode::CONFLICT, "encryption_off", e.to_string())
+            }
+            ErasureError::NotFound(id) => Self::not_found(format!("execution {id} not found")),
+            ErasureError::Unfinished { .. } => {
+                Self::new(StatusCode::CONFLICT, "execution_running", e.to_string())
+            }
+            ErasureError::Store(e) | ErasureError::Crypto(CryptoError::Store(e)) => e.into(),
+            ErasureError::Crypto(e) => {
+                tracing::error!(error = %e, "an erasure failed");
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,26 +290,5 @@ mod tests {
             refused.details,
             json!({"roles": ["packer"], "allowed": ["picker"]})
         );
-    }
-}
-
-impl From<conflux_engine::crypto::erasure::ErasureError> for ApiError {
-    fn from(e: conflux_engine::crypto::erasure::ErasureError) -> Self {
-        use conflux_engine::crypto::erasure::ErasureError;
-        use conflux_engine::crypto::CryptoError;
-        match e {
-            ErasureError::EncryptionOff => {
-                Self::new(StatusCode::CONFLICT, "encryption_off", e.to_string())
-            }
-            ErasureError::NotFound(id) => Self::not_found(format!("execution {id} not found")),
-            ErasureError::Unfinished { .. } => {
-                Self::new(StatusCode::CONFLICT, "execution_running", e.to_string())
-            }
-            ErasureError::Store(e) | ErasureError::Crypto(CryptoError::Store(e)) => e.into(),
-            ErasureError::Crypto(e) => {
-                tracing::error!(error = %e, "an erasure failed");
-                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-            }
-        }
     }
 }

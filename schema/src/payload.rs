@@ -135,11 +135,9 @@ impl Event {
             Event::TaskFailed { error, .. }
             | Event::CompensationFailed { error, .. }
             | Event::ExecutionFailed { error, .. } => visit(PayloadMut::Text(error)),
-            Event::CompensationStarted { error, .. } => {
-                if let Some(error) = error {
-                    visit(PayloadMut::Text(error));
-                }
-            }
+            Event::CompensationStarted {
+                error: Some(error), ..
+            } => visit(PayloadMut::Text(error)),
             _ => {}
         }
     }

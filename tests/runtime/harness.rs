@@ -169,14 +169,6 @@ impl TestServer {
         Self::on(self.config.clone()).await
     }
 
-    /// Like [`TestServer::join`], with `tune` applied to the configuration (another
-    /// master key, say).
-    pub async fn join_tuned(&self, tune: impl FnOnce(&mut Config)) -> Self {
-        let mut config = self.config.clone();
-        tune(&mut config);
-        Self::on(config).await
-    }
-
     async fn on(config: Config) -> Self {
         let backends = Backends::open(&config).await.expect("open the backends");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");

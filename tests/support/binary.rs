@@ -156,9 +156,14 @@ pub struct Served {
 impl Served {
     /// Starts the binary in `mode` on a random port and waits until it listens.
     pub async fn start(mode: Mode) -> Served {
+        Self::start_with(mode, &[]).await
+    }
+
+    /// [`Served::start`] with `extra` environment (a master key, a log level…).
+    pub async fn start_with(mode: Mode, extra: &[(&str, String)]) -> Served {
         use conflux_engine::testing::{redis_url, unique_prefix, TestDatabase};
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut env = Vec::new();
+        let mut env: Vec<(&str, String)> = extra.to_vec();
         let (db, prefix) = if mode == Mode::Postgres {
             let db = TestDatabase::create().await;
             let prefix = unique_prefix();
@@ -176,6 +181,16 @@ impl Served {
             prefix,
             _dir: dir,
         }
+    }
+
+    /// Its Redis key prefix (Postgres mode).
+    pub fn prefix(&self) -> Option<&str> {
+        self.prefix.as_deref()
+    }
+
+    /// The directory it runs in (its embedded store is in `conflux-data/` there).
+    pub fn dir(&self) -> &Path {
+        self._dir.path()
     }
 
     /// Drops the (stopped) server's database and Redis keys.

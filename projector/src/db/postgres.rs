@@ -36,6 +36,19 @@ const CREATE: [&str; 10] = [
 ];
 
 pub async fn migrate(pool: &PgPool) -> Result<(), ReadModelError> {
+    // The DDL below takes table locks even when there is nothing to do (`ALTER TABLE …
+    // IF NOT EXISTS` an exclusive one), and a process starting beside a running
+    // projector would deadlock with its commits. The last index is created in the same
+    // transaction as everything else: when it exists, the tables are current.
+    let current: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_indexes WHERE schemaname = current_schema() \
+         AND indexname = 'rm_executions_tenant')",
+    )
+    .fetch_one(pool)
+    .await?;
+    if current {
+        return Ok(());
+    }
     // Two processes starting together may both create: serialise on an advisory lock.
     let mut tx = pool.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock(7263541)")

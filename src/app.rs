@@ -59,6 +59,8 @@ pub struct Runtime {
     pub admin_token: Option<String>,
     /// Where a generated admin token is kept.
     pub data_dir: std::path::PathBuf,
+    /// Whether `viewer` callers see payloads hidden (`CONFLUX_VIEWER_PAYLOADS`).
+    pub hide_payloads_from_viewers: bool,
     /// Whether the bus is this store's; the relay, engine and projector run only
     /// while it is (see [`supervised`]).
     pub guard: BusGuard,
@@ -95,6 +97,8 @@ impl Runtime {
             rate_limit: config.rate_limit,
             admin_token: config.admin_token.clone().filter(|t| !t.is_empty()),
             data_dir: config.data_dir.clone(),
+            hide_payloads_from_viewers: config.viewer_payloads
+                == crate::config::ViewerPayloads::Hidden,
             engine,
         }
     }
@@ -179,13 +183,13 @@ pub fn router(rt: &Runtime, access: Access, sides: Sides) -> Router {
             commands: commands.clone(),
             models: rt.backends.read_models.clone(),
             codec: rt.backends.codec.clone(),
+            hide_from_viewers: rt.hide_payloads_from_viewers,
         };
         routes = routes
-            .merge(conflux_query_api::live::router(LiveState::new(
-                commands.clone(),
-                feed,
-                access.clone(),
-            )))
+            .merge(conflux_query_api::live::router(
+                LiveState::new(commands.clone(), feed, access.clone())
+                    .hiding_from_viewers(rt.hide_payloads_from_viewers),
+            ))
             .merge(conflux_query_api::stream_tokens::router(
                 StreamTokenState {
                     access: access.clone(),

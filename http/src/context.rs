@@ -35,6 +35,11 @@ impl RequestContext {
             })
     }
 
+    /// Whether the caller acts with the `viewer` role.
+    pub fn is_viewer(&self) -> bool {
+        self.principal.as_ref().and_then(|p| p.role) == Some(conflux_schema::access::Role::Viewer)
+    }
+
     /// Metadata for the events this request causes: its request id as request,
     /// correlation and causation id; the caller as actor (`key:<key_id>`, `admin`) and
     /// its tenant.

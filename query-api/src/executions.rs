@@ -36,12 +36,12 @@ async fn get_execution(
         .await
         .map_err(read_error)?
     {
-        return Ok(Json(reads.opened(view.view()).await?));
+        return Ok(Json(reads.shown(&request, view.view()).await?));
     }
-    folded(&reads.commands, tenant, execution_id)
+    let execution = folded(&reads.commands, tenant, execution_id)
         .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found(format!("execution {execution_id} not found")))
+        .ok_or_else(|| ApiError::not_found(format!("execution {execution_id} not found")))?;
+    Ok(Json(reads.shown(&request, execution).await?))
 }
 
 /// The execution body folded from the log (None: no such execution).

@@ -197,6 +197,10 @@ pub struct LiveState {
     /// The caller's tenant (set per connection): another tenant's id is closed with
     /// 4404, exactly as an unknown one.
     pub tenant: String,
+    /// Whether `viewer` callers see payloads hidden (`CONFLUX_VIEWER_PAYLOADS=hidden`).
+    pub hide_from_viewers: bool,
+    /// Whether this connection's caller sees payloads hidden (set per connection).
+    hide_payloads: bool,
 }
 
 impl LiveState {
@@ -213,7 +217,15 @@ impl LiveState {
             revoked: CancellationToken::new(),
             connection: None,
             tenant: conflux_schema::access::DEFAULT_TENANT.to_owned(),
+            hide_from_viewers: false,
+            hide_payloads: false,
         }
+    }
+
+    /// Hides payloads from `viewer` callers when `hide` is set.
+    pub fn hiding_from_viewers(mut self, hide: bool) -> Self {
+        self.hide_from_viewers = hide;
+        self
     }
 }
 
@@ -257,6 +269,7 @@ impl LiveState {
     fn for_caller(mut self, request: &RequestContext) -> Self {
         self.revoked = CancellationToken::new();
         request.tenant().clone_into(&mut self.tenant);
+        self.hide_payloads = self.hide_from_viewers && request.is_viewer();
         let Some(key_id) = request.principal.as_ref().and_then(|p| p.key_id) else {
             return self;
         };
@@ -315,7 +328,7 @@ fn upgrade(
         .max_frame_size(MAX_CLIENT_MESSAGE);
     Ok(ws.on_upgrade(move |socket| async move {
         let _counted = Counted::new();
-        let client = Client::new(socket, state.feed.limits);
+        let client = Client::new(socket, state.feed.limits).hiding_payloads(state.hide_payloads);
         match target {
             Target::Execution => stream_execution(client, state, id, after).await,
             Target::Workflow => stream_workflow(client, state, id, after).await,

@@ -5,9 +5,11 @@
 use axum::http::StatusCode;
 use conflux_engine::commands::ExecutionCommands;
 use conflux_engine::crypto::PayloadCodec;
+use conflux_http::context::RequestContext;
 use conflux_http::error::ApiError;
 use conflux_projector::{ReadModelError, ReadModels};
 use conflux_schema::api::Execution;
+use conflux_schema::payload::hide_execution_json;
 
 /// The state of the read routes.
 #[derive(Clone)]
@@ -19,9 +21,30 @@ pub struct Reads {
     pub models: ReadModels,
     /// Opens the sealed payloads read models hold (encryption at rest).
     pub codec: PayloadCodec,
+    /// Whether `viewer` callers see payloads hidden (`CONFLUX_VIEWER_PAYLOADS=hidden`).
+    pub hide_from_viewers: bool,
 }
 
 impl Reads {
+    /// Whether `request`'s caller sees payloads hidden.
+    pub fn hides_payloads(&self, request: &RequestContext) -> bool {
+        self.hide_from_viewers && request.is_viewer()
+    }
+
+    /// `execution` as `request`'s caller may see it: payloads opened, or hidden.
+    pub async fn shown(
+        &self,
+        request: &RequestContext,
+        execution: Execution,
+    ) -> Result<Execution, ApiError> {
+        if !self.hides_payloads(request) {
+            return self.opened(execution).await;
+        }
+        let mut value = serde_json::to_value(&execution).map_err(internal)?;
+        hide_execution_json(&mut value);
+        serde_json::from_value(value).map_err(internal)
+    }
+
     /// `execution` (from a read model) with its payloads opened.
     pub async fn opened(&self, mut execution: Execution) -> Result<Execution, ApiError> {
         let (true, Some(id)) = (self.codec.is_on(), execution.execution_id) else {

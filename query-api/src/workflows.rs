@@ -148,7 +148,7 @@ async fn get_status(
                     .await
                     .map_err(read_error)?
                 {
-                    Some(view) => Some(reads.opened(view.view()).await?),
+                    Some(view) => Some(reads.shown(&request, view.view()).await?),
                     None => None,
                 }
             }
@@ -180,7 +180,11 @@ async fn get_status(
         open_only: false,
     };
     let executions = commands.store().find_streams(&query, 100_000).await?;
-    Ok(Json(status(commands, workflow_id, &executions).await?))
+    let mut body = status(commands, workflow_id, &executions).await?;
+    if let Some(latest) = body.latest_execution.take() {
+        body.latest_execution = Some(reads.shown(&request, latest).await?);
+    }
+    Ok(Json(body))
 }
 
 /// The workflow's status (API.md `/status` shape), folded from its executions' logs;

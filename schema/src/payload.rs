@@ -168,6 +168,39 @@ pub fn for_each_sealed_mut(value: &mut Value, visit: &mut dyn FnMut(PayloadMut<'
     }
 }
 
+/// Hides the payloads of an execution body (API.md's execution, or a workflow status
+/// whose `latest_execution` is one): its input, output and error, and every task's and
+/// compensation's output and error read as [`Redaction::Hidden`]. Statuses, times and
+/// counts stay. For callers whose role may not see payloads.
+pub fn hide_execution_json(body: &mut Value) {
+    let Value::Object(map) = body else { return };
+    if let Some(latest) = map.get_mut("latest_execution") {
+        hide_execution_json(latest);
+    }
+    hide_fields(map);
+    if let Some(Value::Object(tasks)) = map.get_mut("tasks") {
+        for task in tasks.values_mut() {
+            if let Value::Object(task) = task {
+                hide_fields(task);
+                if let Some(Value::Object(compensation)) = task.get_mut("compensation") {
+                    hide_fields(compensation);
+                }
+            }
+        }
+    }
+}
+
+fn hide_fields(map: &mut serde_json::Map<String, Value>) {
+    for key in ["input", "output"] {
+        if let Some(v) = map.get_mut(key).filter(|v| !v.is_null()) {
+            *v = Redaction::Hidden.json();
+        }
+    }
+    if let Some(v) = map.get_mut("error").filter(|v| v.is_string()) {
+        *v = Value::String(Redaction::Hidden.text());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,6 +262,30 @@ mod tests {
                 output: json!({"redacted": "erased"})
             }
         );
+    }
+
+    #[test]
+    fn execution_bodies_hide_payloads_and_keep_the_rest() {
+        let mut status = json!({"status": "failed", "latest_execution": {
+            "status": "failed", "input": {"pan": 1}, "output": null, "error": "bad pan",
+            "tasks": {"a": {"status": "failed", "attempts": 2, "output": {"x": 1}, "error": "e",
+                            "compensation": {"status": "completed", "output": {"y": 2}, "error": null}}}
+        }});
+        hide_execution_json(&mut status);
+        let latest = &status["latest_execution"];
+        assert_eq!(latest["input"], json!({"redacted": "hidden"}));
+        assert_eq!(latest["output"], Value::Null, "nothing is not a payload");
+        assert_eq!(latest["error"], "[redacted: hidden]");
+        assert_eq!(latest["tasks"]["a"]["attempts"], 2);
+        assert_eq!(
+            latest["tasks"]["a"]["output"],
+            json!({"redacted": "hidden"})
+        );
+        assert_eq!(
+            latest["tasks"]["a"]["compensation"]["output"],
+            json!({"redacted": "hidden"})
+        );
+        assert_eq!(status["status"], "failed");
     }
 
     #[test]

@@ -56,6 +56,7 @@ mod strict;
 mod target;
 mod tenants;
 mod upgrade;
+mod visibility;
 mod ws_load;
 
 /// Instantiates each scenario for one mode: a fresh server, the scenario, a clean stop.
@@ -226,4 +227,23 @@ async fn embedded_erasure_needs_encryption_at_rest() {
     let server = harness::TestServer::start(harness::Mode::Embedded).await;
     erasure::erasure_needs_encryption_at_rest(&server).await;
     server.stop().await;
+}
+
+/// `CONFLUX_VIEWER_PAYLOADS=hidden`, with encryption at rest (payloads opened for the
+/// others, hidden from viewers) and without.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewers_see_payloads_hidden() {
+    for sealed in [true, false] {
+        let server = harness::TestServer::start_tuned(harness::Mode::Embedded, |c| {
+            c.viewer_payloads = conflux::config::ViewerPayloads::Hidden;
+            if sealed {
+                c.master_key = Some(master_key());
+            }
+        })
+        .await;
+        let viewer =
+            tenants::key_in(&server, "default", conflux_schema::access::Role::Viewer).await;
+        visibility::viewers_see_payloads_hidden(&server, viewer.token()).await;
+        server.stop().await;
+    }
 }

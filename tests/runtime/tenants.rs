@@ -78,6 +78,21 @@ impl Caller<'_> {
     }
 }
 
+impl<'a> Caller<'a> {
+    /// A caller with `token`.
+    pub fn with_token(server: &'a TestServer, token: &str) -> Self {
+        Caller {
+            server,
+            token: token.to_owned(),
+        }
+    }
+
+    /// Its bearer token.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+}
+
 pub fn system_admin(server: &TestServer) -> Caller<'_> {
     Caller {
         server,

@@ -4,8 +4,10 @@
 //! Frames go out in batches: whatever is queued when the connection wakes (up to
 //! [`BATCH`]) is written with one flush, so a burst costs one write, not one per event.
 
-use axum::extract::ws::{CloseFrame, Message};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
+use conflux_engine::crypto::codec::hide_envelopes;
 use conflux_schema::api::LiveFrame;
+use conflux_schema::payload::hide_execution_json;
 use conflux_schema::EventEnvelope;
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use tokio::time::Instant;
@@ -35,11 +37,39 @@ impl<T> Socket for T where
 pub(super) struct Client<S> {
     socket: S,
     limits: Limits,
+    /// Whether the caller's role may not see payloads (`CONFLUX_VIEWER_PAYLOADS=hidden`).
+    hide_payloads: bool,
 }
 
 impl<S: Socket> Client<S> {
     pub(super) fn new(socket: S, limits: Limits) -> Self {
-        Self { socket, limits }
+        Self {
+            socket,
+            limits,
+            hide_payloads: false,
+        }
+    }
+
+    /// This client with every payload it is sent hidden.
+    pub(super) fn hiding_payloads(mut self, hide: bool) -> Self {
+        self.hide_payloads = hide;
+        self
+    }
+
+    /// A shared event frame's text as this client may see it: unchanged, or with its
+    /// payloads hidden (parsed and written again, for this client alone).
+    fn event_frame(&self, text: Utf8Bytes) -> Utf8Bytes {
+        if !self.hide_payloads {
+            return text;
+        }
+        match serde_json::from_str::<LiveFrame>(text.as_str()) {
+            Ok(LiveFrame::Event { mut event }) => {
+                hide_envelopes(std::slice::from_mut(&mut *event));
+                event_text(&event)
+            }
+            // Not an event frame: nothing to hide.
+            _ => text,
+        }
     }
 
     /// Sends one frame; false if the client is gone or did not take it in time.
@@ -77,7 +107,14 @@ impl<S: Socket> Client<S> {
     }
 
     /// Sends the snapshot frame; false if the client is gone.
-    pub(super) async fn send_snapshot(&mut self, position: u64, status: serde_json::Value) -> bool {
+    pub(super) async fn send_snapshot(
+        &mut self,
+        position: u64,
+        mut status: serde_json::Value,
+    ) -> bool {
+        if self.hide_payloads {
+            hide_execution_json(&mut status);
+        }
         self.send_frame(&LiveFrame::Snapshot { position, status })
             .await
     }
@@ -92,7 +129,7 @@ impl<S: Socket> Client<S> {
         let mut last = after;
         let mut batch = Vec::with_capacity(BATCH);
         for e in events.iter().filter(|e| e.position > after) {
-            batch.push(Message::Text(event_text(e)));
+            batch.push(Message::Text(self.event_frame(event_text(e))));
             last = e.position;
             if batch.len() == BATCH && !self.send_all(&mut batch).await {
                 return None;
@@ -157,7 +194,7 @@ pub(super) async fn forward<S: Socket>(
                     while let Some(frame) = next {
                         if frame.position > last_sent {
                             last_sent = frame.position;
-                            batch.push(Message::Text(frame.text));
+                            batch.push(Message::Text(client.event_frame(frame.text)));
                         }
                         next = if batch.len() < BATCH { live.try_recv() } else { None };
                     }

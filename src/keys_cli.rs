@@ -183,6 +183,14 @@ pub enum TenantsAction {
         #[arg(long)]
         json: bool,
     },
+    /// Erase every payload of a tenant (destroys its data keys; cannot be undone).
+    Erase {
+        /// Its name.
+        tenant: String,
+        /// The name again, to confirm.
+        #[arg(long)]
+        confirm: String,
+    },
 }
 
 /// Runs `conflux tenants …`; returns the exit code (0 done, 2 error).
@@ -203,6 +211,25 @@ async fn run_tenants(args: TenantsArgs) -> Result<u8, CliError> {
             )
             .await?;
             eprintln!("created tenant {tenant}; issue its first key with: conflux keys create --tenant {tenant} --role admin --name …");
+        }
+        TenantsAction::Erase { tenant, confirm } => {
+            let body = json!({ "confirm": confirm });
+            let erased: Value = send(
+                server,
+                reqwest::Method::DELETE,
+                &format!("/api/v1/tenants/{tenant}/data"),
+                Some(&body),
+            )
+            .await?
+            .json()
+            .await
+            .map_err(|e| CliError::Other(format!("the server sent malformed JSON: {e}")))?;
+            eprintln!(
+                "erased tenant {tenant}'s data: {} data key(s) destroyed (event {} at position {})",
+                erased["keys_destroyed"],
+                erased["event_id"].as_str().unwrap_or("?"),
+                erased["position"]
+            );
         }
         TenantsAction::List { json } => {
             let list = get_json(server, "/api/v1/tenants").await?;

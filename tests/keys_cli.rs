@@ -159,7 +159,27 @@ async fn tenants_from_the_command_line() {
     let (code, _, err) = conflux(&["tenants", "list", "--url", &base, "--token", &token]);
     assert_eq!(code, 2, "only the system administrator lists tenants");
     assert!(err.contains("forbidden"), "{err}");
+    // Erasure needs encryption at rest, which this server does not have.
+    let (code, _, err) = with(&["tenants", "erase", "acme", "--confirm", "acme"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("encryption_off"), "{err}");
     server.stop();
+
+    // A master key made on the command line is one the server accepts.
+    let (code, key, err) = conflux(&["keys", "new-master"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("mk-"), "its id is said: {err}");
+    let key = key.trim().to_owned();
+    assert_eq!(key.len(), 44, "base64 of 32 bytes: {key}");
+    let sealed_dir = tempfile::tempdir().expect("tempdir");
+    let mut sealed = Binary::start(&[("CONFLUX_MASTER_KEY", key)], sealed_dir.path());
+    let sealed_args = ["--url", sealed.base.as_str(), "--token", auth::ADMIN_TOKEN];
+    let mut args = vec!["tenants", "erase", "default", "--confirm", "default"];
+    args.extend(sealed_args);
+    let (code, _, err) = conflux(&args);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("data key(s) destroyed"), "{err}");
+    sealed.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -42,6 +42,12 @@ impl SealedStore {
     }
 }
 
+/// Whether an append has anything to seal: payloads, in an execution stream.
+fn carries_payload(request: &AppendRequest) -> bool {
+    request.stream.stream_type() == StreamType::Execution
+        && request.events.iter().any(|e| e.event.has_payload())
+}
+
 fn crypto_to_store(e: super::CryptoError) -> StoreError {
     match e {
         super::CryptoError::Store(e) => e,
@@ -56,36 +62,37 @@ impl EventStore for SealedStore {
         requests: Vec<AppendRequest>,
     ) -> Vec<Result<Vec<EventEnvelope>, StoreError>> {
         // Sealed concurrently: a request for an execution whose key this process has
-        // not cached waits on the database, and one round may hold many of those.
+        // not cached waits on the database, and one round may hold many of those. Only
+        // requests with payloads are copied; the others go to the store as they are.
         let sealing = requests.iter().map(|request| async {
+            if !carries_payload(request) {
+                return (None, None);
+            }
             let mut events = request.events.clone();
-            let outcome = self.codec.seal_events(&request.stream, &mut events).await;
-            (events, outcome.err().map(crypto_to_store))
+            match self.codec.seal_events(&request.stream, &mut events).await {
+                Ok(()) => (Some(events), None),
+                Err(e) => (None, Some(crypto_to_store(e))),
+            }
         });
         let outcomes = futures::future::join_all(sealing).await;
-        let mut originals = Vec::with_capacity(requests.len());
-        let mut sealed = Vec::with_capacity(requests.len());
-        let mut failed: Vec<Option<StoreError>> = Vec::with_capacity(requests.len());
-        for (request, (events, failure)) in requests.into_iter().zip(outcomes) {
-            failed.push(failure);
-            originals.push(request.events);
-            sealed.push(AppendRequest {
-                stream: request.stream,
-                expected_version: request.expected_version,
-                events,
-            });
+        let mut plaintexts = Vec::with_capacity(requests.len());
+        let mut failed = Vec::with_capacity(requests.len());
+        let mut to_send = Vec::with_capacity(requests.len());
+        for (mut request, (sealed, failure)) in requests.into_iter().zip(outcomes) {
+            if let Some(e) = failure {
+                // A request that could not be sealed is not appended at all.
+                failed.push(Some(e));
+                plaintexts.push(None);
+                continue;
+            }
+            failed.push(None);
+            plaintexts.push(sealed.map(|sealed| std::mem::replace(&mut request.events, sealed)));
+            to_send.push(request);
         }
-        // Requests that could not be sealed are not appended at all.
-        let to_send: Vec<AppendRequest> = sealed
-            .into_iter()
-            .zip(&failed)
-            .filter(|(_, f)| f.is_none())
-            .map(|(r, _)| r)
-            .collect();
         let mut results = self.inner.append_many(to_send).await.into_iter();
         failed
             .into_iter()
-            .zip(originals)
+            .zip(plaintexts)
             .map(|(failure, plain)| {
                 if let Some(e) = failure {
                     return Err(e);
@@ -93,7 +100,8 @@ impl EventStore for SealedStore {
                 let mut envelopes = results.next().unwrap_or_else(|| {
                     Err(StoreError::Backend("append returned nothing".into()))
                 })?;
-                for (envelope, new) in envelopes.iter_mut().zip(plain) {
+                // The appender gets its own plaintext back.
+                for (envelope, new) in envelopes.iter_mut().zip(plain.into_iter().flatten()) {
                     envelope.event = new.event;
                 }
                 Ok(envelopes)

@@ -71,7 +71,8 @@ impl Runtime {
             Limits {
                 max_tasks: config.max_tasks,
             },
-        );
+        )
+        .with_secrets(backends.secrets.clone());
         let stale_after = Duration::from_millis(config.engine_stale_after_ms.max(100));
         let engine = EngineOptions {
             stale_after,
@@ -166,8 +167,10 @@ pub fn router(rt: &Runtime, access: Access, sides: Sides) -> Router {
                 commands.clone(),
                 rt.backends.queue.clone(),
                 rt.guard.status(),
-            ),
+            )
+            .with_secrets(rt.backends.secrets.clone()),
             access: access.clone(),
+            secrets: rt.backends.secrets.clone(),
         };
         routes = routes.merge(conflux_command_api::router(command_ctx, rt.max_body_bytes));
     }
@@ -360,6 +363,7 @@ pub fn spawn_engine(rt: &Runtime, shutdown: CancellationToken) -> JoinHandle<()>
         catalog: rt.catalog.clone(),
         queue: rt.backends.queue.clone(),
         runner: rt.runner.clone(),
+        secrets: rt.backends.secrets.clone(),
     };
     let options = rt.engine.clone();
     tokio::spawn(supervised(

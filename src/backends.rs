@@ -13,6 +13,9 @@ use conflux_engine::bus::EventBus;
 use conflux_engine::queue::local::LocalTaskQueue;
 use conflux_engine::queue::redis::RedisTaskQueue;
 use conflux_engine::queue::TaskQueue;
+use conflux_engine::secrets::postgres::PgSecretStore;
+use conflux_engine::secrets::sqlite::SqliteSecretStore;
+use conflux_engine::secrets::{SecretStore, Secrets, StoreKeyCipher};
 use conflux_engine::store::postgres::{PgStore, PgStoreOptions};
 use conflux_engine::store::sqlite::SqliteStore;
 use conflux_engine::store::EventStore;
@@ -37,6 +40,8 @@ pub struct Backends {
     pub store_id: uuid::Uuid,
     /// Tenants, API keys and the bootstrap admin token.
     pub access: Access,
+    /// The tenants' secrets, sealed in the store's database.
+    pub secrets: Secrets,
 }
 
 async fn open_read_models(config: &Config) -> anyhow::Result<ReadModels> {
@@ -53,7 +58,10 @@ async fn open_read_models(config: &Config) -> anyhow::Result<ReadModels> {
     }
 }
 
-async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn EventStore>> {
+/// The event store, and the secrets kept in the same database.
+async fn open_store(
+    config: &Config,
+) -> anyhow::Result<(Arc<dyn EventStore>, Arc<dyn SecretStore>)> {
     match &config.database_url {
         Some(url) => {
             let options = PgStoreOptions {
@@ -64,7 +72,8 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn EventStore>> {
                 .await
                 .context("opening the Postgres event store (DATABASE_URL)")?;
             tracing::info!("event store: Postgres");
-            Ok(Arc::new(store))
+            let secrets = PgSecretStore::new(store.pool().clone());
+            Ok((Arc::new(store), Arc::new(secrets)))
         }
         None => {
             std::fs::create_dir_all(&config.data_dir).with_context(|| {
@@ -75,7 +84,8 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn EventStore>> {
                 .await
                 .with_context(|| format!("opening the embedded store {}", path.display()))?;
             tracing::info!(path = %path.display(), "no DATABASE_URL: using the embedded SQLite store");
-            Ok(Arc::new(store))
+            let secrets = SqliteSecretStore::new(store.pool().clone());
+            Ok((Arc::new(store), Arc::new(secrets)))
         }
     }
 }
@@ -83,7 +93,11 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn EventStore>> {
 impl Backends {
     /// Opens the configured backends (running migrations), or the embedded ones.
     pub async fn open(config: &Config) -> anyhow::Result<Self> {
-        let store = open_store(config).await?;
+        let (store, secret_store) = open_store(config).await?;
+        let cipher = StoreKeyCipher::of(&*store)
+            .await
+            .context("reading the key that seals secret values")?;
+        let secrets = Secrets::new(secret_store, Arc::new(cipher));
         let store_id = store
             .store_id()
             .await
@@ -139,6 +153,7 @@ impl Backends {
             mode,
             store_id,
             access,
+            secrets,
         })
     }
 }

@@ -69,6 +69,10 @@ pub const ROUTES: &[(&str, &str, Rule)] = {
         ("POST", "/api/v1/stream-tokens", Needs(P::Read)),
         ("POST", "/api/v1/tenants", Needs(P::ManageTenants)),
         ("GET", "/api/v1/tenants", Needs(P::ManageTenants)),
+        ("POST", "/api/v1/secrets", Needs(P::ManageSecrets)),
+        ("GET", "/api/v1/secrets", Needs(P::ManageSecrets)),
+        ("PUT", "/api/v1/secrets/{name}", Needs(P::ManageSecrets)),
+        ("DELETE", "/api/v1/secrets/{name}", Needs(P::ManageSecrets)),
     ]
 };
 
@@ -280,6 +284,7 @@ fn describe(p: Permission) -> &'static str {
         Permission::AgentWork => "act as an agent",
         Permission::ManageKeys => "manage keys",
         Permission::ManageTenants => "manage tenants",
+        Permission::ManageSecrets => "manage secrets",
     }
 }
 

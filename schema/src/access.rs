@@ -93,7 +93,10 @@ impl Role {
             Role::Viewer => matches!(permission, P::Read),
             Role::Auditor => matches!(permission, P::Read | P::Audit),
             Role::Operator => matches!(permission, P::Read | P::Operate),
-            Role::Developer => matches!(permission, P::Read | P::Audit | P::Operate | P::Define),
+            Role::Developer => matches!(
+                permission,
+                P::Read | P::Audit | P::Operate | P::Define | P::ManageSecrets
+            ),
             Role::Admin => !matches!(permission, P::ManageTenants),
             Role::Agent => matches!(permission, P::AgentWork),
         }
@@ -131,6 +134,8 @@ pub enum Permission {
     ManageKeys,
     /// Create and list tenants (the system administrator only).
     ManageTenants,
+    /// Create, list (names only), rotate and delete the tenant's secrets.
+    ManageSecrets,
 }
 
 impl Permission {
@@ -144,6 +149,7 @@ impl Permission {
             Permission::AgentWork => "agent_work",
             Permission::ManageKeys => "manage_keys",
             Permission::ManageTenants => "manage_tenants",
+            Permission::ManageSecrets => "manage_secrets",
         }
     }
 }
@@ -174,6 +180,7 @@ mod tests {
                 P::AgentWork,
                 P::ManageKeys,
                 P::ManageTenants,
+                P::ManageSecrets,
             ]
             .into_iter()
             .filter(|p| r.allows(*p))
@@ -184,7 +191,7 @@ mod tests {
         assert_eq!(grants(Role::Operator), [P::Read, P::Operate]);
         assert_eq!(
             grants(Role::Developer),
-            [P::Read, P::Audit, P::Operate, P::Define]
+            [P::Read, P::Audit, P::Operate, P::Define, P::ManageSecrets]
         );
         assert_eq!(
             grants(Role::Admin),
@@ -194,7 +201,8 @@ mod tests {
                 P::Operate,
                 P::Define,
                 P::AgentWork,
-                P::ManageKeys
+                P::ManageKeys,
+                P::ManageSecrets
             ]
         );
         assert_eq!(grants(Role::Agent), [P::AgentWork]);

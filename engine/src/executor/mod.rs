@@ -103,6 +103,8 @@ pub struct EngineParts {
     pub queue: Arc<dyn TaskQueue>,
     /// Built-in runners.
     pub runner: BuiltinRunner,
+    /// The tenants' secrets, revealed for `http` requests just before they are sent.
+    pub secrets: crate::secrets::Secrets,
 }
 
 /// Why the engine stopped.

@@ -135,7 +135,7 @@ pub async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
         .map_err(|e| StoreError::Backend(format!("migration failed: {e}")))
 }
 
-pub(super) fn map_err(e: sqlx::Error) -> StoreError {
+pub(crate) fn map_err(e: sqlx::Error) -> StoreError {
     match &e {
         sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
             StoreError::Unavailable(e.to_string())

@@ -8,6 +8,9 @@ use async_trait::async_trait;
 use conflux_engine::bus::local::LocalBus;
 use conflux_engine::bus::redis::RedisBus;
 use conflux_engine::bus::EventBus;
+use conflux_engine::secrets::postgres::PgSecretStore;
+use conflux_engine::secrets::sqlite::SqliteSecretStore;
+use conflux_engine::secrets::SecretStore;
 use conflux_engine::store::postgres::{self, PgStore, PgStoreOptions};
 use conflux_engine::store::sqlite::{self, SqliteStore};
 use conflux_engine::store::{AppendRequest, EventStore, StoreError};
@@ -49,6 +52,8 @@ pub trait Fixture: Sized + Send + Sync {
     /// A second store on the same database, as a second process would have.
     async fn second_store(&self) -> Arc<dyn EventStore>;
     fn bus(&self) -> Arc<dyn EventBus>;
+    /// The secret-value store on the same database as [`Fixture::store`].
+    fn secret_store(&self) -> Arc<dyn SecretStore>;
     /// A bus on the same transport and prefix as [`Fixture::bus`], used by another
     /// store (`store_id`): what a second environment sharing the prefix has. None for
     /// an in-process bus, which no other store can reach.
@@ -104,6 +109,9 @@ impl Fixture for PgRedis {
     }
     fn bus(&self) -> Arc<dyn EventBus> {
         Arc::new(self.bus.clone())
+    }
+    fn secret_store(&self) -> Arc<dyn SecretStore> {
+        Arc::new(PgSecretStore::new(self.store.pool().clone()))
     }
     async fn foreign_bus(&self, store_id: uuid::Uuid) -> Option<Arc<dyn EventBus>> {
         let bus = RedisBus::connect(&redis_url(), &self.prefix)
@@ -178,6 +186,9 @@ impl Fixture for SqliteLocal {
     }
     fn bus(&self) -> Arc<dyn EventBus> {
         Arc::new(self.bus.clone())
+    }
+    fn secret_store(&self) -> Arc<dyn SecretStore> {
+        Arc::new(SqliteSecretStore::new(self.pool.clone()))
     }
     async fn foreign_bus(&self, _store_id: uuid::Uuid) -> Option<Arc<dyn EventBus>> {
         None

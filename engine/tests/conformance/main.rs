@@ -2,6 +2,7 @@
 //! by `conformance!` for Postgres + Redis and for SQLite + the in-process bus.
 
 mod fixtures;
+mod secret_store;
 mod secrets;
 mod suite;
 
@@ -39,6 +40,7 @@ macro_rules! all_checks {
                 suite::reads_past_the_largest_position_find_nothing,
                 suite::the_bus_knows_its_store,
                 secrets::signing_secrets_are_made_once_and_shared,
+                secret_store::secret_values_are_sealed_scoped_and_managed,
             ]
         );
     };

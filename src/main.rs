@@ -50,6 +50,8 @@ enum Command {
     Keys(conflux::keys_cli::KeysArgs),
     /// Create or list tenants on a running server (the system administrator's token).
     Tenants(conflux::keys_cli::TenantsArgs),
+    /// Put (create or rotate), list or delete the tenant's secrets on a running server.
+    Secrets(conflux::secrets_cli::SecretsArgs),
     /// Print an execution's event log, read from a running server.
     Events(cli::EventsArgs),
     /// Show an execution as it stood after a version, rebuilt from its log.
@@ -108,6 +110,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Verify(args) => Some(cli::verify(args.clone()).await),
         Command::Keys(args) => Some(conflux::keys_cli::keys(args.clone()).await),
         Command::Tenants(args) => Some(conflux::keys_cli::tenants(args.clone()).await),
+        Command::Secrets(args) => Some(conflux::secrets_cli::secrets(args.clone()).await),
         _ => None,
     };
     if let Some(code) = exit {
@@ -185,6 +188,7 @@ async fn main() -> anyhow::Result<()> {
         | Command::Replay(_)
         | Command::Verify(_)
         | Command::Keys(_)
-        | Command::Tenants(_) => Ok(()),
+        | Command::Tenants(_)
+        | Command::Secrets(_) => Ok(()),
     }
 }

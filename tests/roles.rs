@@ -46,6 +46,10 @@ const COMMANDS: &[(&str, &str)] = &[
     ("DELETE", "/api/v1/keys/{key_id}"),
     ("POST", "/api/v1/tenants"),
     ("GET", "/api/v1/tenants"),
+    ("POST", "/api/v1/secrets"),
+    ("GET", "/api/v1/secrets"),
+    ("PUT", "/api/v1/secrets/{name}"),
+    ("DELETE", "/api/v1/secrets/{name}"),
 ];
 
 /// Which processes answer a route.
@@ -104,9 +108,10 @@ async fn unserved_routes(base: &str) -> Vec<(&'static str, &'static str)> {
     for (method, route, _) in ROUTES {
         let path = route
             .replace("{id}", &uuid::Uuid::new_v4().to_string())
-            .replace("{key_id}", &uuid::Uuid::new_v4().simple().to_string());
+            .replace("{key_id}", &uuid::Uuid::new_v4().simple().to_string())
+            .replace("{name}", "NO_SUCH_SECRET");
         let url = format!("{base}{path}?wait_ms=0");
-        let body = (*method == "POST").then(|| json!({}));
+        let body = ["POST", "PUT"].contains(method).then(|| json!({}));
         let (status, body) = send(method, &url, body).await;
         assert_ne!(status, 405, "{method} {route}: {body}");
         if is_fallback(status, &body) {

@@ -148,3 +148,53 @@ impl Secrets {
         Ok((sent, redactor))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(raw: &str) -> SecretValue {
+        SecretValue::parse(raw.to_owned()).expect("value")
+    }
+
+    #[test]
+    fn the_redactor_puts_references_back_longest_value_first() {
+        let redactor = Redactor {
+            values: vec![
+                (value("abc-long"), "${secrets.LONG}".into()),
+                (value("abc"), "${secrets.SHORT}".into()),
+            ],
+        };
+        assert_eq!(
+            redactor.text("x abc-long y abc"),
+            "x ${secrets.LONG} y ${secrets.SHORT}"
+        );
+        let output = serde_json::json!({"abc": ["abc-long", 1], "k": "no"});
+        assert_eq!(
+            redactor.value(output),
+            serde_json::json!({"${secrets.SHORT}": ["${secrets.LONG}", 1], "k": "no"})
+        );
+        assert_eq!(
+            format!("{redactor:?}"),
+            r#"["${secrets.LONG}", "${secrets.SHORT}"]"#
+        );
+    }
+
+    #[test]
+    fn values_and_names_are_checked_and_never_shown() {
+        assert!(SecretValue::parse(String::new()).is_err());
+        assert!(SecretValue::parse("x".repeat(super::super::MAX_VALUE_BYTES)).is_ok());
+        assert!(SecretValue::parse("x".repeat(super::super::MAX_VALUE_BYTES + 1)).is_err());
+        let v = value("hunter2");
+        assert_eq!(
+            (format!("{v}"), format!("{v:?}")),
+            ("***".into(), "SecretValue(***)".into())
+        );
+        for ok in ["A", "_", "api_TOKEN_2", &"A".repeat(128)] {
+            assert!(super::super::SecretName::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "1A", "a-b", "a.b", "é", &"A".repeat(129)] {
+            assert!(super::super::SecretName::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -5,7 +5,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use conflux_engine::secrets::{SecretName, SecretRecord, SecretValue, Secrets};
+use conflux_engine::secrets::{SecretName, SecretRecord, SecretValue};
 use conflux_http::context::RequestContext;
 use conflux_http::error::ApiError;
 use conflux_http::extract::{ApiJson, PathId};
@@ -19,10 +19,6 @@ fn body(record: SecretRecord) -> Secret {
         created_at: record.created_at,
         updated_at: record.updated_at,
     }
-}
-
-fn secrets(ctx: &CommandContext) -> Result<&Secrets, ApiError> {
-    Ok(&ctx.secrets)
 }
 
 /// The secret named in the path: an invalid name cannot exist (`404`).
@@ -40,9 +36,7 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<Secret>), ApiError> {
     let name = SecretName::parse(&create.name)?;
     let value = SecretValue::parse(create.value)?;
-    let record = secrets(&ctx)?
-        .create(request.tenant(), &name, &value)
-        .await?;
+    let record = ctx.secrets.create(request.tenant(), &name, &value).await?;
     Ok((StatusCode::CREATED, Json(body(record))))
 }
 
@@ -52,7 +46,7 @@ pub async fn list(
     State(ctx): State<CommandContext>,
     request: RequestContext,
 ) -> Result<Json<SecretList>, ApiError> {
-    let records = secrets(&ctx)?.list(request.tenant()).await?;
+    let records = ctx.secrets.list(request.tenant()).await?;
     Ok(Json(SecretList {
         secrets: records.into_iter().map(body).collect(),
     }))
@@ -68,9 +62,7 @@ pub async fn rotate(
 ) -> Result<Json<Secret>, ApiError> {
     let name = path_name(&raw)?;
     let value = SecretValue::parse(rotate.value)?;
-    let record = secrets(&ctx)?
-        .rotate(request.tenant(), &name, &value)
-        .await?;
+    let record = ctx.secrets.rotate(request.tenant(), &name, &value).await?;
     Ok(Json(body(record)))
 }
 
@@ -82,6 +74,6 @@ pub async fn delete(
     request: RequestContext,
 ) -> Result<StatusCode, ApiError> {
     let name = path_name(&raw)?;
-    secrets(&ctx)?.delete(request.tenant(), &name).await?;
+    ctx.secrets.delete(request.tenant(), &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }

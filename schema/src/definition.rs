@@ -245,6 +245,42 @@ impl CompensationSpec {
     }
 }
 
+impl WorkflowDefinition {
+    /// Every secret the tasks (and their compensations) reference with
+    /// `${secrets.NAME}` in an input or a request, sorted, each once. References that
+    /// do not parse are skipped (validation reports them).
+    pub fn secret_names(&self) -> std::collections::BTreeSet<String> {
+        let mut names = std::collections::BTreeSet::new();
+        let mut add = |value: &Value| {
+            if let Ok(found) = crate::reference::secret_names(value) {
+                names.extend(found);
+            }
+        };
+        for task in &self.tasks {
+            let compensate = task.compensate.as_ref();
+            let bodies = [
+                (Some(&task.input), task.http.as_ref()),
+                (
+                    compensate.map(|c| &c.input),
+                    compensate.and_then(|c| c.http.as_ref()),
+                ),
+            ];
+            for (input, http) in bodies {
+                input.into_iter().for_each(&mut add);
+                let Some(http) = http else { continue };
+                add(&Value::String(http.url.clone()));
+                for value in http.headers.values() {
+                    add(&Value::String(value.clone()));
+                }
+                if let Some(body) = &http.body {
+                    add(body);
+                }
+            }
+        }
+        names
+    }
+}
+
 /// The fields a task and a compensation have in common.
 struct Body<'a> {
     kind: TaskKind,

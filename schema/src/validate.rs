@@ -156,38 +156,7 @@ impl ValidatedWorkflow {
     /// `${secrets.NAME}`, sorted, each once: what must exist when the workflow is
     /// created.
     pub fn secret_names(&self) -> std::collections::BTreeSet<String> {
-        let mut names = std::collections::BTreeSet::new();
-        let mut add = |value: &Value| {
-            // The syntax was checked by validation; nothing can fail here.
-            if let Ok(found) = crate::reference::secret_names(value) {
-                names.extend(found);
-            }
-        };
-        for task in &self.definition.tasks {
-            let compensate = task.compensate.as_ref();
-            let bodies = [
-                (Some(&task.input), task.http.as_ref()),
-                (
-                    compensate.map(|c| &c.input),
-                    compensate.and_then(|c| c.http.as_ref()),
-                ),
-            ];
-            for (input, http) in bodies {
-                if let Some(input) = input {
-                    add(input);
-                }
-                if let Some(http) = http {
-                    add(&Value::String(http.url.clone()));
-                    for value in http.headers.values() {
-                        add(&Value::String(value.clone()));
-                    }
-                    if let Some(body) = &http.body {
-                        add(body);
-                    }
-                }
-            }
-        }
-        names
+        self.definition.secret_names()
     }
 
     /// Number of tasks (never 0).

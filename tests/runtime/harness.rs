@@ -232,11 +232,6 @@ impl TestServer {
         self.send(req).await
     }
 
-    /// `DELETE path` → (status, JSON body; null when empty).
-    pub async fn delete(&self, path: &str) -> (u16, Value) {
-        self.send(self.http.delete(self.url(path))).await
-    }
-
     /// `GET path` → (status, JSON body).
     pub async fn get(&self, path: &str) -> (u16, Value) {
         self.send(self.http.get(self.url(path))).await

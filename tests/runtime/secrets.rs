@@ -381,7 +381,9 @@ pub async fn a_deleted_secret_fails_its_task_for_good(server: &TestServer) {
             {"id": "work", "kind": "agent", "agent_role": "picker",
              "retry": {"max_attempts": 3}, "input": {"k": "${secrets.GONE}"}}]}))
         .await;
-    let (status, _) = server.delete("/api/v1/secrets/GONE").await;
+    let (status, _) = system_admin(server)
+        .call("DELETE", "/api/v1/secrets/GONE", None)
+        .await;
     assert_eq!(status, 204);
     let expected = "secret \"GONE\" does not exist (deleted after the workflow was created?)";
 

@@ -74,7 +74,8 @@ impl Runtime {
             Limits {
                 max_tasks: config.max_tasks,
             },
-        );
+        )
+        .with_secrets(backends.secrets.clone());
         let stale_after = Duration::from_millis(config.engine_stale_after_ms.max(100));
         let engine = EngineOptions {
             stale_after,
@@ -172,9 +173,11 @@ pub fn router(rt: &Runtime, access: Access, sides: Sides) -> Router {
                 rt.backends.queue.clone(),
                 rt.guard.status(),
             )
-            .with_codec(rt.backends.codec.clone()),
+            .with_codec(rt.backends.codec.clone())
+            .with_secrets(rt.backends.secrets.clone()),
             access: access.clone(),
             erasure: Erasure::new(commands.clone(), rt.backends.codec.clone()),
+            secrets: rt.backends.secrets.clone(),
         };
         routes = routes.merge(conflux_command_api::router(command_ctx, rt.max_body_bytes));
     }
@@ -375,6 +378,7 @@ pub fn spawn_engine(rt: &Runtime, shutdown: CancellationToken) -> JoinHandle<()>
         queue: rt.backends.queue.clone(),
         runner: rt.runner.clone(),
         codec: rt.backends.codec.clone(),
+        secrets: rt.backends.secrets.clone(),
     };
     let options = rt.engine.clone();
     tokio::spawn(supervised(

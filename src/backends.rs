@@ -18,6 +18,9 @@ use conflux_engine::crypto::{Keyring, PayloadCodec};
 use conflux_engine::queue::local::LocalTaskQueue;
 use conflux_engine::queue::redis::RedisTaskQueue;
 use conflux_engine::queue::TaskQueue;
+use conflux_engine::secrets::postgres::PgSecretStore;
+use conflux_engine::secrets::sqlite::SqliteSecretStore;
+use conflux_engine::secrets::{SecretStore, Secrets, StoreKeyCipher};
 use conflux_engine::store::postgres::{PgStore, PgStoreOptions};
 use conflux_engine::store::sqlite::SqliteStore;
 use conflux_engine::store::EventStore;
@@ -48,6 +51,8 @@ pub struct Backends {
     pub store_id: uuid::Uuid,
     /// Tenants, API keys and the bootstrap admin token.
     pub access: Access,
+    /// The tenants' secrets, sealed in the store's database.
+    pub secrets: Secrets,
 }
 
 async fn open_read_models(config: &Config) -> anyhow::Result<ReadModels> {
@@ -64,7 +69,10 @@ async fn open_read_models(config: &Config) -> anyhow::Result<ReadModels> {
     }
 }
 
-async fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn EventStore>, Arc<dyn KeyVault>)> {
+/// The event store, and the data keys and secrets kept in the same database.
+async fn open_store(
+    config: &Config,
+) -> anyhow::Result<(Arc<dyn EventStore>, Arc<dyn KeyVault>, Arc<dyn SecretStore>)> {
     match &config.database_url {
         Some(url) => {
             let options = PgStoreOptions {
@@ -76,7 +84,8 @@ async fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn EventStore>, Arc
                 .context("opening the Postgres event store (DATABASE_URL)")?;
             tracing::info!("event store: Postgres");
             let vault = PgKeyVault::new(store.pool().clone());
-            Ok((Arc::new(store), Arc::new(vault)))
+            let secrets = PgSecretStore::new(store.pool().clone());
+            Ok((Arc::new(store), Arc::new(vault), Arc::new(secrets)))
         }
         None => {
             std::fs::create_dir_all(&config.data_dir).with_context(|| {
@@ -88,7 +97,8 @@ async fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn EventStore>, Arc
                 .with_context(|| format!("opening the embedded store {}", path.display()))?;
             tracing::info!(path = %path.display(), "no DATABASE_URL: using the embedded SQLite store");
             let vault = SqliteKeyVault::new(store.pool().clone());
-            Ok((Arc::new(store), Arc::new(vault)))
+            let secrets = SqliteSecretStore::new(store.pool().clone());
+            Ok((Arc::new(store), Arc::new(vault), Arc::new(secrets)))
         }
     }
 }
@@ -121,13 +131,17 @@ async fn open_codec(config: &Config, vault: Arc<dyn KeyVault>) -> anyhow::Result
 impl Backends {
     /// Opens the configured backends (running migrations), or the embedded ones.
     pub async fn open(config: &Config) -> anyhow::Result<Self> {
-        let (stored, vault) = open_store(config).await?;
+        let (stored, vault, secret_store) = open_store(config).await?;
         let codec = open_codec(config, vault).await?;
         let store: Arc<dyn EventStore> = if codec.is_on() {
             Arc::new(SealedStore::new(stored.clone(), codec.clone()))
         } else {
             stored.clone()
         };
+        let cipher = StoreKeyCipher::of(&*stored)
+            .await
+            .context("reading the key that seals secret values")?;
+        let secrets = Secrets::new(secret_store, Arc::new(cipher));
         let store_id = store
             .store_id()
             .await
@@ -185,6 +199,7 @@ impl Backends {
             mode,
             store_id,
             access,
+            secrets,
         })
     }
 }

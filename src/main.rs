@@ -51,6 +51,8 @@ enum Command {
     Keys(conflux::keys_cli::KeysArgs),
     /// Create or list tenants on a running server (the system administrator's token).
     Tenants(conflux::keys_cli::TenantsArgs),
+    /// Put (create or rotate), list or delete the tenant's secrets on a running server.
+    Secrets(conflux::secrets_cli::SecretsArgs),
     /// Print an execution's event log, read from a running server.
     Events(cli::EventsArgs),
     /// Show an execution as it stood after a version, rebuilt from its log.
@@ -111,6 +113,7 @@ async fn main() -> anyhow::Result<()> {
             Some(conflux::keys_cli::keys(args.clone()).await)
         }
         Command::Tenants(args) => Some(conflux::keys_cli::tenants(args.clone()).await),
+        Command::Secrets(args) => Some(conflux::secrets_cli::secrets(args.clone()).await),
         _ => None,
     };
     if let Some(code) = exit {
@@ -199,6 +202,7 @@ async fn main() -> anyhow::Result<()> {
         | Command::Replay(_)
         | Command::Verify(_)
         | Command::Keys(_)
-        | Command::Tenants(_) => Ok(()),
+        | Command::Tenants(_)
+        | Command::Secrets(_) => Ok(()),
     }
 }

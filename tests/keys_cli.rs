@@ -224,3 +224,65 @@ async fn the_first_start_writes_a_private_admin_token() {
     assert!(log.contains("admin-token"), "the path is logged: {log}");
     assert!(!log.contains(&token), "the token is not");
 }
+
+/// `conflux secrets …` with the value on stdin (or in a file), as a user would run it.
+fn secrets(base: &str, args: &[&str], stdin: &str) -> (i32, String, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_conflux"))
+        .arg("secrets")
+        .args(args)
+        .env("CONFLUX_URL", base)
+        .env("CONFLUX_TOKEN", auth::ADMIN_TOKEN)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run conflux secrets");
+    if let Some(mut input) = child.stdin.take() {
+        input.write_all(stdin.as_bytes()).expect("write stdin");
+    }
+    let out = child.wait_with_output().expect("wait");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_from_the_command_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = Binary::start(&[], dir.path());
+    let base = server.base.clone();
+    let value = "cli-sekrit-value";
+
+    let (code, out, err) = secrets(&base, &["put", "API_TOKEN"], &format!("{value}\n"));
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("created secret API_TOKEN"), "{err}");
+    let file = dir.path().join("value");
+    std::fs::write(&file, "rotated-value").expect("write value");
+    let file = file.to_str().expect("path");
+    let (code, _, err) = secrets(&base, &["put", "API_TOKEN", "--value-file", file], "");
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("rotated secret API_TOKEN"), "{err}");
+    let (code, listed, err) = secrets(&base, &["list"], "");
+    assert_eq!(code, 0, "{err}");
+    assert!(listed.contains("API_TOKEN"), "{listed}");
+    for text in [&out, &err, &listed] {
+        assert!(
+            !text.contains(value) && !text.contains("rotated-value"),
+            "{text}"
+        );
+    }
+    let (code, _, err) = secrets(&base, &["delete", "API_TOKEN"], "");
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = secrets(&base, &["delete", "API_TOKEN"], "");
+    assert_eq!(code, 2, "a second delete is refused: {err}");
+    server.stop();
+    let log = server.log();
+    assert!(!log.is_empty(), "the server logged");
+    assert!(
+        !log.contains(value) && !log.contains("rotated-value"),
+        "{log}"
+    );
+}

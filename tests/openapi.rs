@@ -320,6 +320,7 @@ async fn the_binary_serves_every_documented_route() {
         let url = format!("{}{}?wait_ms=0", server.base, concrete.join("/"));
         let request = match method.as_str() {
             "post" => client.post(&url).json(&serde_json::json!({})),
+            "put" => client.put(&url).json(&serde_json::json!({})),
             "delete" => client.delete(&url),
             _ => client.get(&url),
         };

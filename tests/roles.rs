@@ -48,6 +48,10 @@ const COMMANDS: &[(&str, &str)] = &[
     ("GET", "/api/v1/tenants"),
     ("DELETE", "/api/v1/tenants/{tenant}/data"),
     ("DELETE", "/api/v1/executions/{id}/data"),
+    ("POST", "/api/v1/secrets"),
+    ("GET", "/api/v1/secrets"),
+    ("PUT", "/api/v1/secrets/{name}"),
+    ("DELETE", "/api/v1/secrets/{name}"),
 ];
 
 /// Which processes answer a route.
@@ -106,9 +110,10 @@ async fn unserved_routes(base: &str) -> Vec<(&'static str, &'static str)> {
     for (method, route, _) in ROUTES {
         let path = route
             .replace("{id}", &uuid::Uuid::new_v4().to_string())
-            .replace("{key_id}", &uuid::Uuid::new_v4().simple().to_string());
+            .replace("{key_id}", &uuid::Uuid::new_v4().simple().to_string())
+            .replace("{name}", "NO_SUCH_SECRET");
         let url = format!("{base}{path}?wait_ms=0");
-        let body = (*method == "POST").then(|| json!({}));
+        let body = ["POST", "PUT"].contains(method).then(|| json!({}));
         let (status, body) = send(method, &url, body).await;
         assert_ne!(status, 405, "{method} {route}: {body}");
         if is_fallback(status, &body) {

@@ -9,6 +9,7 @@
 //! - [`agents`]: register, long-poll leases, complete/fail/heartbeat by lease (the rules
 //!   are the engine's agent service; these routes translate HTTP).
 //! - [`access`]: tenants (create, list) and API keys (create, list, revoke).
+//! - [`secrets`]: the tenant's secrets (create, list names, rotate, delete).
 //!
 //! The error body and the extractors every route uses are the HTTP layer both APIs
 //! share: `conflux-http`.
@@ -21,6 +22,7 @@ pub mod access;
 pub mod agents;
 pub mod erasure;
 pub mod executions;
+pub mod secrets;
 pub mod workflows;
 
 use axum::extract::DefaultBodyLimit;
@@ -39,6 +41,8 @@ pub struct CommandContext {
     pub access: conflux_engine::access::Access,
     /// Erasure of tenants' and executions' payloads.
     pub erasure: conflux_engine::crypto::erasure::Erasure,
+    /// The tenants' secrets.
+    pub secrets: conflux_engine::secrets::Secrets,
 }
 
 /// Every write route of API.md, with request bodies limited to `max_body_bytes` (413).
@@ -75,6 +79,11 @@ pub fn router(ctx: CommandContext, max_body_bytes: usize) -> Router {
         .route(
             "/api/v1/executions/{id}/data",
             axum::routing::delete(erasure::erase_execution),
+        )
+        .route("/api/v1/secrets", post(secrets::create).get(secrets::list))
+        .route(
+            "/api/v1/secrets/{name}",
+            axum::routing::put(secrets::rotate).delete(secrets::delete),
         )
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(ctx)

@@ -16,6 +16,7 @@ use conflux_schema::validate::{validate, Limits, ValidatedWorkflow, ValidationEr
 use conflux_schema::{Event, EventEnvelope, EventMetadata, NewEvent, StreamId};
 use uuid::Uuid;
 
+use crate::secrets::Secrets;
 use crate::store::{EventStore, StoreError};
 
 /// The namespace of workflow ids (uuid v5 of `name NUL version` in `default`, of
@@ -28,6 +29,12 @@ pub enum CatalogError {
     /// The definition is not a valid workflow (422).
     #[error(transparent)]
     Invalid(#[from] ValidationError),
+    /// The definition references secrets the tenant does not have (422, naming them).
+    #[error("the workflow references secrets that do not exist in this tenant: {}", .0.join(", "))]
+    UnknownSecrets(Vec<String>),
+    /// The secrets could not be read.
+    #[error(transparent)]
+    Secrets(#[from] crate::secrets::SecretError),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -58,6 +65,8 @@ pub struct WorkflowCatalog {
     loaded: Arc<Mutex<HashMap<Uuid, Owned>>>,
     /// The newest version known per (tenant, name).
     latest: Arc<Mutex<HashMap<(String, String), u32>>>,
+    /// Where `${secrets.NAME}` references are checked at create (None: none exist).
+    secrets: Option<Secrets>,
 }
 
 /// The id of version `version` of workflow `name` in `tenant`. In `default` it is the
@@ -79,6 +88,40 @@ impl WorkflowCatalog {
             limits,
             loaded: Arc::default(),
             latest: Arc::default(),
+            secrets: None,
+        }
+    }
+
+    /// The same catalog, checking at create that every secret a definition references
+    /// exists in its tenant (without this, a definition that references one is refused).
+    pub fn with_secrets(mut self, secrets: Secrets) -> Self {
+        self.secrets = Some(secrets);
+        self
+    }
+
+    /// [`CatalogError::UnknownSecrets`] unless `tenant` has every secret `workflow`
+    /// references.
+    async fn check_secrets(
+        &self,
+        tenant: &str,
+        workflow: &ValidatedWorkflow,
+    ) -> Result<(), CatalogError> {
+        let names = workflow.secret_names();
+        if names.is_empty() {
+            return Ok(());
+        }
+        let missing = match &self.secrets {
+            Some(secrets) => {
+                secrets
+                    .missing(tenant, names.iter().map(String::as_str))
+                    .await?
+            }
+            None => names.into_iter().collect(),
+        };
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(CatalogError::UnknownSecrets(missing))
         }
     }
 
@@ -92,6 +135,7 @@ impl WorkflowCatalog {
         let workflow = Arc::new(validate(definition, &self.limits)?);
         let name = workflow.name().as_str().to_owned();
         let tenant = metadata.tenant().to_owned();
+        self.check_secrets(&tenant, &workflow).await?;
         let mut version = self.next_version(&tenant, &name).await?;
         loop {
             let id = workflow_id(&tenant, &name, version);

@@ -19,6 +19,9 @@
 //! - [`subscriber`]: delivery with effectively-once application: skips what a consumer
 //!   already applied and fills per-stream gaps from the store.
 //! - [`execution`]: the pure execution state machine (`decide`/`evolve`, no I/O).
+//! - [`secrets`]: tenants' secrets, stored sealed (a `SecretCipher`), referenced as
+//!   `${secrets.NAME}` and revealed only in memory, at the moment a request or a lease
+//!   needs them.
 //! - [`runner`]: runs built-in tasks (`noop`, `sleep`, `http`) in-process, with a
 //!   circuit breaker per downstream host.
 //!
@@ -37,6 +40,7 @@ pub mod queue;
 mod redis_conn;
 pub mod relay;
 pub mod runner;
+pub mod secrets;
 pub mod store;
 pub mod subscriber;
 pub mod testing;

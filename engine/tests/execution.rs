@@ -425,8 +425,8 @@ fn references_resolve_at_dispatch_and_keep_json_types() {
          "input": "${tasks.a.output.reservation}"}
     ]}));
     let input = json!({"order_id": 42, "who": "ann", "items": [1, 2], "amount": 9.5});
-    let a_input =
-        json!({"order": 42, "label": "order 42 for ann", "items": [1, 2], "literal": "${input.x}"});
+    // A template: the `$${` escape is kept (the agent's poll answer reads it back).
+    let a_input = json!({"order": 42, "label": "order 42 for ann", "items": [1, 2], "literal": "$${input.x}"});
     let g = given(&wf, [started(input)])
         .when(Command::Advance)
         .then_effects([Effect::EnqueueAgentTask {

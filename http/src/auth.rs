@@ -79,6 +79,10 @@ pub const ROUTES: &[(&str, &str, Rule)] = {
             "/api/v1/executions/{id}/data",
             Needs(P::EraseData),
         ),
+        ("POST", "/api/v1/secrets", Needs(P::ManageSecrets)),
+        ("GET", "/api/v1/secrets", Needs(P::ManageSecrets)),
+        ("PUT", "/api/v1/secrets/{name}", Needs(P::ManageSecrets)),
+        ("DELETE", "/api/v1/secrets/{name}", Needs(P::ManageSecrets)),
     ]
 };
 
@@ -291,6 +295,7 @@ fn describe(p: Permission) -> &'static str {
         Permission::ManageKeys => "manage keys",
         Permission::ManageTenants => "manage tenants",
         Permission::EraseData => "erase execution data",
+        Permission::ManageSecrets => "manage secrets",
     }
 }
 

@@ -186,7 +186,36 @@ impl From<conflux_engine::catalog::CatalogError> for ApiError {
         use conflux_engine::catalog::CatalogError;
         match e {
             CatalogError::Invalid(v) => v.into(),
+            CatalogError::UnknownSecrets(ref names) => {
+                let details = json!({ "secrets": names });
+                Self::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "unknown_secret",
+                    e.to_string(),
+                )
+                .with_details(details)
+            }
+            CatalogError::Secrets(s) => s.into(),
             CatalogError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<conflux_engine::secrets::SecretError> for ApiError {
+    fn from(e: conflux_engine::secrets::SecretError) -> Self {
+        use conflux_engine::secrets::SecretError;
+        match e {
+            SecretError::Invalid { field, ref reason } => {
+                Self::invalid_request(reason.clone()).with_details(json!({ "field": field }))
+            }
+            SecretError::AlreadyExists(_) => {
+                Self::new(StatusCode::CONFLICT, "conflict", e.to_string())
+            }
+            SecretError::NotFound(_) => Self::not_found(e.to_string()),
+            SecretError::Cipher { .. } => {
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            }
+            SecretError::Store(s) => s.into(),
         }
     }
 }

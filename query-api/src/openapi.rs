@@ -21,7 +21,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::tag::TagBuilder;
 use utoipa::openapi::{InfoBuilder, LicenseBuilder, OpenApi, OpenApiBuilder};
 
-use routes::{agents, audit, executions, keys, live, operations, tenants, workflows};
+use routes::{agents, audit, executions, keys, live, operations, secrets, tenants, workflows};
 use shapes::ErrorBody;
 use spec::Spec;
 
@@ -63,6 +63,7 @@ pub fn document() -> OpenApi {
     audit(&mut s);
     agents(&mut s);
     keys(&mut s);
+    secrets(&mut s);
     tenants(&mut s);
     live(&mut s);
     operations(&mut s);
@@ -107,10 +108,14 @@ const ABOUT: &str = "Conflux, an event-sourced workflow engine: define workflows
     ids UUIDs, all times RFC 3339 UTC. Every 4xx/5xx body is an `ErrorBody`; a rejected \
     request changes nothing. Every answer carries an `x-request-id` header.";
 
-const TAGS: [(&str, &str); 7] = [
+const TAGS: [(&str, &str); 8] = [
     (
         "keys",
         "API keys: issue (the token is shown once), list, revoke (on every server within a second).",
+    ),
+    (
+        "secrets",
+        "Values workflows use as `${secrets.NAME}`: stored sealed, never shown, never recorded.",
     ),
     ("workflows", "Workflow definitions, versioned by name."),
     (
@@ -153,6 +158,6 @@ mod tests {
             }
             seen += 1;
         }
-        assert_eq!(seen, 34, "every route of API.md");
+        assert_eq!(seen, 38, "every route of API.md");
     }
 }

@@ -93,7 +93,10 @@ impl Role {
             Role::Viewer => matches!(permission, P::Read),
             Role::Auditor => matches!(permission, P::Read | P::Audit),
             Role::Operator => matches!(permission, P::Read | P::Operate),
-            Role::Developer => matches!(permission, P::Read | P::Audit | P::Operate | P::Define),
+            Role::Developer => matches!(
+                permission,
+                P::Read | P::Audit | P::Operate | P::Define | P::ManageSecrets
+            ),
             Role::Admin => !matches!(permission, P::ManageTenants),
             Role::Agent => matches!(permission, P::AgentWork),
         }
@@ -134,6 +137,8 @@ pub enum Permission {
     ManageTenants,
     /// Erase a finished execution's payloads (crypto-shredding).
     EraseData,
+    /// Create, list (names only), rotate and delete the tenant's secrets.
+    ManageSecrets,
 }
 
 impl Permission {
@@ -148,6 +153,7 @@ impl Permission {
             Permission::ManageKeys => "manage_keys",
             Permission::ManageTenants => "manage_tenants",
             Permission::EraseData => "erase_data",
+            Permission::ManageSecrets => "manage_secrets",
         }
     }
 }
@@ -179,6 +185,7 @@ mod tests {
                 P::ManageKeys,
                 P::ManageTenants,
                 P::EraseData,
+                P::ManageSecrets,
             ]
             .into_iter()
             .filter(|p| r.allows(*p))
@@ -189,7 +196,7 @@ mod tests {
         assert_eq!(grants(Role::Operator), [P::Read, P::Operate]);
         assert_eq!(
             grants(Role::Developer),
-            [P::Read, P::Audit, P::Operate, P::Define]
+            [P::Read, P::Audit, P::Operate, P::Define, P::ManageSecrets]
         );
         assert_eq!(
             grants(Role::Admin),
@@ -200,7 +207,8 @@ mod tests {
                 P::Define,
                 P::AgentWork,
                 P::ManageKeys,
-                P::EraseData
+                P::EraseData,
+                P::ManageSecrets
             ]
         );
         assert_eq!(grants(Role::Agent), [P::AgentWork]);

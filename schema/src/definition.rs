@@ -20,7 +20,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::reference::{for_each_reference, for_each_reference_in_str, TaskRef};
-pub use crate::reference::{references, resolve, Reference};
+pub use crate::reference::{references, resolve, reveal, Reference};
 
 /// A workflow definition, exactly as accepted by `POST /api/v1/workflows`. A field not
 /// listed here is refused there (`400 invalid_request`, `details.field` names it).
@@ -245,6 +245,42 @@ impl CompensationSpec {
     }
 }
 
+impl WorkflowDefinition {
+    /// Every secret the tasks (and their compensations) reference with
+    /// `${secrets.NAME}` in an input or a request, sorted, each once. References that
+    /// do not parse are skipped (validation reports them).
+    pub fn secret_names(&self) -> std::collections::BTreeSet<String> {
+        let mut names = std::collections::BTreeSet::new();
+        let mut add = |value: &Value| {
+            if let Ok(found) = crate::reference::secret_names(value) {
+                names.extend(found);
+            }
+        };
+        for task in &self.tasks {
+            let compensate = task.compensate.as_ref();
+            let bodies = [
+                (Some(&task.input), task.http.as_ref()),
+                (
+                    compensate.map(|c| &c.input),
+                    compensate.and_then(|c| c.http.as_ref()),
+                ),
+            ];
+            for (input, http) in bodies {
+                input.into_iter().for_each(&mut add);
+                let Some(http) = http else { continue };
+                add(&Value::String(http.url.clone()));
+                for value in http.headers.values() {
+                    add(&Value::String(value.clone()));
+                }
+                if let Some(body) = &http.body {
+                    add(body);
+                }
+            }
+        }
+        names
+    }
+}
+
 /// The fields a task and a compensation have in common.
 struct Body<'a> {
     kind: TaskKind,
@@ -330,14 +366,16 @@ fn check_body(
         prefix,
         allow_self,
     };
-    collect.value(body.input, "input")?;
+    // Secrets go where a request or an agent needs them, never where a value would be
+    // recorded (a noop's input is its output).
+    collect.value(body.input, "input", body.kind == TaskKind::Agent)?;
     if let Some(http) = body.http {
         collect.text(&http.url, "http.url")?;
         for value in http.headers.values() {
             collect.text(value, "http.headers")?;
         }
         if let Some(b) = &http.body {
-            collect.value(b, "http.body")?;
+            collect.value(b, "http.body", true)?;
         }
     }
     Ok(())
@@ -351,32 +389,53 @@ struct Collector<'a> {
 }
 
 impl Collector<'_> {
-    fn value(&mut self, value: &Value, place: &str) -> Result<(), String> {
+    /// The references of `value` at `place`; `secrets`: whether `${secrets.NAME}` may
+    /// be used there.
+    fn value(&mut self, value: &Value, place: &str, secrets: bool) -> Result<(), String> {
         let (refs, prefix, allow_self) = (&mut *self.refs, self.prefix, self.allow_self);
-        for_each_reference(value, &mut |r| push(refs, r, prefix, place, allow_self))
-            .map_err(|e| format!("{prefix}{place}: {e}"))
+        let mut secret = None;
+        for_each_reference(value, &mut |r| {
+            push(refs, r, prefix, place, allow_self, &mut secret)
+        })
+        .map_err(|e| format!("{prefix}{place}: {e}"))?;
+        match secret {
+            Some(name) if !secrets => Err(format!(
+                "{prefix}{place} references secret `{name}`: secrets may only be used in the url, headers and body of an http task and in the input of an agent task"
+            )),
+            _ => Ok(()),
+        }
     }
 
+    /// The references of an `http` text field (url, header value): secrets allowed.
     fn text(&mut self, text: &str, place: &str) -> Result<(), String> {
         let (refs, prefix, allow_self) = (&mut *self.refs, self.prefix, self.allow_self);
-        for_each_reference_in_str(text, &mut |r| push(refs, r, prefix, place, allow_self))
-            .map_err(|e| format!("{prefix}{place}: {e}"))
+        let mut secret = None;
+        for_each_reference_in_str(text, &mut |r| {
+            push(refs, r, prefix, place, allow_self, &mut secret)
+        })
+        .map_err(|e| format!("{prefix}{place}: {e}"))
     }
 }
 
+/// Keeps a task reference for the graph-level check, and the first secret's name.
 fn push(
     refs: &mut Vec<TaskRef>,
     reference: Reference,
     prefix: &str,
     place: &str,
     allow_self: bool,
+    secret: &mut Option<String>,
 ) {
-    if let Reference::TaskOutput { task, .. } = reference {
-        refs.push(TaskRef {
+    match reference {
+        Reference::TaskOutput { task, .. } => refs.push(TaskRef {
             task,
             place: format!("{prefix}{place}"),
             allow_self,
-        });
+        }),
+        Reference::Secret(name) => {
+            secret.get_or_insert(name);
+        }
+        Reference::Input(_) => {}
     }
 }
 

@@ -2,11 +2,21 @@
 //!
 //! A definition wires data between tasks with references written inside JSON strings:
 //! `${input}`, `${input.a.b}` (the execution input) and `${tasks.<id>.output}`,
-//! `${tasks.<id>.output.x.y}` (a completed task's output). The validator parses them
-//! ([`references`]) to check that each one names an upstream task; the executor
-//! resolves them ([`resolve`]) when it schedules a task. Both share one scanner, so
-//! what validates is exactly what resolves. The upstream rule itself (a reference may
-//! only name an ancestor) is checked here too, by the crate-internal `Ancestry`.
+//! `${tasks.<id>.output.x.y}` (a completed task's output), and names stored secrets
+//! with `${secrets.NAME}`. The validator parses them ([`references`]) to check that each
+//! one names an upstream task; the executor resolves them ([`resolve`]) when it
+//! schedules a task. Both share one scanner, so what validates is exactly what
+//! resolves. The upstream rule itself (a reference may only name an ancestor) is
+//! checked here too, by the crate-internal `Ancestry`.
+//!
+//! Secrets resolve in two stages, so that their values never reach the log:
+//! [`resolve`] (at dispatch, recorded in `TaskDispatched`) fills in inputs and outputs
+//! but leaves every `${secrets.NAME}` in place, and returns a *template*: every string
+//! in it is written in this grammar again (a `${` that came from data or from a `$${`
+//! escape is written `$${`), so a value from an execution's input can never turn into
+//! a secret reference. [`reveal`] (in memory, just before a request is sent or a lease
+//! is handed out) reads a template back: it substitutes secret values and undoes the
+//! escapes. A string that is exactly one secret reference becomes the value's text.
 //!
 //! Grammar: a reference is `${` + dot-separated non-empty segments + `}`. A task id
 //! (which may contain dots) runs up to the first `output` segment. Segments that are
@@ -27,6 +37,30 @@ pub enum Reference {
         /// The path inside the task's output.
         path: Vec<String>,
     },
+    /// `${secrets.NAME}`: a stored secret of the execution's tenant, by name.
+    Secret(String),
+}
+
+/// Whether `name` is a valid secret name: `^[A-Za-z_][A-Za-z0-9_]{0,127}$`.
+pub fn is_secret_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && name.len() <= 128
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// The names of every secret referenced in `value` (sorted, each once). Errors name the
+/// first `${...}` that is not a valid reference.
+pub fn secret_names(value: &Value) -> Result<std::collections::BTreeSet<String>, String> {
+    let mut names = std::collections::BTreeSet::new();
+    for_each_reference(value, &mut |reference| {
+        if let Reference::Secret(name) = reference {
+            names.insert(name);
+        }
+    })?;
+    Ok(names)
 }
 
 /// A piece of a scanned string.
@@ -93,6 +127,9 @@ pub(crate) fn for_each_reference_in_str(
 /// strings raw, other values as compact JSON. Objects and arrays are resolved
 /// recursively (JSON parsed by serde_json is at most 128 levels deep). Fails on an
 /// invalid reference or a task whose output is not available.
+///
+/// The result is a template (see the module docs): `${secrets.NAME}` stays as written,
+/// and every `${` in a string is written `$${`; [`reveal`] reads it back.
 pub fn resolve(
     value: &Value,
     input: &Value,
@@ -123,20 +160,95 @@ fn resolve_string(
         return Ok(Value::String(s.to_owned()));
     }
     let pieces = scan(s)?;
-    if let [Piece::Ref(reference)] = pieces.as_slice() {
-        return lookup(reference, input, outputs);
+    match pieces.as_slice() {
+        [Piece::Ref(Reference::Secret(name))] => return Ok(Value::String(secret_ref(name))),
+        [Piece::Ref(reference)] => return Ok(escape_value(lookup(reference, input, outputs)?)),
+        _ => {}
     }
-    let mut text = String::with_capacity(s.len());
+    // Plain text (literal and looked up) is escaped as a whole, so that a `$` at the end
+    // of one piece and a `{` at the start of the next cannot make a reference.
+    let mut template = String::with_capacity(s.len());
+    let mut plain = String::new();
     for piece in &pieces {
         match piece {
-            Piece::Text(t) => text.push_str(t),
+            Piece::Text(t) => plain.push_str(t),
+            Piece::Ref(Reference::Secret(name)) => {
+                template.push_str(&escape(&plain));
+                plain.clear();
+                template.push_str(&secret_ref(name));
+            }
             Piece::Ref(reference) => match lookup(reference, input, outputs)? {
-                Value::String(inner) => text.push_str(&inner),
-                other => text.push_str(&other.to_string()),
+                Value::String(inner) => plain.push_str(&inner),
+                other => plain.push_str(&other.to_string()),
             },
         }
     }
-    Ok(Value::String(text))
+    template.push_str(&escape(&plain));
+    Ok(Value::String(template))
+}
+
+/// `${secrets.NAME}`.
+fn secret_ref(name: &str) -> String {
+    format!("${{secrets.{name}}}")
+}
+
+/// Text written so that [`scan`] reads it back as exactly this text: each `${` as `$${`.
+fn escape(text: &str) -> String {
+    if text.contains("${") {
+        text.replace("${", "$${")
+    } else {
+        text.to_owned()
+    }
+}
+
+/// [`escape`] applied to every string of `value` (object keys are never scanned).
+fn escape_value(value: Value) -> Value {
+    match value {
+        Value::String(s) if s.contains("${") => Value::String(escape(&s)),
+        Value::Array(items) => Value::Array(items.into_iter().map(escape_value).collect()),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(key, item)| (key, escape_value(item)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+/// Reads a template made by [`resolve`] back into plain JSON: each `${secrets.NAME}`
+/// becomes `secret(NAME)` (a string that is exactly one such reference becomes that
+/// text), and each `$${` a literal `${`. Fails with the name of a secret `secret`
+/// does not know, or on any other reference (a template holds none).
+pub fn reveal(value: &Value, secret: &dyn Fn(&str) -> Option<String>) -> Result<Value, String> {
+    match value {
+        Value::String(s) if s.contains('$') => {
+            let mut text = String::with_capacity(s.len());
+            for piece in scan(s)? {
+                match piece {
+                    Piece::Text(t) => text.push_str(t),
+                    Piece::Ref(Reference::Secret(name)) => match secret(&name) {
+                        Some(value) => text.push_str(&value),
+                        None => return Err(format!("secret {name:?} does not exist")),
+                    },
+                    Piece::Ref(_) => {
+                        return Err("a task template holds an unresolved reference".into())
+                    }
+                }
+            }
+            Ok(Value::String(text))
+        }
+        Value::Array(items) => items
+            .iter()
+            .map(|item| reveal(item, secret))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Value::Array),
+        Value::Object(map) => map
+            .iter()
+            .map(|(key, item)| Ok((key.clone(), reveal(item, secret)?)))
+            .collect::<Result<serde_json::Map<_, _>, String>>()
+            .map(Value::Object),
+        other => Ok(other.clone()),
+    }
 }
 
 /// The value a reference points at.
@@ -150,6 +262,8 @@ fn lookup(
         Reference::TaskOutput { task, path } => outputs(task)
             .map(|output| follow(&output, path))
             .ok_or_else(|| format!("the output of task `{task}` is not available")),
+        // Never looked up here: resolution keeps them (see `resolve_string`).
+        Reference::Secret(name) => Ok(Value::String(secret_ref(name))),
     }
 }
 
@@ -215,6 +329,10 @@ fn parse_reference(body: &str) -> Result<Reference, String> {
     let owned = |segments: &[&str]| segments.iter().map(|s| (*s).to_owned()).collect();
     match segments.as_slice() {
         ["input", path @ ..] => Ok(Reference::Input(owned(path))),
+        ["secrets", name] if is_secret_name(name) => Ok(Reference::Secret((*name).to_owned())),
+        ["secrets", ..] => Err(format!(
+            "reference `${{{body}}}` must have the form `${{secrets.NAME}}`, NAME of A-Z, a-z, 0-9 and _ (not starting with a digit, at most 128)"
+        )),
         ["tasks", after @ ..] => {
             // The task id may itself contain dots: it runs up to the first `output`.
             let output_at = after
@@ -233,7 +351,7 @@ fn parse_reference(body: &str) -> Result<Reference, String> {
             })
         }
         _ => Err(format!(
-            "`${{{body}}}` is not a reference: it must start with `input` or `tasks.<id>.output`"
+            "`${{{body}}}` is not a reference: it must start with `input`, `tasks.<id>.output` or `secrets`"
         )),
     }
 }

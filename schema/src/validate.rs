@@ -152,6 +152,13 @@ impl ValidatedWorkflow {
         &self.name
     }
 
+    /// Every secret the tasks (and their compensations) reference with
+    /// `${secrets.NAME}`, sorted, each once: what must exist when the workflow is
+    /// created.
+    pub fn secret_names(&self) -> std::collections::BTreeSet<String> {
+        self.definition.secret_names()
+    }
+
     /// Number of tasks (never 0).
     pub fn len(&self) -> usize {
         self.ids.len()

@@ -7,7 +7,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use conflux_schema::definition::{
-    references, resolve, OnFailure, Reference, RetryPolicy, TaskKind, TaskSpec, WorkflowDefinition,
+    references, resolve, reveal, OnFailure, Reference, RetryPolicy, TaskKind, TaskSpec,
+    WorkflowDefinition,
 };
 use conflux_schema::validate::{validate, Limits, ValidatedWorkflow, ValidationError};
 use proptest::prelude::*;
@@ -477,12 +478,60 @@ fn resolve_keeps_types_interpolates_and_follows_paths() {
             "from_task": "second",
             "text": "n=5 s=text o={\"k\":[10,20]} m=null",
             "nested": [{"deep": [true]}],
-            "literal": "cost $5, ${input.n}",
+            // A template: the escape is kept, `reveal` undoes it.
+            "literal": "cost $5, $${input.n}",
             "untouched": 7
         })
     );
+    let revealed = reveal(&resolved, &|_| None).expect("no secrets");
+    assert_eq!(revealed["literal"], "cost $5, ${input.n}");
+    assert_eq!(revealed["text"], resolved["text"]);
     assert!(resolve(&json!("${tasks.zzz.output}"), &input, &outputs).is_err());
     assert!(resolve(&json!("${input"), &input, &outputs).is_err());
+}
+
+#[test]
+fn secrets_stay_references_until_revealed_and_data_cannot_become_one() {
+    let input = json!({"evil": "${secrets.OTHER}", "dollar": "x$", "n": 1});
+    let outputs = |_: &str| None;
+    let template = json!({
+        "auth": "Bearer ${secrets.TOKEN}",
+        "whole": "${secrets.TOKEN}",
+        "mixed": "${input.n}:${secrets.TOKEN}:$${literal}",
+        "injected": "note ${input.evil}",
+        "injected_whole": "${input.evil}",
+        "split": "${input.dollar}{secrets.OTHER}"
+    });
+    let resolved = resolve(&template, &input, &outputs).expect("resolves");
+    assert_eq!(resolved["auth"], "Bearer ${secrets.TOKEN}");
+    assert_eq!(resolved["whole"], "${secrets.TOKEN}");
+    assert_eq!(resolved["mixed"], "1:${secrets.TOKEN}:$${literal}");
+    let names = conflux_schema::reference::secret_names(&resolved).expect("names");
+    assert_eq!(names.into_iter().collect::<Vec<_>>(), ["TOKEN"]);
+    let secret = |name: &str| (name == "TOKEN").then(|| "s3cr3t".to_owned());
+    let revealed = reveal(&resolved, &secret).expect("reveals");
+    assert_eq!(
+        revealed,
+        json!({
+            "auth": "Bearer s3cr3t",
+            "whole": "s3cr3t",
+            "mixed": "1:s3cr3t:${literal}",
+            "injected": "note ${secrets.OTHER}",
+            "injected_whole": "${secrets.OTHER}",
+            "split": "x${secrets.OTHER}"
+        })
+    );
+    let missing = reveal(&json!("${secrets.GONE}"), &secret).expect_err("missing");
+    assert!(missing.contains("GONE"), "{missing}");
+    for bad in [
+        "${secrets}",
+        "${secrets.A.B}",
+        "${secrets.1A}",
+        "${secrets.a-b}",
+    ] {
+        assert!(references(&json!(bad)).is_err(), "{bad}");
+    }
+    assert!(references(&json!(format!("${{secrets.{}}}", "A".repeat(129)))).is_err());
 }
 
 #[test]
@@ -678,5 +727,33 @@ proptest! {
             let previous = &cycle[(k + cycle.len() - 1) % cycle.len()];
             prop_assert!(depends[id].contains(previous), "{} does not depend on {}", id, previous);
         }
+    }
+}
+
+#[test]
+fn secrets_are_allowed_in_requests_and_agent_inputs_only() {
+    let ok = check(json!([
+        {"id": "h", "kind": "http", "http": {
+            "url": "http://h/${secrets.URL_PART}", "headers": {"authorization": "Bearer ${secrets.TOKEN}"},
+            "body": {"k": "${secrets.BODY}"}},
+         "compensate": {"kind": "agent", "agent_role": "r", "input": {"k": "${secrets.UNDO}"}}},
+        {"id": "a", "kind": "agent", "agent_role": "r", "input": {"k": "${secrets.TOKEN}"}}
+    ]))
+    .expect("valid");
+    assert_eq!(
+        ok.secret_names().into_iter().collect::<Vec<_>>(),
+        ["BODY", "TOKEN", "UNDO", "URL_PART"]
+    );
+    for (kind, extra) in [
+        ("noop", json!({})),
+        ("sleep", json!({"sleep_ms": 1})),
+        ("http", json!({"http": {"url": "http://h/"}})),
+    ] {
+        let mut task = json!({"id": "t", "kind": kind, "input": {"k": "${secrets.TOKEN}"}});
+        for (k, v) in extra.as_object().expect("object") {
+            task[k] = v.clone();
+        }
+        let reason = invalid_task_reason(json!([task]), "t");
+        assert!(reason.contains("secret `TOKEN`"), "{kind}: {reason}");
     }
 }

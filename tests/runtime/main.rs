@@ -21,6 +21,9 @@
 //! - `oversized`: 413 answers reach a client that is still sending (raw TCP).
 //! - `tenants`: two tenants never cross; the access matrix (every route × role × own
 //!   or another tenant); `upgrade`: a store from before tenants upgrades in place.
+//! - `secrets`: `${secrets.NAME}` end to end; `raw_scan`: where a string is stored
+//!   (tables, SQLite files, Redis keys, the log), for the proof that a secret's value
+//!   is nowhere at rest.
 //! - `conformance`: every documented operation answers with a documented status and a
 //!   body that validates against its documented schema.
 //! - `flow`, `failures`, `control`, `saga`, `input`, `junk`, `strict`, `scale`: the
@@ -48,9 +51,11 @@ mod oversized;
 mod projection;
 mod proxy;
 mod query_params;
+mod raw_scan;
 mod revocation;
 mod saga;
 mod scale;
+mod secrets;
 mod stream_tokens;
 mod strict;
 mod target;
@@ -120,6 +125,11 @@ macro_rules! all_scenarios {
                 query_params::bad_command_parameters_are_json_400s,
                 query_params::undecodable_path_ids_are_json_404s,
                 projection::rebuilt_read_models_equal_live,
+                secrets::secrets_are_managed_by_their_tenant,
+                secrets::unknown_secrets_are_refused_at_create,
+                secrets::http_tasks_send_values_the_log_never_holds,
+                secrets::agents_receive_values_in_their_poll_only,
+                secrets::a_deleted_secret_fails_its_task_for_good,
             ]
         );
     };
@@ -128,6 +138,18 @@ macro_rules! all_scenarios {
 all_scenarios!(postgres_redis, crate::harness::Mode::PostgresRedis);
 all_scenarios!(embedded, crate::harness::Mode::Embedded);
 all_scenarios!(sealed, crate::harness::Mode::Sealed);
+
+/// The raw-bytes proof: a secret's value is in no table, Redis key or log line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_redis_secret_values_are_nowhere_at_rest() {
+    secrets::secret_values_are_nowhere_at_rest(harness::Mode::PostgresRedis).await;
+}
+
+/// The same in the embedded mode: in no SQLite file (`-wal` included) or log line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_secret_values_are_nowhere_at_rest() {
+    secrets::secret_values_are_nowhere_at_rest(harness::Mode::Embedded).await;
+}
 
 /// Scaling out needs a shared database and bus: Postgres + Redis only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,8 @@
 //! A local HTTP service for `http` tasks to call, on `127.0.0.1:0`, counting its calls:
 //! `/ok` (200 JSON echoing the request), `/fail500` (500), `/missing` (404), `/flaky`
 //! (503 on the first two calls, then 200), `/nul` (200, a NUL character in the JSON)
-//! and `/nul500` (500, NUL bytes in a text body).
+//! and `/nul500` (500, NUL bytes in a text body), `/headers` (200 JSON echoing the
+//! `Authorization` header and the body, and keeping each `Authorization` it saw).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -21,6 +22,8 @@ pub struct Calls {
     pub fail500: AtomicUsize,
     pub missing: AtomicUsize,
     pub flaky: AtomicUsize,
+    /// Every `Authorization` header `/headers` received, in order.
+    pub authorizations: std::sync::Mutex<Vec<String>>,
 }
 
 /// The running service; stops when dropped.
@@ -42,6 +45,7 @@ impl Target {
             .route("/flaky", any(flaky))
             .route("/nul", any(nul))
             .route("/nul500", any(nul500))
+            .route("/headers", any(headers))
             .with_state(calls.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -78,6 +82,23 @@ async fn ok(State(calls): State<Arc<Calls>>, method: Method, body: Bytes) -> Jso
     calls.ok.fetch_add(1, Ordering::SeqCst);
     let echo: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     Json(json!({"ok": true, "method": method.as_str(), "echo": echo}))
+}
+
+async fn headers(
+    State(calls): State<Arc<Calls>>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Json<Value> {
+    let authorization = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    if let Ok(mut seen) = calls.authorizations.lock() {
+        seen.push(authorization.clone());
+    }
+    let echo: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    Json(json!({"authorization": authorization, "echo": echo}))
 }
 
 async fn fail500(State(calls): State<Arc<Calls>>) -> (StatusCode, Json<Value>) {

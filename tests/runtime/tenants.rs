@@ -123,6 +123,8 @@ pub struct Estate {
     pub agent: String,
     pub lease: String,
     pub key: String,
+    /// A secret's name (`<TENANT>_TOKEN`, so each tenant's differs).
+    pub secret: String,
 }
 
 pub async fn estate(server: &TestServer, tenant: &str) -> Estate {
@@ -171,12 +173,21 @@ pub async fn estate(server: &TestServer, tenant: &str) -> Estate {
             Some(json!({"name": "spare", "role": "viewer", "tenant": tenant})),
         )
         .await;
+    let secret = format!("{}_TOKEN", tenant.to_uppercase().replace('-', "_"));
+    admin
+        .ok(
+            "POST",
+            "/api/v1/secrets",
+            Some(json!({"name": secret, "value": format!("{tenant}-secret-value")})),
+        )
+        .await;
     Estate {
         workflow: id_of(&created, "workflow_id"),
         execution: id_of(&created, "execution_id"),
         agent,
         lease,
         key: spare["key_id"].as_str().expect("key id").to_owned(),
+        secret,
     }
 }
 
@@ -190,6 +201,8 @@ pub fn concrete(template: &str, estate: &Estate) -> String {
         &estate.agent
     } else if template.contains("/tasks/") {
         &estate.lease
+    } else if template.contains("/secrets/") {
+        &estate.secret
     } else {
         &estate.key
     };
@@ -425,10 +438,24 @@ pub async fn send(
         ("POST", "/api/v1/agents") => Some(json!({"name": "m", "roles": ["picker"]})),
         ("POST", "/api/v1/keys") => Some(json!({"name": "m", "role": "viewer"})),
         ("POST", "/api/v1/tenants") => Some(json!({"tenant": format!("m-{n}")})),
+        ("POST", "/api/v1/secrets") => Some(json!({"name": format!("M_{n}"), "value": "v"})),
+        ("PUT", t) if t.starts_with("/api/v1/secrets/") => Some(json!({"value": "rotated"})),
         ("POST", t) if t.ends_with("/complete") => Some(json!({"output": {}})),
         ("POST", t) if t.ends_with("/fail") => Some(json!({"error": "m", "retryable": false})),
         ("POST", t) if t.ends_with("/execute") || t.ends_with("/cancel") => Some(json!({})),
         _ => None,
     };
-    caller.call(method, &path, body).await
+    let answer = caller.call(method, &path, body).await;
+    if method == "DELETE" && template.starts_with("/api/v1/secrets/") && answer.0 == 204 {
+        // Deleted from the caller's own tenant: put it back for the next request.
+        let name = path.rsplit('/').next().unwrap_or_default();
+        caller
+            .ok(
+                "POST",
+                "/api/v1/secrets",
+                Some(json!({"name": name, "value": "v"})),
+            )
+            .await;
+    }
+    answer
 }

@@ -11,7 +11,9 @@
 //!   tenant; the agent takes that tenant's tasks only.
 //! - **A poll** takes tickets from the agent's role queues and turns each into a lease by
 //!   recording `TaskStarted` (with the agent, a new lease id and the attempt's deadline)
-//!   against the execution; a ticket whose attempt is no longer current is dropped.
+//!   against the execution; a ticket whose attempt is no longer current is dropped. The
+//!   lease's input is the ticket's template read back, with the tenant's secret values
+//!   put in: they exist in the poll answer only.
 //! - **A report** (complete, fail, heartbeat) names a lease; the lease's attempt is read
 //!   from the execution's log, so a report for an attempt that timed out, was cancelled
 //!   or already finished is [`AgentError::StaleLease`] and records nothing.
@@ -110,6 +112,8 @@ pub struct Agents {
     directory: AgentDirectory,
     bus: watch::Receiver<BusStatus>,
     codec: crate::crypto::PayloadCodec,
+    /// Where the secrets a lease's input references are read (None: none exist).
+    secrets: Option<crate::secrets::Secrets>,
 }
 
 impl Agents {
@@ -126,6 +130,7 @@ impl Agents {
             directory: AgentDirectory::default(),
             bus,
             codec: crate::crypto::PayloadCodec::off(),
+            secrets: None,
         }
     }
 
@@ -133,6 +138,14 @@ impl Agents {
     /// encryption at rest, the queue holds them sealed).
     pub fn with_codec(mut self, codec: crate::crypto::PayloadCodec) -> Self {
         self.codec = codec;
+        self
+    }
+
+    /// The same service, putting the values of `secrets` into each lease's input (the
+    /// poll answer only; the log keeps `${secrets.NAME}`). Without it, an input that
+    /// references a secret fails its attempt.
+    pub fn with_secrets(mut self, secrets: crate::secrets::Secrets) -> Self {
+        self.secrets = Some(secrets);
         self
     }
 

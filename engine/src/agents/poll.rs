@@ -9,7 +9,9 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use conflux_schema::reference::secret_names;
 use conflux_schema::{Event, EventEnvelope, EventMetadata, TaskId};
+use serde_json::Value;
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -17,6 +19,7 @@ use super::{AgentError, Agents, Caller};
 use crate::commands::CommandError;
 use crate::execution::{Command, TaskRef};
 use crate::queue::Ticket;
+use crate::secrets::{unescape, RevealError};
 
 /// The most leases one poll hands out.
 pub const MAX_LEASES_PER_POLL: usize = 100;
@@ -103,8 +106,28 @@ impl Agents {
         }
     }
 
+    /// The input an agent receives for `ticket`: its template read back, with the
+    /// secret values of `tenant` put in (in memory: this answer only).
+    async fn reveal(&self, tenant: &str, ticket: &Ticket) -> Result<Value, RevealError> {
+        match &self.secrets {
+            Some(secrets) => secrets.reveal(tenant, &ticket.input).await.map(|(v, _)| v),
+            None => {
+                if let Some(name) = secret_names(&ticket.input)
+                    .map_err(RevealError::Template)?
+                    .into_iter()
+                    .next()
+                {
+                    return Err(RevealError::Missing(name));
+                }
+                unescape(&ticket.input)
+            }
+        }
+    }
+
     /// Records `TaskStarted` for `ticket`'s attempt `task` under a new lease; None when
-    /// the attempt is no longer current or its execution is gone (the ticket is dropped).
+    /// the attempt is no longer current or its execution is gone (the ticket is dropped),
+    /// or when a secret its input references no longer exists: the attempt then fails
+    /// for good, naming the secret.
     async fn lease(
         &self,
         ticket: Ticket,
@@ -113,6 +136,16 @@ impl Agents {
         meta: &EventMetadata,
     ) -> Result<Option<Lease>, AgentError> {
         let execution_id = ticket.execution_id;
+        // With encryption at rest the queue holds the input sealed.
+        let mut ticket = ticket;
+        if let Err(e) = self.codec.open_json(execution_id, &mut ticket.input).await {
+            return Err(AgentError::Unavailable(e.to_string()));
+        }
+        let input = match self.reveal(meta.tenant(), &ticket).await {
+            Ok(input) => Ok(input),
+            Err(e) if e.retryable() => return Err(AgentError::Unavailable(e.to_string())),
+            Err(e) => Err(e.to_string()),
+        };
         let lease_id = Uuid::now_v7();
         let command = Command::StartTask {
             task: task.clone(),
@@ -141,10 +174,25 @@ impl Agents {
                 / 1e6;
             metrics::histogram!("conflux_task_schedule_to_start_seconds").record(secs);
         }
-        let mut input = ticket.input;
-        if let Err(e) = self.codec.open_json(execution_id, &mut input).await {
-            return Err(AgentError::Unavailable(e.to_string()));
-        }
+        let input = match input {
+            Ok(input) => input,
+            Err(error) => {
+                let fail = Command::FailTask {
+                    task: task.clone(),
+                    error,
+                    retryable: false,
+                };
+                match self
+                    .commands
+                    .record(execution_id, meta.clone(), |_, _| Ok(fail.clone()))
+                    .await
+                {
+                    Ok(_) | Err(CommandError::Rejected(_)) | Err(CommandError::NotFound(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                return Ok(None);
+            }
+        };
         let state = &recorded.state;
         let track = if task.compensation {
             state.compensation(task.task.as_str())

@@ -4,7 +4,9 @@
 //! the difference). At dispatch, every `${...}` in its input (and, for `http`, in its
 //! url, headers and body) is resolved against the execution input and the outputs of
 //! completed tasks, and the result is recorded in `TaskDispatched`: the log shows
-//! exactly what ran, and replay never re-resolves anything.
+//! exactly what ran, and replay never re-resolves anything. What is recorded is a
+//! template (`conflux_schema::reference::resolve`): `${secrets.NAME}` stays a
+//! reference, whose value the runner or the agent poll puts in, in memory only.
 
 use std::time::Duration;
 

@@ -5,12 +5,15 @@
 
 use std::time::Duration;
 
+use conflux_schema::definition::{HttpSpec, TaskKind};
+use serde_json::Value;
 use uuid::Uuid;
 
 use super::Engine;
 use crate::execution::{Command, Effect, ExecutionState, TaskRef};
 use crate::queue::Ticket;
-use crate::runner::Outcome;
+use crate::runner::{BuiltinRunner, Outcome};
+use crate::secrets::{unescape, RevealError, Secrets};
 
 impl Engine {
     /// Performs effects of committed events.
@@ -30,11 +33,18 @@ impl Engine {
                         continue;
                     }
                     let runner = self.parts.runner.clone();
+                    let secrets = self.parts.secrets.clone();
+                    let tenant = tenant.to_owned();
                     let results = self.results_tx.clone();
                     tokio::spawn(async move {
-                        let outcome = runner
-                            .run(kind, &input, http.as_ref(), sleep_ms, timeout)
-                            .await;
+                        let builtin = Builtin {
+                            kind,
+                            input: &input,
+                            http: http.as_ref(),
+                            sleep_ms,
+                            timeout,
+                        };
+                        let outcome = builtin.run(&runner, &secrets, &tenant).await;
                         let label = match &outcome {
                             Outcome::Completed(_) => "completed",
                             Outcome::Failed {
@@ -75,11 +85,62 @@ impl Engine {
     }
 }
 
+/// One built-in attempt as dispatch recorded it: its input and request are templates
+/// (`${secrets.NAME}` kept, `${` escaped).
+struct Builtin<'a> {
+    kind: TaskKind,
+    input: &'a Value,
+    http: Option<&'a HttpSpec>,
+    sleep_ms: Option<u64>,
+    timeout: Option<Duration>,
+}
+
+impl Builtin<'_> {
+    /// Reads the templates back — an `http` request with the tenant's secret values
+    /// put in, in memory only — runs the attempt, and takes every value put in back
+    /// out of its outcome (an error quoting the request, a response echoing a header).
+    /// A secret that no longer exists fails the attempt for good, naming it.
+    async fn run(&self, runner: &BuiltinRunner, secrets: &Secrets, tenant: &str) -> Outcome {
+        let failed = |e: RevealError| Outcome::Failed {
+            retryable: e.retryable(),
+            error: e.to_string(),
+        };
+        let input = match unescape(self.input) {
+            Ok(input) => input,
+            Err(e) => return failed(e),
+        };
+        let Some(template) = self.http else {
+            return runner
+                .run(self.kind, &input, None, self.sleep_ms, self.timeout)
+                .await;
+        };
+        let (sent, redactor) = match secrets.reveal_http(tenant, template).await {
+            Ok(revealed) => revealed,
+            Err(e) => return failed(e),
+        };
+        let outcome = runner
+            .run_shown(
+                self.kind,
+                &input,
+                Some((&sent, template)),
+                self.sleep_ms,
+                self.timeout,
+            )
+            .await;
+        match outcome {
+            Outcome::Completed(output) => Outcome::Completed(redactor.value(output)),
+            Outcome::Failed { error, retryable } => Outcome::Failed {
+                error: redactor.text(&error),
+                retryable,
+            },
+        }
+    }
+}
+
 /// Built-in attempts that started but have no result: their runner died with the
 /// process that ran them, so recovery runs them again (built-ins are at-least-once).
 pub(super) fn running_builtins(state: &ExecutionState) -> Vec<Effect> {
     use crate::execution::TaskStatus;
-    use conflux_schema::definition::TaskKind;
     let mut effects = Vec::new();
     for (spec, id) in state
         .workflow()

@@ -106,6 +106,8 @@ pub struct EngineParts {
     /// Opens the sealed payloads the bus carries and seals agent tickets' inputs (off:
     /// payloads are plaintext everywhere).
     pub codec: crate::crypto::PayloadCodec,
+    /// The tenants' secrets, revealed for `http` requests just before they are sent.
+    pub secrets: crate::secrets::Secrets,
 }
 
 /// Why the engine stopped.

@@ -30,9 +30,15 @@ const ERROR_BODY_CHARS: usize = 200;
 /// on every retry.
 const TLS_SUPPORTED: bool = false;
 
-/// Makes the request described by `spec`, bounded by `limit`.
-pub(crate) async fn run(inner: &Inner, spec: &HttpSpec, limit: Duration) -> Outcome {
-    let prepared = match Prepared::new(spec) {
+/// Makes the request described by `spec`, bounded by `limit`. Errors name the URL of
+/// `shown` (the request as recorded: `${secrets.NAME}` where `spec` has a value).
+pub(crate) async fn run(
+    inner: &Inner,
+    spec: &HttpSpec,
+    shown: &HttpSpec,
+    limit: Duration,
+) -> Outcome {
+    let prepared = match Prepared::new(spec, &shown.url) {
         Ok(prepared) => prepared,
         Err(error) => return Outcome::failed(error, false),
     };
@@ -163,14 +169,12 @@ struct Prepared {
 }
 
 impl Prepared {
-    fn new(spec: &HttpSpec) -> Result<Self, String> {
+    /// The request of `spec`; errors name `shown_url` (the recorded URL, without
+    /// credentials), never the URL sent.
+    fn new(spec: &HttpSpec, shown_url: &str) -> Result<Self, String> {
         let method = parse_method(&spec.method)?;
         let url = Url::parse(spec.url.trim()).map_err(|e| format!("invalid URL: {e}"))?;
-        let mut shown = url.clone();
-        // Both setters fail only for URLs that cannot carry credentials at all.
-        let _ = shown.set_username("");
-        let _ = shown.set_password(None);
-        let shown_url = shown.to_string();
+        let shown_url = without_credentials(shown_url);
         match url.scheme() {
             "http" => {}
             "https" if TLS_SUPPORTED => {}
@@ -209,6 +213,34 @@ impl Prepared {
             None => request,
         }
         .build()
+    }
+}
+
+/// `url` without its user name and password. A recorded URL that holds a
+/// `${secrets.NAME}` reference is shown as written (a parser would percent-encode the
+/// braces), with only its user information cut out.
+fn without_credentials(url: &str) -> String {
+    let url = url.trim();
+    if url.contains("${") {
+        let Some(start) = url.find("://").map(|i| i + 3) else {
+            return url.to_owned();
+        };
+        let end = url[start..]
+            .find(['/', '?', '#'])
+            .map_or(url.len(), |i| start + i);
+        return match url[start..end].rfind('@') {
+            Some(at) => format!("{}{}", &url[..start], &url[start + at + 1..]),
+            None => url.to_owned(),
+        };
+    }
+    match Url::parse(url) {
+        Ok(mut shown) => {
+            // Both setters fail only for URLs that cannot carry credentials at all.
+            let _ = shown.set_username("");
+            let _ = shown.set_password(None);
+            shown.to_string()
+        }
+        Err(_) => url.to_owned(),
     }
 }
 
@@ -330,14 +362,21 @@ mod tests {
             headers: Default::default(),
             body: None,
         };
-        let ok = Prepared::new(&spec("http://user:secret@example.com/x")).expect("valid");
+        let prepared = |url: &str| Prepared::new(&spec(url), url);
+        let ok = prepared("http://user:secret@example.com/x").expect("valid");
         assert_eq!(ok.host, "example.com:80");
         assert!(!ok.shown_url.contains("secret"));
-        assert!(Prepared::new(&spec("ftp://example.com")).is_err());
-        assert!(Prepared::new(&spec("not a url")).is_err());
+        assert!(prepared("ftp://example.com").is_err());
+        assert!(prepared("not a url").is_err());
         assert_eq!(
-            Prepared::new(&spec("http://[::1]:8080/")).map(|p| p.host),
+            prepared("http://[::1]:8080/").map(|p| p.host),
             Ok("[::1]:8080".to_owned())
+        );
+        let sent = Prepared::new(&spec("ftp://h/sekrit"), "ftp://h/${secrets.T}");
+        let error = sent.err().expect("refused");
+        assert!(
+            error.contains("${secrets.T}") && !error.contains("sekrit"),
+            "{error}"
         );
     }
 }

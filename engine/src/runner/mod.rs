@@ -130,6 +130,21 @@ impl BuiltinRunner {
         sleep_ms: Option<u64>,
         timeout: Option<Duration>,
     ) -> Outcome {
+        self.run_shown(kind, input, http.map(|h| (h, h)), sleep_ms, timeout)
+            .await
+    }
+
+    /// [`BuiltinRunner::run`] for an `http` request `(sent, shown)`: `sent` is what goes
+    /// out (secret values in), `shown` what errors may name (the recorded request, with
+    /// `${secrets.NAME}` references), so an error never quotes a secret's value.
+    pub async fn run_shown(
+        &self,
+        kind: TaskKind,
+        input: &Value,
+        http: Option<(&HttpSpec, &HttpSpec)>,
+        sleep_ms: Option<u64>,
+        timeout: Option<Duration>,
+    ) -> Outcome {
         match kind {
             TaskKind::Noop => Outcome::Completed(input.clone()),
             TaskKind::Sleep => {
@@ -155,13 +170,13 @@ impl BuiltinRunner {
                 }
             }
             TaskKind::Http => {
-                let Some(spec) = http else {
+                let Some((spec, shown)) = http else {
                     return Outcome::failed("http is required for an http task", false);
                 };
                 let limit = timeout.map_or(self.inner.options.http_timeout, |t| {
                     t.min(self.inner.options.http_timeout)
                 });
-                http::run(&self.inner, spec, limit).await
+                http::run(&self.inner, spec, shown, limit).await
             }
             TaskKind::Agent => Outcome::failed("agent tasks are not run in-process", false),
         }

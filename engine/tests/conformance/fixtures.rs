@@ -11,6 +11,9 @@ use conflux_engine::bus::EventBus;
 use conflux_engine::crypto::vault::postgres::PgKeyVault;
 use conflux_engine::crypto::vault::sqlite::SqliteKeyVault;
 use conflux_engine::crypto::vault::KeyVault;
+use conflux_engine::secrets::postgres::PgSecretStore;
+use conflux_engine::secrets::sqlite::SqliteSecretStore;
+use conflux_engine::secrets::SecretStore;
 use conflux_engine::store::postgres::{self, PgStore, PgStoreOptions};
 use conflux_engine::store::sqlite::{self, SqliteStore};
 use conflux_engine::store::{AppendRequest, EventStore, StoreError};
@@ -52,6 +55,8 @@ pub trait Fixture: Sized + Send + Sync {
     /// A second store on the same database, as a second process would have.
     async fn second_store(&self) -> Arc<dyn EventStore>;
     fn bus(&self) -> Arc<dyn EventBus>;
+    /// The secret-value store on the same database as [`Fixture::store`].
+    fn secret_store(&self) -> Arc<dyn SecretStore>;
     /// A bus on the same transport and prefix as [`Fixture::bus`], used by another
     /// store (`store_id`): what a second environment sharing the prefix has. None for
     /// an in-process bus, which no other store can reach.
@@ -117,6 +122,9 @@ impl Fixture for PgRedis {
     }
     async fn second_vault(&self) -> Arc<dyn KeyVault> {
         Arc::new(PgKeyVault::new(self.db.pool().await))
+    }
+    fn secret_store(&self) -> Arc<dyn SecretStore> {
+        Arc::new(PgSecretStore::new(self.store.pool().clone()))
     }
     async fn foreign_bus(&self, store_id: uuid::Uuid) -> Option<Arc<dyn EventBus>> {
         let bus = RedisBus::connect(&redis_url(), &self.prefix)
@@ -200,6 +208,9 @@ impl Fixture for SqliteLocal {
     }
     fn bus(&self) -> Arc<dyn EventBus> {
         Arc::new(self.bus.clone())
+    }
+    fn secret_store(&self) -> Arc<dyn SecretStore> {
+        Arc::new(SqliteSecretStore::new(self.pool.clone()))
     }
     async fn foreign_bus(&self, _store_id: uuid::Uuid) -> Option<Arc<dyn EventBus>> {
         None

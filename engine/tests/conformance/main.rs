@@ -3,6 +3,7 @@
 
 mod fixtures;
 mod keys;
+mod secret_store;
 mod secrets;
 mod suite;
 
@@ -45,6 +46,7 @@ macro_rules! all_checks {
                 keys::erasure_redacts_payloads_and_keeps_the_chain,
                 keys::master_key_rotation_rewraps_tenant_keys_only,
                 keys::a_tampered_ciphertext_reads_as_tampered,
+                secret_store::secret_values_are_sealed_scoped_and_managed,
             ]
         );
     };

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 use utoipa::openapi::extensions::ExtensionsBuilder;
-use utoipa::openapi::path::HttpMethod::{Delete, Get, Post};
+use utoipa::openapi::path::HttpMethod::{Delete, Get, Post, Put};
 use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaType, Type};
 use utoipa::openapi::Ref;
 use utoipa::ToSchema;
@@ -186,6 +186,30 @@ pub(super) fn keys(s: &mut Spec) {
         .add(s);
     op(Delete, "/api/v1/keys/{key_id}", "revokeKey", "Revoke an API key")
         .answer(204, "Revoked; live streams opened with it close with 4401.", [])
+        .add(s);
+}
+
+#[rustfmt::skip]
+pub(super) fn secrets(s: &mut Spec) {
+    let op = tagged("secrets");
+    op(Post, "/api/v1/secrets", "createSecret", "Create a secret")
+        .describe("`admin` and `developer`, in the caller's tenant. Workflows reference it as `${secrets.NAME}` in an `http` task's url, headers and body and in an agent task's input; its value is put in only when the request is sent or the lease handed out, and is never shown again. `409 conflict` if the name exists.")
+        .body(s.schema::<CreateSecret>(), true)
+        .ok(201, "The secret's name and times (never its value).", s.schema::<Secret>())
+        .fails(&[BAD_BODY, CONFLICT])
+        .add(s);
+    op(Get, "/api/v1/secrets", "listSecrets", "List secrets")
+        .ok(200, "The tenant's secrets, sorted by name (never their values).", s.schema::<SecretList>())
+        .add(s);
+    op(Put, "/api/v1/secrets/{name}", "rotateSecret", "Rotate a secret")
+        .describe("A new value, used from the next attempt that needs it.")
+        .body(s.schema::<RotateSecret>(), true)
+        .ok(200, "The secret's name and times.", s.schema::<Secret>())
+        .fails(&[BAD_BODY])
+        .add(s);
+    op(Delete, "/api/v1/secrets/{name}", "deleteSecret", "Delete a secret")
+        .describe("An attempt that needs it afterwards fails for good, naming it.")
+        .answer(204, "Deleted.", [])
         .add(s);
 }
 

@@ -67,6 +67,7 @@ pub(super) const INVALID_WORKFLOW: Failure = Failure(
         "empty_workflow",
         "too_many_tasks",
         "invalid_task",
+        "unknown_secret",
     ],
 );
 pub(super) const INTERNAL: Failure = Failure(

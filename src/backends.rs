@@ -20,7 +20,9 @@ use conflux_engine::queue::redis::RedisTaskQueue;
 use conflux_engine::queue::TaskQueue;
 use conflux_engine::secrets::postgres::PgSecretStore;
 use conflux_engine::secrets::sqlite::SqliteSecretStore;
-use conflux_engine::secrets::{SecretStore, Secrets, StoreKeyCipher};
+use conflux_engine::secrets::{
+    SecretCipher, SecretStore, Secrets, StoreKeyCipher, TenantKeyCipher,
+};
 use conflux_engine::store::postgres::{PgStore, PgStoreOptions};
 use conflux_engine::store::sqlite::SqliteStore;
 use conflux_engine::store::EventStore;
@@ -138,10 +140,15 @@ impl Backends {
         } else {
             stored.clone()
         };
-        let cipher = StoreKeyCipher::of(&*stored)
+        let store_key = StoreKeyCipher::of(&*stored)
             .await
             .context("reading the key that seals secret values")?;
-        let secrets = Secrets::new(secret_store, Arc::new(cipher));
+        // With a master key, secret values are sealed under their tenant's data key.
+        let cipher: Arc<dyn SecretCipher> = match codec.keyring() {
+            Some(keyring) => Arc::new(TenantKeyCipher::new(keyring.clone(), store_key)),
+            None => Arc::new(store_key),
+        };
+        let secrets = Secrets::new(secret_store, cipher);
         let store_id = store
             .store_id()
             .await

@@ -151,6 +151,13 @@ async fn embedded_secret_values_are_nowhere_at_rest() {
     secrets::secret_values_are_nowhere_at_rest(harness::Mode::Embedded).await;
 }
 
+/// With encryption at rest, neither secret values nor payloads are stored in plain text
+/// (Postgres tables, Redis keys, the server's log).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sealed_secret_values_and_payloads_are_nowhere_at_rest() {
+    secrets::secret_values_are_nowhere_at_rest(harness::Mode::Sealed).await;
+}
+
 /// Scaling out needs a shared database and bus: Postgres + Redis only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_redis_two_engines_complete_everything_once() {

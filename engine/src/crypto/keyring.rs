@@ -280,6 +280,20 @@ impl Keyring {
         )))
     }
 
+    /// The tenant's live key and its id, created if it has none (what seals the
+    /// tenant's secrets).
+    pub async fn tenant_key_for_writing(
+        &self,
+        tenant: &str,
+    ) -> Result<(Uuid, Arc<SecretKey>), CryptoError> {
+        self.live_tenant_key(tenant).await
+    }
+
+    /// The tenant key `key_id`, or None once erased.
+    pub async fn tenant_key(&self, key_id: Uuid) -> Result<Option<Arc<SecretKey>>, CryptoError> {
+        self.tenant_key_by_id(key_id).await
+    }
+
     /// The key to open payloads of `execution` with.
     pub async fn key_for_reading(&self, execution: Uuid) -> Result<KeyState, CryptoError> {
         if let Some(state) = self.lock().executions.get(&execution) {

@@ -1,34 +1,35 @@
-//! [`StoreKeyCipher`]: AES-256-GCM under a 32-byte key kept in the store itself.
+//! The two [`SecretCipher`]s, both AES-256-GCM ([`crate::crypto::aead`]):
 //!
-//! Sealed form: a random 96-bit nonce, then the ciphertext with its 16-byte tag. The
-//! key is `EventStore::signing_secret("secret-values")`, made once per store and shared
-//! by every server. It lives in the same database as the sealed values: this keeps
-//! values out of dumps of the `secrets` table, logs and exports, but not from someone
-//! holding the whole database (that needs a key kept elsewhere: another
-//! [`SecretCipher`]).
+//! - [`StoreKeyCipher`], without a master key: a 32-byte key kept in the store itself
+//!   (`EventStore::signing_secret("secret-values")`, made once per store, shared by every
+//!   server). It keeps values out of dumps of the `secrets` table, logs and exports, but
+//!   not from someone holding the whole database. Sealed form: nonce ‖ ciphertext ‖ tag.
+//! - [`TenantKeyCipher`], with a master key (`CONFLUX_MASTER_KEY`): the tenant's data key,
+//!   wrapped by the master key (see [`crate::crypto::keyring`]), so a copy of the
+//!   database holds no value, rotation re-wraps it with the rest, and erasing the tenant
+//!   erases its secrets. Sealed form: [`TENANT_KEY_MAGIC`] ‖ tenant key id ‖ nonce ‖
+//!   ciphertext ‖ tag. Values sealed before the master key was set still open (under the
+//!   store key) until they are rotated.
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Key, Nonce};
+use std::sync::Arc;
+
 use async_trait::async_trait;
+use uuid::Uuid;
 
 use super::{CipherError, SecretCipher};
+use crate::crypto::aead::SecretKey;
+use crate::crypto::Keyring;
 use crate::store::{EventStore, StoreError};
 
-/// The name of the store secret that keys this cipher.
+/// The name of the store secret that keys [`StoreKeyCipher`].
 pub const KEY_NAME: &str = "secret-values";
-/// Bytes of a nonce.
-const NONCE_BYTES: usize = 12;
+/// The first bytes of a value sealed under a tenant key.
+pub const TENANT_KEY_MAGIC: &[u8; 3] = b"\xc7T1";
 
 /// AES-256-GCM keyed by the store's `secret-values` secret.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct StoreKeyCipher {
-    cipher: Aes256Gcm,
-}
-
-impl std::fmt::Debug for StoreKeyCipher {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("StoreKeyCipher(***)")
-    }
+    key: SecretKey,
 }
 
 impl StoreKeyCipher {
@@ -41,7 +42,7 @@ impl StoreKeyCipher {
     /// A cipher under `key` (tests, and stores that hold the key elsewhere).
     pub fn from_key(key: &[u8; 32]) -> Self {
         Self {
-            cipher: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key)),
+            key: SecretKey::from_bytes(*key),
         }
     }
 }
@@ -54,39 +55,86 @@ impl SecretCipher for StoreKeyCipher {
         aad: &[u8],
         plaintext: &[u8],
     ) -> Result<Vec<u8>, CipherError> {
-        let mut nonce = [0u8; NONCE_BYTES];
-        getrandom::fill(&mut nonce).map_err(|e| CipherError(format!("no randomness: {e}")))?;
-        let sealed = self
-            .cipher
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: plaintext,
-                    aad,
-                },
-            )
-            .map_err(|_| CipherError("encryption failed".into()))?;
-        Ok([nonce.as_slice(), &sealed].concat())
+        self.key
+            .seal(aad, plaintext)
+            .map_err(|e| CipherError(e.to_string()))
     }
 
     async fn open(&self, _tenant: &str, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, CipherError> {
-        if sealed.len() < NONCE_BYTES {
-            return Err(CipherError("the sealed value is too short".into()));
+        self.key.open(aad, sealed).map_err(|_| {
+            CipherError("it does not open under this store's key for this tenant and name".into())
+        })
+    }
+}
+
+/// AES-256-GCM under the tenant's data key (encryption at rest on).
+#[derive(Clone)]
+pub struct TenantKeyCipher {
+    keyring: Arc<Keyring>,
+    /// For values sealed before the master key was set.
+    earlier: StoreKeyCipher,
+}
+
+impl std::fmt::Debug for TenantKeyCipher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TenantKeyCipher(***)")
+    }
+}
+
+impl TenantKeyCipher {
+    /// Seals under `keyring`'s tenant keys; opens what `earlier` sealed too.
+    pub fn new(keyring: Arc<Keyring>, earlier: StoreKeyCipher) -> Self {
+        Self { keyring, earlier }
+    }
+}
+
+#[async_trait]
+impl SecretCipher for TenantKeyCipher {
+    async fn seal(
+        &self,
+        tenant: &str,
+        aad: &[u8],
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, CipherError> {
+        let (key_id, key) = self
+            .keyring
+            .tenant_key_for_writing(tenant)
+            .await
+            .map_err(|e| CipherError(e.to_string()))?;
+        let sealed = key
+            .seal(aad, plaintext)
+            .map_err(|e| CipherError(e.to_string()))?;
+        Ok([TENANT_KEY_MAGIC.as_slice(), key_id.as_bytes(), &sealed].concat())
+    }
+
+    async fn open(&self, tenant: &str, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, CipherError> {
+        let tagged = sealed
+            .strip_prefix(TENANT_KEY_MAGIC.as_slice())
+            .filter(|rest| rest.len() > 16)
+            .map(|rest| rest.split_at(16));
+        if let Some((key_id, rest)) = tagged {
+            let key_id = Uuid::from_slice(key_id).map_err(|e| CipherError(e.to_string()))?;
+            let key = self
+                .keyring
+                .tenant_key(key_id)
+                .await
+                .map_err(|e| CipherError(e.to_string()))?;
+            match key {
+                Some(key) => {
+                    if let Ok(plaintext) = key.open(aad, rest) {
+                        return Ok(plaintext);
+                    }
+                }
+                None => {
+                    return Err(CipherError(
+                        "it was erased with its tenant's data; set it again".into(),
+                    ))
+                }
+            }
         }
-        let (nonce, ciphertext) = sealed.split_at(NONCE_BYTES);
-        self.cipher
-            .decrypt(
-                Nonce::from_slice(nonce),
-                Payload {
-                    msg: ciphertext,
-                    aad,
-                },
-            )
-            .map_err(|_| {
-                CipherError(
-                    "it does not open under this store's key for this tenant and name".into(),
-                )
-            })
+        // Sealed before the master key was set (a store-key nonce may start like the
+        // magic by chance: that is why a failed tenant-key open falls through).
+        self.earlier.open(tenant, aad, sealed).await
     }
 }
 
@@ -99,7 +147,7 @@ mod tests {
         let cipher = StoreKeyCipher::from_key(&[7; 32]);
         let sealed = cipher.seal("t", b"t\0A", b"hunter2").await.expect("seal");
         assert!(!sealed.windows(7).any(|w| w == b"hunter2"));
-        assert_eq!(sealed.len(), NONCE_BYTES + 7 + 16);
+        assert_eq!(sealed.len(), 12 + 7 + 16);
         assert_eq!(
             cipher.open("t", b"t\0A", &sealed).await.expect("open"),
             b"hunter2"

@@ -36,7 +36,7 @@ use chrono::{DateTime, Utc};
 
 use crate::store::StoreError;
 
-pub use cipher::StoreKeyCipher;
+pub use cipher::{StoreKeyCipher, TenantKeyCipher};
 pub use reveal::{unescape, Redactor, RevealError};
 
 /// The largest secret value, in bytes.

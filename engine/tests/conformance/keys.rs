@@ -362,3 +362,75 @@ pub async fn a_tampered_ciphertext_reads_as_tampered<F: Fixture>(f: &F) {
     let verdict = f.store().verify_stream(&stream).await.expect("verify");
     assert!(!verdict.valid, "the chain check catches it too");
 }
+
+/// With a master key, secret values are sealed under their tenant's key: they open for
+/// that tenant and name only, survive a master key rotation, go with the tenant's
+/// erasure, and values sealed before the master key was set still open.
+pub async fn secret_values_follow_their_tenants_key<F: Fixture>(f: &F) {
+    use conflux_engine::secrets::{SecretCipher, StoreKeyCipher, TenantKeyCipher};
+    let (old, new) = (
+        MasterKey::random().expect("old"),
+        MasterKey::random().expect("new"),
+    );
+    let store_key = StoreKeyCipher::from_key(&[9; 32]);
+    let earlier = store_key
+        .seal("acme", b"acme\0OLD", b"before")
+        .await
+        .expect("seal");
+    let keys = keyring(f, &MasterKeys::new(old.clone())).await;
+    let cipher = TenantKeyCipher::new(keys.clone(), store_key.clone());
+    let sealed = cipher
+        .seal("acme", b"acme\0TOKEN", b"hunter2")
+        .await
+        .expect("seal");
+    assert!(!sealed.windows(7).any(|w| w == b"hunter2"));
+    assert_eq!(
+        cipher
+            .open("acme", b"acme\0TOKEN", &sealed)
+            .await
+            .expect("open"),
+        b"hunter2"
+    );
+    assert!(
+        cipher.open("acme", b"acme\0OTHER", &sealed).await.is_err(),
+        "another name"
+    );
+    assert_eq!(
+        cipher
+            .open("acme", b"acme\0OLD", &earlier)
+            .await
+            .expect("earlier"),
+        b"before"
+    );
+    let globex = cipher
+        .seal("globex", b"globex\0TOKEN", b"other")
+        .await
+        .expect("seal");
+
+    let during = keyring(f, &MasterKeys::new(new.clone()).with_previous(old)).await;
+    during.rotate_master(|_| {}).await.expect("rotate");
+    let after_keys = keyring(f, &MasterKeys::new(new)).await;
+    let after = TenantKeyCipher::new(after_keys.clone(), store_key.clone());
+    assert_eq!(
+        after
+            .open("acme", b"acme\0TOKEN", &sealed)
+            .await
+            .expect("open"),
+        b"hunter2"
+    );
+
+    keys.erase_tenant("acme").await.expect("erase");
+    after_keys.refresh().await.expect("another server notices");
+    let err = after
+        .open("acme", b"acme\0TOKEN", &sealed)
+        .await
+        .expect_err("erased");
+    assert!(err.0.contains("erased"), "{}", err.0);
+    assert_eq!(
+        after
+            .open("globex", b"globex\0TOKEN", &globex)
+            .await
+            .expect("open"),
+        b"other"
+    );
+}

@@ -46,6 +46,7 @@ macro_rules! all_checks {
                 keys::erasure_redacts_payloads_and_keeps_the_chain,
                 keys::master_key_rotation_rewraps_tenant_keys_only,
                 keys::a_tampered_ciphertext_reads_as_tampered,
+                keys::secret_values_follow_their_tenants_key,
                 secret_store::secret_values_are_sealed_scoped_and_managed,
             ]
         );

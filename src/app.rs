@@ -83,7 +83,7 @@ impl Runtime {
             ..EngineOptions::default()
         };
         let guard = BusGuard::new(
-            backends.store.clone(),
+            backends.stored.clone(),
             backends.bus.clone(),
             backends.queue.clone(),
             backends.store_id,

@@ -85,7 +85,9 @@ async fn open_store(
                 .await
                 .context("opening the Postgres event store (DATABASE_URL)")?;
             tracing::info!("event store: Postgres");
-            let vault = PgKeyVault::new(store.pool().clone());
+            let vault = PgKeyVault::connect(url, 4)
+                .await
+                .context("connecting to the data keys (DATABASE_URL)")?;
             let secrets = PgSecretStore::new(store.pool().clone());
             Ok((Arc::new(store), Arc::new(vault), Arc::new(secrets)))
         }

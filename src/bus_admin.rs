@@ -52,7 +52,7 @@ pub async fn status(rt: &Runtime) -> anyhow::Result<u8> {
     }
     // Never resets, whatever CONFLUX_BUS_RESET_ON_MISMATCH says.
     let guard = BusGuard::new(
-        rt.backends.store.clone(),
+        rt.backends.stored.clone(),
         rt.backends.bus.clone(),
         rt.backends.queue.clone(),
         rt.backends.store_id,
@@ -119,7 +119,7 @@ async fn republish(rt: &Runtime, target: u64) -> anyhow::Result<()> {
     );
     let started = std::time::Instant::now();
     let mut relay = Relay::new(
-        rt.backends.store.clone(),
+        rt.backends.stored.clone(),
         rt.backends.bus.clone(),
         RelayOptions::default(),
     );

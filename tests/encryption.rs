@@ -160,6 +160,22 @@ async fn payloads_are_sealed_at_rest(mode: Mode) {
         "the http task sent the real values"
     );
     assert!(served.bin.stop().success());
+    if mode == Mode::Postgres {
+        // The operator's republish of the log (`conflux bus reset`) carries what is
+        // stored: ciphertext.
+        let db = served.db.as_ref().expect("database");
+        let env = [
+            ("DATABASE_URL", db.url.clone()),
+            ("REDIS_URL", redis_url()),
+            (
+                "CONFLUX_REDIS_PREFIX",
+                served.prefix().expect("prefix").to_owned(),
+            ),
+            ("CONFLUX_MASTER_KEY", env[0].1.clone()),
+        ];
+        let (ok, stderr) = run(&["bus", "reset", "--yes"], &env, served.dir());
+        assert!(ok, "bus reset: {stderr}");
+    }
 
     let mut places = vec![("the server log", served.bin.log())];
     match mode {
@@ -371,7 +387,10 @@ async fn the_master_key_rotates_while_executions_run() {
     );
     let (ok, stderr) = rotation.await.expect("rotation");
     assert!(ok, "rotate-master: {stderr}");
-    assert!(stderr.contains("re-wrapped 1 tenant key(s)"), "{stderr}");
+    assert!(
+        stderr.contains("re-wrapped 2 tenant key(s)"),
+        "default's and the store's own: {stderr}"
+    );
     assert!(stderr.contains("can be dropped"), "{stderr}");
     for (id, card) in &started {
         let done = completed(&during.base, id).await;
@@ -401,4 +420,55 @@ async fn the_master_key_rotates_while_executions_run() {
     assert!(after.stop().success());
     delete_redis_prefix(&prefix).await;
     db.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_was_stored_before_encryption_cannot_be_erased_by_a_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run_one = |base: String| async move {
+        let created = call(
+            &base,
+            reqwest::Method::POST,
+            "/api/v1/workflows?execute=true",
+            Some(json!({"name": "e", "input": {"v": 1}, "tasks": [{"id": "a", "kind": "noop"}]})),
+        )
+        .await;
+        let id = created["execution_id"]
+            .as_str()
+            .expect("execution")
+            .to_owned();
+        completed(&base, &id).await;
+        id
+    };
+    let mut plain = Binary::start(&[], dir.path());
+    let before = run_one(plain.base.clone()).await;
+    assert!(plain.stop().success());
+
+    let key = key();
+    let mut sealed = Binary::start(&[("CONFLUX_MASTER_KEY", key.to_base64())], dir.path());
+    let after = run_one(sealed.base.clone()).await;
+    let erase = |id: &str| {
+        auth::client()
+            .delete(format!("{}/api/v1/executions/{id}/data", sealed.base))
+            .send()
+    };
+    let refused = erase(&before).await.expect("request");
+    assert_eq!(refused.status().as_u16(), 409);
+    let body: Value = refused.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "not_sealed", "{body}");
+    let erased = erase(&after).await.expect("request");
+    assert_eq!(erased.status().as_u16(), 200);
+    assert_eq!(
+        completed(&sealed.base, &before).await["input"],
+        json!({"v": 1})
+    );
+    assert_eq!(
+        completed(&sealed.base, &after).await["input"],
+        json!({"redacted": "erased"})
+    );
+    assert!(sealed.stop().success());
+
+    // Once a store was started with a master key, a server without one is refused.
+    let (ok, stderr) = run(&["serve"], &[], dir.path());
+    assert!(!ok && stderr.contains(key.kid()), "{stderr}");
 }

@@ -255,6 +255,9 @@ impl From<conflux_engine::crypto::erasure::ErasureError> for ApiError {
             ErasureError::Unfinished { .. } => {
                 Self::new(StatusCode::CONFLICT, "execution_running", e.to_string())
             }
+            ErasureError::NotSealed(_) => {
+                Self::new(StatusCode::CONFLICT, "not_sealed", e.to_string())
+            }
             ErasureError::Store(e) | ErasureError::Crypto(CryptoError::Store(e)) => e.into(),
             ErasureError::Crypto(e) => {
                 tracing::error!(error = %e, "an erasure failed");

@@ -107,12 +107,13 @@ impl Event {
                 | Event::CompensationFailed { .. }
                 | Event::ExecutionCompleted { .. }
                 | Event::ExecutionFailed { .. }
+                | Event::ExecutionCancelled { reason: Some(_) }
         )
     }
 
     /// Hands every payload field of the event to `visit`, in a fixed order: execution
     /// input and output, task input, output and error, the resolved HTTP request's url,
-    /// header values and body. Structure (ids, attempts, flags, header names) is never
+    /// header values and body, a cancellation's reason. Structure (ids, attempts, flags, header names) is never
     /// a payload.
     pub fn for_each_payload_mut(&mut self, visit: &mut dyn FnMut(PayloadMut<'_>)) {
         match self {
@@ -137,6 +138,9 @@ impl Event {
             | Event::ExecutionFailed { error, .. } => visit(PayloadMut::Text(error)),
             Event::CompensationStarted {
                 error: Some(error), ..
+            }
+            | Event::ExecutionCancelled {
+                reason: Some(error),
             } => visit(PayloadMut::Text(error)),
             _ => {}
         }

@@ -210,6 +210,13 @@ pub async fn erasure_redacts_everywhere_and_keeps_the_chain(server: &TestServer)
         .await;
     assert_eq!(before["input"], after["input"]);
     assert_eq!(before["tasks"], after["tasks"]);
+    // The rebuilt rows hold what the log holds: ciphertext, never a payload.
+    let rows = server.backends.read_models.dump().await.expect("dump");
+    let rows = format!("{:?} {:?}", rows.executions, rows.workflows);
+    assert!(
+        rows.contains("$sealed") && !rows.contains(&marker),
+        "{rows}"
+    );
 
     // The tenant goes on, under a new key.
     let fresh = run(&acme, &acme_runs.0, &marker).await;

@@ -73,6 +73,9 @@ fn seal_payload(
         ))
     };
     match payload {
+        // `null` is the absence of a payload (a noop's output, a task without input):
+        // nothing to hide, and sealing it would only cost time.
+        PayloadMut::Json(Value::Null) => {}
         PayloadMut::Json(value) => {
             let plaintext = serde_json::to_vec(value).map_err(|_| CryptoError::Seal)?;
             *value = sealed_json(token(&plaintext)?);
@@ -105,6 +108,7 @@ fn open_payload(execution: Uuid, state: &KeyState, payload: PayloadMut<'_>) {
             KeyState::Erased | KeyState::Missing => {
                 return Redaction::Erased.apply(payload);
             }
+            KeyState::Unreadable => None,
         },
         _ => None,
     };
@@ -191,7 +195,9 @@ impl PayloadCodec {
                 }
                 match &state {
                     KeyState::Live(key) => result = seal_payload(key, execution, &aad, payload),
-                    KeyState::Erased | KeyState::Missing => Redaction::Erased.apply(payload),
+                    KeyState::Erased | KeyState::Missing | KeyState::Unreadable => {
+                        Redaction::Erased.apply(payload)
+                    }
                 }
             });
         }
@@ -215,7 +221,7 @@ impl PayloadCodec {
                 &payload_aad(execution),
                 PayloadMut::Json(value),
             ),
-            KeyState::Erased | KeyState::Missing => {
+            KeyState::Erased | KeyState::Missing | KeyState::Unreadable => {
                 Redaction::Erased.apply(PayloadMut::Json(value));
                 Ok(())
             }

@@ -26,6 +26,13 @@ pub enum ErasureError {
     /// No such execution in the caller's tenant.
     #[error("execution {0} not found")]
     NotFound(Uuid),
+    /// The execution was recorded before encryption at rest was on: its payloads are
+    /// stored in plain text, and there is no key whose destruction would erase them.
+    #[error(
+        "execution {0} was recorded before encryption at rest was on: its payloads are \
+         stored in plain text and cannot be erased by destroying a key"
+    )]
+    NotSealed(Uuid),
     /// The execution is still running: its engine would go on writing payloads.
     #[error(
         "execution {id} is {status}: only a finished (completed, failed, compensated or \
@@ -120,6 +127,9 @@ impl Erasure {
                 id,
                 status: state.status().as_str().to_owned(),
             });
+        }
+        if matches!(keyring.key_for_reading(id).await?, super::KeyState::Missing) {
+            return Err(ErasureError::NotSealed(id));
         }
         let keys_destroyed = u64::from(keyring.erase_execution(id).await?);
         tracing::warn!(execution = %id, keys_destroyed, "an execution's data was erased");

@@ -24,6 +24,10 @@ use super::master::MasterKeys;
 use super::vault::{KeyVault, StoredExecutionKey, StoredTenantKey};
 use super::CryptoError;
 
+/// The owner of the store's own tenant key (not a valid tenant name, so no tenant can
+/// have it or erase it).
+pub const STORE_KEY_OWNER: &str = "*";
+
 /// Execution keys kept in memory before the cache is cleared.
 const MAX_CACHED_EXECUTIONS: usize = 200_000;
 
@@ -36,6 +40,9 @@ pub enum KeyState {
     Erased,
     /// The execution has no key (nothing of it was ever sealed).
     Missing,
+    /// Its key is stored but does not unwrap (a corrupted row, or a master key this
+    /// server lacks): its payloads read as tampered.
+    Unreadable,
 }
 
 #[derive(Default)]
@@ -48,6 +55,9 @@ struct Cache {
     executions: HashMap<Uuid, KeyState>,
     /// The vault's erasure count when the cache was last known good.
     erasures_seen: u64,
+    /// Moves whenever keys are dropped (an erasure here or elsewhere): a key read from
+    /// the vault before that is used for the read in flight, but never cached.
+    epoch: u64,
 }
 
 /// Data keys for one store, under the configured master keys.
@@ -98,6 +108,11 @@ impl Keyring {
                 keyring.unwrap_tenant_key(row)?;
             }
         }
+        // The store's own key, under the first master key it was started with: it makes
+        // every later start prove its master key (even before any tenant has data), and
+        // refuses a keyless server on a store that was ever sealed. Two servers starting
+        // together with different keys: one row wins, the other cannot unwrap it.
+        keyring.live_tenant_key(STORE_KEY_OWNER).await?;
         let erasures = keyring.vault.erasures().await?;
         keyring.lock().erasures_seen = erasures;
         Ok(keyring)
@@ -153,14 +168,15 @@ impl Keyring {
 
     /// The tenant's live key, created (under the primary master key) if it has none.
     async fn live_tenant_key(&self, tenant: &str) -> Result<(Uuid, Arc<SecretKey>), CryptoError> {
-        {
+        let epoch = {
             let cache = self.lock();
             if let Some(id) = cache.active.get(tenant) {
                 if let Some(key) = cache.tenant_keys.get(id) {
                     return Ok((*id, key.clone()));
                 }
             }
-        }
+            cache.epoch
+        };
         let row = match self.vault.active_tenant_key(tenant).await? {
             Some(row) => row,
             None => {
@@ -184,16 +200,22 @@ impl Keyring {
             CryptoError::Vault(format!("tenant {tenant:?}'s live key is erased"))
         })?);
         let mut cache = self.lock();
-        cache.tenant_keys.insert(row.key_id, key.clone());
-        cache.active.insert(tenant.to_owned(), row.key_id);
+        if cache.epoch == epoch {
+            cache.tenant_keys.insert(row.key_id, key.clone());
+            cache.active.insert(tenant.to_owned(), row.key_id);
+        }
         Ok((row.key_id, key))
     }
 
     /// The tenant key `key_id`, or None once erased.
     async fn tenant_key_by_id(&self, key_id: Uuid) -> Result<Option<Arc<SecretKey>>, CryptoError> {
-        if let Some(key) = self.lock().tenant_keys.get(&key_id) {
-            return Ok(Some(key.clone()));
-        }
+        let epoch = {
+            let cache = self.lock();
+            if let Some(key) = cache.tenant_keys.get(&key_id) {
+                return Ok(Some(key.clone()));
+            }
+            cache.epoch
+        };
         let Some(row) = self.vault.tenant_key(key_id).await? else {
             return Ok(None);
         };
@@ -201,7 +223,10 @@ impl Keyring {
             return Ok(None);
         };
         let key = Arc::new(key);
-        self.lock().tenant_keys.insert(key_id, key.clone());
+        let mut cache = self.lock();
+        if cache.epoch == epoch {
+            cache.tenant_keys.insert(key_id, key.clone());
+        }
         Ok(Some(key))
     }
 
@@ -227,11 +252,15 @@ impl Keyring {
         Ok(KeyState::Live(Arc::new(key)))
     }
 
-    fn remember(&self, execution: Uuid, state: &KeyState) {
-        if matches!(state, KeyState::Missing) {
+    /// Caches `state` unless keys were dropped since `epoch` (it may predate an erasure).
+    fn remember(&self, execution: Uuid, state: &KeyState, epoch: u64) {
+        if matches!(state, KeyState::Missing | KeyState::Unreadable) {
             return;
         }
         let mut cache = self.lock();
+        if cache.epoch != epoch {
+            return;
+        }
         if cache.executions.len() >= MAX_CACHED_EXECUTIONS {
             cache.executions.clear();
         }
@@ -245,9 +274,13 @@ impl Keyring {
         tenant: &str,
         execution: Uuid,
     ) -> Result<KeyState, CryptoError> {
-        if let Some(state) = self.lock().executions.get(&execution) {
-            return Ok(state.clone());
-        }
+        let epoch = {
+            let cache = self.lock();
+            if let Some(state) = cache.executions.get(&execution) {
+                return Ok(state.clone());
+            }
+            cache.epoch
+        };
         for _ in 0..2 {
             let (tenant_key_id, tenant_key) = self.live_tenant_key(tenant).await?;
             let fresh = SecretKey::random()?;
@@ -272,7 +305,7 @@ impl Keyring {
                 } else {
                     self.execution_state(&row).await?
                 };
-            self.remember(execution, &state);
+            self.remember(execution, &state, epoch);
             return Ok(state);
         }
         Err(CryptoError::Vault(format!(
@@ -296,14 +329,28 @@ impl Keyring {
 
     /// The key to open payloads of `execution` with.
     pub async fn key_for_reading(&self, execution: Uuid) -> Result<KeyState, CryptoError> {
-        if let Some(state) = self.lock().executions.get(&execution) {
-            return Ok(state.clone());
-        }
+        let epoch = {
+            let cache = self.lock();
+            if let Some(state) = cache.executions.get(&execution) {
+                return Ok(state.clone());
+            }
+            cache.epoch
+        };
         let state = match self.vault.execution_key(execution).await? {
-            Some(row) => self.execution_state(&row).await?,
+            Some(row) => match self.execution_state(&row).await {
+                Ok(state) => state,
+                // Only an unreachable database fails a read; a key that does not unwrap
+                // (a corrupted row, a master key this server lacks) makes this one
+                // execution's payloads unreadable, not every tenant's reads.
+                Err(CryptoError::Store(e)) => return Err(CryptoError::Store(e)),
+                Err(e) => {
+                    tracing::warn!(%execution, error = %e, "an execution's data key does not unwrap; its payloads read as tampered");
+                    KeyState::Unreadable
+                }
+            },
             None => KeyState::Missing,
         };
-        self.remember(execution, &state);
+        self.remember(execution, &state, epoch);
         Ok(state)
     }
 
@@ -317,12 +364,15 @@ impl Keyring {
     /// Destroys the key of `execution`; false if it had no live key.
     pub async fn erase_execution(&self, execution: Uuid) -> Result<bool, CryptoError> {
         let destroyed = self.vault.erase_execution(execution).await?;
-        self.lock().executions.insert(execution, KeyState::Erased);
+        let mut cache = self.lock();
+        cache.epoch += 1;
+        cache.executions.insert(execution, KeyState::Erased);
         Ok(destroyed)
     }
 
     fn forget_all(&self) {
         let mut cache = self.lock();
+        cache.epoch += 1;
         cache.tenant_keys.clear();
         cache.active.clear();
         cache.executions.clear();

@@ -141,7 +141,10 @@ pub async fn data_keys_are_made_once_and_shared<F: Fixture>(f: &F) {
     }
     let uses = f.vault().master_key_uses().await.expect("uses");
     assert_eq!(uses.len(), 1);
-    assert_eq!(uses[0].tenant_keys, 1, "one live key per tenant");
+    assert_eq!(
+        uses[0].tenant_keys, 2,
+        "one live key per tenant (and the store's own)"
+    );
 }
 
 /// Erasing an execution's key redacts its payloads everywhere it is read (also in a
@@ -270,8 +273,8 @@ pub async fn master_key_rotation_rewraps_tenant_keys_only<F: Fixture>(f: &F) {
         .rotate_master(|n| seen.push(n))
         .await
         .expect("rotate");
-    assert_eq!(rewrapped, 3);
-    assert_eq!(seen, vec![1, 2, 3], "progress per key");
+    assert_eq!(rewrapped, 4, "three tenants' keys and the store's own");
+    assert_eq!(seen, vec![1, 2, 3, 4], "progress per key");
     assert_eq!(
         during.rotate_master(|_| {}).await.expect("again"),
         0,
@@ -433,4 +436,54 @@ pub async fn secret_values_follow_their_tenants_key<F: Fixture>(f: &F) {
             .expect("open"),
         b"other"
     );
+}
+
+/// A sealed payload copied into another execution's event does not open there (each
+/// token is bound to its execution): it reads as tampered, never as the other's data.
+pub async fn a_token_copied_to_another_execution_reads_as_tampered<F: Fixture>(f: &F) {
+    let keys = keyring(f, &MasterKeys::new(MasterKey::random().expect("key"))).await;
+    let store = sealed(f.store(), &keys);
+    let (victim, thief) = (Uuid::now_v7(), Uuid::now_v7());
+    store
+        .append(
+            &StreamId::execution(victim),
+            0,
+            payload_events(victim, "acme", "victim-card"),
+        )
+        .await
+        .expect("append");
+    store
+        .append(
+            &StreamId::execution(thief),
+            0,
+            payload_events(thief, "acme", "own"),
+        )
+        .await
+        .expect("append");
+    let raw = f
+        .store()
+        .read_stream(&StreamId::execution(victim), 0, 1)
+        .await
+        .expect("raw");
+    let (_, stolen) = raw[0].event.to_parts().expect("parts");
+    let raw = f
+        .store()
+        .read_stream(&StreamId::execution(thief), 0, 1)
+        .await
+        .expect("raw");
+    let (_, mut data) = raw[0].event.to_parts().expect("parts");
+    data["input"] = stolen["input"].clone();
+    f.tamper(&StreamId::execution(thief), 1, &data.to_string())
+        .await;
+    let log = store
+        .read_stream(&StreamId::execution(thief), 0, 10)
+        .await
+        .expect("read");
+    match &log[0].event {
+        Event::ExecutionStarted { input, .. } => {
+            assert_eq!(input, &json!({"redacted": "tampered"}))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!stored_text(&log).contains("victim-card"));
 }

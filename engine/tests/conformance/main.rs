@@ -47,6 +47,7 @@ macro_rules! all_checks {
                 keys::master_key_rotation_rewraps_tenant_keys_only,
                 keys::a_tampered_ciphertext_reads_as_tampered,
                 keys::secret_values_follow_their_tenants_key,
+                keys::a_token_copied_to_another_execution_reads_as_tampered,
                 secret_store::secret_values_are_sealed_scoped_and_managed,
             ]
         );

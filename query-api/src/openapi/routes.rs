@@ -252,8 +252,8 @@ payloads read as `{\"redacted\": \"erased\"}` from then on; `ExecutionDataErased
 Cannot be undone. Needs encryption at rest (`CONFLUX_MASTER_KEY`).";
 const ERASE_REFUSED: Failure = Failure(
     409,
-    "encryption at rest is off (`encryption_off`), or the execution has not finished (`execution_running`)",
-    &["encryption_off", "execution_running"],
+    "encryption at rest is off (`encryption_off`), the execution has not finished (`execution_running`), or it was recorded before encryption at rest was on (`not_sealed`)",
+    &["encryption_off", "execution_running", "not_sealed"],
 );
 
 #[rustfmt::skip]

@@ -20,6 +20,35 @@ impl PgKeyVault {
     pub fn new(pool: PgPool) -> Self {
         Self { pool }
     }
+
+    /// The vault of the database at `url`, on a small pool of its own whose commits do
+    /// not wait for the WAL flush: a new key's row is always written (and awaited)
+    /// before the first event sealed with it is appended, and that event's commit
+    /// flushes the WAL up to itself, so a key is durable whenever anything sealed with
+    /// it is — without one more flush per execution. Erasure and re-wrapping, whose
+    /// answer promises durability, commit synchronously.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        use sqlx::postgres::PgConnectOptions;
+        use std::str::FromStr;
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Backend(format!("bad DATABASE_URL: {e}")))?
+            .options([("synchronous_commit", "off")]);
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .connect_with(options)
+            .await
+            .map_err(map_err)?;
+        Ok(Self { pool })
+    }
+}
+
+/// Makes the transaction's commit wait for the WAL flush (the pool's default is not to).
+async fn durable(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>) -> Result<(), StoreError> {
+    sqlx::query("SET LOCAL synchronous_commit = on")
+        .execute(&mut **tx)
+        .await
+        .map_err(map_err)?;
+    Ok(())
 }
 
 fn tenant_key(row: &PgRow) -> Result<StoredTenantKey, StoreError> {
@@ -134,6 +163,7 @@ impl KeyVault for PgKeyVault {
 
     async fn erase_tenant(&self, tenant: &str) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin().await.map_err(map_err)?;
+        durable(&mut tx).await?;
         let executions = sqlx::query(
             "UPDATE execution_keys SET wrapped = NULL, erased_at = now() \
              WHERE tenant = $1 AND erased_at IS NULL",
@@ -157,14 +187,17 @@ impl KeyVault for PgKeyVault {
     }
 
     async fn erase_execution(&self, execution: Uuid) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        durable(&mut tx).await?;
         let done = sqlx::query(
             "UPDATE execution_keys SET wrapped = NULL, erased_at = now() \
              WHERE execution_id = $1 AND erased_at IS NULL",
         )
         .bind(execution)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -222,6 +255,8 @@ impl KeyVault for PgKeyVault {
         new_kid: &str,
         wrapped: &[u8],
     ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        durable(&mut tx).await?;
         let done = sqlx::query(
             "UPDATE tenant_keys SET wrapped = $4, master_kid = $3 \
              WHERE key_id = $1 AND master_kid = $2 AND erased_at IS NULL",
@@ -230,9 +265,10 @@ impl KeyVault for PgKeyVault {
         .bind(old_kid)
         .bind(new_kid)
         .bind(wrapped)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
         Ok(done.rows_affected() == 1)
     }
 }

@@ -327,19 +327,49 @@ pub async fn agents_receive_values_in_their_poll_only(server: &TestServer) {
         json!({"key": value, "auth": format!("Bearer {value}"), "n": 1, "literal": "${secrets.AGENT_KEY}"})
     );
     let lease_id = id_of(&lease, "lease_id");
+    // An agent that echoes what it was given: the log gets the reference back.
     let (status, body) = server
         .post(
             &format!("/api/v1/tasks/{lease_id}/complete"),
-            json!({"output": {"ok": true}}),
+            json!({"output": {"ok": true, "echo": format!("used {value}")}}),
         )
         .await;
     assert_eq!(status, 200, "{body}");
     let done = server.wait_terminal(&execution).await;
     assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(
+        done["tasks"]["work"]["output"]["echo"],
+        "used ${secrets.AGENT_KEY}"
+    );
     assert_views_hold_no_value(server, &execution, &value).await;
     let log = server.events(&execution).await;
     let dispatched = log.at(log.only("TaskDispatched", "work"));
     assert_eq!(dispatched["data"]["input"]["key"], "${secrets.AGENT_KEY}");
+
+    // The same for a failure's error.
+    let failing = server
+        .run(
+            json!({"name": "agent-secret-fails", "tasks": [
+                {"id": "work", "kind": "agent", "agent_role": "picker",
+                 "retry": {"max_attempts": 1}, "input": {"key": "${secrets.AGENT_KEY}"}}]}),
+            json!({}),
+        )
+        .await;
+    let lease = poll_one(server).await;
+    let lease_id = id_of(&lease, "lease_id");
+    let (status, body) = server
+        .post(
+            &format!("/api/v1/tasks/{lease_id}/fail"),
+            json!({"error": format!("{value} was refused"), "retryable": false}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let failed = server.wait_terminal(&failing).await;
+    assert_eq!(
+        failed["tasks"]["work"]["error"],
+        "${secrets.AGENT_KEY} was refused"
+    );
+    assert_views_hold_no_value(server, &failing, &value).await;
 }
 
 /// Registers a `picker` agent and polls until it holds one lease.

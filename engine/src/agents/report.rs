@@ -94,16 +94,37 @@ impl Agents {
             .ok_or_else(|| AgentError::NotFound(format!("lease {lease_id} not found")))?;
         let execution_id = stream.uuid();
         let mut attempt = None;
-        let recorded = self
-            .commands
-            .record(execution_id, caller.metadata.clone(), |state, log| {
-                let task = lease_attempt(log, lease_id)
-                    .ok_or_else(|| CommandError::NotFound(format!("lease {lease_id}")))?;
-                may_report(caller.principal.as_ref(), state, &task)?;
-                attempt = Some(task.clone());
-                Ok(report.command(task))
-            })
-            .await;
+        let mut report = report;
+        let mut cleaned = false;
+        let recorded = loop {
+            // The input the attempt was given, when it references secrets and the report
+            // has not been cleaned of their values yet (then nothing is recorded).
+            let mut given_secrets = None;
+            let recorded = self
+                .commands
+                .record(execution_id, caller.metadata.clone(), |state, log| {
+                    let task = lease_attempt(log, lease_id)
+                        .ok_or_else(|| CommandError::NotFound(format!("lease {lease_id}")))?;
+                    may_report(caller.principal.as_ref(), state, &task)?;
+                    attempt = Some(task.clone());
+                    if !cleaned && !matches!(report, Report::Heartbeat) {
+                        if let Some(input) = input_with_secrets(log, &task) {
+                            given_secrets = Some(input.clone());
+                            return Err(CommandError::Forbidden("cleaned first".into()));
+                        }
+                    }
+                    Ok(report.command(task))
+                })
+                .await;
+            let Some(input) = given_secrets else {
+                break recorded;
+            };
+            // An agent that echoes a secret it was given must not put it in the log.
+            report = self
+                .cleaned(caller.metadata.tenant(), &input, report)
+                .await?;
+            cleaned = true;
+        };
         match recorded {
             Ok(_) => {}
             Err(CommandError::Rejected(
@@ -129,6 +150,59 @@ impl Agents {
             recorded: report.recorded(),
         })
     }
+}
+
+impl Agents {
+    /// `report` with the values of the secrets `input` references put back as
+    /// `${secrets.NAME}`.
+    async fn cleaned(
+        &self,
+        tenant: &str,
+        input: &Value,
+        report: Report,
+    ) -> Result<Report, AgentError> {
+        let Some(secrets) = &self.secrets else {
+            return Ok(report);
+        };
+        let redactor = secrets
+            .redactor(tenant, input)
+            .await
+            .map_err(|e| AgentError::Unavailable(e.to_string()))?;
+        Ok(match report {
+            Report::Complete { output } => Report::Complete {
+                output: redactor.value(output),
+            },
+            Report::Fail { error, retryable } => Report::Fail {
+                error: redactor.text(&error),
+                retryable,
+            },
+            Report::Heartbeat => Report::Heartbeat,
+        })
+    }
+}
+
+/// The input attempt `task` was dispatched with, if it references a secret.
+fn input_with_secrets<'a>(
+    log: &'a [conflux_schema::EventEnvelope],
+    task: &TaskRef,
+) -> Option<&'a Value> {
+    log.iter().rev().find_map(|e| match &e.event {
+        conflux_schema::Event::TaskDispatched {
+            task_id,
+            attempt,
+            compensation,
+            input,
+            ..
+        } if *task_id == task.task
+            && *attempt == task.attempt
+            && *compensation == task.compensation =>
+        {
+            conflux_schema::reference::secret_names(input)
+                .is_ok_and(|names| !names.is_empty())
+                .then_some(input)
+        }
+        _ => None,
+    })
 }
 
 /// An `agent` key reports only tasks of the agent roles on it: the attempt's role is

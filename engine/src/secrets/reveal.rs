@@ -126,6 +126,24 @@ impl Secrets {
     }
 }
 
+impl Secrets {
+    /// The [`Redactor`] of the secrets `template` references in `tenant`, as they are
+    /// now: what an agent's report on a task given those values is cleaned with. A
+    /// secret that no longer exists is left out (there is no value to look for).
+    pub async fn redactor(&self, tenant: &str, template: &Value) -> Result<Redactor, RevealError> {
+        let names =
+            conflux_schema::reference::secret_names(template).map_err(RevealError::Template)?;
+        let mut values = Vec::new();
+        for name in names {
+            if let Some(value) = self.value(tenant, &name).await? {
+                values.push((value, format!("${{secrets.{name}}}")));
+            }
+        }
+        values.sort_by_key(|(value, _)| std::cmp::Reverse(value.expose().len()));
+        Ok(Redactor { values })
+    }
+}
+
 /// A template without secrets read back (escapes undone): what a task that may not use
 /// secrets (a `noop`'s input) runs with. Fails if it references one anyway.
 pub fn unescape(template: &Value) -> Result<Value, RevealError> {

@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -65,6 +66,53 @@ pub struct Keyring {
     master: MasterKeys,
     vault: Arc<dyn KeyVault>,
     cache: Mutex<Cache>,
+    /// New execution keys, stored in batches by [`store_execution_keys`].
+    new_keys: mpsc::Sender<NewKey>,
+}
+
+/// An execution key to store, and where its stored row goes.
+struct NewKey {
+    key: StoredExecutionKey,
+    stored: oneshot::Sender<Result<Option<StoredExecutionKey>, CryptoError>>,
+}
+
+/// Most execution keys stored with one statement.
+const MAX_KEY_BATCH: usize = 512;
+
+/// Stores execution keys as they come, everything waiting in one statement: under load
+/// (many executions started at once) a batch per round trip instead of a statement
+/// each. Ends when the keyring is dropped.
+async fn store_execution_keys(vault: Arc<dyn KeyVault>, mut waiting: mpsc::Receiver<NewKey>) {
+    while let Some(first) = waiting.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_KEY_BATCH {
+            match waiting.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        // One row per execution: a repeat gets the row stored for the first.
+        let mut index = HashMap::with_capacity(batch.len());
+        let mut unique = Vec::with_capacity(batch.len());
+        for new in &batch {
+            index.entry(new.key.execution_id).or_insert_with(|| {
+                unique.push(new.key.clone());
+                unique.len() - 1
+            });
+        }
+        let stored = vault.create_execution_keys(&unique).await;
+        for new in batch {
+            let row = match &stored {
+                Ok(rows) => Ok(index
+                    .get(&new.key.execution_id)
+                    .and_then(|i| rows.get(*i))
+                    .cloned()
+                    .flatten()),
+                Err(e) => Err(CryptoError::Store(e.clone())),
+            };
+            let _ = new.stored.send(row);
+        }
+    }
 }
 
 fn tenant_key_aad(key_id: Uuid, tenant: &str) -> Vec<u8> {
@@ -87,10 +135,13 @@ impl Keyring {
     /// is not configured, or when one of them does not unwrap: a server never writes
     /// under keys it could not read back.
     pub async fn open(master: MasterKeys, vault: Arc<dyn KeyVault>) -> Result<Self, CryptoError> {
+        let (new_keys, waiting) = mpsc::channel(4 * MAX_KEY_BATCH);
+        tokio::spawn(store_execution_keys(vault.clone(), waiting));
         let keyring = Self {
             master,
             vault,
             cache: Mutex::new(Cache::default()),
+            new_keys,
         };
         for used in keyring.vault.master_key_uses().await? {
             if keyring.master.find(&used.master_kid).is_none() {
@@ -286,8 +337,7 @@ impl Keyring {
             let fresh = SecretKey::random()?;
             let wrapped = tenant_key.wrap(&execution_key_aad(execution, tenant_key_id), &fresh)?;
             let stored = self
-                .vault
-                .create_execution_key(&StoredExecutionKey {
+                .create_execution_key(StoredExecutionKey {
                     execution_id: execution,
                     tenant: tenant.to_owned(),
                     tenant_key_id,
@@ -325,6 +375,23 @@ impl Keyring {
     /// The tenant key `key_id`, or None once erased.
     pub async fn tenant_key(&self, key_id: Uuid) -> Result<Option<Arc<SecretKey>>, CryptoError> {
         self.tenant_key_by_id(key_id).await
+    }
+
+    /// Stores `key` through the batching task (directly if it is gone).
+    async fn create_execution_key(
+        &self,
+        key: StoredExecutionKey,
+    ) -> Result<Option<StoredExecutionKey>, CryptoError> {
+        let (stored, row) = oneshot::channel();
+        match self.new_keys.send(NewKey { key, stored }).await {
+            Ok(()) => match row.await {
+                Ok(row) => row,
+                Err(_) => Err(CryptoError::Vault("the key writer stopped".into())),
+            },
+            Err(mpsc::error::SendError(new)) => {
+                Ok(self.vault.create_execution_key(&new.key).await?)
+            }
+        }
     }
 
     /// The key to open payloads of `execution` with.

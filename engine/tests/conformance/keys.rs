@@ -487,3 +487,56 @@ pub async fn a_token_copied_to_another_execution_reads_as_tampered<F: Fixture>(f
     }
     assert!(!stored_text(&log).contains("victim-card"));
 }
+
+/// Many executions' keys created at once (as a burst of starts does, batched into one
+/// statement) each get exactly one key, shared by every process; a key under an erased
+/// tenant key is not stored.
+pub async fn execution_keys_made_in_a_burst_are_one_each<F: Fixture>(f: &F) {
+    let master = MasterKeys::new(MasterKey::random().expect("key"));
+    let (a, b) = (
+        keyring(f, &master).await,
+        Arc::new(
+            Keyring::open(master.clone(), f.second_vault().await)
+                .await
+                .expect("b"),
+        ),
+    );
+    let executions: Vec<Uuid> = (0..200).map(|_| Uuid::now_v7()).collect();
+    let writes = executions.iter().flat_map(|e| {
+        [a.clone(), b.clone(), a.clone()]
+            .map(|k| async move { (*e, k.key_for_writing("burst", *e).await) })
+    });
+    let results = futures::future::join_all(writes).await;
+    let mut first: std::collections::HashMap<Uuid, Vec<u8>> = std::collections::HashMap::new();
+    for (execution, state) in results {
+        let KeyState::Live(key) = state.expect("a key") else {
+            panic!("live")
+        };
+        let probe = key.seal(b"probe", b"x").expect("seal");
+        // Every answer for one execution is the same key: each opens the others' seals.
+        match first.get(&execution) {
+            Some(sealed) => assert_eq!(key.open(b"probe", sealed).expect("same key"), b"x"),
+            None => {
+                first.insert(execution, probe);
+            }
+        }
+    }
+    assert_eq!(first.len(), 200);
+
+    let vault = f.vault();
+    let tenant = vault
+        .active_tenant_key("burst")
+        .await
+        .expect("read")
+        .expect("live");
+    vault.erase_tenant("burst").await.expect("erase");
+    use conflux_engine::crypto::vault::StoredExecutionKey;
+    let late = StoredExecutionKey {
+        execution_id: Uuid::now_v7(),
+        tenant: "burst".into(),
+        tenant_key_id: tenant.key_id,
+        wrapped: Some(vec![1; 60]),
+    };
+    let stored = vault.create_execution_keys(&[late]).await.expect("batch");
+    assert_eq!(stored, vec![None], "no key under an erased tenant key");
+}

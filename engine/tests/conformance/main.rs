@@ -48,6 +48,7 @@ macro_rules! all_checks {
                 keys::a_tampered_ciphertext_reads_as_tampered,
                 keys::secret_values_follow_their_tenants_key,
                 keys::a_token_copied_to_another_execution_reads_as_tampered,
+                keys::execution_keys_made_in_a_burst_are_one_each,
                 secret_store::secret_values_are_sealed_scoped_and_managed,
             ]
         );

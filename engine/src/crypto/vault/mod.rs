@@ -75,6 +75,19 @@ pub trait KeyVault: Send + Sync + 'static {
         key: &StoredExecutionKey,
     ) -> Result<Option<StoredExecutionKey>, StoreError>;
 
+    /// [`KeyVault::create_execution_key`] for several executions (each at most once) in
+    /// as few statements as the backend allows; results in the order given.
+    async fn create_execution_keys(
+        &self,
+        keys: &[StoredExecutionKey],
+    ) -> Result<Vec<Option<StoredExecutionKey>>, StoreError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            out.push(self.create_execution_key(key).await?);
+        }
+        Ok(out)
+    }
+
     /// The execution's key (live or erased), if it has one.
     async fn execution_key(
         &self,

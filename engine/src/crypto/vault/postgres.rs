@@ -148,6 +148,47 @@ impl KeyVault for PgKeyVault {
         }
     }
 
+    async fn create_execution_keys(
+        &self,
+        keys: &[StoredExecutionKey],
+    ) -> Result<Vec<Option<StoredExecutionKey>>, StoreError> {
+        // One statement for the batch (the caller never repeats an execution in one).
+        let sql = format!(
+            "INSERT INTO execution_keys ({EXECUTION_COLUMNS}) \
+             SELECT u.e, u.t, u.k, u.w \
+             FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::bytea[]) AS u(e, t, k, w) \
+             WHERE EXISTS (SELECT 1 FROM tenant_keys tk WHERE tk.key_id = u.k AND tk.erased_at IS NULL) \
+             ON CONFLICT (execution_id) DO UPDATE SET execution_id = EXCLUDED.execution_id \
+             RETURNING {EXECUTION_COLUMNS}"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(keys.iter().map(|k| k.execution_id).collect::<Vec<_>>())
+            .bind(keys.iter().map(|k| k.tenant.clone()).collect::<Vec<_>>())
+            .bind(keys.iter().map(|k| k.tenant_key_id).collect::<Vec<_>>())
+            .bind(
+                keys.iter()
+                    .map(|k| k.wrapped.clone().unwrap_or_default())
+                    .collect::<Vec<_>>(),
+            )
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?;
+        let mut stored = std::collections::HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let key = execution_key(row)?;
+            stored.insert(key.execution_id, key);
+        }
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            out.push(match stored.remove(&key.execution_id) {
+                Some(row) => Some(row),
+                // Its tenant key was erased; another process may have stored it first.
+                None => self.execution_key(key.execution_id).await?,
+            });
+        }
+        Ok(out)
+    }
+
     async fn execution_key(
         &self,
         execution: Uuid,

@@ -56,6 +56,9 @@ mod revocation;
 mod saga;
 mod scale;
 mod secrets;
+#[allow(dead_code)]
+#[path = "../support/raw_scan.rs"]
+mod stored;
 mod stream_tokens;
 mod strict;
 mod target;

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::harness::{id_of, Mode, TestServer, PATIENCE};
-use crate::raw_scan::{capture_logs, Scan};
+use crate::raw_scan::{capture_logs, scan_of};
 use crate::target::Target;
 use crate::tenants::{key_in, system_admin};
 
@@ -507,7 +507,7 @@ pub async fn secret_values_are_nowhere_at_rest(mode: Mode) {
     // Let the projector and the relay catch up with the last events.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
 
-    let scan = Scan::of(&server);
+    let scan = scan_of(&server);
     let leaks = scan.occurrences(&value).await;
     assert!(
         leaks.is_empty(),

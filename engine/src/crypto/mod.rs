@@ -10,13 +10,15 @@
 //! - [`aead`]: the cipher (AES-256-GCM, random 96-bit nonces) and [`aead::SecretKey`].
 //! - [`master`]: master keys and their ids.
 //! - [`vault`]: where wrapped data keys are stored (Postgres, SQLite).
-//! - [`keyring`]: finding, creating, caching, erasing and re-wrapping data keys.
+//! - [`keyring`]: finding, creating, caching, erasing and re-wrapping data keys
+//!   (`key_writer`: new execution keys stored in batches).
 //! - [`codec`]: sealing and opening payloads in events, envelopes and JSON documents.
 //! - [`sealed_store`]: the event store that seals on append and opens on read.
 
 pub mod aead;
 pub mod codec;
 pub mod erasure;
+mod key_writer;
 pub mod keyring;
 pub mod master;
 pub mod sealed_store;

@@ -317,3 +317,51 @@ pub async fn erasure_needs_encryption_at_rest(server: &TestServer) {
         "{body}"
     );
 }
+
+/// An erasure through one server reaches another server of the same store (which had
+/// the key cached from reading the execution) within a second or so.
+pub async fn erasure_reaches_every_server(first: &TestServer) {
+    let second = first.join().await;
+    let marker = format!("card-{}", uuid::Uuid::now_v7().simple());
+    let root = system_admin(first);
+    let created = root
+        .ok(
+            "POST",
+            "/api/v1/workflows?execute=true",
+            Some(json!({"name": "shared", "input": {"card": marker},
+                "tasks": [{"id": "a", "kind": "noop", "input": {"card": "${input.card}"}}]})),
+        )
+        .await;
+    let id = created["execution_id"]
+        .as_str()
+        .expect("execution")
+        .to_owned();
+    finished(&root, &id).await;
+    let other = system_admin(&second);
+    let read = other
+        .ok("GET", &format!("/api/v1/executions/{id}"), None)
+        .await;
+    assert_eq!(
+        read["input"],
+        json!({"card": marker}),
+        "the second server holds the key"
+    );
+
+    root.ok("DELETE", &format!("/api/v1/executions/{id}/data"), None)
+        .await;
+    let started = std::time::Instant::now();
+    loop {
+        let read = other
+            .ok("GET", &format!("/api/v1/executions/{id}"), None)
+            .await;
+        if read["input"] == json!({"redacted": "erased"}) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the second server still opens erased payloads: {read}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    second.stop().await;
+}

@@ -253,6 +253,14 @@ async fn embedded_sealed_erasure_redacts_everywhere_and_keeps_the_chain() {
     server.stop().await;
 }
 
+/// An erasure reaches every server of the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sealed_erasure_reaches_every_server() {
+    let server = harness::TestServer::start(harness::Mode::Sealed).await;
+    erasure::erasure_reaches_every_server(&server).await;
+    server.stop().await;
+}
+
 /// Without encryption at rest, erasure is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_erasure_needs_encryption_at_rest() {

@@ -69,13 +69,15 @@ pub struct Runtime {
 impl Runtime {
     /// The runtime over `backends` with the configured limits.
     pub fn new(backends: Backends, config: &Config) -> Self {
+        let egress = backends.egress.clone();
         let catalog = WorkflowCatalog::new(
             backends.store.clone(),
             Limits {
                 max_tasks: config.max_tasks,
             },
         )
-        .with_secrets(backends.secrets.clone());
+        .with_secrets(backends.secrets.clone())
+        .with_egress(backends.egress.clone());
         let stale_after = Duration::from_millis(config.engine_stale_after_ms.max(100));
         let engine = EngineOptions {
             stale_after,
@@ -93,7 +95,10 @@ impl Runtime {
             guard,
             backends,
             catalog,
-            runner: BuiltinRunner::new(RunnerOptions::default()),
+            runner: BuiltinRunner::new(RunnerOptions {
+                egress: egress.clone(),
+                ..RunnerOptions::default()
+            }),
             max_body_bytes: config.max_body_bytes,
             rate_limit: config.rate_limit,
             admin_token: config.admin_token.clone().filter(|t| !t.is_empty()),

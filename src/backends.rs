@@ -41,6 +41,8 @@ pub struct Backends {
     pub stored: Arc<dyn EventStore>,
     /// Seals and opens payloads (off without a master key).
     pub codec: PayloadCodec,
+    /// What `http` tasks may call (`CONFLUX_EGRESS_ALLOW`).
+    pub egress: conflux_engine::runner::egress::EgressPolicy,
     /// The transport.
     pub bus: Arc<dyn EventBus>,
     /// Agent task queues (Redis Streams per role with Redis, else in-process).
@@ -135,6 +137,8 @@ async fn open_codec(config: &Config, vault: Arc<dyn KeyVault>) -> anyhow::Result
 impl Backends {
     /// Opens the configured backends (running migrations), or the embedded ones.
     pub async fn open(config: &Config) -> anyhow::Result<Self> {
+        let egress = conflux_engine::runner::egress::EgressPolicy::parse(&config.egress_allow)
+            .map_err(|e| anyhow::anyhow!("CONFLUX_EGRESS_ALLOW: {e}"))?;
         let (stored, vault, secret_store) = open_store(config).await?;
         let codec = open_codec(config, vault).await?;
         let store: Arc<dyn EventStore> = if codec.is_on() {
@@ -202,6 +206,7 @@ impl Backends {
             store,
             stored,
             codec,
+            egress,
             bus,
             queue,
             read_models,

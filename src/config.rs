@@ -194,6 +194,14 @@ pub struct Config {
     #[arg(long, global = true, env = "CONFLUX_MASTER_KEY_PREVIOUS_FILE")]
     pub master_key_previous_file: Option<PathBuf>,
 
+    /// What `http` tasks may call besides public addresses: comma-separated CIDRs
+    /// (`10.1.0.0/16`), addresses, host names and `*.suffix` patterns, or `*`
+    /// (everything). Loopback, link-local (cloud metadata), private and unique-local
+    /// addresses are denied otherwise. For local development:
+    /// `CONFLUX_EGRESS_ALLOW=127.0.0.0/8,::1/128`.
+    #[arg(long, global = true, env = "CONFLUX_EGRESS_ALLOW", default_value = "")]
+    pub egress_allow: String,
+
     /// What callers with the `viewer` role see of payloads: `visible` (as everyone
     /// else) or `hidden` (`{"redacted": "hidden"}`).
     #[arg(
@@ -267,6 +275,7 @@ impl Config {
             "master_key": (self.master_key.is_some() || self.master_key_file.is_some()).then_some("***"),
             "master_key_previous": (self.master_key_previous.is_some() || self.master_key_previous_file.is_some()).then_some("***"),
             "viewer_payloads": format!("{:?}", self.viewer_payloads).to_lowercase(),
+            "egress_allow": self.egress_allow,
             "log_format": format!("{:?}", self.log_format).to_lowercase(),
             "log": self.log,
             "mode": if self.database_url.is_some() { "postgres" } else { "embedded" },

@@ -32,6 +32,14 @@ pub enum CatalogError {
     /// The definition references secrets the tenant does not have (422, naming them).
     #[error("the workflow references secrets that do not exist in this tenant: {}", .0.join(", "))]
     UnknownSecrets(Vec<String>),
+    /// A task's literal URL is one the egress policy denies.
+    #[error("task {task}: {denied}")]
+    EgressDenied {
+        /// The task.
+        task: String,
+        /// Why.
+        denied: crate::runner::egress::EgressDenied,
+    },
     /// The secrets could not be read.
     #[error(transparent)]
     Secrets(#[from] crate::secrets::SecretError),
@@ -67,6 +75,7 @@ pub struct WorkflowCatalog {
     latest: Arc<Mutex<HashMap<(String, String), u32>>>,
     /// Where `${secrets.NAME}` references are checked at create (None: none exist).
     secrets: Option<Secrets>,
+    egress: Option<Arc<crate::runner::egress::EgressPolicy>>,
 }
 
 /// The id of version `version` of workflow `name` in `tenant`. In `default` it is the
@@ -89,6 +98,7 @@ impl WorkflowCatalog {
             loaded: Arc::default(),
             latest: Arc::default(),
             secrets: None,
+            egress: None,
         }
     }
 
@@ -97,6 +107,42 @@ impl WorkflowCatalog {
     pub fn with_secrets(mut self, secrets: Secrets) -> Self {
         self.secrets = Some(secrets);
         self
+    }
+
+    /// The same catalog, refusing definitions whose literal `http` URLs `egress` denies
+    /// (an address, or `localhost`; other names are checked when they are called).
+    pub fn with_egress(mut self, egress: crate::runner::egress::EgressPolicy) -> Self {
+        self.egress = Some(Arc::new(egress));
+        self
+    }
+
+    /// [`CatalogError::EgressDenied`] for the first task (or compensation) whose URL,
+    /// written without `${...}`, the egress policy denies.
+    fn check_egress(&self, workflow: &ValidatedWorkflow) -> Result<(), CatalogError> {
+        let Some(egress) = &self.egress else {
+            return Ok(());
+        };
+        for task in workflow.tasks() {
+            let specs = [
+                task.http.as_ref(),
+                task.compensate.as_ref().and_then(|c| c.http.as_ref()),
+            ];
+            for http in specs.into_iter().flatten() {
+                let Ok(url) = url::Url::parse(http.url.trim()) else {
+                    continue;
+                };
+                // Only a URL written out: one with a `${...}` is known at dispatch.
+                if let (false, Some(host)) = (http.url.contains("${"), url.host()) {
+                    egress
+                        .check_url_host(&host)
+                        .map_err(|denied| CatalogError::EgressDenied {
+                            task: task.id.clone(),
+                            denied,
+                        })?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// [`CatalogError::UnknownSecrets`] unless `tenant` has every secret `workflow`
@@ -135,6 +181,7 @@ impl WorkflowCatalog {
         let workflow = Arc::new(validate(definition, &self.limits)?);
         let name = workflow.name().as_str().to_owned();
         let tenant = metadata.tenant().to_owned();
+        self.check_egress(&workflow)?;
         self.check_secrets(&tenant, &workflow).await?;
         let mut version = self.next_version(&tenant, &name).await?;
         loop {

@@ -13,6 +13,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Json, Router};
+use conflux_engine::runner::egress::EgressPolicy;
 use conflux_engine::runner::{BreakerOptions, BreakerPhase, BuiltinRunner, Outcome, RunnerOptions};
 use conflux_schema::definition::{HttpSpec, TaskKind};
 use serde_json::{json, Value};
@@ -104,12 +105,22 @@ async fn start_server(flaky_failures: usize) -> Server {
     }
 }
 
+/// A runner that may call the test servers on loopback (the default policy denies it).
+fn local_runner() -> BuiltinRunner {
+    BuiltinRunner::new(RunnerOptions {
+        egress: EgressPolicy::allowing_loopback(),
+        ..RunnerOptions::default()
+    })
+}
+
 fn runner(threshold: u32, open_for: Duration) -> BuiltinRunner {
     BuiltinRunner::new(RunnerOptions {
         breaker: BreakerOptions {
             failure_threshold: threshold,
             open_for,
         },
+        // The test server listens on loopback.
+        egress: EgressPolicy::allowing_loopback(),
         ..RunnerOptions::default()
     })
 }
@@ -156,7 +167,7 @@ fn breaker_of(runner: &BuiltinRunner, server: &Server) -> conflux_engine::runner
 #[tokio::test]
 async fn noop_echoes_its_input() {
     let input = json!({"order": 42, "items": ["a", "b"]});
-    let outcome = BuiltinRunner::default()
+    let outcome = local_runner()
         .run(TaskKind::Noop, &input, None, None, None)
         .await;
     assert_eq!(outcome, Outcome::Completed(input));
@@ -164,7 +175,7 @@ async fn noop_echoes_its_input() {
 
 #[tokio::test]
 async fn sleep_completes_with_its_duration() {
-    let runner = BuiltinRunner::default();
+    let runner = local_runner();
     let outcome = runner
         .run(TaskKind::Sleep, &Value::Null, None, Some(20), None)
         .await;
@@ -183,7 +194,7 @@ async fn sleep_completes_with_its_duration() {
 
 #[tokio::test]
 async fn agent_tasks_are_not_built_in() {
-    let outcome = BuiltinRunner::default()
+    let outcome = local_runner()
         .run(TaskKind::Agent, &json!({}), None, None, None)
         .await;
     assert_failed(&outcome, false, "agent tasks are not run in-process");
@@ -192,7 +203,7 @@ async fn agent_tasks_are_not_built_in() {
 #[tokio::test]
 async fn http_2xx_outputs_status_and_parsed_body() {
     let server = start_server(0).await;
-    let runner = BuiltinRunner::default();
+    let runner = local_runner();
     match call(&runner, server.url("/ok")).await {
         Outcome::Completed(output) => {
             assert_eq!(output["status"], 200);
@@ -220,7 +231,7 @@ async fn post_body_and_headers_arrive() {
         headers: BTreeMap::from([("X-Request-Tag".to_owned(), "abc-123".to_owned())]),
         body: Some(json!({"amount": 12.5, "currency": "EUR"})),
     };
-    let Outcome::Completed(output) = call_with(&BuiltinRunner::default(), spec, None).await else {
+    let Outcome::Completed(output) = call_with(&local_runner(), spec, None).await else {
         panic!("expected completion");
     };
     let echo = &output["body"];
@@ -236,7 +247,7 @@ async fn post_body_and_headers_arrive() {
 #[tokio::test]
 async fn http_500_is_retryable_and_quotes_the_body() {
     let server = start_server(0).await;
-    let outcome = call(&BuiltinRunner::default(), server.url("/fail500")).await;
+    let outcome = call(&local_runner(), server.url("/fail500")).await;
     assert_failed(&outcome, true, "HTTP 500 from");
     assert_failed(&outcome, true, "database on fire");
 }
@@ -244,14 +255,14 @@ async fn http_500_is_retryable_and_quotes_the_body() {
 #[tokio::test]
 async fn http_404_is_not_retryable() {
     let server = start_server(0).await;
-    let outcome = call(&BuiltinRunner::default(), server.url("/missing")).await;
+    let outcome = call(&local_runner(), server.url("/missing")).await;
     assert_failed(&outcome, false, "HTTP 404");
 }
 
 #[tokio::test]
 async fn redirects_are_not_followed() {
     let server = start_server(0).await;
-    let outcome = call(&BuiltinRunner::default(), server.url("/redirect")).await;
+    let outcome = call(&local_runner(), server.url("/redirect")).await;
     assert_failed(&outcome, false, "HTTP 307");
     assert_eq!(server.hits(), 1, "the redirect target was not called");
 }
@@ -259,7 +270,7 @@ async fn redirects_are_not_followed() {
 #[tokio::test]
 async fn oversized_bodies_fail_for_good() {
     let server = start_server(0).await;
-    let outcome = call(&BuiltinRunner::default(), server.url("/big")).await;
+    let outcome = call(&local_runner(), server.url("/big")).await;
     assert_failed(&outcome, false, "larger than");
 }
 
@@ -269,7 +280,7 @@ async fn connection_refused_is_retryable() {
     let addr = listener.local_addr().expect("addr");
     drop(listener);
     let url = format!("http://user:secret@{addr}/ok");
-    let outcome = call(&BuiltinRunner::default(), url).await;
+    let outcome = call(&local_runner(), url).await;
     assert_failed(&outcome, true, &format!("http://{addr}/ok"));
     assert!(
         !format!("{outcome:?}").contains("secret"),
@@ -280,13 +291,15 @@ async fn connection_refused_is_retryable() {
 #[tokio::test]
 async fn timeouts_are_retryable() {
     let server = start_server(0).await;
-    let runner = BuiltinRunner::default();
+    let runner = local_runner();
     let task_timeout = Some(Duration::from_millis(200));
     let outcome = call_with(&runner, get_spec(server.url("/slow")), task_timeout).await;
     assert_failed(&outcome, true, "timed out");
 
     let short = BuiltinRunner::new(RunnerOptions {
         http_timeout: Duration::from_millis(200),
+        // The test server listens on loopback.
+        egress: EgressPolicy::allowing_loopback(),
         ..RunnerOptions::default()
     });
     let outcome = call(&short, server.url("/slow")).await;
@@ -296,7 +309,7 @@ async fn timeouts_are_retryable() {
 #[tokio::test]
 async fn invalid_requests_are_not_retryable_and_never_sent() {
     let server = start_server(0).await;
-    let runner = BuiltinRunner::default();
+    let runner = local_runner();
     let mut spec = get_spec(server.url("/ok"));
     spec.method = "BAD METHOD".into();
     assert_failed(&call_with(&runner, spec, None).await, false, "method");
@@ -491,4 +504,20 @@ async fn connection_failures_open_the_breaker() {
     assert_eq!(snapshot.len(), 1);
     assert_eq!(snapshot[0].host, addr.to_string());
     assert_eq!(snapshot[0].state, BreakerPhase::Open);
+}
+
+/// The default policy refuses loopback: the call fails for good, naming the rule, and
+/// the server on loopback hears nothing.
+#[tokio::test]
+async fn the_default_policy_never_calls_loopback() {
+    let server = start_server(0).await;
+    for url in [
+        server.url("/ok"),
+        server.url("/ok").replacen("127.0.0.1", "localhost", 1),
+    ] {
+        let outcome = call(&BuiltinRunner::default(), url).await;
+        assert_failed(&outcome, false, "egress_denied");
+        assert_failed(&outcome, false, "loopback");
+    }
+    assert_eq!(server.hits.load(Ordering::SeqCst), 0);
 }

@@ -186,6 +186,15 @@ impl From<conflux_engine::catalog::CatalogError> for ApiError {
         use conflux_engine::catalog::CatalogError;
         match e {
             CatalogError::Invalid(v) => v.into(),
+            CatalogError::EgressDenied {
+                ref task,
+                ref denied,
+            } => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "egress_denied",
+                e.to_string(),
+            )
+            .with_details(json!({ "task": task, "target": denied.target, "rule": denied.rule })),
             CatalogError::UnknownSecrets(ref names) => {
                 let details = json!({ "secrets": names });
                 Self::new(

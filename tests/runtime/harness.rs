@@ -125,6 +125,8 @@ impl TestServer {
         // Clap's defaults, then this test's own backends (the environment never decides).
         let mut config = Args::parse_from(["conflux"]).config;
         config.admin_token = Some(ADMIN_TOKEN.to_owned());
+        // The test services `http` tasks call listen on loopback.
+        config.egress_allow = "127.0.0.0/8,::1/128".to_owned();
         tune(&mut config);
         config.max_tasks = MAX_TASKS;
         config.max_body_bytes = MAX_BODY_BYTES;

@@ -37,6 +37,7 @@ mod agent;
 mod auth;
 mod conformance;
 mod control;
+mod egress;
 mod erasure;
 mod failures;
 mod flow;
@@ -250,6 +251,26 @@ async fn embedded_sealed_erasure_redacts_everywhere_and_keeps_the_chain() {
     })
     .await;
     erasure::erasure_redacts_everywhere_and_keeps_the_chain(&server).await;
+    server.stop().await;
+}
+
+/// No allowlist: loopback and the other denied ranges are never called.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_denied_addresses_are_never_called() {
+    let server =
+        harness::TestServer::start_tuned(harness::Mode::Embedded, |c| c.egress_allow.clear()).await;
+    egress::denied_addresses_are_never_called(&server).await;
+    server.stop().await;
+}
+
+/// An allowlist naming one address opens it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_an_allowlist_opens_what_it_names() {
+    let server = harness::TestServer::start_tuned(harness::Mode::Embedded, |c| {
+        c.egress_allow = "127.0.0.1".to_owned()
+    })
+    .await;
+    egress::an_allowlist_opens_what_it_names(&server).await;
     server.stop().await;
 }
 

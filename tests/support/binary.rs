@@ -41,6 +41,8 @@ impl Binary {
             .env("CONFLUX_ADDR", "127.0.0.1:0")
             .env("CONFLUX_LOG_FORMAT", "json")
             .env("CONFLUX_ADMIN_TOKEN", ADMIN_TOKEN)
+            // The test services `http` tasks call listen on loopback.
+            .env("CONFLUX_EGRESS_ALLOW", "127.0.0.0/8,::1/128")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         for (k, v) in env {

@@ -42,6 +42,13 @@ pub(crate) async fn run(
         Ok(prepared) => prepared,
         Err(error) => return Outcome::failed(error, false),
     };
+    // An address in the URL itself never reaches the resolver: check it here (names are
+    // checked by the client's resolver, at connect time).
+    if let Some(host) = prepared.url.host() {
+        if let Err(denied) = inner.egress.check_url_host(&host) {
+            return Outcome::failed(denied.to_string(), false);
+        }
+    }
     let client = match &inner.client {
         Ok(client) => client,
         Err(error) => return Outcome::failed(error.clone(), false),
@@ -98,6 +105,15 @@ enum Host {
 async fn call(client: &reqwest::Client, request: reqwest::Request, url: &str) -> (Outcome, Host) {
     let mut response = match client.execute(request).await {
         Ok(response) => response,
+        // Refused by the egress policy (a name resolving to a denied address): final,
+        // and the host never answered.
+        Err(error) if super::egress::denial_in(&error).is_some() => {
+            let denied = super::egress::denial_in(&error).map(ToString::to_string);
+            return (
+                Outcome::failed(denied.unwrap_or_default(), false),
+                Host::Untouched,
+            );
+        }
         Err(error) if error.is_builder() => {
             return (Outcome::failed(chain(error, url), false), Host::Untouched)
         }

@@ -17,6 +17,7 @@
 //! - [`breaker`]: the per-host breaker state machine, pure and clock-free.
 
 pub mod breaker;
+pub mod egress;
 mod http;
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -60,6 +61,8 @@ pub struct RunnerOptions {
     pub breaker: BreakerOptions,
     /// The `User-Agent` of `http` calls (a workflow's own header wins).
     pub user_agent: String,
+    /// What `http` calls may reach (default: public addresses only).
+    pub egress: egress::EgressPolicy,
 }
 
 impl Default for RunnerOptions {
@@ -68,6 +71,7 @@ impl Default for RunnerOptions {
             http_timeout: Duration::from_secs(30),
             breaker: BreakerOptions::default(),
             user_agent: concat!("conflux/", env!("CARGO_PKG_VERSION")).to_owned(),
+            egress: egress::EgressPolicy::public_only(),
         }
     }
 }
@@ -84,6 +88,8 @@ pub(crate) struct Inner {
     /// with that reason instead of the process refusing to start).
     client: Result<reqwest::Client, String>,
     options: RunnerOptions,
+    /// The egress policy (also inside the client's resolver).
+    egress: Arc<egress::EgressPolicy>,
     breakers: Mutex<Breakers>,
 }
 
@@ -98,8 +104,10 @@ impl Inner {
 impl BuiltinRunner {
     /// A runner with `options`. Redirects are never followed.
     pub fn new(options: RunnerOptions) -> Self {
+        let egress = Arc::new(options.egress.clone());
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(Arc::new(egress::GuardedResolver::new(egress.clone())))
             .user_agent(options.user_agent.clone())
             .build()
             .map_err(|e| format!("the HTTP client could not be built: {e}"));
@@ -110,6 +118,7 @@ impl BuiltinRunner {
             inner: Arc::new(Inner {
                 client,
                 breakers: Mutex::new(Breakers::new(options.breaker)),
+                egress,
                 options,
             }),
         }

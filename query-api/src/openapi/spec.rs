@@ -68,6 +68,7 @@ pub(super) const INVALID_WORKFLOW: Failure = Failure(
         "too_many_tasks",
         "invalid_task",
         "unknown_secret",
+        "egress_denied",
     ],
 );
 pub(super) const INTERNAL: Failure = Failure(

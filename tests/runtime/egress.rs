@@ -1,0 +1,100 @@
+//! The egress policy end to end: with no allowlist (`CONFLUX_EGRESS_ALLOW` empty), an
+//! `http` task can reach no loopback, link-local, private or unique-local address,
+//! however it is spelled — a literal URL is refused at creation (`422 egress_denied`),
+//! a URL made at run time fails its task for good with `egress_denied` naming the rule
+//! — and the service listening there receives nothing.
+
+use std::sync::atomic::Ordering;
+
+use serde_json::json;
+
+use crate::harness::TestServer;
+use crate::target::Target;
+
+pub async fn denied_addresses_are_never_called(server: &TestServer) {
+    let target = Target::start().await;
+    let port = target.base.rsplit(':').next().expect("port").to_owned();
+
+    // A literal URL: refused at creation, nothing recorded.
+    let (status, body) = server
+        .post(
+            "/api/v1/workflows",
+            json!({"name": "literal", "tasks": [{"id": "call", "kind": "http",
+                   "http": {"url": target.url("/ok")}}]}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["code"], "egress_denied", "{body}");
+    assert_eq!(body["error"]["details"]["task"], "call");
+    assert!(body["error"]["details"]["rule"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("loopback"));
+    let (_, list) = server.get("/api/v1/workflows").await;
+    assert_eq!(list["items"], json!([]), "nothing was recorded: {list}");
+    for url in [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::ffff:a9fe:a9fe]/",
+        "http://localhost:9/",
+    ] {
+        let (status, body) = server
+            .post(
+                "/api/v1/workflows",
+                json!({"name": "literal", "tasks": [{"id": "call", "kind": "http", "http": {"url": url}}]}),
+            )
+            .await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (422, Some("egress_denied")),
+            "{url}: {body}"
+        );
+    }
+
+    // A URL made at run time: the attempt fails for good, the target hears nothing.
+    let workflow = server
+        .create_workflow(
+            json!({"name": "dynamic", "tasks": [{"id": "call", "kind": "http",
+            "retry": {"max_attempts": 3},
+            "http": {"url": "http://${input.host}/ok"}}]}),
+        )
+        .await;
+    for url in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("2130706433:{port}"),
+        format!("0x7f.1:{port}"),
+        format!("[::ffff:127.0.0.1]:{port}"),
+        "2852039166".to_owned(),
+    ] {
+        let execution = server.execute(&workflow, json!({"host": url})).await;
+        let done = server.wait_terminal(&execution).await;
+        assert_eq!(done["status"], "failed", "{url}: {done}");
+        let task = &done["tasks"]["call"];
+        assert_eq!(
+            task["attempts"], 1,
+            "{url}: an egress denial is not retried"
+        );
+        let error = task["error"].as_str().unwrap_or_default();
+        assert!(error.starts_with("egress_denied: "), "{url}: {error}");
+    }
+    assert_eq!(
+        target.calls.ok.load(Ordering::SeqCst),
+        0,
+        "no call reached the target"
+    );
+}
+
+/// With the loopback range allowed, the same call goes through.
+pub async fn an_allowlist_opens_what_it_names(server: &TestServer) {
+    let target = Target::start().await;
+    let execution = server
+        .run(
+            json!({"name": "allowed", "tasks": [{"id": "call", "kind": "http",
+                   "http": {"url": target.url("/ok")}}]}),
+            json!({}),
+        )
+        .await;
+    let done = server.wait_terminal(&execution).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(target.calls.ok.load(Ordering::SeqCst), 1);
+}

@@ -173,7 +173,7 @@ pub struct Config {
         hide_env_values = true,
         conflicts_with = "master_key_file"
     )]
-    pub master_key: Option<String>,
+    pub master_key: Option<HiddenValue>,
 
     /// A file holding the master key (as `CONFLUX_MASTER_KEY`), e.g. a mounted secret.
     #[arg(long, global = true, env = "CONFLUX_MASTER_KEY_FILE")]
@@ -188,7 +188,7 @@ pub struct Config {
         hide_env_values = true,
         conflicts_with = "master_key_previous_file"
     )]
-    pub master_key_previous: Option<String>,
+    pub master_key_previous: Option<HiddenValue>,
 
     /// A file holding the previous master key.
     #[arg(long, global = true, env = "CONFLUX_MASTER_KEY_PREVIOUS_FILE")]
@@ -288,6 +288,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn master_keys_are_never_printed() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            config: Config,
+        }
+        let key = "c2VjcmV0LW1hc3Rlci1rZXktYnl0ZXMtMzItbG9uZyE=";
+        let cli = <Cli as clap::Parser>::parse_from(["conflux", "--master-key", key]);
+        assert_eq!(cli.config.master_key, Some(HiddenValue(key.to_owned())));
+        assert!(!format!("{:?}", cli.config).contains(key));
+        assert!(!cli.config.dump().to_string().contains(key));
+    }
+
+    #[test]
     fn passwords_are_redacted() {
         assert_eq!(
             redact(&Some("postgres://u:secret@h/db".into())),
@@ -310,15 +324,39 @@ pub enum ViewerPayloads {
     Hidden,
 }
 
+/// A configuration value that must never be printed (a master key): its `Debug` is
+/// `***`, so a `Config` in a log line, a panic or a test failure shows no key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HiddenValue(pub String);
+
+impl std::fmt::Debug for HiddenValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl std::str::FromStr for HiddenValue {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl From<String> for HiddenValue {
+    fn from(value: String) -> Self {
+        Self(value)
+    }
+}
+
 /// Reads a master key given inline or in a file; errors name the source, never the key.
 fn read_master_key(
-    inline: &Option<String>,
+    inline: &Option<HiddenValue>,
     file: &Option<PathBuf>,
     what: &str,
 ) -> anyhow::Result<Option<conflux_engine::crypto::MasterKey>> {
     use anyhow::Context;
     let text = match (inline, file) {
-        (Some(text), _) => text.clone(),
+        (Some(HiddenValue(text)), _) => text.clone(),
         (None, Some(path)) => std::fs::read_to_string(path)
             .with_context(|| format!("reading {what} from {}", path.display()))?,
         (None, None) => return Ok(None),

@@ -136,7 +136,7 @@ impl TestServer {
             Mode::PostgresRedis | Mode::Sealed => {
                 if mode == Mode::Sealed && config.master_key.is_none() {
                     let key = conflux_engine::crypto::MasterKey::random().expect("a master key");
-                    config.master_key = Some(key.to_base64());
+                    config.master_key = Some(key.to_base64().into());
                 }
                 let db = TestDatabase::create().await;
                 let prefix = unique_prefix();

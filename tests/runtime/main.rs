@@ -247,7 +247,7 @@ async fn sealed_erasure_redacts_everywhere_and_keeps_the_chain() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_sealed_erasure_redacts_everywhere_and_keeps_the_chain() {
     let server = harness::TestServer::start_tuned(harness::Mode::Embedded, |c| {
-        c.master_key = Some(master_key())
+        c.master_key = Some(master_key().into())
     })
     .await;
     erasure::erasure_redacts_everywhere_and_keeps_the_chain(&server).await;
@@ -298,7 +298,7 @@ async fn viewers_see_payloads_hidden() {
         let server = harness::TestServer::start_tuned(harness::Mode::Embedded, |c| {
             c.viewer_payloads = conflux::config::ViewerPayloads::Hidden;
             if sealed {
-                c.master_key = Some(master_key());
+                c.master_key = Some(master_key().into());
             }
         })
         .await;

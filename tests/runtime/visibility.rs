@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use conflux_schema::access::Role;
 use futures::StreamExt;
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::harness::TestServer;
-use crate::tenants::{key_in, Caller};
+use crate::tenants::key_in;
 
 /// Every frame of a live stream until the execution's last event (or 10 s).
 async fn live_text(server: &TestServer, token: &str, path: &str) -> String {
@@ -30,19 +30,6 @@ async fn live_text(server: &TestServer, token: &str, path: &str) -> String {
         text.push('\n');
     }
     text
-}
-
-async fn finished(caller: &Caller<'_>, id: &str) -> Value {
-    for _ in 0..200 {
-        let body = caller
-            .ok("GET", &format!("/api/v1/executions/{id}"), None)
-            .await;
-        if body["status"] == "failed" {
-            return body;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("execution {id} did not fail");
 }
 
 pub async fn viewers_see_payloads_hidden(server: &TestServer, viewer_token: &str) {
@@ -67,7 +54,8 @@ pub async fn viewers_see_payloads_hidden(server: &TestServer, viewer_token: &str
         .as_str()
         .expect("workflow")
         .to_owned();
-    let seen = finished(&developer, &id).await;
+    let seen = server.wait_terminal(&id).await;
+    assert_eq!(seen["status"], "failed", "{seen}");
     assert_eq!(
         seen["input"],
         json!({"card": marker}),

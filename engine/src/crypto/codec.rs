@@ -95,6 +95,18 @@ fn parse_token(token: &str) -> Option<(Uuid, Vec<u8>)> {
     Some((Uuid::try_parse(execution).ok()?, B64.decode(blob).ok()?))
 }
 
+/// Whether any payload field of `event` is sealed.
+fn holds_sealed(event: &mut conflux_schema::Event) -> bool {
+    let mut sealed = false;
+    event.for_each_payload_mut(&mut |payload| {
+        sealed |= match payload {
+            PayloadMut::Json(value) => sealed_json_token(value).is_some(),
+            PayloadMut::Text(text) => sealed_text_token(text).is_some(),
+        }
+    });
+    sealed
+}
+
 /// Opens one sealed payload of `execution` in place (or redacts it).
 fn open_payload(execution: Uuid, state: &KeyState, payload: PayloadMut<'_>) {
     let token = match &payload {
@@ -270,7 +282,13 @@ impl PayloadCodec {
         if self.keyring.is_none() {
             return Ok(());
         }
-        envelopes.retain(|e| e.event.has_payload() && execution_of(&e.stream_id).is_some());
+        // Only what holds a sealed payload needs a key: plaintext (written before
+        // encryption was on) and `null` payloads cost no key lookup.
+        envelopes.retain_mut(|e| {
+            execution_of(&e.stream_id).is_some()
+                && e.event.has_payload()
+                && holds_sealed(&mut e.event)
+        });
         if envelopes.is_empty() {
             return Ok(());
         }

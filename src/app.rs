@@ -61,6 +61,8 @@ pub struct Runtime {
     pub data_dir: std::path::PathBuf,
     /// Whether `viewer` callers see payloads hidden (`CONFLUX_VIEWER_PAYLOADS`).
     pub hide_payloads_from_viewers: bool,
+    /// Every tenant's quotas where it has none of its own (`CONFLUX_QUOTA_*`).
+    pub quota_defaults: conflux_schema::quota::QuotaLimits,
     /// Whether the bus is this store's; the relay, engine and projector run only
     /// while it is (see [`supervised`]).
     pub guard: BusGuard,
@@ -70,6 +72,7 @@ impl Runtime {
     /// The runtime over `backends` with the configured limits.
     pub fn new(backends: Backends, config: &Config) -> Self {
         let egress = backends.egress.clone();
+        let tenant_allowlists = std::sync::Arc::new(backends.access.clone());
         let catalog = WorkflowCatalog::new(
             backends.store.clone(),
             Limits {
@@ -77,7 +80,8 @@ impl Runtime {
             },
         )
         .with_secrets(backends.secrets.clone())
-        .with_egress(backends.egress.clone());
+        .with_egress(backends.egress.clone())
+        .with_tenant_egress(std::sync::Arc::new(backends.access.clone()));
         let stale_after = Duration::from_millis(config.engine_stale_after_ms.max(100));
         let engine = EngineOptions {
             stale_after,
@@ -95,10 +99,14 @@ impl Runtime {
             guard,
             backends,
             catalog,
-            runner: BuiltinRunner::new(RunnerOptions {
-                egress: egress.clone(),
-                ..RunnerOptions::default()
-            }),
+            runner: BuiltinRunner::with_tenant_allowlists(
+                RunnerOptions {
+                    egress: egress.clone(),
+                    ..RunnerOptions::default()
+                },
+                tenant_allowlists,
+            ),
+            quota_defaults: config.quotas.limits(),
             max_body_bytes: config.max_body_bytes,
             rate_limit: config.rate_limit,
             admin_token: config.admin_token.clone().filter(|t| !t.is_empty()),
@@ -183,6 +191,11 @@ pub fn router(rt: &Runtime, access: Access, sides: Sides) -> Router {
             access: access.clone(),
             erasure: Erasure::new(commands.clone(), rt.backends.codec.clone()),
             secrets: rt.backends.secrets.clone(),
+            quotas: conflux_engine::quota::Quotas::new(
+                rt.backends.store.clone(),
+                access.clone(),
+                rt.quota_defaults,
+            ),
         };
         routes = routes.merge(conflux_command_api::router(command_ctx, rt.max_body_bytes));
     }
@@ -376,6 +389,9 @@ async fn run_projector(
 
 /// Runs the engine (graph executor) until `shutdown`.
 pub fn spawn_engine(rt: &Runtime, shutdown: CancellationToken) -> JoinHandle<()> {
+    // Tenants' egress allowlists change through any server: keep them current here too
+    // (a no-op where this process already refreshes them for its HTTP routes).
+    tokio::spawn(rt.backends.access.clone().run(shutdown.clone()));
     let parts = EngineParts {
         store: rt.backends.store.clone(),
         bus: rt.backends.bus.clone(),

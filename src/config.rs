@@ -213,6 +213,10 @@ pub struct Config {
     )]
     pub viewer_payloads: ViewerPayloads,
 
+    /// The default quotas of every tenant.
+    #[command(flatten)]
+    pub quotas: crate::quota_config::QuotaDefaults,
+
     /// Log format: `text` or `json`.
     #[arg(
         long,
@@ -276,6 +280,7 @@ impl Config {
             "master_key_previous": (self.master_key_previous.is_some() || self.master_key_previous_file.is_some()).then_some("***"),
             "viewer_payloads": format!("{:?}", self.viewer_payloads).to_lowercase(),
             "egress_allow": self.egress_allow,
+            "quotas": self.quotas.dump(),
             "log_format": format!("{:?}", self.log_format).to_lowercase(),
             "log": self.log,
             "mode": if self.database_url.is_some() { "postgres" } else { "embedded" },

@@ -183,6 +183,31 @@ pub enum TenantsAction {
         #[arg(long)]
         json: bool,
     },
+    /// Show a tenant's policy, or set it whole with --allow and --quota (what is
+    /// left out goes back to the defaults).
+    Policy {
+        /// Its name.
+        tenant: String,
+        /// An egress allowlist entry of the tenant's own (CIDR, address, host name or
+        /// `*.suffix`); repeat for more.
+        #[arg(long = "allow", value_name = "ENTRY")]
+        allow: Vec<String>,
+        /// A quota limit of the tenant's own, `NAME=LIMIT` (e.g.
+        /// `running_executions=100`); repeat for more.
+        #[arg(long = "quota", value_name = "NAME=LIMIT")]
+        limits: Vec<String>,
+        /// Set the policy even with no --allow and no --quota (back to defaults).
+        #[arg(long)]
+        reset: bool,
+    },
+    /// Show a tenant's use of each quota against its limit.
+    Usage {
+        /// Its name.
+        tenant: String,
+        /// Print the server's JSON answer.
+        #[arg(long)]
+        json: bool,
+    },
     /// Erase every payload of a tenant (destroys its data keys; cannot be undone).
     Erase {
         /// Its name.
@@ -230,6 +255,59 @@ async fn run_tenants(args: TenantsArgs) -> Result<u8, CliError> {
                 erased["event_id"].as_str().unwrap_or("?"),
                 erased["position"]
             );
+        }
+        TenantsAction::Policy {
+            tenant,
+            allow,
+            limits: quotas,
+            reset,
+        } => {
+            // Field names differ from the global options' (`egress_allow`): clap would
+            // fill a subcommand's field from a global one of the same id.
+            let path = format!("/api/v1/tenants/{tenant}/policy");
+            let policy = if allow.is_empty() && quotas.is_empty() && !reset {
+                get_json(server, &path).await?
+            } else {
+                let mut limits = serde_json::Map::new();
+                for q in &quotas {
+                    let (name, limit) = q
+                        .split_once('=')
+                        .and_then(|(n, l)| Some((n.trim(), l.trim().parse::<u64>().ok()?)))
+                        .ok_or_else(|| {
+                            CliError::Other(format!(
+                                "--quota {q}: expected NAME=LIMIT, e.g. running_executions=100"
+                            ))
+                        })?;
+                    limits.insert(name.to_owned(), json!(limit));
+                }
+                let body = json!({ "egress_allow": allow, "quotas": limits });
+                send(server, reqwest::Method::PUT, &path, Some(&body))
+                    .await?
+                    .json()
+                    .await
+                    .map_err(|e| CliError::Other(format!("the server sent malformed JSON: {e}")))?
+            };
+            println!("{}", pretty(&policy));
+        }
+        TenantsAction::Usage { tenant, json } => {
+            let usage = get_json(server, &format!("/api/v1/tenants/{tenant}/usage")).await?;
+            if json {
+                println!("{}", pretty(&usage));
+            } else {
+                println!("{:<22}  {:>16}  {:>16}", "quota", "used", "limit");
+                for q in usage["quotas"].as_array().into_iter().flatten() {
+                    let shown = |v: &Value| match v {
+                        Value::Null => "-".to_owned(),
+                        v => v.to_string(),
+                    };
+                    println!(
+                        "{:<22}  {:>16}  {:>16}",
+                        q["quota"].as_str().unwrap_or(""),
+                        shown(&q["used"]),
+                        shown(&q["limit"])
+                    );
+                }
+            }
         }
         TenantsAction::List { json } => {
             let list = get_json(server, "/api/v1/tenants").await?;

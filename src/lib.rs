@@ -12,6 +12,7 @@
 //! - [`bus_admin`]: `conflux bus status|reset`, for a bus that holds another store's events.
 //! - [`cli`]: `conflux events`/`replay`/`verify`, audit commands over a server's HTTP API.
 //! - [`keys_cli`]: `conflux keys create|list|revoke` over a server's HTTP API.
+//! - [`quota_config`]: the default per-tenant quotas.
 //! - [`secrets_cli`]: `conflux secrets put|list|delete` over a server's HTTP API.
 //! - [`rebuild`]: `conflux projector rebuild`, with a progress bar.
 //! - [`telemetry`]: tracing setup (text on a terminal, JSON on request).
@@ -24,6 +25,7 @@ pub mod bus_admin;
 pub mod cli;
 pub mod config;
 pub mod keys_cli;
+pub mod quota_config;
 pub mod rebuild;
 pub mod secrets_cli;
 pub mod shutdown;

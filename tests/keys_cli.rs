@@ -159,6 +159,45 @@ async fn tenants_from_the_command_line() {
     let (code, _, err) = conflux(&["tenants", "list", "--url", &base, "--token", &token]);
     assert_eq!(code, 2, "only the system administrator lists tenants");
     assert!(err.contains("forbidden"), "{err}");
+    // A policy set and shown on the command line; usage against it.
+    let (code, policy, err) = with(&[
+        "tenants",
+        "policy",
+        "acme",
+        "--quota",
+        "definitions=1",
+        "--allow",
+        "10.20.0.0/16",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let policy: serde_json::Value = serde_json::from_str(&policy).expect("json");
+    assert_eq!(policy["quotas"]["definitions"], 1, "{policy}");
+    assert_eq!(policy["egress_allow"][0], "10.20.0.0/16", "{policy}");
+    let (code, shown, err) = with(&["tenants", "policy", "acme"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&shown).expect("json"),
+        policy
+    );
+    let (code, usage, err) = with(&["tenants", "usage", "acme"]);
+    assert_eq!(code, 0, "{err}");
+    let definitions = usage
+        .lines()
+        .find(|l| l.starts_with("definitions"))
+        .unwrap_or_else(|| panic!("{usage}"));
+    assert_eq!(
+        definitions.split_whitespace().collect::<Vec<_>>(),
+        ["definitions", "1", "1"],
+        "{usage}"
+    );
+    assert_eq!(
+        status_of(&base, &token, reqwest::Method::POST, "/api/v1/workflows").await,
+        429,
+        "over the definitions quota"
+    );
+    let (code, _, err) = with(&["tenants", "policy", "acme", "--quota", "definitions"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("NAME=LIMIT"), "{err}");
     // Erasure needs encryption at rest, which this server does not have.
     let (code, _, err) = with(&["tenants", "erase", "acme", "--confirm", "acme"]);
     assert_eq!(code, 2, "{err}");

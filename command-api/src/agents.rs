@@ -14,6 +14,7 @@ use conflux_engine::agents::{
     Caller, PollOptions, Registration, Report, Reported, DEFAULT_LEASES_PER_POLL,
     DEFAULT_POLL_WAIT, MAX_LEASES_PER_POLL,
 };
+use conflux_engine::quota::Admission;
 use conflux_http::context::RequestContext;
 use conflux_http::error::ApiError;
 use conflux_http::extract::{path_uuid, ApiJson, PathId, QueryParams};
@@ -38,6 +39,10 @@ pub async fn register(
     request: RequestContext,
     ApiJson(body): ApiJson<RegisterAgent>,
 ) -> Result<(StatusCode, Json<AgentRegistered>), ApiError> {
+    let _admitted = ctx
+        .quotas
+        .admit(request.tenant(), Admission::RegisterAgent)
+        .await?;
     let registration = Registration {
         name: body.name,
         roles: body.roles,
@@ -115,6 +120,8 @@ pub async fn complete(
     request: RequestContext,
     ApiJson(body): ApiJson<CompleteTask>,
 ) -> Result<Json<LeaseRecorded>, ApiError> {
+    ctx.quotas
+        .check_payload_of(request.tenant(), &body.output)?;
     let report = Report::Complete {
         output: body.output,
     };
@@ -128,6 +135,7 @@ pub async fn fail(
     request: RequestContext,
     ApiJson(body): ApiJson<FailTask>,
 ) -> Result<Json<LeaseRecorded>, ApiError> {
+    ctx.quotas.check_payload_of(request.tenant(), &body.error)?;
     let report = Report::Fail {
         error: body.error,
         retryable: body.retryable,

@@ -10,6 +10,10 @@
 //!   are the engine's agent service; these routes translate HTTP).
 //! - [`access`]: tenants (create, list) and API keys (create, list, revoke).
 //! - [`secrets`]: the tenant's secrets (create, list names, rotate, delete).
+//! - [`tenants`]: a tenant's policy (egress allowlist, quota limits) and its usage.
+//!
+//! Every route that records something a quota limits asks [`conflux_engine::quota`]
+//! first: over a quota, nothing is written.
 //!
 //! The error body and the extractors every route uses are the HTTP layer both APIs
 //! share: `conflux-http`.
@@ -23,6 +27,7 @@ pub mod agents;
 pub mod erasure;
 pub mod executions;
 pub mod secrets;
+pub mod tenants;
 pub mod workflows;
 
 use axum::extract::DefaultBodyLimit;
@@ -43,6 +48,8 @@ pub struct CommandContext {
     pub erasure: conflux_engine::crypto::erasure::Erasure,
     /// The tenants' secrets.
     pub secrets: conflux_engine::secrets::Secrets,
+    /// The tenants' quotas.
+    pub quotas: conflux_engine::quota::Quotas,
 }
 
 /// Every write route of API.md, with request bodies limited to `max_body_bytes` (413).
@@ -71,6 +78,14 @@ pub fn router(ctx: CommandContext, max_body_bytes: usize) -> Router {
         .route(
             "/api/v1/tenants",
             post(access::create_tenant).get(access::list_tenants),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/policy",
+            axum::routing::put(tenants::set_policy).get(tenants::get_policy),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/usage",
+            axum::routing::get(tenants::usage),
         )
         .route(
             "/api/v1/tenants/{tenant}/data",

@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use conflux_engine::commands::CommandError;
 use conflux_engine::execution::{Command, Rejection};
+use conflux_engine::quota::{Admission, QuotaError};
 use conflux_engine::store::StreamQuery;
 use conflux_http::context::RequestContext;
 use conflux_http::error::ApiError;
@@ -105,6 +106,16 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<WorkflowCreated>), ApiError> {
     let execute = q.flag("execute")?;
     let meta = request.event_metadata();
+    let tenant = request.tenant();
+    ctx.quotas.check_payload_of(tenant, &body.definition)?;
+    let input = body.input.unwrap_or(Value::Object(Default::default()));
+    let _start = if execute {
+        ctx.quotas.check_payload_of(tenant, &input)?;
+        Some(ctx.quotas.admit(tenant, Admission::Start).await?)
+    } else {
+        None
+    };
+    let _defined = ctx.quotas.admit(tenant, Admission::Define).await?;
     let created = ctx
         .commands
         .catalog()
@@ -119,7 +130,6 @@ pub async fn create(
         execution_id: None,
     };
     if execute {
-        let input = body.input.unwrap_or(Value::Object(Default::default()));
         let execution_id = Uuid::now_v7();
         ctx.commands
             .start(created.workflow_id, execution_id, input, None, meta)
@@ -165,6 +175,34 @@ pub async fn execute(
         execution_id,
         workflow_id,
         status: ExecutionStatus::Running,
+    };
+    let admitted = ctx
+        .quotas
+        .check_payload_of(request.tenant(), &input)
+        .map_err(QuotaError::from);
+    let admitted = match admitted {
+        Ok(()) => ctx.quotas.admit(request.tenant(), Admission::Start).await,
+        Err(e) => Err(e),
+    };
+    let _admitted = match admitted {
+        Ok(admitted) => admitted,
+        // A repeat of a key that already started its execution is not a new start:
+        // it answers as always, whatever the quotas say now.
+        Err(QuotaError::Exceeded(refused)) if key.is_some() => {
+            match ctx.commands.load_in(request.tenant(), execution_id).await? {
+                Some((state, _)) => {
+                    return Ok((
+                        StatusCode::OK,
+                        Json(ExecutionAccepted {
+                            status: state.status(),
+                            ..response
+                        }),
+                    ))
+                }
+                None => return Err(refused.into()),
+            }
+        }
+        Err(e) => return Err(e.into()),
     };
     match ctx
         .commands

@@ -76,6 +76,8 @@ pub struct WorkflowCatalog {
     /// Where `${secrets.NAME}` references are checked at create (None: none exist).
     secrets: Option<Secrets>,
     egress: Option<Arc<crate::runner::egress::EgressPolicy>>,
+    /// Tenants' own egress allowlists (added to `egress`).
+    tenant_egress: Option<Arc<dyn crate::runner::egress::TenantAllowlists>>,
 }
 
 /// The id of version `version` of workflow `name` in `tenant`. In `default` it is the
@@ -99,6 +101,7 @@ impl WorkflowCatalog {
             latest: Arc::default(),
             secrets: None,
             egress: None,
+            tenant_egress: None,
         }
     }
 
@@ -116,11 +119,32 @@ impl WorkflowCatalog {
         self
     }
 
+    /// The same catalog, also allowing what each tenant's own allowlist allows.
+    pub fn with_tenant_egress(
+        mut self,
+        tenants: Arc<dyn crate::runner::egress::TenantAllowlists>,
+    ) -> Self {
+        self.tenant_egress = Some(tenants);
+        self
+    }
+
     /// [`CatalogError::EgressDenied`] for the first task (or compensation) whose URL,
-    /// written without `${...}`, the egress policy denies.
-    fn check_egress(&self, workflow: &ValidatedWorkflow) -> Result<(), CatalogError> {
-        let Some(egress) = &self.egress else {
+    /// written without `${...}`, the egress policy of `tenant` denies.
+    fn check_egress(&self, tenant: &str, workflow: &ValidatedWorkflow) -> Result<(), CatalogError> {
+        let Some(operator) = &self.egress else {
             return Ok(());
+        };
+        let own = self
+            .tenant_egress
+            .as_ref()
+            .and_then(|t| t.allowlist(tenant));
+        let combined;
+        let egress = match own {
+            Some(own) => {
+                combined = operator.union(&own);
+                &combined
+            }
+            None => &**operator,
         };
         for task in workflow.tasks() {
             let specs = [
@@ -181,7 +205,7 @@ impl WorkflowCatalog {
         let workflow = Arc::new(validate(definition, &self.limits)?);
         let name = workflow.name().as_str().to_owned();
         let tenant = metadata.tenant().to_owned();
-        self.check_egress(&workflow)?;
+        self.check_egress(&tenant, &workflow)?;
         self.check_secrets(&tenant, &workflow).await?;
         let mut version = self.next_version(&tenant, &name).await?;
         loop {

@@ -14,6 +14,7 @@
 //!   backends: consumer groups, acks, claiming a dead consumer's entries.
 //! - [`queue`]: the `TaskQueue` of agent-task tickets per tenant and role (Redis
 //!   Streams or in memory) that agents' long-polls take from; transport only, the log is the truth.
+//! - [`quota`]: per-tenant quotas, their limits and admissions, counted by the store.
 //! - [`relay`]: publishes committed events from the store's outbox to the bus, in
 //!   position order, and republishes whatever the bus lost.
 //! - [`subscriber`]: delivery with effectively-once application: skips what a consumer
@@ -37,6 +38,7 @@ pub mod crypto;
 pub mod execution;
 pub mod executor;
 pub mod queue;
+pub mod quota;
 mod redis_conn;
 pub mod relay;
 pub mod runner;

@@ -70,6 +70,17 @@ pub const ROUTES: &[(&str, &str, Rule)] = {
         ("POST", "/api/v1/tenants", Needs(P::ManageTenants)),
         ("GET", "/api/v1/tenants", Needs(P::ManageTenants)),
         (
+            "PUT",
+            "/api/v1/tenants/{tenant}/policy",
+            Needs(P::ManageTenants),
+        ),
+        (
+            "GET",
+            "/api/v1/tenants/{tenant}/policy",
+            Needs(P::ManageTenants),
+        ),
+        ("GET", "/api/v1/tenants/{tenant}/usage", Needs(P::ReadUsage)),
+        (
             "DELETE",
             "/api/v1/tenants/{tenant}/data",
             Needs(P::ManageTenants),
@@ -296,6 +307,7 @@ fn describe(p: Permission) -> &'static str {
         Permission::ManageTenants => "manage tenants",
         Permission::EraseData => "erase execution data",
         Permission::ManageSecrets => "manage secrets",
+        Permission::ReadUsage => "see the tenant's usage",
     }
 }
 

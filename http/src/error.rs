@@ -20,6 +20,8 @@ pub struct ApiError {
     pub message: String,
     /// Structured details (an object).
     pub details: Value,
+    /// Seconds to send as `Retry-After` (a `429` that can succeed later).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -30,6 +32,7 @@ impl ApiError {
             code,
             message: message.into(),
             details: json!({}),
+            retry_after: None,
         }
     }
 
@@ -90,7 +93,40 @@ impl IntoResponse for ApiError {
         } else {
             tracing::debug!(code = self.code, message = %self.message, "request rejected");
         }
-        (self.status, Json(self.to_body())).into_response()
+        let mut response = (self.status, Json(self.to_body())).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
+    }
+}
+
+impl From<conflux_engine::quota::QuotaExceeded> for ApiError {
+    /// `429 quota_exceeded` (`413` for a size), `details`: `quota`, `limit`, `used`.
+    fn from(e: conflux_engine::quota::QuotaExceeded) -> Self {
+        let status = if e.quota.is_size() {
+            StatusCode::PAYLOAD_TOO_LARGE
+        } else {
+            StatusCode::TOO_MANY_REQUESTS
+        };
+        let mut error = Self::new(status, "quota_exceeded", e.to_string()).with_details(json!({
+            "quota": e.quota.as_str(),
+            "limit": e.limit,
+            "used": e.used,
+        }));
+        error.retry_after = e.retry_after.map(|d| d.as_secs().max(1));
+        error
+    }
+}
+
+impl From<conflux_engine::quota::QuotaError> for ApiError {
+    fn from(e: conflux_engine::quota::QuotaError) -> Self {
+        match e {
+            conflux_engine::quota::QuotaError::Exceeded(e) => e.into(),
+            conflux_engine::quota::QuotaError::Store(e) => e.into(),
+        }
     }
 }
 

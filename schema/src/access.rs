@@ -139,6 +139,8 @@ pub enum Permission {
     EraseData,
     /// Create, list (names only), rotate and delete the tenant's secrets.
     ManageSecrets,
+    /// See the tenant's use of its quotas.
+    ReadUsage,
 }
 
 impl Permission {
@@ -154,6 +156,7 @@ impl Permission {
             Permission::ManageTenants => "manage_tenants",
             Permission::EraseData => "erase_data",
             Permission::ManageSecrets => "manage_secrets",
+            Permission::ReadUsage => "read_usage",
         }
     }
 }
@@ -186,6 +189,7 @@ mod tests {
                 P::ManageTenants,
                 P::EraseData,
                 P::ManageSecrets,
+                P::ReadUsage,
             ]
             .into_iter()
             .filter(|p| r.allows(*p))
@@ -208,7 +212,8 @@ mod tests {
                 P::AgentWork,
                 P::ManageKeys,
                 P::EraseData,
-                P::ManageSecrets
+                P::ManageSecrets,
+                P::ReadUsage
             ]
         );
         assert_eq!(grants(Role::Agent), [P::AgentWork]);

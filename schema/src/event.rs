@@ -318,6 +318,20 @@ pub enum Event {
         /// How many data keys were destroyed (its tenant key and its executions' keys).
         keys_destroyed: u64,
     },
+    /// The system administrator set a tenant's policy: its own egress allowlist and
+    /// quota limits (a quota it does not name takes the configured default). Each one
+    /// replaces the previous whole. Stream `tenant-<uuid v5 of its name>`.
+    TenantPolicySet {
+        /// The tenant.
+        tenant: crate::access::TenantName,
+        /// What its outbound calls may reach beyond the operator's allowlist (CIDRs,
+        /// addresses, host names, `*.suffix` patterns).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        egress_allow: Vec<String>,
+        /// Its own limits.
+        #[serde(default)]
+        quotas: crate::quota::QuotaLimits,
+    },
     /// The payloads of one (finished) execution were erased: its data key was destroyed.
     /// Stream `execution-<id>`.
     ExecutionDataErased {
@@ -356,6 +370,7 @@ impl Event {
             Event::ApiKeyRevoked { .. } => "ApiKeyRevoked",
             Event::TenantDataErased { .. } => "TenantDataErased",
             Event::ExecutionDataErased { .. } => "ExecutionDataErased",
+            Event::TenantPolicySet { .. } => "TenantPolicySet",
         }
     }
 

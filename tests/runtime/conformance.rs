@@ -73,6 +73,7 @@ pub async fn answers_match_the_document(server: &TestServer) {
         lease: uuid::Uuid::now_v7().to_string(),
         key: uuid::Uuid::now_v7().simple().to_string(),
         secret: "UNKNOWN_SECRET".to_owned(),
+        tenant: "no-such-tenant".to_owned(),
     };
     let admin = key_in(server, "acme", Role::Admin).await;
     let system = system_admin(server);

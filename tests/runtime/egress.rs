@@ -98,3 +98,85 @@ pub async fn an_allowlist_opens_what_it_names(server: &TestServer) {
     assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(target.calls.ok.load(Ordering::SeqCst), 1);
 }
+
+/// A tenant's own allowlist (set by the system administrator) opens what it names for
+/// that tenant alone, at creation and at run time; taking it away closes it again.
+pub async fn a_tenants_allowlist_is_its_own(server: &TestServer) {
+    use conflux_schema::access::Role;
+
+    use crate::tenants::{key_in, system_admin};
+
+    let target = Target::start().await;
+    let root = system_admin(server);
+    for tenant in ["opened", "closed"] {
+        root.ok("POST", "/api/v1/tenants", Some(json!({"tenant": tenant})))
+            .await;
+    }
+    let policy = root
+        .ok(
+            "PUT",
+            "/api/v1/tenants/opened/policy",
+            Some(json!({"egress_allow": ["127.0.0.1"]})),
+        )
+        .await;
+    assert_eq!(policy["egress_allow"], json!(["127.0.0.1"]), "{policy}");
+    let opened = key_in(server, "opened", Role::Developer).await;
+    let closed = key_in(server, "closed", Role::Developer).await;
+    let literal = json!({"name": "call", "tasks": [{"id": "call", "kind": "http",
+        "http": {"url": target.url("/ok")}}]});
+    let dynamic = json!({"name": "dynamic", "tasks": [{"id": "call", "kind": "http",
+        "http": {"url": "http://${input.host}/ok"}}]});
+
+    // The tenant it names: created and called.
+    let created = opened
+        .ok(
+            "POST",
+            "/api/v1/workflows?execute=true",
+            Some(literal.clone()),
+        )
+        .await;
+    let done = opened
+        .wait_terminal(created["execution_id"].as_str().expect("execution"))
+        .await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(target.calls.ok.load(Ordering::SeqCst), 1);
+
+    // Another tenant: refused at creation and at run time; nothing reaches the target.
+    let (status, body) = closed
+        .call("POST", "/api/v1/workflows", Some(literal))
+        .await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (422, &json!("egress_denied")),
+        "{body}"
+    );
+    let mut run_time = dynamic.clone();
+    let host = target.base.trim_start_matches("http://").to_owned();
+    run_time["input"] = json!({ "host": host });
+    let created = closed
+        .ok(
+            "POST",
+            "/api/v1/workflows?execute=true",
+            Some(run_time.clone()),
+        )
+        .await;
+    let done = closed
+        .wait_terminal(created["execution_id"].as_str().expect("execution"))
+        .await;
+    assert_eq!(done["status"], "failed", "{done}");
+    let error = done["tasks"]["call"]["error"].as_str().unwrap_or_default();
+    assert!(error.starts_with("egress_denied: "), "{error}");
+    assert_eq!(target.calls.ok.load(Ordering::SeqCst), 1);
+
+    // Taken away: the tenant is back to the operator's policy.
+    root.ok("PUT", "/api/v1/tenants/opened/policy", Some(json!({})))
+        .await;
+    let created = opened
+        .ok("POST", "/api/v1/workflows?execute=true", Some(run_time))
+        .await;
+    let done = opened
+        .wait_terminal(created["execution_id"].as_str().expect("execution"))
+        .await;
+    assert_eq!(done["status"], "failed", "{done}");
+    assert_eq!(target.calls.ok.load(Ordering::SeqCst), 1, "closed again");
+}

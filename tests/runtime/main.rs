@@ -24,6 +24,8 @@
 //! - `secrets`: `${secrets.NAME}` end to end; `raw_scan`: where a string is stored
 //!   (tables, SQLite files, Redis keys, the log), for the proof that a secret's value
 //!   is nowhere at rest.
+//! - `quotas`: per-tenant quotas and policies; `egress`: the egress policy, the
+//!   operator's and a tenant's own.
 //! - `conformance`: every documented operation answers with a documented status and a
 //!   body that validates against its documented schema.
 //! - `flow`, `failures`, `control`, `saga`, `input`, `junk`, `strict`, `scale`: the
@@ -52,6 +54,7 @@ mod oversized;
 mod projection;
 mod proxy;
 mod query_params;
+mod quotas;
 mod raw_scan;
 mod revocation;
 mod saga;
@@ -134,6 +137,8 @@ macro_rules! all_scenarios {
                 secrets::http_tasks_send_values_the_log_never_holds,
                 secrets::agents_receive_values_in_their_poll_only,
                 secrets::a_deleted_secret_fails_its_task_for_good,
+                quotas::every_quota_refuses_and_records_nothing,
+                quotas::policies_are_the_system_administrators,
             ]
         );
     };
@@ -271,6 +276,36 @@ async fn embedded_an_allowlist_opens_what_it_names() {
     })
     .await;
     egress::an_allowlist_opens_what_it_names(&server).await;
+    server.stop().await;
+}
+
+/// A tenant's own allowlist opens what it names for that tenant alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_a_tenants_allowlist_is_its_own() {
+    let server =
+        harness::TestServer::start_tuned(harness::Mode::Embedded, |c| c.egress_allow.clear()).await;
+    egress::a_tenants_allowlist_is_its_own(&server).await;
+    server.stop().await;
+}
+
+/// The same on Postgres + Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_redis_a_tenants_allowlist_is_its_own() {
+    let server =
+        harness::TestServer::start_tuned(harness::Mode::PostgresRedis, |c| c.egress_allow.clear())
+            .await;
+    egress::a_tenants_allowlist_is_its_own(&server).await;
+    server.stop().await;
+}
+
+/// The configured default quotas apply to tenants without their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_configured_quota_defaults_apply_until_overridden() {
+    let server = harness::TestServer::start_tuned(harness::Mode::Embedded, |c| {
+        c.quotas.quota_definitions = Some(1)
+    })
+    .await;
+    quotas::configured_defaults_apply_until_overridden(&server).await;
     server.stop().await;
 }
 

@@ -91,6 +91,54 @@ impl<'a> Caller<'a> {
     pub fn token(&self) -> &str {
         &self.token
     }
+
+    /// Polls the execution (of this caller's tenant) until it has finished.
+    pub async fn wait_terminal(&self, execution: &str) -> Value {
+        let started = std::time::Instant::now();
+        loop {
+            let body = self
+                .ok("GET", &format!("/api/v1/executions/{execution}"), None)
+                .await;
+            let status = body["status"].as_str().unwrap_or_default();
+            if ["completed", "failed", "cancelled", "compensated"].contains(&status) {
+                return body;
+            }
+            assert!(
+                started.elapsed() < crate::harness::PATIENCE,
+                "execution {execution} never finished: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Polls the execution's log (of this caller's tenant) until `done` holds for its
+    /// event types.
+    pub async fn wait_events(&self, execution: &str, what: &str, done: impl Fn(&[&str]) -> bool) {
+        let started = std::time::Instant::now();
+        loop {
+            let body = self
+                .ok(
+                    "GET",
+                    &format!("/api/v1/executions/{execution}/events"),
+                    None,
+                )
+                .await;
+            let types: Vec<&str> = body["events"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e["type"].as_str())
+                .collect();
+            if done(&types) {
+                return;
+            }
+            assert!(
+                started.elapsed() < crate::harness::PATIENCE,
+                "execution {execution}: {what} never happened: {types:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 pub fn system_admin(server: &TestServer) -> Caller<'_> {
@@ -125,6 +173,8 @@ pub struct Estate {
     pub key: String,
     /// A secret's name (`<TENANT>_TOKEN`, so each tenant's differs).
     pub secret: String,
+    /// The tenant's name.
+    pub tenant: String,
 }
 
 pub async fn estate(server: &TestServer, tenant: &str) -> Estate {
@@ -188,6 +238,7 @@ pub async fn estate(server: &TestServer, tenant: &str) -> Estate {
         lease,
         key: spare["key_id"].as_str().expect("key id").to_owned(),
         secret,
+        tenant: tenant.to_owned(),
     }
 }
 
@@ -203,6 +254,8 @@ pub fn concrete(template: &str, estate: &Estate) -> String {
         &estate.lease
     } else if template.contains("/secrets/") {
         &estate.secret
+    } else if template.contains("/tenants/") {
+        &estate.tenant
     } else {
         &estate.key
     };

@@ -1,15 +1,18 @@
 //! The tenants and keys as the log says they are: a pure fold of `TenantCreated`,
-//! `ApiKeyCreated` and `ApiKeyRevoked`, and the one function that says who a bearer
+//! `TenantPolicySet`, `ApiKeyCreated` and `ApiKeyRevoked`, and the one function that says who a bearer
 //! token is. No I/O: [`super::Access`] feeds it from the store.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use conflux_schema::access::{Role, TenantName};
+use conflux_schema::quota::QuotaLimits;
 use conflux_schema::{Event, EventEnvelope};
 use uuid::Uuid;
 
 use super::token;
+use crate::runner::egress::EgressPolicy;
 
 /// Who is calling, once authenticated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,10 +98,24 @@ pub enum AuthError {
     Expired,
 }
 
+/// A tenant's policy as the system administrator last set it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TenantPolicyRecord {
+    /// Its own egress allowlist, as written.
+    pub egress_allow: Vec<String>,
+    /// The same, parsed (entries that no longer parse are left out).
+    pub egress: Arc<EgressPolicy>,
+    /// Its own quota limits (None: the configured default).
+    pub quotas: QuotaLimits,
+    /// When it was set.
+    pub updated_at: DateTime<Utc>,
+}
+
 /// Tenants and keys, folded from the log.
 #[derive(Debug, Clone, Default)]
 pub struct KeyDirectory {
     tenants: BTreeMap<TenantName, DateTime<Utc>>,
+    policies: BTreeMap<String, TenantPolicyRecord>,
     keys: BTreeMap<Uuid, KeyRecord>,
     /// The highest position folded.
     pub position: u64,
@@ -138,6 +155,25 @@ impl KeyDirectory {
                     secret_sha256: secret_sha256.clone(),
                 });
             }
+            Event::TenantPolicySet {
+                tenant,
+                egress_allow,
+                quotas,
+            } => {
+                let egress = EgressPolicy::parse(&egress_allow.join(",")).unwrap_or_else(|e| {
+                    tracing::warn!(%tenant, error = %e, "a recorded egress allowlist does not parse; the tenant gets none");
+                    EgressPolicy::public_only()
+                });
+                self.policies.insert(
+                    tenant.as_str().to_owned(),
+                    TenantPolicyRecord {
+                        egress_allow: egress_allow.clone(),
+                        egress: Arc::new(egress),
+                        quotas: *quotas,
+                        updated_at: e.recorded_at,
+                    },
+                );
+            }
             Event::ApiKeyRevoked { key_id } => {
                 if let Some(k) = self.keys.get_mut(key_id) {
                     k.revoked_at.get_or_insert(e.recorded_at);
@@ -163,6 +199,11 @@ impl KeyDirectory {
                 .map(|(t, at)| (t.clone(), Some(*at))),
         );
         out
+    }
+
+    /// `tenant`'s policy, if the system administrator ever set one.
+    pub fn policy(&self, tenant: &str) -> Option<&TenantPolicyRecord> {
+        self.policies.get(tenant)
     }
 
     /// The keys of `tenant` (all tenants: None), oldest first.

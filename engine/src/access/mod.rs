@@ -31,7 +31,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-pub use directory::{AuthError, KeyDirectory, KeyRecord, Principal};
+pub use directory::{AuthError, KeyDirectory, KeyRecord, Principal, TenantPolicyRecord};
 pub use stream_token::StreamToken;
 
 use crate::store::{EventStore, StoreError};
@@ -85,6 +85,12 @@ pub struct NewKey {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
+impl crate::runner::egress::TenantAllowlists for Access {
+    fn allowlist(&self, tenant: &str) -> Option<Arc<crate::runner::egress::EgressPolicy>> {
+        self.tenant_egress(tenant)
+    }
+}
+
 /// Tenants, keys and authentication for one process. Clones share the directory.
 #[derive(Clone)]
 pub struct Access {
@@ -97,6 +103,8 @@ pub struct Access {
     /// One refresh at a time: two overlapping ones could apply an older batch after a
     /// newer one.
     refreshing: Arc<tokio::sync::Mutex<()>>,
+    /// Whether a [`Access::run`] loop already refreshes this directory.
+    running: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Access {
@@ -116,6 +124,7 @@ impl Access {
             jwt: None,
             revocations: Arc::new(watch::channel(0).0),
             refreshing: Arc::default(),
+            running: Arc::default(),
         };
         access.refresh().await?;
         Ok(access)
@@ -183,8 +192,12 @@ impl Access {
     }
 
     /// Refreshes every [`REFRESH_EVERY`] until `shutdown` (this process's own key
-    /// commands refresh at once).
+    /// commands refresh at once). One loop per directory: a second call (a process
+    /// that both serves HTTP and runs the engine) returns at once.
     pub async fn run(self, shutdown: CancellationToken) {
+        if self.running.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         let mut failing = false;
         loop {
             match self.refresh().await {
@@ -327,6 +340,66 @@ impl Access {
         }
         self.refresh().await?;
         Ok(())
+    }
+
+    /// `tenant`'s policy, if the system administrator ever set one.
+    pub fn tenant_policy(&self, tenant: &str) -> Option<TenantPolicyRecord> {
+        self.read().policy(tenant).cloned()
+    }
+
+    /// The egress allowlist of `tenant`'s own policy, if it has one.
+    pub fn tenant_egress(&self, tenant: &str) -> Option<Arc<crate::runner::egress::EgressPolicy>> {
+        self.read()
+            .policy(tenant)
+            .filter(|p| !p.egress_allow.is_empty())
+            .map(|p| p.egress.clone())
+    }
+
+    /// Sets `tenant`'s whole policy (`TenantPolicySet`); 404 for an unknown tenant, 400
+    /// for an allowlist entry that does not parse.
+    pub async fn set_tenant_policy(
+        &self,
+        tenant: TenantName,
+        egress_allow: Vec<String>,
+        quotas: conflux_schema::quota::QuotaLimits,
+        metadata: EventMetadata,
+    ) -> Result<TenantPolicyRecord, AccessError> {
+        if !self.has_tenant(&tenant) {
+            return Err(AccessError::NotFound(format!("no tenant {tenant}")));
+        }
+        let egress_allow: Vec<String> = egress_allow
+            .into_iter()
+            .map(|e| e.trim().to_owned())
+            .filter(|e| !e.is_empty())
+            .collect();
+        for entry in &egress_allow {
+            if entry.contains(',') {
+                return Err(AccessError::Invalid(format!(
+                    "egress_allow: `{entry}` holds a comma; give one entry per item"
+                )));
+            }
+            crate::runner::egress::EgressPolicy::parse(entry)
+                .map_err(|e| AccessError::Invalid(format!("egress_allow: {e}")))?;
+        }
+        let stream = tenant_stream(&tenant);
+        let event = Event::TenantPolicySet {
+            tenant: tenant.clone(),
+            egress_allow,
+            quotas,
+        };
+        let mut attempts = 0;
+        loop {
+            let version = self.store.stream_version(&stream).await?;
+            let new = NewEvent::new(event.clone(), metadata.clone());
+            match self.store.append(&stream, version, vec![new]).await {
+                Ok(_) => break,
+                Err(StoreError::Conflict { .. }) if attempts < 8 => attempts += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.refresh().await?;
+        self.tenant_policy(tenant.as_str())
+            .ok_or_else(|| StoreError::Backend("a set policy is not in the log".into()).into())
     }
 
     /// Issues a key; returns its record and the token (shown once).

@@ -181,4 +181,12 @@ impl EventStore for SealedStore {
     async fn outbox_done(&self, position: u64) -> Result<(), StoreError> {
         self.inner.outbox_done(position).await
     }
+
+    async fn tenant_usage(
+        &self,
+        tenant: &str,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<crate::store::TenantCounters, StoreError> {
+        self.inner.tenant_usage(tenant, since).await
+    }
 }

@@ -331,6 +331,7 @@ impl ExecutionState {
             | Event::ApiKeyCreated { .. }
             | Event::ApiKeyRevoked { .. }
             | Event::TenantDataErased { .. }
+            | Event::TenantPolicySet { .. }
             // Erasure changes what payloads read as, not the execution's state.
             | Event::ExecutionDataErased { .. } => {}
         }

@@ -120,6 +120,7 @@ impl Builtin<'_> {
         };
         let outcome = runner
             .run_shown(
+                tenant,
                 self.kind,
                 &input,
                 Some((&sent, template)),

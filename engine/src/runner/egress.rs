@@ -113,6 +113,16 @@ impl EgressPolicy {
         Ok(policy)
     }
 
+    /// What either policy allows: the operator's allowlist plus a tenant's own.
+    pub fn union(&self, other: &EgressPolicy) -> EgressPolicy {
+        let mut out = self.clone();
+        out.allow_all |= other.allow_all;
+        out.allowed_nets.extend(other.allowed_nets.iter().copied());
+        out.allowed_hosts
+            .extend(other.allowed_hosts.iter().cloned());
+        out
+    }
+
     /// Whether the name `host` is allowed whatever it resolves to.
     pub fn allows_host(&self, host: &str) -> bool {
         self.allow_all || self.allowed_hosts.iter().any(|p| p.matches(host))
@@ -206,6 +216,13 @@ fn denied_rule(ip: IpAddr) -> Option<String> {
         let net: IpNet = cidr.parse().ok()?;
         net.contains(&ip).then(|| format!("in {name} ({cidr})"))
     })
+}
+
+/// Where a tenant's own allowlist comes from (the system administrator's policy for
+/// it, `TenantPolicySet`); what it allows is added to the operator's.
+pub trait TenantAllowlists: Send + Sync {
+    /// `tenant`'s own allowlist, if it has one. The same `Arc` while it is unchanged.
+    fn allowlist(&self, tenant: &str) -> Option<Arc<EgressPolicy>>;
 }
 
 /// The HTTP client's resolver: resolves with the system's resolver, then refuses a name

@@ -34,6 +34,7 @@ const TLS_SUPPORTED: bool = false;
 /// `shown` (the request as recorded: `${secrets.NAME}` where `spec` has a value).
 pub(crate) async fn run(
     inner: &Inner,
+    tenant: &str,
     spec: &HttpSpec,
     shown: &HttpSpec,
     limit: Duration,
@@ -44,12 +45,13 @@ pub(crate) async fn run(
     };
     // An address in the URL itself never reaches the resolver: check it here (names are
     // checked by the client's resolver, at connect time).
+    let (egress, client) = inner.for_tenant(tenant);
     if let Some(host) = prepared.url.host() {
-        if let Err(denied) = inner.egress.check_url_host(&host) {
+        if let Err(denied) = egress.check_url_host(&host) {
             return Outcome::failed(denied.to_string(), false);
         }
     }
-    let client = match &inner.client {
+    let client = match &client {
         Ok(client) => client,
         Err(error) => return Outcome::failed(error.clone(), false),
     };

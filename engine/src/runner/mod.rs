@@ -90,10 +90,72 @@ pub(crate) struct Inner {
     options: RunnerOptions,
     /// The egress policy (also inside the client's resolver).
     egress: Arc<egress::EgressPolicy>,
+    /// Tenants' own allowlists, if any are kept.
+    tenant_allowlists: Option<Arc<dyn egress::TenantAllowlists>>,
+    /// A client per tenant with its own allowlist: its resolver enforces the operator's
+    /// policy plus the tenant's, and its connection pool is the tenant's alone (a pooled
+    /// connection one tenant may use is never handed to another).
+    tenant_clients: Mutex<std::collections::HashMap<String, TenantClient>>,
     breakers: Mutex<Breakers>,
 }
 
+/// A tenant's client and the policies it was built for.
+#[derive(Clone)]
+pub(crate) struct TenantClient {
+    /// The tenant's own allowlist it was built for (rebuilt when that changes).
+    own: Arc<egress::EgressPolicy>,
+    /// The operator's policy plus the tenant's.
+    pub(crate) egress: Arc<egress::EgressPolicy>,
+    pub(crate) client: Result<reqwest::Client, String>,
+}
+
+fn build_client(
+    options: &RunnerOptions,
+    egress: Arc<egress::EgressPolicy>,
+) -> Result<reqwest::Client, String> {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .dns_resolver(Arc::new(egress::GuardedResolver::new(egress)))
+        .user_agent(options.user_agent.clone())
+        .build()
+        .map_err(|e| format!("the HTTP client could not be built: {e}"));
+    if let Err(error) = &client {
+        tracing::error!(%error, "http tasks will fail");
+    }
+    client
+}
+
 impl Inner {
+    /// The policy and client for `tenant`'s calls: the shared ones, or, for a tenant
+    /// with its own allowlist, its own (built on first use and when the list changes).
+    pub(crate) fn for_tenant(
+        &self,
+        tenant: &str,
+    ) -> (Arc<egress::EgressPolicy>, Result<reqwest::Client, String>) {
+        let own = self
+            .tenant_allowlists
+            .as_ref()
+            .and_then(|t| t.allowlist(tenant));
+        let Some(own) = own else {
+            return (self.egress.clone(), self.client.clone());
+        };
+        let mut clients = self
+            .tenant_clients
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(c) = clients.get(tenant).filter(|c| Arc::ptr_eq(&c.own, &own)) {
+            return (c.egress.clone(), c.client.clone());
+        }
+        let egress = Arc::new(self.egress.union(&own));
+        let built = TenantClient {
+            own,
+            client: build_client(&self.options, egress.clone()),
+            egress,
+        };
+        clients.insert(tenant.to_owned(), built.clone());
+        (built.egress, built.client)
+    }
+
     /// The breakers. Never held across an `.await`; a panic while holding the lock
     /// cannot leave the state machine half-updated, so poisoning is ignored.
     fn breakers(&self) -> MutexGuard<'_, Breakers> {
@@ -104,21 +166,28 @@ impl Inner {
 impl BuiltinRunner {
     /// A runner with `options`. Redirects are never followed.
     pub fn new(options: RunnerOptions) -> Self {
+        Self::build(options, None)
+    }
+
+    /// A runner whose `http` calls may also reach what each tenant's own allowlist
+    /// (from `tenants`) allows.
+    pub fn with_tenant_allowlists(
+        options: RunnerOptions,
+        tenants: Arc<dyn egress::TenantAllowlists>,
+    ) -> Self {
+        Self::build(options, Some(tenants))
+    }
+
+    fn build(options: RunnerOptions, tenants: Option<Arc<dyn egress::TenantAllowlists>>) -> Self {
         let egress = Arc::new(options.egress.clone());
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .dns_resolver(Arc::new(egress::GuardedResolver::new(egress.clone())))
-            .user_agent(options.user_agent.clone())
-            .build()
-            .map_err(|e| format!("the HTTP client could not be built: {e}"));
-        if let Err(error) = &client {
-            tracing::error!(%error, "http tasks will fail");
-        }
+        let client = build_client(&options, egress.clone());
         BuiltinRunner {
             inner: Arc::new(Inner {
                 client,
                 breakers: Mutex::new(Breakers::new(options.breaker)),
                 egress,
+                tenant_allowlists: tenants,
+                tenant_clients: Mutex::default(),
                 options,
             }),
         }
@@ -139,15 +208,18 @@ impl BuiltinRunner {
         sleep_ms: Option<u64>,
         timeout: Option<Duration>,
     ) -> Outcome {
-        self.run_shown(kind, input, http.map(|h| (h, h)), sleep_ms, timeout)
+        let tenant = conflux_schema::access::DEFAULT_TENANT;
+        self.run_shown(tenant, kind, input, http.map(|h| (h, h)), sleep_ms, timeout)
             .await
     }
 
     /// [`BuiltinRunner::run`] for an `http` request `(sent, shown)`: `sent` is what goes
     /// out (secret values in), `shown` what errors may name (the recorded request, with
-    /// `${secrets.NAME}` references), so an error never quotes a secret's value.
+    /// `${secrets.NAME}` references), so an error never quotes a secret's value;
+    /// `tenant`'s own egress allowlist applies besides the operator's.
     pub async fn run_shown(
         &self,
+        tenant: &str,
         kind: TaskKind,
         input: &Value,
         http: Option<(&HttpSpec, &HttpSpec)>,
@@ -185,7 +257,7 @@ impl BuiltinRunner {
                 let limit = timeout.map_or(self.inner.options.http_timeout, |t| {
                     t.min(self.inner.options.http_timeout)
                 });
-                http::run(&self.inner, spec, shown, limit).await
+                http::run(&self.inner, tenant, spec, shown, limit).await
             }
             TaskKind::Agent => Outcome::failed("agent tasks are not run in-process", false),
         }

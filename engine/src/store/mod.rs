@@ -13,6 +13,7 @@ mod lookup;
 pub mod postgres;
 mod secrets;
 pub mod sqlite;
+pub mod usage;
 pub mod writer;
 
 use async_trait::async_trait;
@@ -21,6 +22,7 @@ use tokio::sync::watch;
 
 pub use chain::ChainVerification;
 pub use secrets::SigningSecret;
+pub use usage::TenantCounters;
 
 /// Everything that can go wrong in the store, typed so callers can react
 /// (a conflict means reload and re-decide; unavailable means 503).
@@ -189,6 +191,15 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Outbox: marks everything up to `position` as published.
     async fn outbox_done(&self, position: u64) -> Result<(), StoreError>;
+
+    /// `tenant`'s usage counters (all zero for a tenant that recorded nothing), with
+    /// how many executions it started at or after `since`. The counters are written in
+    /// the same transaction as the events they count.
+    async fn tenant_usage(
+        &self,
+        tenant: &str,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<TenantCounters, StoreError>;
 }
 
 /// `stream_type IN (...)` for `types`: the names are the enum's own constants, never

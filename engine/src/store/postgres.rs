@@ -43,7 +43,20 @@ ins AS (
     ORDER BY r.ord
     RETURNING position
 ),
-ob AS (INSERT INTO outbox (position) SELECT max(position) FROM ins)
+ob AS (INSERT INTO outbox (position) SELECT max(position) FROM ins),
+usage AS (
+    INSERT INTO tenant_usage (tenant, running_executions, executions_started, definitions, agents, payload_bytes)
+    SELECT u.tenant, u.running, u.started, u.definitions, u.agents, u.bytes
+    FROM commit_order,
+         unnest($12::text[], $13::int8[], $14::int8[], $15::int8[], $16::int8[], $17::int8[])
+         AS u(tenant, running, started, definitions, agents, bytes)
+    ON CONFLICT (tenant) DO UPDATE SET
+        running_executions = tenant_usage.running_executions + EXCLUDED.running_executions,
+        executions_started = tenant_usage.executions_started + EXCLUDED.executions_started,
+        definitions = tenant_usage.definitions + EXCLUDED.definitions,
+        agents = tenant_usage.agents + EXCLUDED.agents,
+        payload_bytes = tenant_usage.payload_bytes + EXCLUDED.payload_bytes
+)
 SELECT position FROM ins ORDER BY position
 "#;
 
@@ -232,9 +245,25 @@ ins AS (
                                         schema_version, data, metadata, recorded_at, hash)
     RETURNING position
 ),
-ob AS (INSERT INTO outbox (position) SELECT max(position) FROM ins)
+ob AS (INSERT INTO outbox (position) SELECT max(position) FROM ins),
+usage AS (
+    INSERT INTO tenant_usage (tenant, {counters})
+    SELECT u.tenant, u.running, u.started, u.definitions, u.agents, u.bytes
+    FROM commit_order,
+         unnest(${u0}::text[], ${u1}::int8[], ${u2}::int8[], ${u3}::int8[], ${u4}::int8[], ${u5}::int8[])
+         AS u(tenant, running, started, definitions, agents, bytes)
+    ON CONFLICT (tenant) DO UPDATE SET {add}
+)
 SELECT position FROM ins ORDER BY position",
-                    tuples.join(", ")
+                    tuples.join(", "),
+                    counters = super::usage::COUNTER_COLUMNS,
+                    add = super::usage::ADD_EXCLUDED,
+                    u0 = 2 + n * 10,
+                    u1 = 3 + n * 10,
+                    u2 = 4 + n * 10,
+                    u3 = 5 + n * 10,
+                    u4 = 6 + n * 10,
+                    u5 = 7 + n * 10,
                 )
             })
             .collect()
@@ -260,7 +289,28 @@ where
             .bind(r.recorded_at)
             .bind(r.hash.as_slice());
     }
-    q.fetch_all(executor).await
+    bind_usage(q, rows).fetch_all(executor).await
+}
+
+type ScalarQuery<'q> =
+    sqlx::query::QueryScalar<'q, Postgres, i64, <Postgres as sqlx::Database>::Arguments<'q>>;
+
+/// Binds the usage counter changes of `rows` as the statement's last six arrays.
+fn bind_usage<'q>(q: ScalarQuery<'q>, rows: &[&Row]) -> ScalarQuery<'q> {
+    let deltas = super::usage::deltas(rows);
+    let column =
+        |f: fn(&super::usage::UsageDelta) -> i64| deltas.iter().map(f).collect::<Vec<i64>>();
+    q.bind(
+        deltas
+            .iter()
+            .map(|d| d.tenant.clone())
+            .collect::<Vec<String>>(),
+    )
+    .bind(column(|d| d.running))
+    .bind(column(|d| d.started))
+    .bind(column(|d| d.definitions))
+    .bind(column(|d| d.agents))
+    .bind(column(|d| d.bytes))
 }
 
 async fn insert_rows<'c, E>(executor: E, rows: &[&Row]) -> Result<Vec<u64>, InsertError>
@@ -310,9 +360,8 @@ where
         .bind(data)
         .bind(metadata)
         .bind(recorded_at)
-        .bind(hash)
-        .fetch_all(executor)
-        .await;
+        .bind(hash);
+    let result = bind_usage(result, rows).fetch_all(executor).await;
     match result {
         Ok(positions) => Ok(positions.into_iter().map(|p| p as u64).collect()),
         Err(sqlx::Error::Database(db)) if db.is_unique_violation() => Err(InsertError::Duplicate),
@@ -566,5 +615,43 @@ impl EventStore for PgStore {
             .await
             .map(|_| ())
             .map_err(map_err)
+    }
+
+    async fn tenant_usage(
+        &self,
+        tenant: &str,
+        since: DateTime<Utc>,
+    ) -> Result<super::TenantCounters, StoreError> {
+        use super::usage::count;
+        let row = sqlx::query(
+            "SELECT u.running_executions, u.executions_started, u.definitions, u.agents, \
+                    u.payload_bytes, \
+                    (SELECT count(*) FROM events e WHERE e.event_type = 'ExecutionStarted' \
+                       AND coalesce(e.metadata->>'tenant_id', 'default') = $1 \
+                       AND e.recorded_at >= $2) AS started_since, \
+                    (SELECT min(e.recorded_at) FROM events e WHERE e.event_type = 'ExecutionStarted' \
+                       AND coalesce(e.metadata->>'tenant_id', 'default') = $1 \
+                       AND e.recorded_at >= $2) AS oldest_since \
+             FROM (SELECT $1::text AS tenant) t \
+             LEFT JOIN tenant_usage u ON u.tenant = t.tenant",
+        )
+        .bind(tenant)
+        .bind(since)
+        .fetch_one(&self.backend.pool)
+        .await
+        .map_err(map_err)?;
+        let get = |name: &str| -> Result<u64, StoreError> {
+            let v: Option<i64> = row.try_get(name).map_err(map_err)?;
+            Ok(count(v.unwrap_or(0)))
+        };
+        Ok(super::TenantCounters {
+            running_executions: get("running_executions")?,
+            executions_started: get("executions_started")?,
+            definitions: get("definitions")?,
+            agents: get("agents")?,
+            payload_bytes: get("payload_bytes")?,
+            started_since: get("started_since")?,
+            oldest_since: row.try_get("oldest_since").map_err(map_err)?,
+        })
     }
 }

@@ -185,6 +185,26 @@ async fn insert_rows(
             .map_err(insert_error)?;
         positions.extend(rows.into_iter().map(|p| p as u64));
     }
+    static UPSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "INSERT INTO tenant_usage (tenant, {}) VALUES (?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (tenant) DO UPDATE SET {}",
+            super::usage::COUNTER_COLUMNS,
+            super::usage::ADD_EXCLUDED
+        )
+    });
+    for d in super::usage::deltas(rows) {
+        sqlx::query(UPSERT.as_str())
+            .bind(&d.tenant)
+            .bind(d.running)
+            .bind(d.started)
+            .bind(d.definitions)
+            .bind(d.agents)
+            .bind(d.bytes)
+            .execute(&mut **tx)
+            .await
+            .map_err(insert_error)?;
+    }
     // RETURNING order is unspecified; AUTOINCREMENT assigns in insert order.
     positions.sort_unstable();
     if let Some(last) = positions.last() {
@@ -444,5 +464,47 @@ impl EventStore for SqliteStore {
             .await
             .map(|_| ())
             .map_err(map_err)
+    }
+
+    async fn tenant_usage(
+        &self,
+        tenant: &str,
+        since: DateTime<Utc>,
+    ) -> Result<super::TenantCounters, StoreError> {
+        use super::usage::count;
+        let row = sqlx::query(
+            "SELECT u.running_executions, u.executions_started, u.definitions, u.agents, \
+                    u.payload_bytes, \
+                    (SELECT count(*) FROM events e WHERE e.event_type = 'ExecutionStarted' \
+                       AND coalesce(json_extract(e.metadata, '$.tenant_id'), 'default') = ?1 \
+                       AND e.recorded_at >= ?2) AS started_since, \
+                    (SELECT min(e.recorded_at) FROM events e WHERE e.event_type = 'ExecutionStarted' \
+                       AND coalesce(json_extract(e.metadata, '$.tenant_id'), 'default') = ?1 \
+                       AND e.recorded_at >= ?2) AS oldest_since \
+             FROM (SELECT ?1 AS tenant) t \
+             LEFT JOIN tenant_usage u ON u.tenant = t.tenant",
+        )
+        .bind(tenant)
+        .bind(time_text(since))
+        .fetch_one(&self.backend.pool)
+        .await
+        .map_err(map_err)?;
+        let get = |name: &str| -> Result<u64, StoreError> {
+            let v: Option<i64> = row.try_get(name).map_err(map_err)?;
+            Ok(count(v.unwrap_or(0)))
+        };
+        Ok(super::TenantCounters {
+            running_executions: get("running_executions")?,
+            executions_started: get("executions_started")?,
+            definitions: get("definitions")?,
+            agents: get("agents")?,
+            payload_bytes: get("payload_bytes")?,
+            started_since: get("started_since")?,
+            oldest_since: row
+                .try_get::<Option<String>, _>("oldest_since")
+                .map_err(map_err)?
+                .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+                .map(|t| t.with_timezone(&Utc)),
+        })
     }
 }

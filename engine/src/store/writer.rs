@@ -164,6 +164,11 @@ pub struct Row {
 }
 
 impl Row {
+    /// The tenant the event belongs to (`default` when its metadata names none).
+    pub fn tenant(&self) -> &str {
+        self.metadata.tenant()
+    }
+
     /// The committed envelope once the store assigned `position`.
     pub fn into_envelope(self, position: u64) -> EventEnvelope {
         EventEnvelope {

@@ -6,6 +6,7 @@ mod keys;
 mod secret_store;
 mod secrets;
 mod suite;
+mod usage;
 
 macro_rules! conformance {
     ($backend:ident, $fixture:ty, [$($module:ident :: $check:ident),* $(,)?]) => {
@@ -50,6 +51,7 @@ macro_rules! all_checks {
                 keys::a_token_copied_to_another_execution_reads_as_tampered,
                 keys::execution_keys_made_in_a_burst_are_one_each,
                 secret_store::secret_values_are_sealed_scoped_and_managed,
+                usage::usage_counters_follow_the_log,
             ]
         );
     };

@@ -30,7 +30,7 @@ pub(super) fn workflows(s: &mut Spec) {
         .query("execute", boolean(false), "Also start an execution with the body's `input`.")
         .body(create, true)
         .ok(201, "The workflow was created.", s.schema::<WorkflowCreated>())
-        .fails(&[BAD_QUERY, INVALID_WORKFLOW, CONFLICT])
+        .fails(&[BAD_QUERY, INVALID_WORKFLOW, CONFLICT, OVER_QUOTA, OVER_SIZE_QUOTA])
         .add(s);
     op(Get, "/api/v1/workflows", "listWorkflows", "List workflows, newest first")
         .query("status", words(&WORKFLOW_STATUSES), "Only workflows with this status.")
@@ -69,7 +69,7 @@ pub(super) fn executions(s: &mut Spec) {
         .body(s.schema::<ExecuteRequest>(), false)
         .ok(202, "The execution started.", accepted.clone())
         .ok(200, "The key was used before: that execution; nothing started.", accepted)
-        .fails(&[CONFLICT])
+        .fails(&[CONFLICT, OVER_QUOTA, OVER_SIZE_QUOTA])
         .add(s);
     let changed = s.schema::<WorkflowControlled>();
     for (verb, id, summary) in [
@@ -147,6 +147,7 @@ pub(super) fn agents(s: &mut Spec) {
     op(Post, "/api/v1/agents", "registerAgent", "Register an agent")
         .body(s.schema::<RegisterAgent>(), true)
         .ok(201, "The agent is registered.", s.schema::<AgentRegistered>())
+        .fails(&[OVER_QUOTA, OVER_SIZE_QUOTA])
         .add(s);
     op(Post, "/api/v1/agents/{agent_id}/poll", "pollTasks", "Long-poll for tasks")
         .describe("Leases tasks of the agent's roles; an empty list when `wait_ms` passes.")
@@ -166,7 +167,7 @@ pub(super) fn agents(s: &mut Spec) {
             .ok(200, "Recorded.", recorded.clone())
             .fails(&[STALE]);
         if let Some((schema, required)) = body {
-            op = op.body(schema, required);
+            op = op.body(schema, required).fails(&[OVER_SIZE_QUOTA]);
         }
         op.add(s);
     }
@@ -225,6 +226,22 @@ pub(super) fn tenants(s: &mut Spec) {
     op(Get, "/api/v1/tenants", "listTenants", "List tenants")
         .describe("The system administrator only; `default` first.")
         .ok(200, "The tenants.", s.schema::<TenantList>())
+        .add(s);
+    op(Put, "/api/v1/tenants/{tenant}/policy", "setTenantPolicy", "Set a tenant's policy")
+        .describe("The system administrator only. Replaces the tenant's whole policy: its own egress allowlist (added to the operator's `CONFLUX_EGRESS_ALLOW` for its `http` tasks) and its own quota limits (a quota left out takes the configured default, `CONFLUX_QUOTA_*`). Recorded as `TenantPolicySet`; every server applies it within a second.")
+        .body(s.schema::<SetTenantPolicy>(), true)
+        .ok(200, "The policy in force.", s.schema::<TenantPolicy>())
+        .fails(&[BAD_BODY, NOT_FOUND])
+        .add(s);
+    op(Get, "/api/v1/tenants/{tenant}/policy", "getTenantPolicy", "A tenant's policy")
+        .describe("The system administrator only. `updated_at` is null while the defaults apply.")
+        .ok(200, "The policy in force.", s.schema::<TenantPolicy>())
+        .fails(&[NOT_FOUND])
+        .add(s);
+    op(Get, "/api/v1/tenants/{tenant}/usage", "getTenantUsage", "A tenant's use of its quotas")
+        .describe("The system administrator for any tenant; a tenant's `admin` for its own (another tenant is `404`). Counted by the store in the same transaction as the events counted, so the figures match the log.")
+        .ok(200, "Every quota: what is used and its limit (null: none).", s.schema::<TenantUsage>())
+        .fails(&[NOT_FOUND])
         .add(s);
     let erasure = tagged("erasure");
     erasure(Delete, "/api/v1/tenants/{tenant}/data", "eraseTenantData", "Erase a tenant's data")

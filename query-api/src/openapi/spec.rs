@@ -93,6 +93,16 @@ pub(super) const RATE_LIMITED: Failure = Failure(
     "over the caller's rate limit (`Retry-After` says when to try again)",
     &["rate_limited"],
 );
+pub(super) const OVER_QUOTA: Failure = Failure(
+    429,
+    "over one of the tenant's quotas (`details`: `quota`, `limit`, `used`; `Retry-After` for `executions_per_minute`); nothing was recorded",
+    &["quota_exceeded"],
+);
+pub(super) const OVER_SIZE_QUOTA: Failure = Failure(
+    413,
+    "a payload over the tenant's `event_payload_bytes`, or its log at its `payload_bytes` (`details`: `quota`, `limit`, `used`); nothing was recorded",
+    &["quota_exceeded"],
+);
 /// The routes anyone may call without a token.
 pub(super) const OPEN: [&str; 4] = ["/health", "/ready", "/metrics", "/api/v1/openapi.json"];
 /// The name of the bearer security scheme.

@@ -89,3 +89,57 @@ pub struct KeyList {
     /// The keys, oldest first.
     pub items: Vec<Key>,
 }
+
+/// Body of `PUT /api/v1/tenants/{tenant}/policy`: the tenant's whole policy (what it
+/// leaves out is back to the default).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetTenantPolicy {
+    /// What the tenant's outbound calls (`http` tasks) may reach beyond the operator's
+    /// `CONFLUX_EGRESS_ALLOW`: CIDRs (`10.1.0.0/16`), addresses, host names and
+    /// `*.suffix` patterns.
+    #[serde(default)]
+    #[schema(example = json!(["10.20.0.0/16", "*.billing.internal"]))]
+    pub egress_allow: Vec<String>,
+    /// The tenant's own limits; a quota left out takes the configured default.
+    #[serde(default)]
+    pub quotas: crate::quota::QuotaLimits,
+}
+
+/// A tenant's policy: `GET` and `PUT /api/v1/tenants/{tenant}/policy`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TenantPolicy {
+    /// The tenant.
+    pub tenant: String,
+    /// Its own egress allowlist (added to the operator's).
+    pub egress_allow: Vec<String>,
+    /// Its own limits (a quota not named takes the default).
+    pub quotas: crate::quota::QuotaLimits,
+    /// The limits in force: its own, else the configured defaults (absent: no limit).
+    pub effective_quotas: crate::quota::QuotaLimits,
+    /// When the policy was last set (null: never, the defaults apply).
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+/// One quota's use: `used` of `limit`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct QuotaUse {
+    /// `running_executions`, `executions_per_minute`, `definitions`,
+    /// `event_payload_bytes`, `payload_bytes` or `agents`.
+    #[schema(value_type = String, example = "running_executions")]
+    pub quota: crate::quota::Quota,
+    /// What the tenant uses now (null for `event_payload_bytes`, a per-payload limit).
+    pub used: Option<u64>,
+    /// Its limit (null: none).
+    pub limit: Option<u64>,
+}
+
+/// `GET /api/v1/tenants/{tenant}/usage`: the tenant's use of every quota, counted from
+/// its log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TenantUsage {
+    /// The tenant.
+    pub tenant: String,
+    /// Every quota, in a fixed order.
+    pub quotas: Vec<QuotaUse>,
+}

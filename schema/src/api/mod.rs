@@ -18,7 +18,10 @@ pub mod ops;
 pub mod secrets;
 pub mod workflows;
 
-pub use access::{CreateKey, CreateTenant, Key, KeyCreated, KeyList, Tenant, TenantList};
+pub use access::{
+    CreateKey, CreateTenant, Key, KeyCreated, KeyList, QuotaUse, SetTenantPolicy, Tenant,
+    TenantList, TenantPolicy, TenantUsage,
+};
 pub use agents::{
     AgentRegistered, CompleteTask, FailTask, Lease, LeaseRecorded, LeasedAttempt, PollAnswer,
     RegisterAgent,

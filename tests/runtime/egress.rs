@@ -168,6 +168,52 @@ pub async fn a_tenants_allowlist_is_its_own(server: &TestServer) {
     assert!(error.starts_with("egress_denied: "), "{error}");
     assert_eq!(target.calls.ok.load(Ordering::SeqCst), 1);
 
+    // A redirect from the allowed address into a denied one is not followed: the
+    // denied listener (127.0.0.2, outside the tenant's 127.0.0.1) hears nothing.
+    let denied = tokio::net::TcpListener::bind("127.0.0.2:0")
+        .await
+        .expect("bind 127.0.0.2");
+    let denied_addr = denied.local_addr().expect("addr");
+    let knocks = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = knocks.clone();
+    tokio::spawn(async move {
+        while denied.accept().await.is_ok() {
+            counted.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let redirector = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let redirector_addr = redirector.local_addr().expect("addr");
+    let to = format!("http://{denied_addr}/latest/meta-data/");
+    let app = axum::Router::new().fallback(move || {
+        let to = to.clone();
+        async move { axum::response::Redirect::temporary(&to) }
+    });
+    tokio::spawn(async move { axum::serve(redirector, app).await });
+    let created = opened
+        .ok(
+            "POST",
+            "/api/v1/workflows?execute=true",
+            Some(
+                json!({"name": "redirected", "tasks": [{"id": "call", "kind": "http",
+                "retry": {"max_attempts": 3},
+                "http": {"url": format!("http://{redirector_addr}/start")}}]}),
+            ),
+        )
+        .await;
+    let done = opened
+        .wait_terminal(created["execution_id"].as_str().expect("execution"))
+        .await;
+    assert_eq!(done["status"], "failed", "{done}");
+    let error = done["tasks"]["call"]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("redirects are not followed"), "{error}");
+    assert_eq!(
+        knocks.load(Ordering::SeqCst),
+        0,
+        "the redirect was not followed"
+    );
+
     // Taken away: the tenant is back to the operator's policy.
     root.ok("PUT", "/api/v1/tenants/opened/policy", Some(json!({})))
         .await;

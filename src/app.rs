@@ -440,6 +440,14 @@ pub async fn serve_http(
     } else {
         None
     };
+    if surface.commands() {
+        let quotas = conflux_engine::quota::Quotas::new(
+            rt.backends.store.clone(),
+            access.clone(),
+            rt.quota_defaults,
+        );
+        tokio::spawn(quotas.publish_gauges(Duration::from_secs(15), shutdown.clone()));
+    }
     let sides = Sides {
         commands: surface.commands(),
         queries,

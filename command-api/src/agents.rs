@@ -14,7 +14,6 @@ use conflux_engine::agents::{
     Caller, PollOptions, Registration, Report, Reported, DEFAULT_LEASES_PER_POLL,
     DEFAULT_POLL_WAIT, MAX_LEASES_PER_POLL,
 };
-use conflux_engine::quota::Admission;
 use conflux_http::context::RequestContext;
 use conflux_http::error::ApiError;
 use conflux_http::extract::{path_uuid, ApiJson, PathId, QueryParams};
@@ -41,7 +40,7 @@ pub async fn register(
 ) -> Result<(StatusCode, Json<AgentRegistered>), ApiError> {
     let _admitted = ctx
         .quotas
-        .admit(request.tenant(), Admission::RegisterAgent)
+        .admit_agent(request.tenant(), body.name.trim())
         .await?;
     let registration = Registration {
         name: body.name,

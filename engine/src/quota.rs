@@ -8,10 +8,12 @@
 //! checks have a limit (no limits, no reads).
 //!
 //! A request over a quota is refused before anything is written. Admissions a process
-//! has let through but not yet committed count against the limit too
-//! ([`Admitted`] holds them until dropped), so concurrent requests through one server
-//! cannot overshoot; requests admitted at the same instant by different servers can, by
-//! at most the requests in flight.
+//! has let through but not yet committed count against the limit too ([`Admitted`]
+//! holds them until dropped), and so does every admission that ended while the
+//! counters were being read (it may or may not be in what was read): one server never
+//! lets concurrent requests past a limit, at the price of refusing one near the limit
+//! that a slower reading would have let through. Requests admitted at the same instant
+//! by different servers can overshoot, by at most the requests in flight.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -91,7 +93,16 @@ impl Admission {
     }
 }
 
-type InFlight = Arc<Mutex<HashMap<(String, Admission), u64>>>;
+/// Admissions of one (tenant, kind) in this process.
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    /// Let through, not yet ended.
+    pending: u64,
+    /// Ended (committed or not) since the process started.
+    ended: u64,
+}
+
+type InFlight = Arc<Mutex<HashMap<(String, Admission), Tally>>>;
 
 /// An admission let through: counts against its tenant's limit in this process until
 /// dropped (drop it once the append committed or failed).
@@ -104,11 +115,9 @@ impl Drop for Admitted {
     fn drop(&mut self) {
         if let Some((key, in_flight)) = self.slot.take() {
             let mut map = in_flight.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(n) = map.get_mut(&key) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    map.remove(&key);
-                }
+            if let Some(tally) = map.get_mut(&key) {
+                tally.pending = tally.pending.saturating_sub(1);
+                tally.ended += 1;
             }
         }
     }
@@ -181,8 +190,24 @@ impl Quotas {
 
     /// Lets `what` through for `tenant` if its quotas allow one more (and, for a start,
     /// the rate and the stored bytes allow it), counting it as in flight until the
-    /// returned [`Admitted`] is dropped.
+    /// returned [`Admitted`] is dropped. Agents are admitted with [`Quotas::admit_agent`].
     pub async fn admit(&self, tenant: &str, what: Admission) -> Result<Admitted, QuotaError> {
+        self.admit_as(tenant, what, None).await
+    }
+
+    /// Lets an agent registering under `name` through: a name the tenant's agents
+    /// registered under before (a restarted agent) takes no more of the `agents` quota.
+    pub async fn admit_agent(&self, tenant: &str, name: &str) -> Result<Admitted, QuotaError> {
+        self.admit_as(tenant, Admission::RegisterAgent, Some(name))
+            .await
+    }
+
+    async fn admit_as(
+        &self,
+        tenant: &str,
+        what: Admission,
+        agent_name: Option<&str>,
+    ) -> Result<Admitted, QuotaError> {
         let limits = self.limits(tenant);
         let count_limit = limits.get(what.counted());
         let rate_limit = match what {
@@ -192,9 +217,11 @@ impl Quotas {
         if count_limit.is_none() && rate_limit.is_none() && limits.payload_bytes.is_none() {
             return Ok(Admitted { slot: None });
         }
+        let key = (tenant.to_owned(), what);
+        let ended_before = self.tally(&key).ended;
         let now = Utc::now();
         let since = now - chrono::Duration::from_std(RATE_WINDOW).unwrap_or_default();
-        let counters = self.store.tenant_usage(tenant, since).await?;
+        let counters = self.store.tenant_usage(tenant, since, agent_name).await?;
         self.record_gauges(tenant, &counters);
         if let Some(limit) = limits.payload_bytes {
             if counters.payload_bytes >= limit {
@@ -203,13 +230,15 @@ impl Quotas {
                 return Err(self.refused(tenant, refused).into());
             }
         }
-        let key = (tenant.to_owned(), what);
         let mut in_flight = self
             .in_flight
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let pending = in_flight.get(&key).copied().unwrap_or(0);
-        if let Some(limit) = count_limit {
+        let tally = in_flight.get(&key).copied().unwrap_or_default();
+        // In flight, or ended while the counters were read (maybe not in them).
+        let pending = tally.pending + (tally.ended - ended_before);
+        let known_agent = what == Admission::RegisterAgent && counters.agent_known;
+        if let Some(limit) = count_limit.filter(|_| !known_agent) {
             let used = used_of(&counters, what.counted()) + pending;
             if used >= limit {
                 drop(in_flight);
@@ -229,16 +258,24 @@ impl Quotas {
                 return Err(self.refused(tenant, refused).into());
             }
         }
-        *in_flight.entry(key.clone()).or_insert(0) += 1;
+        in_flight.entry(key.clone()).or_default().pending += 1;
         Ok(Admitted {
             slot: Some((key, self.in_flight.clone())),
         })
     }
 
+    fn tally(&self, key: &(String, Admission)) -> Tally {
+        let map = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        map.get(key).copied().unwrap_or_default()
+    }
+
     /// `tenant`'s use of every quota, with its limits, as the store counts it now.
     pub async fn usage(&self, tenant: &str) -> Result<Vec<QuotaUse>, StoreError> {
         let since = Utc::now() - chrono::Duration::from_std(RATE_WINDOW).unwrap_or_default();
-        let counters = self.store.tenant_usage(tenant, since).await?;
+        let counters = self.store.tenant_usage(tenant, since, None).await?;
         self.record_gauges(tenant, &counters);
         let limits = self.limits(tenant);
         Ok(Quota::ALL
@@ -249,6 +286,27 @@ impl Quotas {
                 limit: limits.get(*q),
             })
             .collect())
+    }
+
+    /// Publishes every tenant's use as gauges (`conflux_tenant_usage{tenant,quota}`)
+    /// every `every` until `shutdown`, so tenants without limits, and use that went
+    /// down, show too.
+    pub async fn publish_gauges(
+        self,
+        every: Duration,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        loop {
+            for (tenant, _) in self.access.tenants() {
+                if let Err(e) = self.usage(tenant.as_str()).await {
+                    tracing::debug!(%tenant, error = %e, "reading a tenant's usage failed");
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(every) => {}
+            }
+        }
     }
 
     fn refused(&self, tenant: &str, refused: QuotaExceeded) -> QuotaExceeded {
@@ -298,6 +356,6 @@ fn used_of(counters: &TenantCounters, quota: Quota) -> u64 {
         Quota::Definitions => counters.definitions,
         Quota::EventPayloadBytes => 0,
         Quota::PayloadBytes => counters.payload_bytes,
-        Quota::Agents => counters.agents,
+        Quota::Agents => counters.agent_names,
     }
 }

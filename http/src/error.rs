@@ -116,7 +116,9 @@ impl From<conflux_engine::quota::QuotaExceeded> for ApiError {
             "limit": e.limit,
             "used": e.used,
         }));
-        error.retry_after = e.retry_after.map(|d| d.as_secs().max(1));
+        error.retry_after = e
+            .retry_after
+            .map(|d| (d.as_secs_f64().ceil() as u64).max(1));
         error
     }
 }

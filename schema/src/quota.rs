@@ -60,9 +60,10 @@ impl std::fmt::Display for Quota {
 }
 
 /// A limit for each quota; `None` is no limit. As a tenant's own limits, `None` means
-/// "the configured default".
+/// "the configured default". Lenient about unknown fields, since it is part of a
+/// stored event (`TenantPolicySet`) that a later version may extend; request bodies are
+/// strict at the HTTP edge.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct QuotaLimits {
     /// Executions running at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -161,11 +162,5 @@ mod tests {
         }
         assert!(Quota::PayloadBytes.is_size() && Quota::EventPayloadBytes.is_size());
         assert!(!Quota::RunningExecutions.is_size());
-    }
-
-    #[test]
-    fn unknown_limit_names_are_refused() {
-        let e = serde_json::from_str::<QuotaLimits>(r#"{"runing_executions": 3}"#);
-        assert!(e.is_err());
     }
 }

@@ -160,7 +160,7 @@ impl KeyDirectory {
                 egress_allow,
                 quotas,
             } => {
-                let egress = EgressPolicy::parse(&egress_allow.join(",")).unwrap_or_else(|e| {
+                let egress = EgressPolicy::parse_tenant(&egress_allow.join(",")).unwrap_or_else(|e| {
                     tracing::warn!(%tenant, error = %e, "a recorded egress allowlist does not parse; the tenant gets none");
                     EgressPolicy::public_only()
                 });

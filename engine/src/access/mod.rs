@@ -378,7 +378,7 @@ impl Access {
                     "egress_allow: `{entry}` holds a comma; give one entry per item"
                 )));
             }
-            crate::runner::egress::EgressPolicy::parse(entry)
+            crate::runner::egress::EgressPolicy::parse_tenant(entry)
                 .map_err(|e| AccessError::Invalid(format!("egress_allow: {e}")))?;
         }
         let stream = tenant_stream(&tenant);

@@ -186,7 +186,8 @@ impl EventStore for SealedStore {
         &self,
         tenant: &str,
         since: chrono::DateTime<chrono::Utc>,
+        agent_name: Option<&str>,
     ) -> Result<crate::store::TenantCounters, StoreError> {
-        self.inner.tenant_usage(tenant, since).await
+        self.inner.tenant_usage(tenant, since, agent_name).await
     }
 }

@@ -68,11 +68,25 @@ impl HostPattern {
     }
 }
 
+/// Ranges a name from a tenant's own allowlist may resolve into: the private ones. A
+/// tenant usually controls the DNS of the names it lists, so a name never opens
+/// loopback, link-local (cloud metadata) or the other special ranges.
+const PRIVATE: [&str; 5] = [
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",
+    "fc00::/7",
+];
+
 /// What the server may call.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EgressPolicy {
     allowed_nets: Vec<IpNet>,
     allowed_hosts: Vec<HostPattern>,
+    /// Names from a tenant's own allowlist: allowed when they resolve to public or
+    /// private addresses only.
+    tenant_hosts: Vec<HostPattern>,
     allow_all: bool,
 }
 
@@ -113,6 +127,19 @@ impl EgressPolicy {
         Ok(policy)
     }
 
+    /// Parses a tenant's own allowlist (set by the system administrator): CIDRs and
+    /// addresses open what they name; host names and `*.suffix` patterns open private
+    /// addresses behind those names, never loopback, link-local or other special
+    /// ranges (the tenant may control their DNS); `*` is refused.
+    pub fn parse_tenant(allow: &str) -> Result<Self, String> {
+        let mut policy = Self::parse(allow)?;
+        if policy.allow_all {
+            return Err("`*` is for the operator's CONFLUX_EGRESS_ALLOW only".into());
+        }
+        policy.tenant_hosts = std::mem::take(&mut policy.allowed_hosts);
+        Ok(policy)
+    }
+
     /// What either policy allows: the operator's allowlist plus a tenant's own.
     pub fn union(&self, other: &EgressPolicy) -> EgressPolicy {
         let mut out = self.clone();
@@ -120,7 +147,29 @@ impl EgressPolicy {
         out.allowed_nets.extend(other.allowed_nets.iter().copied());
         out.allowed_hosts
             .extend(other.allowed_hosts.iter().cloned());
+        out.tenant_hosts.extend(other.tenant_hosts.iter().cloned());
         out
+    }
+
+    /// Refuses `ip`, an address the name `host` resolved to: [`EgressPolicy::check_ip`],
+    /// except that a name of a tenant's allowlist may resolve to a private address.
+    pub fn check_resolved(&self, host: &str, ip: IpAddr) -> Result<(), EgressDenied> {
+        let denied = match self.check_ip(ip) {
+            Ok(()) => return Ok(()),
+            Err(denied) => denied,
+        };
+        let ip4 = match ip {
+            IpAddr::V6(v6) => embedded_v4(v6).map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        let private = PRIVATE
+            .iter()
+            .filter_map(|c| c.parse::<IpNet>().ok())
+            .any(|n| n.contains(&ip4));
+        if private && self.tenant_hosts.iter().any(|p| p.matches(host)) {
+            return Ok(());
+        }
+        Err(denied)
     }
 
     /// Whether the name `host` is allowed whatever it resolves to.
@@ -248,7 +297,7 @@ impl reqwest::dns::Resolve for GuardedResolver {
                 tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             if !policy.allows_host(&host) {
                 for addr in &addrs {
-                    if let Err(denied) = policy.check_ip(addr.ip()) {
+                    if let Err(denied) = policy.check_resolved(&host, addr.ip()) {
                         let denied = EgressDenied {
                             target: format!("{host} (resolves to {})", addr.ip()),
                             rule: denied.rule,
@@ -375,5 +424,35 @@ mod tests {
             allowed.resolve(name).await.is_ok(),
             "an allowed name resolves"
         );
+    }
+
+    #[test]
+    fn a_tenants_names_reach_private_addresses_only() {
+        let operator = EgressPolicy::public_only();
+        let tenant = EgressPolicy::parse_tenant("*.billing.internal,10.9.0.0/16").expect("parses");
+        let both = operator.union(&tenant);
+        let private: IpAddr = "10.1.2.3".parse().expect("ip");
+        let metadata: IpAddr = "169.254.169.254".parse().expect("ip");
+        let loopback: IpAddr = "127.0.0.1".parse().expect("ip");
+        let mapped: IpAddr = "::ffff:10.1.2.3".parse().expect("ip");
+        assert_eq!(both.check_resolved("api.billing.internal", private), Ok(()));
+        assert_eq!(both.check_resolved("api.billing.internal", mapped), Ok(()));
+        assert!(both
+            .check_resolved("api.billing.internal", metadata)
+            .is_err());
+        assert!(both
+            .check_resolved("api.billing.internal", loopback)
+            .is_err());
+        assert!(both.check_resolved("other.example", private).is_err());
+        assert!(
+            !both.allows_host("api.billing.internal"),
+            "no name is trusted whole"
+        );
+        assert_eq!(both.check_ip("10.9.4.4".parse().expect("ip")), Ok(()));
+        assert!(operator
+            .check_resolved("api.billing.internal", private)
+            .is_err());
+        assert!(EgressPolicy::parse_tenant("*").is_err());
+        assert!(EgressPolicy::parse_tenant("10.0.0.0/8,*").is_err());
     }
 }

@@ -283,3 +283,74 @@ impl std::fmt::Debug for BuiltinRunner {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    /// Allowlists a test can change.
+    #[derive(Default)]
+    struct Lists(Mutex<HashMap<String, Arc<egress::EgressPolicy>>>);
+
+    impl Lists {
+        fn set(&self, tenant: &str, allow: Option<&str>) {
+            let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            match allow {
+                Some(a) => {
+                    let policy = egress::EgressPolicy::parse_tenant(a).expect("parses");
+                    map.insert(tenant.to_owned(), Arc::new(policy));
+                }
+                None => {
+                    map.remove(tenant);
+                }
+            }
+        }
+    }
+
+    impl egress::TenantAllowlists for Lists {
+        fn allowlist(&self, tenant: &str) -> Option<Arc<egress::EgressPolicy>> {
+            let map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            map.get(tenant).cloned()
+        }
+    }
+
+    #[test]
+    fn each_tenant_with_an_allowlist_has_its_own_client() {
+        let lists = Arc::new(Lists::default());
+        let runner = BuiltinRunner::with_tenant_allowlists(RunnerOptions::default(), lists.clone());
+        let inner = &runner.inner;
+        let shared = inner.for_tenant("plain").0;
+        assert!(
+            Arc::ptr_eq(&shared, &inner.egress),
+            "no list: the shared client"
+        );
+
+        lists.set("a", Some("10.1.0.0/16"));
+        lists.set("b", Some("10.2.0.0/16"));
+        let (a1, _) = inner.for_tenant("a");
+        let (a2, _) = inner.for_tenant("a");
+        let (b1, _) = inner.for_tenant("b");
+        assert!(
+            Arc::ptr_eq(&a1, &a2),
+            "one client per tenant while its list stands"
+        );
+        assert!(!Arc::ptr_eq(&a1, &b1) && !Arc::ptr_eq(&a1, &shared));
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("ip");
+        assert_eq!(a1.check_ip(ip("10.1.2.3")), Ok(()));
+        assert!(a1.check_ip(ip("10.2.2.3")).is_err(), "b's range is not a's");
+        assert!(b1.check_ip(ip("10.1.2.3")).is_err());
+
+        lists.set("a", Some("10.3.0.0/16"));
+        let (a3, _) = inner.for_tenant("a");
+        assert!(!Arc::ptr_eq(&a1, &a3), "a changed list: a new client");
+        assert!(a3.check_ip(ip("10.1.2.3")).is_err() && a3.check_ip(ip("10.3.0.1")).is_ok());
+
+        lists.set("a", None);
+        assert!(
+            Arc::ptr_eq(&inner.for_tenant("a").0, &inner.egress),
+            "back to shared"
+        );
+    }
+}

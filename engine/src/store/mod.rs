@@ -193,12 +193,14 @@ pub trait EventStore: Send + Sync + 'static {
     async fn outbox_done(&self, position: u64) -> Result<(), StoreError>;
 
     /// `tenant`'s usage counters (all zero for a tenant that recorded nothing), with
-    /// how many executions it started at or after `since`. The counters are written in
-    /// the same transaction as the events they count.
+    /// how many executions it started at or after `since` and whether an agent
+    /// registered under `agent_name` before. The counters are written in the same
+    /// transaction as the events they count.
     async fn tenant_usage(
         &self,
         tenant: &str,
         since: chrono::DateTime<chrono::Utc>,
+        agent_name: Option<&str>,
     ) -> Result<TenantCounters, StoreError>;
 }
 

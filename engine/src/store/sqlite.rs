@@ -470,6 +470,7 @@ impl EventStore for SqliteStore {
         &self,
         tenant: &str,
         since: DateTime<Utc>,
+        agent_name: Option<&str>,
     ) -> Result<super::TenantCounters, StoreError> {
         use super::usage::count;
         let row = sqlx::query(
@@ -480,12 +481,17 @@ impl EventStore for SqliteStore {
                        AND e.recorded_at >= ?2) AS started_since, \
                     (SELECT min(e.recorded_at) FROM events e WHERE e.event_type = 'ExecutionStarted' \
                        AND coalesce(json_extract(e.metadata, '$.tenant_id'), 'default') = ?1 \
-                       AND e.recorded_at >= ?2) AS oldest_since \
+                       AND e.recorded_at >= ?2) AS oldest_since, \
+                    (SELECT count(DISTINCT json_extract(e.data, '$.name')) FROM events e WHERE e.event_type = 'AgentRegistered' \
+                       AND coalesce(json_extract(e.metadata, '$.tenant_id'), 'default') = ?1) AS agent_names, \
+                    EXISTS (SELECT 1 FROM events e WHERE e.event_type = 'AgentRegistered' \
+                       AND coalesce(json_extract(e.metadata, '$.tenant_id'), 'default') = ?1 AND json_extract(e.data, '$.name') = ?3) AS agent_known \
              FROM (SELECT ?1 AS tenant) t \
              LEFT JOIN tenant_usage u ON u.tenant = t.tenant",
         )
         .bind(tenant)
         .bind(time_text(since))
+        .bind(agent_name)
         .fetch_one(&self.backend.pool)
         .await
         .map_err(map_err)?;
@@ -500,6 +506,8 @@ impl EventStore for SqliteStore {
             agents: get("agents")?,
             payload_bytes: get("payload_bytes")?,
             started_since: get("started_since")?,
+            agent_names: get("agent_names")?,
+            agent_known: row.try_get("agent_known").map_err(map_err)?,
             oldest_since: row
                 .try_get::<Option<String>, _>("oldest_since")
                 .map_err(map_err)?

@@ -19,7 +19,7 @@ pub struct TenantCounters {
     pub executions_started: u64,
     /// Workflow definitions (every version).
     pub definitions: u64,
-    /// Agents ever registered.
+    /// Agent registrations ever (a restarted agent registers again).
     pub agents: u64,
     /// Bytes of event data (canonical JSON) in the tenant's log.
     pub payload_bytes: u64,
@@ -27,6 +27,10 @@ pub struct TenantCounters {
     pub started_since: u64,
     /// When the oldest of those started.
     pub oldest_since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Distinct names agents registered under (the `agents` quota counts these).
+    pub agent_names: u64,
+    /// Whether an agent already registered under the name the caller asked about.
+    pub agent_known: bool,
 }
 
 /// What one append batch adds to one tenant's counters.

@@ -70,7 +70,7 @@ pub async fn usage_counters_follow_the_log<F: Fixture>(f: &F) {
     let store = f.store();
     let second = f.second_store().await;
     let since = Utc::now() - Duration::seconds(60);
-    let empty = store.tenant_usage("a", since).await.expect("usage");
+    let empty = store.tenant_usage("a", since, None).await.expect("usage");
     assert_eq!(empty, Default::default(), "a tenant that recorded nothing");
 
     // 40 executions of tenant a and 10 of tenant b, started through two stores at once;
@@ -100,13 +100,13 @@ pub async fn usage_counters_follow_the_log<F: Fixture>(f: &F) {
     for t in tasks {
         t.await.expect("task");
     }
-    let a = store.tenant_usage("a", since).await.expect("usage");
+    let a = store.tenant_usage("a", since, None).await.expect("usage");
     assert_eq!(
         (a.running_executions, a.executions_started, a.started_since),
         (20, 40, 40)
     );
     assert!(a.oldest_since.is_some_and(|t| t >= since));
-    let b = second.tenant_usage("b", since).await.expect("usage");
+    let b = second.tenant_usage("b", since, None).await.expect("usage");
     assert_eq!((b.running_executions, b.executions_started), (10, 10));
     let (running, started_n, bytes) = recount(&*store, "a").await;
     assert_eq!(
@@ -115,7 +115,7 @@ pub async fn usage_counters_follow_the_log<F: Fixture>(f: &F) {
     );
     assert_eq!(
         store
-            .tenant_usage("a", Utc::now() + Duration::seconds(1))
+            .tenant_usage("a", Utc::now() + Duration::seconds(1), None)
             .await
             .expect("usage")
             .started_since,
@@ -123,41 +123,93 @@ pub async fn usage_counters_follow_the_log<F: Fixture>(f: &F) {
         "nothing started in the future"
     );
 
-    // A failed append counts nothing: a version conflict in a batch of two.
+    // A failed append counts nothing: `store` still believes the stream is at version 1
+    // when `second` has taken version 2, so its batch (with a valid append beside it)
+    // reaches the database and is refused by the unique key there.
     let stream = StreamId::execution(Uuid::now_v7());
     store
         .append(&stream, 0, vec![started("a")])
         .await
         .expect("start");
-    let before = store.tenant_usage("a", since).await.expect("usage");
-    let refused = store
-        .append_many(vec![AppendRequest {
-            stream: stream.clone(),
-            expected_version: 0,
-            events: vec![started("a")],
-        }])
+    second
+        .append(&stream, 1, vec![finished("a")])
+        .await
+        .expect("finish");
+    let before = store.tenant_usage("a", since, None).await.expect("usage");
+    let valid = StreamId::execution(Uuid::now_v7());
+    let results = store
+        .append_many(vec![
+            AppendRequest {
+                stream: stream.clone(),
+                expected_version: 1,
+                events: vec![finished("a"), started("a")],
+            },
+            AppendRequest {
+                stream: valid,
+                expected_version: 0,
+                events: vec![started("a")],
+            },
+        ])
         .await;
     assert!(
-        matches!(refused[0], Err(StoreError::Conflict { .. })),
-        "{refused:?}"
+        matches!(results[0], Err(StoreError::Conflict { .. })),
+        "{results:?}"
     );
-    assert_eq!(store.tenant_usage("a", since).await.expect("usage"), before);
+    assert!(results[1].is_ok(), "{results:?}");
+    let after = store.tenant_usage("a", since, None).await.expect("usage");
+    assert_eq!(
+        (after.running_executions, after.executions_started),
+        (before.running_executions + 1, before.executions_started + 1),
+        "only the valid append counts"
+    );
+    let (running, started_n, bytes) = recount(&*store, "a").await;
+    assert_eq!(
+        (
+            after.running_executions,
+            after.executions_started,
+            after.payload_bytes
+        ),
+        (running, started_n, bytes)
+    );
 
-    // Definitions and agents count per tenant.
-    let created = NewEvent::new(
-        Event::AgentRegistered {
-            agent_id: Uuid::now_v7(),
-            name: "x".into(),
-            roles: vec!["r".into()],
-            capabilities: vec![],
-            capacity: 1,
-        },
-        meta("b"),
-    );
-    store
-        .append(&StreamId::agent(Uuid::now_v7()), 0, vec![created])
+    // Agents count by distinct name per tenant; a name registered before is known.
+    let agent = |name: &str| {
+        NewEvent::new(
+            Event::AgentRegistered {
+                agent_id: Uuid::now_v7(),
+                name: name.into(),
+                roles: vec!["r".into()],
+                capabilities: vec![],
+                capacity: 1,
+            },
+            meta("b"),
+        )
+    };
+    for name in ["picker-1", "picker-1", "picker-2"] {
+        store
+            .append(&StreamId::agent(Uuid::now_v7()), 0, vec![agent(name)])
+            .await
+            .expect("agent");
+    }
+    let b = store
+        .tenant_usage("b", since, Some("picker-1"))
         .await
-        .expect("agent");
-    let b = store.tenant_usage("b", since).await.expect("usage");
-    assert_eq!((b.agents, b.definitions), (1, 0));
+        .expect("usage");
+    assert_eq!(
+        (b.agents, b.agent_names, b.agent_known, b.definitions),
+        (3, 2, true, 0)
+    );
+    let b = store
+        .tenant_usage("b", since, Some("picker-3"))
+        .await
+        .expect("usage");
+    assert!(!b.agent_known);
+    let a = store
+        .tenant_usage("a", since, Some("picker-1"))
+        .await
+        .expect("usage");
+    assert!(
+        !a.agent_known && a.agent_names == 0,
+        "another tenant's agents"
+    );
 }

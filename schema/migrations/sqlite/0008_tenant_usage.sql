@@ -23,3 +23,7 @@ GROUP BY 1;
 CREATE INDEX IF NOT EXISTS events_started_by_tenant
     ON events (coalesce(json_extract(metadata, '$.tenant_id'), 'default'), recorded_at)
     WHERE event_type = 'ExecutionStarted';
+
+CREATE INDEX IF NOT EXISTS events_agents_by_tenant
+    ON events (coalesce(json_extract(metadata, '$.tenant_id'), 'default'), json_extract(data, '$.name'))
+    WHERE event_type = 'AgentRegistered';

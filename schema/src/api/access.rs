@@ -93,7 +93,6 @@ pub struct KeyList {
 /// Body of `PUT /api/v1/tenants/{tenant}/policy`: the tenant's whole policy (what it
 /// leaves out is back to the default).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct SetTenantPolicy {
     /// What the tenant's outbound calls (`http` tasks) may reach beyond the operator's
     /// `CONFLUX_EGRESS_ALLOW`: CIDRs (`10.1.0.0/16`), addresses, host names and

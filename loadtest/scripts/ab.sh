@@ -4,39 +4,55 @@
 # round (this machine's noise drifts; rotation spreads it).
 #
 # usage: loadtest/scripts/ab.sh <rounds> <scenario> name=/path/to/conflux ...
-#   scenario: w2 (1,000 diamonds) or w3 (20 s at 20 executions/s)
+#   scenario: w2 (1,000 diamonds), w3 (20 s at 20 executions/s) or w7 (tenant A's 2,000
+#   diamonds at once, tenant B's probes meanwhile)
 # env: LOADTEST (default target/release/conflux-loadtest), OUT (default ab-results),
-#      PGHOST/PGUSER (default 127.0.0.1/postgres), REDIS_URL (default redis://127.0.0.1:6379)
-# Prints, per build, the median of each run's headline figure; the JSON reports stay in OUT.
+#      PGHOST/PGUSER (default 127.0.0.1/postgres), REDIS_URL (default redis://127.0.0.1:6379),
+#      MODE (postgres, the default, or embedded: SQLite in a fresh data directory),
+#      EXTRA (more flags for the scenario, e.g. "--w7-agent")
+# Prints, per build, the median of each run's headline figures; the JSON reports stay in OUT.
 set -euo pipefail
 rounds=$1; scenario=$2; shift 2
 loadtest=${LOADTEST:-target/release/conflux-loadtest}
 out=${OUT:-ab-results}
 pghost=${PGHOST:-127.0.0.1}; pguser=${PGUSER:-postgres}
 redis=${REDIS_URL:-redis://127.0.0.1:6379}
+mode=${MODE:-postgres}
+read -r -a extra <<< "${EXTRA:-}"
 token=ab-admin-token-0123456789abcdef0123456789
 
 run() {
   local name=$1 bin=$2 round=$3
   local db="ab_${name//[^a-z0-9]/_}_${round}_$$" prefix="ab:${name}:${round}:$$:"
   local port=$((19000 + RANDOM % 1000)) dir="$out/${name}-${round}"
-  mkdir -p "$dir"
-  psql -q -h "$pghost" -U "$pguser" -d postgres -c "CREATE DATABASE $db" >/dev/null
-  DATABASE_URL="postgres://$pguser@$pghost:5432/$db" REDIS_URL=$redis \
-    CONFLUX_ADMIN_TOKEN=$token CONFLUX_REDIS_PREFIX=$prefix CONFLUX_ADDR=127.0.0.1:$port \
-    CONFLUX_LOG=warn "$bin" serve > "$dir/server.log" 2>&1 &
+  rm -rf "$dir"; mkdir -p "$dir"
+  if [ "$mode" = embedded ]; then
+    CONFLUX_DATA_DIR="$dir/data" CONFLUX_ADMIN_TOKEN=$token CONFLUX_ADDR=127.0.0.1:$port \
+      CONFLUX_LOG=warn "$bin" serve > "$dir/server.log" 2>&1 &
+  else
+    psql -q -h "$pghost" -U "$pguser" -d postgres -c "CREATE DATABASE $db" >/dev/null
+    DATABASE_URL="postgres://$pguser@$pghost:5432/$db" REDIS_URL=$redis \
+      CONFLUX_ADMIN_TOKEN=$token CONFLUX_REDIS_PREFIX=$prefix CONFLUX_ADDR=127.0.0.1:$port \
+      CONFLUX_LOG=warn "$bin" serve > "$dir/server.log" 2>&1 &
+  fi
   local pid=$!
   for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/ready" >/dev/null && break; sleep 0.2; done
   case $scenario in
     w2) "$loadtest" w2-diamond --url "http://127.0.0.1:$port" --token "$token" \
-          --w2-executions 1000 --out "$dir/report.json" > "$dir/report.md" 2>&1 ;;
+          --w2-executions 1000 ${extra[@]+"${extra[@]}"} --out "$dir/report.json" > "$dir/report.md" 2>&1 ;;
     w3) "$loadtest" w3-sustained --url "http://127.0.0.1:$port" --token "$token" \
-          --w3-seconds 20 --out "$dir/report.json" > "$dir/report.md" 2>&1 ;;
-    *) echo "unknown scenario $scenario (w2 or w3)" >&2; kill "$pid"; exit 2 ;;
+          --w3-seconds 20 ${extra[@]+"${extra[@]}"} --out "$dir/report.json" > "$dir/report.md" 2>&1 ;;
+    w7) "$loadtest" w7-fairness --url "http://127.0.0.1:$port" --token "$token" \
+          ${extra[@]+"${extra[@]}"} --out "$dir/report.json" > "$dir/report.md" 2>&1 ;;
+    *) echo "unknown scenario $scenario (w2, w3 or w7)" >&2; kill "$pid"; exit 2 ;;
   esac
   kill "$pid"; wait "$pid" 2>/dev/null || true
-  psql -q -h "$pghost" -U "$pguser" -d postgres -c "DROP DATABASE $db WITH (FORCE)" >/dev/null
-  redis-cli -u "$redis" --scan --pattern "${prefix}*" | xargs -r redis-cli -u "$redis" del >/dev/null
+  if [ "$mode" != embedded ]; then
+    psql -q -h "$pghost" -U "$pguser" -d postgres -c "DROP DATABASE $db WITH (FORCE)" >/dev/null
+    redis-cli -u "$redis" --scan --pattern "${prefix}*" | xargs -r redis-cli -u "$redis" del >/dev/null
+  else
+    rm -rf "$dir/data"
+  fi
   echo "round $round: $name done" >&2
 }
 
@@ -47,14 +63,23 @@ for r in $(seq 1 "$rounds"); do
     run "${b%%=*}" "${b#*=}" "$r"
   done
 done
-figure=$([ "$scenario" = w2 ] && echo "tasks/s" || echo "completion throughput")
-python3 - "$out" "$figure" "${builds[@]%%=*}" <<'PY'
+case $scenario in
+  w2) figures="tasks/s" ;;
+  w3) figures="completion throughput" ;;
+  w7) figures="B: execute → first TaskStarted seen, p50 (during A's backlog)|B: execute → first TaskStarted seen, p99 (during A's backlog)|B: ExecutionStarted → TaskStarted (server), p99|A: first submit → backlog drained" ;;
+esac
+python3 - "$out" "$figures" "${builds[@]%%=*}" <<'PY'
 import glob, json, statistics, sys
-out, figure, names = sys.argv[1], sys.argv[2], sys.argv[3:]
+out, wanted, names = sys.argv[1], sys.argv[2].split("|"), sys.argv[3:]
 for name in names:
-    values = []
-    for path in sorted(glob.glob(f"{out}/{name}-*/report.json")):
-        figures = {f["name"]: f["value"] for s in json.load(open(path))["scenarios"] for f in s["figures"]}
-        values.append(figures[figure])
-    print(f"{name}: {figure} median {statistics.median(values):.1f} over {len(values)} runs {[round(v, 1) for v in values]}")
+    for figure in wanted:
+        values = []
+        for path in sorted(glob.glob(f"{out}/{name}-*/report.json")):
+            figures = {f["name"]: f["value"] for s in json.load(open(path))["scenarios"] for f in s["figures"]}
+            if figures.get(figure) is not None:
+                values.append(figures[figure])
+        if values:
+            print(f"{name}: {figure} median {statistics.median(values):.1f} over {len(values)} runs {[round(v, 1) for v in values]}")
+        else:
+            print(f"{name}: {figure}: no values")
 PY

@@ -15,7 +15,7 @@
 //! - [`client`]: the server's HTTP API (timed calls); [`ws`]: its live WebSocket
 //!   streams; [`agents`]: agents built into the load tester; [`metrics`]: reading
 //!   `/metrics`. Scenarios touch the server through these only, never its store.
-//! - [`scenarios`]: the workloads W1..W6 against a running server.
+//! - [`scenarios`]: the workloads W1..W7 against a running server.
 //! - [`suite`]: runs scenarios (and the raw limits) into one report with ratios and
 //!   goals; `all` is every scenario.
 //! - [`stats`]: rounds, medians and latency histograms.

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use conflux_loadtest::report::{current_command_line, Report};
-use conflux_loadtest::scenarios::{w1, w2, w3, w4, w5, w6, Scenario};
+use conflux_loadtest::scenarios::{w1, w2, w3, w4, w5, w6, w7, Scenario};
 use conflux_loadtest::suite::{run_suite, SuiteConfig};
 use conflux_loadtest::{run_limits, run_store, BenchConfig};
 
@@ -46,6 +46,11 @@ enum Command {
     /// W6: chain of 40 agent tasks of ~10 ms CPU each: submit → completed.
     #[command(name = "w6-chain40")]
     W6Chain40(One<w6::Params>),
+    /// W7: tenant A submits 2,000 diamonds at once, tenant B one small execution every
+    /// 100 ms from a second later: B's execute → first TaskStarted p50/p99 during A's
+    /// backlog, and A's drain time. Needs the administrator's token (it makes tenants).
+    #[command(name = "w7-fairness")]
+    W7Fairness(One<w7::Params>),
     /// `limits`, then every scenario, into one report (JSON and markdown) with ratios
     /// to the raw limits and the goals.
     All(Box<AllArgs>),
@@ -197,6 +202,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::W4Planning(one) => single(one, Scenario::W4Planning),
         Command::W5Fanout(one) => single(one, Scenario::W5Fanout),
         Command::W6Chain40(one) => single(one, Scenario::W6Chain40),
+        Command::W7Fairness(one) => single(one, Scenario::W7Fairness),
         Command::Runtime(args) => {
             let RuntimeArgs { target, w1, w2, w3 } = *args;
             let scenarios = vec![

@@ -8,6 +8,7 @@ use clap::Parser;
 use conflux::app::{serve, Runtime};
 use conflux::backends::Backends;
 use conflux::config::Config;
+use conflux_engine::executor::EngineOptions;
 use conflux_engine::testing::{delete_redis_prefix, redis_url, unique_prefix, TestDatabase};
 use serde_json::{json, Value};
 use tempfile::TempDir;
@@ -122,6 +123,20 @@ impl TestServer {
         F: FnOnce(Config) -> Fut,
         Fut: std::future::Future<Output = ()>,
     {
+        Self::start_engine(mode, proxied, tune, seed, |_| {}).await
+    }
+
+    async fn start_engine<F, Fut>(
+        mode: Mode,
+        proxied: bool,
+        tune: impl FnOnce(&mut Config),
+        seed: F,
+        engine: impl FnOnce(&mut EngineOptions),
+    ) -> Self
+    where
+        F: FnOnce(Config) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
         // Clap's defaults, then this test's own backends (the environment never decides).
         let mut config = Args::parse_from(["conflux"]).config;
         config.admin_token = Some(ADMIN_TOKEN.to_owned());
@@ -159,7 +174,7 @@ impl TestServer {
             }
         };
         seed(config.clone()).await;
-        let mut server = Self::on(config).await;
+        let mut server = Self::serve(config, engine).await;
         server.resources = Some(resources);
         server.proxy = proxy;
         server
@@ -171,12 +186,23 @@ impl TestServer {
         Self::on(self.config.clone()).await
     }
 
+    /// Starts a server in `mode` on fresh backends whose engine runs with `tune`
+    /// applied to its options (smaller rounds, say, so that a test's bounds are small).
+    pub async fn start_engine_tuned(mode: Mode, tune: impl FnOnce(&mut EngineOptions)) -> Self {
+        Self::start_engine(mode, false, |_| {}, |_| async {}, tune).await
+    }
+
     async fn on(config: Config) -> Self {
+        Self::serve(config, |_| {}).await
+    }
+
+    async fn serve(config: Config, tune: impl FnOnce(&mut EngineOptions)) -> Self {
         let backends = Backends::open(&config).await.expect("open the backends");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let shutdown = CancellationToken::new();
-        let runtime = Runtime::new(backends.clone(), &config);
+        let mut runtime = Runtime::new(backends.clone(), &config);
+        tune(&mut runtime.engine);
         let task = tokio::spawn(serve(listener, runtime, shutdown.clone()));
         TestServer {
             base,

@@ -19,6 +19,7 @@
 //! - `stream_tokens`: short-lived tokens that open one live stream.
 //! - `jwt`: the identity provider's JWTs, against a JWKS the test writes.
 //! - `oversized`: 413 answers reach a client that is still sending (raw TCP).
+//! - `fairness`: one tenant's backlog does not hold back another tenant's first task.
 //! - `tenants`: two tenants never cross; the access matrix (every route × role × own
 //!   or another tenant); `upgrade`: a store from before tenants upgrades in place.
 //! - `secrets`: `${secrets.NAME}` end to end; `raw_scan`: where a string is stored
@@ -42,6 +43,7 @@ mod control;
 mod egress;
 mod erasure;
 mod failures;
+mod fairness;
 mod flow;
 mod harness;
 mod input;
@@ -165,6 +167,18 @@ async fn embedded_secret_values_are_nowhere_at_rest() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sealed_secret_values_and_payloads_are_nowhere_at_rest() {
     secrets::secret_values_are_nowhere_at_rest(harness::Mode::Sealed).await;
+}
+
+/// Fair shares between tenants, with an engine of small rounds (both backends).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_redis_a_backlog_does_not_hold_back_another_tenant() {
+    fairness::a_backlog_does_not_hold_back_another_tenant(harness::Mode::PostgresRedis).await;
+}
+
+/// The same in the embedded mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_a_backlog_does_not_hold_back_another_tenant() {
+    fairness::a_backlog_does_not_hold_back_another_tenant(harness::Mode::Embedded).await;
 }
 
 /// Scaling out needs a shared database and bus: Postgres + Redis only.

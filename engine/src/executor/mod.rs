@@ -9,8 +9,30 @@
 //! ever recorded twice. On start it rebuilds timers and in-flight work of every open
 //! execution from the log, so a restart loses nothing.
 //!
+//! # Fair shares between tenants
+//!
+//! The engine's work is shared by every tenant, so each queue of it is a place where one
+//! tenant's backlog could hold back another's first task. There are two such queues here:
+//! - **The bus** is one stream in commit order: a newcomer's `ExecutionStarted` sits
+//!   behind everything committed before it. The engine reads ahead — every delivered
+//!   batch is folded in before each round (folding is cheap; deciding and appending is
+//!   not) — and never runs further than `max_unread` positions ahead of what it has read
+//!   back of its own appends, so what lies in front of a newcomer on the bus stays short.
+//! - **The rounds**: executions with work wait in a [`FairQueue`], one lane per tenant,
+//!   and a round takes them one lane at a time, round-robin, until it holds
+//!   `round_events` events. A round is therefore bounded whatever the backlog, and a
+//!   tenant's first execution goes into the first round that starts after it is read.
+//!   Effects are performed in the same order, so its first task also runs (or reaches
+//!   its agent queue) among the first.
+//!
+//! Built-ins are not queued (each run is its own task, and their results are all taken
+//! before each round), and agent queues are per tenant and role (an agent only ever
+//! takes its own tenant's tickets), so neither holds one tenant behind another.
+//!
 //! # Layout
 //! - `chain`: folding result → advance → start into one decision.
+//! - `fair`: [`FairQueue`], per-tenant lanes served round-robin (pure).
+//! - `round`: forming a round from the lanes, appending it, pacing rounds to the bus.
 //! - `timers`: the timer index.
 //! - `stalled`: executions the store could not take, retried rather than dropped.
 //! - `effects`: performing a committed decision's effects (built-in runs, agent tickets,
@@ -20,9 +42,11 @@
 
 mod chain;
 mod effects;
+mod fair;
 mod finished;
 mod reader;
 mod recovery;
+mod round;
 mod stalled;
 mod timers;
 
@@ -31,7 +55,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use conflux_schema::access::DEFAULT_TENANT;
 use conflux_schema::{EventEnvelope, EventMetadata, StreamId, StreamType};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -39,13 +62,13 @@ use uuid::Uuid;
 
 use crate::bus::{Delivery, EventBus};
 use crate::catalog::WorkflowCatalog;
-use crate::commands::into_new;
 use crate::execution::{effects_of, evolve, Command, Effect, ExecutionState, TaskRef, Timer};
 use crate::queue::TaskQueue;
 use crate::runner::BuiltinRunner;
-use crate::store::{read_whole_stream, AppendRequest, EventStore, StoreError};
+use crate::store::{read_whole_stream, EventStore, StoreError};
 
 pub use chain::chain;
+pub use fair::FairQueue;
 use finished::Finished;
 use reader::read_bus;
 use stalled::Stalled;
@@ -55,13 +78,37 @@ pub use timers::Timers;
 /// (24 bytes each: about 2.4 MB).
 const FINISHED_REMEMBERED: usize = 100_000;
 
+/// The lane of executions whose tenant is not known yet (their state is not in memory:
+/// evicted, or stalled on the store); they are loaded when their turn comes.
+const UNKNOWN_TENANT: &str = "";
+
+/// How long the engine waits for the bus to hand it anything while its own appends are
+/// more than `max_unread` positions ahead of what it read; past it the reader counts as
+/// stalled (Redis down, another engine reading the group's entries) and the engine goes
+/// on without waiting until it has caught up.
+const PACE_WAIT: Duration = Duration::from_millis(500);
+
+/// Delivered batches folded in between two rounds at most (the reader goes on meanwhile).
+const READ_AHEAD_BATCHES: usize = 16;
+
 /// Tuning for [`Engine`].
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
     /// This engine's consumer name in the group (unique per process).
     pub consumer: String,
-    /// Bus entries read per round.
+    /// Bus entries read at a time.
     pub batch: usize,
+    /// Events one round appends at most (the round's first decision is taken whatever
+    /// its size; an execution looked at and found with nothing to do counts as one). It
+    /// bounds how long a round takes, and so how long an execution read during one waits
+    /// for the next: smaller rounds answer a newcomer sooner, larger ones commit more per
+    /// transaction.
+    pub round_events: usize,
+    /// How many positions the engine's own appends may be ahead of what it has read from
+    /// the bus before it waits for the bus (at most `PACE_WAIT` at a time) instead of
+    /// starting another round: what lies in front of another tenant's new execution on
+    /// the bus stays about this long.
+    pub max_unread: u64,
     /// Entries pending this long for a dead consumer are claimed.
     pub claim_after: Duration,
     /// Executions kept in memory (terminal ones are dropped at once).
@@ -81,6 +128,8 @@ impl Default for EngineOptions {
         Self {
             consumer: format!("engine-{}", Uuid::now_v7()),
             batch: 512,
+            round_events: 1024,
+            max_unread: 2048,
             claim_after: Duration::from_secs(15),
             max_cached: 100_000,
             sweep_every: Duration::from_secs(15),
@@ -128,9 +177,19 @@ pub struct Engine {
     states: HashMap<Uuid, ExecutionState>,
     timers: Timers,
     /// Commands waiting for their execution's next round (runner results, timers).
+    /// Every execution with commands here is also in `ready` (or stalled).
     pending: HashMap<Uuid, VecDeque<Command>>,
-    /// Executions to advance in the next round.
-    touched: HashSet<Uuid>,
+    /// Executions to decide in a coming round, in lanes per tenant.
+    ready: FairQueue<String, Uuid>,
+    /// Bus entries that gave an execution work, acked once it has been decided.
+    unacked: Vec<(u64, Uuid)>,
+    /// The highest position this engine appended.
+    appended_to: u64,
+    /// The highest position the bus handed this engine.
+    read_to: u64,
+    /// The bus handed nothing for `PACE_WAIT` while the engine waited for it: rounds go
+    /// on without waiting until the engine has read up to its own appends again.
+    reader_stalled: bool,
     /// Executions whose load or append failed, with their commands, to retry.
     stalled: Stalled,
     results_tx: mpsc::UnboundedSender<(Uuid, Command)>,
@@ -156,7 +215,11 @@ impl Engine {
             states: HashMap::new(),
             timers: Timers::default(),
             pending: HashMap::new(),
-            touched: HashSet::new(),
+            ready: FairQueue::new(),
+            unacked: Vec::new(),
+            appended_to: 0,
+            read_to: 0,
+            reader_stalled: false,
             stalled: Stalled::default(),
             results_tx,
             results_rx,
@@ -196,12 +259,10 @@ impl Engine {
         loop {
             let mut acks = Vec::new();
             let sleep = self.timer_sleep();
+            let busy = !self.ready.is_empty();
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                Some(batch) = deliveries.recv() => {
-                    acks.extend(batch.iter().map(|d| d.position));
-                    self.apply_deliveries(batch).await;
-                }
+                Some(batch) = deliveries.recv() => self.apply_deliveries(batch, &mut acks).await,
                 Some((execution, command)) = self.results_rx.recv() => self.on_result(execution, command),
                 _ = sweep.tick() => self.sweep().await,
                 _ = sleep => self.fire_due_timers(),
@@ -209,20 +270,23 @@ impl Engine {
                     match acker.claim_stale(self.options.claim_after, self.options.batch).await {
                         Ok(batch) if !batch.is_empty() => {
                             tracing::info!(entries = batch.len(), "claimed entries of a dead engine");
-                            acks.extend(batch.iter().map(|d| d.position));
-                            self.apply_deliveries(batch).await;
+                            self.apply_deliveries(batch, &mut acks).await;
                         }
                         Ok(_) => {}
                         Err(e) => tracing::warn!(error = %e, "claiming stale entries failed"),
                     }
                 }
+                // Work is waiting: go on with the next round.
+                () = std::future::ready(()), if busy => {}
             }
+            self.read_ahead(&mut deliveries, &mut acks).await;
             while let Ok((execution, command)) = self.results_rx.try_recv() {
                 self.on_result(execution, command);
             }
             self.fire_due_timers();
             self.unstall_due();
-            self.rounds().await;
+            self.round().await;
+            self.ack_decided(&mut acks);
             if !acks.is_empty() {
                 if let Err(e) = acker.ack(&acks).await {
                     tracing::warn!(error = %e, "acking bus entries failed; they will be redelivered");
@@ -243,6 +307,7 @@ impl Engine {
             .entry(execution)
             .or_default()
             .push_back(command);
+        self.mark(execution);
     }
 
     /// On shutdown: waits (at most `drain_for`) for running built-ins and records their
@@ -291,6 +356,7 @@ impl Engine {
                 .entry(execution)
                 .or_default()
                 .push_back(Command::TimerFired(timer));
+            self.mark(execution);
         }
     }
 
@@ -301,7 +367,7 @@ impl Engine {
             if !commands.is_empty() {
                 self.pending.insert(id, commands);
             }
-            self.touched.insert(id);
+            self.mark(id);
         }
     }
 
@@ -375,20 +441,29 @@ impl Engine {
     }
 
     /// Folds delivered events into the cached states (skipping what was applied,
-    /// reloading on a gap) and marks their executions for advancing.
-    async fn apply_deliveries(&mut self, batch: Vec<Delivery>) {
+    /// reloading on a gap) and queues their executions for a round. An entry that gave
+    /// an execution work is acked once the execution has been decided
+    /// ([`Engine::ack_decided`]); every other entry goes into `acks` at once.
+    async fn apply_deliveries(&mut self, batch: Vec<Delivery>, acks: &mut Vec<u64>) {
         for delivery in batch {
+            self.read_to = self.read_to.max(delivery.position);
+            let position = delivery.position;
             let event = delivery.envelope;
             if event.stream_type != StreamType::Execution {
+                acks.push(position);
                 continue;
             }
             let id = event.stream_id.uuid();
             let applied = self.states.get(&id).map(ExecutionState::version);
             if applied.is_none() && self.finished.covers(id, event.version) {
+                acks.push(position);
                 continue;
             }
             match applied {
-                Some(v) if event.version <= v => continue,
+                Some(v) if event.version <= v => {
+                    acks.push(position);
+                    continue;
+                }
                 Some(v) if event.version == v + 1 => {
                     if let Some(state) = self.states.remove(&id) {
                         let state = evolve(state, &event);
@@ -403,150 +478,33 @@ impl Engine {
                             }
                         }
                         if state.is_terminal() {
+                            // Ended by someone else: nothing left to decide.
                             self.finished.record(id, state.version());
-                        } else {
-                            self.states.insert(id, state);
+                            acks.push(position);
+                            continue;
                         }
+                        self.states.insert(id, state);
                     }
                 }
                 // A new execution: its first event is all there is to fold.
                 None if event.version == 1 => {
                     if !self.start_from(&event).await {
+                        acks.push(position);
                         continue;
                     }
                 }
                 // Not cached, or a gap: the store has everything up to this event.
                 _ => {
                     if self.load(id).await.is_none() {
+                        acks.push(position);
                         continue;
                     }
                 }
             }
-            self.touched.insert(id);
+            self.mark(id);
+            self.unacked.push((position, id));
         }
     }
-
-    /// Decides and appends until no execution has anything more to record.
-    async fn rounds(&mut self) {
-        for _ in 0..64 {
-            if !self.round().await {
-                return;
-            }
-        }
-    }
-
-    /// One round: at most one chained decision per execution, all appended together.
-    /// Returns whether anything was appended.
-    async fn round(&mut self) -> bool {
-        let mut ids: Vec<Uuid> = self.touched.drain().collect();
-        ids.extend(
-            self.pending
-                .keys()
-                .filter(|id| !ids_contains(&ids, id))
-                .copied()
-                .collect::<Vec<_>>(),
-        );
-        let now = Utc::now();
-        let mut requests = Vec::new();
-        let mut decided = Vec::new();
-        for id in ids {
-            if !self.states.contains_key(&id) && self.load(id).await.is_none() {
-                let waiting = self.pending.remove(&id).into_iter().flatten();
-                if self.stalled.contains(id) {
-                    self.stalled.add(id, waiting, now);
-                }
-                continue;
-            }
-            let Some(state) = self.states.get(&id) else {
-                // Terminal: late results and timers have nothing left to do.
-                self.pending.remove(&id);
-                continue;
-            };
-            let command = self.pending.get_mut(&id).and_then(VecDeque::pop_front);
-            if self.pending.get(&id).is_some_and(VecDeque::is_empty) {
-                self.pending.remove(&id);
-            }
-            let had_command = command.is_some();
-            let decision = match chain(state, command.clone(), now) {
-                Ok(d) => d,
-                Err(rejection) => {
-                    tracing::debug!(execution = %id, %rejection, "command no longer applies");
-                    if self.pending.contains_key(&id) {
-                        self.touched.insert(id);
-                    }
-                    continue;
-                }
-            };
-            if decision.is_empty() {
-                if had_command && self.pending.contains_key(&id) {
-                    self.touched.insert(id);
-                }
-                continue;
-            }
-            requests.push(AppendRequest {
-                stream: StreamId::execution(id),
-                expected_version: state.version(),
-                // The engine acts in the execution's tenant.
-                events: into_new(
-                    &decision,
-                    &EventMetadata {
-                        tenant_id: Some(state.tenant().to_owned()),
-                        ..self.metadata.clone()
-                    },
-                ),
-            });
-            decided.push((id, decision, command));
-        }
-        if requests.is_empty() {
-            return !self.pending.is_empty() || !self.touched.is_empty();
-        }
-        let results = self.parts.store.append_many(requests).await;
-        let mut progressed = false;
-        for ((id, decision, command), result) in decided.into_iter().zip(results) {
-            match result {
-                Ok(envelopes) => {
-                    progressed = true;
-                    self.commit(id, &envelopes);
-                    let tenant = envelopes
-                        .first()
-                        .map_or(DEFAULT_TENANT, |e| e.metadata.tenant());
-                    self.perform(id, tenant, decision.effects).await;
-                    self.touched.insert(id);
-                }
-                Err(StoreError::Conflict { .. }) => {
-                    // Another process appended first: reload and decide again.
-                    self.states.remove(&id);
-                    self.touched.insert(id);
-                    progressed = true;
-                }
-                Err(e) => {
-                    // The command is the only copy of a runner result or a timer: keep it.
-                    tracing::warn!(execution = %id, error = %e, "appending a decision failed; will retry");
-                    self.states.remove(&id);
-                    let waiting = self.pending.remove(&id).into_iter().flatten();
-                    self.stalled
-                        .add(id, command.into_iter().chain(waiting), now);
-                }
-            }
-        }
-        progressed
-    }
-
-    fn commit(&mut self, id: Uuid, envelopes: &[EventEnvelope]) {
-        if let Some(state) = self.states.remove(&id) {
-            let state = envelopes.iter().fold(state, evolve);
-            if !state.is_terminal() {
-                self.states.insert(id, state);
-            } else {
-                self.finished.record(id, state.version());
-                self.pending.remove(&id);
-            }
-        }
-    }
-}
-
-fn ids_contains(ids: &[Uuid], id: &Uuid) -> bool {
-    ids.contains(id)
 }
 
 /// Which timer kinds exist (re-exported for the shell's metrics and tests).

@@ -45,7 +45,7 @@ impl Engine {
             }
             let tenant = state.tenant().to_owned();
             self.perform(id, &tenant, redo).await;
-            self.touched.insert(id);
+            self.mark(id);
         }
     }
 
@@ -69,7 +69,7 @@ impl Engine {
                     let tenant = state.tenant().to_owned();
                     self.perform(id, &tenant, redo).await;
                 }
-                self.touched.insert(id);
+                self.mark(id);
             }
         }
         Ok(())

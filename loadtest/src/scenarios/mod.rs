@@ -9,6 +9,8 @@
 //! - [`w5`]: many WebSocket subscribers under load: commit → client latency, and
 //!   exactly-once in-order delivery checked against the log.
 //! - [`w6`]: a chain of 40 agent tasks, each ~10 ms of CPU work in the agent.
+//! - [`w7`]: fair shares between tenants: one tenant's backlog of 2,000 executions, and
+//!   how long another tenant's first task waits meanwhile.
 //!
 //! [`load`] is the open-loop generator w3 measures and w5 runs in the background;
 //! [`shapes`] builds the workflow definitions; [`figure`] is what every scenario
@@ -23,6 +25,7 @@ pub mod w3;
 pub mod w4;
 pub mod w5;
 pub mod w6;
+pub mod w7;
 
 use std::time::Instant;
 
@@ -49,6 +52,8 @@ pub enum Scenario {
     W5Fanout(w5::Params),
     /// W6.
     W6Chain40(w6::Params),
+    /// W7.
+    W7Fairness(w7::Params),
 }
 
 impl Scenario {
@@ -61,6 +66,7 @@ impl Scenario {
             Scenario::W4Planning(_) => "w4-planning",
             Scenario::W5Fanout(_) => "w5-fanout",
             Scenario::W6Chain40(_) => "w6-chain40",
+            Scenario::W7Fairness(_) => "w7-fairness",
         }
     }
 
@@ -94,6 +100,15 @@ impl Scenario {
                 "W6: chain of {} agent tasks of ~{} ms CPU each, {} run(s)",
                 p.chain, p.work_ms, p.runs
             ),
+            Scenario::W7Fairness(p) => format!(
+                "W7: tenant A {} diamonds (1 → {} → 1) at once; tenant B one {} task every {} ms, {} times, from {} ms later",
+                p.backlog,
+                p.width,
+                if p.agent { "agent" } else { "noop" },
+                p.interval_ms,
+                p.probes,
+                p.delay_ms
+            ),
         }
     }
 
@@ -107,6 +122,7 @@ impl Scenario {
             Scenario::W4Planning(p) => report(w4::run(client, p).await?),
             Scenario::W5Fanout(p) => report(w5::run(client, p).await?),
             Scenario::W6Chain40(p) => report(w6::run(client, p).await?),
+            Scenario::W7Fairness(p) => report(w7::run(client, p).await?),
         };
         Ok(ScenarioRun {
             result,

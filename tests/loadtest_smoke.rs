@@ -16,7 +16,7 @@ use conflux_engine::testing::{
     database_url, delete_redis_prefix, redis_url, unique_prefix, TestDatabase,
 };
 use conflux_loadtest::scenarios::load::LoadParams;
-use conflux_loadtest::scenarios::{w1, w2, w3, w4, w5, w6, Scenario};
+use conflux_loadtest::scenarios::{w1, w2, w3, w4, w5, w6, w7, Scenario};
 use conflux_loadtest::suite::{run_suite, SuiteConfig, SuiteReport};
 use conflux_loadtest::BenchConfig;
 
@@ -71,6 +71,22 @@ fn tiny_scenarios() -> Vec<Scenario> {
             limit_seconds: 60.0,
         }),
         w6(),
+        Scenario::W7Fairness(w7::Params {
+            backlog: 20,
+            width: 2,
+            probes: 5,
+            interval_ms: 50,
+            delay_ms: 200,
+            agent: false,
+        }),
+        Scenario::W7Fairness(w7::Params {
+            backlog: 20,
+            width: 2,
+            probes: 3,
+            interval_ms: 50,
+            delay_ms: 200,
+            agent: true,
+        }),
     ]
 }
 
@@ -138,6 +154,8 @@ async fn every_scenario_runs_against_the_embedded_server() {
             "w4-planning",
             "w5-fanout",
             "w6-chain40",
+            "w7-fairness",
+            "w7-fairness",
         ],
     );
     let w4 = report

@@ -127,6 +127,8 @@ struct AllArgs {
     w5: w5::Params,
     #[command(flatten)]
     w6: w6::Params,
+    #[command(flatten)]
+    w7: w7::Params,
 }
 
 /// Flags of `runtime`.
@@ -228,6 +230,7 @@ async fn run(cli: Cli) -> Result<()> {
                 Scenario::W4Planning(a.w4),
                 Scenario::W5Fanout(a.w5),
                 Scenario::W6Chain40(a.w6),
+                Scenario::W7Fairness(a.w7),
             ];
             let known: Vec<&str> = scenarios.iter().map(Scenario::name).collect();
             if let Some(bad) = a.skip.iter().find(|s| !known.contains(&s.as_str())) {

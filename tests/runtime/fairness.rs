@@ -17,8 +17,10 @@ use crate::tenants::{key_in, system_admin, Caller};
 const BACKLOG: usize = 200;
 /// Noop tasks in each of them, one after another.
 const STEPS: usize = 10;
-/// The engine's `round_events` here.
+/// The engine's `round_events` here (rounds while only the backlog's tenant has work).
 const ROUND_EVENTS: usize = 64;
+/// The engine's `shared_round_events` here (rounds while both tenants have work).
+const SHARED_ROUND_EVENTS: usize = 32;
 /// The engine's `max_unread` here.
 const MAX_UNREAD: u64 = 512;
 
@@ -31,6 +33,7 @@ const MAX_UNREAD: u64 = 512;
 pub async fn a_backlog_does_not_hold_back_another_tenant(mode: Mode) {
     let server = TestServer::start_engine_tuned(mode, |engine: &mut EngineOptions| {
         engine.round_events = ROUND_EVENTS;
+        engine.shared_round_events = SHARED_ROUND_EVENTS;
         engine.max_unread = MAX_UNREAD;
     })
     .await;
@@ -112,10 +115,11 @@ async fn check(server: &TestServer) {
         .count();
     let after = backlog.iter().filter(|e| position(e) > first_task).count();
     // Before the engine reads the newcomer it runs at most `max_unread` positions ahead
-    // of the bus (plus the round that crossed it); then the round in flight, and the
-    // newcomer's, which takes it in its first turn. Each round may exceed its budget by
-    // one decision (a few events of a chain step).
-    let bound = MAX_UNREAD as usize + 3 * ROUND_EVENTS;
+    // of the bus, plus the round that crossed it (the backlog alone: a full round); then
+    // the round in flight (the same), and the newcomer's (a shared round), which takes
+    // it in its first turn. A round may exceed its budget by one decision (a few events
+    // of a chain step): one more shared round's worth covers that.
+    let bound = MAX_UNREAD as usize + 2 * ROUND_EVENTS + 2 * SHARED_ROUND_EVENTS;
     assert!(
         after > 2 * bound,
         "the backlog still had more than twice the bound to do when the newcomer's first \

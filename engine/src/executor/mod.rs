@@ -19,9 +19,12 @@
 //!   not) — and never runs further than `max_unread` positions ahead of what it has read
 //!   back of its own appends, so what lies in front of a newcomer on the bus stays short.
 //! - **The rounds**: executions with work wait in a [`FairQueue`], one lane per tenant,
-//!   and a round takes them one lane at a time, round-robin, until it holds
-//!   `round_events` events. A round is therefore bounded whatever the backlog, and a
-//!   tenant's first execution goes into the first round that starts after it is read.
+//!   and a round takes them one lane at a time, round-robin, until it holds its budget
+//!   of events: `round_events` while one tenant has work (large rounds, for
+//!   throughput), `shared_round_events` while several have (short rounds, so that each
+//!   tenant's next step comes soon). A round is therefore bounded whatever the backlog,
+//!   and a tenant's first execution goes into the first round that starts after it is
+//!   read.
 //!   Effects are performed in the same order, so its first task also runs (or reaches
 //!   its agent queue) among the first.
 //!
@@ -98,12 +101,16 @@ pub struct EngineOptions {
     pub consumer: String,
     /// Bus entries read at a time.
     pub batch: usize,
-    /// Events one round appends at most (the round's first decision is taken whatever
-    /// its size; an execution looked at and found with nothing to do counts as one). It
-    /// bounds how long a round takes, and so how long an execution read during one waits
-    /// for the next: smaller rounds answer a newcomer sooner, larger ones commit more per
-    /// transaction.
+    /// Events one round appends at most while only one tenant has executions waiting
+    /// (the round's first decision is taken whatever its size; an execution looked at
+    /// and found with nothing to do counts as one). Larger rounds commit more per
+    /// transaction; this is the single-tenant throughput knob.
     pub round_events: usize,
+    /// Events one round appends at most while several tenants have executions waiting.
+    /// It bounds how long such a round takes, and so how long each tenant's next
+    /// execution waits for the round after it: smaller rounds answer every tenant
+    /// sooner, at the cost of more transactions.
+    pub shared_round_events: usize,
     /// How many positions the engine's own appends may be ahead of what it has read from
     /// the bus before it waits for the bus (at most `PACE_WAIT` at a time) instead of
     /// starting another round: what lies in front of another tenant's new execution on
@@ -129,6 +136,7 @@ impl Default for EngineOptions {
             consumer: format!("engine-{}", Uuid::now_v7()),
             batch: 512,
             round_events: 1024,
+            shared_round_events: 128,
             max_unread: 2048,
             claim_after: Duration::from_secs(15),
             max_cached: 100_000,

@@ -1,8 +1,10 @@
 //! Rounds: which executions are decided together, and when a round may start.
 //!
 //! A round takes executions from the ready lanes ([`FairQueue`], one lane per tenant)
-//! round-robin until it holds `round_events` events, decides each once, appends them all
-//! with one `append_many` and then performs their effects in the same order. Before each
+//! round-robin until it holds its budget of events — `round_events` while one tenant
+//! has work, the smaller `shared_round_events` while several have — decides each once,
+//! appends them all with one `append_many` and then performs their effects in the same
+//! order. Before each
 //! round the engine folds in whatever the bus has delivered (read-ahead) and, while its
 //! own appends are more than `max_unread` positions ahead of what it has read back,
 //! waits for the bus: so the part of the bus in front of another tenant's new execution
@@ -104,7 +106,7 @@ impl Engine {
     }
 
     /// One round: executions taken from the ready lanes round-robin until the round
-    /// holds `round_events` events, at most one chained decision per execution, all
+    /// holds its budget of events, at most one chained decision per execution, all
     /// appended together. Executions with more to do go back to their lanes after the
     /// append, for a later round. Returns whether anything was appended, or (when
     /// nothing was) whether work is still waiting.
@@ -117,7 +119,12 @@ impl Engine {
             }
         }
         let now = Utc::now();
-        let mut budget = self.options.round_events.max(1);
+        let mut budget = if self.ready.lanes() > 1 {
+            self.options.shared_round_events
+        } else {
+            self.options.round_events
+        }
+        .max(1);
         let mut requests = Vec::new();
         let mut decided = Vec::new();
         // Executions to queue again after this round (never twice in one round: a

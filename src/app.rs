@@ -83,11 +83,11 @@ impl Runtime {
         .with_egress(backends.egress.clone())
         .with_tenant_egress(std::sync::Arc::new(backends.access.clone()));
         let stale_after = Duration::from_millis(config.engine_stale_after_ms.max(100));
-        let engine = EngineOptions {
+        let engine = config.engine_rounds.apply(EngineOptions {
             stale_after,
             sweep_every: stale_after / 2,
             ..EngineOptions::default()
-        };
+        });
         let guard = BusGuard::new(
             backends.stored.clone(),
             backends.bus.clone(),

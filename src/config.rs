@@ -217,6 +217,10 @@ pub struct Config {
     #[command(flatten)]
     pub quotas: crate::quota_config::QuotaDefaults,
 
+    /// The engine's round sizes.
+    #[command(flatten)]
+    pub engine_rounds: crate::engine_config::EngineRounds,
+
     /// Log format: `text` or `json`.
     #[arg(
         long,
@@ -281,6 +285,7 @@ impl Config {
             "viewer_payloads": format!("{:?}", self.viewer_payloads).to_lowercase(),
             "egress_allow": self.egress_allow,
             "quotas": self.quotas.dump(),
+            "engine_rounds": self.engine_rounds.dump(),
             "log_format": format!("{:?}", self.log_format).to_lowercase(),
             "log": self.log,
             "mode": if self.database_url.is_some() { "postgres" } else { "embedded" },

@@ -6,6 +6,7 @@
 //!
 //! # Layout
 //! - [`config`]: every setting, from flags and `CONFLUX_*`/`DATABASE_URL`/`REDIS_URL`.
+//! - [`engine_config`]: the engine's round sizes (sharing between tenants vs throughput).
 //! - [`backends`]: Postgres + Redis, or the embedded store + in-process bus.
 //! - [`app`]: the HTTP router and the roles `serve` runs.
 //! - [`bootstrap`]: the system administrator's bootstrap token.
@@ -24,6 +25,7 @@ pub mod bootstrap;
 pub mod bus_admin;
 pub mod cli;
 pub mod config;
+pub mod engine_config;
 pub mod keys_cli;
 pub mod quota_config;
 pub mod rebuild;

@@ -28,7 +28,7 @@ use super::{AppendRequest, EventStore, SigningSecret, StoreError, StreamQuery};
 /// The advisory lock key that orders commits ("Conflux" in ASCII).
 const COMMIT_ORDER_LOCK: i64 = 0x0043_6f6e_666c_7578;
 
-const INSERT_SQL: &str = r#"
+const INSERT_HEAD: &str = r#"
 WITH commit_order AS MATERIALIZED (SELECT pg_advisory_xact_lock($1)),
 ins AS (
     INSERT INTO events (stream_id, stream_type, version, event_id, event_type,
@@ -44,21 +44,39 @@ ins AS (
     RETURNING position
 ),
 ob AS (INSERT INTO outbox (position) SELECT max(position) FROM ins),
-usage AS (
-    INSERT INTO tenant_usage (tenant, running_executions, executions_started, definitions, agents, payload_bytes)
+"#;
+
+/// The `usage` CTE and the final select that close both forms of the insert: the
+/// tenants' counter changes, six arrays from parameter `$first` on, added to
+/// `tenant_usage` after the commit-order lock (it joins `commit_order`).
+fn usage_and_select(first: usize) -> String {
+    let p: Vec<String> = (first..first + 6).map(|n| format!("${n}")).collect();
+    format!(
+        "usage AS (
+    INSERT INTO tenant_usage (tenant, {counters})
     SELECT u.tenant, u.running, u.started, u.definitions, u.agents, u.bytes
     FROM commit_order,
-         unnest($12::text[], $13::int8[], $14::int8[], $15::int8[], $16::int8[], $17::int8[])
+         unnest({}::text[], {}::int8[], {}::int8[], {}::int8[], {}::int8[], {}::int8[])
          AS u(tenant, running, started, definitions, agents, bytes)
-    ON CONFLICT (tenant) DO UPDATE SET
-        running_executions = tenant_usage.running_executions + EXCLUDED.running_executions,
-        executions_started = tenant_usage.executions_started + EXCLUDED.executions_started,
-        definitions = tenant_usage.definitions + EXCLUDED.definitions,
-        agents = tenant_usage.agents + EXCLUDED.agents,
-        payload_bytes = tenant_usage.payload_bytes + EXCLUDED.payload_bytes
+    ON CONFLICT (tenant) DO UPDATE SET {add}
 )
-SELECT position FROM ins ORDER BY position
-"#;
+SELECT position FROM ins ORDER BY position",
+        p[0],
+        p[1],
+        p[2],
+        p[3],
+        p[4],
+        p[5],
+        counters = super::usage::COUNTER_COLUMNS,
+        add = super::usage::ADD_EXCLUDED,
+    )
+}
+
+/// The `unnest` form of the insert, for batches of any size.
+fn insert_sql() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| format!("{INSERT_HEAD}{}", usage_and_select(12)))
+}
 
 const SELECT_COLUMNS: &str =
     "position, stream_id, version, event_id, event_type, schema_version, data, metadata, recorded_at, hash";
@@ -246,29 +264,14 @@ ins AS (
     RETURNING position
 ),
 ob AS (INSERT INTO outbox (position) SELECT max(position) FROM ins),
-usage AS (
-    INSERT INTO tenant_usage (tenant, {counters})
-    SELECT u.tenant, u.running, u.started, u.definitions, u.agents, u.bytes
-    FROM commit_order,
-         unnest(${u0}::text[], ${u1}::int8[], ${u2}::int8[], ${u3}::int8[], ${u4}::int8[], ${u5}::int8[])
-         AS u(tenant, running, started, definitions, agents, bytes)
-    ON CONFLICT (tenant) DO UPDATE SET {add}
-)
-SELECT position FROM ins ORDER BY position",
+{}",
                     tuples.join(", "),
-                    counters = super::usage::COUNTER_COLUMNS,
-                    add = super::usage::ADD_EXCLUDED,
-                    u0 = 2 + n * 10,
-                    u1 = 3 + n * 10,
-                    u2 = 4 + n * 10,
-                    u3 = 5 + n * 10,
-                    u4 = 6 + n * 10,
-                    u5 = 7 + n * 10,
+                    usage_and_select(2 + n * 10),
                 )
             })
             .collect()
     });
-    all.get(n).map_or(INSERT_SQL, String::as_str)
+    all.get(n).map_or(insert_sql(), String::as_str)
 }
 
 async fn insert_values<'c, E>(executor: E, rows: &[&Row]) -> Result<Vec<i64>, sqlx::Error>
@@ -349,7 +352,7 @@ where
         recorded_at.push(r.recorded_at);
         hash.push(r.hash.as_slice());
     }
-    let result = sqlx::query_scalar::<_, i64>(INSERT_SQL)
+    let result = sqlx::query_scalar::<_, i64>(insert_sql())
         .bind(COMMIT_ORDER_LOCK)
         .bind(stream_id)
         .bind(stream_type)
@@ -623,7 +626,6 @@ impl EventStore for PgStore {
         since: DateTime<Utc>,
         agent_name: Option<&str>,
     ) -> Result<super::TenantCounters, StoreError> {
-        use super::usage::count;
         let row = sqlx::query(
             "SELECT u.running_executions, u.executions_started, u.definitions, u.agents, \
                     u.payload_bytes, \
@@ -646,20 +648,10 @@ impl EventStore for PgStore {
         .fetch_one(&self.backend.pool)
         .await
         .map_err(map_err)?;
-        let get = |name: &str| -> Result<u64, StoreError> {
-            let v: Option<i64> = row.try_get(name).map_err(map_err)?;
-            Ok(count(v.unwrap_or(0)))
-        };
-        Ok(super::TenantCounters {
-            running_executions: get("running_executions")?,
-            executions_started: get("executions_started")?,
-            definitions: get("definitions")?,
-            agents: get("agents")?,
-            payload_bytes: get("payload_bytes")?,
-            started_since: get("started_since")?,
-            agent_names: get("agent_names")?,
-            agent_known: row.try_get("agent_known").map_err(map_err)?,
-            oldest_since: row.try_get("oldest_since").map_err(map_err)?,
-        })
+        super::usage::counters_of(
+            |name| row.try_get(name).map_err(map_err),
+            row.try_get("oldest_since").map_err(map_err)?,
+            row.try_get("agent_known").map_err(map_err)?,
+        )
     }
 }

@@ -472,7 +472,6 @@ impl EventStore for SqliteStore {
         since: DateTime<Utc>,
         agent_name: Option<&str>,
     ) -> Result<super::TenantCounters, StoreError> {
-        use super::usage::count;
         let row = sqlx::query(
             "SELECT u.running_executions, u.executions_started, u.definitions, u.agents, \
                     u.payload_bytes, \
@@ -495,24 +494,15 @@ impl EventStore for SqliteStore {
         .fetch_one(&self.backend.pool)
         .await
         .map_err(map_err)?;
-        let get = |name: &str| -> Result<u64, StoreError> {
-            let v: Option<i64> = row.try_get(name).map_err(map_err)?;
-            Ok(count(v.unwrap_or(0)))
-        };
-        Ok(super::TenantCounters {
-            running_executions: get("running_executions")?,
-            executions_started: get("executions_started")?,
-            definitions: get("definitions")?,
-            agents: get("agents")?,
-            payload_bytes: get("payload_bytes")?,
-            started_since: get("started_since")?,
-            agent_names: get("agent_names")?,
-            agent_known: row.try_get("agent_known").map_err(map_err)?,
-            oldest_since: row
-                .try_get::<Option<String>, _>("oldest_since")
-                .map_err(map_err)?
-                .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
-                .map(|t| t.with_timezone(&Utc)),
-        })
+        let oldest_since = row
+            .try_get::<Option<String>, _>("oldest_since")
+            .map_err(map_err)?
+            .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+            .map(|t| t.with_timezone(&Utc));
+        super::usage::counters_of(
+            |name| row.try_get(name).map_err(map_err),
+            oldest_since,
+            row.try_get("agent_known").map_err(map_err)?,
+        )
     }
 }

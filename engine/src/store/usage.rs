@@ -83,7 +83,24 @@ pub(crate) const ADD_EXCLUDED: &str =
      agents = tenant_usage.agents + EXCLUDED.agents, \
      payload_bytes = tenant_usage.payload_bytes + EXCLUDED.payload_bytes";
 
-/// Reads a count column (never negative in a consistent store; clamped if it were).
-pub(crate) fn count(v: i64) -> u64 {
-    v.max(0) as u64
+/// The counters of one `tenant_usage` query row, whichever database read it:
+/// `count_of(column)` reads a count column (NULL when the tenant has no row yet).
+pub(crate) fn counters_of(
+    count_of: impl Fn(&str) -> Result<Option<i64>, super::StoreError>,
+    oldest_since: Option<chrono::DateTime<chrono::Utc>>,
+    agent_known: bool,
+) -> Result<TenantCounters, super::StoreError> {
+    // Never negative in a consistent store; clamped if it were.
+    let get = |name: &str| count_of(name).map(|v| v.unwrap_or(0).max(0) as u64);
+    Ok(TenantCounters {
+        running_executions: get("running_executions")?,
+        executions_started: get("executions_started")?,
+        definitions: get("definitions")?,
+        agents: get("agents")?,
+        payload_bytes: get("payload_bytes")?,
+        started_since: get("started_since")?,
+        agent_names: get("agent_names")?,
+        agent_known,
+        oldest_since,
+    })
 }

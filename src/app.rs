@@ -77,6 +77,7 @@ impl Runtime {
             backends.store.clone(),
             Limits {
                 max_tasks: config.max_tasks,
+                default_task_timeout_seconds: config.default_task_timeout_seconds,
             },
         )
         .with_secrets(backends.secrets.clone())

@@ -77,6 +77,18 @@ pub struct Config {
     )]
     pub max_tasks: usize,
 
+    /// The start-to-close limit, in seconds, of every task attempt whose task names no
+    /// `timeout_seconds` (at least 1): an agent that dies holding a task does not leave
+    /// it waiting forever.
+    #[arg(
+        long,
+        global = true,
+        env = "CONFLUX_DEFAULT_TASK_TIMEOUT_SECONDS",
+        default_value_t = conflux_schema::validate::DEFAULT_TASK_TIMEOUT_SECONDS,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub default_task_timeout_seconds: u64,
+
     /// How long an open execution may go without a new event before an engine takes it
     /// over (re-arms its timers, re-runs its started built-ins): covers an engine that
     /// died while other engines keep running. Checked every half of this.
@@ -272,6 +284,7 @@ impl Config {
             "pg_max_connections": self.pg_max_connections,
             "max_body_bytes": self.max_body_bytes,
             "max_tasks": self.max_tasks,
+            "default_task_timeout_seconds": self.default_task_timeout_seconds,
             "engine_stale_after_ms": self.engine_stale_after_ms,
             "bus_reset_on_mismatch": self.bus_reset_on_mismatch,
             "rate_limit": self.rate_limit,

@@ -283,6 +283,7 @@ impl WorkflowCatalog {
         // limit, which may have been lowered since) to rebuild the graph.
         let limits = Limits {
             max_tasks: usize::MAX,
+            ..self.limits
         };
         let workflow = validate(*definition, &limits).map_err(|e| StoreError::Corrupt {
             position: event.position,

@@ -346,13 +346,17 @@ fn a_chain_runs_task_after_task_and_completes_with_the_sink_outputs() {
             input: Value::Null,
             http: None,
             sleep_ms: None,
-            timeout: None,
+            timeout: Some(std::time::Duration::from_secs(300)),
         }])
         .then_events(run("a", 1))
         .when(Command::Advance)
         .then_nothing()
         .when(start_task("a", 1))
-        .then_events([task_started("a", 1, None)])
+        .then_events([task_started(
+            "a",
+            1,
+            Some(t0() + chrono::TimeDelta::seconds(300)),
+        )])
         .when(complete("a", 1, json!({"n": 1})))
         .then_events([completed("a", 1, json!({"n": 1}))])
         .when(Command::Advance)
@@ -450,7 +454,7 @@ fn references_resolve_at_dispatch_and_keep_json_types() {
             input: json!(7),
             http: Some(resolved.clone()),
             sleep_ms: None,
-            timeout: None,
+            timeout: Some(std::time::Duration::from_secs(300)),
         }])
         .then_events([
             scheduled("b", 1),

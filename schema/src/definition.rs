@@ -12,7 +12,6 @@
 //! define).
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -67,39 +66,7 @@ pub enum OnFailure {
     Compensate,
 }
 
-/// How a task is executed.
-#[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ToSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum TaskKind {
-    /// Does nothing; its output is its resolved input.
-    Noop,
-    /// Waits `sleep_ms` milliseconds.
-    Sleep,
-    /// Makes the request in `http`; output `{"status", "body"}`.
-    Http,
-    /// Executed by an external agent polling `agent_role`.
-    Agent,
-}
-
-impl TaskKind {
-    /// The wire name of the kind (`"noop"`, `"sleep"`, `"http"`, `"agent"`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TaskKind::Noop => "noop",
-            TaskKind::Sleep => "sleep",
-            TaskKind::Http => "http",
-            TaskKind::Agent => "agent",
-        }
-    }
-}
-
-impl fmt::Display for TaskKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::kind::{KindRules, Runs, TaskBody, TaskKind};
 
 /// One task of a definition. `${input.x}` and `${tasks.<id>.output.x}` in `input`,
 /// `http.url`, `http.headers` and `http.body` are resolved when it is scheduled.
@@ -140,6 +107,19 @@ impl TaskSpec {
     /// The retry policy in force: the task's own, or the default (one attempt).
     pub fn retry_policy(&self) -> RetryPolicy {
         self.retry.clone().unwrap_or_default()
+    }
+
+    /// The fields one attempt of the task itself runs.
+    pub fn body(&self) -> TaskBody<'_> {
+        TaskBody {
+            kind: self.kind,
+            agent_role: self.agent_role.as_deref(),
+            input: &self.input,
+            http: self.http.as_ref(),
+            sleep_ms: self.sleep_ms,
+            retry: self.retry.as_ref(),
+            timeout_seconds: self.timeout_seconds,
+        }
     }
 }
 
@@ -243,6 +223,19 @@ impl CompensationSpec {
     pub fn retry_policy(&self) -> RetryPolicy {
         self.retry.clone().unwrap_or_default()
     }
+
+    /// The fields one attempt of the compensation runs.
+    pub fn body(&self) -> TaskBody<'_> {
+        TaskBody {
+            kind: self.kind,
+            agent_role: self.agent_role.as_deref(),
+            input: &self.input,
+            http: self.http.as_ref(),
+            sleep_ms: self.sleep_ms,
+            retry: self.retry.as_ref(),
+            timeout_seconds: self.timeout_seconds,
+        }
+    }
 }
 
 impl WorkflowDefinition {
@@ -281,72 +274,33 @@ impl WorkflowDefinition {
     }
 }
 
-/// The fields a task and a compensation have in common.
-struct Body<'a> {
-    kind: TaskKind,
-    agent_role: Option<&'a str>,
-    input: &'a Value,
-    http: Option<&'a HttpSpec>,
-    sleep_ms: Option<u64>,
-    retry: Option<&'a RetryPolicy>,
-    timeout_seconds: Option<u64>,
-}
-
 impl TaskSpec {
     /// Checks what this task needs on its own (fields its kind requires, retry policy,
     /// timeout, `${...}` syntax, the same for its `compensate`) and returns its task
     /// references for the graph-level check. The error is a reason for `invalid_task`.
     pub(crate) fn check(&self) -> Result<Vec<TaskRef>, String> {
         let mut refs = Vec::new();
-        let body = Body {
-            kind: self.kind,
-            agent_role: self.agent_role.as_deref(),
-            input: &self.input,
-            http: self.http.as_ref(),
-            sleep_ms: self.sleep_ms,
-            retry: self.retry.as_ref(),
-            timeout_seconds: self.timeout_seconds,
-        };
-        check_body(&body, "", false, &mut refs)?;
+        check_body(&self.body(), "", false, &mut refs)?;
         if let Some(c) = &self.compensate {
-            let body = Body {
-                kind: c.kind,
-                agent_role: c.agent_role.as_deref(),
-                input: &c.input,
-                http: c.http.as_ref(),
-                sleep_ms: c.sleep_ms,
-                retry: c.retry.as_ref(),
-                timeout_seconds: c.timeout_seconds,
-            };
-            check_body(&body, "compensate.", true, &mut refs)?;
+            if !c.kind.rules().compensates {
+                return Err(format!(
+                    "compensate.kind `{}` cannot compensate a task",
+                    c.kind
+                ));
+            }
+            check_body(&c.body(), "compensate.", true, &mut refs)?;
         }
         Ok(refs)
     }
 }
 
 fn check_body(
-    body: &Body<'_>,
+    body: &TaskBody<'_>,
     prefix: &str,
     allow_self: bool,
     refs: &mut Vec<TaskRef>,
 ) -> Result<(), String> {
-    match body.kind {
-        TaskKind::Noop => {}
-        TaskKind::Sleep if body.sleep_ms.is_none() => {
-            return Err(format!("{prefix}sleep_ms is required for a sleep task"));
-        }
-        TaskKind::Sleep => {}
-        TaskKind::Agent if body.agent_role.is_none_or(|r| r.trim().is_empty()) => {
-            return Err(format!("{prefix}agent_role is required for an agent task"));
-        }
-        TaskKind::Agent => {}
-        TaskKind::Http => {
-            let http = body
-                .http
-                .ok_or_else(|| format!("{prefix}http is required for an http task"))?;
-            check_http(http, prefix)?;
-        }
-    }
+    (body.kind.rules().check)(body, prefix)?;
     if let Some(retry) = body.retry {
         if retry.max_attempts == 0 {
             return Err(format!("{prefix}retry.max_attempts must be at least 1"));
@@ -368,7 +322,7 @@ fn check_body(
     };
     // Secrets go where a request or an agent needs them, never where a value would be
     // recorded (a noop's input is its output).
-    collect.value(body.input, "input", body.kind == TaskKind::Agent)?;
+    collect.value(body.input, "input", body.kind.rules().secrets_in_input)?;
     if let Some(http) = body.http {
         collect.text(&http.url, "http.url")?;
         for value in http.headers.values() {
@@ -437,33 +391,4 @@ fn push(
         }
         Reference::Input(_) => {}
     }
-}
-
-fn check_http(http: &HttpSpec, prefix: &str) -> Result<(), String> {
-    let url = http.url.as_str();
-    if url.is_empty() {
-        return Err(format!("{prefix}http.url is required for an http task"));
-    }
-    let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
-    let scheme_len = if lower.starts_with("https://") {
-        8
-    } else if lower.starts_with("http://") {
-        7
-    } else {
-        0
-    };
-    if scheme_len == 0 || url.len() == scheme_len {
-        return Err(format!(
-            "{prefix}http.url must be an absolute http:// or https:// URL, not `{url}`"
-        ));
-    }
-    // An HTTP method is a token (RFC 9110): no spaces, separators or control characters.
-    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
-    if http.method.is_empty() || !http.method.bytes().all(token) {
-        return Err(format!(
-            "{prefix}http.method `{}` is not an HTTP method",
-            http.method
-        ));
-    }
-    Ok(())
 }

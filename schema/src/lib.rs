@@ -7,6 +7,7 @@
 //! - [`canonical`]: canonical JSON bytes, the input of the hash chain.
 //! - [`event`]: the event envelope, the closed set of event types, and the hash chain.
 //! - [`definition`]: the workflow definition a client posts (API.md "Workflows").
+//! - [`kind`]: the task kinds, one module each, and the table that says how each runs.
 //! - [`validate`]: turning a definition into a `ValidatedWorkflow` (petgraph), or a typed 422 error.
 //! - [`payload`]: which fields of an event are the customer's data, and their sealed and redacted forms.
 //! - [`quota`]: the per-tenant quotas, their names and limits.
@@ -23,6 +24,7 @@ pub mod canonical;
 pub mod definition;
 pub mod event;
 pub mod ids;
+pub mod kind;
 pub mod payload;
 pub mod quota;
 pub mod reference;

@@ -18,7 +18,7 @@ use petgraph::algo::toposort;
 use petgraph::graph::{DiGraph, NodeIndex};
 use serde_json::{json, Value};
 
-use crate::definition::{TaskSpec, WorkflowDefinition};
+use crate::definition::{TaskBody, TaskSpec, WorkflowDefinition};
 use crate::ids::{TaskId, WorkflowName};
 use crate::reference::{Ancestry, TaskRef};
 
@@ -27,11 +27,21 @@ use crate::reference::{Ancestry, TaskRef};
 pub struct Limits {
     /// Most tasks a workflow may have (default 10,000).
     pub max_tasks: usize,
+    /// The start-to-close limit, in seconds, of an attempt whose task names no
+    /// `timeout_seconds` (default 300): every attempt has a deadline, so an agent that
+    /// dies holding a task does not leave it waiting forever.
+    pub default_task_timeout_seconds: u64,
 }
+
+/// The default of [`Limits::default_task_timeout_seconds`].
+pub const DEFAULT_TASK_TIMEOUT_SECONDS: u64 = 300;
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_tasks: 10_000 }
+        Limits {
+            max_tasks: 10_000,
+            default_task_timeout_seconds: DEFAULT_TASK_TIMEOUT_SECONDS,
+        }
     }
 }
 
@@ -132,6 +142,7 @@ pub struct ValidatedWorkflow {
     dependents: Adjacency,
     roots: Vec<u32>,
     sinks: Vec<u32>,
+    default_timeout_seconds: u64,
 }
 
 impl ValidatedWorkflow {
@@ -178,6 +189,26 @@ impl ValidatedWorkflow {
     /// The task at `index`, if in range.
     pub fn task(&self, index: usize) -> Option<&TaskSpec> {
         self.definition.tasks.get(index)
+    }
+
+    /// What one attempt of task `index` runs (or, with `compensation`, of its
+    /// `compensate`), with the attempt limit in force: the spec's own
+    /// `timeout_seconds`, else [`Limits::default_task_timeout_seconds`] as validated.
+    /// `None` when there is no such task or it has no `compensate`.
+    pub fn body_of(&self, index: usize, compensation: bool) -> Option<TaskBody<'_>> {
+        let task = self.task(index)?;
+        let mut body = if compensation {
+            task.compensate.as_ref()?.body()
+        } else {
+            task.body()
+        };
+        body.timeout_seconds = body.timeout_seconds.or(Some(self.default_timeout_seconds));
+        Some(body)
+    }
+
+    /// The attempt limit of a task that names none, in seconds.
+    pub fn default_task_timeout_seconds(&self) -> u64 {
+        self.default_timeout_seconds
     }
 
     /// The validated ids, parallel to [`ValidatedWorkflow::tasks`].
@@ -318,6 +349,7 @@ pub fn validate(
         index,
         dependencies,
         dependents,
+        default_timeout_seconds: limits.default_task_timeout_seconds.max(1),
     })
 }
 

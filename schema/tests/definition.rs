@@ -231,7 +231,14 @@ fn too_many_tasks() {
     let def = definition(json!([
         {"id": "a", "kind": "noop"}, {"id": "b", "kind": "noop"}, {"id": "c", "kind": "noop"}
     ]));
-    let error = validate(def, &Limits { max_tasks: 2 }).expect_err("over the limit");
+    let error = validate(
+        def,
+        &Limits {
+            max_tasks: 2,
+            ..Limits::default()
+        },
+    )
+    .expect_err("over the limit");
     assert_eq!(error.code(), "too_many_tasks");
     assert_eq!(error.details(), json!({"limit": 2, "count": 3}));
     assert!(error.to_string().contains("limit of 2"));
@@ -606,7 +613,10 @@ fn validate_ok(def: &WorkflowDefinition, limits: &Limits) -> ValidatedWorkflow {
 
 #[test]
 fn a_100_000_task_chain_validates_without_recursion() {
-    let limits = Limits { max_tasks: 100_000 };
+    let limits = Limits {
+        max_tasks: 100_000,
+        ..Limits::default()
+    };
     let wf = validate_ok(&chain(100_000), &limits);
     assert_eq!(wf.len(), 100_000);
     assert_eq!(wf.roots(), [0]);

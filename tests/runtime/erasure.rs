@@ -198,6 +198,7 @@ pub async fn erasure_redacts_everywhere_and_keeps_the_chain(server: &TestServer)
             server.backends.store.clone(),
             Limits {
                 max_tasks: usize::MAX,
+                ..Limits::default()
             },
         ),
         server.backends.read_models.clone(),

@@ -244,6 +244,7 @@ pub async fn rebuilt_read_models_equal_live(s: &TestServer) {
         s.backends.store.clone(),
         Limits {
             max_tasks: usize::MAX,
+            ..Limits::default()
         },
     );
     let mut reported = Vec::new();
@@ -273,6 +274,7 @@ pub async fn rebuilt_read_models_equal_live(s: &TestServer) {
                 s.backends.store.clone(),
                 Limits {
                     max_tasks: usize::MAX,
+                    ..Limits::default()
                 },
             ),
             s.backends.read_models.clone(),

@@ -23,7 +23,7 @@ use conflux_schema::definition::OnFailure;
 use conflux_schema::Event;
 use serde_json::{Map, Value};
 
-use super::dispatch::{add, schedule_and_dispatch, Spec};
+use super::dispatch::{add, schedule_and_dispatch, spec_of};
 use super::saga;
 use super::state::ExecutionState;
 use super::status::{ExecutionStatus, TaskStatus};
@@ -54,7 +54,7 @@ pub(crate) fn can_retry(state: &ExecutionState, index: usize, compensation: bool
     let Some(track) = state.track(index, compensation) else {
         return false;
     };
-    let max = Spec::of(&state.workflow, index, compensation).map_or(1, |s| s.max_attempts());
+    let max = spec_of(&state.workflow, index, compensation).map_or(1, |s| s.max_attempts());
     track.retryable && track.attempt < max
 }
 
@@ -68,7 +68,7 @@ pub(crate) fn plan_retry(
     out: &mut Vec<Event>,
 ) -> Option<(u32, bool)> {
     let track = state.track(index, compensation)?;
-    let spec = Spec::of(&state.workflow, index, compensation)?;
+    let spec = spec_of(&state.workflow, index, compensation)?;
     let next = track.attempt.saturating_add(1);
     let due_at = add(now, spec.delay_after(track.attempt));
     out.push(Event::TaskRetryScheduled {

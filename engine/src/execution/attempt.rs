@@ -11,7 +11,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::command::{Rejection, TaskRef};
-use super::dispatch::Spec;
+use super::dispatch::{deadline_from, spec_of};
 use super::state::{ExecutionState, TaskState};
 use super::status::{ExecutionStatus, TaskStatus};
 
@@ -66,7 +66,7 @@ pub(crate) fn start(
     }
     not_terminal(state)?;
     let deadline =
-        Spec::of(&state.workflow, index, task.compensation).and_then(|s| s.deadline_from(now));
+        spec_of(&state.workflow, index, task.compensation).and_then(|s| deadline_from(&s, now));
     Ok(vec![Event::TaskStarted {
         task_id: task.task.clone(),
         attempt: task.attempt,
@@ -141,7 +141,7 @@ pub(crate) fn heartbeat(
         return Ok(Vec::new());
     }
     let deadline =
-        Spec::of(&state.workflow, index, task.compensation).and_then(|s| s.deadline_from(now));
+        spec_of(&state.workflow, index, task.compensation).and_then(|s| deadline_from(&s, now));
     Ok(deadline
         .map(|deadline| Event::TaskHeartbeat {
             task_id: task.task.clone(),

@@ -1,6 +1,6 @@
 //! Scheduling and dispatching one attempt.
 //!
-//! An attempt runs either a task's own spec or its `compensate` spec ([`Spec`] hides
+//! An attempt runs either a task's own spec or its `compensate` spec ([`spec_of`] hides
 //! the difference). At dispatch, every `${...}` in its input (and, for `http`, in its
 //! url, headers and body) is resolved against the execution input and the outputs of
 //! completed tasks, and the result is recorded in `TaskDispatched`: the log shows
@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use conflux_schema::definition::{HttpSpec, RetryPolicy, TaskKind};
+use conflux_schema::definition::{HttpSpec, TaskBody};
 use conflux_schema::reference::resolve;
 use conflux_schema::validate::ValidatedWorkflow;
 use conflux_schema::Event;
@@ -19,69 +19,20 @@ use serde_json::Value;
 
 use super::state::ExecutionState;
 
-/// What runs for one attempt: a task's own fields or its `compensate` fields.
-pub(crate) struct Spec<'a> {
-    pub(crate) kind: TaskKind,
-    pub(crate) agent_role: Option<&'a str>,
-    pub(crate) input: &'a Value,
-    pub(crate) http: Option<&'a HttpSpec>,
-    pub(crate) sleep_ms: Option<u64>,
-    pub(crate) retry: Option<&'a RetryPolicy>,
-    pub(crate) timeout_seconds: Option<u64>,
+/// What one attempt runs: the spec of task `index`, or of its compensation, with the
+/// workflow's default attempt limit when it names none; `None` when the task does not
+/// exist or has no `compensate`.
+pub(crate) fn spec_of(
+    workflow: &ValidatedWorkflow,
+    index: usize,
+    compensation: bool,
+) -> Option<TaskBody<'_>> {
+    workflow.body_of(index, compensation)
 }
 
-impl<'a> Spec<'a> {
-    /// The spec of task `index`, or of its compensation; `None` when the task does not
-    /// exist or has no `compensate`.
-    pub(crate) fn of(
-        workflow: &'a ValidatedWorkflow,
-        index: usize,
-        compensation: bool,
-    ) -> Option<Self> {
-        let task = workflow.task(index)?;
-        if !compensation {
-            return Some(Spec {
-                kind: task.kind,
-                agent_role: task.agent_role.as_deref(),
-                input: &task.input,
-                http: task.http.as_ref(),
-                sleep_ms: task.sleep_ms,
-                retry: task.retry.as_ref(),
-                timeout_seconds: task.timeout_seconds,
-            });
-        }
-        let c = task.compensate.as_ref()?;
-        Some(Spec {
-            kind: c.kind,
-            agent_role: c.agent_role.as_deref(),
-            input: &c.input,
-            http: c.http.as_ref(),
-            sleep_ms: c.sleep_ms,
-            retry: c.retry.as_ref(),
-            timeout_seconds: c.timeout_seconds,
-        })
-    }
-
-    /// Attempts in all (at least 1).
-    pub(crate) fn max_attempts(&self) -> u32 {
-        self.retry.map_or(1, |r| r.max_attempts.max(1))
-    }
-
-    /// The backoff before the attempt after `failed_attempt`.
-    pub(crate) fn delay_after(&self, failed_attempt: u32) -> Duration {
-        self.retry
-            .map_or(Duration::ZERO, |r| r.delay_for_attempt(failed_attempt))
-    }
-
-    /// The start-to-close limit of one attempt.
-    pub(crate) fn timeout(&self) -> Option<Duration> {
-        self.timeout_seconds.map(Duration::from_secs)
-    }
-
-    /// The deadline of an attempt starting (or heartbeating) at `now`.
-    pub(crate) fn deadline_from(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.timeout().map(|t| add(now, t))
-    }
+/// The deadline of an attempt of `spec` starting (or heartbeating) at `now`.
+pub(crate) fn deadline_from(spec: &TaskBody<'_>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    spec.timeout().map(|t| add(now, t))
 }
 
 /// `at + duration`, saturating at the latest representable time.
@@ -99,7 +50,10 @@ pub(crate) struct Resolved {
 }
 
 /// Resolves `spec` against the execution input and completed outputs of `state`.
-pub(crate) fn resolve_spec(state: &ExecutionState, spec: &Spec<'_>) -> Result<Resolved, String> {
+pub(crate) fn resolve_spec(
+    state: &ExecutionState,
+    spec: &TaskBody<'_>,
+) -> Result<Resolved, String> {
     let outputs = |id: &str| state.output_of(id);
     let input = resolve(spec.input, state.input(), &outputs)?;
     let text = |raw: &str| -> Result<String, String> {
@@ -150,7 +104,7 @@ pub(crate) fn schedule_and_dispatch(
             compensation,
         });
     }
-    let resolved = match Spec::of(&state.workflow, index, compensation) {
+    let resolved = match spec_of(&state.workflow, index, compensation) {
         Some(spec) => resolve_spec(state, &spec),
         None => Err(format!("task `{task_id}` has no compensate spec")),
     };
@@ -188,6 +142,8 @@ mod tests {
     use conflux_schema::validate::{validate, Limits};
     use serde_json::json;
 
+    use conflux_schema::definition::TaskKind;
+
     use super::*;
 
     fn workflow() -> Arc<ValidatedWorkflow> {
@@ -208,12 +164,12 @@ mod tests {
     #[test]
     fn specs_choose_the_task_or_its_compensation() {
         let wf = workflow();
-        let task = Spec::of(&wf, 0, false).unwrap();
+        let task = spec_of(&wf, 0, false).unwrap();
         assert_eq!((task.kind, task.max_attempts()), (TaskKind::Http, 1));
         assert_eq!(task.timeout(), Some(Duration::from_secs(5)));
-        let undo = Spec::of(&wf, 0, true).unwrap();
+        let undo = spec_of(&wf, 0, true).unwrap();
         assert_eq!((undo.kind, undo.max_attempts()), (TaskKind::Noop, 4));
-        assert!(Spec::of(&wf, 1, false).is_none());
+        assert!(spec_of(&wf, 1, false).is_none());
     }
 
     #[test]
@@ -221,13 +177,13 @@ mod tests {
         let wf = workflow();
         let mut state = ExecutionState::new(wf.clone());
         state.input = json!({"n": 7});
-        let resolved = resolve_spec(&state, &Spec::of(&wf, 0, false).unwrap()).unwrap();
+        let resolved = resolve_spec(&state, &spec_of(&wf, 0, false).unwrap()).unwrap();
         let http = resolved.http.unwrap();
         assert_eq!(http.url, "http://h/7");
         assert_eq!(http.headers["x-n"], "7");
         assert_eq!(http.body, Some(json!({"n": 7, "s": "n=7"})));
         // The compensation reads an output that is not available yet.
-        let err = resolve_spec(&state, &Spec::of(&wf, 0, true).unwrap());
+        let err = resolve_spec(&state, &spec_of(&wf, 0, true).unwrap());
         assert!(err.is_err());
     }
 

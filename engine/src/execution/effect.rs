@@ -10,14 +10,14 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use conflux_schema::definition::{HttpSpec, TaskKind};
+use conflux_schema::definition::{HttpSpec, Runs, TaskKind};
 use conflux_schema::validate::ValidatedWorkflow;
 use conflux_schema::Event;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::command::TaskRef;
-use super::dispatch::{add, Spec};
+use super::dispatch::{add, spec_of};
 
 /// A point in time at which the shell must send [`crate::execution::Command::TimerFired`].
 /// Firing a timer that no longer applies is harmless (an empty decision), so timers
@@ -210,16 +210,16 @@ pub(crate) fn dispatch_effect(
     input: Value,
     http: Option<HttpSpec>,
 ) -> Option<Effect> {
-    let spec = Spec::of(workflow, index, task.compensation)?;
-    Some(match spec.kind {
-        TaskKind::Agent => Effect::EnqueueAgentTask {
+    let spec = spec_of(workflow, index, task.compensation)?;
+    Some(match spec.kind.runs() {
+        Runs::Agent => Effect::EnqueueAgentTask {
             role: spec.agent_role.unwrap_or_default().to_owned(),
             task,
             input,
         },
-        kind => Effect::RunBuiltin {
+        Runs::Builtin => Effect::RunBuiltin {
             task,
-            kind,
+            kind: spec.kind,
             input,
             http: http.or_else(|| spec.http.cloned()),
             sleep_ms: spec.sleep_ms,

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use conflux_schema::definition::{HttpSpec, TaskKind};
+use conflux_schema::definition::{HttpSpec, Runs, TaskKind};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -143,31 +143,18 @@ impl Builtin<'_> {
 pub(super) fn running_builtins(state: &ExecutionState) -> Vec<Effect> {
     use crate::execution::TaskStatus;
     let mut effects = Vec::new();
-    for (spec, id) in state
-        .workflow()
-        .tasks()
-        .iter()
-        .zip(state.workflow().task_ids())
-    {
+    let workflow = state.workflow();
+    for (index, id) in workflow.task_ids().iter().enumerate() {
         let tracks = [
-            (
-                state.task(id.as_str()),
-                false,
-                spec.kind,
-                spec.sleep_ms,
-                spec.timeout_seconds,
-            ),
-            (
-                state.compensation(id.as_str()),
-                true,
-                spec.compensate.as_ref().map_or(TaskKind::Agent, |c| c.kind),
-                spec.compensate.as_ref().and_then(|c| c.sleep_ms),
-                spec.compensate.as_ref().and_then(|c| c.timeout_seconds),
-            ),
-        ];
-        for (track, compensation, kind, sleep_ms, timeout) in tracks {
-            let Some(t) = track else { continue };
-            if t.status != TaskStatus::Running || kind == TaskKind::Agent {
+            (state.task(id.as_str()), false),
+            (state.compensation(id.as_str()), true),
+        ]
+        .map(|(track, compensation)| (track, compensation, workflow.body_of(index, compensation)));
+        for (track, compensation, body) in tracks {
+            let (Some(t), Some(body)) = (track, body) else {
+                continue;
+            };
+            if t.status != TaskStatus::Running || body.kind.runs() != Runs::Builtin {
                 continue;
             }
             effects.push(Effect::RunBuiltin {
@@ -176,11 +163,11 @@ pub(super) fn running_builtins(state: &ExecutionState) -> Vec<Effect> {
                     attempt: t.attempt,
                     compensation,
                 },
-                kind,
+                kind: body.kind,
                 input: t.input.clone().unwrap_or_default(),
                 http: t.http.clone(),
-                sleep_ms,
-                timeout: timeout.map(Duration::from_secs),
+                sleep_ms: body.sleep_ms,
+                timeout: body.timeout(),
             });
         }
     }

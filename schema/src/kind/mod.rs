@@ -1,0 +1,140 @@
+//! Task kinds: what each kind needs of a task and how the engine runs it.
+//!
+//! A kind is one module here — the rules its fields must meet, whether its input may
+//! hold secrets, whether it may undo another task, and how an attempt of it runs — and
+//! one entry of [`TaskKind::rules`], the table everything else reads: validation
+//! ([`crate::definition`]), dispatch (`conflux-engine`'s execution core) and recovery
+//! of built-in attempts all ask the table rather than matching on the kind. Adding a
+//! kind is a module, a variant and a table entry; the fields it reads live on
+//! [`crate::definition::TaskSpec`] (flat on the wire, as API.md spells them, so a
+//! field a request does not define is still refused by name at the HTTP edge).
+
+mod agent;
+mod http;
+mod noop;
+mod sleep;
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use crate::definition::{HttpSpec, RetryPolicy};
+
+/// How a task is executed.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskKind {
+    /// Does nothing; its output is its resolved input.
+    Noop,
+    /// Waits `sleep_ms` milliseconds.
+    Sleep,
+    /// Makes the request in `http`; output `{"status", "body"}`.
+    Http,
+    /// Executed by an external agent polling `agent_role`.
+    Agent,
+}
+
+impl TaskKind {
+    /// Every kind, in the order of the enum.
+    pub const ALL: [TaskKind; 4] = [
+        TaskKind::Noop,
+        TaskKind::Sleep,
+        TaskKind::Http,
+        TaskKind::Agent,
+    ];
+
+    /// The kind's entry in the table: its rules and how it runs.
+    pub fn rules(self) -> &'static KindRules {
+        match self {
+            TaskKind::Noop => &noop::RULES,
+            TaskKind::Sleep => &sleep::RULES,
+            TaskKind::Http => &http::RULES,
+            TaskKind::Agent => &agent::RULES,
+        }
+    }
+
+    /// The wire name of the kind (`"noop"`, `"sleep"`, `"http"`, `"agent"`).
+    pub fn as_str(self) -> &'static str {
+        self.rules().name
+    }
+
+    /// How an attempt of this kind runs.
+    pub fn runs(self) -> Runs {
+        self.rules().runs
+    }
+}
+
+impl fmt::Display for TaskKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where an attempt of a kind is executed once dispatched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Runs {
+    /// In the engine, by its built-in runner (at least once: an attempt a dead
+    /// process was running is run again on recovery).
+    Builtin,
+    /// By an external agent that leases it from its role's queue.
+    Agent,
+}
+
+/// One kind's entry in the table.
+#[derive(Debug)]
+pub struct KindRules {
+    /// The kind's wire name.
+    pub name: &'static str,
+    /// Where its attempts run.
+    pub runs: Runs,
+    /// Whether its `input` may reference `${secrets.NAME}` (never where the input is
+    /// recorded as the output).
+    pub secrets_in_input: bool,
+    /// Whether it may be the `compensate` of another task.
+    pub compensates: bool,
+    /// The rules of its own fields; the error names the field (after `prefix`).
+    pub check: fn(&TaskBody<'_>, &str) -> Result<(), String>,
+}
+
+/// What one attempt runs: a task's own fields, or its `compensate` fields. Both have
+/// the same shape, so dispatch, retries and deadlines treat them alike.
+#[derive(Clone, Copy, Debug)]
+pub struct TaskBody<'a> {
+    /// How the attempt is executed.
+    pub kind: TaskKind,
+    /// For `agent`: the role whose agents execute it.
+    pub agent_role: Option<&'a str>,
+    /// The input template.
+    pub input: &'a Value,
+    /// For `http`: the request template.
+    pub http: Option<&'a HttpSpec>,
+    /// For `sleep`: how long, in milliseconds.
+    pub sleep_ms: Option<u64>,
+    /// The retry policy, if given.
+    pub retry: Option<&'a RetryPolicy>,
+    /// The start-to-close limit of one attempt, in seconds, if given.
+    pub timeout_seconds: Option<u64>,
+}
+
+impl TaskBody<'_> {
+    /// Attempts in all (at least 1).
+    pub fn max_attempts(&self) -> u32 {
+        self.retry.map_or(1, |r| r.max_attempts.max(1))
+    }
+
+    /// The backoff before the attempt after `failed_attempt`.
+    pub fn delay_after(&self, failed_attempt: u32) -> Duration {
+        self.retry
+            .map_or(Duration::ZERO, |r| r.delay_for_attempt(failed_attempt))
+    }
+
+    /// The start-to-close limit of one attempt, as the definition gives it.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout_seconds.map(Duration::from_secs)
+    }
+}

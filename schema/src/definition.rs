@@ -101,6 +101,62 @@ pub struct TaskSpec {
     /// For `sleep` tasks: how long, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sleep_ms: Option<u64>,
+    /// A CEL expression over `input` and the outputs of upstream tasks
+    /// (`tasks.<id>.output`), evaluated once the task's dependencies are done: false →
+    /// the task is `skipped` (see [`crate::condition`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "input.amount > 100")]
+    pub when: Option<String>,
+    /// How the task reacts to upstream tasks that were skipped or failed.
+    #[serde(default, skip_serializing_if = "TriggerRule::is_default")]
+    pub trigger_rule: TriggerRule,
+    /// For `switch` tasks: the cases, in order; the first whose `when` holds is taken.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cases: Vec<SwitchCase>,
+    /// For `switch` tasks: the tasks to run when no case holds (none when absent).
+    #[serde(default, rename = "default", skip_serializing_if = "Option::is_none")]
+    pub default_next: Option<Vec<String>>,
+}
+
+/// How a task reacts to its upstream tasks once every one of them is done. A task's
+/// upstream outcome is `success` (completed, and — after a `switch` — on the branch
+/// taken), `skipped`, or `failed` (failed for good; the execution goes on past such a
+/// failure only when a downstream task's rule may run after it: `all_done` or
+/// `one_success`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TriggerRule {
+    /// Every upstream task succeeded; otherwise the task is skipped.
+    #[default]
+    AllSuccess,
+    /// Every upstream task is done, whatever its outcome.
+    AllDone,
+    /// At least one upstream task succeeded.
+    OneSuccess,
+    /// No upstream task failed (skipped ones are fine).
+    NoneFailed,
+}
+
+impl TriggerRule {
+    /// Whether this is the default (`all_success`), which the definition leaves out.
+    pub fn is_default(&self) -> bool {
+        *self == TriggerRule::AllSuccess
+    }
+
+    /// Whether a task with this rule may run after an upstream failure: a failure
+    /// upstream of such a task does not end the execution.
+    pub fn tolerates_failure(self) -> bool {
+        matches!(self, TriggerRule::AllDone | TriggerRule::OneSuccess)
+    }
+}
+
+/// One case of a `switch`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, ToSchema)]
+pub struct SwitchCase {
+    /// A CEL expression, as in a task's `when`.
+    pub when: String,
+    /// The tasks this case runs: direct dependents of the switch.
+    pub next: Vec<String>,
 }
 
 impl TaskSpec {
@@ -119,6 +175,8 @@ impl TaskSpec {
             sleep_ms: self.sleep_ms,
             retry: self.retry.as_ref(),
             timeout_seconds: self.timeout_seconds,
+            cases: &self.cases,
+            default_next: self.default_next.as_deref(),
         }
     }
 }
@@ -234,6 +292,8 @@ impl CompensationSpec {
             sleep_ms: self.sleep_ms,
             retry: self.retry.as_ref(),
             timeout_seconds: self.timeout_seconds,
+            cases: &[],
+            default_next: None,
         }
     }
 }
@@ -281,6 +341,12 @@ impl TaskSpec {
     pub(crate) fn check(&self) -> Result<Vec<TaskRef>, String> {
         let mut refs = Vec::new();
         check_body(&self.body(), "", false, &mut refs)?;
+        if let Some(when) = &self.when {
+            condition_refs(when, "when", &mut refs)?;
+        }
+        for (i, case) in self.cases.iter().enumerate() {
+            condition_refs(&case.when, &format!("cases[{i}].when"), &mut refs)?;
+        }
         if let Some(c) = &self.compensate {
             if !c.kind.rules().compensates {
                 return Err(format!(
@@ -301,6 +367,11 @@ fn check_body(
     refs: &mut Vec<TaskRef>,
 ) -> Result<(), String> {
     (body.kind.rules().check)(body, prefix)?;
+    if body.kind != TaskKind::Switch && (!body.cases.is_empty() || body.default_next.is_some()) {
+        return Err(format!(
+            "{prefix}cases and default are only for switch tasks"
+        ));
+    }
     if let Some(retry) = body.retry {
         if retry.max_attempts == 0 {
             return Err(format!("{prefix}retry.max_attempts must be at least 1"));
@@ -332,6 +403,18 @@ fn check_body(
             collect.value(b, "http.body", true)?;
         }
     }
+    Ok(())
+}
+
+/// Checks a CEL expression at `place` and keeps the tasks it names for the graph-level
+/// check (they must be upstream, as `${tasks.<id>}` references must).
+fn condition_refs(expression: &str, place: &str, refs: &mut Vec<TaskRef>) -> Result<(), String> {
+    let named = crate::condition::check(expression).map_err(|e| format!("{place}: {e}"))?;
+    refs.extend(named.into_iter().map(|task| TaskRef {
+        task,
+        place: place.to_owned(),
+        allow_self: false,
+    }));
     Ok(())
 }
 

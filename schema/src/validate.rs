@@ -202,7 +202,9 @@ impl ValidatedWorkflow {
         } else {
             task.body()
         };
-        body.timeout_seconds = body.timeout_seconds.or(Some(self.default_timeout_seconds));
+        if body.kind.runs() != crate::kind::Runs::Inline {
+            body.timeout_seconds = body.timeout_seconds.or(Some(self.default_timeout_seconds));
+        }
         Some(body)
     }
 
@@ -304,6 +306,7 @@ pub fn validate(
     }))?;
     let dependents = dependencies.reversed();
     check_acyclic(&dependencies, &dependents, &ids)?;
+    check_switches(tasks, &lookup)?;
     if !task_refs.is_empty() {
         let mut ancestry = Ancestry::new(count);
         for (i, refs) in &task_refs {
@@ -380,6 +383,43 @@ fn check_tasks(tasks: &[TaskSpec]) -> Result<(Vec<TaskId>, IdIndex, TaskRefs), V
         }
     }
     Ok((ids, index, task_refs))
+}
+
+/// Every task a switch's `cases[].next` or `default` names must exist and depend
+/// directly on the switch (a branch is chosen among the switch's own dependents).
+fn check_switches(
+    tasks: &[TaskSpec],
+    lookup: &dyn Fn(&str) -> Option<u32>,
+) -> Result<(), ValidationError> {
+    for task in tasks
+        .iter()
+        .filter(|t| t.kind == crate::kind::TaskKind::Switch)
+    {
+        let cases = task.cases.iter().enumerate();
+        let named = cases
+            .flat_map(|(i, c)| c.next.iter().map(move |n| (format!("cases[{i}].next"), n)))
+            .chain(
+                task.default_next
+                    .iter()
+                    .flatten()
+                    .map(|n| ("default".to_owned(), n)),
+            );
+        for (place, next) in named {
+            let Some(j) = lookup(next) else {
+                return Err(invalid(
+                    task,
+                    format!("{place} names `{next}`, which is not a task"),
+                ));
+            };
+            if !tasks[j as usize].depends_on.iter().any(|d| *d == task.id) {
+                return Err(invalid(
+                    task,
+                    format!("{place} names `{next}`, which does not depend on the switch: add `{}` to its depends_on", task.id),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn invalid(task: &TaskSpec, reason: String) -> ValidationError {

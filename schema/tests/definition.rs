@@ -7,8 +7,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use conflux_schema::definition::{
-    references, resolve, reveal, OnFailure, Reference, RetryPolicy, TaskKind, TaskSpec,
-    WorkflowDefinition,
+    references, resolve, reveal, OnFailure, Reference, RetryPolicy, TaskSpec, WorkflowDefinition,
 };
 use conflux_schema::validate::{validate, Limits, ValidatedWorkflow, ValidationError};
 use proptest::prelude::*;
@@ -57,18 +56,8 @@ fn invalid_task_reason(tasks: Value, task: &str) -> String {
 }
 
 fn noop(id: String, depends_on: Vec<String>) -> TaskSpec {
-    TaskSpec {
-        id,
-        kind: TaskKind::Noop,
-        depends_on,
-        input: Value::Null,
-        agent_role: None,
-        timeout_seconds: None,
-        retry: None,
-        compensate: None,
-        http: None,
-        sleep_ms: None,
-    }
+    serde_json::from_value(json!({"id": id, "kind": "noop", "depends_on": depends_on}))
+        .expect("a noop task")
 }
 
 fn named(tasks: Vec<TaskSpec>) -> WorkflowDefinition {

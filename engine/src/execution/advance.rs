@@ -5,25 +5,30 @@
 //! happens (an attempt finishes, a timer fires, a command arrives, time passes a due
 //! retry). While running, in this order:
 //!
-//! 1. every task completed → `ExecutionCompleted` (output: the sink outputs by id);
+//! 1. every task settled (completed, skipped, or failed where a downstream trigger
+//!    rule tolerates it) → `ExecutionCompleted` (output: the completed sinks by id);
 //! 2. a failure that cannot be retried → the execution fails ([`fail`]);
 //! 3. every other failure → `TaskRetryScheduled` (backoff from the task's policy);
-//! 4. due retries, scheduled-but-undispatched attempts and ready tasks →
-//!    `TaskScheduled` + `TaskDispatched` (inputs resolved); an input that does not
-//!    resolve fails its task for good, and the execution with it.
+//! 4. ready tasks are judged ([`super::judge`]): trigger rule and `when` may skip
+//!    them (and, in the same decision, what that skip makes ready);
+//! 5. due retries, scheduled-but-undispatched attempts and ready tasks to run →
+//!    `TaskScheduled` + `TaskDispatched` (inputs resolved; a `switch` also starts and
+//!    completes with its choice); an input that does not resolve fails its task for
+//!    good, and the execution with it unless a downstream trigger rule tolerates it.
 //!
 //! While compensating it drives the saga ([`super::saga`]); paused, not started or
 //! terminal, it does nothing. Work is proportional to the ready, retrying and failed
 //! tasks, never to the whole graph (except once, when the execution fails).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use chrono::{DateTime, Utc};
-use conflux_schema::definition::OnFailure;
+use conflux_schema::definition::{OnFailure, Runs};
 use conflux_schema::Event;
 use serde_json::{Map, Value};
 
 use super::dispatch::{add, schedule_and_dispatch, spec_of};
+use super::judge::{choose, judge, Verdict};
 use super::saga;
 use super::state::ExecutionState;
 use super::status::{ExecutionStatus, TaskStatus};
@@ -81,7 +86,7 @@ pub(crate) fn plan_retry(
 }
 
 fn running(s: &ExecutionState, now: DateTime<Utc>, out: &mut Vec<Event>) {
-    if s.completion_order.len() == s.tasks.len() {
+    if s.settled == s.tasks.len() {
         out.push(Event::ExecutionCompleted {
             output: sink_outputs(s),
         });
@@ -113,13 +118,28 @@ fn running(s: &ExecutionState, now: DateTime<Utc>, out: &mut Vec<Event>) {
             .iter()
             .map(|&i| (i, s.tasks[i].attempt, false)),
     );
-    work.extend(s.ready.iter().map(|i| (i, 1, true)));
+    let Some(ready) = judge_ready(s, &mut overlay, out) else {
+        return;
+    };
+    work.extend(ready.into_iter().map(|i| (i, 1, true)));
     for (i, attempt, schedule) in work {
         overlay.scheduled.insert(i);
-        match schedule_and_dispatch(s, i, attempt, false, schedule, out) {
+        let inline = s
+            .workflow
+            .task(i)
+            .is_some_and(|t| t.kind.runs() == Runs::Inline);
+        let dispatched = schedule_and_dispatch(s, i, attempt, false, schedule, out);
+        let result = match dispatched {
+            Ok(()) if inline => run_inline(s, i, attempt, out),
+            other => other,
+        };
+        match result {
+            Ok(()) if inline => {}
             Ok(()) => {
                 overlay.live.insert(i, attempt);
             }
+            // Failed for good before it ran, where a downstream rule goes on past it.
+            Err(_) if s.failure_tolerated(i) => {}
             Err(error) => {
                 overlay.live.remove(&i);
                 fail(s, Some(i), error, &overlay, out);
@@ -129,11 +149,117 @@ fn running(s: &ExecutionState, now: DateTime<Utc>, out: &mut Vec<Event>) {
     }
 }
 
-/// The execution output: each sink task's output under its id.
+/// Judges every ready task (see [`super::judge`]): skips those whose trigger rule or
+/// `when` say so — and, in the same decision, the dependents that skipping makes ready
+/// — and fails those whose `when` cannot be evaluated. Returns the tasks to run, or
+/// `None` when a failure ended the execution (its events are in `out`).
+fn judge_ready(
+    s: &ExecutionState,
+    overlay: &mut Overlay,
+    out: &mut Vec<Event>,
+) -> Option<Vec<usize>> {
+    let mut queue: VecDeque<usize> = s.ready.iter().collect();
+    let mut skipped_now = BTreeSet::new();
+    let mut settled_now: BTreeMap<usize, u32> = BTreeMap::new();
+    let mut run = Vec::new();
+    while let Some(i) = queue.pop_front() {
+        let Some(task_id) = s.id(i).cloned() else {
+            continue;
+        };
+        match judge(s, i, &skipped_now) {
+            Verdict::Run => run.push(i),
+            Verdict::Skip(reason) => {
+                out.push(Event::TaskSkipped { task_id, reason });
+                skipped_now.insert(i);
+                overlay.scheduled.insert(i);
+                for &d in s.workflow.dependents(i) {
+                    let d = d as usize;
+                    let settled = settled_now.entry(d).or_default();
+                    *settled += 1;
+                    let pending = s
+                        .tasks
+                        .get(d)
+                        .is_some_and(|t| t.status == TaskStatus::Pending);
+                    if pending && s.ready.remaining(d) == *settled {
+                        queue.push_back(d);
+                    }
+                }
+            }
+            Verdict::Fail(error) => {
+                overlay.scheduled.insert(i);
+                out.push(Event::TaskScheduled {
+                    task_id: task_id.clone(),
+                    attempt: 1,
+                    compensation: false,
+                });
+                out.push(Event::TaskFailed {
+                    task_id,
+                    attempt: 1,
+                    error: error.clone(),
+                    retryable: false,
+                    compensation: false,
+                });
+                if !s.failure_tolerated(i) {
+                    fail(s, Some(i), error, overlay, out);
+                    return None;
+                }
+            }
+        }
+    }
+    Some(run)
+}
+
+/// Runs an inline attempt (a `switch`) just dispatched: `TaskStarted`, then
+/// `TaskCompleted` with its choice, or `TaskFailed` (for good) when a case cannot be
+/// evaluated, whose error is returned.
+fn run_inline(
+    s: &ExecutionState,
+    index: usize,
+    attempt: u32,
+    out: &mut Vec<Event>,
+) -> Result<(), String> {
+    let Some(task_id) = s.id(index).cloned() else {
+        return Err(format!("no task at index {index}"));
+    };
+    out.push(Event::TaskStarted {
+        task_id: task_id.clone(),
+        attempt,
+        agent_id: None,
+        lease_id: None,
+        deadline: None,
+        compensation: false,
+    });
+    match choose(s, index) {
+        Ok(output) => {
+            out.push(Event::TaskCompleted {
+                task_id,
+                attempt,
+                output,
+            });
+            Ok(())
+        }
+        Err(error) => {
+            out.push(Event::TaskFailed {
+                task_id,
+                attempt,
+                error: error.clone(),
+                retryable: false,
+                compensation: false,
+            });
+            Err(error)
+        }
+    }
+}
+
+/// The execution output: each completed sink task's output under its id (a skipped or
+/// tolerated-failed sink has none).
 fn sink_outputs(s: &ExecutionState) -> Value {
     let mut map = Map::new();
     for &i in s.workflow.sinks() {
         let i = i as usize;
+        if s.tasks[i].status != TaskStatus::Completed {
+            continue;
+        }
         if let Some(id) = s.id(i) {
             let output = s.tasks[i].output.clone().unwrap_or(Value::Null);
             map.insert(id.as_str().to_owned(), output);

@@ -212,6 +212,7 @@ pub(crate) fn dispatch_effect(
 ) -> Option<Effect> {
     let spec = spec_of(workflow, index, task.compensation)?;
     Some(match spec.kind.runs() {
+        Runs::Inline => return None,
         Runs::Agent => Effect::EnqueueAgentTask {
             role: spec.agent_role.unwrap_or_default().to_owned(),
             task,

@@ -147,10 +147,7 @@ impl ExecutionState {
                 self.live.remove(&i);
                 self.undispatched.remove(&i);
                 self.completion_order.push(i);
-                let workflow = self.workflow.clone();
-                let tasks = &self.tasks;
-                self.ready
-                    .completed(&workflow, i, |d| tasks[d].status == TaskStatus::Pending);
+                self.settle(i);
             }
             Event::TaskFailed {
                 task_id,
@@ -208,6 +205,7 @@ impl ExecutionState {
                 t.error = Some(reason.clone());
                 t.completed_at = Some(at);
                 self.ready.take(i);
+                self.settle(i);
             }
             Event::TaskCancelled {
                 task_id,
@@ -423,8 +421,32 @@ impl ExecutionState {
         t.completed_at = Some(at);
         if !compensation {
             self.forget_forward(i);
-            self.unresolved.insert(i);
+            if self.fails_for_good(i) && self.failure_tolerated(i) {
+                self.settle(i);
+            } else {
+                self.unresolved.insert(i);
+            }
         }
+    }
+
+    /// Whether the latest failure of forward task `index` can no longer be retried.
+    fn fails_for_good(&self, index: usize) -> bool {
+        let t = &self.tasks[index];
+        let max = self
+            .workflow
+            .body_of(index, false)
+            .map_or(1, |b| b.max_attempts());
+        !t.retryable || t.attempt >= max
+    }
+
+    /// Forward task `index` settled: it counts towards completion, and its dependents
+    /// whose every dependency settled become ready to be judged.
+    fn settle(&mut self, index: usize) {
+        self.settled += 1;
+        let workflow = self.workflow.clone();
+        let tasks = &self.tasks;
+        self.ready
+            .settled(&workflow, index, |d| tasks[d].status == TaskStatus::Pending);
     }
 
     /// Task `index` has no live attempt any more.

@@ -1,4 +1,9 @@
-//! The ready set: which tasks have every dependency completed but are not scheduled yet.
+//! The ready set: which tasks have every dependency settled but are not judged yet.
+//!
+//! A dependency settles when it completes, is skipped, or fails for good where the
+//! failure does not end the execution (a downstream trigger rule tolerates it). A
+//! ready task is then judged by `Advance`: its trigger rule and `when` decide whether
+//! it runs or is skipped.
 //!
 //! It is kept incrementally, as Kahn's algorithm does: one counter per task starts at
 //! the task's in-degree ([`ValidatedWorkflow::in_degrees`]) and drops by one when a
@@ -32,10 +37,10 @@ impl ReadySet {
         self.ready.extend(workflow.roots().iter().copied());
     }
 
-    /// Task `index` completed: its dependents' counters drop by one, and each dependent
+    /// Task `index` settled: its dependents' counters drop by one, and each dependent
     /// whose counter reaches zero and for which `still_pending` holds becomes ready.
     /// Must be called at most once per task (evolve guarantees it).
-    pub(crate) fn completed(
+    pub(crate) fn settled(
         &mut self,
         workflow: &ValidatedWorkflow,
         index: usize,
@@ -63,8 +68,7 @@ impl ReadySet {
         self.ready.iter().map(|&i| i as usize)
     }
 
-    /// How many dependencies of `index` have not completed yet.
-    #[cfg(test)]
+    /// How many dependencies of `index` have not settled yet.
     pub(crate) fn remaining(&self, index: usize) -> u32 {
         self.remaining.get(index).copied().unwrap_or(0)
     }
@@ -98,14 +102,14 @@ mod tests {
         ready.start(&wf);
         assert_eq!(ready.iter().collect::<Vec<_>>(), [0]);
         ready.take(0);
-        ready.completed(&wf, 0, |_| true);
+        ready.settled(&wf, 0, |_| true);
         assert_eq!(ready.iter().collect::<Vec<_>>(), [1, 2]);
         ready.take(1);
-        ready.completed(&wf, 1, |_| true);
+        ready.settled(&wf, 1, |_| true);
         assert_eq!(ready.iter().collect::<Vec<_>>(), [2]);
         assert_eq!(ready.remaining(3), 1);
         ready.take(2);
-        ready.completed(&wf, 2, |_| true);
+        ready.settled(&wf, 2, |_| true);
         assert_eq!(ready.iter().collect::<Vec<_>>(), [3]);
     }
 
@@ -115,7 +119,7 @@ mod tests {
         let mut ready = ReadySet::new(&wf);
         ready.start(&wf);
         ready.take(0);
-        ready.completed(&wf, 0, |i| i != 2);
+        ready.settled(&wf, 0, |i| i != 2);
         assert_eq!(ready.iter().collect::<Vec<_>>(), [1]);
     }
 }

@@ -154,6 +154,9 @@ pub struct ExecutionState {
     pub(crate) unresolved: BTreeSet<usize>,
     /// Forward tasks in the order they completed.
     pub(crate) completion_order: Vec<usize>,
+    /// How many forward tasks settled for good: completed, skipped, or failed where a
+    /// downstream trigger rule lets the execution go on. All settled: complete.
+    pub(crate) settled: usize,
     pub(crate) saga: Option<Saga>,
 }
 
@@ -185,6 +188,7 @@ impl ExecutionState {
             retrying: BTreeSet::new(),
             unresolved: BTreeSet::new(),
             completion_order: Vec::new(),
+            settled: 0,
             saga: None,
         }
     }
@@ -311,6 +315,16 @@ impl ExecutionState {
         } else {
             self.tasks.get(index)
         }
+    }
+
+    /// Whether a failure of forward task `index` lets the execution go on: some direct
+    /// dependent's trigger rule may run after an upstream failure.
+    pub(crate) fn failure_tolerated(&self, index: usize) -> bool {
+        self.workflow.dependents(index).iter().any(|&d| {
+            self.workflow
+                .task(d as usize)
+                .is_some_and(|t| t.trigger_rule.tolerates_failure())
+        })
     }
 
     /// The id of the task at `index`.

@@ -259,7 +259,10 @@ impl BuiltinRunner {
                 });
                 http::run(&self.inner, tenant, spec, shown, limit).await
             }
-            TaskKind::Agent => Outcome::failed("agent tasks are not run in-process", false),
+            TaskKind::Agent | TaskKind::Switch => Outcome::failed(
+                format!("{kind} tasks are not run by the built-in runner"),
+                false,
+            ),
         }
     }
 

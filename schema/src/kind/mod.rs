@@ -13,6 +13,7 @@ mod agent;
 mod http;
 mod noop;
 mod sleep;
+mod switch;
 
 use std::fmt;
 use std::time::Duration;
@@ -21,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::definition::{HttpSpec, RetryPolicy};
+use crate::definition::{HttpSpec, RetryPolicy, SwitchCase};
 
 /// How a task is executed.
 #[derive(
@@ -37,15 +38,19 @@ pub enum TaskKind {
     Http,
     /// Executed by an external agent polling `agent_role`.
     Agent,
+    /// Takes the first of its `cases` whose `when` holds (else `default`); the
+    /// branches not taken are skipped. Output `{"case", "next"}`.
+    Switch,
 }
 
 impl TaskKind {
     /// Every kind, in the order of the enum.
-    pub const ALL: [TaskKind; 4] = [
+    pub const ALL: [TaskKind; 5] = [
         TaskKind::Noop,
         TaskKind::Sleep,
         TaskKind::Http,
         TaskKind::Agent,
+        TaskKind::Switch,
     ];
 
     /// The kind's entry in the table: its rules and how it runs.
@@ -55,6 +60,7 @@ impl TaskKind {
             TaskKind::Sleep => &sleep::RULES,
             TaskKind::Http => &http::RULES,
             TaskKind::Agent => &agent::RULES,
+            TaskKind::Switch => &switch::RULES,
         }
     }
 
@@ -83,6 +89,9 @@ pub enum Runs {
     Builtin,
     /// By an external agent that leases it from its role's queue.
     Agent,
+    /// By the execution core itself, in the decision that dispatches it (no runner,
+    /// no attempt deadline).
+    Inline,
 }
 
 /// One kind's entry in the table.
@@ -119,6 +128,10 @@ pub struct TaskBody<'a> {
     pub retry: Option<&'a RetryPolicy>,
     /// The start-to-close limit of one attempt, in seconds, if given.
     pub timeout_seconds: Option<u64>,
+    /// For `switch`: its cases (empty for every other kind and for compensations).
+    pub cases: &'a [SwitchCase],
+    /// For `switch`: the tasks run when no case holds.
+    pub default_next: Option<&'a [String]>,
 }
 
 impl TaskBody<'_> {

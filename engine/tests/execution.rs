@@ -18,6 +18,9 @@ use proptest::prelude::*;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+#[path = "execution/control_flow.rs"]
+mod control_flow;
+
 // ---------------------------------------------------------------------------------
 // The harness: given(events).when(command).then_events(expected), written once.
 // ---------------------------------------------------------------------------------
@@ -1246,45 +1249,97 @@ impl Rng {
 }
 
 /// A random DAG of `n` tasks (edges only from lower to higher index), each task reading
-/// its first dependency's output, half of them with a compensation reading their own.
+/// its first dependency's output (unless its trigger rule may run it after a skip or a
+/// failure), half of them with a compensation reading their own; some with a `when`
+/// (constant, or on an upstream output), a trigger rule, or as a `switch` choosing
+/// among its dependents.
 fn random_workflow(
     rng: &mut Rng,
     n: usize,
     compensate: bool,
 ) -> (Arc<ValidatedWorkflow>, Vec<Vec<usize>>) {
-    let mut deps = Vec::with_capacity(n);
-    let mut tasks = Vec::with_capacity(n);
+    let mut deps: Vec<Vec<usize>> = Vec::with_capacity(n);
     for i in 0..n {
         let mut mine = BTreeSet::new();
         for _ in 0..rng.below(4).min(i as u64) {
             mine.insert(rng.below(i as u64) as usize);
         }
-        let mine: Vec<usize> = mine.into_iter().collect();
+        deps.push(mine.into_iter().collect());
+    }
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (i, mine) in deps.iter().enumerate() {
+        for &d in mine {
+            dependents[d].push(i);
+        }
+    }
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let mine = &deps[i];
+        let condition = |rng: &mut Rng| match (rng.below(3), mine.first()) {
+            (0, _) => "true".to_owned(),
+            (1, Some(d)) => format!("tasks.t{d}.output.attempt == 1"),
+            _ => "false".to_owned(),
+        };
+        let rule = if rng.chance(25) {
+            ["all_done", "one_success", "none_failed"][rng.below(3) as usize]
+        } else {
+            "all_success"
+        };
+        let reads_dep = rule == "all_success";
         let mut task = json!({
             "id": format!("t{i}"),
             "kind": if rng.chance(50) { "noop" } else { "agent" },
             "agent_role": "worker",
             "depends_on": mine.iter().map(|d| format!("t{d}")).collect::<Vec<_>>(),
             "input": match mine.first() {
-                Some(d) => json!({"from": format!("${{tasks.t{d}.output}}")}),
-                None => json!({"root": i}),
+                Some(d) if reads_dep => json!({"from": format!("${{tasks.t{d}.output}}")}),
+                _ => json!({"root": i}),
             },
             "retry": {"max_attempts": 1 + rng.below(3), "initial_interval_ms": rng.below(3) * 100,
                       "backoff_coefficient": 2.0, "max_interval_ms": 1000},
         });
-        if rng.chance(50) {
-            task["timeout_seconds"] = json!(10);
+        if rule != "all_success" {
+            task["trigger_rule"] = json!(rule);
         }
-        if rng.chance(50) {
-            task["compensate"] = json!({
-                "kind": "agent", "agent_role": "undo",
-                "input": format!("${{tasks.t{i}.output}}"),
-                "retry": {"max_attempts": 1 + rng.below(2), "initial_interval_ms": 50},
-                "timeout_seconds": 10,
+        if rng.chance(15) {
+            task["when"] = json!(condition(rng));
+        }
+        if !dependents[i].is_empty() && rng.chance(10) {
+            let pick = |rng: &mut Rng| {
+                dependents[i]
+                    .iter()
+                    .filter(|_| rng.chance(50))
+                    .map(|d| format!("t{d}"))
+                    .collect::<Vec<_>>()
+            };
+            let cases: Vec<Value> = (0..1 + rng.below(2))
+                .map(|_| json!({"when": condition(rng), "next": pick(rng)}))
+                .collect();
+            task = json!({
+                "id": format!("t{i}"),
+                "kind": "switch",
+                "depends_on": task["depends_on"].clone(),
+                "input": task["input"].clone(),
+                "cases": cases,
+                "default": pick(rng),
             });
+            if rule != "all_success" {
+                task["trigger_rule"] = json!(rule);
+            }
+        } else {
+            if rng.chance(50) {
+                task["timeout_seconds"] = json!(10);
+            }
+            if rng.chance(50) {
+                task["compensate"] = json!({
+                    "kind": "agent", "agent_role": "undo",
+                    "input": format!("${{tasks.t{i}.output}}"),
+                    "retry": {"max_attempts": 1 + rng.below(2), "initial_interval_ms": 50},
+                    "timeout_seconds": 10,
+                });
+            }
         }
         tasks.push(task);
-        deps.push(mine);
     }
     let mut def = json!({
         "name": "random",
@@ -1537,6 +1592,9 @@ fn check_log(sim: &Sim, deps: &[Vec<usize>]) {
     let index = |task: &TaskId| sim.wf.index_of(task).expect("a task of the workflow");
     let compensable = |task: &TaskId| sim.wf.tasks()[index(task)].compensate.is_some();
     let mut outputs: HashMap<TaskId, Value> = HashMap::new();
+    let mut skipped_tasks: BTreeSet<TaskId> = BTreeSet::new();
+    let mut failed_tasks: BTreeSet<TaskId> = BTreeSet::new();
+    let input = sim.st().input().clone();
     let mut completion_order: Vec<TaskId> = Vec::new();
     let mut compensated_in_order: Vec<TaskId> = Vec::new();
     let mut saga_failed = false;
@@ -1563,16 +1621,54 @@ fn check_log(sim: &Sim, deps: &[Vec<usize>]) {
             Event::TaskScheduled {
                 task_id,
                 compensation: false,
-                ..
+                attempt,
             } => {
                 let t = index(task_id);
+                let spec = &sim.wf.tasks()[t];
                 for d in &deps[t] {
                     let dep = &sim.wf.task_ids()[*d];
-                    assert!(
-                        outputs.contains_key(dep),
-                        "{task_id} scheduled before {dep} completed"
-                    );
+                    let dep_spec = &sim.wf.tasks()[*d];
+                    let took = outputs.get(dep).is_some_and(|o| {
+                        dep_spec.kind != TaskKind::Switch
+                            || o["next"]
+                                .as_array()
+                                .is_some_and(|n| n.iter().any(|v| v == task_id.as_str()))
+                    });
+                    if spec.trigger_rule.is_default() {
+                        assert!(took, "{task_id} scheduled before {dep} succeeded");
+                    } else {
+                        let settled = outputs.contains_key(dep)
+                            || skipped_tasks.contains(dep)
+                            || failed_tasks.contains(dep);
+                        assert!(settled, "{task_id} scheduled before {dep} settled");
+                    }
                 }
+                if let (Some(when), 1) = (&spec.when, attempt) {
+                    let read = |id: &str| outputs.get(&TaskId::parse(id).ok()?).cloned();
+                    let verdict = conflux_schema::condition::evaluate(when, &input, &read);
+                    assert_ne!(verdict, Ok(false), "{task_id} ran though `{when}` is false");
+                }
+            }
+            Event::TaskSkipped { task_id, reason } => {
+                skipped_tasks.insert(task_id.clone());
+                let spec = &sim.wf.tasks()[index(task_id)];
+                if let (Some(when), true) = (&spec.when, reason.starts_with("when `")) {
+                    let read = |id: &str| outputs.get(&TaskId::parse(id).ok()?).cloned();
+                    let verdict = conflux_schema::condition::evaluate(when, &input, &read);
+                    assert_eq!(verdict, Ok(false), "{task_id} skipped: {reason}");
+                }
+            }
+            Event::TaskFailed {
+                task_id,
+                compensation: false,
+                ..
+            }
+            | Event::TaskTimedOut {
+                task_id,
+                compensation: false,
+                ..
+            } => {
+                failed_tasks.insert(task_id.clone());
             }
             Event::TaskDispatched {
                 task_id,
@@ -1580,12 +1676,14 @@ fn check_log(sim: &Sim, deps: &[Vec<usize>]) {
                 compensation,
                 ..
             } => {
+                let t = index(task_id);
+                let reads_dep = sim.wf.tasks()[t].input.get("from").is_some();
                 let expected = if *compensation {
                     outputs[task_id].clone()
                 } else {
-                    match deps[index(task_id)].first() {
-                        Some(d) => json!({"from": outputs[&sim.wf.task_ids()[*d]]}),
-                        None => json!({"root": index(task_id)}),
+                    match deps[t].first() {
+                        Some(d) if reads_dep => json!({"from": outputs[&sim.wf.task_ids()[*d]]}),
+                        _ => json!({"root": t}),
                     }
                 };
                 assert_eq!(input, &expected, "the input of {task_id}");
@@ -1631,7 +1729,13 @@ fn check_log(sim: &Sim, deps: &[Vec<usize>]) {
         assert_eq!(status, ExecutionStatus::Failed);
     }
     if status == ExecutionStatus::Completed {
-        assert_eq!(completion_order.len(), sim.wf.len());
+        for (i, id) in sim.wf.task_ids().iter().enumerate() {
+            let settled = outputs.contains_key(id)
+                || skipped_tasks.contains(id)
+                || (failed_tasks.contains(id)
+                    && sim.st().task_at(i).is_some_and(|t| !t.status.is_live()));
+            assert!(settled, "{id} never settled in a completed execution");
+        }
     }
     for i in 0..sim.wf.len() {
         let task = sim.st().task_at(i).expect("a task");

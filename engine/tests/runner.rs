@@ -197,7 +197,11 @@ async fn agent_tasks_are_not_built_in() {
     let outcome = local_runner()
         .run(TaskKind::Agent, &json!({}), None, None, None)
         .await;
-    assert_failed(&outcome, false, "agent tasks are not run by the built-in runner");
+    assert_failed(
+        &outcome,
+        false,
+        "agent tasks are not run by the built-in runner",
+    );
 }
 
 #[tokio::test]

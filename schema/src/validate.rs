@@ -411,7 +411,7 @@ fn check_switches(
                     format!("{place} names `{next}`, which is not a task"),
                 ));
             };
-            if !tasks[j as usize].depends_on.iter().any(|d| *d == task.id) {
+            if !tasks[j as usize].depends_on.contains(&task.id) {
                 return Err(invalid(
                     task,
                     format!("{place} names `{next}`, which does not depend on the switch: add `{}` to its depends_on", task.id),

@@ -28,6 +28,7 @@ use conflux_schema::Event;
 use serde_json::{Map, Value};
 
 use super::dispatch::{add, schedule_and_dispatch, spec_of};
+use super::evolve::fold_provisional;
 use super::judge::{choose, judge, Verdict};
 use super::saga;
 use super::state::ExecutionState;
@@ -36,10 +37,33 @@ use super::status::{ExecutionStatus, TaskStatus};
 /// The events `Advance` decides on `state` at `now` (see the module docs).
 pub(crate) fn advance(state: &ExecutionState, now: DateTime<Utc>) -> Vec<Event> {
     let mut out = Vec::new();
-    match state.status {
+    let settled_inline = match state.status {
         ExecutionStatus::Running => running(state, now, &mut out),
-        ExecutionStatus::Compensating => saga::advance(state, now, &mut out),
-        _ => {}
+        ExecutionStatus::Compensating => {
+            saga::advance(state, now, &mut out);
+            false
+        }
+        _ => false,
+    };
+    if settled_inline {
+        // A switch completed or tasks were skipped in this decision: what that makes
+        // ready (or complete) is decided in it too, step after step on the state the
+        // events will make, so that advancing again finds nothing. Each step settles
+        // at least one more task, so this ends.
+        let mut provisional = fold_provisional(state.clone(), &out, now);
+        loop {
+            let mut more = Vec::new();
+            let again = provisional.status == ExecutionStatus::Running
+                && running(&provisional, now, &mut more);
+            if more.is_empty() {
+                break;
+            }
+            provisional = fold_provisional(provisional, &more, now);
+            out.extend(more);
+            if !again {
+                break;
+            }
+        }
     }
     out
 }
@@ -85,17 +109,19 @@ pub(crate) fn plan_retry(
     Some((next, due_at <= now))
 }
 
-fn running(s: &ExecutionState, now: DateTime<Utc>, out: &mut Vec<Event>) {
+/// One step while running; returns whether it settled a task without a runner (a
+/// skip, a switch's choice, a failure before the task ran that a rule tolerates).
+fn running(s: &ExecutionState, now: DateTime<Utc>, out: &mut Vec<Event>) -> bool {
     if s.settled == s.tasks.len() {
         out.push(Event::ExecutionCompleted {
             output: sink_outputs(s),
         });
-        return;
+        return false;
     }
     if let Some(&i) = s.unresolved.iter().find(|&&i| !can_retry(s, i, false)) {
         let error = s.tasks[i].error.clone().unwrap_or_default();
         fail(s, Some(i), error, &Overlay::default(), out);
-        return;
+        return false;
     }
     let mut overlay = Overlay::default();
     let mut work: Vec<(usize, u32, bool)> = Vec::new();
@@ -118,8 +144,8 @@ fn running(s: &ExecutionState, now: DateTime<Utc>, out: &mut Vec<Event>) {
             .iter()
             .map(|&i| (i, s.tasks[i].attempt, false)),
     );
-    let Some(ready) = judge_ready(s, &mut overlay, out) else {
-        return;
+    let Some((ready, mut settled_inline)) = judge_ready(s, &mut overlay, out) else {
+        return false;
     };
     work.extend(ready.into_iter().map(|i| (i, 1, true)));
     for (i, attempt, schedule) in work {
@@ -134,34 +160,37 @@ fn running(s: &ExecutionState, now: DateTime<Utc>, out: &mut Vec<Event>) {
             other => other,
         };
         match result {
-            Ok(()) if inline => {}
+            Ok(()) if inline => settled_inline = true,
             Ok(()) => {
                 overlay.live.insert(i, attempt);
             }
             // Failed for good before it ran, where a downstream rule goes on past it.
-            Err(_) if s.failure_tolerated(i) => {}
+            Err(_) if s.failure_tolerated(i) => settled_inline = true,
             Err(error) => {
                 overlay.live.remove(&i);
                 fail(s, Some(i), error, &overlay, out);
-                return;
+                return false;
             }
         }
     }
+    settled_inline
 }
 
 /// Judges every ready task (see [`super::judge`]): skips those whose trigger rule or
 /// `when` say so — and, in the same decision, the dependents that skipping makes ready
-/// — and fails those whose `when` cannot be evaluated. Returns the tasks to run, or
-/// `None` when a failure ended the execution (its events are in `out`).
+/// — and fails those whose `when` cannot be evaluated. Returns the tasks to run and
+/// whether any task settled here, or `None` when a failure ended the execution (its
+/// events are in `out`).
 fn judge_ready(
     s: &ExecutionState,
     overlay: &mut Overlay,
     out: &mut Vec<Event>,
-) -> Option<Vec<usize>> {
+) -> Option<(Vec<usize>, bool)> {
     let mut queue: VecDeque<usize> = s.ready.iter().collect();
     let mut skipped_now = BTreeSet::new();
     let mut settled_now: BTreeMap<usize, u32> = BTreeMap::new();
     let mut run = Vec::new();
+    let mut settled = false;
     while let Some(i) = queue.pop_front() {
         let Some(task_id) = s.id(i).cloned() else {
             continue;
@@ -171,6 +200,7 @@ fn judge_ready(
             Verdict::Skip(reason) => {
                 out.push(Event::TaskSkipped { task_id, reason });
                 skipped_now.insert(i);
+                settled = true;
                 overlay.scheduled.insert(i);
                 for &d in s.workflow.dependents(i) {
                     let d = d as usize;
@@ -203,10 +233,11 @@ fn judge_ready(
                     fail(s, Some(i), error, overlay, out);
                     return None;
                 }
+                settled = true;
             }
         }
     }
-    Some(run)
+    Some((run, settled))
 }
 
 /// Runs an inline attempt (a `switch`) just dispatched: `TaskStarted`, then

@@ -8,7 +8,9 @@
 //! and nowhere else.
 
 use chrono::{DateTime, Utc};
-use conflux_schema::{Event, EventEnvelope, TaskId};
+use conflux_schema::event::SCHEMA_VERSION;
+use conflux_schema::{Event, EventEnvelope, EventMetadata, StreamId, TaskId};
+use uuid::Uuid;
 
 use super::dispatch::add;
 use super::state::{ExecutionState, Saga, TaskState};
@@ -29,6 +31,33 @@ pub fn evolve(mut state: ExecutionState, envelope: &EventEnvelope) -> ExecutionS
     }
     state.apply(&envelope.event, envelope.recorded_at);
     state
+}
+
+/// The state after `events`, not yet committed, recorded at `now`: folded through
+/// [`evolve`] with the versions that follow the state's. What deciding several steps
+/// at once (an `Advance` that goes on past a switch, the engine's decision chain)
+/// decides the next step on; the committed envelopes are folded instead once appended.
+pub fn fold_provisional(
+    state: ExecutionState,
+    events: &[Event],
+    now: DateTime<Utc>,
+) -> ExecutionState {
+    let stream = StreamId::execution(state.execution_id().unwrap_or_default());
+    events.iter().fold(state, |state, event| {
+        let envelope = EventEnvelope {
+            event_id: Uuid::nil(),
+            stream_type: stream.stream_type(),
+            stream_id: stream.clone(),
+            version: state.version() + 1,
+            position: 0,
+            event: event.clone(),
+            schema_version: SCHEMA_VERSION,
+            metadata: EventMetadata::default(),
+            recorded_at: now,
+            hash: String::new(),
+        };
+        evolve(state, &envelope)
+    })
 }
 
 impl ExecutionState {

@@ -41,6 +41,6 @@ mod view;
 pub use command::{Command, Rejection, TaskRef};
 pub use decide::decide;
 pub use effect::{effects_of, Decision, Effect, Timer};
-pub use evolve::evolve;
+pub use evolve::{evolve, fold_provisional};
 pub use state::{ExecutionState, TaskState};
 pub use status::{ExecutionStatus, TaskStatus};

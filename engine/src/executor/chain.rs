@@ -7,11 +7,10 @@
 //! committed envelopes instead, so the cached state always equals a replay of the log.
 
 use chrono::{DateTime, Utc};
-use conflux_schema::event::SCHEMA_VERSION;
-use conflux_schema::{EventEnvelope, EventMetadata, StreamId};
-use uuid::Uuid;
 
-use crate::execution::{decide, evolve, Command, Decision, Effect, ExecutionState, Rejection};
+use crate::execution::{
+    decide, fold_provisional, Command, Decision, Effect, ExecutionState, Rejection,
+};
 
 /// Longest chain of decisions folded into one append.
 const MAX_LINKS: usize = 16;
@@ -53,7 +52,7 @@ pub fn chain(
                 _ => None,
             })
             .collect();
-        provisional = fold_provisional(provisional, &decision, now);
+        provisional = fold_provisional(provisional, &decision.events, now);
         let progressed = !decision.is_empty();
         total.events.extend(decision.events);
         total.effects.extend(decision.effects);
@@ -63,7 +62,7 @@ pub fn chain(
         // Start every built-in just dispatched, then advance again.
         for start in starts {
             if let Ok(d) = decide(&provisional, start, now) {
-                provisional = fold_provisional(provisional, &d, now);
+                provisional = fold_provisional(provisional, &d.events, now);
                 total.events.extend(d.events);
                 total.effects.extend(d.effects);
             }
@@ -73,29 +72,6 @@ pub fn chain(
         }
     }
     Ok(total)
-}
-
-fn fold_provisional(
-    state: ExecutionState,
-    decision: &Decision,
-    now: DateTime<Utc>,
-) -> ExecutionState {
-    let stream = StreamId::execution(state.execution_id().unwrap_or_default());
-    decision.events.iter().fold(state, |state, event| {
-        let envelope = EventEnvelope {
-            event_id: Uuid::nil(),
-            stream_type: stream.stream_type(),
-            stream_id: stream.clone(),
-            version: state.version() + 1,
-            position: 0,
-            event: event.clone(),
-            schema_version: SCHEMA_VERSION,
-            metadata: EventMetadata::default(),
-            recorded_at: now,
-            hash: String::new(),
-        };
-        evolve(state, &envelope)
-    })
 }
 
 /// Only the timers among `effects` (what a consumer that did not append the events must

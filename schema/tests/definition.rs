@@ -756,3 +756,84 @@ fn secrets_are_allowed_in_requests_and_agent_inputs_only() {
         assert!(reason.contains("secret `TOKEN`"), "{kind}: {reason}");
     }
 }
+
+#[test]
+fn conditions_must_compile_and_name_only_upstream_tasks() {
+    let reason = invalid_task_reason(
+        json!([{"id": "a", "kind": "noop", "when": "input.n >"}]),
+        "a",
+    );
+    assert!(reason.starts_with("when: `input.n >` is not a CEL expression"), "{reason}");
+    let reason = invalid_task_reason(
+        json!([
+            {"id": "a", "kind": "noop"},
+            {"id": "b", "kind": "noop", "depends_on": ["a"], "when": "tasks.a.output.ok"},
+            {"id": "c", "kind": "noop", "depends_on": ["a"], "when": "tasks.b.output.ok"}
+        ]),
+        "c",
+    );
+    assert!(reason.contains('b') && reason.contains("when"), "{reason}");
+    let ok = check(json!([
+        {"id": "a", "kind": "noop"},
+        {"id": "b", "kind": "noop", "depends_on": ["a"]},
+        {"id": "c", "kind": "noop", "depends_on": ["b"], "trigger_rule": "all_done",
+         "when": "has(tasks.a) && tasks[\"a\"].output.n > 1"}
+    ]));
+    assert!(ok.is_ok(), "{ok:?}");
+}
+
+#[test]
+fn a_trigger_rule_must_be_one_of_four() {
+    let def = serde_json::from_value::<WorkflowDefinition>(json!({"name": "wf", "tasks": [
+        {"id": "a", "kind": "noop", "trigger_rule": "sometimes"}
+    ]}));
+    assert!(def.is_err());
+    let wf = check(json!([{"id": "a", "kind": "noop", "trigger_rule": "none_failed"}]))
+        .expect("valid");
+    let echoed = serde_json::to_value(wf.definition()).expect("serialises");
+    assert_eq!(echoed["tasks"][0]["trigger_rule"], "none_failed");
+    let wf = check(json!([{"id": "a", "kind": "noop"}])).expect("valid");
+    let echoed = serde_json::to_value(wf.definition()).expect("serialises");
+    assert!(echoed["tasks"][0].get("trigger_rule").is_none(), "the default is left out");
+}
+
+#[test]
+fn a_switch_needs_cases_whose_branches_depend_on_it() {
+    let reason = invalid_task_reason(json!([{"id": "s", "kind": "switch"}]), "s");
+    assert_eq!(reason, "cases is required for a switch task");
+    let reason = invalid_task_reason(
+        json!([
+            {"id": "s", "kind": "switch", "cases": [{"when": "true", "next": ["x"]}]},
+            {"id": "x", "kind": "noop"}
+        ]),
+        "s",
+    );
+    assert!(reason.contains("does not depend on the switch"), "{reason}");
+    let reason = invalid_task_reason(
+        json!([
+            {"id": "s", "kind": "switch", "cases": [{"when": "true", "next": ["x"]}], "default": ["ghost"]},
+            {"id": "x", "kind": "noop", "depends_on": ["s"]}
+        ]),
+        "s",
+    );
+    assert!(reason.contains("`ghost`, which is not a task"), "{reason}");
+    let reason = invalid_task_reason(
+        json!([{"id": "a", "kind": "noop", "cases": [{"when": "true", "next": []}]}]),
+        "a",
+    );
+    assert_eq!(reason, "cases and default are only for switch tasks");
+    let reason = invalid_task_reason(
+        json!([
+            {"id": "s", "kind": "switch", "cases": [{"when": "1 +", "next": []}]}
+        ]),
+        "s",
+    );
+    assert!(reason.starts_with("cases[0].when:"), "{reason}");
+    let reason = invalid_task_reason(
+        json!([
+            {"id": "a", "kind": "noop", "compensate": {"kind": "switch"}}
+        ]),
+        "a",
+    );
+    assert!(reason.contains("cannot compensate"), "{reason}");
+}

@@ -763,7 +763,10 @@ fn conditions_must_compile_and_name_only_upstream_tasks() {
         json!([{"id": "a", "kind": "noop", "when": "input.n >"}]),
         "a",
     );
-    assert!(reason.starts_with("when: `input.n >` is not a CEL expression"), "{reason}");
+    assert!(
+        reason.starts_with("when: `input.n >` is not a CEL expression"),
+        "{reason}"
+    );
     let reason = invalid_task_reason(
         json!([
             {"id": "a", "kind": "noop"},
@@ -788,13 +791,16 @@ fn a_trigger_rule_must_be_one_of_four() {
         {"id": "a", "kind": "noop", "trigger_rule": "sometimes"}
     ]}));
     assert!(def.is_err());
-    let wf = check(json!([{"id": "a", "kind": "noop", "trigger_rule": "none_failed"}]))
-        .expect("valid");
+    let wf =
+        check(json!([{"id": "a", "kind": "noop", "trigger_rule": "none_failed"}])).expect("valid");
     let echoed = serde_json::to_value(wf.definition()).expect("serialises");
     assert_eq!(echoed["tasks"][0]["trigger_rule"], "none_failed");
     let wf = check(json!([{"id": "a", "kind": "noop"}])).expect("valid");
     let echoed = serde_json::to_value(wf.definition()).expect("serialises");
-    assert!(echoed["tasks"][0].get("trigger_rule").is_none(), "the default is left out");
+    assert!(
+        echoed["tasks"][0].get("trigger_rule").is_none(),
+        "the default is left out"
+    );
 }
 
 #[test]

@@ -29,6 +29,7 @@
 //!   operator's and a tenant's own.
 //! - `conformance`: every documented operation answers with a documented status and a
 //!   body that validates against its documented schema.
+//! - `control_flow`: switches, conditions, trigger rules, the default deadline.
 //! - `flow`, `failures`, `control`, `saga`, `input`, `junk`, `strict`, `scale`: the
 //!   scenarios.
 
@@ -40,6 +41,7 @@ mod agent;
 mod auth;
 mod conformance;
 mod control;
+mod control_flow;
 mod egress;
 mod erasure;
 mod failures;
@@ -119,6 +121,9 @@ macro_rules! all_scenarios {
                 control::cancel_races_with_completion,
                 control::workflow_deadline_fails_the_execution,
                 control::workflow_pause_applies_to_every_execution,
+                control_flow::a_switch_and_conditions_choose_what_runs,
+                control_flow::bad_conditions_are_refused,
+                control_flow::a_condition_that_fails_at_run_time_fails_the_task,
                 saga::compensation_runs_in_reverse,
                 input::bad_requests_are_rejected,
                 oversized::oversized_bodies_get_their_413_on_keep_alive,
@@ -149,6 +154,28 @@ macro_rules! all_scenarios {
 all_scenarios!(postgres_redis, crate::harness::Mode::PostgresRedis);
 all_scenarios!(embedded, crate::harness::Mode::Embedded);
 all_scenarios!(sealed, crate::harness::Mode::Sealed);
+
+/// The default attempt deadline, on a server configured with one second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_redis_a_silent_agent_meets_the_default_deadline() {
+    let server = harness::TestServer::start_tuned(harness::Mode::PostgresRedis, |c| {
+        c.default_task_timeout_seconds = 1;
+    })
+    .await;
+    control_flow::a_silent_agent_meets_the_default_deadline(&server).await;
+    server.stop().await;
+}
+
+/// The same in the embedded mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_a_silent_agent_meets_the_default_deadline() {
+    let server = harness::TestServer::start_tuned(harness::Mode::Embedded, |c| {
+        c.default_task_timeout_seconds = 1;
+    })
+    .await;
+    control_flow::a_silent_agent_meets_the_default_deadline(&server).await;
+    server.stop().await;
+}
 
 /// The raw-bytes proof: a secret's value is in no table, Redis key or log line.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

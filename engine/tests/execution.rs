@@ -20,6 +20,8 @@ use uuid::Uuid;
 
 #[path = "execution/control_flow.rs"]
 mod control_flow;
+#[path = "execution/map.rs"]
+mod map;
 
 // ---------------------------------------------------------------------------------
 // The harness: given(events).when(command).then_events(expected), written once.
@@ -349,17 +351,13 @@ fn a_chain_runs_task_after_task_and_completes_with_the_sink_outputs() {
             input: Value::Null,
             http: None,
             sleep_ms: None,
-            timeout: Some(std::time::Duration::from_secs(300)),
+            timeout: None,
         }])
         .then_events(run("a", 1))
         .when(Command::Advance)
         .then_nothing()
         .when(start_task("a", 1))
-        .then_events([task_started(
-            "a",
-            1,
-            Some(t0() + chrono::TimeDelta::seconds(300)),
-        )])
+        .then_events([task_started("a", 1, None)])
         .when(complete("a", 1, json!({"n": 1})))
         .then_events([completed("a", 1, json!({"n": 1}))])
         .when(Command::Advance)
@@ -457,7 +455,7 @@ fn references_resolve_at_dispatch_and_keep_json_types() {
             input: json!(7),
             http: Some(resolved.clone()),
             sleep_ms: None,
-            timeout: Some(std::time::Duration::from_secs(300)),
+            timeout: None,
         }])
         .then_events([
             scheduled("b", 1),
@@ -1326,6 +1324,28 @@ fn random_workflow(
             if rule != "all_success" {
                 task["trigger_rule"] = json!(rule);
             }
+        } else if rng.chance(10) {
+            let items: Vec<u64> = (0..rng.below(5)).collect();
+            task = json!({
+                "id": format!("t{i}"),
+                "kind": "map",
+                "depends_on": task["depends_on"].clone(),
+                "items": items,
+                "template": {
+                    "kind": if rng.chance(50) { "noop" } else { "agent" },
+                    "agent_role": "worker",
+                    "input": {"item": "${item}", "at": "${index}"},
+                    "retry": {"max_attempts": 1 + rng.below(2), "initial_interval_ms": 50},
+                    "timeout_seconds": 10,
+                },
+                "failure_policy": if rng.chance(50) { "fail_fast" } else { "collect" },
+            });
+            if rng.chance(50) {
+                task["max_parallel"] = json!(1 + rng.below(2));
+            }
+            if rule != "all_success" {
+                task["trigger_rule"] = json!(rule);
+            }
         } else {
             if rng.chance(50) {
                 task["timeout_seconds"] = json!(10);
@@ -1602,6 +1622,10 @@ fn check_log(sim: &Sim, deps: &[Vec<usize>]) {
     let mut compensating: Option<TaskId> = None;
     for (k, env) in sim.log.iter().enumerate() {
         assert_eq!(env.version, k as u64 + 1);
+        if let Some(item) = item_event(&env.event) {
+            check_item_event(sim, item, &env.event);
+            continue;
+        }
         if paused {
             assert!(
                 !matches!(
@@ -1677,6 +1701,11 @@ fn check_log(sim: &Sim, deps: &[Vec<usize>]) {
                 ..
             } => {
                 let t = index(task_id);
+                if sim.wf.tasks()[t].kind == TaskKind::Map {
+                    let items = sim.wf.tasks()[t].items.clone();
+                    assert_eq!(Some(input), items.as_ref(), "a map records its items");
+                    continue;
+                }
                 let reads_dep = sim.wf.tasks()[t].input.get("from").is_some();
                 let expected = if *compensation {
                     outputs[task_id].clone()
@@ -1745,8 +1774,37 @@ fn check_log(sim: &Sim, deps: &[Vec<usize>]) {
             task.status
         );
     }
+    for (_, item) in sim.st().items() {
+        let t = sim.st().task(item.as_str()).expect("an item");
+        assert!(
+            !t.status.is_live(),
+            "{item} is {} in a terminal execution",
+            t.status
+        );
+    }
     assert_eq!(sim.st().pending_timers(), []);
     assert_eq!(sim.st().pending_dispatches(), []);
+}
+
+/// The map item an event is about, if it is about one.
+fn item_event(event: &Event) -> Option<&TaskId> {
+    event.task_id().filter(|t| t.item_of().is_some())
+}
+
+/// An item's dispatch carries its element and its index.
+fn check_item_event(sim: &Sim, item: &TaskId, event: &Event) {
+    let Some((map, k)) = item.item_of() else {
+        return;
+    };
+    let spec = &sim.wf.tasks()[sim.wf.index_of_str(map).expect("the item's map")];
+    if let Event::TaskDispatched { input, .. } = event {
+        let element = spec.items.as_ref().and_then(|items| items.get(k)).cloned();
+        assert_eq!(
+            input,
+            &json!({"item": element, "at": k}),
+            "the input of {item}"
+        );
+    }
 }
 
 proptest! {

@@ -47,6 +47,11 @@ struct Tracked {
     state: ExecutionState,
     position: u64,
     written: HashMap<String, TaskRow>,
+    /// Task slots events changed since the last batch (rendered alone, so a batch
+    /// costs what changed, not the size of the execution).
+    dirty: BTreeSet<usize>,
+    /// Render every slot (a new execution, or slots were added: a map's items).
+    all_dirty: bool,
 }
 
 /// The in-memory side of the read models: see the module docs.
@@ -113,8 +118,8 @@ impl Projection {
         let Some(id) = state.execution_id() else {
             return;
         };
-        let written = task_rows(id, &state.to_json())
-            .into_iter()
+        let written = (0..state.slots())
+            .filter_map(|slot| task_row(id, &state, slot))
             .map(|t| (t.task_id.clone(), t))
             .collect();
         self.executions.insert(
@@ -123,6 +128,8 @@ impl Projection {
                 state,
                 position,
                 written,
+                dirty: BTreeSet::new(),
+                all_dirty: false,
             },
         );
     }
@@ -202,6 +209,8 @@ impl Projection {
                     state,
                     position: 0,
                     written: HashMap::new(),
+                    dirty: BTreeSet::new(),
+                    all_dirty: true,
                 },
             );
         }
@@ -210,8 +219,18 @@ impl Projection {
             return;
         };
         let before = tracked.state.execution_id().map(|_| tracked.state.status());
+        let slots = tracked.state.slots();
         tracked.state = evolve(tracked.state, env);
         tracked.position = env.position;
+        if tracked.state.slots() != slots {
+            tracked.all_dirty = true;
+        } else if let Some(slot) = env
+            .event
+            .task_id()
+            .and_then(|t| tracked.state.slot(t.as_str()))
+        {
+            tracked.dirty.insert(slot);
+        }
         let after = tracked.state.status();
         let workflow_id = tracked.state.workflow_id();
         self.executions.insert(id, tracked);
@@ -256,14 +275,23 @@ impl Projection {
             let Some(tracked) = self.executions.get_mut(&id) else {
                 continue;
             };
-            let body = tracked.state.to_json();
+            let body = serde_json::to_value(tracked.state.summary_view()).unwrap_or(Value::Null);
             changes.executions.push(execution_row(
                 id,
                 &body,
                 tracked.position,
                 tracked.state.tenant(),
             ));
-            for row in task_rows(id, &body) {
+            let dirty = std::mem::take(&mut tracked.dirty);
+            let slots: Vec<usize> = if std::mem::take(&mut tracked.all_dirty) {
+                (0..tracked.state.slots()).collect()
+            } else {
+                dirty.into_iter().collect()
+            };
+            for slot in slots {
+                let Some(row) = task_row(id, &tracked.state, slot) else {
+                    continue;
+                };
                 if tracked.written.get(&row.task_id) != Some(&row) {
                     tracked.written.insert(row.task_id.clone(), row.clone());
                     changes.tasks.push(row);
@@ -301,20 +329,17 @@ fn execution_row(id: Uuid, body: &Value, position: u64, tenant: &str) -> Executi
     }
 }
 
-fn task_rows(id: Uuid, body: &Value) -> Vec<TaskRow> {
-    let Some(tasks) = body["tasks"].as_object() else {
-        return Vec::new();
-    };
-    tasks
-        .iter()
-        .enumerate()
-        .map(|(ordinal, (task_id, task))| TaskRow {
-            execution_id: id,
-            task_id: task_id.clone(),
-            ordinal: ordinal as i64,
-            status: task["status"].as_str().unwrap_or("pending").to_owned(),
-            attempts: task["attempts"].as_i64().unwrap_or(0),
-            body: task.to_string(),
-        })
-        .collect()
+/// The row of the task (or map item) at `slot`; its ordinal is the slot (declared
+/// tasks in topological order, then items as their maps were dispatched).
+fn task_row(id: Uuid, state: &ExecutionState, slot: usize) -> Option<TaskRow> {
+    let (task_id, task) = state.task_entry(slot)?;
+    let body = serde_json::to_value(&task).ok()?;
+    Some(TaskRow {
+        execution_id: id,
+        task_id,
+        ordinal: slot as i64,
+        status: body["status"].as_str().unwrap_or("pending").to_owned(),
+        attempts: body["attempts"].as_i64().unwrap_or(0),
+        body: body.to_string(),
+    })
 }

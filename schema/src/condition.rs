@@ -10,14 +10,21 @@
 
 use std::collections::HashMap;
 
-use cel::{Context, Program, Value as Cel};
+use cel::common::ast::operators::INDEX;
+use cel::common::ast::{EntryExpr, Expr};
+use cel::common::value::CelVal;
+use cel::{Context, IdedExpr, Program, Value as Cel};
 use serde_json::Value;
 
 /// Longest accepted expression, in bytes: the parser recurses, so length is bounded.
 pub const MAX_EXPRESSION_BYTES: usize = 4096;
 
-/// Checks that `expression` compiles; returns the task ids it names through `tasks`
-/// (`tasks.<id>` or `tasks["<id>"]`), each once, in order of appearance.
+/// Checks that `expression` compiles and stays cheap; returns the task ids it names
+/// through `tasks` (`tasks.<id>` or `tasks["<id>"]`), each once, in order of
+/// appearance. Any other use of `tasks` (a computed index, `tasks` on its own) and a
+/// comprehension (`all`, `exists`, `map`, `filter`…) inside another are refused: the
+/// first would hide which tasks are read, the second lets a short expression run for
+/// hours.
 pub fn check(expression: &str) -> Result<Vec<String>, String> {
     if expression.trim().is_empty() {
         return Err("the expression is empty".to_owned());
@@ -28,28 +35,41 @@ pub fn check(expression: &str) -> Result<Vec<String>, String> {
             expression.len()
         ));
     }
-    compile(expression)?;
-    Ok(named_tasks(expression))
+    let program = compile(expression)?;
+    let mut names = Vec::new();
+    walk(program.expression(), 0, &mut names).map_err(|e| format!("`{expression}`: {e}"))?;
+    Ok(names)
 }
 
 /// Evaluates `expression` over `input` and the outputs `output_of` gives for the tasks
-/// it names (a task without output — skipped, failed, not upstream — is absent from
-/// `tasks`, so `has(tasks.x)` tells). The result must be a boolean.
+/// it names (a task without output — skipped, failed — is absent from `tasks`, so
+/// `has(tasks.x)` tells). The result must be a boolean. The input is converted only if
+/// the expression reads it.
 pub fn evaluate(
     expression: &str,
     input: &Value,
     output_of: &dyn Fn(&str) -> Option<Value>,
 ) -> Result<bool, String> {
     let program = compile(expression)?;
+    let mut names = Vec::new();
+    walk(program.expression(), 0, &mut names).map_err(|e| format!("`{expression}`: {e}"))?;
     let mut tasks = HashMap::new();
-    for id in named_tasks(expression) {
+    for id in names {
         if let Some(output) = output_of(&id) {
             let entry = HashMap::from([("output".to_owned(), to_cel(&output))]);
             tasks.insert(id, Cel::from(entry));
         }
     }
     let mut context = Context::default();
-    context.add_variable_from_value("input", to_cel(input));
+    let reads_input = program.references().has_variable("input");
+    context.add_variable_from_value(
+        "input",
+        if reads_input {
+            to_cel(input)
+        } else {
+            Cel::Null
+        },
+    );
     context.add_variable_from_value("tasks", Cel::from(tasks));
     match program.execute(&context) {
         Ok(Cel::Bool(b)) => Ok(b),
@@ -59,6 +79,69 @@ pub fn evaluate(
         )),
         Err(e) => Err(format!("`{expression}` failed: {e}")),
     }
+}
+
+/// Collects the task names an expression reads (into `names`, each once) and enforces
+/// the rules of [`check`]; `depth` is how many comprehensions enclose `e`.
+fn walk(e: &IdedExpr, depth: usize, names: &mut Vec<String>) -> Result<(), String> {
+    let is_tasks = |e: &IdedExpr| matches!(&e.expr, Expr::Ident(n) if n == "tasks");
+    let mut add = |name: &str| {
+        if !names.iter().any(|n| n == name) {
+            names.push(name.to_owned());
+        }
+    };
+    match &e.expr {
+        Expr::Select(select) if is_tasks(&select.operand) => add(&select.field),
+        Expr::Select(select) => walk(&select.operand, depth, names)?,
+        Expr::Call(call) if call.func_name == INDEX && call.args.first().is_some_and(is_tasks) => {
+            match call.args.get(1).map(|a| &a.expr) {
+                Some(Expr::Literal(CelVal::String(name))) => add(name),
+                _ => return Err("`tasks` may only be indexed by a literal task id".to_owned()),
+            }
+        }
+        Expr::Ident(name) if name == "tasks" => {
+            return Err("`tasks` may only be read as tasks.<id> or tasks[\"<id>\"]".to_owned())
+        }
+        Expr::Call(call) => {
+            for arg in call.target.iter().map(|t| &**t).chain(&call.args) {
+                walk(arg, depth, names)?;
+            }
+        }
+        Expr::Comprehension(c) => {
+            if depth >= 1 {
+                return Err(
+                    "a comprehension (all, exists, map, filter…) may not contain another"
+                        .to_owned(),
+                );
+            }
+            walk(&c.iter_range, depth, names)?;
+            for part in [&c.accu_init, &c.loop_cond, &c.loop_step, &c.result] {
+                walk(part, depth + 1, names)?;
+            }
+        }
+        Expr::List(list) => {
+            for element in &list.elements {
+                walk(element, depth, names)?;
+            }
+        }
+        Expr::Map(map) => {
+            for entry in &map.entries {
+                if let EntryExpr::MapEntry(m) = &entry.expr {
+                    walk(&m.key, depth, names)?;
+                    walk(&m.value, depth, names)?;
+                }
+            }
+        }
+        Expr::Struct(st) => {
+            for entry in &st.entries {
+                if let EntryExpr::StructField(f) = &entry.expr {
+                    walk(&f.value, depth, names)?;
+                }
+            }
+        }
+        Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => {}
+    }
+    Ok(())
 }
 
 fn compile(expression: &str) -> Result<Program, String> {
@@ -103,84 +186,6 @@ fn describe(value: &Cel) -> &'static str {
     }
 }
 
-/// The ids named as `tasks.<id>` or `tasks["<id>"]` / `tasks['<id>']` outside string
-/// literals, each once, in order of appearance.
-pub fn named_tasks(expression: &str) -> Vec<String> {
-    let bytes = expression.as_bytes();
-    let ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
-    let mut found: Vec<String> = Vec::new();
-    let mut i = 0;
-    let mut quote: Option<u8> = None;
-    while i < bytes.len() {
-        let b = bytes[i];
-        if let Some(q) = quote {
-            if b == b'\\' {
-                i += 2;
-                continue;
-            }
-            if b == q {
-                quote = None;
-            }
-            i += 1;
-            continue;
-        }
-        if b == b'"' || b == b'\'' {
-            quote = Some(b);
-            i += 1;
-            continue;
-        }
-        let starts_word = i == 0 || !(ident(bytes[i - 1]) || bytes[i - 1] == b'.');
-        if starts_word && bytes[i..].starts_with(b"tasks") {
-            let mut j = i + 5;
-            if j < bytes.len() && ident(bytes[j]) {
-                i = j;
-                continue;
-            }
-            while j < bytes.len() && bytes[j] == b' ' {
-                j += 1;
-            }
-            let name = match bytes.get(j) {
-                Some(b'.') => {
-                    let start = j + 1;
-                    let end = bytes[start..]
-                        .iter()
-                        .position(|&c| !(ident(c) || c == b'-'))
-                        .map_or(bytes.len(), |p| start + p);
-                    // `a-b` parses as a subtraction: only the identifier part is a name.
-                    let end = bytes[start..end]
-                        .iter()
-                        .position(|&c| c == b'-')
-                        .map_or(end, |p| start + p);
-                    expression.get(start..end)
-                }
-                Some(b'[') => {
-                    let q = bytes.get(j + 1).copied();
-                    match q {
-                        Some(q @ (b'"' | b'\'')) => {
-                            let start = j + 2;
-                            bytes[start..]
-                                .iter()
-                                .position(|&c| c == q)
-                                .and_then(|p| expression.get(start..start + p))
-                        }
-                        _ => None,
-                    }
-                }
-                _ => None,
-            };
-            if let Some(name) = name.filter(|n| !n.is_empty()) {
-                if !found.iter().any(|f| f == name) {
-                    found.push(name.to_owned());
-                }
-            }
-            i = j;
-            continue;
-        }
-        i += 1;
-    }
-    found
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -202,12 +207,32 @@ mod tests {
     }
 
     #[test]
-    fn named_tasks_are_found_in_both_notations_and_not_in_strings() {
-        let names = named_tasks(
-            r#"tasks.plan.output.n > 1 && tasks["fetch-2"].output.ok && "tasks.nope" != '' && has(tasks.plan)"#,
-        );
+    fn named_tasks_are_read_from_the_syntax_tree() {
+        let names = check(
+            "tasks.plan.output.n > 1 && tasks[\"fetch-2\"].output.ok && \"tasks.nope\" != '' && has(tasks.plan)",
+        )
+        .unwrap();
         assert_eq!(names, ["plan", "fetch-2"]);
-        assert_eq!(named_tasks("mytasks.x == 1"), Vec::<String>::new());
+        let spaced = "// don't\n(tasks\n  .score).output.n > 1 && tasks[ 'other' ].output == 1";
+        assert_eq!(check(spaced).unwrap(), ["score", "other"]);
+        assert_eq!(check("mytasks.x == 1").unwrap(), Vec::<String>::new());
+        let inside = "input.xs.exists(x, x == tasks.deep.output)";
+        assert_eq!(check(inside).unwrap(), ["deep"]);
+        for bad in [
+            "tasks[\"sc\" + \"ore\"].output == 1",
+            "size(tasks) == 1",
+            "tasks == {}",
+        ] {
+            let err = check(bad).unwrap_err();
+            assert!(err.contains("`tasks` may only"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn nested_comprehensions_are_refused() {
+        let err = check("[1, 2].all(x, [3, 4].all(y, x < y))").unwrap_err();
+        assert!(err.contains("may not contain another"), "{err}");
+        assert!(check("[1, 2].all(x, x > 0)").is_ok());
     }
 
     #[test]

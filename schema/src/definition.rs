@@ -116,6 +116,39 @@ pub struct TaskSpec {
     /// For `switch` tasks: the tasks to run when no case holds (none when absent).
     #[serde(default, rename = "default", skip_serializing_if = "Option::is_none")]
     pub default_next: Option<Vec<String>>,
+    /// For `map` tasks: the array to run the template for, one item per element — a
+    /// reference such as `"${tasks.plan.output.steps}"`, or a literal array.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub items: Option<Value>,
+    /// For `map` tasks: what each item runs (the shape of a `compensate`); its input and
+    /// request may use `${item}`, `${item.x}` and `${index}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<CompensationSpec>,
+    /// For `map` tasks: most items running at once (unset: all of them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_parallel: Option<u32>,
+    /// For `map` tasks: what an item that fails for good does to the map.
+    #[serde(default, skip_serializing_if = "FailurePolicy::is_default")]
+    pub failure_policy: FailurePolicy,
+}
+
+/// What an item of a `map` that fails for good does to the map.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FailurePolicy {
+    /// The map fails at once: live items are cancelled, pending ones skipped.
+    #[default]
+    FailFast,
+    /// Every item runs; the map completes, a failed item's output being `null`.
+    Collect,
+}
+
+impl FailurePolicy {
+    /// Whether this is the default (`fail_fast`), which the definition leaves out.
+    pub fn is_default(&self) -> bool {
+        *self == FailurePolicy::FailFast
+    }
 }
 
 /// How a task reacts to its upstream tasks once every one of them is done. A task's
@@ -177,6 +210,9 @@ impl TaskSpec {
             timeout_seconds: self.timeout_seconds,
             cases: &self.cases,
             default_next: self.default_next.as_deref(),
+            items: self.items.as_ref(),
+            template: self.template.as_ref(),
+            max_parallel: self.max_parallel,
         }
     }
 }
@@ -294,6 +330,9 @@ impl CompensationSpec {
             timeout_seconds: self.timeout_seconds,
             cases: &[],
             default_next: None,
+            items: None,
+            template: None,
+            max_parallel: None,
         }
     }
 }
@@ -341,6 +380,18 @@ impl TaskSpec {
     pub(crate) fn check(&self) -> Result<Vec<TaskRef>, String> {
         let mut refs = Vec::new();
         check_body(&self.body(), "", false, &mut refs)?;
+        if let Some(items) = &self.items {
+            let mut collect = Collector::new(&mut refs, "", false);
+            collect.value(items, "items", false)?;
+        }
+        if let Some(t) = &self.template {
+            if !matches!(t.kind.runs(), Runs::Builtin | Runs::Agent) {
+                return Err(format!("template.kind `{}` cannot be a map's item", t.kind));
+            }
+            let mut body = t.body();
+            body.items = None;
+            check_body_in(&body, "template.", false, true, &mut refs)?;
+        }
         if let Some(when) = &self.when {
             condition_refs(when, "when", &mut refs)?;
         }
@@ -366,7 +417,26 @@ fn check_body(
     allow_self: bool,
     refs: &mut Vec<TaskRef>,
 ) -> Result<(), String> {
+    check_body_in(body, prefix, allow_self, false, refs)
+}
+
+/// [`check_body`]; `in_template`: whether `${item}` and `${index}` may be used (in a
+/// map's template only).
+fn check_body_in(
+    body: &TaskBody<'_>,
+    prefix: &str,
+    allow_self: bool,
+    in_template: bool,
+    refs: &mut Vec<TaskRef>,
+) -> Result<(), String> {
     (body.kind.rules().check)(body, prefix)?;
+    if body.kind != TaskKind::Map
+        && (body.items.is_some() || body.template.is_some() || body.max_parallel.is_some())
+    {
+        return Err(format!(
+            "{prefix}items, template and max_parallel are only for map tasks"
+        ));
+    }
     if body.kind != TaskKind::Switch && (!body.cases.is_empty() || body.default_next.is_some()) {
         return Err(format!(
             "{prefix}cases and default are only for switch tasks"
@@ -386,11 +456,8 @@ fn check_body(
         return Err(format!("{prefix}timeout_seconds must be at least 1"));
     }
 
-    let mut collect = Collector {
-        refs,
-        prefix,
-        allow_self,
-    };
+    let mut collect = Collector::new(refs, prefix, allow_self);
+    collect.in_template = in_template;
     // Secrets go where a request or an agent needs them, never where a value would be
     // recorded (a noop's input is its output).
     collect.value(body.input, "input", body.kind.rules().secrets_in_input)?;
@@ -423,45 +490,76 @@ struct Collector<'a> {
     refs: &'a mut Vec<TaskRef>,
     prefix: &'a str,
     allow_self: bool,
+    /// Whether `${item}` and `${index}` may be used (a map's template).
+    in_template: bool,
 }
 
-impl Collector<'_> {
+/// What one field's references hold besides task references.
+#[derive(Default)]
+struct Found {
+    /// The first secret named.
+    secret: Option<String>,
+    /// Whether `${item...}` or `${index}` was used.
+    item: bool,
+}
+
+impl<'a> Collector<'a> {
+    fn new(refs: &'a mut Vec<TaskRef>, prefix: &'a str, allow_self: bool) -> Self {
+        Collector {
+            refs,
+            prefix,
+            allow_self,
+            in_template: false,
+        }
+    }
+
     /// The references of `value` at `place`; `secrets`: whether `${secrets.NAME}` may
     /// be used there.
     fn value(&mut self, value: &Value, place: &str, secrets: bool) -> Result<(), String> {
         let (refs, prefix, allow_self) = (&mut *self.refs, self.prefix, self.allow_self);
-        let mut secret = None;
+        let mut found = Found::default();
         for_each_reference(value, &mut |r| {
-            push(refs, r, prefix, place, allow_self, &mut secret)
+            push(refs, r, prefix, place, allow_self, &mut found)
         })
         .map_err(|e| format!("{prefix}{place}: {e}"))?;
-        match secret {
+        self.judge(found, place, secrets)
+    }
+
+    /// The references of an `http` text field (url, header value): secrets allowed.
+    fn text(&mut self, text: &str, place: &str) -> Result<(), String> {
+        let (refs, prefix, allow_self) = (&mut *self.refs, self.prefix, self.allow_self);
+        let mut found = Found::default();
+        for_each_reference_in_str(text, &mut |r| {
+            push(refs, r, prefix, place, allow_self, &mut found)
+        })
+        .map_err(|e| format!("{prefix}{place}: {e}"))?;
+        self.judge(found, place, true)
+    }
+
+    fn judge(&self, found: Found, place: &str, secrets: bool) -> Result<(), String> {
+        let prefix = self.prefix;
+        if found.item && !self.in_template {
+            return Err(format!(
+                "{prefix}{place}: `${{item}}` and `${{index}}` exist only in a map's template"
+            ));
+        }
+        match found.secret {
             Some(name) if !secrets => Err(format!(
                 "{prefix}{place} references secret `{name}`: secrets may only be used in the url, headers and body of an http task and in the input of an agent task"
             )),
             _ => Ok(()),
         }
     }
-
-    /// The references of an `http` text field (url, header value): secrets allowed.
-    fn text(&mut self, text: &str, place: &str) -> Result<(), String> {
-        let (refs, prefix, allow_self) = (&mut *self.refs, self.prefix, self.allow_self);
-        let mut secret = None;
-        for_each_reference_in_str(text, &mut |r| {
-            push(refs, r, prefix, place, allow_self, &mut secret)
-        })
-        .map_err(|e| format!("{prefix}{place}: {e}"))
-    }
 }
 
-/// Keeps a task reference for the graph-level check, and the first secret's name.
+/// Keeps a task reference for the graph-level check, and notes secrets and items.
 fn push(
     refs: &mut Vec<TaskRef>,
     reference: Reference,
     prefix: &str,
     place: &str,
     allow_self: bool,
-    secret: &mut Option<String>,
+    found: &mut Found,
 ) {
     match reference {
         Reference::TaskOutput { task, .. } => refs.push(TaskRef {
@@ -470,8 +568,9 @@ fn push(
             allow_self,
         }),
         Reference::Secret(name) => {
-            secret.get_or_insert(name);
+            found.secret.get_or_insert(name);
         }
+        Reference::Item(_) | Reference::Index => found.item = true,
         Reference::Input(_) => {}
     }
 }

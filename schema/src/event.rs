@@ -195,7 +195,8 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "is_false")]
         compensation: bool,
     },
-    /// A task will not run (e.g. its execution failed first).
+    /// A task (or a map's item) will not run: its `when` was false, its trigger rule
+    /// refused, its map failed, or its execution ended first; `reason` says which.
     TaskSkipped {
         /// The task.
         task_id: TaskId,
@@ -338,9 +339,41 @@ pub enum Event {
         /// How many data keys were destroyed (0 if it had none left).
         keys_destroyed: u64,
     },
+    /// A `map` task was dispatched with `count` items (its `TaskDispatched` input, which
+    /// may be sealed, holds them): items `<task_id>[0]`..`[count - 1]` now exist. Not a
+    /// payload, so every reader of the log — a read model that cannot open payloads
+    /// included — makes the same item slots.
+    MapExpanded {
+        /// The map task.
+        task_id: TaskId,
+        /// Its attempt.
+        attempt: u32,
+        /// How many items.
+        count: u32,
+    },
 }
 
 impl Event {
+    /// The task (or map item) an execution event is about, if it is about one.
+    pub fn task_id(&self) -> Option<&TaskId> {
+        match self {
+            Event::TaskScheduled { task_id, .. }
+            | Event::TaskDispatched { task_id, .. }
+            | Event::TaskStarted { task_id, .. }
+            | Event::TaskHeartbeat { task_id, .. }
+            | Event::TaskCompleted { task_id, .. }
+            | Event::TaskFailed { task_id, .. }
+            | Event::TaskTimedOut { task_id, .. }
+            | Event::TaskRetryScheduled { task_id, .. }
+            | Event::TaskCancelled { task_id, .. }
+            | Event::TaskSkipped { task_id, .. }
+            | Event::TaskCompensated { task_id, .. }
+            | Event::CompensationFailed { task_id, .. }
+            | Event::MapExpanded { task_id, .. } => Some(task_id),
+            _ => None,
+        }
+    }
+
     /// The event's `type` name as stored and served.
     pub fn type_name(&self) -> &'static str {
         match self {
@@ -370,6 +403,7 @@ impl Event {
             Event::ApiKeyRevoked { .. } => "ApiKeyRevoked",
             Event::TenantDataErased { .. } => "TenantDataErased",
             Event::ExecutionDataErased { .. } => "ExecutionDataErased",
+            Event::MapExpanded { .. } => "MapExpanded",
             Event::TenantPolicySet { .. } => "TenantPolicySet",
         }
     }

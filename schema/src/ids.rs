@@ -57,6 +57,10 @@ macro_rules! string_newtype {
 }
 
 fn check_task_id(raw: &str) -> Result<(), IdError> {
+    // A map's item: `<task id>[<index>]`.
+    if let Some((task, _)) = split_item(raw) {
+        return check_task_id(task);
+    }
     if raw.is_empty() || raw.len() > 128 {
         return Err(IdError::new(format!(
             "task id must be 1 to 128 characters, got {}",
@@ -72,6 +76,33 @@ fn check_task_id(raw: &str) -> Result<(), IdError> {
         )));
     }
     Ok(())
+}
+
+/// `(task, index)` when `raw` is `<task>[<index>]` with a decimal index of at most five
+/// digits and no leading zero.
+fn split_item(raw: &str) -> Option<(&str, usize)> {
+    let open = raw.strip_suffix(']')?.rfind('[')?;
+    let digits = &raw[open + 1..raw.len() - 1];
+    let well_formed = !digits.is_empty()
+        && digits.len() <= 5
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && (digits == "0" || !digits.starts_with('0'));
+    if !well_formed {
+        return None;
+    }
+    Some((&raw[..open], digits.parse().ok()?))
+}
+
+impl TaskId {
+    /// The id of item `index` of this (map) task: `<id>[<index>]`.
+    pub fn item(&self, index: usize) -> TaskId {
+        TaskId(format!("{}[{index}]", self.0))
+    }
+
+    /// For a map item's id, its map's id and its index.
+    pub fn item_of(&self) -> Option<(&str, usize)> {
+        split_item(&self.0)
+    }
 }
 
 fn check_workflow_name(raw: &str) -> Result<(), IdError> {
@@ -234,6 +265,12 @@ mod tests {
     #[test]
     fn task_ids_are_checked() {
         assert!(TaskId::parse("reserve-1.a_b").is_ok());
+        let item = TaskId::parse("fan.out[12]").unwrap();
+        assert_eq!(item.item_of(), Some(("fan.out", 12)));
+        assert_eq!(TaskId::parse("fan").unwrap().item(3).as_str(), "fan[3]");
+        for bad in ["x[]", "x[01]", "x[a]", "[3]", "x[3]]", "x[123456]"] {
+            assert!(TaskId::parse(bad).is_err(), "{bad}");
+        }
         assert!(TaskId::parse("").is_err());
         assert!(TaskId::parse("a b").is_err());
         assert!(TaskId::parse(&"x".repeat(129)).is_err());

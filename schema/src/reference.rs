@@ -39,7 +39,15 @@ pub enum Reference {
     },
     /// `${secrets.NAME}`: a stored secret of the execution's tenant, by name.
     Secret(String),
+    /// `${item}` or `${item.a.b}`: in a map's template, the element this item runs for.
+    Item(Vec<String>),
+    /// `${index}`: in a map's template, the 0-based position of this item.
+    Index,
 }
+
+/// The element a map item runs for and its 0-based position, which `${item}` and
+/// `${index}` read; `None` outside a map's template.
+pub type ItemScope<'a> = Option<(&'a Value, usize)>;
 
 /// Whether `name` is a valid secret name: `^[A-Za-z_][A-Za-z0-9_]{0,127}$`.
 pub fn is_secret_name(name: &str) -> bool {
@@ -135,16 +143,27 @@ pub fn resolve(
     input: &Value,
     outputs: &dyn Fn(&str) -> Option<Value>,
 ) -> Result<Value, String> {
+    resolve_item(value, input, outputs, None)
+}
+
+/// [`resolve`] for one item of a map, where `${item...}` and `${index}` read `item`
+/// (with `None`, they fail: they exist only in a map's template).
+pub fn resolve_item(
+    value: &Value,
+    input: &Value,
+    outputs: &dyn Fn(&str) -> Option<Value>,
+    item: ItemScope<'_>,
+) -> Result<Value, String> {
     match value {
-        Value::String(s) => resolve_string(s, input, outputs),
+        Value::String(s) => resolve_string(s, input, outputs, item),
         Value::Array(items) => items
             .iter()
-            .map(|item| resolve(item, input, outputs))
+            .map(|v| resolve_item(v, input, outputs, item))
             .collect::<Result<Vec<_>, _>>()
             .map(Value::Array),
         Value::Object(map) => map
             .iter()
-            .map(|(key, item)| Ok((key.clone(), resolve(item, input, outputs)?)))
+            .map(|(key, v)| Ok((key.clone(), resolve_item(v, input, outputs, item)?)))
             .collect::<Result<serde_json::Map<_, _>, String>>()
             .map(Value::Object),
         Value::Null | Value::Bool(_) | Value::Number(_) => Ok(value.clone()),
@@ -155,6 +174,7 @@ fn resolve_string(
     s: &str,
     input: &Value,
     outputs: &dyn Fn(&str) -> Option<Value>,
+    item: ItemScope<'_>,
 ) -> Result<Value, String> {
     if !s.contains('$') {
         return Ok(Value::String(s.to_owned()));
@@ -162,7 +182,9 @@ fn resolve_string(
     let pieces = scan(s)?;
     match pieces.as_slice() {
         [Piece::Ref(Reference::Secret(name))] => return Ok(Value::String(secret_ref(name))),
-        [Piece::Ref(reference)] => return Ok(escape_value(lookup(reference, input, outputs)?)),
+        [Piece::Ref(reference)] => {
+            return Ok(escape_value(lookup(reference, input, outputs, item)?))
+        }
         _ => {}
     }
     // Plain text (literal and looked up) is escaped as a whole, so that a `$` at the end
@@ -177,7 +199,7 @@ fn resolve_string(
                 plain.clear();
                 template.push_str(&secret_ref(name));
             }
-            Piece::Ref(reference) => match lookup(reference, input, outputs)? {
+            Piece::Ref(reference) => match lookup(reference, input, outputs, item)? {
                 Value::String(inner) => plain.push_str(&inner),
                 other => plain.push_str(&other.to_string()),
             },
@@ -256,8 +278,12 @@ fn lookup(
     reference: &Reference,
     input: &Value,
     outputs: &dyn Fn(&str) -> Option<Value>,
+    item: ItemScope<'_>,
 ) -> Result<Value, String> {
+    let outside = || "`${item}` and `${index}` exist only in a map's template".to_owned();
     match reference {
+        Reference::Item(path) => item.map(|(v, _)| follow(v, path)).ok_or_else(outside),
+        Reference::Index => item.map(|(_, k)| Value::from(k)).ok_or_else(outside),
         Reference::Input(path) => Ok(follow(input, path)),
         Reference::TaskOutput { task, path } => outputs(task)
             .map(|output| follow(&output, path))
@@ -329,6 +355,8 @@ fn parse_reference(body: &str) -> Result<Reference, String> {
     let owned = |segments: &[&str]| segments.iter().map(|s| (*s).to_owned()).collect();
     match segments.as_slice() {
         ["input", path @ ..] => Ok(Reference::Input(owned(path))),
+        ["item", path @ ..] => Ok(Reference::Item(owned(path))),
+        ["index"] => Ok(Reference::Index),
         ["secrets", name] if is_secret_name(name) => Ok(Reference::Secret((*name).to_owned())),
         ["secrets", ..] => Err(format!(
             "reference `${{{body}}}` must have the form `${{secrets.NAME}}`, NAME of A-Z, a-z, 0-9 and _ (not starting with a digit, at most 128)"
@@ -351,7 +379,7 @@ fn parse_reference(body: &str) -> Result<Reference, String> {
             })
         }
         _ => Err(format!(
-            "`${{{body}}}` is not a reference: it must start with `input`, `tasks.<id>.output` or `secrets`"
+            "`${{{body}}}` is not a reference: it must start with `input`, `tasks.<id>.output`, `secrets`, or in a map's template `item` or be `index`"
         )),
     }
 }

@@ -86,7 +86,9 @@ pub enum TaskStatus {
     Retrying,
     /// The latest attempt passed its deadline; handled like a retryable failure.
     TimedOut,
-    /// The task will never run: its execution ended before it became ready.
+    /// The task will never run: its `when` was false, its trigger rule refused its
+    /// upstream outcomes (a skipped or failed upstream task, a branch a switch did not
+    /// take), its map failed, or its execution ended before it became ready.
     Skipped,
     /// The current attempt was cancelled (execution cancelled or failed).
     Cancelled,

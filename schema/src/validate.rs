@@ -18,7 +18,7 @@ use petgraph::algo::toposort;
 use petgraph::graph::{DiGraph, NodeIndex};
 use serde_json::{json, Value};
 
-use crate::definition::{TaskBody, TaskSpec, WorkflowDefinition};
+use crate::definition::{Runs, TaskBody, TaskSpec, WorkflowDefinition};
 use crate::ids::{TaskId, WorkflowName};
 use crate::reference::{Ancestry, TaskRef};
 
@@ -27,9 +27,9 @@ use crate::reference::{Ancestry, TaskRef};
 pub struct Limits {
     /// Most tasks a workflow may have (default 10,000).
     pub max_tasks: usize,
-    /// The start-to-close limit, in seconds, of an attempt whose task names no
-    /// `timeout_seconds` (default 300): every attempt has a deadline, so an agent that
-    /// dies holding a task does not leave it waiting forever.
+    /// The start-to-close limit, in seconds, of an agent attempt whose task names no
+    /// `timeout_seconds` (default 300), so an agent that dies holding a task does not
+    /// leave it waiting forever.
     pub default_task_timeout_seconds: u64,
 }
 
@@ -193,7 +193,9 @@ impl ValidatedWorkflow {
 
     /// What one attempt of task `index` runs (or, with `compensation`, of its
     /// `compensate`), with the attempt limit in force: the spec's own
-    /// `timeout_seconds`, else [`Limits::default_task_timeout_seconds`] as validated.
+    /// `timeout_seconds`, else for an `agent` attempt [`Limits::default_task_timeout_seconds`]
+    /// as validated (built-ins are bounded by what they do: a sleep by its length, a
+    /// request by the runner's HTTP timeout).
     /// `None` when there is no such task or it has no `compensate`.
     pub fn body_of(&self, index: usize, compensation: bool) -> Option<TaskBody<'_>> {
         let task = self.task(index)?;
@@ -202,10 +204,34 @@ impl ValidatedWorkflow {
         } else {
             task.body()
         };
-        if body.kind.runs() != crate::kind::Runs::Inline {
+        if body.kind.runs() == Runs::Agent {
             body.timeout_seconds = body.timeout_seconds.or(Some(self.default_timeout_seconds));
         }
         Some(body)
+    }
+
+    /// What one item of map task `index` runs: its template, with the default attempt
+    /// limit when the template names none. `None` when the task is not a map.
+    pub fn template_of(&self, index: usize) -> Option<TaskBody<'_>> {
+        let mut body = self.task(index)?.template.as_ref()?.body();
+        if body.kind.runs() == Runs::Agent {
+            body.timeout_seconds = body.timeout_seconds.or(Some(self.default_timeout_seconds));
+        }
+        Some(body)
+    }
+
+    /// What one attempt of task (or map item) `id` runs: [`Self::body_of`] for a
+    /// declared task, [`Self::template_of`] its map for an item (which has no
+    /// compensation). `None` for an id that is neither.
+    pub fn body_for(&self, id: &TaskId, compensation: bool) -> Option<TaskBody<'_>> {
+        if let Some(index) = self.index_of(id) {
+            return self.body_of(index, compensation);
+        }
+        let (map, _) = id.item_of()?;
+        if compensation {
+            return None;
+        }
+        self.template_of(self.index_of_str(map)?)
     }
 
     /// The attempt limit of a task that names none, in seconds.
@@ -369,6 +395,10 @@ fn check_tasks(tasks: &[TaskSpec]) -> Result<(Vec<TaskId>, IdIndex, TaskRefs), V
     for (i, task) in (0u32..).zip(tasks) {
         let id = TaskId::parse(&task.id)
             .map_err(|e| invalid(task, format!("invalid id: {}", e.message)))?;
+        if id.item_of().is_some() {
+            let reason = "invalid id: `[index]` at the end names a map's item".to_owned();
+            return Err(invalid(task, reason));
+        }
         if index
             .insert(&task.id, i, |j| &tasks[j as usize].id)
             .is_some()

@@ -212,3 +212,180 @@ pub async fn a_silent_agent_meets_the_default_deadline(s: &TestServer) {
     let log = s.events(&execution).await;
     assert_eq!(log.count("TaskTimedOut", Some("work")), 1);
 }
+
+/// Planner → map → reduce: the planner's output decides how many workers run (at most
+/// two at once), each item is its own attempt in the body and on the live stream, and
+/// the reducer gets the items' outputs in input order.
+pub async fn a_planner_fans_out_to_a_map_and_a_reducer(s: &TestServer) {
+    let planner = TestAgent::register(&s.base, &["planner"]).await;
+    let worker = TestAgent::register(&s.base, &["worker"]).await;
+    let execution = s
+        .run(
+            json!({"name": "fan-out", "tasks": [
+                {"id": "plan", "kind": "agent", "agent_role": "planner"},
+                {"id": "fan", "kind": "map", "depends_on": ["plan"], "max_parallel": 2,
+                 "items": "${tasks.plan.output.steps}",
+                 "template": {"kind": "agent", "agent_role": "worker",
+                              "input": {"step": "${item.name}", "at": "${index}"}}},
+                {"id": "reduce", "kind": "noop", "depends_on": ["fan"],
+                 "input": {"all": "${tasks.fan.output}"}}
+            ]}),
+            json!({}),
+        )
+        .await;
+    let stream = {
+        let path = format!("/ws/executions/{execution}");
+        s.ws_connect(&path).await.expect("websocket connect").0
+    };
+    let plan = planner.next_lease().await;
+    let steps = json!({"steps": [{"name": "a"}, {"name": "b"}, {"name": "c"}]});
+    assert_eq!(planner.complete(&plan, steps).await.0, 200);
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let lease = worker.next_lease().await;
+        seen.push(lease.task_id.clone());
+        let step = lease.input["step"].clone();
+        assert_eq!(
+            lease.input["at"],
+            json!(lease.task_id[4..5].parse::<u64>().unwrap_or(9))
+        );
+        assert_eq!(worker.complete(&lease, json!({"did": step})).await.0, 200);
+    }
+    seen.sort();
+    assert_eq!(seen, ["fan[0]", "fan[1]", "fan[2]"]);
+    let body = s.wait_terminal(&execution).await;
+    assert_eq!(body["status"], "completed", "{body:#}");
+    let outputs = json!([{"did": "a"}, {"did": "b"}, {"did": "c"}]);
+    assert_eq!(body["tasks"]["fan"]["output"], outputs, "{body:#}");
+    assert_eq!(
+        body["output"],
+        json!({"reduce": {"all": outputs}}),
+        "{body:#}"
+    );
+    for k in 0..3 {
+        assert_eq!(
+            body["tasks"][format!("fan[{k}]")]["status"],
+            "completed",
+            "{body:#}"
+        );
+    }
+    let log = s.events(&execution).await;
+    log.assert_well_formed();
+    // At most two items at once: the third is scheduled after one of the first two
+    // completed.
+    let third = log.only("TaskScheduled", "fan[2]");
+    let first_done = ["fan[0]", "fan[1]"]
+        .iter()
+        .map(|t| log.only("TaskCompleted", t))
+        .min()
+        .unwrap_or(usize::MAX);
+    assert!(first_done < third, "{:?}", log.types());
+    let mut socket = stream;
+    let mut items_completed = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while let Ok(Some(Ok(frame))) = tokio::time::timeout_at(deadline, socket.next()).await {
+        let Message::Text(text) = frame else { continue };
+        let value: Value = serde_json::from_str(&text).expect("a JSON frame");
+        let event = &value["event"];
+        let task = event["data"]["task_id"].as_str().unwrap_or_default();
+        if event["type"] == "TaskCompleted" && task.starts_with("fan[") {
+            items_completed += 1;
+        }
+        if event["type"] == "ExecutionCompleted" {
+            break;
+        }
+    }
+    assert_eq!(items_completed, 3, "every item on the live stream");
+}
+
+/// Five hundred items of a built-in template run and come back in input order (the
+/// loadtest's `map-10k` runs ten thousand; a debug build on a shared machine keeps this
+/// one smaller).
+pub async fn a_wide_map_completes_in_order(s: &TestServer) {
+    let items: Vec<u64> = (0..500).collect();
+    let execution = s
+        .run(
+            json!({"name": "wide", "tasks": [
+                {"id": "fan", "kind": "map", "items": "${input.items}",
+                 "template": {"kind": "noop", "input": {"n": "${item}", "i": "${index}"}}}
+            ]}),
+            json!({"items": items}),
+        )
+        .await;
+    let body = s.wait_terminal(&execution).await;
+    assert_eq!(body["status"], "completed");
+    let output = body["output"]["fan"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(output.len(), 500);
+    for (k, item) in output.iter().enumerate() {
+        assert_eq!(item, &json!({"n": k, "i": k}));
+    }
+    assert_eq!(body["tasks"]["fan[499]"]["status"], "completed");
+}
+
+/// Maps refused at create (422 `invalid_task` naming the task), and one whose items
+/// are not an array at run time fails with the reason.
+pub async fn bad_maps_are_refused(s: &TestServer) {
+    let too_many: Vec<u64> = (0..10_001).collect();
+    let template = json!({"kind": "noop", "input": "${item}"});
+    let cases = [
+        (
+            json!([{"id": "m", "kind": "map", "items": too_many, "template": template}]),
+            "m",
+            "more than 10000",
+        ),
+        (
+            json!([{"id": "m", "kind": "map", "items": [1]}]),
+            "m",
+            "template is required",
+        ),
+        (
+            json!([{"id": "m", "kind": "map", "items": [1], "template": {"kind": "switch"}}]),
+            "m",
+            "cannot be a map's item",
+        ),
+        (
+            json!([{"id": "m", "kind": "map", "items": 7, "template": template}]),
+            "m",
+            "items must be an array",
+        ),
+        (
+            json!([{"id": "a", "kind": "noop", "input": "${item}"}]),
+            "a",
+            "only in a map's template",
+        ),
+        (
+            json!([{"id": "a[1]", "kind": "noop"}]),
+            "a[1]",
+            "names a map's item",
+        ),
+    ];
+    for (tasks, task, reason) in cases {
+        let (status, body) = s
+            .post(
+                "/api/v1/workflows",
+                json!({"name": "bad-maps", "tasks": tasks}),
+            )
+            .await;
+        assert_eq!(status, 422, "{body}");
+        assert_eq!(body["error"]["details"]["task"], task, "{body}");
+        let said = body["error"]["details"]["reason"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(said.contains(reason), "{reason}: {body}");
+    }
+    let execution = s
+        .run(
+            json!({"name": "bad-maps", "tasks": [
+                {"id": "m", "kind": "map", "items": "${input.list}", "template": template}
+            ]}),
+            json!({"list": {"not": "an array"}}),
+        )
+        .await;
+    let body = s.wait_terminal(&execution).await;
+    assert_eq!(body["status"], "failed", "{body:#}");
+    let error = body["tasks"]["m"]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("items is not an array"), "{body:#}");
+}

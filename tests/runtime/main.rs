@@ -29,7 +29,7 @@
 //!   operator's and a tenant's own.
 //! - `conformance`: every documented operation answers with a documented status and a
 //!   body that validates against its documented schema.
-//! - `control_flow`: switches, conditions, trigger rules, the default deadline.
+//! - `control_flow`: switches, conditions, trigger rules, maps, the default deadline.
 //! - `flow`, `failures`, `control`, `saga`, `input`, `junk`, `strict`, `scale`: the
 //!   scenarios.
 
@@ -124,6 +124,9 @@ macro_rules! all_scenarios {
                 control_flow::a_switch_and_conditions_choose_what_runs,
                 control_flow::bad_conditions_are_refused,
                 control_flow::a_condition_that_fails_at_run_time_fails_the_task,
+                control_flow::a_planner_fans_out_to_a_map_and_a_reducer,
+                control_flow::a_wide_map_completes_in_order,
+                control_flow::bad_maps_are_refused,
                 saga::compensation_runs_in_reverse,
                 input::bad_requests_are_rejected,
                 oversized::oversized_bodies_get_their_413_on_keep_alive,

@@ -27,8 +27,9 @@ use conflux_schema::definition::{OnFailure, Runs};
 use conflux_schema::Event;
 use serde_json::{Map, Value};
 
-use super::dispatch::{add, schedule_and_dispatch, spec_of};
+use super::dispatch::{add, schedule_and_dispatch};
 use super::evolve::fold_provisional;
+use super::fanout;
 use super::judge::{choose, judge, Verdict};
 use super::saga;
 use super::state::ExecutionState;
@@ -83,7 +84,9 @@ pub(crate) fn can_retry(state: &ExecutionState, index: usize, compensation: bool
     let Some(track) = state.track(index, compensation) else {
         return false;
     };
-    let max = spec_of(&state.workflow, index, compensation).map_or(1, |s| s.max_attempts());
+    let max = state
+        .spec(index, compensation)
+        .map_or(1, |s| s.max_attempts());
     track.retryable && track.attempt < max
 }
 
@@ -97,7 +100,7 @@ pub(crate) fn plan_retry(
     out: &mut Vec<Event>,
 ) -> Option<(u32, bool)> {
     let track = state.track(index, compensation)?;
-    let spec = spec_of(&state.workflow, index, compensation)?;
+    let spec = state.spec(index, compensation)?;
     let next = track.attempt.saturating_add(1);
     let due_at = add(now, spec.delay_after(track.attempt));
     out.push(Event::TaskRetryScheduled {
@@ -112,7 +115,7 @@ pub(crate) fn plan_retry(
 /// One step while running; returns whether it settled a task without a runner (a
 /// skip, a switch's choice, a failure before the task ran that a rule tolerates).
 fn running(s: &ExecutionState, now: DateTime<Utc>, out: &mut Vec<Event>) -> bool {
-    if s.settled == s.tasks.len() {
+    if s.settled == s.workflow.len() {
         out.push(Event::ExecutionCompleted {
             output: sink_outputs(s),
         });
@@ -144,19 +147,26 @@ fn running(s: &ExecutionState, now: DateTime<Utc>, out: &mut Vec<Event>) -> bool
             .iter()
             .map(|&i| (i, s.tasks[i].attempt, false)),
     );
+    let maps = fanout::step(s, out);
     let Some((ready, mut settled_inline)) = judge_ready(s, &mut overlay, out) else {
         return false;
     };
+    settled_inline |= maps.ended;
     work.extend(ready.into_iter().map(|i| (i, 1, true)));
+    work.extend(maps.schedule.into_iter().map(|i| (i, 1, true)));
     for (i, attempt, schedule) in work {
         overlay.scheduled.insert(i);
-        let inline = s
-            .workflow
-            .task(i)
-            .is_some_and(|t| t.kind.runs() == Runs::Inline);
+        let runs = s.workflow.task(i).map(|t| t.kind.runs());
+        let inline = runs == Some(Runs::Inline);
         let dispatched = schedule_and_dispatch(s, i, attempt, false, schedule, out);
         let result = match dispatched {
             Ok(()) if inline => run_inline(s, i, attempt, out),
+            Ok(()) if runs == Some(Runs::Items) => {
+                start_map(s, i, attempt, out);
+                // Its items exist once this is applied: step again.
+                settled_inline = true;
+                Ok(())
+            }
             other => other,
         };
         match result {
@@ -164,8 +174,16 @@ fn running(s: &ExecutionState, now: DateTime<Utc>, out: &mut Vec<Event>) -> bool
             Ok(()) => {
                 overlay.live.insert(i, attempt);
             }
+            // An item that cannot resolve failed for good: its map decides next step.
+            Err(_) if s.is_item(i) => {
+                overlay.live.remove(&i);
+                settled_inline = true;
+            }
             // Failed for good before it ran, where a downstream rule goes on past it.
-            Err(_) if s.failure_tolerated(i) => settled_inline = true,
+            Err(_) if s.failure_tolerated(i) => {
+                overlay.live.remove(&i);
+                settled_inline = true;
+            }
             Err(error) => {
                 overlay.live.remove(&i);
                 fail(s, Some(i), error, &overlay, out);
@@ -238,6 +256,31 @@ fn judge_ready(
         }
     }
     Some((run, settled))
+}
+
+/// A map just dispatched (its items recorded in the `TaskDispatched` in `out`) starts
+/// and makes its item slots (`MapExpanded`); the map step schedules them from the next
+/// step on.
+fn start_map(s: &ExecutionState, index: usize, attempt: u32, out: &mut Vec<Event>) {
+    let count = match out.last() {
+        Some(Event::TaskDispatched { input, .. }) => input.as_array().map_or(0, Vec::len),
+        _ => 0,
+    };
+    if let Some(task_id) = s.id(index).cloned() {
+        out.push(Event::TaskStarted {
+            task_id: task_id.clone(),
+            attempt,
+            agent_id: None,
+            lease_id: None,
+            deadline: None,
+            compensation: false,
+        });
+        out.push(Event::MapExpanded {
+            task_id,
+            attempt,
+            count: u32::try_from(count).unwrap_or(u32::MAX),
+        });
+    }
 }
 
 /// Runs an inline attempt (a `switch`) just dispatched: `TaskStarted`, then

@@ -11,7 +11,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::command::{Rejection, TaskRef};
-use super::dispatch::{deadline_from, spec_of};
+use super::dispatch::deadline_from;
 use super::state::{ExecutionState, TaskState};
 use super::status::{ExecutionStatus, TaskStatus};
 
@@ -24,7 +24,6 @@ fn locate<'s>(
         return Err(Rejection::NotStarted);
     }
     let index = state
-        .workflow
         .index_of(&task.task)
         .ok_or_else(|| Rejection::UnknownTask(task.task.as_str().to_owned()))?;
     let track = state
@@ -65,8 +64,9 @@ pub(crate) fn start(
         return Err(stale(task, t.attempt));
     }
     not_terminal(state)?;
-    let deadline =
-        spec_of(&state.workflow, index, task.compensation).and_then(|s| deadline_from(&s, now));
+    let deadline = state
+        .spec(index, task.compensation)
+        .and_then(|s| deadline_from(&s, now));
     Ok(vec![Event::TaskStarted {
         task_id: task.task.clone(),
         attempt: task.attempt,
@@ -140,8 +140,9 @@ pub(crate) fn heartbeat(
     if t.status != TaskStatus::Running {
         return Ok(Vec::new());
     }
-    let deadline =
-        spec_of(&state.workflow, index, task.compensation).and_then(|s| deadline_from(&s, now));
+    let deadline = state
+        .spec(index, task.compensation)
+        .and_then(|s| deadline_from(&s, now));
     Ok(deadline
         .map(|deadline| Event::TaskHeartbeat {
             task_id: task.task.clone(),

@@ -145,7 +145,7 @@ fn cancel(state: &ExecutionState, reason: Option<String>) -> Result<Vec<Event>, 
 fn timer_fired(state: &ExecutionState, timer: &Timer, now: DateTime<Utc>) -> Vec<Event> {
     match timer {
         Timer::Retry { task, .. } => {
-            let Some(index) = state.workflow.index_of(&task.task) else {
+            let Some(index) = state.index_of(&task.task) else {
                 return Vec::new();
             };
             let phase = if task.compensation {
@@ -169,7 +169,7 @@ fn timer_fired(state: &ExecutionState, timer: &Timer, now: DateTime<Utc>) -> Vec
             }
         }
         Timer::AttemptDeadline { task, .. } => {
-            let Some(index) = state.workflow.index_of(&task.task) else {
+            let Some(index) = state.index_of(&task.task) else {
                 return Vec::new();
             };
             let passed = state.track(index, task.compensation).is_some_and(|t| {

@@ -1,6 +1,6 @@
 //! Scheduling and dispatching one attempt.
 //!
-//! An attempt runs either a task's own spec or its `compensate` spec ([`spec_of`] hides
+//! An attempt runs either a task's own spec or its `compensate` spec (`ExecutionState::spec` hides
 //! the difference). At dispatch, every `${...}` in its input (and, for `http`, in its
 //! url, headers and body) is resolved against the execution input and the outputs of
 //! completed tasks, and the result is recorded in `TaskDispatched`: the log shows
@@ -12,23 +12,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use conflux_schema::definition::{HttpSpec, TaskBody};
-use conflux_schema::reference::resolve;
-use conflux_schema::validate::ValidatedWorkflow;
+use conflux_schema::kind::map::MAX_ITEMS;
+use conflux_schema::reference::{resolve_item, ItemScope};
 use conflux_schema::Event;
 use serde_json::Value;
 
 use super::state::ExecutionState;
-
-/// What one attempt runs: the spec of task `index`, or of its compensation, with the
-/// workflow's default attempt limit when it names none; `None` when the task does not
-/// exist or has no `compensate`.
-pub(crate) fn spec_of(
-    workflow: &ValidatedWorkflow,
-    index: usize,
-    compensation: bool,
-) -> Option<TaskBody<'_>> {
-    workflow.body_of(index, compensation)
-}
 
 /// The deadline of an attempt of `spec` starting (or heartbeating) at `now`.
 pub(crate) fn deadline_from(spec: &TaskBody<'_>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
@@ -49,15 +38,35 @@ pub(crate) struct Resolved {
     pub(crate) http: Option<HttpSpec>,
 }
 
-/// Resolves `spec` against the execution input and completed outputs of `state`.
+/// Resolves `spec` against the execution input and completed outputs of `state` (and,
+/// for a map's item, its element and index). A map's own attempt resolves its `items`
+/// instead, which must give an array of at most [`MAX_ITEMS`].
 pub(crate) fn resolve_spec(
     state: &ExecutionState,
     spec: &TaskBody<'_>,
+    item: ItemScope<'_>,
 ) -> Result<Resolved, String> {
     let outputs = |id: &str| state.output_of(id);
-    let input = resolve(spec.input, state.input(), &outputs)?;
+    let resolve = |value: &Value| resolve_item(value, state.input(), &outputs, item);
+    if let Some(items) = spec.items {
+        let input = match resolve(items)? {
+            Value::Array(items) if items.len() > MAX_ITEMS => {
+                return Err(format!(
+                    "items has {} elements, more than {MAX_ITEMS}",
+                    items.len()
+                ))
+            }
+            Value::Array(items) => Value::Array(items),
+            other => {
+                let shown: String = other.to_string().chars().take(80).collect();
+                return Err(format!("items is not an array: {shown}"));
+            }
+        };
+        return Ok(Resolved { input, http: None });
+    }
+    let input = resolve(spec.input)?;
     let text = |raw: &str| -> Result<String, String> {
-        match resolve(&Value::String(raw.to_owned()), state.input(), &outputs)? {
+        match resolve(&Value::String(raw.to_owned()))? {
             Value::String(s) => Ok(s),
             other => Ok(other.to_string()),
         }
@@ -72,11 +81,7 @@ pub(crate) fn resolve_spec(
                 .iter()
                 .map(|(k, v)| Ok((k.clone(), text(v)?)))
                 .collect::<Result<_, String>>()?,
-            body: h
-                .body
-                .as_ref()
-                .map(|b| resolve(b, state.input(), &outputs))
-                .transpose()?,
+            body: h.body.as_ref().map(resolve).transpose()?,
         }),
     };
     Ok(Resolved { input, http })
@@ -104,8 +109,13 @@ pub(crate) fn schedule_and_dispatch(
             compensation,
         });
     }
-    let resolved = match spec_of(&state.workflow, index, compensation) {
-        Some(spec) => resolve_spec(state, &spec),
+    let item = if compensation {
+        None
+    } else {
+        state.item_scope(index)
+    };
+    let resolved = match state.spec(index, compensation) {
+        Some(spec) => resolve_spec(state, &spec, item),
         None => Err(format!("task `{task_id}` has no compensate spec")),
     };
     match resolved {
@@ -143,6 +153,7 @@ mod tests {
     use serde_json::json;
 
     use conflux_schema::definition::TaskKind;
+    use conflux_schema::validate::ValidatedWorkflow;
 
     use super::*;
 
@@ -164,12 +175,12 @@ mod tests {
     #[test]
     fn specs_choose_the_task_or_its_compensation() {
         let wf = workflow();
-        let task = spec_of(&wf, 0, false).unwrap();
+        let task = wf.body_of(0, false).unwrap();
         assert_eq!((task.kind, task.max_attempts()), (TaskKind::Http, 1));
         assert_eq!(task.timeout(), Some(Duration::from_secs(5)));
-        let undo = spec_of(&wf, 0, true).unwrap();
+        let undo = wf.body_of(0, true).unwrap();
         assert_eq!((undo.kind, undo.max_attempts()), (TaskKind::Noop, 4));
-        assert!(spec_of(&wf, 1, false).is_none());
+        assert!(wf.body_of(1, false).is_none());
     }
 
     #[test]
@@ -177,13 +188,13 @@ mod tests {
         let wf = workflow();
         let mut state = ExecutionState::new(wf.clone());
         state.input = json!({"n": 7});
-        let resolved = resolve_spec(&state, &spec_of(&wf, 0, false).unwrap()).unwrap();
+        let resolved = resolve_spec(&state, &wf.body_of(0, false).unwrap(), None).unwrap();
         let http = resolved.http.unwrap();
         assert_eq!(http.url, "http://h/7");
         assert_eq!(http.headers["x-n"], "7");
         assert_eq!(http.body, Some(json!({"n": 7, "s": "n=7"})));
         // The compensation reads an output that is not available yet.
-        let err = resolve_spec(&state, &spec_of(&wf, 0, true).unwrap());
+        let err = resolve_spec(&state, &wf.body_of(0, true).unwrap(), None);
         assert!(err.is_err());
     }
 

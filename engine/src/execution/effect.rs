@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::command::TaskRef;
-use super::dispatch::{add, spec_of};
+use super::dispatch::add;
 
 /// A point in time at which the shell must send [`crate::execution::Command::TimerFired`].
 /// Firing a timer that no longer applies is harmless (an empty decision), so timers
@@ -134,7 +134,6 @@ pub fn effects_of(
     event: &Event,
     recorded_at: DateTime<Utc>,
 ) -> Vec<Effect> {
-    let index = |task_id: &conflux_schema::TaskId| workflow.index_of(task_id);
     match event {
         Event::ExecutionStarted { .. } => workflow
             .definition()
@@ -153,17 +152,16 @@ pub fn effects_of(
             http,
             compensation,
             ..
-        } => index(task_id)
-            .and_then(|i| {
-                let task = TaskRef {
-                    task: task_id.clone(),
-                    attempt: *attempt,
-                    compensation: *compensation,
-                };
-                dispatch_effect(workflow, i, task, input.clone(), http.clone())
-            })
-            .into_iter()
-            .collect(),
+        } => {
+            let task = TaskRef {
+                task: task_id.clone(),
+                attempt: *attempt,
+                compensation: *compensation,
+            };
+            dispatch_effect(workflow, task, input.clone(), http.clone())
+                .into_iter()
+                .collect()
+        }
         Event::TaskStarted {
             task_id,
             attempt,
@@ -205,14 +203,13 @@ pub fn effects_of(
 /// and request: an agent enqueue or a built-in run.
 pub(crate) fn dispatch_effect(
     workflow: &ValidatedWorkflow,
-    index: usize,
     task: TaskRef,
     input: Value,
     http: Option<HttpSpec>,
 ) -> Option<Effect> {
-    let spec = spec_of(workflow, index, task.compensation)?;
+    let spec = workflow.body_for(&task.task, task.compensation)?;
     Some(match spec.kind.runs() {
-        Runs::Inline => return None,
+        Runs::Inline | Runs::Items => return None,
         Runs::Agent => Effect::EnqueueAgentTask {
             role: spec.agent_role.unwrap_or_default().to_owned(),
             task,

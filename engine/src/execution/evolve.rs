@@ -8,12 +8,14 @@
 //! and nowhere else.
 
 use chrono::{DateTime, Utc};
+use conflux_schema::definition::Runs;
 use conflux_schema::event::SCHEMA_VERSION;
+use conflux_schema::kind::map::MAX_ITEMS;
 use conflux_schema::{Event, EventEnvelope, EventMetadata, StreamId, TaskId};
 use uuid::Uuid;
 
 use super::dispatch::add;
-use super::state::{ExecutionState, Saga, TaskState};
+use super::state::{ExecutionState, MapRun, Saga, TaskState};
 use super::status::{ExecutionStatus, TaskStatus};
 
 /// Applies one committed event. An envelope whose version is not 0 and is at or below
@@ -175,8 +177,13 @@ impl ExecutionState {
                 t.completed_at = Some(at);
                 self.live.remove(&i);
                 self.undispatched.remove(&i);
-                self.completion_order.push(i);
-                self.settle(i);
+                if self.is_item(i) {
+                    self.item_done(i, false);
+                } else {
+                    self.close_map(i);
+                    self.completion_order.push(i);
+                    self.settle(i);
+                }
             }
             Event::TaskFailed {
                 task_id,
@@ -207,10 +214,14 @@ impl ExecutionState {
                 compensation,
             } => {
                 let Some(i) = self.index(task_id) else { return };
+                // A forward failure settled for good (tolerated, or an item's) is not
+                // retried, whatever a log says.
+                let settled = !compensation && !self.unresolved.contains(&i);
                 let Some(t) = self.track_mut(i, *compensation) else {
                     return;
                 };
-                if !matches!(t.status, TaskStatus::Failed | TaskStatus::TimedOut)
+                if settled
+                    || !matches!(t.status, TaskStatus::Failed | TaskStatus::TimedOut)
                     || *attempt != t.attempt.saturating_add(1)
                 {
                     return;
@@ -233,8 +244,12 @@ impl ExecutionState {
                 t.status = TaskStatus::Skipped;
                 t.error = Some(reason.clone());
                 t.completed_at = Some(at);
-                self.ready.take(i);
-                self.settle(i);
+                if self.is_item(i) {
+                    self.item_done(i, false);
+                } else {
+                    self.ready.take(i);
+                    self.settle(i);
+                }
             }
             Event::TaskCancelled {
                 task_id,
@@ -254,6 +269,11 @@ impl ExecutionState {
                 t.completed_at = Some(at);
                 if !compensation {
                     self.forget_forward(i);
+                    if self.is_item(i) {
+                        self.item_done(i, false);
+                    } else {
+                        self.close_map(i);
+                    }
                 }
             }
             Event::ExecutionPaused {} => {
@@ -361,11 +381,22 @@ impl ExecutionState {
             | Event::TenantPolicySet { .. }
             // Erasure changes what payloads read as, not the execution's state.
             | Event::ExecutionDataErased { .. } => {}
+            Event::MapExpanded {
+                task_id,
+                attempt,
+                count,
+            } => {
+                let Some(i) = self.index(task_id) else { return };
+                let current = self.tasks[i].attempt == *attempt && self.tasks[i].dispatched;
+                if current {
+                    self.open_map(i, *count as usize);
+                }
+            }
         }
     }
 
     fn index(&self, task_id: &TaskId) -> Option<usize> {
-        self.workflow.index_of(task_id)
+        self.index_of(task_id)
     }
 
     fn track_mut(&mut self, index: usize, compensation: bool) -> Option<&mut TaskState> {
@@ -423,6 +454,11 @@ impl ExecutionState {
             self.retrying.remove(&i);
             self.live.insert(i);
             self.undispatched.insert(i);
+            if let (true, Some((map, k))) = (fresh, self.item_at(i)) {
+                if let Some(run) = self.maps.get_mut(&map) {
+                    run.scheduled = run.scheduled.max(k + 1);
+                }
+            }
         }
     }
 
@@ -450,10 +486,68 @@ impl ExecutionState {
         t.completed_at = Some(at);
         if !compensation {
             self.forget_forward(i);
-            if self.fails_for_good(i) && self.failure_tolerated(i) {
+            let for_good = self.fails_for_good(i);
+            if self.is_item(i) && for_good {
+                // Its map decides what that means (fail fast, or collect).
+                self.item_done(i, true);
+            } else if for_good && self.failure_tolerated(i) {
+                self.close_map(i);
                 self.settle(i);
             } else {
+                if for_good {
+                    self.close_map(i);
+                }
                 self.unresolved.insert(i);
+            }
+        }
+    }
+
+    /// Map task `index` was dispatched with `count` items: its item slots are made
+    /// (once; a map is not retried).
+    fn open_map(&mut self, index: usize, count: usize) {
+        let is_map = self
+            .workflow
+            .task(index)
+            .is_some_and(|t| t.kind.runs() == Runs::Items);
+        if !is_map || self.maps.contains_key(&index) {
+            return;
+        }
+        let count = count.min(MAX_ITEMS);
+        let Some(map_id) = self.id(index).cloned() else {
+            return;
+        };
+        let first = self.tasks.len();
+        for k in 0..count {
+            self.tasks.push(TaskState::default());
+            self.items.push((index, map_id.item(k)));
+        }
+        let run = MapRun {
+            first,
+            count,
+            scheduled: 0,
+            done: 0,
+            failed: None,
+            open: true,
+        };
+        self.maps.insert(index, run);
+    }
+
+    /// Map task `index` (if it is one) ended: its items are no longer scheduled.
+    fn close_map(&mut self, index: usize) {
+        if let Some(run) = self.maps.get_mut(&index) {
+            run.open = false;
+        }
+    }
+
+    /// Item slot `index` is done; `failed`: it failed for good.
+    fn item_done(&mut self, index: usize, failed: bool) {
+        let Some((map, k)) = self.item_at(index) else {
+            return;
+        };
+        if let Some(run) = self.maps.get_mut(&map) {
+            run.done += 1;
+            if failed {
+                run.failed.get_or_insert(k);
             }
         }
     }
@@ -461,16 +555,16 @@ impl ExecutionState {
     /// Whether the latest failure of forward task `index` can no longer be retried.
     fn fails_for_good(&self, index: usize) -> bool {
         let t = &self.tasks[index];
-        let max = self
-            .workflow
-            .body_of(index, false)
-            .map_or(1, |b| b.max_attempts());
+        let max = self.spec(index, false).map_or(1, |b| b.max_attempts());
         !t.retryable || t.attempt >= max
     }
 
     /// Forward task `index` settled: it counts towards completion, and its dependents
     /// whose every dependency settled become ready to be judged.
     fn settle(&mut self, index: usize) {
+        if self.is_item(index) {
+            return;
+        }
         self.settled += 1;
         let workflow = self.workflow.clone();
         let tasks = &self.tasks;

@@ -18,6 +18,7 @@
 //! - `command`: [`Command`], [`TaskRef`] (how attempts are named) and [`Rejection`].
 //! - `decide`: the command dispatcher, lifecycle commands and timers.
 //! - `attempt`: start/heartbeat/complete/fail, fenced by attempt number.
+//! - `fanout`: the step of a running `map` (its items, its end).
 //! - `judge`: a ready task's trigger rule and `when`, and a switch's choice.
 //! - `advance`: the process-manager step; `saga`: compensation in reverse completion
 //!   order.
@@ -31,6 +32,7 @@ mod decide;
 mod dispatch;
 mod effect;
 mod evolve;
+mod fanout;
 mod judge;
 mod ready;
 mod saga;

@@ -13,7 +13,7 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use conflux_schema::definition::HttpSpec;
+use conflux_schema::definition::{HttpSpec, OnFailure, TaskBody};
 use conflux_schema::validate::ValidatedWorkflow;
 use conflux_schema::{EventEnvelope, TaskId};
 use serde_json::Value;
@@ -157,7 +157,31 @@ pub struct ExecutionState {
     /// How many forward tasks settled for good: completed, skipped, or failed where a
     /// downstream trigger rule lets the execution go on. All settled: complete.
     pub(crate) settled: usize,
+    /// The item slots of dispatched maps, by map task index. Items live in `tasks`
+    /// after the declared tasks (`tasks[workflow.len()..]`), in the order their maps
+    /// were dispatched.
+    pub(crate) maps: BTreeMap<usize, MapRun>,
+    /// For each item slot (`tasks[workflow.len() + k]`): its map and its id.
+    pub(crate) items: Vec<(usize, TaskId)>,
     pub(crate) saga: Option<Saga>,
+}
+
+/// The items of one dispatched map and how far they got; kept by evolve so a step of
+/// the map costs what it schedules, never the number of its items.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct MapRun {
+    /// The slot of item 0 in `ExecutionState::tasks`.
+    pub(crate) first: usize,
+    /// How many items.
+    pub(crate) count: usize,
+    /// Items `0..scheduled` had their first attempt scheduled (they go in order).
+    pub(crate) scheduled: usize,
+    /// Items done: completed, failed for good, skipped or cancelled.
+    pub(crate) done: usize,
+    /// The first item that failed for good, if one did.
+    pub(crate) failed: Option<usize>,
+    /// Whether the map itself is still running (its items may be scheduled).
+    pub(crate) open: bool,
 }
 
 impl ExecutionState {
@@ -189,6 +213,8 @@ impl ExecutionState {
             unresolved: BTreeSet::new(),
             completion_order: Vec::new(),
             settled: 0,
+            maps: BTreeMap::new(),
+            items: Vec::new(),
             saga: None,
         }
     }
@@ -278,9 +304,63 @@ impl ExecutionState {
 
     /// The state of task `id`; `None` for an id that is not a task of the workflow.
     pub fn task(&self, id: &str) -> Option<&TaskState> {
-        self.workflow
-            .index_of_str(id)
+        self.index_of_str(id)
             .and_then(|index| self.tasks.get(index))
+    }
+
+    /// The items of every dispatched map, in slot order: `(map task id, item id)`.
+    pub fn items(&self) -> impl Iterator<Item = (&TaskId, &TaskId)> + '_ {
+        let ids = self.workflow.task_ids();
+        self.items
+            .iter()
+            .filter_map(move |(map, id)| Some((ids.get(*map)?, id)))
+    }
+
+    /// The slot of task (or map item) `id`.
+    pub(crate) fn index_of_str(&self, id: &str) -> Option<usize> {
+        if let Some(index) = self.workflow.index_of_str(id) {
+            return Some(index);
+        }
+        let (map, k) = TaskId::parse(id)
+            .ok()?
+            .item_of()
+            .map(|(m, k)| (m.to_owned(), k))?;
+        let run = self.maps.get(&self.workflow.index_of_str(&map)?)?;
+        (k < run.count).then_some(run.first + k)
+    }
+
+    /// The slot of task (or map item) `id`.
+    pub(crate) fn index_of(&self, id: &TaskId) -> Option<usize> {
+        self.index_of_str(id.as_str())
+    }
+
+    /// Whether slot `index` is a map's item rather than a declared task.
+    pub(crate) fn is_item(&self, index: usize) -> bool {
+        index >= self.workflow.len()
+    }
+
+    /// For item slot `index`: its map's task index and its own index in the map.
+    pub(crate) fn item_at(&self, index: usize) -> Option<(usize, usize)> {
+        let (map, _) = self.items.get(index.checked_sub(self.workflow.len())?)?;
+        Some((*map, index - self.maps.get(map)?.first))
+    }
+
+    /// What one attempt at slot `index` runs: a declared task's own spec or its
+    /// compensation's, or for a map's item the map's template; with the default
+    /// attempt limit when it names none.
+    pub(crate) fn spec(&self, index: usize, compensation: bool) -> Option<TaskBody<'_>> {
+        match self.item_at(index) {
+            Some((map, _)) if !compensation => self.workflow.template_of(map),
+            Some(_) => None,
+            None => self.workflow.body_of(index, compensation),
+        }
+    }
+
+    /// For item slot `index`: the element it runs for and its index in the map.
+    pub(crate) fn item_scope(&self, index: usize) -> Option<(&Value, usize)> {
+        let (map, k) = self.item_at(index)?;
+        let items = self.tasks.get(map)?.input.as_ref()?;
+        Some((items.get(k)?, k))
     }
 
     /// The state of the task at `index` (the order of [`ValidatedWorkflow::tasks`]).
@@ -290,8 +370,7 @@ impl ExecutionState {
 
     /// The state of task `id`'s compensation, once its first attempt was scheduled.
     pub fn compensation(&self, id: &str) -> Option<&TaskState> {
-        self.workflow
-            .index_of_str(id)
+        self.index_of_str(id)
             .and_then(|index| self.compensations.get(&index))
     }
 
@@ -319,7 +398,11 @@ impl ExecutionState {
 
     /// Whether a failure of forward task `index` lets the execution go on: some direct
     /// dependent's trigger rule may run after an upstream failure.
+    /// Never under `on_failure: compensate`, where a failure always starts the saga.
     pub(crate) fn failure_tolerated(&self, index: usize) -> bool {
+        if self.workflow.definition().on_failure == OnFailure::Compensate {
+            return false;
+        }
         self.workflow.dependents(index).iter().any(|&d| {
             self.workflow
                 .task(d as usize)
@@ -329,7 +412,10 @@ impl ExecutionState {
 
     /// The id of the task at `index`.
     pub(crate) fn id(&self, index: usize) -> Option<&TaskId> {
-        self.workflow.task_ids().get(index)
+        match index.checked_sub(self.workflow.len()) {
+            None => self.workflow.task_ids().get(index),
+            Some(k) => self.items.get(k).map(|(_, id)| id),
+        }
     }
 
     /// The output of task `id` if it completed (also once compensated): what

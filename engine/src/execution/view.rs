@@ -30,22 +30,18 @@ impl ExecutionState {
 
     /// The execution body as its type (what [`ExecutionState::to_json`] serialises).
     pub fn view(&self) -> api::Execution {
-        let ids = self.workflow.task_ids();
-        let tasks = ids
-            .iter()
-            .zip(&self.tasks)
-            .enumerate()
-            .map(|(i, (id, task))| {
-                let mut view = task_view(task);
-                view.compensation = self.compensations.get(&i).map(|c| api::CompensationState {
-                    status: c.status,
-                    attempts: c.attempts,
-                    output: c.output.clone(),
-                    error: c.error.clone(),
-                });
-                (id.as_str().to_owned(), view)
-            })
+        let tasks = (0..self.tasks.len())
+            .filter_map(|i| self.task_entry(i))
             .collect();
+        let mut view = self.summary_view();
+        view.tasks = tasks;
+        view
+    }
+
+    /// [`ExecutionState::view`] without its tasks (`tasks` empty): what a read model
+    /// that keeps task rows apart rewrites when only some tasks changed.
+    pub fn summary_view(&self) -> api::Execution {
+        let tasks = Default::default();
         api::Execution {
             execution_id: self.execution_id,
             workflow_id: self.workflow_id,
@@ -65,6 +61,33 @@ impl ExecutionState {
     /// a restart: the workflow deadline (while running or paused), each running
     /// attempt's deadline and each planned retry (tasks in index order, a task's own
     /// attempt before its compensation's).
+    /// How many task slots the execution has: its declared tasks, then the items of
+    /// its dispatched maps. [`ExecutionState::task_entry`] reads each.
+    pub fn slots(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// The slot of task (or map item) `id`.
+    pub fn slot(&self, id: &str) -> Option<usize> {
+        self.index_of_str(id)
+    }
+
+    /// The id and API entry (with its compensation) of the task or item at `slot`.
+    pub fn task_entry(&self, slot: usize) -> Option<(String, api::TaskState)> {
+        let id = self.id(slot)?;
+        let mut view = task_view(self.tasks.get(slot)?);
+        view.compensation = self
+            .compensations
+            .get(&slot)
+            .map(|c| api::CompensationState {
+                status: c.status,
+                attempts: c.attempts,
+                output: c.output.clone(),
+                error: c.error.clone(),
+            });
+        Some((id.as_str().to_owned(), view))
+    }
+
     pub fn pending_timers(&self) -> Vec<Timer> {
         let mut timers = Vec::new();
         if let (Some(deadline), ExecutionStatus::Running | ExecutionStatus::Paused) =
@@ -118,13 +141,7 @@ impl ExecutionState {
                     continue;
                 };
                 let input = t.input.clone().unwrap_or(Value::Null);
-                effects.extend(dispatch_effect(
-                    &self.workflow,
-                    i,
-                    task,
-                    input,
-                    t.http.clone(),
-                ));
+                effects.extend(dispatch_effect(&self.workflow, task, input, t.http.clone()));
             }
         }
         effects

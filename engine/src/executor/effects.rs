@@ -144,12 +144,13 @@ pub(super) fn running_builtins(state: &ExecutionState) -> Vec<Effect> {
     use crate::execution::TaskStatus;
     let mut effects = Vec::new();
     let workflow = state.workflow();
-    for (index, id) in workflow.task_ids().iter().enumerate() {
+    let items = state.items().map(|(_, id)| id);
+    for id in workflow.task_ids().iter().chain(items) {
         let tracks = [
             (state.task(id.as_str()), false),
             (state.compensation(id.as_str()), true),
         ]
-        .map(|(track, compensation)| (track, compensation, workflow.body_of(index, compensation)));
+        .map(|(track, compensation)| (track, compensation, workflow.body_for(id, compensation)));
         for (track, compensation, body) in tracks {
             let (Some(t), Some(body)) = (track, body) else {
                 continue;

@@ -259,7 +259,7 @@ impl BuiltinRunner {
                 });
                 http::run(&self.inner, tenant, spec, shown, limit).await
             }
-            TaskKind::Agent | TaskKind::Switch => Outcome::failed(
+            TaskKind::Agent | TaskKind::Switch | TaskKind::Map => Outcome::failed(
                 format!("{kind} tasks are not run by the built-in runner"),
                 false,
             ),

@@ -11,6 +11,7 @@
 
 mod agent;
 mod http;
+pub mod map;
 mod noop;
 mod sleep;
 mod switch;
@@ -22,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::definition::{HttpSpec, RetryPolicy, SwitchCase};
+use crate::definition::{CompensationSpec, HttpSpec, RetryPolicy, SwitchCase};
 
 /// How a task is executed.
 #[derive(
@@ -41,16 +42,20 @@ pub enum TaskKind {
     /// Takes the first of its `cases` whose `when` holds (else `default`); the
     /// branches not taken are skipped. Output `{"case", "next"}`.
     Switch,
+    /// Runs its `template` once per element of `items`; output: the items' outputs in
+    /// order.
+    Map,
 }
 
 impl TaskKind {
     /// Every kind, in the order of the enum.
-    pub const ALL: [TaskKind; 5] = [
+    pub const ALL: [TaskKind; 6] = [
         TaskKind::Noop,
         TaskKind::Sleep,
         TaskKind::Http,
         TaskKind::Agent,
         TaskKind::Switch,
+        TaskKind::Map,
     ];
 
     /// The kind's entry in the table: its rules and how it runs.
@@ -61,6 +66,7 @@ impl TaskKind {
             TaskKind::Http => &http::RULES,
             TaskKind::Agent => &agent::RULES,
             TaskKind::Switch => &switch::RULES,
+            TaskKind::Map => &map::RULES,
         }
     }
 
@@ -92,6 +98,9 @@ pub enum Runs {
     /// By the execution core itself, in the decision that dispatches it (no runner,
     /// no attempt deadline).
     Inline,
+    /// As items: the core runs its template once per element of its `items`, each item
+    /// an attempt of its own (id `<task>[<index>]`), and completes it when they are done.
+    Items,
 }
 
 /// One kind's entry in the table.
@@ -132,6 +141,12 @@ pub struct TaskBody<'a> {
     pub cases: &'a [SwitchCase],
     /// For `switch`: the tasks run when no case holds.
     pub default_next: Option<&'a [String]>,
+    /// For `map`: the items (a reference or a literal array).
+    pub items: Option<&'a Value>,
+    /// For `map`: what each item runs.
+    pub template: Option<&'a CompensationSpec>,
+    /// For `map`: most items running at once.
+    pub max_parallel: Option<u32>,
 }
 
 impl TaskBody<'_> {

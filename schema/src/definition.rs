@@ -66,7 +66,7 @@ pub enum OnFailure {
     Compensate,
 }
 
-pub use crate::kind::{KindRules, Runs, TaskBody, TaskKind};
+pub use crate::kind::{Approvers, KindRules, Runs, TaskBody, TaskKind};
 
 /// One task of a definition. `${input.x}` and `${tasks.<id>.output.x}` in `input`,
 /// `http.url`, `http.headers` and `http.body` are resolved when it is scheduled.
@@ -101,6 +101,12 @@ pub struct TaskSpec {
     /// For `sleep` tasks: how long, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sleep_ms: Option<u64>,
+    /// For `signal` tasks: the name of the signal it waits for (default: its id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
+    /// For `approval` tasks: who must approve.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approvers: Option<Approvers>,
 }
 
 impl TaskSpec {
@@ -119,6 +125,8 @@ impl TaskSpec {
             sleep_ms: self.sleep_ms,
             retry: self.retry.as_ref(),
             timeout_seconds: self.timeout_seconds,
+            signal: self.signal.as_deref(),
+            approvers: self.approvers.as_ref(),
         }
     }
 }
@@ -234,6 +242,8 @@ impl CompensationSpec {
             sleep_ms: self.sleep_ms,
             retry: self.retry.as_ref(),
             timeout_seconds: self.timeout_seconds,
+            signal: None,
+            approvers: None,
         }
     }
 }

@@ -193,7 +193,8 @@ impl ValidatedWorkflow {
 
     /// What one attempt of task `index` runs (or, with `compensation`, of its
     /// `compensate`), with the attempt limit in force: the spec's own
-    /// `timeout_seconds`, else [`Limits::default_task_timeout_seconds`] as validated.
+    /// `timeout_seconds`, else [`Limits::default_task_timeout_seconds`] as validated
+    /// (not for waiting kinds: they wait without a deadline unless they name one).
     /// `None` when there is no such task or it has no `compensate`.
     pub fn body_of(&self, index: usize, compensation: bool) -> Option<TaskBody<'_>> {
         let task = self.task(index)?;
@@ -202,7 +203,9 @@ impl ValidatedWorkflow {
         } else {
             task.body()
         };
-        body.timeout_seconds = body.timeout_seconds.or(Some(self.default_timeout_seconds));
+        if body.kind.rules().default_timeout() {
+            body.timeout_seconds = body.timeout_seconds.or(Some(self.default_timeout_seconds));
+        }
         Some(body)
     }
 

@@ -68,6 +68,8 @@ fn noop(id: String, depends_on: Vec<String>) -> TaskSpec {
         compensate: None,
         http: None,
         sleep_ms: None,
+        signal: None,
+        approvers: None,
     }
 }
 

@@ -23,7 +23,7 @@ use conflux_schema::definition::OnFailure;
 use conflux_schema::Event;
 use serde_json::{Map, Value};
 
-use super::dispatch::{add, schedule_and_dispatch, spec_of};
+use super::dispatch::{add, schedule_and_dispatch_at, spec_of};
 use super::saga;
 use super::state::ExecutionState;
 use super::status::{ExecutionStatus, TaskStatus};
@@ -116,7 +116,7 @@ fn running(s: &ExecutionState, now: DateTime<Utc>, out: &mut Vec<Event>) {
     work.extend(s.ready.iter().map(|i| (i, 1, true)));
     for (i, attempt, schedule) in work {
         overlay.scheduled.insert(i);
-        match schedule_and_dispatch(s, i, attempt, false, schedule, out) {
+        match schedule_and_dispatch_at(s, i, attempt, schedule, now, out) {
             Ok(()) => {
                 overlay.live.insert(i, attempt);
             }

@@ -212,6 +212,8 @@ pub(crate) fn dispatch_effect(
 ) -> Option<Effect> {
     let spec = spec_of(workflow, index, task.compensation)?;
     Some(match spec.kind.runs() {
+        // Nothing runs a waiting attempt: commands complete it.
+        Runs::Waits => return None,
         Runs::Agent => Effect::EnqueueAgentTask {
             role: spec.agent_role.unwrap_or_default().to_owned(),
             task,

@@ -147,6 +147,7 @@ impl ExecutionState {
                 self.live.remove(&i);
                 self.undispatched.remove(&i);
                 self.completion_order.push(i);
+                self.wait_completed(i);
                 let workflow = self.workflow.clone();
                 let tasks = &self.tasks;
                 self.ready
@@ -334,6 +335,7 @@ impl ExecutionState {
             | Event::TenantPolicySet { .. }
             // Erasure changes what payloads read as, not the execution's state.
             | Event::ExecutionDataErased { .. } => {}
+            Event::SignalReceived { .. } | Event::ApprovalDecided { .. } => self.apply_wait(event),
         }
     }
 

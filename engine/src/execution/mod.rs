@@ -22,6 +22,8 @@
 //!   order.
 //! - `dispatch`: which spec runs and its `${...}` resolution; `effect`: [`Effect`],
 //!   [`Timer`], [`Decision`]; `view`: the API body, pending timers and dispatches.
+//! - `waits`: the waiting kinds (`signal`, `approval`): kept signals, approval
+//!   decisions, and `Advance` run to rest when a dispatch completes a task.
 
 mod advance;
 mod attempt;
@@ -35,6 +37,7 @@ mod saga;
 mod state;
 mod status;
 mod view;
+mod waits;
 
 pub use command::{Command, Rejection, TaskRef};
 pub use decide::decide;
@@ -42,3 +45,4 @@ pub use effect::{effects_of, Decision, Effect, Timer};
 pub use evolve::evolve;
 pub use state::{ExecutionState, TaskState};
 pub use status::{ExecutionStatus, TaskStatus};
+pub use waits::ApprovalBy;

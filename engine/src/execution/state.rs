@@ -155,6 +155,8 @@ pub struct ExecutionState {
     /// Forward tasks in the order they completed.
     pub(crate) completion_order: Vec<usize>,
     pub(crate) saga: Option<Saga>,
+    /// Kept signals and approval decisions (the waiting kinds).
+    pub(crate) waits: super::waits::Waits,
 }
 
 impl ExecutionState {
@@ -186,6 +188,7 @@ impl ExecutionState {
             unresolved: BTreeSet::new(),
             completion_order: Vec::new(),
             saga: None,
+            waits: Default::default(),
         }
     }
 

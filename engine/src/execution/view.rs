@@ -37,6 +37,7 @@ impl ExecutionState {
             .enumerate()
             .map(|(i, (id, task))| {
                 let mut view = task_view(task);
+                view.waiting_for = self.waiting_for(i);
                 view.compensation = self.compensations.get(&i).map(|c| api::CompensationState {
                     status: c.status,
                     attempts: c.attempts,
@@ -149,5 +150,6 @@ fn task_view(t: &TaskState) -> api::TaskState {
         error: t.error.clone(),
         agent_id: t.agent_id,
         compensation: None,
+        waiting_for: None,
     }
 }

@@ -260,6 +260,10 @@ impl BuiltinRunner {
                 http::run(&self.inner, tenant, spec, shown, limit).await
             }
             TaskKind::Agent => Outcome::failed("agent tasks are not run in-process", false),
+            TaskKind::Signal | TaskKind::Approval => Outcome::failed(
+                format!("{kind} tasks wait for commands, nothing runs them"),
+                false,
+            ),
         }
     }
 

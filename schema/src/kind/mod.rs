@@ -10,9 +10,14 @@
 //! field a request does not define is still refused by name at the HTTP edge).
 
 mod agent;
+mod approval;
 mod http;
 mod noop;
+mod signal;
 mod sleep;
+
+pub use approval::Approvers;
+pub use signal::check_signal_name;
 
 use std::fmt;
 use std::time::Duration;
@@ -37,15 +42,21 @@ pub enum TaskKind {
     Http,
     /// Executed by an external agent polling `agent_role`.
     Agent,
+    /// Waits for the signal `signal` (default: the task id); output: its payload.
+    Signal,
+    /// Waits for `approvers.count` approvals by holders of `approvers.roles`.
+    Approval,
 }
 
 impl TaskKind {
     /// Every kind, in the order of the enum.
-    pub const ALL: [TaskKind; 4] = [
+    pub const ALL: [TaskKind; 6] = [
         TaskKind::Noop,
         TaskKind::Sleep,
         TaskKind::Http,
         TaskKind::Agent,
+        TaskKind::Signal,
+        TaskKind::Approval,
     ];
 
     /// The kind's entry in the table: its rules and how it runs.
@@ -55,6 +66,8 @@ impl TaskKind {
             TaskKind::Sleep => &sleep::RULES,
             TaskKind::Http => &http::RULES,
             TaskKind::Agent => &agent::RULES,
+            TaskKind::Signal => &signal::RULES,
+            TaskKind::Approval => &approval::RULES,
         }
     }
 
@@ -83,6 +96,10 @@ pub enum Runs {
     Builtin,
     /// By an external agent that leases it from its role's queue.
     Agent,
+    /// By nobody: the attempt starts when dispatched and waits for commands (a signal,
+    /// approvals) to complete or fail it. It has no attempt deadline unless the task
+    /// names `timeout_seconds`, and nothing re-runs it on recovery.
+    Waits,
 }
 
 /// One kind's entry in the table.
@@ -119,6 +136,25 @@ pub struct TaskBody<'a> {
     pub retry: Option<&'a RetryPolicy>,
     /// The start-to-close limit of one attempt, in seconds, if given.
     pub timeout_seconds: Option<u64>,
+    /// For `signal`: the signal's name, if given (default: the task id).
+    pub signal: Option<&'a str>,
+    /// For `approval`: who must approve.
+    pub approvers: Option<&'a Approvers>,
+}
+
+impl KindRules {
+    /// Whether an attempt that names no `timeout_seconds` gets the configured default
+    /// deadline: every kind but the waiting ones, which wait for people.
+    pub fn default_timeout(&self) -> bool {
+        self.runs != Runs::Waits
+    }
+}
+
+impl<'a> TaskBody<'a> {
+    /// The name of the signal a `signal` task waits for: its `signal`, else its id.
+    pub fn signal_name(&self, task_id: &'a str) -> &'a str {
+        self.signal.unwrap_or(task_id)
+    }
 }
 
 impl TaskBody<'_> {

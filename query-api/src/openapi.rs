@@ -22,6 +22,7 @@ use utoipa::openapi::tag::TagBuilder;
 use utoipa::openapi::{InfoBuilder, LicenseBuilder, OpenApi, OpenApiBuilder};
 
 use routes::{agents, audit, executions, keys, live, operations, secrets, tenants, workflows};
+use waits::waits;
 use shapes::ErrorBody;
 use spec::Spec;
 
@@ -29,6 +30,7 @@ mod routes;
 #[allow(dead_code)]
 mod shapes;
 mod spec;
+mod waits;
 
 /// Where the document is served.
 pub const PATH: &str = "/api/v1/openapi.json";
@@ -60,6 +62,7 @@ pub fn document() -> OpenApi {
     s.schema::<ErrorBody>();
     workflows(&mut s);
     executions(&mut s);
+    waits(&mut s);
     audit(&mut s);
     agents(&mut s);
     keys(&mut s);

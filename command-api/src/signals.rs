@@ -25,7 +25,8 @@ pub async fn send(
     ApiJson(body): ApiJson<SignalRequest>,
 ) -> Result<(StatusCode, Json<SignalAccepted>), ApiError> {
     let execution_id = path_uuid(&id, "execution")?;
-    ctx.quotas.check_payload_of(request.tenant(), &body.payload)?;
+    ctx.quotas
+        .check_payload_of(request.tenant(), &body.payload)?;
     let command = Command::Signal {
         name: signal.clone(),
         payload: body.payload,

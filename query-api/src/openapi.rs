@@ -22,9 +22,9 @@ use utoipa::openapi::tag::TagBuilder;
 use utoipa::openapi::{InfoBuilder, LicenseBuilder, OpenApi, OpenApiBuilder};
 
 use routes::{agents, audit, executions, keys, live, operations, secrets, tenants, workflows};
-use waits::waits;
 use shapes::ErrorBody;
 use spec::Spec;
+use waits::waits;
 
 mod routes;
 #[allow(dead_code)]

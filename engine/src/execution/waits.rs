@@ -224,14 +224,19 @@ pub struct ApprovalBy {
     pub comment: Option<String>,
 }
 
-/// `DecideApproval` on the current attempt of approval task `task`.
+/// `DecideApproval` on the current attempt of approval task `task`. Checked in this
+/// order: the execution (not started: 404, finished: 409), the task (unknown: 404, not
+/// an approval: 409), the caller's role (403), the attempt (not waiting: 409), the
+/// caller (decided already: 409).
 pub(crate) fn approval(
     state: &ExecutionState,
     task: &str,
     decision: ApprovalBy,
 ) -> Result<Vec<Event>, Rejection> {
-    if state.status == ExecutionStatus::NotStarted {
-        return Err(Rejection::NotStarted);
+    match state.status {
+        ExecutionStatus::NotStarted => return Err(Rejection::NotStarted),
+        s if s.is_terminal() => return Err(Rejection::Terminal(s)),
+        _ => {}
     }
     let index = state
         .workflow
@@ -257,9 +262,6 @@ pub(crate) fn approval(
             role: decision.role.as_str().to_owned(),
             roles: approvers.roles.join(", "),
         });
-    }
-    if state.is_terminal() {
-        return Err(Rejection::Terminal(state.status));
     }
     let t = &state.tasks[index];
     if t.status != TaskStatus::Running {

@@ -9,9 +9,20 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::agent::TestAgent;
+use crate::conformance::complaint;
 use crate::harness::{Log, TestServer, MAX_BODY_BYTES, PATIENCE};
 use crate::tenants::{key_in, system_admin, Caller};
 use conflux_schema::access::Role;
+
+/// Checks a real answer against the served OpenAPI document's operation.
+async fn conforms(s: &TestServer, template: &str, answer: &(u16, Value)) {
+    let (_, document) = s.get("/api/v1/openapi.json").await;
+    let method = if answer.0 == 200 { "get" } else { "post" };
+    let operation = &document["paths"][template][method];
+    assert!(operation.is_object(), "{template} is documented");
+    let found = complaint(&document, operation, template, answer.0, &answer.1);
+    assert_eq!(found, None);
+}
 
 fn signal_path(execution: &str, name: &str) -> String {
     format!("/api/v1/executions/{execution}/signals/{name}")
@@ -114,6 +125,8 @@ pub async fn signals_arrive_before_and_after_their_task(s: &TestServer) {
         .await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["delivered_to"], "late", "{body}");
+    let template = "/api/v1/executions/{id}/signals/{signal}";
+    conforms(s, template, &(status, body)).await;
     let body = s.wait_terminal(&execution).await;
     assert_eq!(body["status"], "completed", "{body:#}");
     assert_eq!(
@@ -294,6 +307,7 @@ pub async fn two_person_approval(s: &TestServer) {
         body["tasks"]["gate"]["waiting_for"]["approvals"],
         json!({"needed": 2, "given": 0, "approved_by": [], "roles": ["admin", "operator"]})
     );
+    conforms(s, "/api/v1/executions/{id}", &(200, body)).await;
     let before = s.events(&execution).await.0.len();
     let approve = |task: &str| decide_path(&execution, task, "approve");
 
@@ -339,6 +353,9 @@ pub async fn two_person_approval(s: &TestServer) {
         (&json!(1), &json!(2), &json!("running")),
         "{body}"
     );
+    let template = "/api/v1/executions/{id}/tasks/{task_id}/approve";
+    conforms(s, template, &(status, body)).await;
+    conforms(s, template, &refused[0].0).await;
     let twice = post_as(&admin, approve("gate"), json!({})).await;
     assert_eq!(error_code(&twice), (409, "conflict"), "{}", twice.1);
     assert!(twice.1["error"]["message"]

@@ -10,7 +10,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::agent::TestAgent;
 use crate::conformance::complaint;
-use crate::harness::{Log, TestServer, MAX_BODY_BYTES, PATIENCE};
+use crate::harness::{Log, TestServer, WsSocket, MAX_BODY_BYTES, PATIENCE};
 use crate::tenants::{key_in, system_admin, Caller};
 use conflux_schema::access::Role;
 
@@ -22,6 +22,37 @@ async fn conforms(s: &TestServer, template: &str, answer: &(u16, Value)) {
     assert!(operation.is_object(), "{template} is documented");
     let found = complaint(&document, operation, template, answer.0, &answer.1);
     assert_eq!(found, None);
+}
+
+/// The next JSON text frame, or None when the stream ends.
+async fn next_frame(socket: &mut WsSocket) -> Option<Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let frame = tokio::time::timeout_at(deadline, socket.next())
+            .await
+            .expect("a frame within 30 s")?;
+        if let Message::Text(text) = frame.expect("frame") {
+            return Some(serde_json::from_str(&text).expect("a JSON frame"));
+        }
+    }
+}
+
+/// The events a live stream sends until the execution's terminal event.
+async fn read_to_end(socket: &mut WsSocket) -> Vec<Value> {
+    let mut events = Vec::new();
+    while let Some(frame) = next_frame(socket).await {
+        assert_eq!(frame["type"], "event", "{frame}");
+        let event = frame["event"].clone();
+        let end = matches!(
+            event["type"].as_str(),
+            Some("ExecutionCompleted" | "ExecutionFailed" | "ExecutionCancelled")
+        );
+        events.push(event);
+        if end {
+            break;
+        }
+    }
+    events
 }
 
 fn signal_path(execution: &str, name: &str) -> String {
@@ -148,26 +179,10 @@ pub async fn signals_arrive_before_and_after_their_task(s: &TestServer) {
     assert_eq!(log.count("TaskStarted", Some("late")), 1);
 
     // The WebSocket: a snapshot, then exactly the rest of the log.
-    let mut streamed = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let mut snapshot_position = None;
-    while let Ok(Some(frame)) = tokio::time::timeout_at(deadline, socket.next()).await {
-        let Message::Text(text) = frame.expect("frame") else {
-            continue;
-        };
-        let frame: Value = serde_json::from_str(&text).expect("json frame");
-        if frame["type"] == "snapshot" {
-            snapshot_position = frame["position"].as_u64();
-            continue;
-        }
-        let event = frame["event"].clone();
-        let end = event["type"] == "ExecutionCompleted";
-        streamed.push(event);
-        if end {
-            break;
-        }
-    }
-    let from = snapshot_position.expect("a snapshot first");
+    let first = next_frame(&mut socket).await.expect("a snapshot");
+    assert_eq!(first["type"], "snapshot", "{first}");
+    let from = first["position"].as_u64().expect("a position");
+    let streamed = read_to_end(&mut socket).await;
     let expected: Vec<&Value> = log
         .0
         .iter()
@@ -404,6 +419,17 @@ pub async fn two_person_approval(s: &TestServer) {
         body["tasks"]["ship"]["output"],
         json!({"approved_by": [first, second], "comments": ["looks good", null]}),
         "{body:#}"
+    );
+
+    // The WebSocket from the start (`?after=0`: no snapshot) is exactly the log.
+    let (mut socket, _) = s
+        .ws_connect(&format!("/ws/executions/{execution}?after=0"))
+        .await
+        .expect("websocket");
+    let streamed = read_to_end(&mut socket).await;
+    assert_eq!(
+        streamed.iter().collect::<Vec<_>>(),
+        log.0.iter().collect::<Vec<_>>()
     );
 
     // One reject fails the task for good, whatever its retry policy.

@@ -15,7 +15,6 @@ pub struct SignalRequest {
     /// The signal's payload: the output of the `signal` task that consumes it (`null`
     /// when absent). Limited by the body limit and the tenant's `event_payload_bytes`.
     #[serde(default)]
-    #[schema(value_type = Object)]
     pub payload: Value,
 }
 

@@ -6,6 +6,8 @@
 //! # Layout
 //! - [`workflows`]: create (versioned by name), execute (idempotent), pause/resume all.
 //! - [`executions`]: pause, resume, cancel one execution.
+//! - [`signals`]: a signal for an execution's `signal` tasks; [`approvals`]: approve or
+//!   reject an `approval` task (the rules are the execution core's).
 //! - [`agents`]: register, long-poll leases, complete/fail/heartbeat by lease (the rules
 //!   are the engine's agent service; these routes translate HTTP).
 //! - [`access`]: tenants (create, list) and API keys (create, list, revoke).
@@ -24,9 +26,11 @@
 
 pub mod access;
 pub mod agents;
+pub mod approvals;
 pub mod erasure;
 pub mod executions;
 pub mod secrets;
+pub mod signals;
 pub mod tenants;
 pub mod workflows;
 
@@ -62,6 +66,18 @@ pub fn router(ctx: CommandContext, max_body_bytes: usize) -> Router {
         .route("/api/v1/executions/{id}/pause", post(executions::pause))
         .route("/api/v1/executions/{id}/resume", post(executions::resume))
         .route("/api/v1/executions/{id}/cancel", post(executions::cancel))
+        .route(
+            "/api/v1/executions/{id}/signals/{signal}",
+            post(signals::send),
+        )
+        .route(
+            "/api/v1/executions/{id}/tasks/{task_id}/approve",
+            post(approvals::approve),
+        )
+        .route(
+            "/api/v1/executions/{id}/tasks/{task_id}/reject",
+            post(approvals::reject),
+        )
         .route("/api/v1/agents", post(agents::register))
         .route("/api/v1/agents/{id}/poll", post(agents::poll))
         .route("/api/v1/tasks/{id}/complete", post(agents::complete))

@@ -1284,9 +1284,14 @@ fn random_workflow(
             "all_success"
         };
         let reads_dep = rule == "all_success";
+        let kind = match rng.below(10) {
+            0 => "signal",
+            1..=4 => "noop",
+            _ => "agent",
+        };
         let mut task = json!({
             "id": format!("t{i}"),
-            "kind": if rng.chance(50) { "noop" } else { "agent" },
+            "kind": kind,
             "agent_role": "worker",
             "depends_on": mine.iter().map(|d| format!("t{d}")).collect::<Vec<_>>(),
             "input": match mine.first() {
@@ -1350,6 +1355,9 @@ fn random_workflow(
             if rng.chance(50) {
                 task["timeout_seconds"] = json!(10);
             }
+            if kind == "signal" {
+                task["signal"] = json!(format!("s{}", rng.below(3)));
+            }
             if rng.chance(50) {
                 task["compensate"] = json!({
                     "kind": "agent", "agent_role": "undo",
@@ -1385,6 +1393,8 @@ struct Sim {
     armed: BTreeSet<Timer>,
     ever_armed: BTreeSet<Timer>,
     rng: Rng,
+    /// Signals sent so far.
+    signals: u64,
 }
 
 impl Sim {
@@ -1436,6 +1446,38 @@ impl Sim {
         let decision = decide(self.st(), command, self.now)?;
         self.commit(decision);
         Ok(())
+    }
+
+    /// Sends signal `s<k>` (payloads numbered, so the log shows which one a task got):
+    /// accepted while running or paused, refused while compensating or for a name no
+    /// task waits for.
+    fn signal(&mut self, k: u64) {
+        self.signals += 1;
+        let name = format!("s{k}");
+        let payload = json!({"signal": name, "n": self.signals});
+        let status = self.st().status();
+        match self.send(Command::Signal { name, payload }) {
+            Ok(()) => assert!(matches!(
+                status,
+                ExecutionStatus::Running | ExecutionStatus::Paused
+            )),
+            Err(Rejection::UnknownSignal(_)) => {}
+            Err(Rejection::InvalidState { .. }) => {
+                assert_eq!(status, ExecutionStatus::Compensating)
+            }
+            Err(e) => panic!("signal refused: {e:?}"),
+        }
+    }
+
+    /// The signal number a `signal` task waits for right now, if any.
+    fn awaited_signal(&self) -> Option<u64> {
+        (0..self.wf.len()).find_map(|i| {
+            let task = &self.wf.tasks()[i];
+            let waiting = task.kind == TaskKind::Signal
+                && self.st().task_at(i)?.status == TaskStatus::Running;
+            let name = task.signal.as_deref()?;
+            waiting.then(|| name.trim_start_matches('s').parse().ok())?
+        })
     }
 
     fn advance(&mut self) {
@@ -1531,6 +1573,7 @@ fn simulate(n: usize, seed: u64, compensate: bool) {
         armed: BTreeSet::new(),
         ever_armed: BTreeSet::new(),
         rng,
+        signals: 0,
     };
     sim.send(Command::Start {
         execution_id: EXECUTION,
@@ -1570,10 +1613,15 @@ fn simulate(n: usize, seed: u64, compensate: bool) {
         } else if roll < 120 {
             let deadline = sim.rng.chance(5);
             sim.fire_earliest_timer(deadline);
+        } else if roll < 135 {
+            let k = sim.rng.below(4);
+            sim.signal(k);
         } else if !sim.inflight.is_empty() {
             sim.act_on_an_attempt(fail_percent);
         } else if status == ExecutionStatus::Paused {
             sim.send(Command::Resume).expect("resume");
+        } else if let Some(k) = sim.awaited_signal() {
+            sim.signal(k);
         } else if !sim.armed.is_empty() {
             sim.fire_earliest_timer(true);
         } else {
@@ -1618,6 +1666,7 @@ fn check_log(sim: &Sim, deps: &[Vec<usize>]) {
     let mut completion_order: Vec<TaskId> = Vec::new();
     let mut compensated_in_order: Vec<TaskId> = Vec::new();
     let mut saga_failed = false;
+    let mut kept: HashMap<String, std::collections::VecDeque<Value>> = HashMap::new();
     let mut paused = false;
     let mut compensating: Option<TaskId> = None;
     for (k, env) in sim.log.iter().enumerate() {
@@ -1717,9 +1766,24 @@ fn check_log(sim: &Sim, deps: &[Vec<usize>]) {
                 };
                 assert_eq!(input, &expected, "the input of {task_id}");
             }
+            Event::SignalReceived { name, payload } => {
+                kept.entry(name.clone())
+                    .or_default()
+                    .push_back(payload.clone());
+            }
             Event::TaskCompleted {
                 task_id, output, ..
             } => {
+                let spec = &sim.wf.tasks()[index(task_id)];
+                if spec.kind == TaskKind::Signal {
+                    let name = spec.signal.clone().unwrap_or_else(|| task_id.to_string());
+                    let oldest = kept.get_mut(&name).and_then(|q| q.pop_front());
+                    assert_eq!(
+                        oldest.as_ref(),
+                        Some(output),
+                        "{task_id} got another signal"
+                    );
+                }
                 assert!(
                     outputs.insert(task_id.clone(), output.clone()).is_none(),
                     "{task_id} completed twice"

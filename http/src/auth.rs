@@ -53,6 +53,21 @@ pub const ROUTES: &[(&str, &str, Rule)] = {
         ("POST", "/api/v1/executions/{id}/pause", Needs(P::Operate)),
         ("POST", "/api/v1/executions/{id}/resume", Needs(P::Operate)),
         ("POST", "/api/v1/executions/{id}/cancel", Needs(P::Operate)),
+        (
+            "POST",
+            "/api/v1/executions/{id}/signals/{signal}",
+            Needs(P::Operate),
+        ),
+        (
+            "POST",
+            "/api/v1/executions/{id}/tasks/{task_id}/approve",
+            Needs(P::Operate),
+        ),
+        (
+            "POST",
+            "/api/v1/executions/{id}/tasks/{task_id}/reject",
+            Needs(P::Operate),
+        ),
         ("GET", "/api/v1/executions/{id}/events", Needs(P::Audit)),
         ("GET", "/api/v1/executions/{id}/replay", Needs(P::Audit)),
         ("GET", "/api/v1/executions/{id}/verify", Needs(P::Audit)),

@@ -166,6 +166,7 @@ impl From<conflux_engine::execution::Rejection> for ApiError {
     fn from(r: conflux_engine::execution::Rejection) -> Self {
         let status = match r.code() {
             "not_found" => StatusCode::NOT_FOUND,
+            "forbidden" => StatusCode::FORBIDDEN,
             _ => StatusCode::CONFLICT,
         };
         Self::new(status, r.code(), r.to_string())

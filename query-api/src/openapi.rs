@@ -24,11 +24,13 @@ use utoipa::openapi::{InfoBuilder, LicenseBuilder, OpenApi, OpenApiBuilder};
 use routes::{agents, audit, executions, keys, live, operations, secrets, tenants, workflows};
 use shapes::ErrorBody;
 use spec::Spec;
+use waits::waits;
 
 mod routes;
 #[allow(dead_code)]
 mod shapes;
 mod spec;
+mod waits;
 
 /// Where the document is served.
 pub const PATH: &str = "/api/v1/openapi.json";
@@ -60,6 +62,7 @@ pub fn document() -> OpenApi {
     s.schema::<ErrorBody>();
     workflows(&mut s);
     executions(&mut s);
+    waits(&mut s);
     audit(&mut s);
     agents(&mut s);
     keys(&mut s);
@@ -158,6 +161,6 @@ mod tests {
             }
             seen += 1;
         }
-        assert_eq!(seen, 41, "every route of API.md");
+        assert_eq!(seen, 44, "every route of API.md");
     }
 }

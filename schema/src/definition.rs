@@ -66,7 +66,7 @@ pub enum OnFailure {
     Compensate,
 }
 
-pub use crate::kind::{KindRules, Runs, TaskBody, TaskKind};
+pub use crate::kind::{Approvers, KindRules, Runs, TaskBody, TaskKind};
 
 /// One task of a definition. `${input.x}` and `${tasks.<id>.output.x}` in `input`,
 /// `http.url`, `http.headers` and `http.body` are resolved when it is scheduled.
@@ -131,6 +131,12 @@ pub struct TaskSpec {
     /// For `map` tasks: what an item that fails for good does to the map.
     #[serde(default, skip_serializing_if = "FailurePolicy::is_default")]
     pub failure_policy: FailurePolicy,
+    /// For `signal` tasks: the name of the signal it waits for (default: its id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
+    /// For `approval` tasks: who must approve.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approvers: Option<Approvers>,
 }
 
 /// What an item of a `map` that fails for good does to the map.
@@ -213,6 +219,8 @@ impl TaskSpec {
             items: self.items.as_ref(),
             template: self.template.as_ref(),
             max_parallel: self.max_parallel,
+            signal: self.signal.as_deref(),
+            approvers: self.approvers.as_ref(),
         }
     }
 }
@@ -333,6 +341,8 @@ impl CompensationSpec {
             items: None,
             template: None,
             max_parallel: None,
+            signal: None,
+            approvers: None,
         }
     }
 }

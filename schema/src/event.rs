@@ -351,6 +351,31 @@ pub enum Event {
         /// How many items.
         count: u32,
     },
+    /// A signal was sent to the execution (`POST .../signals/{name}`). It is kept until
+    /// a `signal` task waiting for `name` consumes it: the task's `TaskCompleted` (in
+    /// this decision, or when the task is dispatched later) carries it as its output.
+    SignalReceived {
+        /// The signal's name.
+        name: String,
+        /// Its payload (customer data).
+        #[serde(default)]
+        payload: Value,
+    },
+    /// A caller approved or rejected the current attempt of an `approval` task; the
+    /// envelope's actor is the caller too.
+    ApprovalDecided {
+        /// The task.
+        task_id: TaskId,
+        /// The attempt decided on.
+        attempt: u32,
+        /// Approved (true) or rejected (false).
+        approve: bool,
+        /// Who decided (`key:<key_id>`, `jwt:<subject>`, `admin`): one decision each.
+        by: String,
+        /// Why, if given (customer data).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        comment: Option<String>,
+    },
 }
 
 impl Event {
@@ -405,6 +430,8 @@ impl Event {
             Event::ExecutionDataErased { .. } => "ExecutionDataErased",
             Event::MapExpanded { .. } => "MapExpanded",
             Event::TenantPolicySet { .. } => "TenantPolicySet",
+            Event::SignalReceived { .. } => "SignalReceived",
+            Event::ApprovalDecided { .. } => "ApprovalDecided",
         }
     }
 

@@ -108,12 +108,17 @@ impl Event {
                 | Event::ExecutionCompleted { .. }
                 | Event::ExecutionFailed { .. }
                 | Event::ExecutionCancelled { reason: Some(_) }
+                | Event::SignalReceived { .. }
+                | Event::ApprovalDecided {
+                    comment: Some(_),
+                    ..
+                }
         )
     }
 
     /// Hands every payload field of the event to `visit`, in a fixed order: execution
     /// input and output, task input, output and error, the resolved HTTP request's url,
-    /// header values and body, a cancellation's reason. Structure (ids, attempts, flags, header names) is never
+    /// header values and body, a cancellation's reason, a signal's payload, an approval's comment. Structure (ids, attempts, flags, header names) is never
     /// a payload.
     pub fn for_each_payload_mut(&mut self, visit: &mut dyn FnMut(PayloadMut<'_>)) {
         match self {
@@ -142,6 +147,11 @@ impl Event {
             | Event::ExecutionCancelled {
                 reason: Some(error),
             } => visit(PayloadMut::Text(error)),
+            Event::SignalReceived { payload, .. } => visit(PayloadMut::Json(payload)),
+            Event::ApprovalDecided {
+                comment: Some(comment),
+                ..
+            } => visit(PayloadMut::Text(comment)),
             _ => {}
         }
     }

@@ -18,7 +18,7 @@ use petgraph::algo::toposort;
 use petgraph::graph::{DiGraph, NodeIndex};
 use serde_json::{json, Value};
 
-use crate::definition::{Runs, TaskBody, TaskSpec, WorkflowDefinition};
+use crate::definition::{TaskBody, TaskSpec, WorkflowDefinition};
 use crate::ids::{TaskId, WorkflowName};
 use crate::reference::{Ancestry, TaskRef};
 
@@ -194,8 +194,7 @@ impl ValidatedWorkflow {
     /// What one attempt of task `index` runs (or, with `compensation`, of its
     /// `compensate`), with the attempt limit in force: the spec's own
     /// `timeout_seconds`, else for an `agent` attempt [`Limits::default_task_timeout_seconds`]
-    /// as validated (built-ins are bounded by what they do: a sleep by its length, a
-    /// request by the runner's HTTP timeout).
+    /// as validated (see [`crate::kind::KindRules::default_timeout`]).
     /// `None` when there is no such task or it has no `compensate`.
     pub fn body_of(&self, index: usize, compensation: bool) -> Option<TaskBody<'_>> {
         let task = self.task(index)?;
@@ -204,7 +203,7 @@ impl ValidatedWorkflow {
         } else {
             task.body()
         };
-        if body.kind.runs() == Runs::Agent {
+        if body.kind.rules().default_timeout() {
             body.timeout_seconds = body.timeout_seconds.or(Some(self.default_timeout_seconds));
         }
         Some(body)
@@ -214,7 +213,7 @@ impl ValidatedWorkflow {
     /// limit when the template names none. `None` when the task is not a map.
     pub fn template_of(&self, index: usize) -> Option<TaskBody<'_>> {
         let mut body = self.task(index)?.template.as_ref()?.body();
-        if body.kind.runs() == Runs::Agent {
+        if body.kind.rules().default_timeout() {
             body.timeout_seconds = body.timeout_seconds.or(Some(self.default_timeout_seconds));
         }
         Some(body)

@@ -35,7 +35,7 @@ fn lookup<'a>(document: &'a Value, reference: &str) -> Option<&'a Value> {
 }
 
 /// Checks one answer against the document; returns a complaint, if any.
-fn complaint(
+pub(crate) fn complaint(
     document: &Value,
     operation: &Value,
     what: &str,

@@ -30,6 +30,7 @@
 //! - `conformance`: every documented operation answers with a documented status and a
 //!   body that validates against its documented schema.
 //! - `control_flow`: switches, conditions, trigger rules, maps, the default deadline.
+//! - `waits`: the waiting kinds (signals, approvals) over HTTP and the WebSocket.
 //! - `flow`, `failures`, `control`, `saga`, `input`, `junk`, `strict`, `scale`: the
 //!   scenarios.
 
@@ -73,6 +74,7 @@ mod target;
 mod tenants;
 mod upgrade;
 mod visibility;
+mod waits;
 mod ws_load;
 
 /// Instantiates each scenario for one mode: a fresh server, the scenario, a clean stop.
@@ -149,6 +151,9 @@ macro_rules! all_scenarios {
                 secrets::a_deleted_secret_fails_its_task_for_good,
                 quotas::every_quota_refuses_and_records_nothing,
                 quotas::policies_are_the_system_administrators,
+                waits::signals_arrive_before_and_after_their_task,
+                waits::bad_signals_change_nothing,
+                waits::two_person_approval,
             ]
         );
     };

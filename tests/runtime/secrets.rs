@@ -504,6 +504,40 @@ pub async fn secret_values_are_nowhere_at_rest(mode: Mode) {
         [format!("Bearer {value}")]
     );
     assert_views_hold_no_value(&server, &execution, &value).await;
+    // A signal's payload and an approval's comment are payloads too.
+    let waiting = server
+        .run(
+            json!({"name": "waits", "tasks": [
+                {"id": "s", "kind": "signal"},
+                {"id": "g", "kind": "approval", "depends_on": ["s"], "approvers": {"roles": ["admin"]}}]}),
+            json!({}),
+        )
+        .await;
+    let (status, body) = server
+        .post(
+            &format!("/api/v1/executions/{waiting}/signals/s"),
+            json!({"payload": {"p": payload}}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    server
+        .wait_events(&waiting, "the approval waits", |log| {
+            log.count("TaskStarted", Some("g")) == 1
+        })
+        .await;
+    let (status, body) = server
+        .post(
+            &format!("/api/v1/executions/{waiting}/tasks/g/approve"),
+            json!({"comment": payload}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let done = server.wait_terminal(&waiting).await;
+    assert_eq!(
+        done["tasks"]["g"]["output"]["comments"],
+        json!([payload]),
+        "{done}"
+    );
     // Let the projector and the relay catch up with the last events.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
 

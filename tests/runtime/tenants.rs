@@ -264,7 +264,11 @@ pub fn concrete(template: &str, estate: &Estate) -> String {
     while let Some(open) = rest.find('{') {
         let close = rest[open..].find('}').expect("closing brace") + open;
         out.push_str(&rest[..open]);
-        out.push_str(id);
+        // A task id or a signal name: the estate's task.
+        match &rest[open + 1..close] {
+            "task_id" | "signal" => out.push_str("pick"),
+            _ => out.push_str(id),
+        }
         rest = &rest[close + 1..];
     }
     out.push_str(rest);

@@ -27,7 +27,7 @@ use conflux_schema::definition::{OnFailure, Runs};
 use conflux_schema::Event;
 use serde_json::{Map, Value};
 
-use super::dispatch::{add, schedule_and_dispatch};
+use super::dispatch::{add, schedule_and_dispatch_at};
 use super::evolve::fold_provisional;
 use super::fanout;
 use super::judge::{choose, judge, Verdict};
@@ -158,7 +158,12 @@ fn running(s: &ExecutionState, now: DateTime<Utc>, out: &mut Vec<Event>) -> bool
         overlay.scheduled.insert(i);
         let runs = s.workflow.task(i).map(|t| t.kind.runs());
         let inline = runs == Some(Runs::Inline);
-        let dispatched = schedule_and_dispatch(s, i, attempt, false, schedule, out);
+        let before = out.len();
+        let dispatched = schedule_and_dispatch_at(s, i, attempt, schedule, now, out);
+        // A waiting task may complete as it is dispatched (a signal kept for it).
+        let done_now = out[before..]
+            .iter()
+            .any(|e| matches!(e, Event::TaskCompleted { task_id, .. } if s.id(i) == Some(task_id)));
         let result = match dispatched {
             Ok(()) if inline => run_inline(s, i, attempt, out),
             Ok(()) if runs == Some(Runs::Items) => {
@@ -170,7 +175,7 @@ fn running(s: &ExecutionState, now: DateTime<Utc>, out: &mut Vec<Event>) -> bool
             other => other,
         };
         match result {
-            Ok(()) if inline => settled_inline = true,
+            Ok(()) if inline || done_now => settled_inline = true,
             Ok(()) => {
                 overlay.live.insert(i, attempt);
             }

@@ -106,6 +106,20 @@ pub enum Command {
         /// Why, if given.
         reason: Option<String>,
     },
+    /// A signal arrived: kept for, or completing, a `signal` task waiting for `name`.
+    Signal {
+        /// The signal's name.
+        name: String,
+        /// Its payload.
+        payload: Value,
+    },
+    /// A caller approved or rejected the current attempt of approval task `task`.
+    DecideApproval {
+        /// The task id, as given.
+        task: String,
+        /// Who decides, and how.
+        decision: super::waits::ApprovalBy,
+    },
 }
 
 impl Command {
@@ -122,6 +136,8 @@ impl Command {
             Command::Pause => "pause",
             Command::Resume => "resume",
             Command::Cancel { .. } => "cancel",
+            Command::Signal { .. } => "signal",
+            Command::DecideApproval { .. } => "decide on",
         }
     }
 }
@@ -164,12 +180,44 @@ pub enum Rejection {
     /// The task id is not a task of this workflow (code `not_found`).
     #[error("`{0}` is not a task of this workflow")]
     UnknownTask(String),
+    /// No `signal` task of this workflow waits for a signal of this name (code
+    /// `not_found`).
+    #[error("no task of this workflow waits for the signal `{0}`")]
+    UnknownSignal(String),
+    /// An approval decision for a task that is not an approval task waiting now: not
+    /// reached yet, already decided, or of another kind (code `conflict`).
+    #[error("task `{task}` is not waiting for approval: {reason}")]
+    NotWaiting {
+        /// The task.
+        task: TaskId,
+        /// Why not.
+        reason: String,
+    },
+    /// The caller's role is not one of the task's `approvers.roles` (code `forbidden`).
+    #[error("role `{role}` may not decide on task `{task}` (approvers: {roles})")]
+    NotApprover {
+        /// The task.
+        task: TaskId,
+        /// The caller's role.
+        role: String,
+        /// The roles that may decide.
+        roles: String,
+    },
+    /// The caller already decided on this attempt (code `conflict`).
+    #[error("`{by}` already decided on task `{task}`")]
+    AlreadyDecided {
+        /// The task.
+        task: TaskId,
+        /// The caller.
+        by: String,
+    },
 }
 
 impl Rejection {
-    /// The stable API error code: `not_found` (HTTP 404) for [`Rejection::NotStarted`]
-    /// and [`Rejection::UnknownTask`], `stale_attempt` (409) for
-    /// [`Rejection::StaleAttempt`], `conflict` (409) for the rest.
+    /// The stable API error code: `not_found` (HTTP 404) for [`Rejection::NotStarted`],
+    /// [`Rejection::UnknownTask`] and [`Rejection::UnknownSignal`], `stale_attempt`
+    /// (409) for [`Rejection::StaleAttempt`], `forbidden` (403) for
+    /// [`Rejection::NotApprover`], `conflict` (409) for the rest.
     pub fn code(&self) -> &'static str {
         match self {
             Rejection::NotStarted | Rejection::UnknownTask(_) => "not_found",
@@ -177,6 +225,9 @@ impl Rejection {
             Rejection::AlreadyStarted | Rejection::Terminal(_) | Rejection::InvalidState { .. } => {
                 "conflict"
             }
+            Rejection::UnknownSignal(_) => "not_found",
+            Rejection::NotWaiting { .. } | Rejection::AlreadyDecided { .. } => "conflict",
+            Rejection::NotApprover { .. } => "forbidden",
         }
     }
 }

@@ -16,6 +16,7 @@ use super::command::{Command, Rejection};
 use super::effect::{Decision, Timer};
 use super::state::ExecutionState;
 use super::status::{ExecutionStatus, TaskStatus};
+use super::waits;
 
 /// Decides what `command` records on `state` at time `now`. Pure: no I/O, no clock.
 ///
@@ -34,6 +35,10 @@ use super::status::{ExecutionStatus, TaskStatus};
 /// - `TimerFired`: a due retry → what `Advance` does; a passed attempt deadline →
 ///   `[TaskTimedOut]`; the workflow deadline → the execution fails. A timer that no
 ///   longer applies → an empty decision.
+/// - `Signal` (running or paused) → `[SignalReceived]`, plus `TaskCompleted` of the
+///   first `signal` task waiting for it; `DecideApproval` → `[ApprovalDecided]`, plus
+///   `TaskCompleted` at the last approval needed or `TaskFailed` (not retryable) on a
+///   reject (see [`super::waits`]).
 /// - `Pause` (running only) → `[ExecutionPaused]`; `Resume` (paused only) →
 ///   `[ExecutionResumed]`; `Cancel` (running, paused or compensating) → `TaskCancelled`
 ///   for every attempt in flight, `TaskSkipped` for never-scheduled tasks, then
@@ -86,6 +91,8 @@ pub fn decide(
             vec![Event::ExecutionResumed {}]
         }
         Command::Cancel { reason } => cancel(state, reason)?,
+        Command::Signal { name, payload } => waits::signal(state, name, payload)?,
+        Command::DecideApproval { task, decision } => waits::approval(state, &task, decision)?,
     };
     Ok(Decision::new(&state.workflow, events, now))
 }

@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use conflux_schema::definition::{HttpSpec, TaskBody};
+use conflux_schema::definition::{HttpSpec, Runs, TaskBody};
 use conflux_schema::kind::map::MAX_ITEMS;
 use conflux_schema::reference::{resolve_item, ItemScope};
 use conflux_schema::Event;
@@ -99,6 +99,32 @@ pub(crate) fn schedule_and_dispatch(
     schedule: bool,
     out: &mut Vec<Event>,
 ) -> Result<(), String> {
+    dispatch_at(state, index, attempt, compensation, schedule, None, out)
+}
+
+/// [`schedule_and_dispatch`] for a forward attempt at `now`: an attempt of a waiting
+/// kind (`Runs::Waits`) also starts in the same decision (see `waits`), and may
+/// complete there.
+pub(crate) fn schedule_and_dispatch_at(
+    state: &ExecutionState,
+    index: usize,
+    attempt: u32,
+    schedule: bool,
+    now: DateTime<Utc>,
+    out: &mut Vec<Event>,
+) -> Result<(), String> {
+    dispatch_at(state, index, attempt, false, schedule, Some(now), out)
+}
+
+fn dispatch_at(
+    state: &ExecutionState,
+    index: usize,
+    attempt: u32,
+    compensation: bool,
+    schedule: bool,
+    now: Option<DateTime<Utc>>,
+    out: &mut Vec<Event>,
+) -> Result<(), String> {
     let Some(task_id) = state.id(index).cloned() else {
         return Err(format!("no task at index {index}"));
     };
@@ -114,8 +140,9 @@ pub(crate) fn schedule_and_dispatch(
     } else {
         state.item_scope(index)
     };
-    let resolved = match state.spec(index, compensation) {
-        Some(spec) => resolve_spec(state, &spec, item),
+    let spec = state.spec(index, compensation);
+    let resolved = match &spec {
+        Some(spec) => resolve_spec(state, spec, item),
         None => Err(format!("task `{task_id}` has no compensate spec")),
     };
     match resolved {
@@ -128,6 +155,11 @@ pub(crate) fn schedule_and_dispatch(
                 http,
                 compensation,
             });
+            // A waiting attempt starts as it is dispatched (see `waits`).
+            let waits = spec.filter(|s| s.kind.runs() == Runs::Waits && !compensation);
+            if let (Some(spec), Some(now)) = (waits, now) {
+                super::waits::begin(state, index, attempt, &spec, now, out);
+            }
             Ok(())
         }
         Err(reason) => {

@@ -209,7 +209,8 @@ pub(crate) fn dispatch_effect(
 ) -> Option<Effect> {
     let spec = workflow.body_for(&task.task, task.compensation)?;
     Some(match spec.kind.runs() {
-        Runs::Inline | Runs::Items => return None,
+        // The core runs these; nothing runs a waiting attempt: commands complete it.
+        Runs::Inline | Runs::Items | Runs::Waits => return None,
         Runs::Agent => Effect::EnqueueAgentTask {
             role: spec.agent_role.unwrap_or_default().to_owned(),
             task,

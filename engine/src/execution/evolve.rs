@@ -182,6 +182,7 @@ impl ExecutionState {
                 } else {
                     self.close_map(i);
                     self.completion_order.push(i);
+                    self.wait_completed(i);
                     self.settle(i);
                 }
             }
@@ -381,6 +382,7 @@ impl ExecutionState {
             | Event::TenantPolicySet { .. }
             // Erasure changes what payloads read as, not the execution's state.
             | Event::ExecutionDataErased { .. } => {}
+            Event::SignalReceived { .. } | Event::ApprovalDecided { .. } => self.apply_wait(event),
             Event::MapExpanded {
                 task_id,
                 attempt,

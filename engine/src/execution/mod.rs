@@ -24,6 +24,8 @@
 //!   order.
 //! - `dispatch`: which spec runs and its `${...}` resolution; `effect`: [`Effect`],
 //!   [`Timer`], [`Decision`]; `view`: the API body, pending timers and dispatches.
+//! - `waits`: the waiting kinds (`signal`, `approval`): kept signals, approval
+//!   decisions, and `Advance` run to rest when a dispatch completes a task.
 
 mod advance;
 mod attempt;
@@ -39,6 +41,7 @@ mod saga;
 mod state;
 mod status;
 mod view;
+mod waits;
 
 pub use command::{Command, Rejection, TaskRef};
 pub use decide::decide;
@@ -46,3 +49,4 @@ pub use effect::{effects_of, Decision, Effect, Timer};
 pub use evolve::{evolve, fold_provisional};
 pub use state::{ExecutionState, TaskState};
 pub use status::{ExecutionStatus, TaskStatus};
+pub use waits::ApprovalBy;

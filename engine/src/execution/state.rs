@@ -164,6 +164,8 @@ pub struct ExecutionState {
     /// For each item slot (`tasks[workflow.len() + k]`): its map and its id.
     pub(crate) items: Vec<(usize, TaskId)>,
     pub(crate) saga: Option<Saga>,
+    /// Kept signals and approval decisions (the waiting kinds).
+    pub(crate) waits: super::waits::Waits,
 }
 
 /// The items of one dispatched map and how far they got; kept by evolve so a step of
@@ -216,6 +218,7 @@ impl ExecutionState {
             maps: BTreeMap::new(),
             items: Vec::new(),
             saga: None,
+            waits: Default::default(),
         }
     }
 

@@ -76,6 +76,7 @@ impl ExecutionState {
     pub fn task_entry(&self, slot: usize) -> Option<(String, api::TaskState)> {
         let id = self.id(slot)?;
         let mut view = task_view(self.tasks.get(slot)?);
+        view.waiting_for = self.waiting_for(slot);
         view.compensation = self
             .compensations
             .get(&slot)
@@ -166,5 +167,6 @@ fn task_view(t: &TaskState) -> api::TaskState {
         error: t.error.clone(),
         agent_id: t.agent_id,
         compensation: None,
+        waiting_for: None,
     }
 }

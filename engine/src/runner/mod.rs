@@ -259,7 +259,11 @@ impl BuiltinRunner {
                 });
                 http::run(&self.inner, tenant, spec, shown, limit).await
             }
-            TaskKind::Agent | TaskKind::Switch | TaskKind::Map => Outcome::failed(
+            TaskKind::Agent
+            | TaskKind::Switch
+            | TaskKind::Map
+            | TaskKind::Signal
+            | TaskKind::Approval => Outcome::failed(
                 format!("{kind} tasks are not run by the built-in runner"),
                 false,
             ),

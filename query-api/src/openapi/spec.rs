@@ -142,6 +142,17 @@ impl Op {
             .tag(tag)
             .summary(Some(summary));
         for name in path_parameters(path) {
+            if let Some((about, schema)) = named_parameter(name) {
+                builder = builder.parameter(
+                    ParameterBuilder::new()
+                        .name(name)
+                        .parameter_in(ParameterIn::Path)
+                        .required(Required::True)
+                        .description(Some(about))
+                        .schema(Some(schema)),
+                );
+                continue;
+            }
             let what = match name {
                 "agent_id" => "agent",
                 "lease_id" => "lease",
@@ -337,4 +348,14 @@ pub(super) fn integer(min: u64, max: Option<u64>, default: Option<u64>) -> Objec
 pub(super) fn extended(base: RefOr<Schema>, extra: ObjectBuilder) -> RefOr<Schema> {
     let all = AllOfBuilder::new().item(base).item(extra).build();
     RefOr::T(Schema::AllOf(all))
+}
+
+/// A path parameter that is a name rather than a uuid: its description and schema.
+fn named_parameter(name: &str) -> Option<(&'static str, ObjectBuilder)> {
+    let pattern = Some("^[A-Za-z0-9_.-]{1,128}$");
+    match name {
+        "signal" => Some(("The signal's name.", string().pattern(pattern))),
+        "task_id" => Some(("The task id.", string().pattern(pattern))),
+        _ => None,
+    }
 }

@@ -62,6 +62,9 @@ pub struct TaskState {
     /// Present once its compensation began.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compensation: Option<CompensationState>,
+    /// Present while a `signal` or `approval` task waits: what for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<crate::api::waits::WaitingFor>,
 }
 
 /// A task's compensation.

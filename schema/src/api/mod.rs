@@ -16,6 +16,7 @@ pub mod executions;
 pub mod live;
 pub mod ops;
 pub mod secrets;
+pub mod waits;
 pub mod workflows;
 
 pub use access::{
@@ -33,6 +34,9 @@ pub use executions::{CancelRequest, CompensationState, Execution, ExecutionContr
 pub use live::LiveFrame;
 pub use ops::{Health, Ready};
 pub use secrets::{CreateSecret, RotateSecret, Secret, SecretList};
+pub use waits::{
+    ApprovalProgress, ApprovalRecorded, ApprovalRequest, SignalAccepted, SignalRequest, WaitingFor,
+};
 pub use workflows::{
     ExecuteRequest, ExecutionAccepted, ExecutionCounts, WorkflowControlled, WorkflowCreated,
     WorkflowList, WorkflowStatus, WorkflowSummary,

@@ -10,11 +10,16 @@
 //! field a request does not define is still refused by name at the HTTP edge).
 
 mod agent;
+mod approval;
 mod http;
 pub mod map;
 mod noop;
+mod signal;
 mod sleep;
 mod switch;
+
+pub use approval::Approvers;
+pub use signal::check_signal_name;
 
 use std::fmt;
 use std::time::Duration;
@@ -45,17 +50,23 @@ pub enum TaskKind {
     /// Runs its `template` once per element of `items`; output: the items' outputs in
     /// order.
     Map,
+    /// Waits for the signal `signal` (default: the task id); output: its payload.
+    Signal,
+    /// Waits for `approvers.count` approvals by holders of `approvers.roles`.
+    Approval,
 }
 
 impl TaskKind {
     /// Every kind, in the order of the enum.
-    pub const ALL: [TaskKind; 6] = [
+    pub const ALL: [TaskKind; 8] = [
         TaskKind::Noop,
         TaskKind::Sleep,
         TaskKind::Http,
         TaskKind::Agent,
         TaskKind::Switch,
         TaskKind::Map,
+        TaskKind::Signal,
+        TaskKind::Approval,
     ];
 
     /// The kind's entry in the table: its rules and how it runs.
@@ -67,6 +78,8 @@ impl TaskKind {
             TaskKind::Agent => &agent::RULES,
             TaskKind::Switch => &switch::RULES,
             TaskKind::Map => &map::RULES,
+            TaskKind::Signal => &signal::RULES,
+            TaskKind::Approval => &approval::RULES,
         }
     }
 
@@ -101,6 +114,10 @@ pub enum Runs {
     /// As items: the core runs its template once per element of its `items`, each item
     /// an attempt of its own (id `<task>[<index>]`), and completes it when they are done.
     Items,
+    /// By nobody: the attempt starts when dispatched and waits for commands (a signal,
+    /// approvals) to complete or fail it. It has no attempt deadline unless the task
+    /// names `timeout_seconds`, and nothing re-runs it on recovery.
+    Waits,
 }
 
 /// One kind's entry in the table.
@@ -147,6 +164,27 @@ pub struct TaskBody<'a> {
     pub template: Option<&'a CompensationSpec>,
     /// For `map`: most items running at once.
     pub max_parallel: Option<u32>,
+    /// For `signal`: the signal's name, if given (default: the task id).
+    pub signal: Option<&'a str>,
+    /// For `approval`: who must approve.
+    pub approvers: Option<&'a Approvers>,
+}
+
+impl KindRules {
+    /// Whether an attempt that names no `timeout_seconds` gets the configured default
+    /// deadline: agent attempts only (an agent may die holding one). Built-ins are
+    /// bounded by what they do, waiting kinds wait for people, inline kinds and maps
+    /// have no attempt of their own to bound.
+    pub fn default_timeout(&self) -> bool {
+        self.runs == Runs::Agent
+    }
+}
+
+impl<'a> TaskBody<'a> {
+    /// The name of the signal a `signal` task waits for: its `signal`, else its id.
+    pub fn signal_name(&self, task_id: &'a str) -> &'a str {
+        self.signal.unwrap_or(task_id)
+    }
 }
 
 impl TaskBody<'_> {

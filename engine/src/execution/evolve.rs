@@ -333,7 +333,13 @@ impl ExecutionState {
             | Event::TenantDataErased { .. }
             | Event::TenantPolicySet { .. }
             // Erasure changes what payloads read as, not the execution's state.
-            | Event::ExecutionDataErased { .. } => {}
+            | Event::ExecutionDataErased { .. }
+            // Schedules are streams of their own.
+            | Event::ScheduleCreated { .. }
+            | Event::SchedulePaused {}
+            | Event::ScheduleResumed {}
+            | Event::ScheduleDeleted {}
+            | Event::ScheduleTicked { .. } => {}
         }
     }
 

@@ -220,7 +220,7 @@ impl Directory {
             .live()
             .filter(|s| s.tenant == tenant && before.is_none_or(|b| s.id < b))
             .collect();
-        mine.sort_by(|a, b| b.id.cmp(&a.id));
+        mine.sort_by_key(|s| std::cmp::Reverse(s.id));
         let more = mine.len() > limit;
         mine.truncate(limit);
         (mine, more)

@@ -216,3 +216,82 @@ async fn an_embedded_server_killed_over_ticks_catches_up_once_each() {
     assert!(ticks >= 8, "{ticks} ticks, the missed ones caught up");
     server.stop();
 }
+
+/// Runs `conflux schedules <args>` against `base` as the administrator.
+fn schedules_cli(base: &str, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_conflux"))
+        .arg("schedules")
+        .args(args)
+        .env("CONFLUX_URL", base)
+        .env("CONFLUX_TOKEN", auth::ADMIN_TOKEN)
+        .output()
+        .expect("run conflux schedules");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_from_the_command_line() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut server = start(&[], dir.path());
+    let (status, workflow) = call(
+        &server.base,
+        "POST",
+        "/api/v1/workflows",
+        Some(json!({"name": "cli", "tasks": [{"id": "a", "kind": "noop"}]})),
+    )
+    .await;
+    assert_eq!(status, 201, "{workflow}");
+    let workflow = workflow["workflow_id"].as_str().expect("id").to_owned();
+    let (code, out, err) = schedules_cli(
+        &server.base,
+        &[
+            "create",
+            "--workflow",
+            &workflow,
+            "--cron",
+            "0 9 * * MON-FRI",
+            "--timezone",
+            "America/New_York",
+            "--input",
+            r#"{"n": 1}"#,
+            "--overlap",
+            "cancel_previous",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let created: Value = serde_json::from_str(&out).expect("the schedule as JSON");
+    let id = created["id"].as_str().expect("id").to_owned();
+    assert_eq!(created["input"], json!({"n": 1}));
+    assert_eq!(created["overlap"], "cancel_previous");
+    let (code, out, err) = schedules_cli(&server.base, &["list"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&id) && out.contains("America/New_York"),
+        "{out}"
+    );
+    let (code, out, err) = schedules_cli(&server.base, &["pause", &id]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"paused\""), "{out}");
+    let (code, _, err) = schedules_cli(&server.base, &["pause", &id]);
+    assert_eq!(code, 2, "pausing a paused schedule is refused: {err}");
+    assert!(err.contains("conflict"), "{err}");
+    let (code, out, err) = schedules_cli(&server.base, &["resume", &id]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"active\""), "{out}");
+    let (code, _, err) = schedules_cli(
+        &server.base,
+        &["create", "--workflow", &workflow, "--cron", "61 * * * *"],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("invalid_cron"), "{err}");
+    let (code, _, err) = schedules_cli(&server.base, &["delete", &id]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = schedules_cli(&server.base, &["get", &id]);
+    assert_eq!(code, 2, "a deleted schedule is unknown");
+    assert!(err.contains("not_found"), "{err}");
+    server.stop();
+}

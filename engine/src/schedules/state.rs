@@ -191,6 +191,11 @@ impl Directory {
         }
     }
 
+    /// Schedule `id`, deleted or not.
+    pub fn get(&self, id: Uuid) -> Option<&ScheduleState> {
+        self.schedules.get(&id)
+    }
+
     /// Schedule `id` if it is `tenant`'s and not deleted.
     pub fn get_in(&self, tenant: &str, id: Uuid) -> Option<&ScheduleState> {
         self.schedules

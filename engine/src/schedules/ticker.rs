@@ -29,6 +29,9 @@ use crate::store::StoreError;
 /// How often a ticker re-reads the schedules when no tick is nearer.
 const POLL: Duration = Duration::from_millis(250);
 
+/// How many times a tick's record is re-tried after version conflicts.
+const RECORD_ATTEMPTS: usize = 4;
+
 /// What one pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Pass {
@@ -125,10 +128,9 @@ impl Ticker {
     }
 
     /// Handles `ticks` of `state` in order; returns how many it recorded. Stops at the
-    /// first tick it cannot record (a conflict: another server recorded it, or the
-    /// schedule changed; the next pass reads what happened).
+    /// first tick another server recorded, or once the schedule changed under it (the
+    /// next pass reads what happened).
     async fn fire(&self, state: ScheduleState, ticks: Vec<DateTime<Utc>>) -> usize {
-        let store = self.schedules.commands().store().clone();
         let stream = StreamId::schedule(state.id);
         let mut version = state.version;
         let mut previous = state.last_execution_id;
@@ -155,25 +157,62 @@ impl Ticker {
                 tenant_id: Some(state.tenant.clone()),
                 ..EventMetadata::default()
             };
-            match store
-                .append(&stream, version, vec![NewEvent::new(event, metadata)])
+            match self
+                .record(&stream, state.id, version, tick_at, event, metadata)
                 .await
             {
-                Ok(events) => {
-                    version = events.last().map_or(version, |e| e.version);
+                Some((v, retried)) => {
+                    version = v;
                     recorded += 1;
                     let late = (Utc::now() - tick_at).to_std().unwrap_or_default();
                     metrics::histogram!("conflux_schedule_tick_lateness_seconds")
                         .record(late.as_secs_f64());
+                    if retried {
+                        // The schedule changed under this pass: the next one decides
+                        // its later ticks on what it is now.
+                        return recorded;
+                    }
                 }
-                Err(StoreError::Conflict { .. }) => return recorded,
-                Err(e) => {
-                    tracing::warn!(schedule = %state.id, %tick_at, error = %e, "recording a tick failed; trying again");
-                    return recorded;
-                }
+                None => return recorded,
             }
         }
         recorded
+    }
+
+    /// Appends `event` (the `ScheduleTicked` of `tick_at`) at `version`; on a conflict
+    /// (another server recorded a tick, or the schedule was paused or deleted meanwhile)
+    /// reads the schedule again and appends after it unless `tick_at` is recorded by
+    /// now, so a tick whose execution started is always recorded, once. Returns the
+    /// stream's new version and whether the schedule had changed meanwhile, or None
+    /// when this server did not record it.
+    async fn record(
+        &self,
+        stream: &StreamId,
+        id: Uuid,
+        mut version: u64,
+        tick_at: DateTime<Utc>,
+        event: Event,
+        metadata: EventMetadata,
+    ) -> Option<(u64, bool)> {
+        let store = self.schedules.commands().store();
+        for attempt in 0..RECORD_ATTEMPTS {
+            let append = vec![NewEvent::new(event.clone(), metadata.clone())];
+            match store.append(stream, version, append).await {
+                Ok(events) => return events.last().map(|e| (e.version, attempt > 0)),
+                Err(StoreError::Conflict { .. }) => {}
+                Err(e) => {
+                    tracing::warn!(schedule = %id, %tick_at, error = %e, "recording a tick failed; trying again");
+                    return None;
+                }
+            }
+            let directory = self.schedules.refresh().await.ok()?;
+            let now = directory.get(id)?;
+            if now.last_tick_at.is_some_and(|t| t >= tick_at) {
+                return None;
+            }
+            version = now.version;
+        }
+        None
     }
 
     /// Starts (or finds started) the execution of `tick_at`, as the overlap policy and

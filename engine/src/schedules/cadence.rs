@@ -50,8 +50,20 @@ pub struct Cadence {
 }
 
 impl Cadence {
-    /// Parses `cron` (5 fields, or 6 with seconds first) in `timezone`; refuses an
-    /// expression that never fires.
+    /// Parses `cron` (5 fields, or 6 with seconds first) in `timezone`, as a new
+    /// schedule must be: refuses an expression that never fires after `now`.
+    pub fn validate(cron: &str, timezone: &str, now: DateTime<Utc>) -> Result<Self, CadenceError> {
+        let cadence = Self::parse(cron, timezone)?;
+        if cadence.next_after(now).is_none() {
+            return Err(CadenceError::InvalidCron {
+                cron: cron.to_owned(),
+                reason: "it never fires".into(),
+            });
+        }
+        Ok(cadence)
+    }
+
+    /// Parses `cron` (5 fields, or 6 with seconds first) in `timezone`.
     pub fn parse(cron: &str, timezone: &str) -> Result<Self, CadenceError> {
         let invalid = |reason: String| CadenceError::InvalidCron {
             cron: cron.to_owned(),
@@ -63,11 +75,7 @@ impl Cadence {
             return Err(invalid(format!("longer than {MAX_CRON_LEN} characters")));
         }
         let parsed = Cron::from_str(cron).map_err(|e| invalid(e.to_string()))?;
-        let cadence = Self { cron: parsed, tz };
-        if cadence.next_after(Utc::now()).is_none() {
-            return Err(invalid("it never fires".into()));
-        }
-        Ok(cadence)
+        Ok(Self { cron: parsed, tz })
     }
 
     /// The first tick strictly after `t`.
@@ -146,24 +154,30 @@ mod tests {
 
     #[test]
     fn bad_expressions_and_zones_are_refused() {
+        let now = at("2026-01-01T00:00:00Z");
+        let validate = |cron: &str, zone: &str| Cadence::validate(cron, zone, now);
         assert!(matches!(
-            Cadence::parse("not a cron", "UTC"),
+            validate("not a cron", "UTC"),
             Err(CadenceError::InvalidCron { .. })
         ));
         assert!(matches!(
-            Cadence::parse("61 * * * *", "UTC"),
+            validate("61 * * * *", "UTC"),
             Err(CadenceError::InvalidCron { .. })
         ));
         assert!(matches!(
-            Cadence::parse("0 0 31 2 *", "UTC"),
+            validate("0 0 31 2 *", "UTC"),
+            Err(CadenceError::InvalidCron { .. })
+        ));
+        assert!(matches!(
+            validate(&"* ".repeat(200), "UTC"),
             Err(CadenceError::InvalidCron { .. })
         ));
         assert_eq!(
-            Cadence::parse("* * * * *", "Mars/Olympus").unwrap_err(),
+            validate("* * * * *", "Mars/Olympus").unwrap_err(),
             CadenceError::UnknownTimezone("Mars/Olympus".into())
         );
-        assert!(Cadence::parse("*/10 * * * * *", "UTC").is_ok());
-        assert!(Cadence::parse("0 9 * * MON-FRI", "America/New_York").is_ok());
+        assert!(validate("*/10 * * * * *", "UTC").is_ok());
+        assert!(validate("0 9 * * MON-FRI", "America/New_York").is_ok());
     }
 
     #[test]

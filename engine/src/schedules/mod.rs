@@ -135,7 +135,7 @@ impl Schedules {
         metadata: EventMetadata,
     ) -> Result<Schedule, ScheduleError> {
         let timezone = new.timezone.unwrap_or_else(|| "UTC".to_owned());
-        Cadence::parse(&new.cron, &timezone)?;
+        Cadence::validate(&new.cron, &timezone, Utc::now())?;
         self.commands
             .catalog()
             .get_in(metadata.tenant(), new.workflow_id)

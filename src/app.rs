@@ -19,6 +19,8 @@ use conflux_engine::crypto::erasure::Erasure;
 use conflux_engine::executor::{Engine, EngineOptions, EngineParts};
 use conflux_engine::relay::{Relay, RelayOptions};
 use conflux_engine::runner::{BuiltinRunner, RunnerOptions};
+use conflux_engine::schedules::ticker::Ticker;
+use conflux_engine::schedules::Schedules;
 use conflux_engine::store::EventStore;
 use conflux_http::layers;
 use conflux_http::metrics::ScrapeHook;
@@ -177,6 +179,7 @@ pub fn router(rt: &Runtime, access: Access, sides: Sides) -> Router {
         bus_status: rt.guard.status(),
     };
     let commands = ExecutionCommands::new(rt.backends.store.clone(), rt.catalog.clone());
+    let schedules = Schedules::new(commands.clone());
     let mut hooks = vec![breaker_gauges(rt.runner.clone())];
     let mut routes = ops::router(probes);
     if sides.commands {
@@ -197,6 +200,7 @@ pub fn router(rt: &Runtime, access: Access, sides: Sides) -> Router {
                 access.clone(),
                 rt.quota_defaults,
             ),
+            schedules: schedules.clone(),
         };
         routes = routes.merge(conflux_command_api::router(command_ctx, rt.max_body_bytes));
     }
@@ -220,6 +224,7 @@ pub fn router(rt: &Runtime, access: Access, sides: Sides) -> Router {
                 rt.max_body_bytes,
             ))
             .merge(conflux_query_api::workflows::router(reads.clone()))
+            .merge(conflux_query_api::schedules::router(schedules))
             .merge(conflux_query_api::audit::router(commands))
             .merge(conflux_query_api::executions::router(reads))
             .merge(conflux_query_api::openapi::router());
@@ -388,7 +393,7 @@ async fn run_projector(
     }
 }
 
-/// Runs the engine (graph executor) until `shutdown`.
+/// Runs the engine (graph executor) and the schedule ticker until `shutdown`.
 pub fn spawn_engine(rt: &Runtime, shutdown: CancellationToken) -> JoinHandle<()> {
     // Tenants' egress allowlists change through any server: keep them current here too
     // (a no-op where this process already refreshes them for its HTTP routes).
@@ -403,10 +408,10 @@ pub fn spawn_engine(rt: &Runtime, shutdown: CancellationToken) -> JoinHandle<()>
         secrets: rt.backends.secrets.clone(),
     };
     let options = rt.engine.clone();
-    tokio::spawn(supervised(
+    let engine = tokio::spawn(supervised(
         "engine",
         rt.guard.status(),
-        shutdown,
+        shutdown.clone(),
         move |run| {
             let engine = Engine::new(parts.clone(), options.clone());
             async move {
@@ -415,7 +420,26 @@ pub fn spawn_engine(rt: &Runtime, shutdown: CancellationToken) -> JoinHandle<()>
                 }
             }
         },
-    ))
+    ));
+    // Every engine process ticks the schedules: a tick's execution id is derived from
+    // the tick, so several tickers start it once.
+    let commands = ExecutionCommands::new(rt.backends.store.clone(), rt.catalog.clone());
+    let quotas = conflux_engine::quota::Quotas::new(
+        rt.backends.store.clone(),
+        rt.backends.access.clone(),
+        rt.quota_defaults,
+    );
+    let ticker = Ticker::new(Schedules::new(commands), Some(quotas));
+    let ticker = tokio::spawn(supervised(
+        "scheduler",
+        rt.guard.status(),
+        shutdown,
+        move |run| ticker.clone().run(run),
+    ));
+    tokio::spawn(async move {
+        let _ = engine.await;
+        let _ = ticker.await;
+    })
 }
 
 /// Serves the routes of `surface` over HTTP on `listener` until `shutdown`; only a

@@ -14,6 +14,8 @@
 //! - [`cli`]: `conflux events`/`replay`/`verify`, audit commands over a server's HTTP API.
 //! - [`keys_cli`]: `conflux keys create|list|revoke` over a server's HTTP API.
 //! - [`quota_config`]: the default per-tenant quotas.
+//! - [`schedules_cli`]: `conflux schedules create|list|get|pause|resume|delete` over a
+//!   server's HTTP API.
 //! - [`secrets_cli`]: `conflux secrets put|list|delete` over a server's HTTP API.
 //! - [`rebuild`]: `conflux projector rebuild`, with a progress bar.
 //! - [`telemetry`]: tracing setup (text on a terminal, JSON on request).
@@ -29,6 +31,7 @@ pub mod engine_config;
 pub mod keys_cli;
 pub mod quota_config;
 pub mod rebuild;
+pub mod schedules_cli;
 pub mod secrets_cli;
 pub mod shutdown;
 pub mod telemetry;

@@ -53,6 +53,9 @@ enum Command {
     Tenants(conflux::keys_cli::TenantsArgs),
     /// Put (create or rotate), list or delete the tenant's secrets on a running server.
     Secrets(conflux::secrets_cli::SecretsArgs),
+    /// Create, list, get, pause, resume or delete the tenant's schedules on a running
+    /// server.
+    Schedules(conflux::schedules_cli::SchedulesArgs),
     /// Print an execution's event log, read from a running server.
     Events(cli::EventsArgs),
     /// Show an execution as it stood after a version, rebuilt from its log.
@@ -114,6 +117,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Tenants(args) => Some(conflux::keys_cli::tenants(args.clone()).await),
         Command::Secrets(args) => Some(conflux::secrets_cli::secrets(args.clone()).await),
+        Command::Schedules(args) => Some(conflux::schedules_cli::schedules(args.clone()).await),
         _ => None,
     };
     if let Some(code) = exit {
@@ -203,6 +207,7 @@ async fn main() -> anyhow::Result<()> {
         | Command::Verify(_)
         | Command::Keys(_)
         | Command::Tenants(_)
-        | Command::Secrets(_) => Ok(()),
+        | Command::Secrets(_)
+        | Command::Schedules(_) => Ok(()),
     }
 }

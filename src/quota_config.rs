@@ -34,6 +34,10 @@ pub struct QuotaDefaults {
     /// Agents one tenant may register.
     #[arg(long, global = true, env = "CONFLUX_QUOTA_AGENTS")]
     pub quota_agents: Option<u64>,
+
+    /// Schedules one tenant may have (created and not deleted; more: 429 quota_exceeded).
+    #[arg(long, global = true, env = "CONFLUX_QUOTA_SCHEDULES")]
+    pub quota_schedules: Option<u64>,
 }
 
 impl QuotaDefaults {
@@ -46,6 +50,7 @@ impl QuotaDefaults {
             event_payload_bytes: self.quota_event_payload_bytes,
             payload_bytes: self.quota_payload_bytes,
             agents: self.quota_agents,
+            schedules: self.quota_schedules,
         }
     }
 
@@ -59,6 +64,7 @@ impl QuotaDefaults {
             "event_payload_bytes": l.event_payload_bytes,
             "payload_bytes": l.payload_bytes,
             "agents": l.agents,
+            "schedules": l.schedules,
         })
     }
 }

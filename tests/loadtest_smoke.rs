@@ -16,7 +16,7 @@ use conflux_engine::testing::{
     database_url, delete_redis_prefix, redis_url, unique_prefix, TestDatabase,
 };
 use conflux_loadtest::scenarios::load::LoadParams;
-use conflux_loadtest::scenarios::{w1, w2, w3, w4, w5, w6, w7, Scenario};
+use conflux_loadtest::scenarios::{w1, w2, w3, w4, w5, w6, w7, w8, Scenario};
 use conflux_loadtest::suite::{run_suite, SuiteConfig, SuiteReport};
 use conflux_loadtest::BenchConfig;
 
@@ -87,6 +87,10 @@ fn tiny_scenarios() -> Vec<Scenario> {
             delay_ms: 200,
             agent: true,
         }),
+        Scenario::W8Schedules(w8::Params {
+            schedules: 5,
+            seconds: 2,
+        }),
     ]
 }
 
@@ -156,6 +160,7 @@ async fn every_scenario_runs_against_the_embedded_server() {
             "w6-chain40",
             "w7-fairness",
             "w7-fairness",
+            "w8-schedules",
         ],
     );
     let w4 = report

@@ -58,6 +58,10 @@ const COMMANDS: &[(&str, &str)] = &[
     ("GET", "/api/v1/secrets"),
     ("PUT", "/api/v1/secrets/{name}"),
     ("DELETE", "/api/v1/secrets/{name}"),
+    ("POST", "/api/v1/schedules"),
+    ("POST", "/api/v1/schedules/{id}/pause"),
+    ("POST", "/api/v1/schedules/{id}/resume"),
+    ("DELETE", "/api/v1/schedules/{id}"),
 ];
 
 /// Which processes answer a route.

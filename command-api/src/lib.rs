@@ -11,6 +11,7 @@
 //! - [`agents`]: register, long-poll leases, complete/fail/heartbeat by lease (the rules
 //!   are the engine's agent service; these routes translate HTTP).
 //! - [`access`]: tenants (create, list) and API keys (create, list, revoke).
+//! - [`schedules`]: create, pause, resume, delete a schedule (a workflow on a cron).
 //! - [`secrets`]: the tenant's secrets (create, list names, rotate, delete).
 //! - [`tenants`]: a tenant's policy (egress allowlist, quota limits) and its usage.
 //!
@@ -29,6 +30,7 @@ pub mod agents;
 pub mod approvals;
 pub mod erasure;
 pub mod executions;
+pub mod schedules;
 pub mod secrets;
 pub mod signals;
 pub mod tenants;
@@ -54,6 +56,8 @@ pub struct CommandContext {
     pub secrets: conflux_engine::secrets::Secrets,
     /// The tenants' quotas.
     pub quotas: conflux_engine::quota::Quotas,
+    /// Schedules.
+    pub schedules: conflux_engine::schedules::Schedules,
 }
 
 /// Every write route of API.md, with request bodies limited to `max_body_bytes` (413).
@@ -111,6 +115,13 @@ pub fn router(ctx: CommandContext, max_body_bytes: usize) -> Router {
             "/api/v1/executions/{id}/data",
             axum::routing::delete(erasure::erase_execution),
         )
+        .route("/api/v1/schedules", post(schedules::create))
+        .route(
+            "/api/v1/schedules/{id}",
+            axum::routing::delete(schedules::delete),
+        )
+        .route("/api/v1/schedules/{id}/pause", post(schedules::pause))
+        .route("/api/v1/schedules/{id}/resume", post(schedules::resume))
         .route("/api/v1/secrets", post(secrets::create).get(secrets::list))
         .route(
             "/api/v1/secrets/{name}",

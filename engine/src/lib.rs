@@ -20,6 +20,8 @@
 //! - [`subscriber`]: delivery with effectively-once application: skips what a consumer
 //!   already applied and fills per-stream gaps from the store.
 //! - [`execution`]: the pure execution state machine (`decide`/`evolve`, no I/O).
+//! - [`schedules`]: workflows started on a cron in a time zone, exactly once per tick
+//!   across engines (the tick derives the execution id); the ticker every engine runs.
 //! - [`secrets`]: tenants' secrets, stored sealed (a `SecretCipher`), referenced as
 //!   `${secrets.NAME}` and revealed only in memory, at the moment a request or a lease
 //!   needs them.
@@ -42,6 +44,7 @@ pub mod quota;
 mod redis_conn;
 pub mod relay;
 pub mod runner;
+pub mod schedules;
 pub mod secrets;
 pub mod store;
 pub mod subscriber;

@@ -1,5 +1,5 @@
 //! Per-tenant quotas: what one tenant may take of what every tenant shares (engine
-//! slots, storage, definitions, agents).
+//! slots, storage, definitions, agents, schedules).
 //!
 //! Limits are the tenant's own (set by the system administrator, `TenantPolicySet`)
 //! where it has them, else the configured defaults. Use is counted by the store in the
@@ -80,6 +80,8 @@ pub enum Admission {
     Define,
     /// An agent registration.
     RegisterAgent,
+    /// A schedule.
+    Schedule,
 }
 
 impl Admission {
@@ -89,6 +91,7 @@ impl Admission {
             Admission::Start => Quota::RunningExecutions,
             Admission::Define => Quota::Definitions,
             Admission::RegisterAgent => Quota::Agents,
+            Admission::Schedule => Quota::Schedules,
         }
     }
 }
@@ -357,5 +360,6 @@ fn used_of(counters: &TenantCounters, quota: Quota) -> u64 {
         Quota::EventPayloadBytes => 0,
         Quota::PayloadBytes => counters.payload_bytes,
         Quota::Agents => counters.agent_names,
+        Quota::Schedules => counters.schedules,
     }
 }

@@ -209,6 +209,43 @@ impl From<conflux_engine::agents::AgentError> for ApiError {
     }
 }
 
+impl From<conflux_engine::schedules::ScheduleError> for ApiError {
+    /// `422 invalid_cron` / `invalid_timezone`, `404 not_found` (the schedule, or the
+    /// workflow it names), `409 conflict` (pausing a paused schedule…).
+    fn from(e: conflux_engine::schedules::ScheduleError) -> Self {
+        use conflux_engine::schedules::cadence::CadenceError;
+        use conflux_engine::schedules::ScheduleError;
+        match e {
+            ScheduleError::Invalid(CadenceError::InvalidCron { ref cron, .. }) => {
+                let details = json!({ "field": "cron", "cron": cron });
+                Self::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_cron",
+                    e.to_string(),
+                )
+                .with_details(details)
+            }
+            ScheduleError::Invalid(CadenceError::UnknownTimezone(ref zone)) => {
+                let details = json!({ "field": "timezone", "timezone": zone });
+                Self::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_timezone",
+                    e.to_string(),
+                )
+                .with_details(details)
+            }
+            ScheduleError::NotFound(_) => Self::not_found(e.to_string()),
+            ScheduleError::WorkflowNotFound(id) => {
+                Self::not_found(e.to_string()).with_details(json!({ "workflow": id }))
+            }
+            ScheduleError::State { .. } => {
+                Self::new(StatusCode::CONFLICT, "conflict", e.to_string())
+            }
+            ScheduleError::Store(s) => s.into(),
+        }
+    }
+}
+
 impl From<conflux_schema::validate::ValidationError> for ApiError {
     fn from(e: conflux_schema::validate::ValidationError) -> Self {
         let status = if e.code() == "invalid_request" {

@@ -4,8 +4,10 @@
 # round (this machine's noise drifts; rotation spreads it).
 #
 # usage: loadtest/scripts/ab.sh <rounds> <scenario> name=/path/to/conflux ...
-#   scenario: w2 (1,000 diamonds), w3 (20 s at 20 executions/s) or w7 (tenant A's 2,000
-#   diamonds at once, tenant B's probes meanwhile)
+#   (one build is fine: `ab.sh 3 w8 this=target/release/conflux` is three runs of it)
+#   scenario: w2 (1,000 diamonds), w3 (20 s at 20 executions/s), w7 (tenant A's 2,000
+#   diamonds at once, tenant B's probes meanwhile) or w8 (100 schedules firing every
+#   second for 30 s: tick lateness)
 # env: LOADTEST (default target/release/conflux-loadtest), OUT (default ab-results),
 #      PGHOST/PGUSER (default 127.0.0.1/postgres), REDIS_URL (default redis://127.0.0.1:6379),
 #      MODE (postgres, the default, or embedded: SQLite in a fresh data directory),
@@ -44,7 +46,9 @@ run() {
           --w3-seconds 20 ${extra[@]+"${extra[@]}"} --out "$dir/report.json" > "$dir/report.md" 2>&1 ;;
     w7) "$loadtest" w7-fairness --url "http://127.0.0.1:$port" --token "$token" \
           ${extra[@]+"${extra[@]}"} --out "$dir/report.json" > "$dir/report.md" 2>&1 ;;
-    *) echo "unknown scenario $scenario (w2, w3 or w7)" >&2; kill "$pid"; exit 2 ;;
+    w8) "$loadtest" w8-schedules --url "http://127.0.0.1:$port" --token "$token" \
+          ${extra[@]+"${extra[@]}"} --out "$dir/report.json" > "$dir/report.md" 2>&1 ;;
+    *) echo "unknown scenario $scenario (w2, w3, w7 or w8)" >&2; kill "$pid"; exit 2 ;;
   esac
   kill "$pid"; wait "$pid" 2>/dev/null || true
   if [ "$mode" != embedded ]; then
@@ -66,6 +70,7 @@ done
 case $scenario in
   w2) figures="tasks/s" ;;
   w3) figures="completion throughput" ;;
+  w8) figures="tick → ExecutionStarted p50|tick → ExecutionStarted p99|ticks started twice|ticks missing" ;;
   w7) figures="B: execute → first TaskStarted seen, p50 (during A's backlog)|B: execute → first TaskStarted seen, p99 (during A's backlog)|B: ExecutionStarted → TaskStarted (server), p99|A: first submit → backlog drained" ;;
 esac
 python3 - "$out" "$figures" "${builds[@]%%=*}" <<'PY'

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use conflux_loadtest::report::{current_command_line, Report};
-use conflux_loadtest::scenarios::{w1, w2, w3, w4, w5, w6, w7, Scenario};
+use conflux_loadtest::scenarios::{w1, w2, w3, w4, w5, w6, w7, w8, Scenario};
 use conflux_loadtest::suite::{run_suite, SuiteConfig};
 use conflux_loadtest::{run_limits, run_store, BenchConfig};
 
@@ -51,6 +51,10 @@ enum Command {
     /// backlog, and A's drain time. Needs the administrator's token (it makes tenants).
     #[command(name = "w7-fairness")]
     W7Fairness(One<w7::Params>),
+    /// W8: 100 schedules firing every second for 30 s: tick → ExecutionStarted
+    /// lateness p50/p99, and ticks started twice or missing (both must be 0).
+    #[command(name = "w8-schedules")]
+    W8Schedules(One<w8::Params>),
     /// `limits`, then every scenario, into one report (JSON and markdown) with ratios
     /// to the raw limits and the goals.
     All(Box<AllArgs>),
@@ -129,6 +133,8 @@ struct AllArgs {
     w6: w6::Params,
     #[command(flatten)]
     w7: w7::Params,
+    #[command(flatten)]
+    w8: w8::Params,
 }
 
 /// Flags of `runtime`.
@@ -205,6 +211,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::W5Fanout(one) => single(one, Scenario::W5Fanout),
         Command::W6Chain40(one) => single(one, Scenario::W6Chain40),
         Command::W7Fairness(one) => single(one, Scenario::W7Fairness),
+        Command::W8Schedules(one) => single(one, Scenario::W8Schedules),
         Command::Runtime(args) => {
             let RuntimeArgs { target, w1, w2, w3 } = *args;
             let scenarios = vec![
@@ -231,6 +238,7 @@ async fn run(cli: Cli) -> Result<()> {
                 Scenario::W5Fanout(a.w5),
                 Scenario::W6Chain40(a.w6),
                 Scenario::W7Fairness(a.w7),
+                Scenario::W8Schedules(a.w8),
             ];
             let known: Vec<&str> = scenarios.iter().map(Scenario::name).collect();
             if let Some(bad) = a.skip.iter().find(|s| !known.contains(&s.as_str())) {

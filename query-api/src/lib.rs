@@ -7,6 +7,7 @@
 //! - [`live`]: `/ws/executions/{id}`: snapshot, then every later event once, resumable.
 //! - [`openapi`]: `/api/v1/openapi.json`, this API as an OpenAPI 3 document.
 //! - [`workflows`]: the workflow list, a definition and its status, from the read models.
+//! - [`schedules`]: the tenant's schedules and one schedule, folded from their streams.
 //! - [`reads`]: the state the read routes share and the read-model error mapping.
 //! - [`stream_tokens`]: `POST /api/v1/stream-tokens`, short-lived tokens that open one
 //!   live stream.
@@ -20,5 +21,6 @@ pub mod executions;
 pub mod live;
 pub mod openapi;
 pub mod reads;
+pub mod schedules;
 pub mod stream_tokens;
 pub mod workflows;

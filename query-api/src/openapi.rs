@@ -21,7 +21,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::tag::TagBuilder;
 use utoipa::openapi::{InfoBuilder, LicenseBuilder, OpenApi, OpenApiBuilder};
 
-use routes::{agents, audit, executions, keys, live, operations, secrets, tenants, workflows};
+use routes::{
+    agents, audit, executions, keys, live, operations, schedules, secrets, tenants, workflows,
+};
 use shapes::ErrorBody;
 use spec::Spec;
 use waits::waits;
@@ -67,6 +69,7 @@ pub fn document() -> OpenApi {
     agents(&mut s);
     keys(&mut s);
     secrets(&mut s);
+    schedules(&mut s);
     tenants(&mut s);
     live(&mut s);
     operations(&mut s);
@@ -111,7 +114,7 @@ const ABOUT: &str = "Conflux, an event-sourced workflow engine: define workflows
     ids UUIDs, all times RFC 3339 UTC. Every 4xx/5xx body is an `ErrorBody`; a rejected \
     request changes nothing. Every answer carries an `x-request-id` header.";
 
-const TAGS: [(&str, &str); 8] = [
+const TAGS: [(&str, &str); 9] = [
     (
         "keys",
         "API keys: issue (the token is shown once), list, revoke (on every server within a second).",
@@ -132,6 +135,10 @@ const TAGS: [(&str, &str); 8] = [
     (
         "audit",
         "The event log: pages, NDJSON, replay, hash-chain verification.",
+    ),
+    (
+        "schedules",
+        "Workflows started on a cron in a time zone, exactly once per tick: create, list, pause, resume, delete.",
     ),
     ("live", "WebSocket status streams, and the short-lived tokens that open one."),
     ("operations", "Probes, metrics and this document."),
@@ -161,6 +168,6 @@ mod tests {
             }
             seen += 1;
         }
-        assert_eq!(seen, 44, "every route of API.md");
+        assert_eq!(seen, 50, "every route of API.md and the README");
     }
 }

@@ -376,6 +376,47 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         comment: Option<String>,
     },
+    /// A schedule was created: `workflow_id` starts on `cron` in `timezone`. Stream
+    /// `schedule-<id>`.
+    ScheduleCreated {
+        /// The schedule id (also the stream's uuid).
+        schedule_id: Uuid,
+        /// The workflow each tick starts.
+        workflow_id: Uuid,
+        /// The cron expression (5 fields, or 6 with seconds first).
+        cron: String,
+        /// The IANA time zone the expression is read in (`UTC`, `Europe/Paris`…).
+        timezone: String,
+        /// The input of every execution it starts.
+        #[serde(default)]
+        input: Value,
+        /// What a tick does while the previous execution runs.
+        #[serde(default)]
+        overlap: crate::schedule::Overlap,
+        /// Which missed ticks run.
+        #[serde(default)]
+        catch_up: crate::schedule::CatchUp,
+    },
+    /// A schedule was paused: its ticks start nothing until it is resumed.
+    SchedulePaused {},
+    /// A paused schedule was resumed: ticks after this event start executions again.
+    ScheduleResumed {},
+    /// A schedule was deleted: it never ticks again.
+    ScheduleDeleted {},
+    /// A schedule's tick was handled. The execution's id is derived from the schedule
+    /// and `tick_at`, so however many servers handle a tick, it starts one execution.
+    ScheduleTicked {
+        /// The tick's time (whole seconds, UTC).
+        tick_at: DateTime<Utc>,
+        /// The tick's execution, when it has one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        execution_id: Option<Uuid>,
+        /// What became of the tick.
+        outcome: crate::schedule::TickOutcome,
+        /// Why, when the outcome is `failed` or `quota_exceeded`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
 }
 
 impl Event {
@@ -432,6 +473,11 @@ impl Event {
             Event::TenantPolicySet { .. } => "TenantPolicySet",
             Event::SignalReceived { .. } => "SignalReceived",
             Event::ApprovalDecided { .. } => "ApprovalDecided",
+            Event::ScheduleCreated { .. } => "ScheduleCreated",
+            Event::SchedulePaused {} => "SchedulePaused",
+            Event::ScheduleResumed {} => "ScheduleResumed",
+            Event::ScheduleDeleted {} => "ScheduleDeleted",
+            Event::ScheduleTicked { .. } => "ScheduleTicked",
         }
     }
 
@@ -680,6 +726,45 @@ mod tests {
             done,
             Ok(Event::TaskCompensated { attempt: None, .. })
         ));
+    }
+
+    #[test]
+    fn schedule_events_round_trip() {
+        let created = Event::ScheduleCreated {
+            schedule_id: Uuid::nil(),
+            workflow_id: Uuid::nil(),
+            cron: "*/5 * * * *".into(),
+            timezone: "Europe/Paris".into(),
+            input: serde_json::json!({"n": 1}),
+            overlap: crate::schedule::Overlap::CancelPrevious,
+            catch_up: crate::schedule::CatchUp::All,
+        };
+        let (t, d) = created.to_parts().unwrap();
+        assert_eq!(t, "ScheduleCreated");
+        assert_eq!(d["overlap"], "cancel_previous");
+        assert_eq!(d["catch_up"], "all");
+        assert_eq!(Event::from_parts(t, d).unwrap(), created);
+        let ticked = Event::ScheduleTicked {
+            tick_at: chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+            execution_id: None,
+            outcome: crate::schedule::TickOutcome::Skipped,
+            error: None,
+        };
+        let (t, d) = ticked.to_parts().unwrap();
+        assert_eq!(
+            d,
+            serde_json::json!({"tick_at": "2023-11-14T22:13:20Z", "outcome": "skipped"})
+        );
+        assert_eq!(Event::from_parts(t, d).unwrap(), ticked);
+        for e in [
+            Event::SchedulePaused {},
+            Event::ScheduleResumed {},
+            Event::ScheduleDeleted {},
+        ] {
+            let (t, d) = e.to_parts().unwrap();
+            assert_eq!(d, serde_json::json!({}));
+            assert_eq!(Event::from_parts(t, d).unwrap(), e);
+        }
     }
 
     #[test]

@@ -152,6 +152,8 @@ pub enum StreamType {
     Tenant,
     /// `key-<uuid>`: an API key (the uuid is its key id).
     Key,
+    /// `schedule-<uuid>`: a schedule that starts executions of a workflow on a cron.
+    Schedule,
 }
 
 impl StreamType {
@@ -163,6 +165,7 @@ impl StreamType {
             StreamType::Agent => "agent",
             StreamType::Tenant => "tenant",
             StreamType::Key => "key",
+            StreamType::Schedule => "schedule",
         }
     }
 }
@@ -199,6 +202,11 @@ impl StreamId {
         Self(format!("key-{id}"))
     }
 
+    /// The stream of schedule `id`.
+    pub fn schedule(id: Uuid) -> Self {
+        Self(format!("schedule-{id}"))
+    }
+
     /// Parses `<type>-<uuid>`.
     pub fn parse(raw: &str) -> Result<Self, IdError> {
         let (kind, id) = raw
@@ -210,6 +218,7 @@ impl StreamId {
             "agent" => StreamType::Agent,
             "tenant" => StreamType::Tenant,
             "key" => StreamType::Key,
+            "schedule" => StreamType::Schedule,
             other => return Err(IdError::new(format!("unknown stream type {other:?}"))),
         };
         let id = Uuid::parse_str(id)
@@ -227,6 +236,8 @@ impl StreamId {
             StreamType::Tenant
         } else if self.0.starts_with("key-") {
             StreamType::Key
+        } else if self.0.starts_with("schedule-") {
+            StreamType::Schedule
         } else {
             StreamType::Execution
         }
@@ -283,6 +294,9 @@ mod tests {
         assert_eq!(StreamId::parse(s.as_str()).unwrap(), s);
         assert_eq!(s.uuid(), id);
         assert_eq!(s.stream_type(), StreamType::Execution);
+        let schedule = StreamId::parse(StreamId::schedule(id).as_str()).unwrap();
+        assert_eq!(schedule.stream_type(), StreamType::Schedule);
+        assert_eq!(schedule.uuid(), id);
         assert!(StreamId::parse("order-1").is_err());
         assert!(StreamId::parse("workflow-nope").is_err());
     }

@@ -22,17 +22,20 @@ pub enum Quota {
     PayloadBytes,
     /// Registered agents.
     Agents,
+    /// Schedules (created and not deleted).
+    Schedules,
 }
 
 impl Quota {
     /// Every quota, in the order they are shown.
-    pub const ALL: [Quota; 6] = [
+    pub const ALL: [Quota; 7] = [
         Quota::RunningExecutions,
         Quota::ExecutionsPerMinute,
         Quota::Definitions,
         Quota::EventPayloadBytes,
         Quota::PayloadBytes,
         Quota::Agents,
+        Quota::Schedules,
     ];
 
     /// Its name in API bodies, errors and metrics.
@@ -44,6 +47,7 @@ impl Quota {
             Quota::EventPayloadBytes => "event_payload_bytes",
             Quota::PayloadBytes => "payload_bytes",
             Quota::Agents => "agents",
+            Quota::Schedules => "schedules",
         }
     }
 
@@ -83,6 +87,9 @@ pub struct QuotaLimits {
     /// Registered agents.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agents: Option<u64>,
+    /// Schedules (created and not deleted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedules: Option<u64>,
 }
 
 impl QuotaLimits {
@@ -95,6 +102,7 @@ impl QuotaLimits {
             Quota::EventPayloadBytes => self.event_payload_bytes,
             Quota::PayloadBytes => self.payload_bytes,
             Quota::Agents => self.agents,
+            Quota::Schedules => self.schedules,
         }
     }
 
@@ -107,6 +115,7 @@ impl QuotaLimits {
             Quota::EventPayloadBytes => &mut self.event_payload_bytes,
             Quota::PayloadBytes => &mut self.payload_bytes,
             Quota::Agents => &mut self.agents,
+            Quota::Schedules => &mut self.schedules,
         };
         *slot = limit;
     }

@@ -74,6 +74,7 @@ pub async fn answers_match_the_document(server: &TestServer) {
         key: uuid::Uuid::now_v7().simple().to_string(),
         secret: "UNKNOWN_SECRET".to_owned(),
         tenant: "no-such-tenant".to_owned(),
+        schedule: uuid::Uuid::now_v7().to_string(),
     };
     let admin = key_in(server, "acme", Role::Admin).await;
     let system = system_admin(server);
@@ -101,8 +102,15 @@ pub async fn answers_match_the_document(server: &TestServer) {
                     &admin
                 };
                 let path = concrete(template, estate);
-                let (status, body) =
-                    send(caller, &method, template, &path, round * 1000 + checked).await;
+                let (status, body) = send(
+                    caller,
+                    &method,
+                    template,
+                    &path,
+                    estate,
+                    round * 1000 + checked,
+                )
+                .await;
                 checked += 1;
                 let body = if body.is_null() { json!(null) } else { body };
                 let what = format!("{method} {path}");

@@ -25,6 +25,8 @@
 //! - `secrets`: `${secrets.NAME}` end to end; `raw_scan`: where a string is stored
 //!   (tables, SQLite files, Redis keys, the log), for the proof that a secret's value
 //!   is nowhere at rest.
+//! - `schedules`: workflows on a cron, one execution per tick, pause/resume/delete, the
+//!   `schedules` quota.
 //! - `quotas`: per-tenant quotas and policies; `egress`: the egress policy, the
 //!   operator's and a tenant's own.
 //! - `conformance`: every documented operation answers with a documented status and a
@@ -64,6 +66,7 @@ mod raw_scan;
 mod revocation;
 mod saga;
 mod scale;
+mod schedules;
 mod secrets;
 #[allow(dead_code)]
 #[path = "../support/raw_scan.rs"]
@@ -202,6 +205,38 @@ async fn embedded_secret_values_are_nowhere_at_rest() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sealed_secret_values_and_payloads_are_nowhere_at_rest() {
     secrets::secret_values_are_nowhere_at_rest(harness::Mode::Sealed).await;
+}
+
+/// A schedule firing every second: one execution per tick (Postgres + Redis).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_redis_a_schedule_starts_one_execution_per_tick() {
+    let server = harness::TestServer::start(harness::Mode::PostgresRedis).await;
+    schedules::a_schedule_starts_one_execution_per_tick(&server).await;
+    server.stop().await;
+}
+
+/// The same in the embedded mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_a_schedule_starts_one_execution_per_tick() {
+    let server = harness::TestServer::start(harness::Mode::Embedded).await;
+    schedules::a_schedule_starts_one_execution_per_tick(&server).await;
+    server.stop().await;
+}
+
+/// The `schedules` quota, and schedules are their tenant's (both backends).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_redis_schedules_are_counted_by_the_quota() {
+    let server = harness::TestServer::start(harness::Mode::PostgresRedis).await;
+    schedules::schedules_are_counted_by_the_quota(&server).await;
+    server.stop().await;
+}
+
+/// The same in the embedded mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_schedules_are_counted_by_the_quota() {
+    let server = harness::TestServer::start(harness::Mode::Embedded).await;
+    schedules::schedules_are_counted_by_the_quota(&server).await;
+    server.stop().await;
 }
 
 /// Fair shares between tenants, with an engine of small rounds (both backends).

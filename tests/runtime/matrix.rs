@@ -103,5 +103,5 @@ async fn request(
             Err(status) => status,
         };
     }
-    send(caller, method, template, &path, n).await.0
+    send(caller, method, template, &path, estate, n).await.0
 }

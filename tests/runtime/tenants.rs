@@ -175,6 +175,8 @@ pub struct Estate {
     pub secret: String,
     /// The tenant's name.
     pub tenant: String,
+    /// A schedule of `workflow` (yearly, so it does not tick during a test).
+    pub schedule: String,
 }
 
 pub async fn estate(server: &TestServer, tenant: &str) -> Estate {
@@ -231,7 +233,15 @@ pub async fn estate(server: &TestServer, tenant: &str) -> Estate {
             Some(json!({"name": secret, "value": format!("{tenant}-secret-value")})),
         )
         .await;
+    let schedule = admin
+        .ok(
+            "POST",
+            "/api/v1/schedules",
+            Some(json!({"workflow": created["workflow_id"], "cron": "0 0 1 1 *"})),
+        )
+        .await;
     Estate {
+        schedule: id_of(&schedule, "id"),
         workflow: id_of(&created, "workflow_id"),
         execution: id_of(&created, "execution_id"),
         agent,
@@ -254,6 +264,8 @@ pub fn concrete(template: &str, estate: &Estate) -> String {
         &estate.lease
     } else if template.contains("/secrets/") {
         &estate.secret
+    } else if template.contains("/schedules/") {
+        &estate.schedule
     } else if template.contains("/tenants/") {
         &estate.tenant
     } else {
@@ -475,19 +487,31 @@ pub async fn two_tenants_never_cross(server: &TestServer) {
 }
 
 /// A request of `method` on `path` (an instance of `template`) with a body that route
-/// accepts; `n` keeps created names apart. Returns the status and the JSON answer.
+/// accepts (a schedule names `estate`'s workflow); `n` keeps created names apart.
+/// Returns the status and the JSON answer.
 pub async fn send(
     caller: &Caller<'_>,
     method: &str,
     template: &str,
     path: &str,
+    estate: &Estate,
     n: usize,
 ) -> (u16, Value) {
-    let path = if template.ends_with("/poll") {
+    let mut path = if template.ends_with("/poll") {
         format!("{path}?wait_ms=0")
     } else {
         path.to_owned()
     };
+    if method == "DELETE" && template.starts_with("/api/v1/schedules/") {
+        // The caller's own schedule is needed by later requests: delete a fresh one.
+        let fresh = json!({"workflow": estate.workflow, "cron": "0 0 1 1 *"});
+        if caller.call("GET", &path, None).await.0 == 200 {
+            let (status, made) = caller.call("POST", "/api/v1/schedules", Some(fresh)).await;
+            if status == 201 {
+                path = format!("/api/v1/schedules/{}", id_of(&made, "id"));
+            }
+        }
+    }
     let body = match (method, template) {
         ("POST", "/api/v1/workflows") => {
             Some(json!({"name": format!("m-{n}"), "tasks": [{"id": "a", "kind": "noop"}]}))
@@ -496,6 +520,9 @@ pub async fn send(
         ("POST", "/api/v1/keys") => Some(json!({"name": "m", "role": "viewer"})),
         ("POST", "/api/v1/tenants") => Some(json!({"tenant": format!("m-{n}")})),
         ("POST", "/api/v1/secrets") => Some(json!({"name": format!("M_{n}"), "value": "v"})),
+        ("POST", "/api/v1/schedules") => {
+            Some(json!({"workflow": estate.workflow, "cron": "0 0 1 1 *"}))
+        }
         ("PUT", t) if t.starts_with("/api/v1/secrets/") => Some(json!({"value": "rotated"})),
         ("POST", t) if t.ends_with("/complete") => Some(json!({"output": {}})),
         ("POST", t) if t.ends_with("/fail") => Some(json!({"error": "m", "retryable": false})),

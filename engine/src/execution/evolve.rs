@@ -381,7 +381,13 @@ impl ExecutionState {
             | Event::TenantDataErased { .. }
             | Event::TenantPolicySet { .. }
             // Erasure changes what payloads read as, not the execution's state.
-            | Event::ExecutionDataErased { .. } => {}
+            | Event::ExecutionDataErased { .. }
+            // Schedules are streams of their own.
+            | Event::ScheduleCreated { .. }
+            | Event::SchedulePaused {}
+            | Event::ScheduleResumed {}
+            | Event::ScheduleDeleted {}
+            | Event::ScheduleTicked { .. } => {}
             Event::SignalReceived { .. } | Event::ApprovalDecided { .. } => self.apply_wait(event),
             Event::MapExpanded {
                 task_id,

@@ -638,7 +638,11 @@ impl EventStore for PgStore {
                     (SELECT count(DISTINCT e.data->>'name') FROM events e WHERE e.event_type = 'AgentRegistered' \
                        AND coalesce(e.metadata->>'tenant_id', 'default') = $1) AS agent_names, \
                     EXISTS (SELECT 1 FROM events e WHERE e.event_type = 'AgentRegistered' \
-                       AND coalesce(e.metadata->>'tenant_id', 'default') = $1 AND e.data->>'name' = $3) AS agent_known \
+                       AND coalesce(e.metadata->>'tenant_id', 'default') = $1 AND e.data->>'name' = $3) AS agent_known, \
+                    (SELECT count(*) FILTER (WHERE e.event_type = 'ScheduleCreated') \
+                          - count(*) FILTER (WHERE e.event_type = 'ScheduleDeleted') FROM events e \
+                       WHERE e.event_type IN ('ScheduleCreated', 'ScheduleDeleted') \
+                       AND coalesce(e.metadata->>'tenant_id', 'default') = $1) AS schedules \
              FROM (SELECT $1::text AS tenant) t \
              LEFT JOIN tenant_usage u ON u.tenant = t.tenant",
         )

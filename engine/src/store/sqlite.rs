@@ -484,7 +484,10 @@ impl EventStore for SqliteStore {
                     (SELECT count(DISTINCT json_extract(e.data, '$.name')) FROM events e WHERE e.event_type = 'AgentRegistered' \
                        AND coalesce(json_extract(e.metadata, '$.tenant_id'), 'default') = ?1) AS agent_names, \
                     EXISTS (SELECT 1 FROM events e WHERE e.event_type = 'AgentRegistered' \
-                       AND coalesce(json_extract(e.metadata, '$.tenant_id'), 'default') = ?1 AND json_extract(e.data, '$.name') = ?3) AS agent_known \
+                       AND coalesce(json_extract(e.metadata, '$.tenant_id'), 'default') = ?1 AND json_extract(e.data, '$.name') = ?3) AS agent_known, \
+                    (SELECT coalesce(sum(e.event_type = 'ScheduleCreated') - sum(e.event_type = 'ScheduleDeleted'), 0) FROM events e \
+                       WHERE e.event_type IN ('ScheduleCreated', 'ScheduleDeleted') \
+                       AND coalesce(json_extract(e.metadata, '$.tenant_id'), 'default') = ?1) AS schedules \
              FROM (SELECT ?1 AS tenant) t \
              LEFT JOIN tenant_usage u ON u.tenant = t.tenant",
         )

@@ -31,6 +31,9 @@ pub struct TenantCounters {
     pub agent_names: u64,
     /// Whether an agent already registered under the name the caller asked about.
     pub agent_known: bool,
+    /// Schedules created and not deleted (counted over a partial index of
+    /// `ScheduleCreated`/`ScheduleDeleted`, like agent names).
+    pub schedules: u64,
 }
 
 /// What one append batch adds to one tenant's counters.
@@ -100,6 +103,7 @@ pub(crate) fn counters_of(
         payload_bytes: get("payload_bytes")?,
         started_since: get("started_since")?,
         agent_names: get("agent_names")?,
+        schedules: get("schedules")?,
         agent_known,
         oldest_since,
     })

@@ -52,6 +52,7 @@ macro_rules! all_checks {
                 keys::execution_keys_made_in_a_burst_are_one_each,
                 secret_store::secret_values_are_sealed_scoped_and_managed,
                 usage::usage_counters_follow_the_log,
+                usage::schedules_are_counted_and_tailed,
             ]
         );
     };

@@ -213,3 +213,69 @@ pub async fn usage_counters_follow_the_log<F: Fixture>(f: &F) {
         "another tenant's agents"
     );
 }
+
+/// The `schedules` count (created minus deleted, per tenant), and the schedule streams
+/// are what `read_all_of(Schedule)` tails, in position order, nothing else.
+pub async fn schedules_are_counted_and_tailed<F: Fixture>(f: &F) {
+    use conflux_schema::schedule::{CatchUp, Overlap};
+    use conflux_schema::StreamType;
+    let store = f.store();
+    let since = Utc::now() - Duration::minutes(1);
+    let created = |id: Uuid| Event::ScheduleCreated {
+        schedule_id: id,
+        workflow_id: Uuid::now_v7(),
+        cron: "* * * * *".into(),
+        timezone: "UTC".into(),
+        input: serde_json::json!({}),
+        overlap: Overlap::Skip,
+        catch_up: CatchUp::Latest,
+    };
+    let ids: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();
+    for id in &ids {
+        store
+            .append(
+                &StreamId::schedule(*id),
+                0,
+                vec![NewEvent::new(created(*id), meta("s"))],
+            )
+            .await
+            .expect("create");
+    }
+    // Noise of other types between them.
+    store
+        .append(&StreamId::execution(Uuid::now_v7()), 0, vec![started("s")])
+        .await
+        .expect("noise");
+    store
+        .append(
+            &StreamId::schedule(ids[0]),
+            1,
+            vec![NewEvent::new(Event::ScheduleDeleted {}, meta("s"))],
+        )
+        .await
+        .expect("delete");
+    let usage = store.tenant_usage("s", since, None).await.expect("usage");
+    assert_eq!(usage.schedules, 2);
+    assert_eq!(
+        store
+            .tenant_usage("t", since, None)
+            .await
+            .expect("usage")
+            .schedules,
+        0
+    );
+    let tail = store
+        .read_all_of(&[StreamType::Schedule], 0, 100)
+        .await
+        .expect("tail");
+    assert_eq!(tail.len(), 4, "three creations and a deletion");
+    assert!(tail
+        .iter()
+        .all(|e| e.stream_id.stream_type() == StreamType::Schedule));
+    assert!(tail.windows(2).all(|w| w[0].position < w[1].position));
+    let after = store
+        .read_all_of(&[StreamType::Schedule], tail[1].position, 100)
+        .await
+        .expect("tail");
+    assert_eq!(after.len(), 2);
+}

@@ -11,6 +11,8 @@
 //! - [`w6`]: a chain of 40 agent tasks, each ~10 ms of CPU work in the agent.
 //! - [`w7`]: fair shares between tenants: one tenant's backlog of 2,000 executions, and
 //!   how long another tenant's first task waits meanwhile.
+//! - [`w8`]: schedule-tick accuracy: 100 schedules firing every second, tick →
+//!   `ExecutionStarted` lateness, and exactly one execution per tick.
 //!
 //! [`load`] is the open-loop generator w3 measures and w5 runs in the background;
 //! [`shapes`] builds the workflow definitions; [`figure`] is what every scenario
@@ -26,6 +28,7 @@ pub mod w4;
 pub mod w5;
 pub mod w6;
 pub mod w7;
+pub mod w8;
 
 use std::time::Instant;
 
@@ -54,6 +57,8 @@ pub enum Scenario {
     W6Chain40(w6::Params),
     /// W7.
     W7Fairness(w7::Params),
+    /// W8.
+    W8Schedules(w8::Params),
 }
 
 impl Scenario {
@@ -67,6 +72,7 @@ impl Scenario {
             Scenario::W5Fanout(_) => "w5-fanout",
             Scenario::W6Chain40(_) => "w6-chain40",
             Scenario::W7Fairness(_) => "w7-fairness",
+            Scenario::W8Schedules(_) => "w8-schedules",
         }
     }
 
@@ -109,6 +115,10 @@ impl Scenario {
                 p.probes,
                 p.delay_ms
             ),
+            Scenario::W8Schedules(p) => format!(
+                "W8: {} schedules firing every second for {} s, one noop execution per tick",
+                p.schedules, p.seconds
+            ),
         }
     }
 
@@ -123,6 +133,7 @@ impl Scenario {
             Scenario::W5Fanout(p) => report(w5::run(client, p).await?),
             Scenario::W6Chain40(p) => report(w6::run(client, p).await?),
             Scenario::W7Fairness(p) => report(w7::run(client, p).await?),
+            Scenario::W8Schedules(p) => report(w8::run(client, p).await?),
         };
         Ok(ScenarioRun {
             result,

@@ -215,6 +215,43 @@ pub(super) fn secrets(s: &mut Spec) {
 }
 
 #[rustfmt::skip]
+pub(super) fn schedules(s: &mut Spec) {
+    let op = tagged("schedules");
+    let schedule = s.schema::<Schedule>();
+    op(Post, "/api/v1/schedules", "createSchedule", "Create a schedule")
+        .describe(SCHEDULE)
+        .body(s.schema::<CreateSchedule>(), true)
+        .ok(201, "The schedule.", schedule.clone())
+        .fails(&[INVALID_SCHEDULE, UNKNOWN_WORKFLOW, OVER_QUOTA, OVER_SIZE_QUOTA])
+        .add(s);
+    op(Get, "/api/v1/schedules", "listSchedules", "List schedules, newest first")
+        .query("limit", integer(1, Some(1000), Some(50)), "Page size.")
+        .query("cursor", string(), "The `next_cursor` of the previous page.")
+        .ok(200, "A page of the tenant's schedules.", s.schema::<ScheduleList>())
+        .fails(&[BAD_QUERY])
+        .add(s);
+    op(Get, "/api/v1/schedules/{id}", "getSchedule", "A schedule")
+        .ok(200, "The schedule, with its next and latest tick.", schedule.clone())
+        .add(s);
+    for (verb, id, summary, about) in [
+        ("pause", "pauseSchedule", "Pause a schedule", "Its ticks start nothing until it is resumed. `409 conflict` if it is paused."),
+        ("resume", "resumeSchedule", "Resume a paused schedule", "Ticks after now start executions again; those it missed while paused never do. `409 conflict` if it is active."),
+    ] {
+        op(Post, &format!("/api/v1/schedules/{{id}}/{verb}"), id, summary)
+            .describe(about)
+            .ok(200, "The schedule.", schedule.clone())
+            .fails(&[CONFLICT])
+            .add(s);
+    }
+    op(Delete, "/api/v1/schedules/{id}", "deleteSchedule", "Delete a schedule")
+        .describe("It never ticks again; executions it started go on.")
+        .answer(204, "Deleted.", [])
+        .add(s);
+}
+
+const SCHEDULE: &str = "Starts `workflow` at every tick of `cron` (5 fields, or 6 with seconds first) read in `timezone` (IANA, default `UTC`), with `input`. Each tick starts exactly one execution however many servers run (its id is derived from the schedule and the tick, and `metadata.actor` is `schedule:<id>`). `overlap` (while the previous execution runs): `skip` (default), `allow`, `cancel_previous`. `catch_up` (ticks missed by more than 30 s, e.g. while no engine ran): `none`, `latest` (default), `all` (at most 100).";
+
+#[rustfmt::skip]
 pub(super) fn tenants(s: &mut Spec) {
     let op = tagged("tenants");
     op(Post, "/api/v1/tenants", "createTenant", "Create a tenant")

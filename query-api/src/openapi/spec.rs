@@ -71,6 +71,16 @@ pub(super) const INVALID_WORKFLOW: Failure = Failure(
         "egress_denied",
     ],
 );
+pub(super) const INVALID_SCHEDULE: Failure = Failure(
+    422,
+    "a cron expression that does not parse or never fires, or a time zone that is not an IANA name (`details.field` names it)",
+    &["invalid_cron", "invalid_timezone"],
+);
+pub(super) const UNKNOWN_WORKFLOW: Failure = Failure(
+    404,
+    "the workflow is not one of the tenant's (`details.workflow`)",
+    &["not_found"],
+);
 pub(super) const INTERNAL: Failure = Failure(
     500,
     "the store holds something it should not",

@@ -15,6 +15,7 @@ pub mod error;
 pub mod executions;
 pub mod live;
 pub mod ops;
+pub mod schedules;
 pub mod secrets;
 pub mod waits;
 pub mod workflows;
@@ -33,6 +34,7 @@ pub use error::{ErrorBody, ErrorDetail};
 pub use executions::{CancelRequest, CompensationState, Execution, ExecutionControlled, TaskState};
 pub use live::LiveFrame;
 pub use ops::{Health, Ready};
+pub use schedules::{CreateSchedule, Schedule, ScheduleList};
 pub use secrets::{CreateSecret, RotateSecret, Secret, SecretList};
 pub use waits::{
     ApprovalProgress, ApprovalRecorded, ApprovalRequest, SignalAccepted, SignalRequest, WaitingFor,

@@ -16,7 +16,7 @@ use conflux_engine::testing::{
     database_url, delete_redis_prefix, redis_url, unique_prefix, TestDatabase,
 };
 use conflux_loadtest::scenarios::load::LoadParams;
-use conflux_loadtest::scenarios::{w1, w2, w3, w4, w5, w6, w7, w8, Scenario};
+use conflux_loadtest::scenarios::{w1, w2, w3, w4, w5, w6, w7, w8, w9, Scenario};
 use conflux_loadtest::suite::{run_suite, SuiteConfig, SuiteReport};
 use conflux_loadtest::BenchConfig;
 
@@ -91,6 +91,7 @@ fn tiny_scenarios() -> Vec<Scenario> {
             schedules: 5,
             seconds: 2,
         }),
+        Scenario::W9Map(w9::Params { items: 50, runs: 2 }),
     ]
 }
 
@@ -161,6 +162,7 @@ async fn every_scenario_runs_against_the_embedded_server() {
             "w7-fairness",
             "w7-fairness",
             "w8-schedules",
+            "w9-map",
         ],
     );
     let w4 = report

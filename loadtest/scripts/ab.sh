@@ -6,8 +6,9 @@
 # usage: loadtest/scripts/ab.sh <rounds> <scenario> name=/path/to/conflux ...
 #   (one build is fine: `ab.sh 3 w8 this=target/release/conflux` is three runs of it)
 #   scenario: w2 (1,000 diamonds), w3 (20 s at 20 executions/s), w7 (tenant A's 2,000
-#   diamonds at once, tenant B's probes meanwhile) or w8 (100 schedules firing every
-#   second for 30 s: tick lateness)
+#   diamonds at once, tenant B's probes meanwhile), w8 (100 schedules firing every
+#   second for 30 s: tick lateness) or w9 (one map of 10,000 noop items, with the raw
+#   limits measured in the same run)
 # env: LOADTEST (default target/release/conflux-loadtest), OUT (default ab-results),
 #      PGHOST/PGUSER (default 127.0.0.1/postgres), REDIS_URL (default redis://127.0.0.1:6379),
 #      MODE (postgres, the default, or embedded: SQLite in a fresh data directory),
@@ -48,7 +49,10 @@ run() {
           ${extra[@]+"${extra[@]}"} --out "$dir/report.json" > "$dir/report.md" 2>&1 ;;
     w8) "$loadtest" w8-schedules --url "http://127.0.0.1:$port" --token "$token" \
           ${extra[@]+"${extra[@]}"} --out "$dir/report.json" > "$dir/report.md" 2>&1 ;;
-    *) echo "unknown scenario $scenario (w2, w3, w7 or w8)" >&2; kill "$pid"; exit 2 ;;
+    w9) "$loadtest" all --url "http://127.0.0.1:$port" --token "$token" --limits-rounds 1 \
+          --skip w1-chain,w2-diamond,w3-sustained,w4-planning,w5-fanout,w6-chain40,w7-fairness,w8-schedules \
+          ${extra[@]+"${extra[@]}"} --out "$dir/report.json" > "$dir/report.md" 2>&1 ;;
+    *) echo "unknown scenario $scenario (w2, w3, w7, w8 or w9)" >&2; kill "$pid"; exit 2 ;;
   esac
   kill "$pid"; wait "$pid" 2>/dev/null || true
   if [ "$mode" != embedded ]; then
@@ -70,6 +74,7 @@ done
 case $scenario in
   w2) figures="tasks/s" ;;
   w3) figures="completion throughput" ;;
+  w9) figures="submit → map completed, median|items/s (median run)|events/s (4 per item, median run)" ;;
   w8) figures="tick → ExecutionStarted p50|tick → ExecutionStarted p99|ticks started twice|ticks missing" ;;
   w7) figures="B: execute → first TaskStarted seen, p50 (during A's backlog)|B: execute → first TaskStarted seen, p99 (during A's backlog)|B: ExecutionStarted → TaskStarted (server), p99|A: first submit → backlog drained" ;;
 esac

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use conflux_loadtest::report::{current_command_line, Report};
-use conflux_loadtest::scenarios::{w1, w2, w3, w4, w5, w6, w7, w8, Scenario};
+use conflux_loadtest::scenarios::{w1, w2, w3, w4, w5, w6, w7, w8, w9, Scenario};
 use conflux_loadtest::suite::{run_suite, SuiteConfig};
 use conflux_loadtest::{run_limits, run_store, BenchConfig};
 
@@ -55,6 +55,9 @@ enum Command {
     /// lateness p50/p99, and ticks started twice or missing (both must be 0).
     #[command(name = "w8-schedules")]
     W8Schedules(One<w8::Params>),
+    /// W9: one map of 10,000 noop items, all at once: submit → completed, items/s.
+    #[command(name = "w9-map")]
+    W9Map(One<w9::Params>),
     /// `limits`, then every scenario, into one report (JSON and markdown) with ratios
     /// to the raw limits and the goals.
     All(Box<AllArgs>),
@@ -135,6 +138,8 @@ struct AllArgs {
     w7: w7::Params,
     #[command(flatten)]
     w8: w8::Params,
+    #[command(flatten)]
+    w9: w9::Params,
 }
 
 /// Flags of `runtime`.
@@ -212,6 +217,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::W6Chain40(one) => single(one, Scenario::W6Chain40),
         Command::W7Fairness(one) => single(one, Scenario::W7Fairness),
         Command::W8Schedules(one) => single(one, Scenario::W8Schedules),
+        Command::W9Map(one) => single(one, Scenario::W9Map),
         Command::Runtime(args) => {
             let RuntimeArgs { target, w1, w2, w3 } = *args;
             let scenarios = vec![
@@ -239,6 +245,7 @@ async fn run(cli: Cli) -> Result<()> {
                 Scenario::W6Chain40(a.w6),
                 Scenario::W7Fairness(a.w7),
                 Scenario::W8Schedules(a.w8),
+                Scenario::W9Map(a.w9),
             ];
             let known: Vec<&str> = scenarios.iter().map(Scenario::name).collect();
             if let Some(bad) = a.skip.iter().find(|s| !known.contains(&s.as_str())) {

@@ -11,6 +11,7 @@
 //! - [`w6`]: a chain of 40 agent tasks, each ~10 ms of CPU work in the agent.
 //! - [`w7`]: fair shares between tenants: one tenant's backlog of 2,000 executions, and
 //!   how long another tenant's first task waits meanwhile.
+//! - [`w9`]: dynamic fan-out: one map of 10,000 noop items, submit → completed.
 //! - [`w8`]: schedule-tick accuracy: 100 schedules firing every second, tick →
 //!   `ExecutionStarted` lateness, and exactly one execution per tick.
 //!
@@ -29,6 +30,7 @@ pub mod w5;
 pub mod w6;
 pub mod w7;
 pub mod w8;
+pub mod w9;
 
 use std::time::Instant;
 
@@ -59,6 +61,8 @@ pub enum Scenario {
     W7Fairness(w7::Params),
     /// W8.
     W8Schedules(w8::Params),
+    /// W9.
+    W9Map(w9::Params),
 }
 
 impl Scenario {
@@ -73,6 +77,7 @@ impl Scenario {
             Scenario::W6Chain40(_) => "w6-chain40",
             Scenario::W7Fairness(_) => "w7-fairness",
             Scenario::W8Schedules(_) => "w8-schedules",
+            Scenario::W9Map(_) => "w9-map",
         }
     }
 
@@ -119,6 +124,10 @@ impl Scenario {
                 "W8: {} schedules firing every second for {} s, one noop execution per tick",
                 p.schedules, p.seconds
             ),
+            Scenario::W9Map(p) => format!(
+                "W9: one map of {} noop items (all at once), {} run(s) one after another",
+                p.items, p.runs
+            ),
         }
     }
 
@@ -134,6 +143,7 @@ impl Scenario {
             Scenario::W6Chain40(p) => report(w6::run(client, p).await?),
             Scenario::W7Fairness(p) => report(w7::run(client, p).await?),
             Scenario::W8Schedules(p) => report(w8::run(client, p).await?),
+            Scenario::W9Map(p) => report(w9::run(client, p).await?),
         };
         Ok(ScenarioRun {
             result,

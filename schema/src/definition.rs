@@ -66,6 +66,8 @@ pub enum OnFailure {
     Compensate,
 }
 
+pub use crate::kind::map::FailurePolicy;
+pub use crate::kind::switch::SwitchCase;
 pub use crate::kind::{Approvers, KindRules, Runs, TaskBody, TaskKind};
 
 /// One task of a definition. `${input.x}` and `${tasks.<id>.output.x}` in `input`,
@@ -139,24 +141,6 @@ pub struct TaskSpec {
     pub approvers: Option<Approvers>,
 }
 
-/// What an item of a `map` that fails for good does to the map.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum FailurePolicy {
-    /// The map fails at once: live items are cancelled, pending ones skipped.
-    #[default]
-    FailFast,
-    /// Every item runs; the map completes, a failed item's output being `null`.
-    Collect,
-}
-
-impl FailurePolicy {
-    /// Whether this is the default (`fail_fast`), which the definition leaves out.
-    pub fn is_default(&self) -> bool {
-        *self == FailurePolicy::FailFast
-    }
-}
-
 /// How a task reacts to its upstream tasks once every one of them is done. A task's
 /// upstream outcome is `success` (completed, and — after a `switch` — on the branch
 /// taken), `skipped`, or `failed` (failed for good; the execution goes on past such a
@@ -189,15 +173,6 @@ impl TriggerRule {
     }
 }
 
-/// One case of a `switch`.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, ToSchema)]
-pub struct SwitchCase {
-    /// A CEL expression, as in a task's `when`.
-    pub when: String,
-    /// The tasks this case runs: direct dependents of the switch.
-    pub next: Vec<String>,
-}
-
 impl TaskSpec {
     /// The retry policy in force: the task's own, or the default (one attempt).
     pub fn retry_policy(&self) -> RetryPolicy {
@@ -207,13 +182,6 @@ impl TaskSpec {
     /// The fields one attempt of the task itself runs.
     pub fn body(&self) -> TaskBody<'_> {
         TaskBody {
-            kind: self.kind,
-            agent_role: self.agent_role.as_deref(),
-            input: &self.input,
-            http: self.http.as_ref(),
-            sleep_ms: self.sleep_ms,
-            retry: self.retry.as_ref(),
-            timeout_seconds: self.timeout_seconds,
             cases: &self.cases,
             default_next: self.default_next.as_deref(),
             items: self.items.as_ref(),
@@ -221,6 +189,15 @@ impl TaskSpec {
             max_parallel: self.max_parallel,
             signal: self.signal.as_deref(),
             approvers: self.approvers.as_ref(),
+            ..TaskBody::common(
+                self.kind,
+                self.agent_role.as_deref(),
+                &self.input,
+                self.http.as_ref(),
+                self.sleep_ms,
+                self.retry.as_ref(),
+                self.timeout_seconds,
+            )
         }
     }
 }
@@ -328,22 +305,15 @@ impl CompensationSpec {
 
     /// The fields one attempt of the compensation runs.
     pub fn body(&self) -> TaskBody<'_> {
-        TaskBody {
-            kind: self.kind,
-            agent_role: self.agent_role.as_deref(),
-            input: &self.input,
-            http: self.http.as_ref(),
-            sleep_ms: self.sleep_ms,
-            retry: self.retry.as_ref(),
-            timeout_seconds: self.timeout_seconds,
-            cases: &[],
-            default_next: None,
-            items: None,
-            template: None,
-            max_parallel: None,
-            signal: None,
-            approvers: None,
-        }
+        TaskBody::common(
+            self.kind,
+            self.agent_role.as_deref(),
+            &self.input,
+            self.http.as_ref(),
+            self.sleep_ms,
+            self.retry.as_ref(),
+            self.timeout_seconds,
+        )
     }
 }
 

@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use chrono::{DateTime, Utc};
 use conflux_schema::definition::{OnFailure, Runs};
-use conflux_schema::Event;
+use conflux_schema::{Event, TaskId};
 use serde_json::{Map, Value};
 
 use super::dispatch::{add, schedule_and_dispatch_at};
@@ -272,19 +272,24 @@ fn start_map(s: &ExecutionState, index: usize, attempt: u32, out: &mut Vec<Event
         _ => 0,
     };
     if let Some(task_id) = s.id(index).cloned() {
-        out.push(Event::TaskStarted {
-            task_id: task_id.clone(),
-            attempt,
-            agent_id: None,
-            lease_id: None,
-            deadline: None,
-            compensation: false,
-        });
+        out.push(started_by_the_core(&task_id, attempt));
         out.push(Event::MapExpanded {
             task_id,
             attempt,
             count: u32::try_from(count).unwrap_or(u32::MAX),
         });
+    }
+}
+
+/// `TaskStarted` of an attempt the core itself runs (no agent, lease or deadline).
+fn started_by_the_core(task_id: &TaskId, attempt: u32) -> Event {
+    Event::TaskStarted {
+        task_id: task_id.clone(),
+        attempt,
+        agent_id: None,
+        lease_id: None,
+        deadline: None,
+        compensation: false,
     }
 }
 
@@ -300,14 +305,7 @@ fn run_inline(
     let Some(task_id) = s.id(index).cloned() else {
         return Err(format!("no task at index {index}"));
     };
-    out.push(Event::TaskStarted {
-        task_id: task_id.clone(),
-        attempt,
-        agent_id: None,
-        lease_id: None,
-        deadline: None,
-        compensation: false,
-    });
+    out.push(started_by_the_core(&task_id, attempt));
     match choose(s, index) {
         Ok(output) => {
             out.push(Event::TaskCompleted {

@@ -8,14 +8,12 @@
 //! and nowhere else.
 
 use chrono::{DateTime, Utc};
-use conflux_schema::definition::Runs;
 use conflux_schema::event::SCHEMA_VERSION;
-use conflux_schema::kind::map::MAX_ITEMS;
 use conflux_schema::{Event, EventEnvelope, EventMetadata, StreamId, TaskId};
 use uuid::Uuid;
 
 use super::dispatch::add;
-use super::state::{ExecutionState, MapRun, Saga, TaskState};
+use super::state::{ExecutionState, Saga, TaskState};
 use super::status::{ExecutionStatus, TaskStatus};
 
 /// Applies one committed event. An envelope whose version is not 0 and is at or below
@@ -506,56 +504,6 @@ impl ExecutionState {
                     self.close_map(i);
                 }
                 self.unresolved.insert(i);
-            }
-        }
-    }
-
-    /// Map task `index` was dispatched with `count` items: its item slots are made
-    /// (once; a map is not retried).
-    fn open_map(&mut self, index: usize, count: usize) {
-        let is_map = self
-            .workflow
-            .task(index)
-            .is_some_and(|t| t.kind.runs() == Runs::Items);
-        if !is_map || self.maps.contains_key(&index) {
-            return;
-        }
-        let count = count.min(MAX_ITEMS);
-        let Some(map_id) = self.id(index).cloned() else {
-            return;
-        };
-        let first = self.tasks.len();
-        for k in 0..count {
-            self.tasks.push(TaskState::default());
-            self.items.push((index, map_id.item(k)));
-        }
-        let run = MapRun {
-            first,
-            count,
-            scheduled: 0,
-            done: 0,
-            failed: None,
-            open: true,
-        };
-        self.maps.insert(index, run);
-    }
-
-    /// Map task `index` (if it is one) ended: its items are no longer scheduled.
-    fn close_map(&mut self, index: usize) {
-        if let Some(run) = self.maps.get_mut(&index) {
-            run.open = false;
-        }
-    }
-
-    /// Item slot `index` is done; `failed`: it failed for good.
-    fn item_done(&mut self, index: usize, failed: bool) {
-        let Some((map, k)) = self.item_at(index) else {
-            return;
-        };
-        if let Some(run) = self.maps.get_mut(&map) {
-            run.done += 1;
-            if failed {
-                run.failed.get_or_insert(k);
             }
         }
     }

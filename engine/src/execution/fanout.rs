@@ -1,4 +1,5 @@
-//! The step of a running `map`: schedule its next items, or end it.
+//! A `map`'s items: how evolve makes and counts them, and the step of a running map
+//! (schedule its next items, or end it).
 //!
 //! A map's items are slots after the declared tasks (see `ExecutionState::maps`); evolve
 //! keeps, per map, how many items were scheduled (in order), how many are done and the
@@ -7,12 +8,65 @@
 //! for good reaches the map, which then fails at once (`fail_fast`: live items
 //! cancelled, the rest skipped) or carries on (`collect`: its output is `null`).
 
-use conflux_schema::definition::FailurePolicy;
+use conflux_schema::definition::{FailurePolicy, Runs};
+use conflux_schema::kind::map::MAX_ITEMS;
 use conflux_schema::Event;
 use serde_json::Value;
 
-use super::state::{ExecutionState, MapRun};
+use super::state::{ExecutionState, MapRun, TaskState};
 use super::status::{ExecutionStatus, TaskStatus};
+
+impl ExecutionState {
+    /// Map task `index` was dispatched with `count` items: its item slots are made
+    /// (once; a map is not retried).
+    pub(super) fn open_map(&mut self, index: usize, count: usize) {
+        let is_map = self
+            .workflow
+            .task(index)
+            .is_some_and(|t| t.kind.runs() == Runs::Items);
+        if !is_map || self.maps.contains_key(&index) {
+            return;
+        }
+        let count = count.min(MAX_ITEMS);
+        let Some(map_id) = self.id(index).cloned() else {
+            return;
+        };
+        let first = self.tasks.len();
+        for k in 0..count {
+            self.tasks.push(TaskState::default());
+            self.items.push((index, map_id.item(k)));
+        }
+        let run = MapRun {
+            first,
+            count,
+            scheduled: 0,
+            done: 0,
+            failed: None,
+            open: true,
+        };
+        self.maps.insert(index, run);
+    }
+
+    /// Map task `index` (if it is one) ended: its items are no longer scheduled.
+    pub(super) fn close_map(&mut self, index: usize) {
+        if let Some(run) = self.maps.get_mut(&index) {
+            run.open = false;
+        }
+    }
+
+    /// Item slot `index` is done; `failed`: it failed for good.
+    pub(super) fn item_done(&mut self, index: usize, failed: bool) {
+        let Some((map, k)) = self.item_at(index) else {
+            return;
+        };
+        if let Some(run) = self.maps.get_mut(&map) {
+            run.done += 1;
+            if failed {
+                run.failed.get_or_insert(k);
+            }
+        }
+    }
+}
 
 /// What the map steps decided.
 #[derive(Default)]

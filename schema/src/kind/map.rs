@@ -5,9 +5,29 @@
 //! `failure_policy: fail_fast` fails the map on the first item that fails for good;
 //! `collect` runs every item and puts `null` for a failed one.
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 
 use super::{KindRules, Runs, TaskBody};
+
+/// What an item of a `map` that fails for good does to the map.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FailurePolicy {
+    /// The map fails at once: live items are cancelled, pending ones skipped.
+    #[default]
+    FailFast,
+    /// Every item runs; the map completes, a failed item's output being `null`.
+    Collect,
+}
+
+impl FailurePolicy {
+    /// Whether this is the default (`fail_fast`), which the definition leaves out.
+    pub fn is_default(&self) -> bool {
+        *self == FailurePolicy::FailFast
+    }
+}
 
 /// Most items one map may have.
 pub const MAX_ITEMS: usize = 10_000;

@@ -16,7 +16,7 @@ pub mod map;
 mod noop;
 mod signal;
 mod sleep;
-mod switch;
+pub mod switch;
 
 pub use approval::Approvers;
 pub use signal::check_signal_name;
@@ -28,7 +28,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::definition::{CompensationSpec, HttpSpec, RetryPolicy, SwitchCase};
+use crate::definition::{CompensationSpec, HttpSpec, RetryPolicy};
+use switch::SwitchCase;
 
 /// How a task is executed.
 #[derive(
@@ -184,6 +185,37 @@ impl<'a> TaskBody<'a> {
     /// The name of the signal a `signal` task waits for: its `signal`, else its id.
     pub fn signal_name(&self, task_id: &'a str) -> &'a str {
         self.signal.unwrap_or(task_id)
+    }
+}
+
+impl<'a> TaskBody<'a> {
+    /// A body of the fields every kind has (a task's or a compensation's), without the
+    /// fields of switches, maps and waiting kinds.
+    pub fn common(
+        kind: TaskKind,
+        agent_role: Option<&'a str>,
+        input: &'a Value,
+        http: Option<&'a HttpSpec>,
+        sleep_ms: Option<u64>,
+        retry: Option<&'a RetryPolicy>,
+        timeout_seconds: Option<u64>,
+    ) -> Self {
+        TaskBody {
+            kind,
+            agent_role,
+            input,
+            http,
+            sleep_ms,
+            retry,
+            timeout_seconds,
+            cases: &[],
+            default_next: None,
+            items: None,
+            template: None,
+            max_parallel: None,
+            signal: None,
+            approvers: None,
+        }
     }
 }
 

@@ -5,7 +5,19 @@
 //! [`crate::definition::TriggerRule`]). That the `next` lists name direct dependents is
 //! a graph-level rule, checked by [`crate::validate`].
 
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
 use super::{KindRules, Runs, TaskBody};
+
+/// One case of a `switch`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, ToSchema)]
+pub struct SwitchCase {
+    /// A CEL expression, as in a task's `when`.
+    pub when: String,
+    /// The tasks this case runs: direct dependents of the switch.
+    pub next: Vec<String>,
+}
 
 /// The table entry. A switch has nothing to undo, so it compensates nothing.
 pub(super) const RULES: KindRules = KindRules {

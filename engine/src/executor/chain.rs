@@ -1,8 +1,9 @@
 //! Decision chaining: one append per step instead of three.
 //!
-//! When a runner reports a result, the engine records the result, what it makes ready
-//! (`Advance`), and the start of every built-in attempt it dispatches (`StartTask`), as
-//! one decision appended at once. Each link is decided on a provisional state (the
+//! When runners report results, the engine records the results (up to
+//! [`MAX_COMMANDS`] of one execution), what they make ready (`Advance`), and the start
+//! of every built-in attempt it dispatches (`StartTask`), as one decision appended at
+//! once. Each link is decided on a provisional state (the
 //! events folded with the time of deciding); after the append the caller folds the
 //! committed envelopes instead, so the cached state always equals a replay of the log.
 
@@ -15,63 +16,83 @@ use crate::execution::{
 /// Longest chain of decisions folded into one append.
 const MAX_LINKS: usize = 16;
 
-/// Decides `command` (if any), then `Advance` and `StartTask` for built-in dispatches,
-/// until nothing more happens. A rejected `command` is returned as the error; the rest
-/// of the chain never fails (a rejected link just ends the chain).
+/// Most commands of one execution decided in one round (the rest wait for the next):
+/// a map's thousands of item results make one append of a few hundred, not thousands
+/// of rounds of one each, nor one append of tens of thousands of events.
+pub const MAX_COMMANDS: usize = 256;
+
+/// Decides `commands` (none: just `Advance`) one after another on the state each leaves,
+/// then `Advance` and `StartTask` for built-in dispatches, until nothing more happens.
+/// A command that no longer applies is skipped; if none applies, the first rejection is
+/// returned. The rest of the chain never fails (a rejected link just ends it).
 pub fn chain(
     state: &ExecutionState,
-    command: Option<Command>,
+    commands: Vec<Command>,
     now: DateTime<Utc>,
 ) -> Result<Decision, Rejection> {
     let mut total = Decision::default();
     let mut provisional = state.clone();
-    let mut next = Some(match command {
-        Some(c) => c,
-        None => Command::Advance,
-    });
-    let mut first = true;
-    let mut links = 0;
-    while let Some(command) = next.take() {
-        links += 1;
-        let is_advance = matches!(command, Command::Advance);
-        let decision = match decide(&provisional, command, now) {
-            Ok(d) => d,
-            Err(e) if first => return Err(e),
-            Err(_) => break,
-        };
-        first = false;
-        let starts: Vec<Command> = decision
-            .effects
-            .iter()
-            .filter_map(|e| match e {
-                Effect::RunBuiltin { task, .. } => Some(Command::StartTask {
-                    task: task.clone(),
-                    agent_id: None,
-                    lease_id: None,
-                }),
-                _ => None,
-            })
-            .collect();
-        provisional = fold_provisional(provisional, &decision.events, now);
-        let progressed = !decision.is_empty();
-        total.events.extend(decision.events);
-        total.effects.extend(decision.effects);
-        if links >= MAX_LINKS {
-            break;
-        }
-        // Start every built-in just dispatched, then advance again.
-        for start in starts {
-            if let Ok(d) = decide(&provisional, start, now) {
-                provisional = fold_provisional(provisional, &d.events, now);
-                total.events.extend(d.events);
-                total.effects.extend(d.effects);
+    let mut rejection = None;
+    let mut accepted = commands.is_empty();
+    for command in commands {
+        match decide(&provisional, command, now) {
+            Ok(decision) => {
+                accepted = true;
+                provisional = link(provisional, decision, &mut total, now);
+            }
+            Err(e) => {
+                rejection.get_or_insert(e);
             }
         }
-        if progressed || !is_advance {
-            next = Some(Command::Advance);
+    }
+    if !accepted {
+        if let Some(e) = rejection {
+            return Err(e);
         }
     }
+    for _ in 0..MAX_LINKS {
+        let Ok(decision) = decide(&provisional, Command::Advance, now) else {
+            break;
+        };
+        if decision.is_empty() {
+            break;
+        }
+        provisional = link(provisional, decision, &mut total, now);
+    }
     Ok(total)
+}
+
+/// Adds `decision` to `total`, then starts every built-in it dispatched; returns the
+/// state both leave.
+fn link(
+    provisional: ExecutionState,
+    decision: Decision,
+    total: &mut Decision,
+    now: DateTime<Utc>,
+) -> ExecutionState {
+    let starts: Vec<Command> = decision
+        .effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::RunBuiltin { task, .. } => Some(Command::StartTask {
+                task: task.clone(),
+                agent_id: None,
+                lease_id: None,
+            }),
+            _ => None,
+        })
+        .collect();
+    let mut provisional = fold_provisional(provisional, &decision.events, now);
+    total.events.extend(decision.events);
+    total.effects.extend(decision.effects);
+    for start in starts {
+        if let Ok(d) = decide(&provisional, start, now) {
+            provisional = fold_provisional(provisional, &d.events, now);
+            total.events.extend(d.events);
+            total.effects.extend(d.effects);
+        }
+    }
+    provisional
 }
 
 /// Only the timers among `effects` (what a consumer that did not append the events must

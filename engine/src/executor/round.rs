@@ -19,9 +19,11 @@ use conflux_schema::{EventEnvelope, EventMetadata, StreamId};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use super::chain::MAX_COMMANDS;
 use super::{chain, Engine, PACE_WAIT, READ_AHEAD_BATCHES, UNKNOWN_TENANT};
 use crate::bus::Delivery;
 use crate::commands::into_new;
+use crate::execution::Command;
 use crate::execution::{evolve, ExecutionState};
 use crate::store::{AppendRequest, StoreError};
 
@@ -145,15 +147,21 @@ impl Engine {
                 self.pending.remove(&id);
                 continue;
             };
-            let command = self.pending.get_mut(&id).and_then(VecDeque::pop_front);
+            let commands: Vec<Command> = match self.pending.get_mut(&id) {
+                Some(queue) => {
+                    let n = queue.len().min(MAX_COMMANDS);
+                    queue.drain(..n).collect()
+                }
+                None => Vec::new(),
+            };
             if self.pending.get(&id).is_some_and(VecDeque::is_empty) {
                 self.pending.remove(&id);
             }
-            let had_command = command.is_some();
-            let decision = match chain(state, command.clone(), now) {
+            let had_command = !commands.is_empty();
+            let decision = match chain(state, commands.clone(), now) {
                 Ok(d) => d,
                 Err(rejection) => {
-                    tracing::debug!(execution = %id, %rejection, "command no longer applies");
+                    tracing::debug!(execution = %id, %rejection, "commands no longer apply");
                     if self.pending.contains_key(&id) {
                         again.push(id);
                     }
@@ -180,7 +188,7 @@ impl Engine {
                     },
                 ),
             });
-            decided.push((id, tenant, decision, command));
+            decided.push((id, tenant, decision, commands));
         }
         if requests.is_empty() {
             for id in again {
@@ -190,7 +198,7 @@ impl Engine {
         }
         let results = self.parts.store.append_many(requests).await;
         let mut progressed = false;
-        for ((id, tenant, decision, command), result) in decided.into_iter().zip(results) {
+        for ((id, tenant, decision, commands), result) in decided.into_iter().zip(results) {
             match result {
                 Ok(envelopes) => {
                     progressed = true;
@@ -200,13 +208,20 @@ impl Engine {
                     self.commit(id, &envelopes);
                     self.perform(id, &tenant, decision.effects).await;
                     // Advance once more on the committed state (a chain stops at
-                    // `MAX_LINKS`); usually an empty decision.
+                    // `MAX_LINKS`, and takes at most `MAX_COMMANDS`); usually an
+                    // empty decision.
                     if self.states.contains_key(&id) {
                         again.push(id);
                     }
                 }
                 Err(StoreError::Conflict { .. }) => {
-                    // Another process appended first: reload and decide again.
+                    // Another process appended first: reload and decide again, the
+                    // commands included (a runner's result has no other copy; one that
+                    // no longer applies is rejected then).
+                    let queue = self.pending.entry(id).or_default();
+                    for command in commands.into_iter().rev() {
+                        queue.push_front(command);
+                    }
                     self.states.remove(&id);
                     self.ready.push(tenant.as_str(), id);
                     progressed = true;
@@ -217,7 +232,7 @@ impl Engine {
                     self.states.remove(&id);
                     let waiting = self.pending.remove(&id).into_iter().flatten();
                     self.stalled
-                        .add(id, command.into_iter().chain(waiting), now);
+                        .add(id, commands.into_iter().chain(waiting), now);
                 }
             }
         }

@@ -298,11 +298,10 @@ pub async fn a_planner_fans_out_to_a_map_and_a_reducer(s: &TestServer) {
     assert_eq!(items_completed, 3, "every item on the live stream");
 }
 
-/// Five hundred items of a built-in template run and come back in input order (the
-/// loadtest's `map-10k` runs ten thousand; a debug build on a shared machine keeps this
-/// one smaller).
+/// A thousand items of a built-in template run and come back in input order (the
+/// loadtest's `w9-map` runs ten thousand).
 pub async fn a_wide_map_completes_in_order(s: &TestServer) {
-    let items: Vec<u64> = (0..500).collect();
+    let items: Vec<u64> = (0..1_000).collect();
     let execution = s
         .run(
             json!({"name": "wide", "tasks": [
@@ -318,11 +317,11 @@ pub async fn a_wide_map_completes_in_order(s: &TestServer) {
         .as_array()
         .cloned()
         .unwrap_or_default();
-    assert_eq!(output.len(), 500);
+    assert_eq!(output.len(), 1_000);
     for (k, item) in output.iter().enumerate() {
         assert_eq!(item, &json!({"n": k, "i": k}));
     }
-    assert_eq!(body["tasks"]["fan[499]"]["status"], "completed");
+    assert_eq!(body["tasks"]["fan[999]"]["status"], "completed");
 }
 
 /// Maps refused at create (422 `invalid_task` naming the task), and one whose items

@@ -417,6 +417,12 @@ fn check_body_in(
             "{prefix}items, template and max_parallel are only for map tasks"
         ));
     }
+    if body.kind != TaskKind::Signal && body.signal.is_some() {
+        return Err(format!("{prefix}signal is only for signal tasks"));
+    }
+    if body.kind != TaskKind::Approval && body.approvers.is_some() {
+        return Err(format!("{prefix}approvers is only for approval tasks"));
+    }
     if body.kind != TaskKind::Switch && (!body.cases.is_empty() || body.default_next.is_some()) {
         return Err(format!(
             "{prefix}cases and default are only for switch tasks"

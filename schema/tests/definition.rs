@@ -843,3 +843,24 @@ fn a_switch_needs_cases_whose_branches_depend_on_it() {
     );
     assert!(reason.contains("cannot compensate"), "{reason}");
 }
+
+#[test]
+fn the_fields_of_one_kind_are_refused_on_another() {
+    let cases = [
+        (
+            json!({"id": "a", "kind": "noop", "signal": "go"}),
+            "signal is only for signal tasks",
+        ),
+        (
+            json!({"id": "a", "kind": "agent", "agent_role": "r", "approvers": {"roles": ["admin"]}}),
+            "approvers is only for approval tasks",
+        ),
+        (
+            json!({"id": "a", "kind": "noop", "items": [1], "template": {"kind": "noop"}}),
+            "items, template and max_parallel are only for map tasks",
+        ),
+    ];
+    for (task, reason) in cases {
+        assert_eq!(invalid_task_reason(json!([task]), "a"), reason);
+    }
+}

@@ -178,7 +178,6 @@ impl ExecutionState {
                 if self.is_item(i) {
                     self.item_done(i, false);
                 } else {
-                    self.close_map(i);
                     self.completion_order.push(i);
                     self.wait_completed(i);
                     self.settle(i);
@@ -270,8 +269,6 @@ impl ExecutionState {
                     self.forget_forward(i);
                     if self.is_item(i) {
                         self.item_done(i, false);
-                    } else {
-                        self.close_map(i);
                     }
                 }
             }
@@ -497,12 +494,8 @@ impl ExecutionState {
                 // Its map decides what that means (fail fast, or collect).
                 self.item_done(i, true);
             } else if for_good && self.failure_tolerated(i) {
-                self.close_map(i);
                 self.settle(i);
             } else {
-                if for_good {
-                    self.close_map(i);
-                }
                 self.unresolved.insert(i);
             }
         }

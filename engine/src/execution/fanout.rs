@@ -42,16 +42,8 @@ impl ExecutionState {
             scheduled: 0,
             done: 0,
             failed: None,
-            open: true,
         };
         self.maps.insert(index, run);
-    }
-
-    /// Map task `index` (if it is one) ended: its items are no longer scheduled.
-    pub(super) fn close_map(&mut self, index: usize) {
-        if let Some(run) = self.maps.get_mut(&index) {
-            run.open = false;
-        }
     }
 
     /// Item slot `index` is done; `failed`: it failed for good.
@@ -91,7 +83,9 @@ pub(crate) fn step(s: &ExecutionState, out: &mut Vec<Event>) -> MapStep {
             .tasks
             .get(map)
             .is_some_and(|t| t.status == TaskStatus::Running);
-        if !run.open || !running {
+        // A map schedules items only while it runs (not once it completed, failed
+        // or was cancelled).
+        if !running {
             continue;
         }
         let fail_fast = task.failure_policy == FailurePolicy::FailFast;

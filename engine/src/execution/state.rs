@@ -182,8 +182,6 @@ pub(crate) struct MapRun {
     pub(crate) done: usize,
     /// The first item that failed for good, if one did.
     pub(crate) failed: Option<usize>,
-    /// Whether the map itself is still running (its items may be scheduled).
-    pub(crate) open: bool,
 }
 
 impl ExecutionState {

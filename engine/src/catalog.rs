@@ -80,6 +80,9 @@ pub struct WorkflowCatalog {
     tenant_egress: Option<Arc<dyn crate::runner::egress::TenantAllowlists>>,
 }
 
+/// How many named workflows a create follows at most when it looks for a cycle.
+const MAX_CHECKED_WORKFLOWS: usize = 1_000;
+
 /// The id of version `version` of workflow `name` in `tenant`. In `default` it is the
 /// id the workflow had before tenants existed, so a store upgrades in place.
 pub fn workflow_id(tenant: &str, name: &str, version: u32) -> Uuid {
@@ -195,6 +198,66 @@ impl WorkflowCatalog {
         }
     }
 
+    /// [`ValidationError::InvalidTask`] for the first `workflow` task that names a
+    /// workflow `tenant` lacks, or whose workflow, following the workflows each names in
+    /// turn (their latest or pinned versions), starts this one again: a definition is
+    /// refused rather than left to recurse until the run-time depth limit fails it.
+    async fn check_children(
+        &self,
+        tenant: &str,
+        workflow: &ValidatedWorkflow,
+    ) -> Result<(), CatalogError> {
+        let own = workflow.name().as_str();
+        let invalid = |task: &str, reason: String| {
+            CatalogError::Invalid(ValidationError::InvalidTask {
+                task: task.to_owned(),
+                reason,
+            })
+        };
+        let mut seen = std::collections::HashSet::new();
+        for (task, child) in workflow.child_workflows() {
+            if child.name == own && child.version.is_none() {
+                return Err(invalid(
+                    task,
+                    format!("workflow {child} is this workflow: it would start itself without end"),
+                ));
+            }
+            let Some(first) = self.resolve(tenant, &child.name, child.version).await? else {
+                return Err(invalid(
+                    task,
+                    format!("workflow {child} does not exist in this tenant"),
+                ));
+            };
+            // Depth-first over the named workflows, each path kept for the message.
+            let mut stack = vec![(first, vec![own.to_owned(), child.name.clone()])];
+            while let Some((id, path)) = stack.pop() {
+                if !seen.insert(id) || seen.len() > MAX_CHECKED_WORKFLOWS {
+                    continue;
+                }
+                let Some(reached) = self.get_in(tenant, id).await? else {
+                    continue;
+                };
+                for (_, next) in reached.child_workflows() {
+                    let mut path = path.clone();
+                    path.push(next.name.clone());
+                    if next.name == own && next.version.is_none() {
+                        return Err(invalid(
+                            task,
+                            format!(
+                                "it starts workflows that start this one again ({}): a cycle",
+                                path.join(" -> ")
+                            ),
+                        ));
+                    }
+                    if let Some(id) = self.resolve(tenant, &next.name, next.version).await? {
+                        stack.push((id, path));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Validates `definition` and records it as the next version of its name in the
     /// tenant of `metadata`.
     pub async fn create(
@@ -207,6 +270,7 @@ impl WorkflowCatalog {
         let tenant = metadata.tenant().to_owned();
         self.check_egress(&tenant, &workflow)?;
         self.check_secrets(&tenant, &workflow).await?;
+        self.check_children(&tenant, &workflow).await?;
         let mut version = self.next_version(&tenant, &name).await?;
         loop {
             let id = workflow_id(&tenant, &name, version);
@@ -317,6 +381,51 @@ impl WorkflowCatalog {
             .read_stream(&StreamId::workflow(workflow_id), 0, 1)
             .await?;
         Ok(events.pop())
+    }
+
+    /// The id of the workflow a `workflow` task names in `tenant`: version `version`, or
+    /// the newest version when None (read from the store, so a version another process
+    /// created is seen). None when there is no such workflow in the tenant.
+    pub async fn resolve(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<Option<Uuid>, StoreError> {
+        let version = match version {
+            Some(v) => v,
+            None => match self.latest_version(tenant, name).await? {
+                Some(v) => v,
+                None => return Ok(None),
+            },
+        };
+        let id = workflow_id(tenant, name, version);
+        let stream = StreamId::workflow(id);
+        Ok((self.store.stream_version(&stream).await? > 0).then_some(id))
+    }
+
+    /// The newest version of `name` in `tenant`, None if it has none: from the version
+    /// known here, stepping on while a newer one exists.
+    async fn latest_version(&self, tenant: &str, name: &str) -> Result<Option<u32>, StoreError> {
+        let known = lock(&self.latest)
+            .get(&(tenant.to_owned(), name.to_owned()))
+            .copied();
+        let mut latest = match known {
+            Some(v) => v,
+            None => self.next_version(tenant, name).await? - 1,
+        };
+        loop {
+            let next = StreamId::workflow(workflow_id(tenant, name, latest + 1));
+            if self.store.stream_version(&next).await? == 0 {
+                break;
+            }
+            latest += 1;
+        }
+        if latest == 0 {
+            return Ok(None);
+        }
+        self.remember(tenant, name, latest);
+        Ok(Some(latest))
     }
 
     async fn next_version(&self, tenant: &str, name: &str) -> Result<u32, StoreError> {

@@ -111,6 +111,28 @@ impl ExecutionCommands {
         idempotency_key: Option<String>,
         metadata: EventMetadata,
     ) -> Result<Recorded, CommandError> {
+        self.start_under(
+            workflow_id,
+            execution_id,
+            input,
+            idempotency_key,
+            metadata,
+            None,
+        )
+        .await
+    }
+
+    /// [`ExecutionCommands::start`] of a child execution: its `ExecutionStarted` names
+    /// `parent`, the attempt that starts it.
+    pub async fn start_under(
+        &self,
+        workflow_id: Uuid,
+        execution_id: Uuid,
+        input: serde_json::Value,
+        idempotency_key: Option<String>,
+        metadata: EventMetadata,
+        parent: Option<conflux_schema::ParentLink>,
+    ) -> Result<Recorded, CommandError> {
         let workflow = self
             .catalog
             .get_in(metadata.tenant(), workflow_id)
@@ -122,6 +144,7 @@ impl ExecutionCommands {
             workflow_id,
             input,
             idempotency_key,
+            parent,
         };
         let decision = decide(&state, command, Utc::now())?;
         let stream = StreamId::execution(execution_id);

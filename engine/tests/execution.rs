@@ -18,6 +18,8 @@ use proptest::prelude::*;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+#[path = "execution/children.rs"]
+mod children;
 #[path = "execution/control_flow.rs"]
 mod control_flow;
 #[path = "execution/map.rs"]
@@ -150,6 +152,12 @@ impl When {
         self
     }
 
+    /// Commits the decision, whatever it is.
+    fn committed(self) -> Given {
+        let events = self.decision().events.clone();
+        self.given.apply(events)
+    }
+
     fn then_nothing(self) -> Given {
         self.then_events([])
     }
@@ -168,6 +176,7 @@ fn started(input: Value) -> Event {
         workflow_id: WORKFLOW,
         input,
         idempotency_key: None,
+        parent: None,
     }
 }
 
@@ -318,6 +327,7 @@ fn start_is_only_accepted_once() {
         workflow_id: WORKFLOW,
         input: json!({"x": 1}),
         idempotency_key: Some("k".into()),
+        parent: None,
     };
     let g = given(&wf, [])
         .when(Command::Advance)
@@ -333,6 +343,7 @@ fn start_is_only_accepted_once() {
             workflow_id: WORKFLOW,
             input: json!({"x": 1}),
             idempotency_key: Some("k".into()),
+            parent: None,
         }]);
     assert_eq!(g.state.status(), ExecutionStatus::Running);
     assert_eq!(g.state.idempotency_key(), Some("k"));
@@ -1038,6 +1049,7 @@ fn the_workflow_deadline_fails_the_execution() {
         workflow_id: WORKFLOW,
         input: json!({}),
         idempotency_key: None,
+        parent: None,
     };
     let g = given(&wf, [])
         .when(start)
@@ -1286,7 +1298,8 @@ fn random_workflow(
         let reads_dep = rule == "all_success";
         let kind = match rng.below(10) {
             0 => "signal",
-            1..=4 => "noop",
+            1 => "workflow",
+            2..=4 => "noop",
             _ => "agent",
         };
         let mut task = json!({
@@ -1358,6 +1371,12 @@ fn random_workflow(
             if kind == "signal" {
                 task["signal"] = json!(format!("s{}", rng.below(3)));
             }
+            if kind == "workflow" {
+                task["workflow"] = json!({"name": "child"});
+                if let Some(o) = task.as_object_mut() {
+                    o.remove("agent_role");
+                }
+            }
             if rng.chance(50) {
                 task["compensate"] = json!({
                     "kind": "agent", "agent_role": "undo",
@@ -1395,6 +1414,9 @@ struct Sim {
     rng: Rng,
     /// Signals sent so far.
     signals: u64,
+    /// Child executions started (`StartChild`), and those cancelled (`CancelChild`).
+    children: BTreeSet<TaskRef>,
+    cancelled_children: BTreeSet<TaskRef>,
 }
 
 impl Sim {
@@ -1422,6 +1444,22 @@ impl Sim {
                 Effect::ArmTimer(timer) => {
                     self.armed.insert(timer.clone());
                     self.ever_armed.insert(timer);
+                }
+                // A child runs and then reports, as an attempt already started does.
+                Effect::StartChild { task, .. } => {
+                    assert!(self.children.insert(task.clone()), "child started twice");
+                    assert!(
+                        self.inflight.insert(task, true).is_none(),
+                        "dispatched twice"
+                    );
+                }
+                // An attempt cancelled before its dispatch (e.g. while paused) has no
+                // child: cancelling it finds nothing, which the shell ignores.
+                Effect::CancelChild { task, .. } => {
+                    assert!(
+                        self.cancelled_children.insert(task),
+                        "child cancelled twice"
+                    );
                 }
             }
         }
@@ -1557,7 +1595,9 @@ impl Sim {
     }
 }
 
-fn simulate(n: usize, seed: u64, compensate: bool) {
+/// Plays one random execution to its end, checking every invariant; returns how many
+/// child executions it started and how many of those it cancelled.
+fn simulate(n: usize, seed: u64, compensate: bool) -> (usize, usize) {
     let mut rng = Rng::new(seed);
     let (wf, deps) = random_workflow(&mut rng, n, compensate);
     let fail_percent = [0, 2, 8, 20][rng.below(4) as usize];
@@ -1574,12 +1614,15 @@ fn simulate(n: usize, seed: u64, compensate: bool) {
         ever_armed: BTreeSet::new(),
         rng,
         signals: 0,
+        children: BTreeSet::new(),
+        cancelled_children: BTreeSet::new(),
     };
     sim.send(Command::Start {
         execution_id: EXECUTION,
         workflow_id: WORKFLOW,
         input: json!({"seed": seed.to_string()}),
         idempotency_key: None,
+        parent: None,
     })
     .expect("start");
     for step in 0..100_000 {
@@ -1634,12 +1677,55 @@ fn simulate(n: usize, seed: u64, compensate: bool) {
         sim.st().to_json()
     );
     check_log(&sim, &deps);
+    check_children(&sim);
     check_restart_views(&sim);
     let replayed = ExecutionState::replay(wf, &sim.log);
     assert_eq!(&replayed, sim.st());
     assert_eq!(replayed.to_json(), sim.st().to_json());
     let duplicate = &sim.log[sim.log.len() / 2];
     assert_eq!(&evolve(replayed, duplicate), sim.st());
+    let cancelled = sim.children.intersection(&sim.cancelled_children).count();
+    (sim.children.len(), cancelled)
+}
+
+#[test]
+fn the_simulation_starts_children_and_cancels_some_with_their_parent() {
+    let (mut started, mut cancelled) = (0, 0);
+    for seed in 1..40 {
+        let (s, c) = simulate(60, seed, seed % 2 == 0);
+        started += s;
+        cancelled += c;
+    }
+    assert!(started > 20, "only {started} children started");
+    assert!(cancelled > 0, "no child was ever cancelled");
+}
+
+/// Every child execution started either reported its end to its attempt, or was
+/// cancelled when its attempt ended without it: no child is left running unheard. A child
+/// whose attempt reported is never cancelled.
+fn check_children(sim: &Sim) {
+    let reported = |task: &TaskRef| {
+        sim.log.iter().any(|e| match &e.event {
+            Event::TaskCompleted {
+                task_id, attempt, ..
+            }
+            | Event::TaskFailed {
+                task_id,
+                attempt,
+                compensation: false,
+                ..
+            } => *task_id == task.task && *attempt == task.attempt,
+            _ => false,
+        })
+    };
+    for task in &sim.children {
+        let cancelled = sim.cancelled_children.contains(task);
+        assert!(
+            reported(task) != cancelled,
+            "child of {task:?}: reported {}, cancelled {cancelled}",
+            reported(task)
+        );
+    }
 }
 
 /// What a restarted engine would rebuild is what the live one armed and sent.
@@ -1650,7 +1736,7 @@ fn check_restart_views(sim: &Sim) {
     for effect in sim.st().pending_dispatches() {
         let task = match effect {
             Effect::RunBuiltin { task, .. } | Effect::EnqueueAgentTask { task, .. } => task,
-            Effect::ArmTimer(t) => panic!("a timer among dispatches: {t:?}"),
+            other => panic!("not a dispatch: {other:?}"),
         };
         assert_eq!(sim.inflight.get(&task), Some(&false), "{task:?}");
     }

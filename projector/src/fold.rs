@@ -326,6 +326,7 @@ fn execution_row(id: Uuid, body: &Value, position: u64, tenant: &str) -> Executi
         output: text(&body["output"]),
         error: body["error"].as_str().map(str::to_owned),
         tenant_id: tenant.to_owned(),
+        parent: body.get("parent").and_then(text),
     }
 }
 

@@ -135,6 +135,8 @@ pub struct ExecutionRow {
     pub error: Option<String>,
     /// The tenant it belongs to (its `ExecutionStarted`'s).
     pub tenant_id: String,
+    /// A child execution's `parent` link, JSON text (None for a top-level execution).
+    pub parent: Option<String>,
 }
 
 /// One task of one execution (`rm_tasks`).
@@ -189,6 +191,10 @@ impl ExecutionView {
             completed_at: e.completed_at,
             version: u64::try_from(e.version).unwrap_or(0),
             position: Some(u64::try_from(e.position).unwrap_or(0)),
+            parent: e
+                .parent
+                .as_deref()
+                .and_then(|p| serde_json::from_str(p).ok()),
             tasks,
         }
     }

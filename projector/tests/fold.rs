@@ -94,6 +94,7 @@ fn log() -> Vec<EventEnvelope> {
             workflow_id: WORKFLOW,
             input: json!({"x": which}),
             idempotency_key: None,
+            parent: None,
         };
         run(&mut states, which, start, &mut out);
         run(&mut states, which, Command::Advance, &mut out);

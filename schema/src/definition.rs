@@ -68,7 +68,7 @@ pub enum OnFailure {
 
 pub use crate::kind::map::FailurePolicy;
 pub use crate::kind::switch::SwitchCase;
-pub use crate::kind::{Approvers, KindRules, Runs, TaskBody, TaskKind};
+pub use crate::kind::{Approvers, ChildWorkflow, KindRules, Runs, TaskBody, TaskKind};
 
 /// One task of a definition. `${input.x}` and `${tasks.<id>.output.x}` in `input`,
 /// `http.url`, `http.headers` and `http.body` are resolved when it is scheduled.
@@ -139,6 +139,9 @@ pub struct TaskSpec {
     /// For `approval` tasks: who must approve.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approvers: Option<Approvers>,
+    /// For `workflow` tasks: the workflow the child execution runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<ChildWorkflow>,
 }
 
 /// How a task reacts to its upstream tasks once every one of them is done. A task's
@@ -189,6 +192,7 @@ impl TaskSpec {
             max_parallel: self.max_parallel,
             signal: self.signal.as_deref(),
             approvers: self.approvers.as_ref(),
+            workflow: self.workflow.as_ref(),
             ..TaskBody::common(
                 self.kind,
                 self.agent_role.as_deref(),
@@ -422,6 +426,9 @@ fn check_body_in(
     }
     if body.kind != TaskKind::Approval && body.approvers.is_some() {
         return Err(format!("{prefix}approvers is only for approval tasks"));
+    }
+    if body.kind != TaskKind::Workflow && body.workflow.is_some() {
+        return Err(format!("{prefix}workflow is only for workflow tasks"));
     }
     if body.kind != TaskKind::Switch && (!body.cases.is_empty() || body.default_next.is_some()) {
         return Err(format!(

@@ -79,6 +79,10 @@ pub enum Event {
         /// The `Idempotency-Key` it was started with, if any.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         idempotency_key: Option<String>,
+        /// For a child execution (started by a `workflow` task): the attempt that
+        /// started it. Absent for an execution started by a caller or a schedule.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        parent: Option<ParentLink>,
     },
     /// A task's attempt became ready to run.
     TaskScheduled {
@@ -420,6 +424,17 @@ pub enum Event {
 }
 
 impl Event {
+    /// Whether this event ends its execution: `ExecutionCompleted`, `ExecutionFailed`
+    /// or `ExecutionCancelled` (nothing is appended to an execution after one).
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            Event::ExecutionCompleted { .. }
+                | Event::ExecutionFailed { .. }
+                | Event::ExecutionCancelled { .. }
+        )
+    }
+
     /// The task (or map item) an execution event is about, if it is about one.
     pub fn task_id(&self) -> Option<&TaskId> {
         match self {
@@ -665,6 +680,22 @@ impl CanonicalParts<'_> {
 /// hash computed at append equals the hash recomputed from a stored row.
 pub fn now_micros() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
+}
+
+/// The attempt of a `workflow` task that started a child execution: recorded in the
+/// child's `ExecutionStarted` and shown as its body's `parent`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, utoipa::ToSchema)]
+pub struct ParentLink {
+    /// The parent execution.
+    pub execution_id: Uuid,
+    /// The parent's `workflow` task.
+    #[schema(value_type = String)]
+    pub task_id: TaskId,
+    /// The attempt of that task (each attempt starts its own child).
+    pub attempt: u32,
+    /// How deep the child is: 1 for a child of a top-level execution, 2 for its
+    /// children, and so on.
+    pub depth: u32,
 }
 
 #[cfg(test)]

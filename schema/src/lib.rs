@@ -35,5 +35,5 @@ pub mod schedule;
 pub mod status;
 pub mod validate;
 
-pub use event::{Event, EventEnvelope, EventMetadata, NewEvent};
+pub use event::{Event, EventEnvelope, EventMetadata, NewEvent, ParentLink};
 pub use ids::{StreamId, StreamType, TaskId, WorkflowName};

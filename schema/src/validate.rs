@@ -186,6 +186,15 @@ impl ValidatedWorkflow {
         &self.definition.tasks
     }
 
+    /// The `workflow` tasks and the workflows they start, in definition order.
+    pub fn child_workflows(
+        &self,
+    ) -> impl Iterator<Item = (&str, &crate::kind::ChildWorkflow)> + '_ {
+        self.tasks()
+            .iter()
+            .filter_map(|t| Some((t.id.as_str(), t.workflow.as_ref()?)))
+    }
+
     /// The task at `index`, if in range.
     pub fn task(&self, index: usize) -> Option<&TaskSpec> {
         self.definition.tasks.get(index)

@@ -129,6 +129,7 @@ async fn old_events(config: &Config, workflow: uuid::Uuid, execution: uuid::Uuid
         workflow_id: workflow,
         input: json!({"n": 7}),
         idempotency_key: None,
+        parent: None,
     };
     backends
         .store

@@ -61,6 +61,8 @@ pub enum Command {
         input: Value,
         /// The `Idempotency-Key` of the request, if any.
         idempotency_key: Option<String>,
+        /// For a child execution: the parent attempt that starts it.
+        parent: Option<conflux_schema::ParentLink>,
     },
     /// The process-manager step the engine runs after applying any event: schedule and
     /// dispatch what is ready, decide retries, fail, compensate or complete.

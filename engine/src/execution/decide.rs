@@ -57,6 +57,7 @@ pub fn decide(
             workflow_id,
             input,
             idempotency_key,
+            parent,
         } => {
             if state.status != ExecutionStatus::NotStarted {
                 return Err(Rejection::AlreadyStarted);
@@ -66,6 +67,7 @@ pub fn decide(
                 workflow_id,
                 input,
                 idempotency_key,
+                parent,
             }]
         }
         Command::Advance => advance(state, now),

@@ -155,8 +155,9 @@ fn dispatch_at(
                 http,
                 compensation,
             });
-            // A waiting attempt starts as it is dispatched (see `waits`).
-            let waits = spec.filter(|s| s.kind.runs() == Runs::Waits && !compensation);
+            // A waiting or child attempt starts as it is dispatched (see `waits`).
+            let waits = spec
+                .filter(|s| matches!(s.kind.runs(), Runs::Waits | Runs::Child) && !compensation);
             if let (Some(spec), Some(now)) = (waits, now) {
                 super::waits::begin(state, index, attempt, &spec, now, out);
             }

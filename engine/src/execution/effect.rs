@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use conflux_schema::definition::{HttpSpec, Runs, TaskKind};
+use conflux_schema::definition::{ChildWorkflow, HttpSpec, Runs, TaskKind};
 use conflux_schema::validate::ValidatedWorkflow;
 use conflux_schema::Event;
 use serde::{Deserialize, Serialize};
@@ -90,6 +90,26 @@ pub enum Effect {
     /// Arm a timer (idempotent: arming an equal timer twice fires it once or twice,
     /// both harmless).
     ArmTimer(Timer),
+    /// Start the child execution of attempt `task` of a `workflow` task
+    /// ([`crate::execution::child_execution_id`]), or, if it already exists, report its
+    /// result when it has ended: repeating it is harmless.
+    StartChild {
+        /// The parent's attempt.
+        task: TaskRef,
+        /// The workflow the child runs.
+        workflow: ChildWorkflow,
+        /// The resolved input (a template: `${` escaped).
+        input: Value,
+    },
+    /// Cancel the child execution of attempt `task`, which ended without it (cancelled,
+    /// timed out). Cancelling a child that already ended, or that was never started (the
+    /// attempt was cancelled before its dispatch), is harmless.
+    CancelChild {
+        /// The parent's attempt.
+        task: TaskRef,
+        /// Why, as the child records it.
+        reason: String,
+    },
 }
 
 /// What [`crate::execution::decide`] returns: events to append (all or nothing, at the
@@ -182,6 +202,33 @@ pub fn effects_of(
             },
             deadline: *deadline,
         })],
+        Event::TaskCancelled {
+            task_id,
+            attempt,
+            compensation: false,
+        }
+        | Event::TaskTimedOut {
+            task_id,
+            attempt,
+            compensation: false,
+        } => {
+            let child = workflow
+                .body_for(task_id, false)
+                .is_some_and(|b| b.kind.runs() == Runs::Child);
+            if !child {
+                return Vec::new();
+            }
+            let reason = match event {
+                Event::TaskTimedOut { .. } => {
+                    format!("attempt {attempt} of parent task `{task_id}` timed out")
+                }
+                _ => format!("attempt {attempt} of parent task `{task_id}` was cancelled"),
+            };
+            vec![Effect::CancelChild {
+                task: TaskRef::new(task_id.clone(), *attempt),
+                reason,
+            }]
+        }
         Event::TaskRetryScheduled {
             task_id,
             attempt,
@@ -211,6 +258,11 @@ pub(crate) fn dispatch_effect(
     Some(match spec.kind.runs() {
         // The core runs these; nothing runs a waiting attempt: commands complete it.
         Runs::Inline | Runs::Items | Runs::Waits => return None,
+        Runs::Child => Effect::StartChild {
+            task,
+            workflow: spec.workflow?.clone(),
+            input,
+        },
         Runs::Agent => Effect::EnqueueAgentTask {
             role: spec.agent_role.unwrap_or_default().to_owned(),
             task,

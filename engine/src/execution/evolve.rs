@@ -68,10 +68,12 @@ impl ExecutionState {
                 workflow_id,
                 input,
                 idempotency_key,
+                parent,
             } => {
                 if self.status != ExecutionStatus::NotStarted {
                     return;
                 }
+                self.parent = parent.clone();
                 self.status = ExecutionStatus::Running;
                 self.execution_id = Some(*execution_id);
                 self.workflow_id = Some(*workflow_id);

@@ -24,11 +24,14 @@
 //!   order.
 //! - `dispatch`: which spec runs and its `${...}` resolution; `effect`: [`Effect`],
 //!   [`Timer`], [`Decision`]; `view`: the API body, pending timers and dispatches.
+//! - `child`: `workflow` tasks' child executions: their ids, the link a child records,
+//!   and the command its end sends its parent.
 //! - `waits`: the waiting kinds (`signal`, `approval`): kept signals, approval
 //!   decisions, and `Advance` run to rest when a dispatch completes a task.
 
 mod advance;
 mod attempt;
+mod child;
 mod command;
 mod decide;
 mod dispatch;
@@ -43,6 +46,7 @@ mod status;
 mod view;
 mod waits;
 
+pub use child::{child_execution_id, link_for, parent_command};
 pub use command::{Command, Rejection, TaskRef};
 pub use decide::decide;
 pub use effect::{effects_of, Decision, Effect, Timer};

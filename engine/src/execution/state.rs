@@ -133,6 +133,8 @@ pub struct ExecutionState {
     /// before tenants existed).
     pub(crate) tenant: String,
     pub(crate) idempotency_key: Option<String>,
+    /// For a child execution: the parent attempt that started it.
+    pub(crate) parent: Option<conflux_schema::ParentLink>,
     pub(crate) status: ExecutionStatus,
     pub(crate) input: Value,
     pub(crate) output: Option<Value>,
@@ -196,6 +198,7 @@ impl ExecutionState {
             workflow_id: None,
             tenant: conflux_schema::access::DEFAULT_TENANT.to_owned(),
             idempotency_key: None,
+            parent: None,
             status: ExecutionStatus::NotStarted,
             input: Value::Null,
             output: None,
@@ -251,6 +254,11 @@ impl ExecutionState {
     /// Where the execution stands.
     pub fn status(&self) -> ExecutionStatus {
         self.status
+    }
+
+    /// For a child execution: the parent's `workflow` task attempt that started it.
+    pub fn parent(&self) -> Option<&conflux_schema::ParentLink> {
+        self.parent.as_ref()
     }
 
     /// Whether the execution reached a terminal status.

@@ -53,14 +53,11 @@ impl ExecutionState {
             completed_at: self.completed_at,
             version: self.version,
             position: None,
+            parent: self.parent.clone(),
             tasks,
         }
     }
 
-    /// Every timer that should be armed in this state, to rebuild the timer index after
-    /// a restart: the workflow deadline (while running or paused), each running
-    /// attempt's deadline and each planned retry (tasks in index order, a task's own
-    /// attempt before its compensation's).
     /// How many task slots the execution has: its declared tasks, then the items of
     /// its dispatched maps. [`ExecutionState::task_entry`] reads each.
     pub fn slots(&self) -> usize {
@@ -77,6 +74,7 @@ impl ExecutionState {
         let id = self.id(slot)?;
         let mut view = task_view(self.tasks.get(slot)?);
         view.waiting_for = self.waiting_for(slot);
+        view.child_execution_id = self.child_of(slot);
         view.compensation = self
             .compensations
             .get(&slot)
@@ -89,6 +87,10 @@ impl ExecutionState {
         Some((id.as_str().to_owned(), view))
     }
 
+    /// Every timer that should be armed in this state, to rebuild the timer index after
+    /// a restart: the workflow deadline (while running or paused), each running
+    /// attempt's deadline and each planned retry (tasks in index order, a task's own
+    /// attempt before its compensation's).
     pub fn pending_timers(&self) -> Vec<Timer> {
         let mut timers = Vec::new();
         if let (Some(deadline), ExecutionStatus::Running | ExecutionStatus::Paused) =
@@ -168,5 +170,6 @@ fn task_view(t: &TaskState) -> api::TaskState {
         agent_id: t.agent_id,
         compensation: None,
         waiting_for: None,
+        child_execution_id: None,
     }
 }

@@ -95,10 +95,12 @@ fn link(
     provisional
 }
 
-/// Only the timers among `effects` (what a consumer that did not append the events must
-/// still do: arm the deadlines other processes recorded).
-pub fn timers_only(effects: Vec<Effect>) -> impl Iterator<Item = Effect> {
+/// The effects among `effects` that a consumer that did not append the events must
+/// still perform: arm the deadlines other processes recorded, and cancel the children of
+/// attempts they cancelled (a caller's cancel is appended by the API, which starts and
+/// cancels nothing). Repeating either is harmless.
+pub fn from_elsewhere(effects: Vec<Effect>) -> impl Iterator<Item = Effect> {
     effects
         .into_iter()
-        .filter(|e| matches!(e, Effect::ArmTimer(_)))
+        .filter(|e| matches!(e, Effect::ArmTimer(_) | Effect::CancelChild { .. }))
 }

@@ -21,6 +21,14 @@ impl Engine {
         for effect in effects {
             match effect {
                 Effect::ArmTimer(timer) => self.timers.arm(execution, timer),
+                Effect::StartChild {
+                    task,
+                    workflow,
+                    input,
+                } => self.start_child(execution, tenant, &task, workflow, input),
+                Effect::CancelChild { task, reason } => {
+                    self.cancel_child(execution, tenant, &task, reason)
+                }
                 Effect::RunBuiltin {
                     task,
                     kind,

@@ -44,6 +44,7 @@
 //! - `reader`: the task that reads the bus, so a cancelled wait loses no entry.
 
 mod chain;
+mod children;
 mod effects;
 mod fair;
 mod finished;
@@ -71,6 +72,8 @@ use crate::runner::BuiltinRunner;
 use crate::store::{read_whole_stream, EventStore, StoreError};
 
 pub use chain::chain;
+pub use children::DEFAULT_MAX_WORKFLOW_DEPTH;
+use children::{Children, Steer};
 pub use fair::FairQueue;
 use finished::Finished;
 use reader::read_bus;
@@ -128,6 +131,9 @@ pub struct EngineOptions {
     pub stale_after: Duration,
     /// How long a stopping engine waits for its running built-ins to report.
     pub drain_for: Duration,
+    /// How deep child executions may nest (a top-level execution is depth 0, its
+    /// children 1, …): a `workflow` task whose child would be deeper fails for good.
+    pub max_workflow_depth: u32,
 }
 
 impl Default for EngineOptions {
@@ -143,6 +149,7 @@ impl Default for EngineOptions {
             sweep_every: Duration::from_secs(15),
             stale_after: Duration::from_secs(30),
             drain_for: Duration::from_secs(8),
+            max_workflow_depth: DEFAULT_MAX_WORKFLOW_DEPTH,
         }
     }
 }
@@ -206,6 +213,8 @@ pub struct Engine {
     running: HashSet<(Uuid, TaskRef)>,
     /// Executions seen ending, so their events coming back from the bus are skipped.
     finished: Finished,
+    /// Starts and steers child executions.
+    children: Children,
     metadata: EventMetadata,
 }
 
@@ -217,7 +226,12 @@ impl Engine {
             actor: Some("engine".into()),
             ..EventMetadata::default()
         };
+        let children = Children::new(
+            crate::commands::ExecutionCommands::new(parts.store.clone(), parts.catalog.clone()),
+            options.max_workflow_depth,
+        );
         Self {
+            children,
             parts,
             options,
             states: HashMap::new(),
@@ -412,6 +426,7 @@ impl Engine {
         if state.is_terminal() {
             self.states.remove(&id);
             self.finished.record(id, state.version());
+            self.notify_parent(&state);
         } else {
             self.evict_if_full();
             self.states.insert(id, state);
@@ -475,19 +490,34 @@ impl Engine {
                 Some(v) if event.version == v + 1 => {
                     if let Some(state) = self.states.remove(&id) {
                         let state = evolve(state, &event);
-                        let timers = chain::timers_only(effects_of(
+                        let effects = chain::from_elsewhere(effects_of(
                             state.workflow(),
                             &event.event,
                             event.recorded_at,
                         ));
-                        for effect in timers {
-                            if let Effect::ArmTimer(t) = effect {
-                                self.timers.arm(id, t);
+                        let tenant = state.tenant().to_owned();
+                        for effect in effects {
+                            match effect {
+                                Effect::ArmTimer(t) => self.timers.arm(id, t),
+                                Effect::CancelChild { task, reason } => {
+                                    self.cancel_child(id, &tenant, &task, reason)
+                                }
+                                _ => {}
                             }
+                        }
+                        match event.event {
+                            conflux_schema::Event::ExecutionPaused {} => {
+                                self.steer_children(id, &state, Steer::Pause)
+                            }
+                            conflux_schema::Event::ExecutionResumed {} => {
+                                self.steer_children(id, &state, Steer::Resume)
+                            }
+                            _ => {}
                         }
                         if state.is_terminal() {
                             // Ended by someone else: nothing left to decide.
                             self.finished.record(id, state.version());
+                            self.notify_parent(&state);
                             acks.push(position);
                             continue;
                         }

@@ -5,6 +5,7 @@
 
 use chrono::Utc;
 
+use super::children::running_children;
 use super::effects::running_builtins;
 use super::{Engine, EngineError};
 use crate::store::StreamQuery;
@@ -43,6 +44,8 @@ impl Engine {
             if !redo.is_empty() {
                 tracing::info!(execution = %id, effects = redo.len(), "taking over an idle execution");
             }
+            // A parent waiting for its children is idle too: look at them again.
+            redo.extend(running_children(state));
             let tenant = state.tenant().to_owned();
             self.perform(id, &tenant, redo).await;
             self.mark(id);
@@ -66,6 +69,8 @@ impl Engine {
                 if let Some(state) = self.states.get(&id) {
                     let mut redo = state.pending_dispatches();
                     redo.extend(running_builtins(state));
+                    redo.extend(running_children(state));
+                    redo.extend(running_children(state));
                     let tenant = state.tenant().to_owned();
                     self.perform(id, &tenant, redo).await;
                 }

@@ -263,7 +263,8 @@ impl BuiltinRunner {
             | TaskKind::Switch
             | TaskKind::Map
             | TaskKind::Signal
-            | TaskKind::Approval => Outcome::failed(
+            | TaskKind::Approval
+            | TaskKind::Workflow => Outcome::failed(
                 format!("{kind} tasks are not run by the built-in runner"),
                 false,
             ),

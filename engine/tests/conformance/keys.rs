@@ -27,6 +27,7 @@ fn payload_events(execution: Uuid, tenant: &str, marker: &str) -> Vec<NewEvent> 
                 workflow_id: Uuid::now_v7(),
                 input: json!({"card": marker, "n": 1}),
                 idempotency_key: None,
+                parent: None,
             },
             meta(tenant),
         ),

@@ -462,6 +462,7 @@ pub async fn lookups_find_the_right_streams<F: Fixture>(f: &F) {
             workflow_id: wf,
             input: serde_json::json!({}),
             idempotency_key: None,
+            parent: None,
         };
         store
             .append(

@@ -26,6 +26,7 @@ fn started(tenant: &str) -> NewEvent {
             workflow_id: Uuid::now_v7(),
             input: serde_json::json!({"n": 1}),
             idempotency_key: None,
+            parent: None,
         },
         meta(tenant),
     )

@@ -17,14 +17,6 @@ fn fan_out(extra: Value) -> Arc<ValidatedWorkflow> {
     ]}))
 }
 
-impl When {
-    /// Commits the decision, whatever it is.
-    fn committed(self) -> Given {
-        let events = self.decision().events.clone();
-        self.given.apply(events)
-    }
-}
-
 fn item(k: usize) -> String {
     format!("fan[{k}]")
 }

@@ -144,6 +144,7 @@ pub(crate) fn started() -> Event {
         workflow_id: WORKFLOW,
         input: json!({}),
         idempotency_key: None,
+        parent: None,
     }
 }
 

@@ -9,7 +9,7 @@ use super::raw::{self, counts_text, EXECUTION_COLUMNS, TASK_COLUMNS, WORKFLOW_CO
 use super::{ReadModelError, CHECKPOINT};
 use crate::rows::{Changes, ExecutionView, WorkflowFilter};
 
-const CREATE: [&str; 10] = [
+const CREATE: [&str; 11] = [
     "CREATE TABLE IF NOT EXISTS rm_checkpoints (name TEXT PRIMARY KEY, position BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS rm_workflows (
         workflow_id UUID PRIMARY KEY, name TEXT NOT NULL, version BIGINT NOT NULL,
@@ -33,16 +33,20 @@ const CREATE: [&str; 10] = [
     "ALTER TABLE rm_executions ADD COLUMN IF NOT EXISTS tenant_id TEXT NOT NULL DEFAULT 'default'",
     "CREATE INDEX IF NOT EXISTS rm_workflows_tenant_list ON rm_workflows (tenant_id, created_position DESC)",
     "CREATE INDEX IF NOT EXISTS rm_executions_tenant ON rm_executions (tenant_id, execution_id)",
+    // Read models written before child executions: none has a parent. Added last, so
+    // that its presence says every statement above ran.
+    "ALTER TABLE rm_executions ADD COLUMN IF NOT EXISTS parent TEXT",
 ];
 
 pub async fn migrate(pool: &PgPool) -> Result<(), ReadModelError> {
     // The DDL below takes table locks even when there is nothing to do (`ALTER TABLE …
     // IF NOT EXISTS` an exclusive one), and a process starting beside a running
-    // projector would deadlock with its commits. The last index is created in the same
+    // projector would deadlock with its commits. The last column is added in the same
     // transaction as everything else: when it exists, the tables are current.
     let current: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM pg_indexes WHERE schemaname = current_schema() \
-         AND indexname = 'rm_executions_tenant')",
+        "SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE \
+         table_schema = current_schema() AND table_name = 'rm_executions' \
+         AND column_name = 'parent')",
     )
     .fetch_one(pool)
     .await?;
@@ -139,12 +143,12 @@ pub async fn commit(
             "INSERT INTO rm_executions ({EXECUTION_COLUMNS})
              SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::int8[], $5::int8[],
                  $6::timestamptz[], $7::timestamptz[], $8::text[], $9::text[], $10::text[],
-                 $11::text[])
+                 $11::text[], $12::text[])
              ON CONFLICT (execution_id) DO UPDATE SET workflow_id = EXCLUDED.workflow_id,
                  status = EXCLUDED.status, version = EXCLUDED.version,
                  position = EXCLUDED.position, started_at = EXCLUDED.started_at,
                  completed_at = EXCLUDED.completed_at, input = EXCLUDED.input,
-                 output = EXCLUDED.output, error = EXCLUDED.error"
+                 output = EXCLUDED.output, error = EXCLUDED.error, parent = EXCLUDED.parent"
         ))
         .bind(e.iter().map(|r| r.execution_id).collect::<Vec<_>>())
         .bind(e.iter().map(|r| r.workflow_id).collect::<Vec<_>>())
@@ -157,6 +161,7 @@ pub async fn commit(
         .bind(e.iter().map(|r| r.output.clone()).collect::<Vec<_>>())
         .bind(e.iter().map(|r| r.error.clone()).collect::<Vec<_>>())
         .bind(e.iter().map(|r| r.tenant_id.clone()).collect::<Vec<_>>())
+        .bind(e.iter().map(|r| r.parent.clone()).collect::<Vec<_>>())
         .execute(&mut *tx)
         .await?;
     }

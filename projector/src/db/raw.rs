@@ -14,7 +14,7 @@ pub const WORKFLOW_COLUMNS: &str = "workflow_id, name, version, task_count, crea
     created_position, definition, status, latest_execution_id, executions, position, tenant_id";
 /// The columns of `rm_executions`.
 pub const EXECUTION_COLUMNS: &str = "execution_id, workflow_id, status, version, position, \
-    started_at, completed_at, input, output, error, tenant_id";
+    started_at, completed_at, input, output, error, tenant_id, parent";
 /// The columns of `rm_tasks`.
 pub const TASK_COLUMNS: &str = "execution_id, task_id, ordinal, status, attempts, body";
 
@@ -75,6 +75,7 @@ pub struct Execution {
     output: Option<String>,
     error: Option<String>,
     tenant_id: String,
+    parent: Option<String>,
 }
 
 impl Execution {
@@ -91,6 +92,7 @@ impl Execution {
             output: self.output,
             error: self.error,
             tenant_id: self.tenant_id,
+            parent: self.parent,
         }
     }
 }

@@ -57,6 +57,17 @@ pub async fn migrate(pool: &SqlitePool) -> Result<(), ReadModelError> {
             .await?;
         }
     }
+    // Read models written before child executions: none has a parent.
+    let has_parent: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM pragma_table_info('rm_executions') WHERE name = 'parent'",
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    if has_parent == 0 {
+        sqlx::query("ALTER TABLE rm_executions ADD COLUMN parent TEXT")
+            .execute(&mut *tx)
+            .await?;
+    }
     for ddl in TENANT_INDEXES {
         sqlx::query(ddl).execute(&mut *tx).await?;
     }
@@ -132,12 +143,12 @@ pub async fn commit(
             .await?;
     }
     let upsert_execution = format!(
-        "INSERT INTO rm_executions ({EXECUTION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+        "INSERT INTO rm_executions ({EXECUTION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
          ON CONFLICT (execution_id) DO UPDATE SET workflow_id = excluded.workflow_id,
              status = excluded.status, version = excluded.version,
              position = excluded.position, started_at = excluded.started_at,
              completed_at = excluded.completed_at, input = excluded.input,
-             output = excluded.output, error = excluded.error"
+             output = excluded.output, error = excluded.error, parent = excluded.parent"
     );
     for r in &changes.executions {
         sqlx::query(&upsert_execution)
@@ -152,6 +163,7 @@ pub async fn commit(
             .bind(&r.output)
             .bind(&r.error)
             .bind(&r.tenant_id)
+            .bind(&r.parent)
             .execute(&mut *tx)
             .await?;
     }

@@ -58,6 +58,7 @@ impl TempStore {
                 workflow_id: workflow,
                 input: json!({}),
                 idempotency_key: None,
+                parent: None,
             },
         )
         .await

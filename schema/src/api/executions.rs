@@ -38,6 +38,10 @@ pub struct Execution {
     /// The position of its last event (absent in `replay`'s `state`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub position: Option<u64>,
+    /// For a child execution (started by a parent's `workflow` task): that task's
+    /// attempt, and how deep the child is. Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<crate::event::ParentLink>,
     /// Its tasks, by task id.
     pub tasks: BTreeMap<String, TaskState>,
 }
@@ -65,6 +69,10 @@ pub struct TaskState {
     /// Present while a `signal` or `approval` task waits: what for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_for: Option<crate::api::waits::WaitingFor>,
+    /// For a `workflow` task once dispatched: the child execution its current attempt
+    /// runs (`GET /api/v1/executions/{child_execution_id}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child_execution_id: Option<Uuid>,
 }
 
 /// A task's compensation.

@@ -17,9 +17,11 @@ mod noop;
 mod signal;
 mod sleep;
 pub mod switch;
+mod workflow;
 
 pub use approval::Approvers;
 pub use signal::check_signal_name;
+pub use workflow::ChildWorkflow;
 
 use std::fmt;
 use std::time::Duration;
@@ -55,11 +57,13 @@ pub enum TaskKind {
     Signal,
     /// Waits for `approvers.count` approvals by holders of `approvers.roles`.
     Approval,
+    /// Runs a child execution of the workflow `workflow`; output: the child's output.
+    Workflow,
 }
 
 impl TaskKind {
     /// Every kind, in the order of the enum.
-    pub const ALL: [TaskKind; 8] = [
+    pub const ALL: [TaskKind; 9] = [
         TaskKind::Noop,
         TaskKind::Sleep,
         TaskKind::Http,
@@ -68,6 +72,7 @@ impl TaskKind {
         TaskKind::Map,
         TaskKind::Signal,
         TaskKind::Approval,
+        TaskKind::Workflow,
     ];
 
     /// The kind's entry in the table: its rules and how it runs.
@@ -81,6 +86,7 @@ impl TaskKind {
             TaskKind::Map => &map::RULES,
             TaskKind::Signal => &signal::RULES,
             TaskKind::Approval => &approval::RULES,
+            TaskKind::Workflow => &workflow::RULES,
         }
     }
 
@@ -119,6 +125,11 @@ pub enum Runs {
     /// approvals) to complete or fail it. It has no attempt deadline unless the task
     /// names `timeout_seconds`, and nothing re-runs it on recovery.
     Waits,
+    /// By a child execution: the attempt starts when dispatched, the engine starts the
+    /// child (id derived from the parent, the task and the attempt, so a repeated start
+    /// is the same child), and the child's end completes or fails the attempt. Like a
+    /// waiting attempt it has no deadline unless the task names `timeout_seconds`.
+    Child,
 }
 
 /// One kind's entry in the table.
@@ -169,6 +180,8 @@ pub struct TaskBody<'a> {
     pub signal: Option<&'a str>,
     /// For `approval`: who must approve.
     pub approvers: Option<&'a Approvers>,
+    /// For `workflow`: the workflow its child execution runs.
+    pub workflow: Option<&'a ChildWorkflow>,
 }
 
 impl KindRules {
@@ -215,6 +228,7 @@ impl<'a> TaskBody<'a> {
             max_parallel: None,
             signal: None,
             approvers: None,
+            workflow: None,
         }
     }
 }

@@ -89,6 +89,7 @@ impl Runtime {
         let engine = config.engine_rounds.apply(EngineOptions {
             stale_after,
             sweep_every: stale_after / 2,
+            max_workflow_depth: config.max_workflow_depth,
             ..EngineOptions::default()
         });
         let guard = BusGuard::new(

@@ -89,6 +89,19 @@ pub struct Config {
     )]
     pub default_task_timeout_seconds: u64,
 
+    /// How deep `workflow` tasks may nest child executions (a top-level execution is
+    /// depth 0, its children 1, …; at least 1): a task whose child would be deeper
+    /// fails for good, naming the limit. Definitions that start themselves again are
+    /// refused at create whatever this is.
+    #[arg(
+        long,
+        global = true,
+        env = "CONFLUX_MAX_WORKFLOW_DEPTH",
+        default_value_t = conflux_engine::executor::DEFAULT_MAX_WORKFLOW_DEPTH,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_workflow_depth: u32,
+
     /// How long an open execution may go without a new event before an engine takes it
     /// over (re-arms its timers, re-runs its started built-ins): covers an engine that
     /// died while other engines keep running. Checked every half of this.
@@ -285,6 +298,7 @@ impl Config {
             "max_body_bytes": self.max_body_bytes,
             "max_tasks": self.max_tasks,
             "default_task_timeout_seconds": self.default_task_timeout_seconds,
+            "max_workflow_depth": self.max_workflow_depth,
             "engine_stale_after_ms": self.engine_stale_after_ms,
             "bus_reset_on_mismatch": self.bus_reset_on_mismatch,
             "rate_limit": self.rate_limit,

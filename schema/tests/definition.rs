@@ -859,8 +859,46 @@ fn the_fields_of_one_kind_are_refused_on_another() {
             json!({"id": "a", "kind": "noop", "items": [1], "template": {"kind": "noop"}}),
             "items, template and max_parallel are only for map tasks",
         ),
+        (
+            json!({"id": "a", "kind": "noop", "workflow": {"name": "x"}}),
+            "workflow is only for workflow tasks",
+        ),
     ];
     for (task, reason) in cases {
         assert_eq!(invalid_task_reason(json!([task]), "a"), reason);
     }
+}
+
+#[test]
+fn a_workflow_task_names_a_workflow_and_cannot_compensate() {
+    let reason = |task: Value| invalid_task_reason(json!([task]), "a");
+    assert!(reason(json!({"id": "a", "kind": "workflow"})).contains("workflow is required"));
+    assert_eq!(
+        reason(json!({"id": "a", "kind": "workflow", "workflow": {"name": "x", "version": 0}})),
+        "workflow.version must be at least 1"
+    );
+    assert!(
+        reason(json!({"id": "a", "kind": "workflow", "workflow": {"name": " x"}}))
+            .starts_with("workflow.name: ")
+    );
+    assert!(
+        reason(json!({"id": "a", "kind": "noop", "compensate": {"kind": "workflow"}}))
+            .contains("cannot compensate")
+    );
+    assert!(reason(json!({"id": "a", "kind": "map", "items": [1],
+                          "template": {"kind": "workflow"}}))
+    .contains("cannot be a map's item"));
+    let ok: WorkflowDefinition = serde_json::from_value(json!({"name": "p", "tasks": [
+        {"id": "a", "kind": "workflow", "workflow": {"name": "child", "version": 2},
+         "input": {"n": "${input.n}"}}]}))
+    .expect("a definition");
+    let wf = validate(ok, &Limits::default()).expect("valid");
+    let children: Vec<_> = wf.child_workflows().collect();
+    assert_eq!(children.len(), 1);
+    assert_eq!(children[0].0, "a");
+    assert_eq!(children[0].1.version, Some(2));
+    // Unknown fields inside `workflow` are refused by name.
+    let unknown = serde_json::from_value::<WorkflowDefinition>(json!({"name": "p", "tasks": [
+        {"id": "a", "kind": "workflow", "workflow": {"name": "c", "versoin": 2}}]}));
+    assert!(unknown.is_err());
 }

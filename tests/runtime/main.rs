@@ -33,6 +33,8 @@
 //!   body that validates against its documented schema.
 //! - `control_flow`: switches, conditions, trigger rules, maps, the default deadline.
 //! - `waits`: the waiting kinds (signals, approvals) over HTTP and the WebSocket.
+//! - `children`: sub-workflows: outputs, pause and cancel reaching children, failures,
+//!   refused definitions, the depth limit.
 //! - `flow`, `failures`, `control`, `saga`, `input`, `junk`, `strict`, `scale`: the
 //!   scenarios.
 
@@ -42,6 +44,7 @@ mod agent;
 #[allow(dead_code)]
 #[path = "../support/auth.rs"]
 mod auth;
+mod children;
 mod conformance;
 mod control;
 mod control_flow;
@@ -157,6 +160,10 @@ macro_rules! all_scenarios {
                 waits::signals_arrive_before_and_after_their_task,
                 waits::bad_signals_change_nothing,
                 waits::two_person_approval,
+                children::a_child_workflow_runs_as_a_task,
+                children::a_parent_with_two_children_is_cancelled_mid_run,
+                children::a_failing_child_fails_its_task,
+                children::bad_sub_workflows_are_refused,
             ]
         );
     };
@@ -186,6 +193,40 @@ async fn embedded_a_silent_agent_meets_the_default_deadline() {
     .await;
     control_flow::a_silent_agent_meets_the_default_deadline(&server).await;
     server.stop().await;
+}
+
+/// The workflow depth limit, on a server configured with a depth of one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_redis_nesting_past_the_depth_limit_fails() {
+    let server = harness::TestServer::start_tuned(harness::Mode::PostgresRedis, |c| {
+        c.max_workflow_depth = 1;
+    })
+    .await;
+    children::nesting_past_the_depth_limit_fails(&server).await;
+    server.stop().await;
+}
+
+/// The same in the embedded mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_nesting_past_the_depth_limit_fails() {
+    let server = harness::TestServer::start_tuned(harness::Mode::Embedded, |c| {
+        c.max_workflow_depth = 1;
+    })
+    .await;
+    children::nesting_past_the_depth_limit_fails(&server).await;
+    server.stop().await;
+}
+
+/// A child's end that its parent never heard is reported when an engine starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_redis_a_child_that_ended_unheard_is_reported_on_start() {
+    children::a_child_that_ended_unheard_is_reported_on_start(harness::Mode::PostgresRedis).await;
+}
+
+/// The same in the embedded mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_a_child_that_ended_unheard_is_reported_on_start() {
+    children::a_child_that_ended_unheard_is_reported_on_start(harness::Mode::Embedded).await;
 }
 
 /// The raw-bytes proof: a secret's value is in no table, Redis key or log line.

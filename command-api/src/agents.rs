@@ -121,8 +121,15 @@ pub async fn complete(
 ) -> Result<Json<LeaseRecorded>, ApiError> {
     ctx.quotas
         .check_payload_of(request.tenant(), &body.output)?;
+    if let Some(usage) = &body.usage {
+        usage.check().map_err(|reason| {
+            ApiError::invalid_request(reason.clone())
+                .with_details(serde_json::json!({"field": "usage", "reason": reason}))
+        })?;
+    }
     let report = Report::Complete {
         output: body.output,
+        usage: body.usage,
     };
     on_lease(ctx, id, request, report).await
 }

@@ -7,7 +7,7 @@ use std::fmt;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
-use conflux_engine::commands::CommandError;
+use conflux_engine::commands::{CommandError, StartExtra};
 use conflux_engine::execution::{Command, Rejection};
 use conflux_engine::quota::{Admission, QuotaError};
 use conflux_engine::store::StreamQuery;
@@ -171,6 +171,12 @@ pub async fn execute(
         None => Uuid::now_v7(),
     };
     let input = body.input.unwrap_or(Value::Object(Default::default()));
+    if let Some(budget) = &body.budget {
+        budget.check().map_err(|reason| {
+            ApiError::invalid_request(reason.clone())
+                .with_details(serde_json::json!({"field": "budget", "reason": reason}))
+        })?;
+    }
     let response = ExecutionAccepted {
         execution_id,
         workflow_id,
@@ -206,7 +212,17 @@ pub async fn execute(
     };
     match ctx
         .commands
-        .start(workflow_id, execution_id, input, key.clone(), meta)
+        .start_with(
+            workflow_id,
+            execution_id,
+            input,
+            key.clone(),
+            meta,
+            StartExtra {
+                parent: None,
+                budget: body.budget,
+            },
+        )
         .await
     {
         Ok(_) => Ok((StatusCode::ACCEPTED, Json(response))),

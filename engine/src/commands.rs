@@ -34,6 +34,15 @@ pub enum CommandError {
     Forbidden(String),
 }
 
+/// What a start may add to an execution beyond its input and idempotency key.
+#[derive(Debug, Clone, Default)]
+pub struct StartExtra {
+    /// For a child execution: the parent attempt that starts it.
+    pub parent: Option<conflux_schema::ParentLink>,
+    /// How much its attempts may spend.
+    pub budget: Option<conflux_schema::usage::Budget>,
+}
+
 /// A recorded command.
 #[derive(Debug, Clone)]
 pub struct Recorded {
@@ -111,28 +120,31 @@ impl ExecutionCommands {
         idempotency_key: Option<String>,
         metadata: EventMetadata,
     ) -> Result<Recorded, CommandError> {
-        self.start_under(
+        let extra = StartExtra::default();
+        self.start_with(
             workflow_id,
             execution_id,
             input,
             idempotency_key,
             metadata,
-            None,
+            extra,
         )
         .await
     }
 
-    /// [`ExecutionCommands::start`] of a child execution: its `ExecutionStarted` names
-    /// `parent`, the attempt that starts it.
-    pub async fn start_under(
+    /// [`ExecutionCommands::start`] with a parent (a child execution: its
+    /// `ExecutionStarted` names the attempt that starts it) or a budget (recorded as
+    /// `BudgetSet` right after it).
+    pub async fn start_with(
         &self,
         workflow_id: Uuid,
         execution_id: Uuid,
         input: serde_json::Value,
         idempotency_key: Option<String>,
         metadata: EventMetadata,
-        parent: Option<conflux_schema::ParentLink>,
+        extra: StartExtra,
     ) -> Result<Recorded, CommandError> {
+        let StartExtra { parent, budget } = extra;
         let workflow = self
             .catalog
             .get_in(metadata.tenant(), workflow_id)
@@ -145,6 +157,7 @@ impl ExecutionCommands {
             input,
             idempotency_key,
             parent,
+            budget,
         };
         let decision = decide(&state, command, Utc::now())?;
         let stream = StreamId::execution(execution_id);

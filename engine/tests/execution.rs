@@ -18,6 +18,8 @@ use proptest::prelude::*;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+#[path = "execution/budget.rs"]
+mod budget;
 #[path = "execution/children.rs"]
 mod children;
 #[path = "execution/control_flow.rs"]
@@ -270,6 +272,7 @@ fn complete(task: &str, attempt: u32, output: Value) -> Command {
     Command::CompleteTask {
         task: r(task, attempt),
         output,
+        usage: None,
     }
 }
 
@@ -328,6 +331,7 @@ fn start_is_only_accepted_once() {
         input: json!({"x": 1}),
         idempotency_key: Some("k".into()),
         parent: None,
+        budget: None,
     };
     let g = given(&wf, [])
         .when(Command::Advance)
@@ -904,6 +908,7 @@ fn compensations_run_one_at_a_time_newest_completion_first() {
         .when(Command::CompleteTask {
             task: TaskRef::compensation(id("c"), 1),
             output: json!("undone"),
+            usage: None,
         })
         .then_events([compensated("c")])
         .when(Command::Advance)
@@ -1050,6 +1055,7 @@ fn the_workflow_deadline_fails_the_execution() {
         input: json!({}),
         idempotency_key: None,
         parent: None,
+        budget: None,
     };
     let g = given(&wf, [])
         .when(start)
@@ -1584,10 +1590,24 @@ impl Sim {
                     self.commit(decision);
                     return;
                 }
-                None => Command::CompleteTask { task, output },
+                None => Command::CompleteTask {
+                    task,
+                    output,
+                    usage: None,
+                },
             }
         } else if roll < 85 {
-            Command::CompleteTask { task, output }
+            // Half the results report what they spent (tokens only, so sums are exact).
+            let usage = self.rng.chance(50).then(|| conflux_schema::usage::Usage {
+                cost: 0.0,
+                input_tokens: self.rng.below(100),
+                output_tokens: 0,
+            });
+            Command::CompleteTask {
+                task,
+                output,
+                usage,
+            }
         } else {
             Command::Heartbeat { task }
         };
@@ -1603,6 +1623,10 @@ fn simulate(n: usize, seed: u64, compensate: bool) -> (usize, usize) {
     let fail_percent = [0, 2, 8, 20][rng.below(4) as usize];
     let pause_percent = [0, 2][rng.below(2) as usize];
     let cancels = rng.chance(20);
+    let budget = rng.chance(30).then(|| conflux_schema::usage::Budget {
+        max_cost: None,
+        max_tokens: Some(1 + rng.below(500)),
+    });
     let mut sim = Sim {
         wf: wf.clone(),
         state: Some(ExecutionState::new(wf.clone())),
@@ -1623,6 +1647,7 @@ fn simulate(n: usize, seed: u64, compensate: bool) -> (usize, usize) {
         input: json!({"seed": seed.to_string()}),
         idempotency_key: None,
         parent: None,
+        budget,
     })
     .expect("start");
     for step in 0..100_000 {
@@ -1648,6 +1673,7 @@ fn simulate(n: usize, seed: u64, compensate: bool) -> (usize, usize) {
             let result = sim.send(Command::CompleteTask {
                 task: late,
                 output: json!("late"),
+                usage: None,
             });
             assert!(
                 matches!(result, Err(Rejection::StaleAttempt { .. })),
@@ -1678,6 +1704,7 @@ fn simulate(n: usize, seed: u64, compensate: bool) -> (usize, usize) {
     );
     check_log(&sim, &deps);
     check_children(&sim);
+    check_budget(&sim);
     check_restart_views(&sim);
     let replayed = ExecutionState::replay(wf, &sim.log);
     assert_eq!(&replayed, sim.st());
@@ -1698,6 +1725,50 @@ fn the_simulation_starts_children_and_cancels_some_with_their_parent() {
     }
     assert!(started > 20, "only {started} children started");
     assert!(cancelled > 0, "no child was ever cancelled");
+}
+
+/// Once the usage recorded passes the budget, no task (or item) is scheduled or
+/// dispatched again, only compensations; and an execution still running then fails (or
+/// compensates) with `budget_exceeded`.
+fn check_budget(sim: &Sim) {
+    let mut budget = None;
+    let mut tokens = 0u64;
+    let mut over_at_run = None;
+    let mut ended = false;
+    for env in &sim.log {
+        match &env.event {
+            Event::BudgetSet { budget: b } => budget = b.max_tokens,
+            Event::UsageRecorded { usage, .. } => {
+                tokens += usage.input_tokens;
+                if budget.is_some_and(|max| tokens > max) && over_at_run.is_none() {
+                    over_at_run = Some(!ended);
+                }
+            }
+            Event::CompensationStarted { .. }
+            | Event::ExecutionFailed { .. }
+            | Event::ExecutionCancelled { .. }
+            | Event::ExecutionCompleted { .. } => ended = true,
+            Event::TaskScheduled {
+                compensation: false,
+                task_id,
+                ..
+            }
+            | Event::TaskDispatched {
+                compensation: false,
+                task_id,
+                ..
+            } => assert!(
+                over_at_run.is_none(),
+                "{task_id} dispatched past the budget"
+            ),
+            _ => {}
+        }
+    }
+    // (A cancel during the saga ends it with the cancel's reason instead.)
+    if over_at_run == Some(true) && sim.st().status() != ExecutionStatus::Cancelled {
+        let error = sim.st().error().unwrap_or_default();
+        assert!(error.starts_with("budget_exceeded"), "{error}");
+    }
 }
 
 /// Every child execution started either reported its end to its attempt, or was

@@ -327,6 +327,8 @@ fn execution_row(id: Uuid, body: &Value, position: u64, tenant: &str) -> Executi
         error: body["error"].as_str().map(str::to_owned),
         tenant_id: tenant.to_owned(),
         parent: body.get("parent").and_then(text),
+        usage: body.get("usage").and_then(text),
+        budget: body.get("budget").and_then(text),
     }
 }
 

@@ -137,6 +137,10 @@ pub struct ExecutionRow {
     pub tenant_id: String,
     /// A child execution's `parent` link, JSON text (None for a top-level execution).
     pub parent: Option<String>,
+    /// What its attempts reported spending, JSON text (None before the first report).
+    pub usage: Option<String>,
+    /// Its budget, JSON text (None without one).
+    pub budget: Option<String>,
 }
 
 /// One task of one execution (`rm_tasks`).
@@ -195,6 +199,14 @@ impl ExecutionView {
                 .parent
                 .as_deref()
                 .and_then(|p| serde_json::from_str(p).ok()),
+            usage: e
+                .usage
+                .as_deref()
+                .and_then(|u| serde_json::from_str(u).ok()),
+            budget: e
+                .budget
+                .as_deref()
+                .and_then(|b| serde_json::from_str(b).ok()),
             tasks,
         }
     }

@@ -95,6 +95,7 @@ fn log() -> Vec<EventEnvelope> {
             input: json!({"x": which}),
             idempotency_key: None,
             parent: None,
+            budget: None,
         };
         run(&mut states, which, start, &mut out);
         run(&mut states, which, Command::Advance, &mut out);
@@ -117,6 +118,7 @@ fn log() -> Vec<EventEnvelope> {
             Command::CompleteTask {
                 task: t("a", 1),
                 output: json!({"a": which}),
+                usage: None,
             },
             &mut out,
         );
@@ -172,6 +174,7 @@ fn log() -> Vec<EventEnvelope> {
             Command::CompleteTask {
                 task: t(task, attempt),
                 output: json!({}),
+                usage: None,
             },
             &mut out,
         );
@@ -193,6 +196,7 @@ fn log() -> Vec<EventEnvelope> {
         Command::CompleteTask {
             task: t("d", 1),
             output: json!({"done": true}),
+            usage: None,
         },
         &mut out,
     );

@@ -380,6 +380,26 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         comment: Option<String>,
     },
+    /// An attempt's agent reported what it spent, with its result (recorded just before
+    /// the attempt's `TaskCompleted` or `TaskCompensated`). The execution's usage is
+    /// the sum of these.
+    UsageRecorded {
+        /// The task.
+        task_id: TaskId,
+        /// The attempt.
+        attempt: u32,
+        /// Whether this is an attempt of the task's `compensate` spec.
+        #[serde(default, skip_serializing_if = "is_false")]
+        compensation: bool,
+        /// What it spent.
+        usage: crate::usage::Usage,
+    },
+    /// The execution was started with a budget (recorded right after its
+    /// `ExecutionStarted`): past it, the execution fails with `budget_exceeded`.
+    BudgetSet {
+        /// The limits.
+        budget: crate::usage::Budget,
+    },
     /// A schedule was created: `workflow_id` starts on `cron` in `timezone`. Stream
     /// `schedule-<id>`.
     ScheduleCreated {
@@ -487,6 +507,8 @@ impl Event {
             Event::MapExpanded { .. } => "MapExpanded",
             Event::TenantPolicySet { .. } => "TenantPolicySet",
             Event::SignalReceived { .. } => "SignalReceived",
+            Event::UsageRecorded { .. } => "UsageRecorded",
+            Event::BudgetSet { .. } => "BudgetSet",
             Event::ApprovalDecided { .. } => "ApprovalDecided",
             Event::ScheduleCreated { .. } => "ScheduleCreated",
             Event::SchedulePaused {} => "SchedulePaused",

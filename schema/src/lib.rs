@@ -33,6 +33,7 @@ pub mod quota;
 pub mod reference;
 pub mod schedule;
 pub mod status;
+pub mod usage;
 pub mod validate;
 
 pub use event::{Event, EventEnvelope, EventMetadata, NewEvent, ParentLink};

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use conflux::config::Config;
 use conflux_engine::catalog::WorkflowCatalog;
-use conflux_engine::commands::ExecutionCommands;
+use conflux_engine::commands::{ExecutionCommands, StartExtra};
 use conflux_engine::execution::{child_execution_id, Command, TaskRef};
 use conflux_schema::definition::WorkflowDefinition;
 use conflux_schema::validate::Limits;
@@ -170,7 +170,7 @@ pub async fn a_parent_with_two_children_is_cancelled_mid_run(s: &TestServer) {
         child_of(s, &parent, "right").await,
     ];
     assert_ne!(children[0], children[1]);
-    let mut leases = vec![agent.next_lease().await, agent.next_lease().await];
+    let mut leases = [agent.next_lease().await, agent.next_lease().await];
     leases.sort_by(|a, b| a.input["side"].as_str().cmp(&b.input["side"].as_str()));
     assert_eq!(leases[0].execution_id, children[0]);
     assert_eq!(leases[1].execution_id, children[1]);
@@ -443,13 +443,16 @@ async fn ended_unheard(config: &Config, parent: Uuid, child: Uuid) {
         depth: 1,
     };
     commands
-        .start_under(
+        .start_with(
             quick.workflow_id,
             child,
             json!({"v": 5}),
             None,
             meta.clone(),
-            Some(link),
+            StartExtra {
+                parent: Some(link),
+                budget: None,
+            },
         )
         .await
         .expect("start the child");
@@ -460,6 +463,7 @@ async fn ended_unheard(config: &Config, parent: Uuid, child: Uuid) {
             Ok(Command::CompleteTask {
                 task: q.clone(),
                 output: json!({"v": 5}),
+                usage: None,
             })
         })
         .await

@@ -33,6 +33,7 @@
 //!   body that validates against its documented schema.
 //! - `control_flow`: switches, conditions, trigger rules, maps, the default deadline.
 //! - `waits`: the waiting kinds (signals, approvals) over HTTP and the WebSocket.
+//! - `budgets`: usage reported by agents, budgets that stop an execution.
 //! - `children`: sub-workflows: outputs, pause and cancel reaching children, failures,
 //!   refused definitions, the depth limit.
 //! - `flow`, `failures`, `control`, `saga`, `input`, `junk`, `strict`, `scale`: the
@@ -44,6 +45,7 @@ mod agent;
 #[allow(dead_code)]
 #[path = "../support/auth.rs"]
 mod auth;
+mod budgets;
 mod children;
 mod conformance;
 mod control;
@@ -164,6 +166,8 @@ macro_rules! all_scenarios {
                 children::a_parent_with_two_children_is_cancelled_mid_run,
                 children::a_failing_child_fails_its_task,
                 children::bad_sub_workflows_are_refused,
+                budgets::a_budget_stops_an_execution_that_spends_past_it,
+                budgets::bad_budgets_and_usage_are_refused,
             ]
         );
     };

@@ -121,6 +121,12 @@ impl TestAgent {
             .await
     }
 
+    /// `POST /api/v1/tasks/{lease}/complete` with any body (an output and what the
+    /// attempt spent, say) → (status, body).
+    pub async fn complete_with(&self, lease: &Lease, body: Value) -> (u16, Value) {
+        self.on_lease(lease, "complete", body).await
+    }
+
     /// `POST /api/v1/tasks/{lease}/fail` → (status, body).
     pub async fn fail(&self, lease: &Lease, error: &str, retryable: bool) -> (u16, Value) {
         self.on_lease(

@@ -20,6 +20,8 @@ pub enum Report {
     Complete {
         /// The task's output.
         output: Value,
+        /// What the attempt spent, if the agent said.
+        usage: Option<conflux_schema::usage::Usage>,
     },
     /// The attempt failed; `retryable` lets the task's retry policy run it again.
     Fail {
@@ -44,9 +46,10 @@ impl Report {
 
     fn command(&self, task: TaskRef) -> Command {
         match self {
-            Report::Complete { output } => Command::CompleteTask {
+            Report::Complete { output, usage } => Command::CompleteTask {
                 task,
                 output: output.clone(),
+                usage: *usage,
             },
             Report::Fail { error, retryable } => Command::FailTask {
                 task,
@@ -126,7 +129,14 @@ impl Agents {
             cleaned = true;
         };
         match recorded {
-            Ok(_) => {}
+            Ok(done) => {
+                if let Report::Complete {
+                    usage: Some(usage), ..
+                } = &report
+                {
+                    count_usage(&done.state, usage);
+                }
+            }
             Err(CommandError::Rejected(
                 Rejection::StaleAttempt { .. } | Rejection::Terminal(_),
             )) => return Err(AgentError::StaleLease(lease_id)),
@@ -152,6 +162,24 @@ impl Agents {
     }
 }
 
+/// Adds reported `usage` to the per-tenant, per-workflow usage counters
+/// (`conflux_usage_cost_micros_total` — the cost in millionths, counters being whole
+/// numbers — and `conflux_usage_tokens_total{direction}`).
+fn count_usage(state: &ExecutionState, usage: &conflux_schema::usage::Usage) {
+    let tenant = state.tenant().to_owned();
+    let workflow = state.workflow().name().as_str().to_owned();
+    let micros = (usage.cost * 1e6).round() as u64;
+    metrics::counter!("conflux_usage_cost_micros_total", "tenant" => tenant.clone(), "workflow" => workflow.clone())
+        .increment(micros);
+    for (direction, n) in [
+        ("input", usage.input_tokens),
+        ("output", usage.output_tokens),
+    ] {
+        metrics::counter!("conflux_usage_tokens_total", "tenant" => tenant.clone(), "workflow" => workflow.clone(), "direction" => direction)
+            .increment(n);
+    }
+}
+
 impl Agents {
     /// `report` with the values of the secrets `input` references put back as
     /// `${secrets.NAME}`.
@@ -169,8 +197,9 @@ impl Agents {
             .await
             .map_err(|e| AgentError::Unavailable(e.to_string()))?;
         Ok(match report {
-            Report::Complete { output } => Report::Complete {
+            Report::Complete { output, usage } => Report::Complete {
                 output: redactor.value(output),
+                usage,
             },
             Report::Fail { error, retryable } => Report::Fail {
                 error: redactor.text(&error),

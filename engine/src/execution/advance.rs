@@ -38,6 +38,13 @@ use super::status::{ExecutionStatus, TaskStatus};
 /// The events `Advance` decides on `state` at `now` (see the module docs).
 pub(crate) fn advance(state: &ExecutionState, now: DateTime<Utc>) -> Vec<Event> {
     let mut out = Vec::new();
+    // Past its budget, an execution dispatches nothing more: it fails (or compensates).
+    if let (ExecutionStatus::Running | ExecutionStatus::Paused, Some(why)) =
+        (state.status, state.over_budget())
+    {
+        fail(state, None, why, &Overlay::default(), &mut out);
+        return out;
+    }
     let settled_inline = match state.status {
         ExecutionStatus::Running => running(state, now, &mut out),
         ExecutionStatus::Compensating => {

@@ -82,25 +82,35 @@ pub(crate) fn complete(
     state: &ExecutionState,
     task: TaskRef,
     output: Value,
+    usage: Option<conflux_schema::usage::Usage>,
 ) -> Result<Vec<Event>, Rejection> {
     let (_, t) = locate(state, &task)?;
     if !t.accepts_result(task.attempt) {
         return Err(stale(&task, t.attempt));
     }
     not_terminal(state)?;
-    Ok(vec![if task.compensation {
-        Event::TaskCompensated {
-            task_id: task.task,
-            attempt: Some(task.attempt),
-            output,
-        }
-    } else {
-        Event::TaskCompleted {
-            task_id: task.task,
-            attempt: task.attempt,
-            output,
-        }
-    }])
+    let spent = usage.map(|usage| Event::UsageRecorded {
+        task_id: task.task.clone(),
+        attempt: task.attempt,
+        compensation: task.compensation,
+        usage,
+    });
+    Ok(spent
+        .into_iter()
+        .chain([if task.compensation {
+            Event::TaskCompensated {
+                task_id: task.task,
+                attempt: Some(task.attempt),
+                output,
+            }
+        } else {
+            Event::TaskCompleted {
+                task_id: task.task,
+                attempt: task.attempt,
+                output,
+            }
+        }])
+        .collect())
 }
 
 /// `FailTask`: `TaskFailed`; whether it is retried is decided by `Advance`.

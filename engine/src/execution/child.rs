@@ -50,6 +50,7 @@ pub fn parent_command(child: &ExecutionState) -> Option<(Uuid, Command)> {
         ExecutionStatus::Completed => Command::CompleteTask {
             task,
             output: child.output().cloned().unwrap_or_default(),
+            usage: None,
         },
         status @ (ExecutionStatus::Failed
         | ExecutionStatus::Compensated

@@ -63,6 +63,8 @@ pub enum Command {
         idempotency_key: Option<String>,
         /// For a child execution: the parent attempt that starts it.
         parent: Option<conflux_schema::ParentLink>,
+        /// How much its attempts may spend ([`conflux_schema::usage::Budget`]).
+        budget: Option<conflux_schema::usage::Budget>,
     },
     /// The process-manager step the engine runs after applying any event: schedule and
     /// dispatch what is ready, decide retries, fail, compensate or complete.
@@ -82,6 +84,8 @@ pub enum Command {
         task: TaskRef,
         /// Its output.
         output: Value,
+        /// What it spent, as its agent reported (recorded as `UsageRecorded`).
+        usage: Option<conflux_schema::usage::Usage>,
     },
     /// The attempt failed.
     FailTask {

@@ -58,17 +58,20 @@ pub fn decide(
             input,
             idempotency_key,
             parent,
+            budget,
         } => {
             if state.status != ExecutionStatus::NotStarted {
                 return Err(Rejection::AlreadyStarted);
             }
-            vec![Event::ExecutionStarted {
+            let started = Event::ExecutionStarted {
                 execution_id,
                 workflow_id,
                 input,
                 idempotency_key,
                 parent,
-            }]
+            };
+            let budget = budget.map(|budget| Event::BudgetSet { budget });
+            std::iter::once(started).chain(budget).collect()
         }
         Command::Advance => advance(state, now),
         Command::StartTask {
@@ -76,7 +79,11 @@ pub fn decide(
             agent_id,
             lease_id,
         } => attempt::start(state, &task, agent_id, lease_id, now)?,
-        Command::CompleteTask { task, output } => attempt::complete(state, task, output)?,
+        Command::CompleteTask {
+            task,
+            output,
+            usage,
+        } => attempt::complete(state, task, output, usage)?,
         Command::FailTask {
             task,
             error,

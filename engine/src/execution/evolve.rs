@@ -386,6 +386,11 @@ impl ExecutionState {
             | Event::ScheduleDeleted {}
             | Event::ScheduleTicked { .. } => {}
             Event::SignalReceived { .. } | Event::ApprovalDecided { .. } => self.apply_wait(event),
+            Event::UsageRecorded { usage, .. } => {
+                let sum = self.usage.unwrap_or_default().plus(usage);
+                self.usage = Some(sum);
+            }
+            Event::BudgetSet { budget } => self.budget = Some(*budget),
             Event::MapExpanded {
                 task_id,
                 attempt,

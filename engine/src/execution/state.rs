@@ -135,6 +135,10 @@ pub struct ExecutionState {
     pub(crate) idempotency_key: Option<String>,
     /// For a child execution: the parent attempt that started it.
     pub(crate) parent: Option<conflux_schema::ParentLink>,
+    /// What its attempts reported spending, summed (None before the first report).
+    pub(crate) usage: Option<conflux_schema::usage::Usage>,
+    /// How much it may spend (`BudgetSet`).
+    pub(crate) budget: Option<conflux_schema::usage::Budget>,
     pub(crate) status: ExecutionStatus,
     pub(crate) input: Value,
     pub(crate) output: Option<Value>,
@@ -199,6 +203,8 @@ impl ExecutionState {
             tenant: conflux_schema::access::DEFAULT_TENANT.to_owned(),
             idempotency_key: None,
             parent: None,
+            usage: None,
+            budget: None,
             status: ExecutionStatus::NotStarted,
             input: Value::Null,
             output: None,
@@ -259,6 +265,16 @@ impl ExecutionState {
     /// For a child execution: the parent's `workflow` task attempt that started it.
     pub fn parent(&self) -> Option<&conflux_schema::ParentLink> {
         self.parent.as_ref()
+    }
+
+    /// What its attempts reported spending, summed; None before the first report.
+    pub fn usage(&self) -> Option<&conflux_schema::usage::Usage> {
+        self.usage.as_ref()
+    }
+
+    /// Why the execution is past its budget (`budget_exceeded: …`), if it is.
+    pub fn over_budget(&self) -> Option<String> {
+        self.budget?.exceeded_by(self.usage.as_ref()?)
     }
 
     /// Whether the execution reached a terminal status.

@@ -54,6 +54,8 @@ impl ExecutionState {
             version: self.version,
             position: None,
             parent: self.parent.clone(),
+            usage: self.usage,
+            budget: self.budget,
             tasks,
         }
     }

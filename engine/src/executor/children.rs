@@ -16,7 +16,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::Engine;
-use crate::commands::{CommandError, ExecutionCommands};
+use crate::commands::{CommandError, ExecutionCommands, StartExtra};
 use crate::execution::{
     child_execution_id, link_for, parent_command, Command, ExecutionState, Rejection, TaskRef,
 };
@@ -108,7 +108,17 @@ impl Children {
         };
         match self
             .commands
-            .start_under(workflow_id, child, input, None, metadata, Some(link))
+            .start_with(
+                workflow_id,
+                child,
+                input,
+                None,
+                metadata,
+                StartExtra {
+                    parent: Some(link),
+                    budget: None,
+                },
+            )
             .await
         {
             Ok(_) | Err(CommandError::Rejected(Rejection::AlreadyStarted)) => None,

@@ -194,7 +194,11 @@ fn outcome_command(task: TaskRef, outcome: Outcome) -> Command {
             error: "the output holds a NUL character (\\u0000), which cannot be recorded".into(),
             retryable: false,
         },
-        Outcome::Completed(output) => Command::CompleteTask { task, output },
+        Outcome::Completed(output) => Command::CompleteTask {
+            task,
+            output,
+            usage: None,
+        },
         Outcome::Failed { error, retryable } => Command::FailTask {
             task,
             error: error.replace('\0', "\u{FFFD}"),

@@ -87,6 +87,7 @@ pub async fn register_poll_heartbeat_complete(w: &World) {
             lease.lease_id,
             Report::Complete {
                 output: json!({"picked": 7}),
+                usage: None,
             },
             &boss,
         )
@@ -134,7 +135,10 @@ pub async fn a_stale_lease_records_nothing(w: &World) {
         )
         .await;
     let lease = w.lease(agent_id, &boss).await;
-    let complete = Report::Complete { output: json!({}) };
+    let complete = Report::Complete {
+        output: json!({}),
+        usage: None,
+    };
     w.agents
         .report(lease.lease_id, complete.clone(), &boss)
         .await
@@ -250,7 +254,13 @@ pub async fn agent_keys_serve_only_their_roles(w: &World) {
         .await;
     let lease = w.lease(packer_id, &developer).await;
     let before = w.log(execution).await.len();
-    for report in [Report::Complete { output: json!({}) }, Report::Heartbeat] {
+    for report in [
+        Report::Complete {
+            output: json!({}),
+            usage: None,
+        },
+        Report::Heartbeat,
+    ] {
         assert!(
             matches!(
                 w.agents.report(lease.lease_id, report, &picker).await,
@@ -264,7 +274,10 @@ pub async fn agent_keys_serve_only_their_roles(w: &World) {
     w.agents
         .report(
             lease.lease_id,
-            Report::Complete { output: json!({}) },
+            Report::Complete {
+                output: json!({}),
+                usage: None,
+            },
             &packer,
         )
         .await
@@ -340,7 +353,10 @@ pub async fn another_tenants_agents_and_leases_are_not_found(w: &World) {
     w.agents
         .report(
             lease.lease_id,
-            Report::Complete { output: json!({}) },
+            Report::Complete {
+                output: json!({}),
+                usage: None,
+            },
             &acme,
         )
         .await

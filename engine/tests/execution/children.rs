@@ -77,6 +77,7 @@ fn the_link_a_child_records_names_the_attempt_and_counts_depth() {
             input: json!({}),
             idempotency_key: None,
             parent: Some(link.clone()),
+            budget: None,
         })
         .then_events([Event::ExecutionStarted {
             execution_id: child_execution_id(EXECUTION, &r("order", 1)),
@@ -122,6 +123,7 @@ fn a_child_that_ends_tells_its_parent_how() {
             Command::CompleteTask {
                 task: r("order", 2),
                 output: json!({"ship": {"id": 9}}),
+                usage: None,
             }
         ))
     );

@@ -9,7 +9,7 @@ use super::raw::{self, counts_text, EXECUTION_COLUMNS, TASK_COLUMNS, WORKFLOW_CO
 use super::{ReadModelError, CHECKPOINT};
 use crate::rows::{Changes, ExecutionView, WorkflowFilter};
 
-const CREATE: [&str; 11] = [
+const CREATE: [&str; 12] = [
     "CREATE TABLE IF NOT EXISTS rm_checkpoints (name TEXT PRIMARY KEY, position BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS rm_workflows (
         workflow_id UUID PRIMARY KEY, name TEXT NOT NULL, version BIGINT NOT NULL,
@@ -33,9 +33,11 @@ const CREATE: [&str; 11] = [
     "ALTER TABLE rm_executions ADD COLUMN IF NOT EXISTS tenant_id TEXT NOT NULL DEFAULT 'default'",
     "CREATE INDEX IF NOT EXISTS rm_workflows_tenant_list ON rm_workflows (tenant_id, created_position DESC)",
     "CREATE INDEX IF NOT EXISTS rm_executions_tenant ON rm_executions (tenant_id, execution_id)",
-    // Read models written before child executions: none has a parent. Added last, so
-    // that its presence says every statement above ran.
+    // Read models written before child executions and budgets: none has a parent,
+    // usage or budget. `budget` is added last, so that its presence says every
+    // statement above ran.
     "ALTER TABLE rm_executions ADD COLUMN IF NOT EXISTS parent TEXT",
+    "ALTER TABLE rm_executions ADD COLUMN IF NOT EXISTS usage TEXT, ADD COLUMN IF NOT EXISTS budget TEXT",
 ];
 
 pub async fn migrate(pool: &PgPool) -> Result<(), ReadModelError> {
@@ -46,7 +48,7 @@ pub async fn migrate(pool: &PgPool) -> Result<(), ReadModelError> {
     let current: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE \
          table_schema = current_schema() AND table_name = 'rm_executions' \
-         AND column_name = 'parent')",
+         AND column_name = 'budget')",
     )
     .fetch_one(pool)
     .await?;
@@ -143,12 +145,13 @@ pub async fn commit(
             "INSERT INTO rm_executions ({EXECUTION_COLUMNS})
              SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::int8[], $5::int8[],
                  $6::timestamptz[], $7::timestamptz[], $8::text[], $9::text[], $10::text[],
-                 $11::text[], $12::text[])
+                 $11::text[], $12::text[], $13::text[], $14::text[])
              ON CONFLICT (execution_id) DO UPDATE SET workflow_id = EXCLUDED.workflow_id,
                  status = EXCLUDED.status, version = EXCLUDED.version,
                  position = EXCLUDED.position, started_at = EXCLUDED.started_at,
                  completed_at = EXCLUDED.completed_at, input = EXCLUDED.input,
-                 output = EXCLUDED.output, error = EXCLUDED.error, parent = EXCLUDED.parent"
+                 output = EXCLUDED.output, error = EXCLUDED.error, parent = EXCLUDED.parent,
+                 usage = EXCLUDED.usage, budget = EXCLUDED.budget"
         ))
         .bind(e.iter().map(|r| r.execution_id).collect::<Vec<_>>())
         .bind(e.iter().map(|r| r.workflow_id).collect::<Vec<_>>())
@@ -162,6 +165,8 @@ pub async fn commit(
         .bind(e.iter().map(|r| r.error.clone()).collect::<Vec<_>>())
         .bind(e.iter().map(|r| r.tenant_id.clone()).collect::<Vec<_>>())
         .bind(e.iter().map(|r| r.parent.clone()).collect::<Vec<_>>())
+        .bind(e.iter().map(|r| r.usage.clone()).collect::<Vec<_>>())
+        .bind(e.iter().map(|r| r.budget.clone()).collect::<Vec<_>>())
         .execute(&mut *tx)
         .await?;
     }

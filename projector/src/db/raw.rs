@@ -14,7 +14,7 @@ pub const WORKFLOW_COLUMNS: &str = "workflow_id, name, version, task_count, crea
     created_position, definition, status, latest_execution_id, executions, position, tenant_id";
 /// The columns of `rm_executions`.
 pub const EXECUTION_COLUMNS: &str = "execution_id, workflow_id, status, version, position, \
-    started_at, completed_at, input, output, error, tenant_id, parent";
+    started_at, completed_at, input, output, error, tenant_id, parent, usage, budget";
 /// The columns of `rm_tasks`.
 pub const TASK_COLUMNS: &str = "execution_id, task_id, ordinal, status, attempts, body";
 
@@ -76,6 +76,8 @@ pub struct Execution {
     error: Option<String>,
     tenant_id: String,
     parent: Option<String>,
+    usage: Option<String>,
+    budget: Option<String>,
 }
 
 impl Execution {
@@ -93,6 +95,8 @@ impl Execution {
             error: self.error,
             tenant_id: self.tenant_id,
             parent: self.parent,
+            usage: self.usage,
+            budget: self.budget,
         }
     }
 }

@@ -57,16 +57,21 @@ pub async fn migrate(pool: &SqlitePool) -> Result<(), ReadModelError> {
             .await?;
         }
     }
-    // Read models written before child executions: none has a parent.
-    let has_parent: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM pragma_table_info('rm_executions') WHERE name = 'parent'",
-    )
-    .fetch_one(&mut *tx)
-    .await?;
-    if has_parent == 0 {
-        sqlx::query("ALTER TABLE rm_executions ADD COLUMN parent TEXT")
+    // Read models written before child executions and budgets: none has a parent,
+    // usage or budget.
+    for column in ["parent", "usage", "budget"] {
+        let has: i64 = sqlx::query_scalar(&format!(
+            "SELECT COUNT(*) FROM pragma_table_info('rm_executions') WHERE name = '{column}'"
+        ))
+        .fetch_one(&mut *tx)
+        .await?;
+        if has == 0 {
+            sqlx::query(&format!(
+                "ALTER TABLE rm_executions ADD COLUMN {column} TEXT"
+            ))
             .execute(&mut *tx)
             .await?;
+        }
     }
     for ddl in TENANT_INDEXES {
         sqlx::query(ddl).execute(&mut *tx).await?;
@@ -117,7 +122,7 @@ pub async fn commit(
         return Ok(false);
     }
     let upsert_workflow = format!(
-        "INSERT INTO rm_workflows ({WORKFLOW_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+        "INSERT INTO rm_workflows ({WORKFLOW_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
          ON CONFLICT (workflow_id) DO UPDATE SET name = excluded.name,
              version = excluded.version, task_count = excluded.task_count,
              created_at = excluded.created_at, created_position = excluded.created_position,
@@ -148,7 +153,8 @@ pub async fn commit(
              status = excluded.status, version = excluded.version,
              position = excluded.position, started_at = excluded.started_at,
              completed_at = excluded.completed_at, input = excluded.input,
-             output = excluded.output, error = excluded.error, parent = excluded.parent"
+             output = excluded.output, error = excluded.error, parent = excluded.parent,
+             usage = excluded.usage, budget = excluded.budget"
     );
     for r in &changes.executions {
         sqlx::query(&upsert_execution)
@@ -164,6 +170,8 @@ pub async fn commit(
             .bind(&r.error)
             .bind(&r.tenant_id)
             .bind(&r.parent)
+            .bind(&r.usage)
+            .bind(&r.budget)
             .execute(&mut *tx)
             .await?;
     }

@@ -70,6 +70,10 @@ pub struct CompleteTask {
     /// The task's output (`null` when absent).
     #[serde(default)]
     pub output: Value,
+    /// What the attempt spent (LLM cost and tokens), recorded as `UsageRecorded` and
+    /// counted against the execution's budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<crate::usage::Usage>,
 }
 
 /// The body of `POST /api/v1/tasks/{lease_id}/fail`.

@@ -42,6 +42,12 @@ pub struct Execution {
     /// attempt, and how deep the child is. Absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<crate::event::ParentLink>,
+    /// What its attempts reported spending, summed (absent before the first report).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<crate::usage::Usage>,
+    /// How much it may spend, if it was started with a budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<crate::usage::Budget>,
     /// Its tasks, by task id.
     pub tasks: BTreeMap<String, TaskState>,
 }

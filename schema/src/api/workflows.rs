@@ -111,6 +111,10 @@ pub struct ExecuteRequest {
     /// What `${input...}` resolves against; `{}` when absent.
     #[serde(default)]
     pub input: Option<Value>,
+    /// How much the execution's attempts may spend, as their agents report it: past
+    /// either limit the execution stops dispatching and fails with `budget_exceeded`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<crate::usage::Budget>,
 }
 
 /// An execution that was started (or found again by its `Idempotency-Key`).

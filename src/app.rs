@@ -65,6 +65,8 @@ pub struct Runtime {
     pub hide_payloads_from_viewers: bool,
     /// Every tenant's quotas where it has none of its own (`CONFLUX_QUOTA_*`).
     pub quota_defaults: conflux_schema::quota::QuotaLimits,
+    /// When an agent not heard from counts as stale, then offline.
+    pub liveness: conflux_engine::agents::Liveness,
     /// Whether the bus is this store's; the relay, engine and projector run only
     /// while it is (see [`supervised`]).
     pub guard: BusGuard,
@@ -111,6 +113,14 @@ impl Runtime {
                 tenant_allowlists,
             ),
             quota_defaults: config.quotas.limits(),
+            liveness: conflux_engine::agents::Liveness {
+                stale_after: Duration::from_secs(config.agent_stale_after_seconds),
+                offline_after: Duration::from_secs(
+                    config
+                        .agent_offline_after_seconds
+                        .max(config.agent_stale_after_seconds),
+                ),
+            },
             max_body_bytes: config.max_body_bytes,
             rate_limit: config.rate_limit,
             admin_token: config.admin_token.clone().filter(|t| !t.is_empty()),
@@ -192,7 +202,8 @@ pub fn router(rt: &Runtime, access: Access, sides: Sides) -> Router {
                 rt.guard.status(),
             )
             .with_codec(rt.backends.codec.clone())
-            .with_secrets(rt.backends.secrets.clone()),
+            .with_secrets(rt.backends.secrets.clone())
+            .with_liveness(rt.liveness),
             access: access.clone(),
             erasure: Erasure::new(commands.clone(), rt.backends.codec.clone()),
             secrets: rt.backends.secrets.clone(),

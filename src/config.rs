@@ -102,6 +102,28 @@ pub struct Config {
     )]
     pub max_workflow_depth: u32,
 
+    /// Seconds after its last poll or heartbeat at which an agent counts as `stale`
+    /// (at least 1).
+    #[arg(
+        long,
+        global = true,
+        env = "CONFLUX_AGENT_STALE_AFTER_SECONDS",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub agent_stale_after_seconds: u64,
+
+    /// Seconds after its last poll or heartbeat at which an agent counts as `offline`
+    /// (at least the stale threshold).
+    #[arg(
+        long,
+        global = true,
+        env = "CONFLUX_AGENT_OFFLINE_AFTER_SECONDS",
+        default_value_t = 90,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub agent_offline_after_seconds: u64,
+
     /// How long an open execution may go without a new event before an engine takes it
     /// over (re-arms its timers, re-runs its started built-ins): covers an engine that
     /// died while other engines keep running. Checked every half of this.
@@ -299,6 +321,8 @@ impl Config {
             "max_tasks": self.max_tasks,
             "default_task_timeout_seconds": self.default_task_timeout_seconds,
             "max_workflow_depth": self.max_workflow_depth,
+            "agent_stale_after_seconds": self.agent_stale_after_seconds,
+            "agent_offline_after_seconds": self.agent_offline_after_seconds,
             "engine_stale_after_ms": self.engine_stale_after_ms,
             "bus_reset_on_mismatch": self.bus_reset_on_mismatch,
             "rate_limit": self.rate_limit,

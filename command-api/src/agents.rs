@@ -11,15 +11,15 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use conflux_engine::agents::{
-    Caller, PollOptions, Registration, Report, Reported, DEFAULT_LEASES_PER_POLL,
+    AgentFilter, Caller, PollOptions, Registration, Report, Reported, DEFAULT_LEASES_PER_POLL,
     DEFAULT_POLL_WAIT, MAX_LEASES_PER_POLL,
 };
 use conflux_http::context::RequestContext;
 use conflux_http::error::ApiError;
 use conflux_http::extract::{path_uuid, ApiJson, PathId, QueryParams};
 use conflux_schema::api::{
-    AgentRegistered, CompleteTask, FailTask, LeaseRecorded, LeasedAttempt, PollAnswer,
-    RegisterAgent,
+    AgentChanged, AgentList, AgentRegistered, AgentStatus, AgentView, CompleteTask, FailTask,
+    LeaseRecorded, LeasedAttempt, PollAnswer, RegisterAgent,
 };
 
 use crate::CommandContext;
@@ -54,6 +54,73 @@ pub async fn register(
         Json(AgentRegistered {
             agent_id: agent.agent_id,
         }),
+    ))
+}
+
+/// `GET /api/v1/agents?role=<role>&status=online|stale|offline` → 200 `{"agents"}`.
+pub async fn list(
+    State(ctx): State<CommandContext>,
+    q: QueryParams,
+    request: RequestContext,
+) -> Result<Json<AgentList>, ApiError> {
+    let status = match q.choice("status", &["online", "stale", "offline"])? {
+        Some("online") => Some(AgentStatus::Online),
+        Some("stale") => Some(AgentStatus::Stale),
+        Some(_) => Some(AgentStatus::Offline),
+        None => None,
+    };
+    let filter = AgentFilter {
+        role: q.get("role")?.map(str::to_owned),
+        status,
+    };
+    let agents = ctx.agents.list(request.tenant(), &filter).await?;
+    Ok(Json(AgentList { agents }))
+}
+
+/// `GET /api/v1/agents/{agent_id}` → 200, the agent with its status.
+pub async fn get(
+    State(ctx): State<CommandContext>,
+    PathId(id): PathId,
+    request: RequestContext,
+) -> Result<Json<AgentView>, ApiError> {
+    let agent_id = path_uuid(&id, "agent")?;
+    Ok(Json(ctx.agents.view(request.tenant(), agent_id).await?))
+}
+
+/// `POST /api/v1/agents/{agent_id}/heartbeat` → 200 `{"agent_id", "state", "released"}`.
+pub async fn heartbeat_agent(
+    State(ctx): State<CommandContext>,
+    PathId(id): PathId,
+    request: RequestContext,
+) -> Result<Json<AgentChanged>, ApiError> {
+    let agent_id = path_uuid(&id, "agent")?;
+    let answer = ctx
+        .agents
+        .heartbeat_agent(agent_id, &caller(&request))
+        .await?;
+    Ok(Json(answer))
+}
+
+/// `POST /api/v1/agents/{agent_id}/drain` → 200 `{"agent_id", "state": "draining"}`.
+pub async fn drain(
+    State(ctx): State<CommandContext>,
+    PathId(id): PathId,
+    request: RequestContext,
+) -> Result<Json<AgentChanged>, ApiError> {
+    let agent_id = path_uuid(&id, "agent")?;
+    Ok(Json(ctx.agents.drain(agent_id, &caller(&request)).await?))
+}
+
+/// `DELETE /api/v1/agents/{agent_id}` → 200 `{"agent_id", "state": "deregistered",
+/// "released"}`.
+pub async fn deregister(
+    State(ctx): State<CommandContext>,
+    PathId(id): PathId,
+    request: RequestContext,
+) -> Result<Json<AgentChanged>, ApiError> {
+    let agent_id = path_uuid(&id, "agent")?;
+    Ok(Json(
+        ctx.agents.deregister(agent_id, &caller(&request)).await?,
     ))
 }
 

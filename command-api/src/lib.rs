@@ -82,7 +82,16 @@ pub fn router(ctx: CommandContext, max_body_bytes: usize) -> Router {
             "/api/v1/executions/{id}/tasks/{task_id}/reject",
             post(approvals::reject),
         )
-        .route("/api/v1/agents", post(agents::register))
+        .route("/api/v1/agents", post(agents::register).get(agents::list))
+        .route(
+            "/api/v1/agents/{id}",
+            axum::routing::get(agents::get).delete(agents::deregister),
+        )
+        .route(
+            "/api/v1/agents/{id}/heartbeat",
+            post(agents::heartbeat_agent),
+        )
+        .route("/api/v1/agents/{id}/drain", post(agents::drain))
         .route("/api/v1/agents/{id}/poll", post(agents::poll))
         .route("/api/v1/tasks/{id}/complete", post(agents::complete))
         .route("/api/v1/tasks/{id}/fail", post(agents::fail))

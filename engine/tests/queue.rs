@@ -93,6 +93,7 @@ queue_suite!(redis: crate::Redis, local: crate::Local; [
     depth_counts_waiting_tickets,
     roles_with_any_characters_are_kept_apart,
     tenants_never_take_each_others_tickets,
+    agents_are_seen_at_their_latest_time_per_tenant,
 ]);
 
 const NO_WAIT: Duration = Duration::ZERO;
@@ -432,4 +433,20 @@ async fn tenants_never_take_each_others_tickets(q: Arc<dyn TaskQueue>) {
         .await
         .expect("take");
     assert!(other.is_empty());
+}
+
+async fn agents_are_seen_at_their_latest_time_per_tenant(q: Arc<dyn TaskQueue>) {
+    let (a, b) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    let at = |s: i64| chrono::DateTime::from_timestamp(1_800_000_000 + s, 0).expect("a time");
+    assert!(q.agents_seen(T).await.expect("seen").is_empty());
+    q.agent_seen(T, a, at(10)).await.expect("seen");
+    q.agent_seen(T, a, at(5)).await.expect("an older time never wins");
+    q.agent_seen("acme", b, at(7)).await.expect("seen");
+    let seen = q.agents_seen(T).await.expect("seen");
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen.get(&a), Some(&at(10)));
+    let other = q.agents_seen("acme").await.expect("seen");
+    assert_eq!(other.get(&b), Some(&at(7)), "each tenant sees its own agents");
+    q.agent_seen(T, a, at(20)).await.expect("seen");
+    assert_eq!(q.agents_seen(T).await.expect("seen").get(&a), Some(&at(20)));
 }

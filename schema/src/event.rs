@@ -284,6 +284,18 @@ pub enum Event {
         /// How many tasks it runs at once.
         capacity: u32,
     },
+    /// The agent takes nothing new (`POST /api/v1/agents/{id}/drain`): its polls answer
+    /// no task; what it holds it may still complete, fail or heartbeat.
+    AgentDrained {
+        /// The agent.
+        agent_id: Uuid,
+    },
+    /// The agent was deregistered (`DELETE /api/v1/agents/{id}`): it polls and reports
+    /// no more, and the attempts it held were failed (retryable) for their retry policy.
+    AgentDeregistered {
+        /// The agent.
+        agent_id: Uuid,
+    },
     /// A tenant was created. Stream `tenant-<uuid v5 of its name>`.
     TenantCreated {
         /// The tenant.
@@ -499,6 +511,8 @@ impl Event {
             Event::ExecutionCompleted { .. } => "ExecutionCompleted",
             Event::ExecutionFailed { .. } => "ExecutionFailed",
             Event::AgentRegistered { .. } => "AgentRegistered",
+            Event::AgentDrained { .. } => "AgentDrained",
+            Event::AgentDeregistered { .. } => "AgentDeregistered",
             Event::TenantCreated { .. } => "TenantCreated",
             Event::ApiKeyCreated { .. } => "ApiKeyCreated",
             Event::ApiKeyRevoked { .. } => "ApiKeyRevoked",

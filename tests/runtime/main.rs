@@ -33,6 +33,7 @@
 //!   body that validates against its documented schema.
 //! - `control_flow`: switches, conditions, trigger rules, maps, the default deadline.
 //! - `waits`: the waiting kinds (signals, approvals) over HTTP and the WebSocket.
+//! - `fleet`: the agent registry: liveness, filters, drain, deregistration.
 //! - `budgets`: usage reported by agents, budgets that stop an execution.
 //! - `children`: sub-workflows: outputs, pause and cancel reaching children, failures,
 //!   refused definitions, the depth limit.
@@ -54,6 +55,7 @@ mod egress;
 mod erasure;
 mod failures;
 mod fairness;
+mod fleet;
 mod flow;
 mod harness;
 mod input;
@@ -168,6 +170,9 @@ macro_rules! all_scenarios {
                 children::bad_sub_workflows_are_refused,
                 budgets::a_budget_stops_an_execution_that_spends_past_it,
                 budgets::bad_budgets_and_usage_are_refused,
+                fleet::the_fleet_is_listed_with_liveness,
+                fleet::a_drained_agent_takes_nothing_new,
+                fleet::a_deregistered_agent_s_work_moves_on,
             ]
         );
     };
@@ -196,6 +201,30 @@ async fn embedded_a_silent_agent_meets_the_default_deadline() {
     })
     .await;
     control_flow::a_silent_agent_meets_the_default_deadline(&server).await;
+    server.stop().await;
+}
+
+/// Agent liveness on a server whose agents go stale after 1 s and offline after 2 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_redis_liveness_goes_stale_then_offline() {
+    let server = harness::TestServer::start_tuned(harness::Mode::PostgresRedis, |c| {
+        c.agent_stale_after_seconds = 1;
+        c.agent_offline_after_seconds = 2;
+    })
+    .await;
+    fleet::liveness_goes_stale_then_offline(&server).await;
+    server.stop().await;
+}
+
+/// The same in the embedded mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_liveness_goes_stale_then_offline() {
+    let server = harness::TestServer::start_tuned(harness::Mode::Embedded, |c| {
+        c.agent_stale_after_seconds = 1;
+        c.agent_offline_after_seconds = 2;
+    })
+    .await;
+    fleet::liveness_goes_stale_then_offline(&server).await;
     server.stop().await;
 }
 

@@ -21,25 +21,35 @@
 //! Nothing is served while the bus is not this store's: the task queues live under the
 //! same prefix, and a ticket of another store must never be taken (and dropped) here.
 //!
+//! - **The fleet** (`GET /api/v1/agents…`): each agent's lifecycle (active, draining,
+//!   deregistered) is folded from its stream; how recently it was heard from (its last
+//!   poll or heartbeat) is kept beside the task queues, shared by every server, and
+//!   gives its status (`online`, `stale`, `offline`). Deregistering fails the attempts
+//!   it holds (retryable) so that their retry policy moves them to another agent.
+//!
 //! # Layout
-//! - `directory`: registered agents, read from their streams and cached.
+//! - `directory`: the agents' lifecycles, folded from their streams.
+//! - `fleet`: listing, liveness, heartbeat, drain and deregistration.
 //! - `poll`: leases from tickets, and the schedule-to-start metric.
 //! - `report`: results and heartbeats by lease, with the agent key's role check.
 //! - `error`: [`AgentError`].
 
 mod directory;
 mod error;
+mod fleet;
 mod poll;
 mod report;
 
 use std::sync::Arc;
 
+use conflux_schema::api::AgentState;
 use conflux_schema::{Event, EventMetadata, NewEvent, StreamId};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-pub use directory::Agent;
+pub use directory::{Agent, REFRESH_EVERY};
 pub use error::AgentError;
+pub use fleet::{AgentFilter, Liveness};
 pub use poll::{
     Lease, PollOptions, DEFAULT_LEASES_PER_POLL, DEFAULT_POLL_WAIT, MAX_LEASES_PER_POLL,
     MAX_POLL_WAIT,
@@ -114,6 +124,8 @@ pub struct Agents {
     codec: crate::crypto::PayloadCodec,
     /// Where the secrets a lease's input references are read (None: none exist).
     secrets: Option<crate::secrets::Secrets>,
+    /// When an agent not heard from counts as stale, then offline.
+    liveness: Liveness,
 }
 
 impl Agents {
@@ -131,7 +143,14 @@ impl Agents {
             bus,
             codec: crate::crypto::PayloadCodec::off(),
             secrets: None,
+            liveness: Liveness::default(),
         }
+    }
+
+    /// The same service, with these liveness thresholds.
+    pub fn with_liveness(mut self, liveness: Liveness) -> Self {
+        self.liveness = liveness;
+        self
     }
 
     /// Opens tickets' sealed inputs with `codec` before handing them to agents (with
@@ -170,38 +189,47 @@ impl Agents {
             return Err(AgentError::Invalid("capacity must be at least 1".into()));
         }
         caller.may_serve_all(&registration.roles)?;
-        let agent = Agent {
-            agent_id: Uuid::now_v7(),
-            tenant: caller.tenant().to_owned(),
-            roles: registration.roles.clone(),
-        };
+        let agent_id = Uuid::now_v7();
         let event = Event::AgentRegistered {
-            agent_id: agent.agent_id,
-            name: registration.name,
-            roles: registration.roles,
-            capabilities: registration.capabilities,
+            agent_id,
+            name: registration.name.clone(),
+            roles: registration.roles.clone(),
+            capabilities: registration.capabilities.clone(),
             capacity: registration.capacity,
         };
-        self.commands
+        let recorded = self
+            .commands
             .store()
             .append(
-                &StreamId::agent(agent.agent_id),
+                &StreamId::agent(agent_id),
                 0,
                 vec![NewEvent::new(event, caller.metadata.clone())],
             )
             .await?;
-        self.directory.remember(agent.clone());
-        Ok(agent)
+        self.directory.remember(&recorded);
+        let registered_at = recorded
+            .first()
+            .map_or_else(chrono::Utc::now, |e| e.recorded_at);
+        Ok(Agent {
+            agent_id,
+            tenant: caller.tenant().to_owned(),
+            name: registration.name,
+            roles: registration.roles,
+            capabilities: registration.capabilities,
+            capacity: registration.capacity,
+            registered_at,
+            state: conflux_schema::api::AgentState::Active,
+        })
     }
 
-    /// The agent `agent_id` if it is `tenant`'s; None for an unknown id and for another
-    /// tenant's alike (no existence oracle).
+    /// The agent `agent_id` if it is `tenant`'s and not deregistered; None for an
+    /// unknown id, a deregistered agent and another tenant's alike (no existence oracle).
     pub async fn agent(&self, tenant: &str, agent_id: Uuid) -> Result<Option<Agent>, AgentError> {
         Ok(self
             .directory
             .get(&**self.commands.store(), agent_id)
             .await?
-            .filter(|a| a.tenant == tenant))
+            .filter(|a| a.tenant == tenant && a.state != AgentState::Deregistered))
     }
 
     /// [`AgentError::Unavailable`] while the bus is not this store's.

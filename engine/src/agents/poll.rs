@@ -30,6 +30,10 @@ pub const MAX_POLL_WAIT: Duration = Duration::from_secs(60);
 /// How long a poll waits when the caller does not say.
 pub const DEFAULT_POLL_WAIT: Duration = Duration::from_secs(20);
 
+/// How long one step of a poll waits for tickets before the agent is recorded as heard
+/// from again (well inside the default 30 s after which an agent counts as stale).
+const SEEN_EVERY: Duration = Duration::from_secs(10);
+
 /// How much one poll takes and how long it waits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PollOptions {
@@ -80,7 +84,19 @@ impl Agents {
             ..caller.metadata.clone()
         };
         loop {
-            let remaining = deadline.saturating_duration_since(Instant::now());
+            // Heard from at every step (a step waits at most `SEEN_EVERY`), so a long
+            // poll keeps its agent online; a drain (here or on another server) ends it.
+            self.heard_from(&agent).await;
+            let now_state = self
+                .agent(caller.tenant(), agent_id)
+                .await?
+                .map(|a| a.state);
+            if now_state != Some(conflux_schema::api::AgentState::Active) {
+                return Ok(Vec::new());
+            }
+            let remaining = deadline
+                .saturating_duration_since(Instant::now())
+                .min(SEEN_EVERY);
             let tickets = self
                 .queue
                 .take(&agent.tenant, &agent.roles, max, remaining)

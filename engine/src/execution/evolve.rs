@@ -372,6 +372,8 @@ impl ExecutionState {
             }
             Event::WorkflowCreated { .. }
             | Event::AgentRegistered { .. }
+            | Event::AgentDrained { .. }
+            | Event::AgentDeregistered { .. }
             | Event::TenantCreated { .. }
             | Event::ApiKeyCreated { .. }
             | Event::ApiKeyRevoked { .. }

@@ -21,6 +21,8 @@ struct Queues {
     /// Waiting tickets per (tenant, role), each with its enqueue sequence number.
     roles: HashMap<(String, String), VecDeque<(u64, Ticket)>>,
     next_seq: u64,
+    /// When each agent was last heard from, per tenant.
+    seen: HashMap<String, HashMap<uuid::Uuid, chrono::DateTime<chrono::Utc>>>,
 }
 
 impl Queues {
@@ -150,5 +152,25 @@ impl TaskQueue for LocalTaskQueue {
         let n = queues.roles.len() as u64;
         queues.roles.clear();
         Ok(n)
+    }
+
+    async fn agent_seen(
+        &self,
+        tenant: &str,
+        agent: uuid::Uuid,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), QueueError> {
+        let mut queues = self.lock();
+        let seen = queues.seen.entry(tenant.to_owned()).or_default();
+        let last = seen.entry(agent).or_insert(at);
+        *last = (*last).max(at);
+        Ok(())
+    }
+
+    async fn agents_seen(
+        &self,
+        tenant: &str,
+    ) -> Result<HashMap<uuid::Uuid, chrono::DateTime<chrono::Utc>>, QueueError> {
+        Ok(self.lock().seen.get(tenant).cloned().unwrap_or_default())
     }
 }

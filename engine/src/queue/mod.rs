@@ -117,4 +117,22 @@ pub trait TaskQueue: Send + Sync + 'static {
     /// Drops every ticket of every role (a bus reset: the engine re-queues what its
     /// store still has dispatched when it recovers). Returns how many queues it cleared.
     async fn clear(&self) -> Result<u64, QueueError>;
+
+    /// Records that agent `agent` of `tenant` was heard from at `at` (a poll or a
+    /// heartbeat); a later time replaces an earlier one, never the other way round.
+    /// Every server of the store sees it: this is the fleet's liveness, which the event
+    /// log does not keep (it would record every poll).
+    async fn agent_seen(
+        &self,
+        tenant: &str,
+        agent: uuid::Uuid,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), QueueError>;
+
+    /// When each agent of `tenant` was last heard from (agents never heard from are
+    /// absent).
+    async fn agents_seen(
+        &self,
+        tenant: &str,
+    ) -> Result<std::collections::HashMap<uuid::Uuid, chrono::DateTime<chrono::Utc>>, QueueError>;
 }

@@ -151,6 +151,11 @@ impl RedisTaskQueue {
         }
     }
 
+    /// The hash of `tenant`'s agents' last-heard-from times (agent id → Unix millis).
+    fn seen_key(&self, tenant: &str) -> String {
+        format!("{}agents-seen:{}", self.prefix, hex::encode(tenant))
+    }
+
     /// The keys of `roles`, without duplicates, in the order given.
     fn keys(&self, tenant: &str, roles: &[String]) -> Vec<String> {
         let mut keys: Vec<String> = roles.iter().map(|r| self.key(tenant, r)).collect();
@@ -417,5 +422,43 @@ impl TaskQueue for RedisTaskQueue {
         }
         let del = conn.del::<_, u64>(&keys);
         bounded(del, RESPONSE_TIMEOUT).await?.map_err(map_err)
+    }
+
+    async fn agent_seen(
+        &self,
+        tenant: &str,
+        agent: uuid::Uuid,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), QueueError> {
+        // Keep the later time: a delayed call never moves liveness back.
+        const LATEST: &str = "local old = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0') \
+            if tonumber(ARGV[2]) > old then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end \
+            return 0";
+        let mut conn = self.conn.clone();
+        let script = redis::Script::new(LATEST);
+        let mut call = script.prepare_invoke();
+        call.key(self.seen_key(tenant))
+            .arg(agent.to_string())
+            .arg(at.timestamp_millis());
+        let done = call.invoke_async::<i64>(&mut conn);
+        bounded(done, RESPONSE_TIMEOUT).await?.map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn agents_seen(
+        &self,
+        tenant: &str,
+    ) -> Result<std::collections::HashMap<uuid::Uuid, chrono::DateTime<chrono::Utc>>, QueueError>
+    {
+        let mut conn = self.conn.clone();
+        let all = conn.hgetall::<_, std::collections::HashMap<String, i64>>(self.seen_key(tenant));
+        let all = bounded(all, RESPONSE_TIMEOUT).await?.map_err(map_err)?;
+        Ok(all
+            .into_iter()
+            .filter_map(|(agent, ms)| {
+                let agent = uuid::Uuid::parse_str(&agent).ok()?;
+                Some((agent, chrono::DateTime::from_timestamp_millis(ms)?))
+            })
+            .collect())
     }
 }

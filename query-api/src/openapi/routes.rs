@@ -149,6 +149,28 @@ pub(super) fn agents(s: &mut Spec) {
         .ok(201, "The agent is registered.", s.schema::<AgentRegistered>())
         .fails(&[OVER_QUOTA, OVER_SIZE_QUOTA])
         .add(s);
+    op(Get, "/api/v1/agents", "listAgents", "List the tenant's agents")
+        .describe("Every agent not deregistered, oldest registration first, with its lifecycle `state` and its `status` from its last poll or heartbeat: `online` (within `CONFLUX_AGENT_STALE_AFTER_SECONDS`, 30), `stale` (within `CONFLUX_AGENT_OFFLINE_AFTER_SECONDS`, 90), `offline`.")
+        .query("role", string(), "Only agents that poll this role.")
+        .query("status", words(&["online", "stale", "offline"]), "Only agents with this status.")
+        .ok(200, "The agents.", s.schema::<AgentList>())
+        .fails(&[BAD_QUERY])
+        .add(s);
+    op(Get, "/api/v1/agents/{agent_id}", "getAgent", "An agent with its status")
+        .ok(200, "The agent.", s.schema::<AgentView>())
+        .add(s);
+    op(Delete, "/api/v1/agents/{agent_id}", "deregisterAgent", "Deregister an agent")
+        .describe("Records `AgentDeregistered`: its polls and reports are refused from now on (404), and every attempt it holds is failed at once (retryable, naming the agent), so its retry policy runs it on another agent; its leases answer `409 stale_attempt`. `released` counts them.")
+        .ok(200, "Deregistered.", s.schema::<AgentChanged>())
+        .add(s);
+    op(Post, "/api/v1/agents/{agent_id}/heartbeat", "heartbeatAgent", "Say the agent is alive")
+        .describe("What a poll also does: the agent's status is `online` for the next 30 s.")
+        .ok(200, "Recorded.", s.schema::<AgentChanged>())
+        .add(s);
+    op(Post, "/api/v1/agents/{agent_id}/drain", "drainAgent", "Drain an agent")
+        .describe("Records `AgentDrained` (once): its polls answer no task from now on; what it holds it still completes, fails or heartbeats.")
+        .ok(200, "Draining.", s.schema::<AgentChanged>())
+        .add(s);
     op(Post, "/api/v1/agents/{agent_id}/poll", "pollTasks", "Long-poll for tasks")
         .describe("Leases tasks of the agent's roles; an empty list when `wait_ms` passes.")
         .query("max", integer(1, Some(100), Some(10)), "The most tasks to lease.")

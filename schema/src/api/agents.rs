@@ -35,6 +35,87 @@ pub struct AgentRegistered {
     pub agent_id: Uuid,
 }
 
+/// Where an agent is in its lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentState {
+    /// It takes work.
+    Active,
+    /// It takes nothing new (`POST /api/v1/agents/{id}/drain`); it finishes what it holds.
+    Draining,
+    /// It was deregistered (`DELETE /api/v1/agents/{id}`): gone from the fleet.
+    Deregistered,
+}
+
+/// How recently an agent was heard from (its last poll or heartbeat): `online` within
+/// `CONFLUX_AGENT_STALE_AFTER_SECONDS` (30), `stale` within
+/// `CONFLUX_AGENT_OFFLINE_AFTER_SECONDS` (90), `offline` after that or never.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentStatus {
+    /// Heard from recently.
+    Online,
+    /// Not heard from for a while: perhaps busy without heartbeats, perhaps dying.
+    Stale,
+    /// Not heard from for long, or never since it registered.
+    Offline,
+}
+
+impl AgentStatus {
+    /// The wire word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentStatus::Online => "online",
+            AgentStatus::Stale => "stale",
+            AgentStatus::Offline => "offline",
+        }
+    }
+}
+
+/// One agent of the fleet (`GET /api/v1/agents/{id}`, and each entry of the list).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AgentView {
+    /// Its id.
+    pub agent_id: Uuid,
+    /// Its name.
+    pub name: String,
+    /// The roles it polls.
+    pub roles: Vec<String>,
+    /// What it can do.
+    pub capabilities: Vec<String>,
+    /// How many tasks it runs at once.
+    pub capacity: u32,
+    /// Whether it takes work.
+    pub state: AgentState,
+    /// How recently it was heard from.
+    pub status: AgentStatus,
+    /// Its last poll or heartbeat (`null`: none since it registered).
+    #[schema(required = true)]
+    pub last_seen_at: Option<DateTime<Utc>>,
+    /// When it registered.
+    pub registered_at: DateTime<Utc>,
+}
+
+/// `GET /api/v1/agents`: the tenant's agents, oldest registration first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AgentList {
+    /// The agents that match the filters.
+    pub agents: Vec<AgentView>,
+}
+
+/// The answer to a heartbeat, drain or deregistration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AgentChanged {
+    /// The agent.
+    pub agent_id: Uuid,
+    /// Its lifecycle state now.
+    pub state: AgentState,
+    /// For a deregistration: the attempts it held that were failed for their retry
+    /// policy (0 otherwise).
+    #[serde(default)]
+    pub released: u32,
+}
+
 /// The tasks a poll leased.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct PollAnswer {

@@ -25,8 +25,8 @@ pub use access::{
     TenantList, TenantPolicy, TenantUsage,
 };
 pub use agents::{
-    AgentRegistered, CompleteTask, FailTask, Lease, LeaseRecorded, LeasedAttempt, PollAnswer,
-    RegisterAgent,
+    AgentChanged, AgentList, AgentRegistered, AgentState, AgentStatus, AgentView, CompleteTask,
+    FailTask, Lease, LeaseRecorded, LeasedAttempt, PollAnswer, RegisterAgent,
 };
 pub use audit::{ChainVerification, EventPage, Replay, WorkflowEventPage};
 pub use erasure::{DataErased, EraseTenantData};

@@ -1,0 +1,245 @@
+//! The agent fleet end to end: agents listed with their liveness (from polls and
+//! heartbeats) and filtered by role and status; a drained agent takes nothing new but
+//! reports what it holds; a deregistered agent's work moves to another agent and its
+//! lease is stale; liveness goes `online` → `stale` → `offline` on a server with short
+//! thresholds.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::agent::TestAgent;
+use crate::harness::{TestServer, PATIENCE};
+
+fn code(answer: &(u16, Value)) -> (u16, &str) {
+    (answer.0, answer.1["error"]["code"].as_str().unwrap_or(""))
+}
+
+/// Registers an agent named `name` with these roles and capabilities.
+async fn register(s: &TestServer, name: &str, roles: &[&str], capabilities: &[&str]) -> String {
+    let (status, body) = s
+        .post(
+            "/api/v1/agents",
+            json!({"name": name, "roles": roles, "capabilities": capabilities, "capacity": 4}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    body["agent_id"].as_str().expect("an id").to_owned()
+}
+
+async fn delete(s: &TestServer, path: &str) -> (u16, Value) {
+    let resp = crate::auth::client()
+        .delete(format!("{}{path}", s.base))
+        .send()
+        .await
+        .expect("delete");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+fn ids(list: &Value) -> Vec<&str> {
+    list["agents"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x["agent_id"].as_str()).collect())
+        .unwrap_or_default()
+}
+
+/// Two agents: the one that polled is `online`, the one never heard from `offline`
+/// until its heartbeat; filters by role and status; its body has what it registered.
+pub async fn the_fleet_is_listed_with_liveness(s: &TestServer) {
+    let gpu = register(s, "gpu-box", &["render"], &["gpu", "python"]).await;
+    let cpu = register(s, "cpu-box", &["report"], &[]).await;
+    let (status, body) = s
+        .post(
+            &format!("/api/v1/agents/{gpu}/poll?max=1&wait_ms=0"),
+            json!({}),
+        )
+        .await;
+    assert_eq!((status, &body["tasks"]), (200, &json!([])), "{body}");
+
+    let (status, all) = s.get("/api/v1/agents").await;
+    assert_eq!(status, 200, "{all}");
+    assert_eq!(
+        ids(&all),
+        [gpu.as_str(), cpu.as_str()],
+        "oldest first: {all:#}"
+    );
+    let (_, online) = s.get("/api/v1/agents?status=online").await;
+    assert_eq!(ids(&online), [gpu.as_str()], "{online:#}");
+    let (_, offline) = s.get("/api/v1/agents?status=offline").await;
+    assert_eq!(ids(&offline), [cpu.as_str()], "{offline:#}");
+    let (_, reporters) = s.get("/api/v1/agents?role=report").await;
+    assert_eq!(ids(&reporters), [cpu.as_str()], "{reporters:#}");
+
+    let (status, body) = s.get(&format!("/api/v1/agents/{gpu}")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["name"], "gpu-box");
+    assert_eq!(body["roles"], json!(["render"]));
+    assert_eq!(body["capabilities"], json!(["gpu", "python"]));
+    assert_eq!(body["capacity"], 4);
+    assert_eq!(
+        (&body["state"], &body["status"]),
+        (&json!("active"), &json!("online"))
+    );
+    assert!(
+        body["last_seen_at"].is_string() && body["registered_at"].is_string(),
+        "{body}"
+    );
+    let (_, body) = s.get(&format!("/api/v1/agents/{cpu}")).await;
+    assert_eq!(
+        (&body["status"], &body["last_seen_at"]),
+        (&json!("offline"), &Value::Null)
+    );
+
+    let (status, body) = s
+        .post(&format!("/api/v1/agents/{cpu}/heartbeat"), json!({}))
+        .await;
+    assert_eq!((status, &body["state"]), (200, &json!("active")), "{body}");
+    let (_, body) = s.get(&format!("/api/v1/agents/{cpu}")).await;
+    assert_eq!(body["status"], "online", "{body}");
+
+    let unknown = uuid::Uuid::now_v7();
+    assert_eq!(
+        code(&s.get(&format!("/api/v1/agents/{unknown}")).await),
+        (404, "not_found")
+    );
+    let answer = s
+        .post(&format!("/api/v1/agents/{unknown}/heartbeat"), json!({}))
+        .await;
+    assert_eq!(code(&answer), (404, "not_found"));
+    assert_eq!(
+        code(&s.get("/api/v1/agents?status=asleep").await),
+        (400, "invalid_request")
+    );
+}
+
+/// A drained agent keeps reporting what it holds but leases nothing new: its polls
+/// answer at once with no task, and another agent takes the work.
+pub async fn a_drained_agent_takes_nothing_new(s: &TestServer) {
+    let first = TestAgent::register(&s.base, &["drainable"]).await;
+    let workflow = s
+        .create_workflow(json!({"name": "two-steps", "tasks": [
+            {"id": "a", "kind": "agent", "agent_role": "drainable"},
+            {"id": "b", "kind": "agent", "agent_role": "drainable", "depends_on": ["a"]}
+        ]}))
+        .await;
+    let execution = s.execute(&workflow, json!({})).await;
+    let held = first.next_lease().await;
+    let path = format!("/api/v1/agents/{}/drain", first.agent_id);
+    for _ in 0..2 {
+        let (status, body) = s.post(&path, json!({})).await;
+        assert_eq!(
+            (status, &body["state"]),
+            (200, &json!("draining")),
+            "{body}"
+        );
+    }
+    let (status, body) = first.complete(&held, json!({"a": 1})).await;
+    assert_eq!(status, 200, "what it holds it still reports: {body}");
+    let started = Instant::now();
+    let (status, body) = s
+        .post(
+            &format!("/api/v1/agents/{}/poll?wait_ms=5000", first.agent_id),
+            json!({}),
+        )
+        .await;
+    assert_eq!((status, &body["tasks"]), (200, &json!([])), "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "a drained agent's poll waits for nothing"
+    );
+    let second = TestAgent::register(&s.base, &["drainable"]).await;
+    let lease = second.next_lease().await;
+    assert_eq!(lease.task_id, "b");
+    second.complete(&lease, json!({})).await;
+    assert_eq!(s.wait_terminal(&execution).await["status"], "completed");
+    let (_, body) = s.get(&format!("/api/v1/agents/{}", first.agent_id)).await;
+    assert_eq!(body["state"], "draining", "{body}");
+    let log = s.events(&execution).await;
+    let by: Vec<&Value> = log
+        .0
+        .iter()
+        .filter(|e| e["type"] == "TaskStarted")
+        .map(|e| &e["data"]["agent_id"])
+        .collect();
+    assert_eq!(by, [&json!(first.agent_id), &json!(second.agent_id)]);
+}
+
+/// Deregistering an agent fails (retryable) the attempt it holds, so the retry runs on
+/// another agent; its lease is stale, its polls and its body are 404, and the list
+/// leaves it out.
+pub async fn a_deregistered_agent_s_work_moves_on(s: &TestServer) {
+    let leaving = TestAgent::register(&s.base, &["movable"]).await;
+    let execution = s
+        .run(
+            json!({"name": "moves-on", "tasks": [
+                {"id": "job", "kind": "agent", "agent_role": "movable",
+                 "retry": {"max_attempts": 2, "initial_interval_ms": 10}}]}),
+            json!({}),
+        )
+        .await;
+    let held = leaving.next_lease().await;
+    let (status, body) = delete(s, &format!("/api/v1/agents/{}", leaving.agent_id)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (&body["state"], &body["released"]),
+        (&json!("deregistered"), &json!(1))
+    );
+    let (status, body) = leaving.complete(&held, json!({})).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (409, &json!("stale_attempt")),
+        "{body}"
+    );
+    let poll = s
+        .post(
+            &format!("/api/v1/agents/{}/poll?wait_ms=0", leaving.agent_id),
+            json!({}),
+        )
+        .await;
+    assert_eq!(code(&poll), (404, "not_found"));
+    assert_eq!(
+        code(&s.get(&format!("/api/v1/agents/{}", leaving.agent_id)).await),
+        (404, "not_found")
+    );
+    let again = delete(s, &format!("/api/v1/agents/{}", leaving.agent_id)).await;
+    assert_eq!(code(&again), (404, "not_found"));
+
+    let staying = TestAgent::register(&s.base, &["movable"]).await;
+    let lease = staying.next_lease().await;
+    assert_eq!((lease.task_id.as_str(), lease.attempt), ("job", 2));
+    staying.complete(&lease, json!({"done": true})).await;
+    let body = s.wait_terminal(&execution).await;
+    assert_eq!(body["status"], "completed", "{body:#}");
+    let (_, all) = s.get("/api/v1/agents").await;
+    assert_eq!(ids(&all), [staying.agent_id.as_str()], "{all:#}");
+    let log = s.events(&execution).await;
+    let failed = log.only("TaskFailed", "job");
+    let error = log.at(failed)["data"]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(&leaving.agent_id) && error.contains("deregistered"),
+        "{error}"
+    );
+}
+
+/// On a server where agents go stale after 1 s and offline after 2 s: a heartbeat makes
+/// an agent `online`, then silence `stale`, then `offline`.
+pub async fn liveness_goes_stale_then_offline(s: &TestServer) {
+    let agent = register(s, "quiet", &["q"], &[]).await;
+    let (status, _) = s
+        .post(&format!("/api/v1/agents/{agent}/heartbeat"), json!({}))
+        .await;
+    assert_eq!(status, 200);
+    let status_now = || async {
+        let (_, body) = s.get(&format!("/api/v1/agents/{agent}")).await;
+        body["status"].as_str().unwrap_or_default().to_owned()
+    };
+    assert_eq!(status_now().await, "online");
+    for expected in ["stale", "offline"] {
+        let started = Instant::now();
+        while status_now().await != expected {
+            assert!(started.elapsed() < PATIENCE, "never {expected}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}

@@ -239,18 +239,27 @@ pub fn into_new(decision: &Decision, metadata: &EventMetadata) -> Vec<NewEvent> 
 
 /// The attempt a lease was issued for, from the execution's log.
 pub fn lease_attempt(log: &[EventEnvelope], lease_id: Uuid) -> Option<TaskRef> {
+    lease_of(log, lease_id).map(|(task, _)| task)
+}
+
+/// The attempt lease `lease_id` was issued for, and the agent it was issued to.
+pub fn lease_of(log: &[EventEnvelope], lease_id: Uuid) -> Option<(TaskRef, Option<Uuid>)> {
     log.iter().find_map(|e| match &e.event {
         Event::TaskStarted {
             task_id,
             attempt,
             lease_id: Some(l),
             compensation,
+            agent_id,
             ..
-        } if *l == lease_id => Some(TaskRef {
-            task: task_id.clone(),
-            attempt: *attempt,
-            compensation: *compensation,
-        }),
+        } if *l == lease_id => Some((
+            TaskRef {
+                task: task_id.clone(),
+                attempt: *attempt,
+                compensation: *compensation,
+            },
+            *agent_id,
+        )),
         _ => None,
     })
 }

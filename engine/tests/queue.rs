@@ -440,13 +440,19 @@ async fn agents_are_seen_at_their_latest_time_per_tenant(q: Arc<dyn TaskQueue>) 
     let at = |s: i64| chrono::DateTime::from_timestamp(1_800_000_000 + s, 0).expect("a time");
     assert!(q.agents_seen(T).await.expect("seen").is_empty());
     q.agent_seen(T, a, at(10)).await.expect("seen");
-    q.agent_seen(T, a, at(5)).await.expect("an older time never wins");
+    q.agent_seen(T, a, at(5))
+        .await
+        .expect("an older time never wins");
     q.agent_seen("acme", b, at(7)).await.expect("seen");
     let seen = q.agents_seen(T).await.expect("seen");
     assert_eq!(seen.len(), 1);
     assert_eq!(seen.get(&a), Some(&at(10)));
     let other = q.agents_seen("acme").await.expect("seen");
-    assert_eq!(other.get(&b), Some(&at(7)), "each tenant sees its own agents");
+    assert_eq!(
+        other.get(&b),
+        Some(&at(7)),
+        "each tenant sees its own agents"
+    );
     q.agent_seen(T, a, at(20)).await.expect("seen");
     assert_eq!(q.agents_seen(T).await.expect("seen").get(&a), Some(&at(20)));
 }

@@ -17,10 +17,21 @@ fn code(answer: &(u16, Value)) -> (u16, &str) {
 
 /// Registers an agent named `name` with these roles and capabilities.
 async fn register(s: &TestServer, name: &str, roles: &[&str], capabilities: &[&str]) -> String {
+    register_holding(s, name, roles, capabilities, 4).await
+}
+
+/// [`register`] with this capacity.
+async fn register_holding(
+    s: &TestServer,
+    name: &str,
+    roles: &[&str],
+    capabilities: &[&str],
+    capacity: u32,
+) -> String {
     let (status, body) = s
         .post(
             "/api/v1/agents",
-            json!({"name": name, "roles": roles, "capabilities": capabilities, "capacity": 4}),
+            json!({"name": name, "roles": roles, "capabilities": capabilities, "capacity": capacity}),
         )
         .await;
     assert_eq!(status, 201, "{body}");
@@ -242,4 +253,166 @@ pub async fn liveness_goes_stale_then_offline(s: &TestServer) {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// Polls agent `agent` once (`max` leases, waiting `wait_ms`) and returns the leases'
+/// `(lease_id, execution_id)`.
+async fn poll_raw(s: &TestServer, agent: &str, max: u32, wait_ms: u64) -> Vec<(String, String)> {
+    let (status, body) = s
+        .post(
+            &format!("/api/v1/agents/{agent}/poll?max={max}&wait_ms={wait_ms}"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["tasks"]
+        .as_array()
+        .map(|tasks| {
+            tasks
+                .iter()
+                .map(|t| {
+                    let text = |k: &str| t[k].as_str().unwrap_or_default().to_owned();
+                    (text("lease_id"), text("execution_id"))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn complete_raw(s: &TestServer, lease: &str) -> u16 {
+    s.post(
+        &format!("/api/v1/tasks/{lease}/complete"),
+        json!({"output": {}}),
+    )
+    .await
+    .0
+}
+
+/// An agent of capacity 3 with 10 tasks waiting gets 3, then nothing until it reports
+/// one; three agents of capacity 3 working 45 tasks concurrently never hold more than 3
+/// each, as the event log shows.
+pub async fn an_agent_never_holds_more_than_its_capacity(s: &TestServer) {
+    let workflow = s
+        .create_workflow(json!({"name": "one-job", "tasks": [
+            {"id": "job", "kind": "agent", "agent_role": "capped"}]}))
+        .await;
+    let mut executions = Vec::new();
+    for _ in 0..10 {
+        executions.push(s.execute(&workflow, json!({})).await);
+    }
+    let agent = register_holding(s, "capped-1", &["capped"], &[], 3).await;
+    let first = poll_raw(s, &agent, 10, 2000).await;
+    assert_eq!(first.len(), 3, "{first:?}");
+    let started = Instant::now();
+    assert_eq!(poll_raw(s, &agent, 10, 300).await, [], "full");
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "a full agent's poll waits"
+    );
+    assert_eq!(complete_raw(s, &first[0].0).await, 200);
+    let next = poll_raw(s, &agent, 10, 2000).await;
+    assert_eq!(next.len(), 1, "one slot was freed: {next:?}");
+    for (lease, _) in first[1..].iter().chain(&next) {
+        assert_eq!(complete_raw(s, lease).await, 200);
+    }
+
+    // Three agents, 45 more tasks, every agent polling and completing concurrently.
+    for _ in 0..45 {
+        executions.push(s.execute(&workflow, json!({})).await);
+    }
+    let mut agents = vec![agent];
+    agents.push(register_holding(s, "capped-2", &["capped"], &[], 3).await);
+    agents.push(register_holding(s, "capped-3", &["capped"], &[], 3).await);
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let total = executions.len() - 4;
+    let mut workers = Vec::new();
+    for agent in agents.clone() {
+        let s_base = s.base.clone();
+        let done = done.clone();
+        workers.push(tokio::spawn(async move {
+            let http = crate::auth::client();
+            let started = Instant::now();
+            while done.load(std::sync::atomic::Ordering::SeqCst) < total {
+                assert!(started.elapsed() < PATIENCE, "the work never finished");
+                let url = format!("{s_base}/api/v1/agents/{agent}/poll?max=10&wait_ms=200");
+                let body: Value = http
+                    .post(url)
+                    .send()
+                    .await
+                    .expect("poll")
+                    .json()
+                    .await
+                    .expect("json");
+                let leases: Vec<String> = body["tasks"]
+                    .as_array()
+                    .map(|t| {
+                        t.iter()
+                            .filter_map(|l| l["lease_id"].as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let completions = leases.into_iter().map(|lease| {
+                    let http = http.clone();
+                    let url = format!("{s_base}/api/v1/tasks/{lease}/complete");
+                    async move {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        let status = http
+                            .post(url)
+                            .json(&json!({"output": {}}))
+                            .send()
+                            .await
+                            .expect("complete")
+                            .status();
+                        assert_eq!(status.as_u16(), 200);
+                    }
+                });
+                let n = futures::future::join_all(completions).await.len();
+                done.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+            }
+        }));
+    }
+    for worker in workers {
+        worker.await.expect("a worker");
+    }
+    // From the log: per agent, leases started minus leases ended, in position order.
+    let mut events: Vec<Value> = Vec::new();
+    for execution in &executions {
+        let log = s
+            .wait_events(execution, "the job completing", |l| {
+                l.count("TaskCompleted", None) == 1
+            })
+            .await;
+        events.extend(log.0);
+    }
+    events.sort_by_key(|e| e["position"].as_u64());
+    let mut holder: std::collections::HashMap<String, String> = Default::default();
+    let mut held: std::collections::HashMap<String, i64> = Default::default();
+    let mut most: std::collections::HashMap<String, i64> = Default::default();
+    for e in &events {
+        let execution = e["stream_id"].as_str().unwrap_or_default().to_owned();
+        match e["type"].as_str() {
+            Some("TaskStarted") => {
+                let agent = e["data"]["agent_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                let n = held.entry(agent.clone()).or_default();
+                *n += 1;
+                let top = most.entry(agent.clone()).or_default();
+                *top = (*top).max(*n);
+                holder.insert(execution, agent);
+            }
+            Some("TaskCompleted") => {
+                if let Some(agent) = holder.get(&execution) {
+                    *held.entry(agent.clone()).or_default() -= 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(most.len(), 3, "every agent worked: {most:?}");
+    assert!(
+        most.values().all(|m| *m <= 3),
+        "capacity exceeded: {most:?}"
+    );
 }

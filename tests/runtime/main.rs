@@ -173,6 +173,7 @@ macro_rules! all_scenarios {
                 fleet::the_fleet_is_listed_with_liveness,
                 fleet::a_drained_agent_takes_nothing_new,
                 fleet::a_deregistered_agent_s_work_moves_on,
+                fleet::an_agent_never_holds_more_than_its_capacity,
             ]
         );
     };

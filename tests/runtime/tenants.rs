@@ -512,6 +512,29 @@ pub async fn send(
             }
         }
     }
+    let changes_agent = (method == "DELETE" && template.starts_with("/api/v1/agents/"))
+        || template.ends_with("/drain");
+    let agent_root = path.trim_end_matches("/drain").to_owned();
+    let own_agent = changes_agent
+        && caller
+            .call("POST", &format!("{agent_root}/heartbeat"), None)
+            .await
+            .0
+            == 200;
+    if own_agent {
+        // The caller's own agent is needed by later requests: drain or deregister a
+        // fresh one of its tenant.
+        let fresh = json!({"name": "m", "roles": ["picker"]});
+        let (status, made) = caller.call("POST", "/api/v1/agents", Some(fresh)).await;
+        if status == 201 {
+            let rest = if template.ends_with("/drain") {
+                "/drain"
+            } else {
+                ""
+            };
+            path = format!("/api/v1/agents/{}{rest}", id_of(&made, "agent_id"));
+        }
+    }
     let body = match (method, template) {
         ("POST", "/api/v1/workflows") => {
             Some(json!({"name": format!("m-{n}"), "tasks": [{"id": "a", "kind": "noop"}]}))

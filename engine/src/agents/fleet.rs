@@ -137,6 +137,9 @@ impl Agents {
         self.record(agent_id, Event::AgentDeregistered { agent_id }, caller)
             .await?;
         let released = self.release_held(&agent, caller).await?;
+        if let Err(e) = self.queue.forget_agent(agent_id).await {
+            tracing::warn!(agent = %agent_id, error = %e, "forgetting a deregistered agent's lease slots failed; they expire on their own");
+        }
         Ok(changed(&agent, AgentState::Deregistered, released))
     }
 

@@ -34,6 +34,16 @@ pub const DEFAULT_POLL_WAIT: Duration = Duration::from_secs(20);
 /// from again (well inside the default 30 s after which an agent counts as stale).
 const SEEN_EVERY: Duration = Duration::from_secs(10);
 
+/// How long a poll's slot reservations outlive its wait (time to record the leases).
+const RESERVED_FOR: Duration = Duration::from_secs(30);
+
+/// How often a poll of a full agent looks for a freed slot.
+const FULL_RECHECK: Duration = Duration::from_millis(200);
+
+/// How long the slot of a lease whose attempt has no deadline is held (the attempt's
+/// result or staleness frees it sooner).
+const UNBOUNDED_LEASE: Duration = Duration::from_secs(3600);
+
 /// How much one poll takes and how long it waits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PollOptions {
@@ -97,11 +107,33 @@ impl Agents {
             let remaining = deadline
                 .saturating_duration_since(Instant::now())
                 .min(SEEN_EVERY);
-            let tickets = self
+            // Never more leases than its capacity: reserve free slots first.
+            let until = Utc::now() + remaining + RESERVED_FOR;
+            let want = u32::try_from(max).unwrap_or(u32::MAX);
+            let reserved = self
                 .queue
-                .take(&agent.tenant, &agent.roles, max, remaining)
+                .reserve_slots(agent_id, agent.capacity, want, until)
                 .await
                 .map_err(|e| AgentError::Unavailable(e.to_string()))?;
+            if reserved.is_empty() {
+                // Full: wait a little for a slot, as long as the poll may wait.
+                if Instant::now() >= deadline {
+                    return Ok(Vec::new());
+                }
+                tokio::time::sleep(remaining.min(FULL_RECHECK)).await;
+                continue;
+            }
+            let tickets = match self
+                .queue
+                .take(&agent.tenant, &agent.roles, reserved.len(), remaining)
+                .await
+            {
+                Ok(tickets) => tickets,
+                Err(e) => {
+                    self.hold(agent_id, &reserved, &[]).await;
+                    return Err(AgentError::Unavailable(e.to_string()));
+                }
+            };
             let mut leases = Vec::new();
             for ticket in tickets {
                 let Ok(task_id) = TaskId::parse(&ticket.task_id) else {
@@ -112,13 +144,34 @@ impl Agents {
                     attempt: ticket.attempt,
                     compensation: ticket.compensation,
                 };
-                if let Some(lease) = self.lease(ticket, task, agent_id, &meta).await? {
-                    leases.push(lease);
+                match self.lease(ticket, task, agent_id, &meta).await {
+                    Ok(Some(lease)) => leases.push(lease),
+                    Ok(None) => {}
+                    Err(e) => {
+                        self.hold(agent_id, &reserved, &leases).await;
+                        return Err(e);
+                    }
                 }
             }
+            self.hold(agent_id, &reserved, &leases).await;
             if !leases.is_empty() || Instant::now() >= deadline {
                 return Ok(leases);
             }
+        }
+    }
+
+    /// Turns the poll's reservations into the leases it handed out (freeing the rest);
+    /// a failure is logged: the reservations then expire on their own.
+    async fn hold(&self, agent_id: Uuid, reserved: &[String], leases: &[Lease]) {
+        let held: Vec<(Uuid, DateTime<Utc>)> = leases
+            .iter()
+            .map(|l| {
+                let until = l.deadline.unwrap_or_else(|| Utc::now() + UNBOUNDED_LEASE);
+                (l.lease_id, until)
+            })
+            .collect();
+        if let Err(e) = self.queue.hold_leases(agent_id, reserved, &held).await {
+            tracing::warn!(agent = %agent_id, error = %e, "recording an agent's leases failed; its reserved slots expire on their own");
         }
     }
 

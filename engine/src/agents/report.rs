@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::{AgentError, Agents, Caller};
 use crate::access::Principal;
-use crate::commands::{lease_attempt, CommandError};
+use crate::commands::{lease_of, CommandError};
 use crate::execution::{Command, ExecutionState, Rejection, TaskRef};
 use crate::store::StreamQuery;
 
@@ -97,6 +97,7 @@ impl Agents {
             .ok_or_else(|| AgentError::NotFound(format!("lease {lease_id} not found")))?;
         let execution_id = stream.uuid();
         let mut attempt = None;
+        let mut holder = None;
         let mut report = report;
         let mut cleaned = false;
         let recorded = loop {
@@ -106,8 +107,9 @@ impl Agents {
             let recorded = self
                 .commands
                 .record(execution_id, caller.metadata.clone(), |state, log| {
-                    let task = lease_attempt(log, lease_id)
+                    let (task, agent) = lease_of(log, lease_id)
                         .ok_or_else(|| CommandError::NotFound(format!("lease {lease_id}")))?;
+                    holder = agent;
                     may_report(caller.principal.as_ref(), state, &task)?;
                     attempt = Some(task.clone());
                     if !cleaned && !matches!(report, Report::Heartbeat) {
@@ -128,6 +130,26 @@ impl Agents {
                 .await?;
             cleaned = true;
         };
+        // The lease's slot of its agent's capacity: freed by a result (or by learning
+        // that the attempt is over), moved on by a heartbeat.
+        if let (Some(agent), false) = (holder, matches!(recorded, Err(CommandError::NotFound(_)))) {
+            let until = match (&report, &recorded) {
+                (Report::Heartbeat, Ok(done)) => attempt
+                    .as_ref()
+                    .and_then(|t| match t.compensation {
+                        true => done.state.compensation(t.task.as_str()),
+                        false => done.state.task(t.task.as_str()),
+                    })
+                    .and_then(|t| t.deadline)
+                    .map(Some),
+                (Report::Heartbeat, Err(_)) | (_, _) => Some(None),
+            };
+            if let Some(until) = until {
+                if let Err(e) = self.queue.free_lease(agent, lease_id, until).await {
+                    tracing::warn!(agent = %agent, error = %e, "updating an agent's lease slots failed; they expire with the attempt");
+                }
+            }
+        }
         match recorded {
             Ok(done) => {
                 if let Report::Complete {

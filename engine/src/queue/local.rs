@@ -23,6 +23,8 @@ struct Queues {
     next_seq: u64,
     /// When each agent was last heard from, per tenant.
     seen: HashMap<String, HashMap<uuid::Uuid, chrono::DateTime<chrono::Utc>>>,
+    /// Each agent's held slots (reservations and leases) and when they expire.
+    slots: HashMap<uuid::Uuid, HashMap<String, chrono::DateTime<chrono::Utc>>>,
 }
 
 impl Queues {
@@ -172,5 +174,72 @@ impl TaskQueue for LocalTaskQueue {
         tenant: &str,
     ) -> Result<HashMap<uuid::Uuid, chrono::DateTime<chrono::Utc>>, QueueError> {
         Ok(self.lock().seen.get(tenant).cloned().unwrap_or_default())
+    }
+
+    async fn reserve_slots(
+        &self,
+        agent: uuid::Uuid,
+        capacity: u32,
+        want: u32,
+        until: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<String>, QueueError> {
+        let now = chrono::Utc::now();
+        let mut queues = self.lock();
+        let slots = queues.slots.entry(agent).or_default();
+        slots.retain(|_, expiry| *expiry > now);
+        let free = (capacity as usize).saturating_sub(slots.len());
+        let batch = uuid::Uuid::new_v4().simple().to_string();
+        let reserved: Vec<String> = (0..free.min(want as usize))
+            .map(|i| format!("r:{batch}:{i}"))
+            .collect();
+        for r in &reserved {
+            slots.insert(r.clone(), until);
+        }
+        Ok(reserved)
+    }
+
+    async fn hold_leases(
+        &self,
+        agent: uuid::Uuid,
+        reserved: &[String],
+        leases: &[(uuid::Uuid, chrono::DateTime<chrono::Utc>)],
+    ) -> Result<(), QueueError> {
+        let mut queues = self.lock();
+        let slots = queues.slots.entry(agent).or_default();
+        for r in reserved {
+            slots.remove(r);
+        }
+        for (lease, until) in leases {
+            slots.insert(lease.to_string(), *until);
+        }
+        Ok(())
+    }
+
+    async fn free_lease(
+        &self,
+        agent: uuid::Uuid,
+        lease: uuid::Uuid,
+        until: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<(), QueueError> {
+        let mut queues = self.lock();
+        let Some(slots) = queues.slots.get_mut(&agent) else {
+            return Ok(());
+        };
+        match until {
+            None => {
+                slots.remove(&lease.to_string());
+            }
+            Some(until) => {
+                if let Some(expiry) = slots.get_mut(&lease.to_string()) {
+                    *expiry = until;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn forget_agent(&self, agent: uuid::Uuid) -> Result<(), QueueError> {
+        self.lock().slots.remove(&agent);
+        Ok(())
     }
 }

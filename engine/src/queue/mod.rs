@@ -129,6 +129,40 @@ pub trait TaskQueue: Send + Sync + 'static {
         at: chrono::DateTime<chrono::Utc>,
     ) -> Result<(), QueueError>;
 
+    /// Reserves up to `want` of agent `agent`'s free lease slots, `capacity` in all:
+    /// slots held past their expiry are freed first (an attempt that timed out or was
+    /// cancelled without its agent reporting). The reservations expire at `until`.
+    /// Returns the reserved slots' names (none when the agent is full). Atomic: two
+    /// polls of one agent never reserve the same free slot.
+    async fn reserve_slots(
+        &self,
+        agent: uuid::Uuid,
+        capacity: u32,
+        want: u32,
+        until: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<String>, QueueError>;
+
+    /// Replaces the reservations `reserved` of `agent` by the leases it got, each held
+    /// until its attempt's deadline; reservations without a lease are freed.
+    async fn hold_leases(
+        &self,
+        agent: uuid::Uuid,
+        reserved: &[String],
+        leases: &[(uuid::Uuid, chrono::DateTime<chrono::Utc>)],
+    ) -> Result<(), QueueError>;
+
+    /// Frees the slot of lease `lease` of `agent` (reported, stale, released); or, with
+    /// `until`, moves its expiry (a heartbeat moved the attempt's deadline).
+    async fn free_lease(
+        &self,
+        agent: uuid::Uuid,
+        lease: uuid::Uuid,
+        until: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<(), QueueError>;
+
+    /// Frees every slot of `agent` (it was deregistered).
+    async fn forget_agent(&self, agent: uuid::Uuid) -> Result<(), QueueError>;
+
     /// When each agent of `tenant` was last heard from (agents never heard from are
     /// absent).
     async fn agents_seen(

@@ -156,6 +156,11 @@ impl RedisTaskQueue {
         format!("{}agents-seen:{}", self.prefix, hex::encode(tenant))
     }
 
+    /// The sorted set of agent `agent`'s held lease slots (member → expiry, Unix millis).
+    fn slots_key(&self, agent: uuid::Uuid) -> String {
+        format!("{}agent-slots:{}", self.prefix, agent.simple())
+    }
+
     /// The keys of `roles`, without duplicates, in the order given.
     fn keys(&self, tenant: &str, roles: &[String]) -> Vec<String> {
         let mut keys: Vec<String> = roles.iter().map(|r| self.key(tenant, r)).collect();
@@ -441,6 +446,93 @@ impl TaskQueue for RedisTaskQueue {
             .arg(agent.to_string())
             .arg(at.timestamp_millis());
         let done = call.invoke_async::<i64>(&mut conn);
+        bounded(done, RESPONSE_TIMEOUT).await?.map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn reserve_slots(
+        &self,
+        agent: uuid::Uuid,
+        capacity: u32,
+        want: u32,
+        until: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<String>, QueueError> {
+        // Forget expired slots, then add as many reservations as there is room for.
+        const RESERVE: &str = "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1]) \
+            local free = tonumber(ARGV[2]) - redis.call('ZCARD', KEYS[1]) \
+            local n = math.min(free, tonumber(ARGV[3])) \
+            local out = {} \
+            for i = 1, n do \
+              local m = ARGV[4] .. i \
+              redis.call('ZADD', KEYS[1], ARGV[5], m) \
+              out[#out + 1] = m \
+            end \
+            return out";
+        let mut conn = self.conn.clone();
+        let script = redis::Script::new(RESERVE);
+        let mut call = script.prepare_invoke();
+        call.key(self.slots_key(agent))
+            .arg(chrono::Utc::now().timestamp_millis())
+            .arg(capacity)
+            .arg(want)
+            .arg(format!("r:{}:", uuid::Uuid::new_v4().simple()))
+            .arg(until.timestamp_millis());
+        let reserved = call.invoke_async::<Vec<String>>(&mut conn);
+        bounded(reserved, RESPONSE_TIMEOUT).await?.map_err(map_err)
+    }
+
+    async fn hold_leases(
+        &self,
+        agent: uuid::Uuid,
+        reserved: &[String],
+        leases: &[(uuid::Uuid, chrono::DateTime<chrono::Utc>)],
+    ) -> Result<(), QueueError> {
+        let key = self.slots_key(agent);
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        if !reserved.is_empty() {
+            pipe.zrem(&key, reserved).ignore();
+        }
+        for (lease, until) in leases {
+            pipe.zadd(&key, lease.to_string(), until.timestamp_millis())
+                .ignore();
+        }
+        // Slots of an agent that stops polling go with it (its longest lease and more).
+        pipe.expire(&key, 24 * 3600).ignore();
+        let mut conn = self.conn.clone();
+        let done = pipe.query_async::<()>(&mut conn);
+        bounded(done, RESPONSE_TIMEOUT).await?.map_err(map_err)
+    }
+
+    async fn free_lease(
+        &self,
+        agent: uuid::Uuid,
+        lease: uuid::Uuid,
+        until: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<(), QueueError> {
+        let key = self.slots_key(agent);
+        let mut conn = self.conn.clone();
+        match until {
+            None => {
+                let done = conn.zrem::<_, _, i64>(key, lease.to_string());
+                bounded(done, RESPONSE_TIMEOUT).await?.map_err(map_err)?;
+            }
+            Some(until) => {
+                let mut cmd = redis::cmd("ZADD");
+                cmd.arg(&key)
+                    .arg("XX")
+                    .arg(until.timestamp_millis())
+                    .arg(lease.to_string());
+                let done = cmd.query_async::<i64>(&mut conn);
+                bounded(done, RESPONSE_TIMEOUT).await?.map_err(map_err)?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn forget_agent(&self, agent: uuid::Uuid) -> Result<(), QueueError> {
+        let mut conn = self.conn.clone();
+        let done = conn.del::<_, i64>(self.slots_key(agent));
         bounded(done, RESPONSE_TIMEOUT).await?.map_err(map_err)?;
         Ok(())
     }

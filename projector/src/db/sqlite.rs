@@ -122,7 +122,7 @@ pub async fn commit(
         return Ok(false);
     }
     let upsert_workflow = format!(
-        "INSERT INTO rm_workflows ({WORKFLOW_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+        "INSERT INTO rm_workflows ({WORKFLOW_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
          ON CONFLICT (workflow_id) DO UPDATE SET name = excluded.name,
              version = excluded.version, task_count = excluded.task_count,
              created_at = excluded.created_at, created_position = excluded.created_position,
@@ -148,7 +148,7 @@ pub async fn commit(
             .await?;
     }
     let upsert_execution = format!(
-        "INSERT INTO rm_executions ({EXECUTION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+        "INSERT INTO rm_executions ({EXECUTION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
          ON CONFLICT (execution_id) DO UPDATE SET workflow_id = excluded.workflow_id,
              status = excluded.status, version = excluded.version,
              position = excluded.position, started_at = excluded.started_at,

@@ -47,6 +47,7 @@ pub async fn register(
         roles: body.roles,
         capabilities: body.capabilities,
         capacity: body.capacity,
+        cost: body.cost,
     };
     let agent = ctx.agents.register(registration, &caller(&request)).await?;
     Ok((

@@ -239,11 +239,22 @@ pub fn into_new(decision: &Decision, metadata: &EventMetadata) -> Vec<NewEvent> 
 
 /// The attempt a lease was issued for, from the execution's log.
 pub fn lease_attempt(log: &[EventEnvelope], lease_id: Uuid) -> Option<TaskRef> {
-    lease_of(log, lease_id).map(|(task, _)| task)
+    lease_of(log, lease_id).map(|lease| lease.task)
 }
 
-/// The attempt lease `lease_id` was issued for, and the agent it was issued to.
-pub fn lease_of(log: &[EventEnvelope], lease_id: Uuid) -> Option<(TaskRef, Option<Uuid>)> {
+/// What a lease's `TaskStarted` says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeaseOf {
+    /// The attempt it was issued for.
+    pub task: TaskRef,
+    /// The agent it was issued to.
+    pub agent: Option<Uuid>,
+    /// When.
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The attempt lease `lease_id` was issued for, to whom, and when.
+pub fn lease_of(log: &[EventEnvelope], lease_id: Uuid) -> Option<LeaseOf> {
     log.iter().find_map(|e| match &e.event {
         Event::TaskStarted {
             task_id,
@@ -252,14 +263,15 @@ pub fn lease_of(log: &[EventEnvelope], lease_id: Uuid) -> Option<(TaskRef, Optio
             compensation,
             agent_id,
             ..
-        } if *l == lease_id => Some((
-            TaskRef {
+        } if *l == lease_id => Some(LeaseOf {
+            task: TaskRef {
                 task: task_id.clone(),
                 attempt: *attempt,
                 compensation: *compensation,
             },
-            *agent_id,
-        )),
+            agent: *agent_id,
+            at: e.recorded_at,
+        }),
         _ => None,
     })
 }

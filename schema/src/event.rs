@@ -283,6 +283,10 @@ pub enum Event {
         capabilities: Vec<String>,
         /// How many tasks it runs at once.
         capacity: u32,
+        /// What one of its tasks costs, as it declares it (routing may prefer cheaper
+        /// agents).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cost: Option<f64>,
     },
     /// The agent takes nothing new (`POST /api/v1/agents/{id}/drain`): its polls answer
     /// no task; what it holds it may still complete, fail or heartbeat.

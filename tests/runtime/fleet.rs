@@ -31,7 +31,8 @@ async fn register_holding(
     let (status, body) = s
         .post(
             "/api/v1/agents",
-            json!({"name": name, "roles": roles, "capabilities": capabilities, "capacity": capacity}),
+            json!({"name": name, "roles": roles, "capabilities": capabilities,
+                   "capacity": capacity, "cost": 0.25}),
         )
         .await;
     assert_eq!(status, 201, "{body}");
@@ -88,6 +89,15 @@ pub async fn the_fleet_is_listed_with_liveness(s: &TestServer) {
     assert_eq!(body["roles"], json!(["render"]));
     assert_eq!(body["capabilities"], json!(["gpu", "python"]));
     assert_eq!(body["capacity"], 4);
+    assert_eq!(body["cost"], 0.25);
+    assert_eq!(
+        (&body["leases_held"], &body["completed"], &body["failed"]),
+        (&json!(0), &json!(0), &json!(0))
+    );
+    assert_eq!(
+        (&body["success_rate"], &body["p50_duration_ms"]),
+        (&Value::Null, &Value::Null)
+    );
     assert_eq!(
         (&body["state"], &body["status"]),
         (&json!("active"), &json!("online"))
@@ -122,6 +132,20 @@ pub async fn the_fleet_is_listed_with_liveness(s: &TestServer) {
         code(&s.get("/api/v1/agents?status=asleep").await),
         (400, "invalid_request")
     );
+    for cost in [json!(-1), json!("cheap")] {
+        let answer = s
+            .post(
+                "/api/v1/agents",
+                json!({"name": "n", "roles": ["r"], "cost": cost}),
+            )
+            .await;
+        assert_eq!(
+            code(&answer),
+            (400, "invalid_request"),
+            "{cost}: {}",
+            answer.1
+        );
+    }
 }
 
 /// A drained agent keeps reporting what it holds but leases nothing new: its polls
@@ -414,5 +438,23 @@ pub async fn an_agent_never_holds_more_than_its_capacity(s: &TestServer) {
     assert!(
         most.values().all(|m| *m <= 3),
         "capacity exceeded: {most:?}"
+    );
+    // Each agent's body counts its results.
+    let mut completed = 0;
+    for agent in &agents {
+        let (_, body) = s.get(&format!("/api/v1/agents/{agent}")).await;
+        assert_eq!(
+            (&body["failed"], &body["leases_held"]),
+            (&json!(0), &json!(0)),
+            "{body}"
+        );
+        assert_eq!(body["success_rate"], 1.0, "{body}");
+        assert!(body["p50_duration_ms"].is_u64(), "{body}");
+        completed += body["completed"].as_u64().unwrap_or(0);
+    }
+    assert_eq!(
+        completed,
+        executions.len() as u64,
+        "every result counted once"
     );
 }

@@ -25,7 +25,7 @@ pub const REFRESH_EVERY: Duration = Duration::from_millis(250);
 const PAGE: usize = 1000;
 
 /// A registered agent.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Agent {
     /// Its id.
     pub agent_id: Uuid,
@@ -39,6 +39,8 @@ pub struct Agent {
     pub capabilities: Vec<String>,
     /// How many tasks it runs at once.
     pub capacity: u32,
+    /// What one of its tasks costs, as it declared it.
+    pub cost: Option<f64>,
     /// When it registered.
     pub registered_at: DateTime<Utc>,
     /// Whether it takes work: active, draining, deregistered.
@@ -63,6 +65,7 @@ impl Folded {
                 roles,
                 capabilities,
                 capacity,
+                cost,
             } => {
                 self.agents.entry(*agent_id).or_insert_with(|| Agent {
                     agent_id: *agent_id,
@@ -71,6 +74,7 @@ impl Folded {
                     roles: roles.clone(),
                     capabilities: capabilities.clone(),
                     capacity: *capacity,
+                    cost: *cost,
                     registered_at: e.recorded_at,
                     state: AgentState::Active,
                 });

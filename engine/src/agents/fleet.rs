@@ -19,6 +19,7 @@ use super::directory::Agent;
 use super::{AgentError, Agents, Caller};
 use crate::commands::CommandError;
 use crate::execution::{Command, ExecutionState, TaskRef, TaskStatus};
+use crate::queue::AgentStats;
 use crate::store::{StoreError, StreamQuery};
 
 /// When an agent not heard from counts as `stale`, then `offline`.
@@ -82,12 +83,19 @@ impl Agents {
             .await?;
         let seen = self.seen_in(tenant).await?;
         let now = Utc::now();
-        Ok(agents
-            .into_iter()
-            .filter(|a| filter.role.as_ref().is_none_or(|r| a.roles.contains(r)))
-            .map(|a| self.view_of(&a, seen.get(&a.agent_id).copied(), now))
-            .filter(|v| filter.status.is_none_or(|s| v.status == s))
-            .collect())
+        let mut views = Vec::new();
+        for a in agents {
+            if filter.role.as_ref().is_some_and(|r| !a.roles.contains(r)) {
+                continue;
+            }
+            let status = self.liveness.status(seen.get(&a.agent_id).copied(), now);
+            if filter.status.is_some_and(|s| s != status) {
+                continue;
+            }
+            let stats = self.stats_of(a.agent_id).await?;
+            views.push(self.view_of(&a, seen.get(&a.agent_id).copied(), now, stats));
+        }
+        Ok(views)
     }
 
     /// Agent `agent_id` of `tenant`, with its status; [`AgentError::NotFound`] for an
@@ -95,7 +103,8 @@ impl Agents {
     pub async fn view(&self, tenant: &str, agent_id: Uuid) -> Result<AgentView, AgentError> {
         let agent = self.known(tenant, agent_id).await?;
         let seen = self.seen_in(tenant).await?.get(&agent_id).copied();
-        Ok(self.view_of(&agent, seen, Utc::now()))
+        let stats = self.stats_of(agent_id).await?;
+        Ok(self.view_of(&agent, seen, Utc::now(), stats))
     }
 
     /// `POST /api/v1/agents/{id}/heartbeat`: the agent is alive (as a poll says).
@@ -171,13 +180,35 @@ impl Agents {
             .map_err(|e| AgentError::Unavailable(e.to_string()))
     }
 
-    fn view_of(&self, a: &Agent, seen: Option<DateTime<Utc>>, now: DateTime<Utc>) -> AgentView {
+    async fn stats_of(&self, agent: Uuid) -> Result<AgentStats, AgentError> {
+        self.queue
+            .agent_stats(agent)
+            .await
+            .map_err(|e| AgentError::Unavailable(e.to_string()))
+    }
+
+    fn view_of(
+        &self,
+        a: &Agent,
+        seen: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+        stats: AgentStats,
+    ) -> AgentView {
+        let results = stats.completed + stats.failed;
+        let mut recent = stats.recent_ms;
+        recent.sort_unstable();
         AgentView {
             agent_id: a.agent_id,
             name: a.name.clone(),
             roles: a.roles.clone(),
             capabilities: a.capabilities.clone(),
             capacity: a.capacity,
+            cost: a.cost,
+            leases_held: stats.held,
+            completed: stats.completed,
+            failed: stats.failed,
+            success_rate: (results > 0).then(|| stats.completed as f64 / results as f64),
+            p50_duration_ms: recent.get(recent.len().saturating_sub(1) / 2).copied(),
             state: a.state,
             status: self.liveness.status(seen, now),
             last_seen_at: seen,

@@ -101,7 +101,7 @@ impl Caller {
 }
 
 /// An agent to register.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Registration {
     /// For humans; not empty.
     pub name: String,
@@ -111,6 +111,8 @@ pub struct Registration {
     pub capabilities: Vec<String>,
     /// How many tasks it runs at once; at least 1.
     pub capacity: u32,
+    /// What one of its tasks costs, if it says (finite, at least 0).
+    pub cost: Option<f64>,
 }
 
 /// Agent registration, leasing and results; cheap to clone (clones share the cache of
@@ -188,6 +190,11 @@ impl Agents {
         if registration.capacity == 0 {
             return Err(AgentError::Invalid("capacity must be at least 1".into()));
         }
+        if registration.cost.is_some_and(|c| !c.is_finite() || c < 0.0) {
+            return Err(AgentError::Invalid(
+                "cost must be a finite number of at least 0".into(),
+            ));
+        }
         caller.may_serve_all(&registration.roles)?;
         let agent_id = Uuid::now_v7();
         let event = Event::AgentRegistered {
@@ -196,6 +203,7 @@ impl Agents {
             roles: registration.roles.clone(),
             capabilities: registration.capabilities.clone(),
             capacity: registration.capacity,
+            cost: registration.cost,
         };
         let recorded = self
             .commands
@@ -217,6 +225,7 @@ impl Agents {
             roles: registration.roles,
             capabilities: registration.capabilities,
             capacity: registration.capacity,
+            cost: registration.cost,
             registered_at,
             state: conflux_schema::api::AgentState::Active,
         })

@@ -98,6 +98,7 @@ impl Agents {
         let execution_id = stream.uuid();
         let mut attempt = None;
         let mut holder = None;
+        let mut leased_at = None;
         let mut report = report;
         let mut cleaned = false;
         let recorded = loop {
@@ -107,9 +108,11 @@ impl Agents {
             let recorded = self
                 .commands
                 .record(execution_id, caller.metadata.clone(), |state, log| {
-                    let (task, agent) = lease_of(log, lease_id)
+                    let lease = lease_of(log, lease_id)
                         .ok_or_else(|| CommandError::NotFound(format!("lease {lease_id}")))?;
-                    holder = agent;
+                    holder = lease.agent;
+                    leased_at = Some(lease.at);
+                    let task = lease.task;
                     may_report(caller.principal.as_ref(), state, &task)?;
                     attempt = Some(task.clone());
                     if !cleaned && !matches!(report, Report::Heartbeat) {
@@ -171,6 +174,15 @@ impl Agents {
         }
         let task =
             attempt.ok_or_else(|| AgentError::NotFound(format!("lease {lease_id} not found")))?;
+        if let (Some(agent), Some(at), Report::Complete { .. } | Report::Fail { .. }) =
+            (holder, leased_at, &report)
+        {
+            let ok = matches!(report, Report::Complete { .. });
+            let took = (chrono::Utc::now() - at).to_std().unwrap_or_default();
+            if let Err(e) = self.queue.agent_finished(agent, ok, took).await {
+                tracing::warn!(agent = %agent, error = %e, "counting an agent's result failed");
+            }
+        }
         if let Report::Complete { .. } | Report::Fail { .. } = report {
             metrics::counter!("conflux_tasks_total", "kind" => "agent", "outcome" => report.recorded())
                 .increment(1);

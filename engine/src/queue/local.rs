@@ -25,6 +25,8 @@ struct Queues {
     seen: HashMap<String, HashMap<uuid::Uuid, chrono::DateTime<chrono::Utc>>>,
     /// Each agent's held slots (reservations and leases) and when they expire.
     slots: HashMap<uuid::Uuid, HashMap<String, chrono::DateTime<chrono::Utc>>>,
+    /// Each agent's results.
+    stats: HashMap<uuid::Uuid, super::AgentStats>,
 }
 
 impl Queues {
@@ -241,5 +243,36 @@ impl TaskQueue for LocalTaskQueue {
     async fn forget_agent(&self, agent: uuid::Uuid) -> Result<(), QueueError> {
         self.lock().slots.remove(&agent);
         Ok(())
+    }
+
+    async fn agent_finished(
+        &self,
+        agent: uuid::Uuid,
+        ok: bool,
+        took: Duration,
+    ) -> Result<(), QueueError> {
+        let mut queues = self.lock();
+        let stats = queues.stats.entry(agent).or_default();
+        if ok {
+            stats.completed += 1;
+        } else {
+            stats.failed += 1;
+        }
+        let ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
+        stats.recent_ms.insert(0, ms);
+        stats.recent_ms.truncate(super::RECENT_DURATIONS);
+        Ok(())
+    }
+
+    async fn agent_stats(&self, agent: uuid::Uuid) -> Result<super::AgentStats, QueueError> {
+        let now = chrono::Utc::now();
+        let queues = self.lock();
+        let held = queues.slots.get(&agent).map_or(0, |s| {
+            s.values().filter(|expiry| **expiry > now).count() as u64
+        });
+        Ok(super::AgentStats {
+            held,
+            ..queues.stats.get(&agent).cloned().unwrap_or_default()
+        })
     }
 }

@@ -92,6 +92,23 @@ pub enum QueueError {
 /// only by a `take` naming its tenant and role; tickets of one role are taken oldest
 /// first, and a ticket is handed to at most one `take` (unless its backend loses
 /// track of a take that died, in which case it is handed out again).
+/// How many durations of an agent's results are kept for its median.
+pub const RECENT_DURATIONS: usize = 100;
+
+/// An agent's work as the queue backend counts it ([`TaskQueue::agent_stats`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentStats {
+    /// Leases (and poll reservations) held now.
+    pub held: u64,
+    /// Results recorded as completed.
+    pub completed: u64,
+    /// Results recorded as failed.
+    pub failed: u64,
+    /// The durations (lease → result) of its latest results, in milliseconds, newest
+    /// first, at most [`RECENT_DURATIONS`].
+    pub recent_ms: Vec<u64>,
+}
+
 #[async_trait]
 pub trait TaskQueue: Send + Sync + 'static {
     /// Adds a ticket to its tenant's queue of its role.
@@ -159,6 +176,18 @@ pub trait TaskQueue: Send + Sync + 'static {
         lease: uuid::Uuid,
         until: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Result<(), QueueError>;
+
+    /// Counts a result of `agent` (`ok`: completed, else failed) that took `took` from
+    /// its lease; the last [`RECENT_DURATIONS`] durations are kept.
+    async fn agent_finished(
+        &self,
+        agent: uuid::Uuid,
+        ok: bool,
+        took: std::time::Duration,
+    ) -> Result<(), QueueError>;
+
+    /// `agent`'s counters: leases held now, results so far, recent durations.
+    async fn agent_stats(&self, agent: uuid::Uuid) -> Result<AgentStats, QueueError>;
 
     /// Frees every slot of `agent` (it was deregistered).
     async fn forget_agent(&self, agent: uuid::Uuid) -> Result<(), QueueError>;

@@ -161,6 +161,15 @@ impl RedisTaskQueue {
         format!("{}agent-slots:{}", self.prefix, agent.simple())
     }
 
+    /// The hash of agent `agent`'s result counts and the list of its recent durations.
+    fn stats_keys(&self, agent: uuid::Uuid) -> (String, String) {
+        let id = agent.simple();
+        (
+            format!("{}agent-stats:{id}", self.prefix),
+            format!("{}agent-durations:{id}", self.prefix),
+        )
+    }
+
     /// The keys of `roles`, without duplicates, in the order given.
     fn keys(&self, tenant: &str, roles: &[String]) -> Vec<String> {
         let mut keys: Vec<String> = roles.iter().map(|r| self.key(tenant, r)).collect();
@@ -528,6 +537,49 @@ impl TaskQueue for RedisTaskQueue {
             }
         }
         Ok(())
+    }
+
+    async fn agent_finished(
+        &self,
+        agent: uuid::Uuid,
+        ok: bool,
+        took: Duration,
+    ) -> Result<(), QueueError> {
+        let (counts, recent) = self.stats_keys(agent);
+        let ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
+        let mut pipe = redis::pipe();
+        pipe.hincr(&counts, if ok { "completed" } else { "failed" }, 1)
+            .ignore()
+            .lpush(&recent, ms)
+            .ignore()
+            .ltrim(&recent, 0, super::RECENT_DURATIONS as isize - 1)
+            .ignore();
+        let mut conn = self.conn.clone();
+        let done = pipe.query_async::<()>(&mut conn);
+        bounded(done, RESPONSE_TIMEOUT).await?.map_err(map_err)
+    }
+
+    async fn agent_stats(&self, agent: uuid::Uuid) -> Result<super::AgentStats, QueueError> {
+        let (counts, recent) = self.stats_keys(agent);
+        let mut pipe = redis::pipe();
+        pipe.zcount(
+            self.slots_key(agent),
+            chrono::Utc::now().timestamp_millis(),
+            "+inf",
+        )
+        .hget(&counts, "completed")
+        .hget(&counts, "failed")
+        .lrange(&recent, 0, -1);
+        let mut conn = self.conn.clone();
+        let read = pipe.query_async::<(u64, Option<u64>, Option<u64>, Vec<u64>)>(&mut conn);
+        let (held, completed, failed, recent_ms) =
+            bounded(read, RESPONSE_TIMEOUT).await?.map_err(map_err)?;
+        Ok(super::AgentStats {
+            held,
+            completed: completed.unwrap_or(0),
+            failed: failed.unwrap_or(0),
+            recent_ms,
+        })
     }
 
     async fn forget_agent(&self, agent: uuid::Uuid) -> Result<(), QueueError> {

@@ -416,6 +416,7 @@ pub async fn registrations_are_validated(w: &World) {
         registration("a", &["picker", " "]),
         Registration {
             capacity: 0,
+            cost: None,
             ..registration("a", &["picker"])
         },
     ] {

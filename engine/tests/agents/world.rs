@@ -179,6 +179,7 @@ pub fn registration(name: &str, roles: &[&str]) -> Registration {
         roles: roles.iter().map(|r| (*r).to_owned()).collect(),
         capabilities: Vec::new(),
         capacity: 4,
+        cost: None,
     }
 }
 

@@ -182,6 +182,7 @@ pub async fn usage_counters_follow_the_log<F: Fixture>(f: &F) {
                 roles: vec!["r".into()],
                 capabilities: vec![],
                 capacity: 1,
+                cost: None,
             },
             meta("b"),
         )

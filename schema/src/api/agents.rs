@@ -22,6 +22,10 @@ pub struct RegisterAgent {
     #[serde(default = "default_capacity")]
     #[schema(required = false, default = 10, minimum = 1)]
     pub capacity: u32,
+    /// What one of its tasks costs (a finite number, at least 0), if it declares it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0.0)]
+    pub cost: Option<f64>,
 }
 
 fn default_capacity() -> u32 {
@@ -85,6 +89,22 @@ pub struct AgentView {
     pub capabilities: Vec<String>,
     /// How many tasks it runs at once.
     pub capacity: u32,
+    /// What one of its tasks costs, as it declared it.
+    #[schema(required = true)]
+    pub cost: Option<f64>,
+    /// Leases it holds now (never more than `capacity`).
+    pub leases_held: u64,
+    /// Its results recorded as completed.
+    pub completed: u64,
+    /// Its results recorded as failed.
+    pub failed: u64,
+    /// `completed / (completed + failed)` (`null` before its first result).
+    #[schema(required = true)]
+    pub success_rate: Option<f64>,
+    /// The median time from lease to result of its last 100 results, in milliseconds
+    /// (`null` before its first result).
+    #[schema(required = true)]
+    pub p50_duration_ms: Option<u64>,
     /// Whether it takes work.
     pub state: AgentState,
     /// How recently it was heard from.

@@ -142,6 +142,10 @@ pub struct TaskSpec {
     /// For `workflow` tasks: the workflow the child execution runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workflow: Option<ChildWorkflow>,
+    /// For `agent` tasks: capabilities the agent that takes it must all have (each 1 to
+    /// 64 characters without `,`; at most 16).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requires: Vec<String>,
 }
 
 /// How a task reacts to its upstream tasks once every one of them is done. A task's
@@ -193,6 +197,7 @@ impl TaskSpec {
             signal: self.signal.as_deref(),
             approvers: self.approvers.as_ref(),
             workflow: self.workflow.as_ref(),
+            requires: &self.requires,
             ..TaskBody::common(
                 self.kind,
                 self.agent_role.as_deref(),
@@ -429,6 +434,9 @@ fn check_body_in(
     }
     if body.kind != TaskKind::Workflow && body.workflow.is_some() {
         return Err(format!("{prefix}workflow is only for workflow tasks"));
+    }
+    if body.kind != TaskKind::Agent && !body.requires.is_empty() {
+        return Err(format!("{prefix}requires is only for agent tasks"));
     }
     if body.kind != TaskKind::Switch && (!body.cases.is_empty() || body.default_next.is_some()) {
         return Err(format!(

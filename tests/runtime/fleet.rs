@@ -458,3 +458,99 @@ pub async fn an_agent_never_holds_more_than_its_capacity(s: &TestServer) {
         "every result counted once"
     );
 }
+
+/// A task that `requires` capabilities goes only to an agent of its role that has all
+/// of them: a plain agent of the role never gets it (it gets the plain task), an agent
+/// with every capability does; a task requiring what no agent has is counted as
+/// unroutable in `/metrics` and waits until such an agent registers. Bad requirements
+/// and capabilities are refused.
+pub async fn tasks_requiring_capabilities_go_to_agents_that_have_them(s: &TestServer) {
+    let execution = s
+        .run(
+            json!({"name": "needs-gpu", "tasks": [
+                {"id": "render", "kind": "agent", "agent_role": "artist", "requires": ["gpu", "cuda"]},
+                {"id": "sketch", "kind": "agent", "agent_role": "artist"}
+            ]}),
+            json!({}),
+        )
+        .await;
+    let plain = register(s, "plain", &["artist"], &["cuda"]).await;
+    let leases = poll_raw(s, &plain, 10, 2000).await;
+    assert_eq!(leases.len(), 1, "{leases:?}");
+    assert_eq!(leases[0].1, execution);
+    assert_eq!(
+        poll_raw(s, &plain, 10, 300).await,
+        [],
+        "render is not for it"
+    );
+    let able = register(s, "able", &["artist"], &["gpu", "cuda", "python"]).await;
+    let leases_able = poll_raw(s, &able, 10, 2000).await;
+    assert_eq!(leases_able.len(), 1, "{leases_able:?}");
+    assert_eq!(complete_raw(s, &leases_able[0].0).await, 200);
+    assert_eq!(complete_raw(s, &leases[0].0).await, 200);
+    let body = s.wait_terminal(&execution).await;
+    assert_eq!(body["status"], "completed", "{body:#}");
+    assert_eq!(body["tasks"]["render"]["agent_id"], json!(able), "{body:#}");
+    assert_eq!(
+        body["tasks"]["sketch"]["agent_id"],
+        json!(plain),
+        "{body:#}"
+    );
+
+    // Nobody has "quantum": counted, and still waiting.
+    let waiting = s
+        .run(
+            json!({"name": "needs-quantum", "tasks": [
+                {"id": "q", "kind": "agent", "agent_role": "artist", "requires": ["quantum"]}]}),
+            json!({}),
+        )
+        .await;
+    let started = Instant::now();
+    loop {
+        let text = crate::auth::client()
+            .get(format!("{}/metrics", s.base))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .unwrap_or_default();
+        if text.contains("conflux_tasks_unroutable_total") {
+            break;
+        }
+        assert!(started.elapsed() < PATIENCE, "never counted as unroutable");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(poll_raw(s, &able, 10, 200).await, []);
+    let quantum = register(s, "quantum", &["artist"], &["quantum"]).await;
+    let got = poll_raw(s, &quantum, 10, 2000).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].1, waiting);
+
+    // Bad requirements and capabilities.
+    for requires in [json!(["a,b"]), json!([""]), json!(vec!["x"; 17])] {
+        let answer = s
+            .post(
+                "/api/v1/workflows",
+                json!({"name": "bad", "tasks": [
+                {"id": "t", "kind": "agent", "agent_role": "r", "requires": requires}]}),
+            )
+            .await;
+        assert_eq!(code(&answer), (422, "invalid_task"), "{}", answer.1);
+    }
+    let answer = s
+        .post(
+            "/api/v1/workflows",
+            json!({"name": "bad", "tasks": [
+            {"id": "t", "kind": "noop", "requires": ["gpu"]}]}),
+        )
+        .await;
+    assert_eq!(code(&answer), (422, "invalid_task"), "{}", answer.1);
+    let answer = s
+        .post(
+            "/api/v1/agents",
+            json!({"name": "n", "roles": ["r"], "capabilities": ["a,b"]}),
+        )
+        .await;
+    assert_eq!(code(&answer), (400, "invalid_request"), "{}", answer.1);
+}

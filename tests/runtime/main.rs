@@ -174,6 +174,7 @@ macro_rules! all_scenarios {
                 fleet::a_drained_agent_takes_nothing_new,
                 fleet::a_deregistered_agent_s_work_moves_on,
                 fleet::an_agent_never_holds_more_than_its_capacity,
+                fleet::tasks_requiring_capabilities_go_to_agents_that_have_them,
             ]
         );
     };

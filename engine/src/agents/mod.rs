@@ -60,7 +60,7 @@ use crate::access::Principal;
 use crate::bus::ownership::BusStatus;
 use crate::commands::ExecutionCommands;
 use crate::queue::TaskQueue;
-use directory::AgentDirectory;
+pub(crate) use directory::AgentDirectory;
 
 /// Who makes an agent call, as far as the rules need to know.
 #[derive(Debug, Clone)]
@@ -186,6 +186,18 @@ impl Agents {
             return Err(AgentError::Invalid(
                 "roles must be a non-empty list of non-empty names".into(),
             ));
+        }
+        if let Some(role) = registration
+            .roles
+            .iter()
+            .find(|r| r.chars().any(char::is_control))
+        {
+            return Err(AgentError::Invalid(format!(
+                "role {role:?} must not contain control characters"
+            )));
+        }
+        for capability in &registration.capabilities {
+            conflux_schema::kind::check_capability(capability).map_err(AgentError::Invalid)?;
         }
         if registration.capacity == 0 {
             return Err(AgentError::Invalid("capacity must be at least 1".into()));

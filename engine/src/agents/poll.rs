@@ -123,9 +123,10 @@ impl Agents {
                 tokio::time::sleep(remaining.min(FULL_RECHECK)).await;
                 continue;
             }
+            let queues = self.queues_for(&agent).await?;
             let tickets = match self
                 .queue
-                .take(&agent.tenant, &agent.roles, reserved.len(), remaining)
+                .take(&agent.tenant, &queues, reserved.len(), remaining)
                 .await
             {
                 Ok(tickets) => tickets,
@@ -158,6 +159,26 @@ impl Agents {
                 return Ok(leases);
             }
         }
+    }
+
+    /// The queues `agent` reads: each of its roles, and each queue of those roles whose
+    /// required capabilities it all has.
+    async fn queues_for(&self, agent: &super::Agent) -> Result<Vec<String>, AgentError> {
+        let mut queues = agent.roles.clone();
+        for role in &agent.roles {
+            let requiring = self
+                .queue
+                .queues_of(&agent.tenant, role)
+                .await
+                .map_err(|e| AgentError::Unavailable(e.to_string()))?;
+            queues.extend(requiring.into_iter().filter(|q| {
+                let (_, requires) = conflux_schema::kind::split_queue(q);
+                requires
+                    .iter()
+                    .all(|c| agent.capabilities.iter().any(|h| h == c))
+            }));
+        }
+        Ok(queues)
     }
 
     /// Turns the poll's reservations into the leases it handed out (freeing the rest);

@@ -77,8 +77,9 @@ pub enum Effect {
         /// The attempt's start-to-close limit, if any.
         timeout: Option<Duration>,
     },
-    /// Put the attempt on the queue of agent role `role`; the agent's lease reports
-    /// `StartTask`.
+    /// Put the attempt on the queue `role`: its agent role, or (for a task with
+    /// `requires`) the role with its required capabilities
+    /// ([`conflux_schema::kind::queue_of`]); the agent's lease reports `StartTask`.
     EnqueueAgentTask {
         /// The agent role.
         role: String,
@@ -264,7 +265,10 @@ pub(crate) fn dispatch_effect(
             input,
         },
         Runs::Agent => Effect::EnqueueAgentTask {
-            role: spec.agent_role.unwrap_or_default().to_owned(),
+            role: conflux_schema::kind::queue_of(
+                spec.agent_role.unwrap_or_default(),
+                spec.requires,
+            ),
             task,
             input,
         },

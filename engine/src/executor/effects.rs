@@ -82,6 +82,17 @@ impl Engine {
                         tracing::error!(execution = %execution, task = %task.task, error = %e, "sealing an agent task's input failed; its deadline will retry it");
                         continue;
                     }
+                    // A task that requires capabilities waits in a queue of its own, which
+                    // pollers of its role with those capabilities read.
+                    let (agent_role, requires) = conflux_schema::kind::split_queue(&role);
+                    if !requires.is_empty() {
+                        if let Err(e) = self.parts.queue.note_queue(tenant, agent_role, &role).await
+                        {
+                            tracing::warn!(execution = %execution, error = %e, "noting a task queue failed; the ticket may wait until it is noted again");
+                        }
+                        self.warn_if_unroutable(tenant, agent_role, &requires, &task.task)
+                            .await;
+                    }
                     let ticket = Ticket::for_attempt(execution, tenant, &task, role, input);
                     if let Err(e) = self.parts.queue.enqueue(&ticket).await {
                         // The attempt's deadline (if any) retries it; log loudly.
@@ -89,6 +100,39 @@ impl Engine {
                     }
                 }
             }
+        }
+    }
+}
+
+impl Engine {
+    /// Counts (`conflux_tasks_unroutable_total`) and logs a task that no registered
+    /// agent of `tenant` could take: none serves `role` with every capability in
+    /// `requires`. The task waits all the same (an agent may register later).
+    async fn warn_if_unroutable(
+        &self,
+        tenant: &str,
+        role: &str,
+        requires: &[&str],
+        task: &conflux_schema::TaskId,
+    ) {
+        let agents = match self.fleet.of_tenant(&*self.parts.store, tenant).await {
+            Ok(agents) => agents,
+            Err(e) => {
+                tracing::debug!(error = %e, "reading the fleet failed");
+                return;
+            }
+        };
+        let able = agents.iter().any(|a| {
+            a.state == conflux_schema::api::AgentState::Active
+                && a.roles.iter().any(|r| r == role)
+                && requires
+                    .iter()
+                    .all(|c| a.capabilities.iter().any(|h| h == c))
+        });
+        if !able {
+            metrics::counter!("conflux_tasks_unroutable_total", "tenant" => tenant.to_owned(), "role" => role.to_owned())
+                .increment(1);
+            tracing::warn!(%tenant, %role, task = %task, requires = ?requires, "no registered agent can take this task: none of its role has every capability it requires");
         }
     }
 }

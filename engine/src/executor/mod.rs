@@ -215,6 +215,8 @@ pub struct Engine {
     finished: Finished,
     /// Starts and steers child executions.
     children: Children,
+    /// The agents' lifecycles, to tell when a task requires capabilities no agent has.
+    fleet: crate::agents::AgentDirectory,
     metadata: EventMetadata,
 }
 
@@ -232,6 +234,7 @@ impl Engine {
         );
         Self {
             children,
+            fleet: crate::agents::AgentDirectory::default(),
             parts,
             options,
             states: HashMap::new(),

@@ -27,6 +27,8 @@ struct Queues {
     slots: HashMap<uuid::Uuid, HashMap<String, chrono::DateTime<chrono::Utc>>>,
     /// Each agent's results.
     stats: HashMap<uuid::Uuid, super::AgentStats>,
+    /// The queues with required capabilities of each (tenant, role).
+    requiring: HashMap<(String, String), std::collections::BTreeSet<String>>,
 }
 
 impl Queues {
@@ -243,6 +245,25 @@ impl TaskQueue for LocalTaskQueue {
     async fn forget_agent(&self, agent: uuid::Uuid) -> Result<(), QueueError> {
         self.lock().slots.remove(&agent);
         Ok(())
+    }
+
+    async fn note_queue(&self, tenant: &str, role: &str, queue: &str) -> Result<(), QueueError> {
+        self.lock()
+            .requiring
+            .entry((tenant.to_owned(), role.to_owned()))
+            .or_default()
+            .insert(queue.to_owned());
+        Ok(())
+    }
+
+    async fn queues_of(&self, tenant: &str, role: &str) -> Result<Vec<String>, QueueError> {
+        let key = (tenant.to_owned(), role.to_owned());
+        Ok(self
+            .lock()
+            .requiring
+            .get(&key)
+            .map(|q| q.iter().cloned().collect())
+            .unwrap_or_default())
     }
 
     async fn agent_finished(

@@ -177,6 +177,14 @@ pub trait TaskQueue: Send + Sync + 'static {
         until: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Result<(), QueueError>;
 
+    /// Remembers that `tenant`'s queue `queue` (a role with required capabilities,
+    /// [`conflux_schema::kind::queue_of`]) exists for `role`, so that pollers of the role
+    /// holding those capabilities read it too.
+    async fn note_queue(&self, tenant: &str, role: &str, queue: &str) -> Result<(), QueueError>;
+
+    /// Every queue with required capabilities noted for `tenant`'s `role`.
+    async fn queues_of(&self, tenant: &str, role: &str) -> Result<Vec<String>, QueueError>;
+
     /// Counts a result of `agent` (`ok`: completed, else failed) that took `took` from
     /// its lease; the last [`RECENT_DURATIONS`] durations are kept.
     async fn agent_finished(

@@ -161,6 +161,16 @@ impl RedisTaskQueue {
         format!("{}agent-slots:{}", self.prefix, agent.simple())
     }
 
+    /// The set of `tenant`'s queues of `role` with required capabilities.
+    fn requiring_key(&self, tenant: &str, role: &str) -> String {
+        format!(
+            "{}requiring:{}:{}",
+            self.prefix,
+            hex::encode(tenant),
+            hex::encode(role)
+        )
+    }
+
     /// The hash of agent `agent`'s result counts and the list of its recent durations.
     fn stats_keys(&self, agent: uuid::Uuid) -> (String, String) {
         let id = agent.simple();
@@ -537,6 +547,19 @@ impl TaskQueue for RedisTaskQueue {
             }
         }
         Ok(())
+    }
+
+    async fn note_queue(&self, tenant: &str, role: &str, queue: &str) -> Result<(), QueueError> {
+        let mut conn = self.conn.clone();
+        let done = conn.sadd::<_, _, i64>(self.requiring_key(tenant, role), queue);
+        bounded(done, RESPONSE_TIMEOUT).await?.map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn queues_of(&self, tenant: &str, role: &str) -> Result<Vec<String>, QueueError> {
+        let mut conn = self.conn.clone();
+        let all = conn.smembers::<_, Vec<String>>(self.requiring_key(tenant, role));
+        bounded(all, RESPONSE_TIMEOUT).await?.map_err(map_err)
     }
 
     async fn agent_finished(

@@ -16,5 +16,77 @@ fn check(body: &TaskBody<'_>, prefix: &str) -> Result<(), String> {
     if body.agent_role.is_none_or(|r| r.trim().is_empty()) {
         return Err(format!("{prefix}agent_role is required for an agent task"));
     }
+    if let Some(role) = body.agent_role.filter(|r| r.chars().any(char::is_control)) {
+        return Err(format!(
+            "{prefix}agent_role {role:?} must not contain control characters"
+        ));
+    }
+    if body.requires.len() > MAX_REQUIRES {
+        return Err(format!(
+            "{prefix}requires names {} capabilities, more than {MAX_REQUIRES}",
+            body.requires.len()
+        ));
+    }
+    for capability in body.requires {
+        check_capability(capability).map_err(|e| format!("{prefix}requires: {e}"))?;
+    }
     Ok(())
+}
+
+/// Most capabilities one task may require.
+pub const MAX_REQUIRES: usize = 16;
+
+/// The separator between a role and a task's required capabilities in the name of the
+/// queue the task waits in (a control character: no role or capability holds one).
+const QUEUE_SEPARATOR: char = '\u{1f}';
+
+/// Whether `name` may name a capability (of an agent, or required by a task): 1 to 64
+/// characters, no control characters and no `,`. The error says which rule it broke.
+pub fn check_capability(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.chars().count() > 64 {
+        return Err(format!("capability {name:?} must be 1 to 64 characters"));
+    }
+    if name.chars().any(|c| c.is_control() || c == ',') {
+        return Err(format!(
+            "capability {name:?} must not contain ',' or control characters"
+        ));
+    }
+    Ok(())
+}
+
+/// The queue an agent task of `role` requiring `requires` waits in: `role` itself when
+/// it requires nothing, else `role␟cap1,cap2` (sorted, without duplicates), which only
+/// agents holding every one of those capabilities read.
+pub fn queue_of(role: &str, requires: &[String]) -> String {
+    if requires.is_empty() {
+        return role.to_owned();
+    }
+    let mut caps: Vec<&str> = requires.iter().map(String::as_str).collect();
+    caps.sort_unstable();
+    caps.dedup();
+    format!("{role}{QUEUE_SEPARATOR}{}", caps.join(","))
+}
+
+/// The role and the required capabilities a queue name (of [`queue_of`]) stands for.
+pub fn split_queue(queue: &str) -> (&str, Vec<&str>) {
+    match queue.split_once(QUEUE_SEPARATOR) {
+        Some((role, caps)) => (role, caps.split(',').collect()),
+        None => (queue, Vec::new()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queues_name_their_role_and_sorted_requirements() {
+        assert_eq!(queue_of("r", &[]), "r");
+        let q = queue_of("r", &["python".into(), "gpu".into(), "gpu".into()]);
+        assert_eq!(split_queue(&q), ("r", vec!["gpu", "python"]));
+        assert_eq!(split_queue("plain"), ("plain", vec![]));
+        assert!(check_capability("cuda-12").is_ok());
+        assert!(check_capability("a,b").is_err());
+        assert!(check_capability("").is_err());
+    }
 }

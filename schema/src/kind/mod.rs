@@ -19,6 +19,7 @@ mod sleep;
 pub mod switch;
 mod workflow;
 
+pub use agent::{check_capability, queue_of, split_queue, MAX_REQUIRES};
 pub use approval::Approvers;
 pub use signal::check_signal_name;
 pub use workflow::ChildWorkflow;
@@ -182,6 +183,9 @@ pub struct TaskBody<'a> {
     pub approvers: Option<&'a Approvers>,
     /// For `workflow`: the workflow its child execution runs.
     pub workflow: Option<&'a ChildWorkflow>,
+    /// For `agent`: the capabilities an agent must have to take it (empty for every
+    /// other kind and for compensations and map items).
+    pub requires: &'a [String],
 }
 
 impl KindRules {
@@ -229,6 +233,7 @@ impl<'a> TaskBody<'a> {
             signal: None,
             approvers: None,
             workflow: None,
+            requires: &[],
         }
     }
 }

@@ -17,6 +17,7 @@
 
 pub mod local;
 pub mod redis;
+mod redis_fleet;
 
 use std::time::Duration;
 

@@ -54,7 +54,7 @@ fn is_unavailable(e: &RedisError) -> bool {
     e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout()
 }
 
-fn map_err(e: RedisError) -> QueueError {
+pub(super) fn map_err(e: RedisError) -> QueueError {
     if is_unavailable(&e) {
         QueueError::Unavailable(e.to_string())
     } else {
@@ -67,7 +67,7 @@ fn is_nogroup(e: &RedisError) -> bool {
 }
 
 /// Runs a Redis call with a deadline; a call past it is reported as unavailable.
-async fn bounded<T>(
+pub(super) async fn bounded<T>(
     call: impl std::future::Future<Output = T>,
     limit: Duration,
 ) -> Result<T, QueueError> {
@@ -110,8 +110,8 @@ struct Read {
 #[derive(Clone)]
 pub struct RedisTaskQueue {
     client: Client,
-    conn: ConnectionManager,
-    prefix: String,
+    pub(super) conn: ConnectionManager,
+    pub(super) prefix: String,
     consumer: String,
     idle: Arc<Mutex<Vec<MultiplexedConnection>>>,
 }
@@ -149,35 +149,6 @@ impl RedisTaskQueue {
         } else {
             format!("{}tasks:{tenant}:{}", self.prefix, hex::encode(role))
         }
-    }
-
-    /// The hash of `tenant`'s agents' last-heard-from times (agent id → Unix millis).
-    fn seen_key(&self, tenant: &str) -> String {
-        format!("{}agents-seen:{}", self.prefix, hex::encode(tenant))
-    }
-
-    /// The sorted set of agent `agent`'s held lease slots (member → expiry, Unix millis).
-    fn slots_key(&self, agent: uuid::Uuid) -> String {
-        format!("{}agent-slots:{}", self.prefix, agent.simple())
-    }
-
-    /// The set of `tenant`'s queues of `role` with required capabilities.
-    fn requiring_key(&self, tenant: &str, role: &str) -> String {
-        format!(
-            "{}requiring:{}:{}",
-            self.prefix,
-            hex::encode(tenant),
-            hex::encode(role)
-        )
-    }
-
-    /// The hash of agent `agent`'s result counts and the list of its recent durations.
-    fn stats_keys(&self, agent: uuid::Uuid) -> (String, String) {
-        let id = agent.simple();
-        (
-            format!("{}agent-stats:{id}", self.prefix),
-            format!("{}agent-durations:{id}", self.prefix),
-        )
     }
 
     /// The keys of `roles`, without duplicates, in the order given.
@@ -454,19 +425,7 @@ impl TaskQueue for RedisTaskQueue {
         agent: uuid::Uuid,
         at: chrono::DateTime<chrono::Utc>,
     ) -> Result<(), QueueError> {
-        // Keep the later time: a delayed call never moves liveness back.
-        const LATEST: &str = "local old = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0') \
-            if tonumber(ARGV[2]) > old then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end \
-            return 0";
-        let mut conn = self.conn.clone();
-        let script = redis::Script::new(LATEST);
-        let mut call = script.prepare_invoke();
-        call.key(self.seen_key(tenant))
-            .arg(agent.to_string())
-            .arg(at.timestamp_millis());
-        let done = call.invoke_async::<i64>(&mut conn);
-        bounded(done, RESPONSE_TIMEOUT).await?.map_err(map_err)?;
-        Ok(())
+        self.fleet_agent_seen(tenant, agent, at).await
     }
 
     async fn reserve_slots(
@@ -476,28 +435,7 @@ impl TaskQueue for RedisTaskQueue {
         want: u32,
         until: chrono::DateTime<chrono::Utc>,
     ) -> Result<Vec<String>, QueueError> {
-        // Forget expired slots, then add as many reservations as there is room for.
-        const RESERVE: &str = "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1]) \
-            local free = tonumber(ARGV[2]) - redis.call('ZCARD', KEYS[1]) \
-            local n = math.min(free, tonumber(ARGV[3])) \
-            local out = {} \
-            for i = 1, n do \
-              local m = ARGV[4] .. i \
-              redis.call('ZADD', KEYS[1], ARGV[5], m) \
-              out[#out + 1] = m \
-            end \
-            return out";
-        let mut conn = self.conn.clone();
-        let script = redis::Script::new(RESERVE);
-        let mut call = script.prepare_invoke();
-        call.key(self.slots_key(agent))
-            .arg(chrono::Utc::now().timestamp_millis())
-            .arg(capacity)
-            .arg(want)
-            .arg(format!("r:{}:", uuid::Uuid::new_v4().simple()))
-            .arg(until.timestamp_millis());
-        let reserved = call.invoke_async::<Vec<String>>(&mut conn);
-        bounded(reserved, RESPONSE_TIMEOUT).await?.map_err(map_err)
+        self.fleet_reserve_slots(agent, capacity, want, until).await
     }
 
     async fn hold_leases(
@@ -506,21 +444,7 @@ impl TaskQueue for RedisTaskQueue {
         reserved: &[String],
         leases: &[(uuid::Uuid, chrono::DateTime<chrono::Utc>)],
     ) -> Result<(), QueueError> {
-        let key = self.slots_key(agent);
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        if !reserved.is_empty() {
-            pipe.zrem(&key, reserved).ignore();
-        }
-        for (lease, until) in leases {
-            pipe.zadd(&key, lease.to_string(), until.timestamp_millis())
-                .ignore();
-        }
-        // Slots of an agent that stops polling go with it (its longest lease and more).
-        pipe.expire(&key, 24 * 3600).ignore();
-        let mut conn = self.conn.clone();
-        let done = pipe.query_async::<()>(&mut conn);
-        bounded(done, RESPONSE_TIMEOUT).await?.map_err(map_err)
+        self.fleet_hold_leases(agent, reserved, leases).await
     }
 
     async fn free_lease(
@@ -529,37 +453,15 @@ impl TaskQueue for RedisTaskQueue {
         lease: uuid::Uuid,
         until: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Result<(), QueueError> {
-        let key = self.slots_key(agent);
-        let mut conn = self.conn.clone();
-        match until {
-            None => {
-                let done = conn.zrem::<_, _, i64>(key, lease.to_string());
-                bounded(done, RESPONSE_TIMEOUT).await?.map_err(map_err)?;
-            }
-            Some(until) => {
-                let mut cmd = redis::cmd("ZADD");
-                cmd.arg(&key)
-                    .arg("XX")
-                    .arg(until.timestamp_millis())
-                    .arg(lease.to_string());
-                let done = cmd.query_async::<i64>(&mut conn);
-                bounded(done, RESPONSE_TIMEOUT).await?.map_err(map_err)?;
-            }
-        }
-        Ok(())
+        self.fleet_free_lease(agent, lease, until).await
     }
 
     async fn note_queue(&self, tenant: &str, role: &str, queue: &str) -> Result<(), QueueError> {
-        let mut conn = self.conn.clone();
-        let done = conn.sadd::<_, _, i64>(self.requiring_key(tenant, role), queue);
-        bounded(done, RESPONSE_TIMEOUT).await?.map_err(map_err)?;
-        Ok(())
+        self.fleet_note_queue(tenant, role, queue).await
     }
 
     async fn queues_of(&self, tenant: &str, role: &str) -> Result<Vec<String>, QueueError> {
-        let mut conn = self.conn.clone();
-        let all = conn.smembers::<_, Vec<String>>(self.requiring_key(tenant, role));
-        bounded(all, RESPONSE_TIMEOUT).await?.map_err(map_err)
+        self.fleet_queues_of(tenant, role).await
     }
 
     async fn agent_finished(
@@ -568,48 +470,15 @@ impl TaskQueue for RedisTaskQueue {
         ok: bool,
         took: Duration,
     ) -> Result<(), QueueError> {
-        let (counts, recent) = self.stats_keys(agent);
-        let ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
-        let mut pipe = redis::pipe();
-        pipe.hincr(&counts, if ok { "completed" } else { "failed" }, 1)
-            .ignore()
-            .lpush(&recent, ms)
-            .ignore()
-            .ltrim(&recent, 0, super::RECENT_DURATIONS as isize - 1)
-            .ignore();
-        let mut conn = self.conn.clone();
-        let done = pipe.query_async::<()>(&mut conn);
-        bounded(done, RESPONSE_TIMEOUT).await?.map_err(map_err)
+        self.fleet_agent_finished(agent, ok, took).await
     }
 
     async fn agent_stats(&self, agent: uuid::Uuid) -> Result<super::AgentStats, QueueError> {
-        let (counts, recent) = self.stats_keys(agent);
-        let mut pipe = redis::pipe();
-        pipe.zcount(
-            self.slots_key(agent),
-            chrono::Utc::now().timestamp_millis(),
-            "+inf",
-        )
-        .hget(&counts, "completed")
-        .hget(&counts, "failed")
-        .lrange(&recent, 0, -1);
-        let mut conn = self.conn.clone();
-        let read = pipe.query_async::<(u64, Option<u64>, Option<u64>, Vec<u64>)>(&mut conn);
-        let (held, completed, failed, recent_ms) =
-            bounded(read, RESPONSE_TIMEOUT).await?.map_err(map_err)?;
-        Ok(super::AgentStats {
-            held,
-            completed: completed.unwrap_or(0),
-            failed: failed.unwrap_or(0),
-            recent_ms,
-        })
+        self.fleet_agent_stats(agent).await
     }
 
     async fn forget_agent(&self, agent: uuid::Uuid) -> Result<(), QueueError> {
-        let mut conn = self.conn.clone();
-        let done = conn.del::<_, i64>(self.slots_key(agent));
-        bounded(done, RESPONSE_TIMEOUT).await?.map_err(map_err)?;
-        Ok(())
+        self.fleet_forget_agent(agent).await
     }
 
     async fn agents_seen(
@@ -617,15 +486,6 @@ impl TaskQueue for RedisTaskQueue {
         tenant: &str,
     ) -> Result<std::collections::HashMap<uuid::Uuid, chrono::DateTime<chrono::Utc>>, QueueError>
     {
-        let mut conn = self.conn.clone();
-        let all = conn.hgetall::<_, std::collections::HashMap<String, i64>>(self.seen_key(tenant));
-        let all = bounded(all, RESPONSE_TIMEOUT).await?.map_err(map_err)?;
-        Ok(all
-            .into_iter()
-            .filter_map(|(agent, ms)| {
-                let agent = uuid::Uuid::parse_str(&agent).ok()?;
-                Some((agent, chrono::DateTime::from_timestamp_millis(ms)?))
-            })
-            .collect())
+        self.fleet_agents_seen(tenant).await
     }
 }

@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use crate::agent::TestAgent;
 use crate::harness::{Log, Mode, TestServer, PATIENCE};
-use crate::waits::{next_frame, read_to_end};
+use crate::waits::stream_is_rest_of;
 
 /// Polls `execution` until `done` holds of its body; fails with the body after
 /// [`PATIENCE`].
@@ -203,16 +203,7 @@ pub async fn a_parent_with_two_children_is_cancelled_mid_run(s: &TestServer) {
     assert_eq!(log.count("TaskCompleted", None), 0);
     assert_eq!(log.last_type(), "ExecutionCancelled");
     // The live stream: a snapshot, then exactly the rest of the log.
-    let first = next_frame(&mut socket).await.expect("a snapshot");
-    assert_eq!(first["type"], "snapshot", "{first}");
-    let from = first["position"].as_u64().expect("a position");
-    let streamed = read_to_end(&mut socket).await;
-    let expected: Vec<&Value> = log
-        .0
-        .iter()
-        .filter(|e| e["position"].as_u64() > Some(from))
-        .collect();
-    assert_eq!(streamed.iter().collect::<Vec<_>>(), expected);
+    stream_is_rest_of(&mut socket, &log).await;
 }
 
 /// A child that fails fails its task, naming the child and why; the parent fails.

@@ -55,6 +55,22 @@ pub(crate) async fn read_to_end(socket: &mut WsSocket) -> Vec<Value> {
     events
 }
 
+/// Reads a live stream to its end and checks that it is a snapshot, then exactly the
+/// events of `log` after the snapshot's position; returns those events.
+pub(crate) async fn stream_is_rest_of(socket: &mut WsSocket, log: &Log) -> Vec<Value> {
+    let first = next_frame(socket).await.expect("a snapshot");
+    assert_eq!(first["type"], "snapshot", "{first}");
+    let from = first["position"].as_u64().expect("a position");
+    let streamed = read_to_end(socket).await;
+    let expected: Vec<&Value> = log
+        .0
+        .iter()
+        .filter(|e| e["position"].as_u64() > Some(from))
+        .collect();
+    assert_eq!(streamed.iter().collect::<Vec<_>>(), expected);
+    streamed
+}
+
 fn signal_path(execution: &str, name: &str) -> String {
     format!("/api/v1/executions/{execution}/signals/{name}")
 }
@@ -179,16 +195,7 @@ pub async fn signals_arrive_before_and_after_their_task(s: &TestServer) {
     assert_eq!(log.count("TaskStarted", Some("late")), 1);
 
     // The WebSocket: a snapshot, then exactly the rest of the log.
-    let first = next_frame(&mut socket).await.expect("a snapshot");
-    assert_eq!(first["type"], "snapshot", "{first}");
-    let from = first["position"].as_u64().expect("a position");
-    let streamed = read_to_end(&mut socket).await;
-    let expected: Vec<&Value> = log
-        .0
-        .iter()
-        .filter(|e| e["position"].as_u64() > Some(from))
-        .collect();
-    assert_eq!(streamed.iter().collect::<Vec<_>>(), expected);
+    let streamed = stream_is_rest_of(&mut socket, &log).await;
     let types: Vec<&str> = streamed.iter().filter_map(|e| e["type"].as_str()).collect();
     assert!(types.contains(&"SignalReceived"), "{types:?}");
 

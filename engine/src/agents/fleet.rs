@@ -113,8 +113,7 @@ impl Agents {
         agent_id: Uuid,
         caller: &Caller,
     ) -> Result<AgentChanged, AgentError> {
-        let agent = self.known(caller.tenant(), agent_id).await?;
-        caller.may_serve_all(&agent.roles)?;
+        let agent = self.steerable(agent_id, caller).await?;
         self.heard_from(&agent).await;
         Ok(changed(&agent, agent.state, 0))
     }
@@ -123,8 +122,7 @@ impl Agents {
     /// polls answer no task); what it holds it still reports. Draining a draining agent
     /// changes nothing.
     pub async fn drain(&self, agent_id: Uuid, caller: &Caller) -> Result<AgentChanged, AgentError> {
-        let agent = self.known(caller.tenant(), agent_id).await?;
-        caller.may_serve_all(&agent.roles)?;
+        let agent = self.steerable(agent_id, caller).await?;
         if agent.state == AgentState::Active {
             self.record(agent_id, Event::AgentDrained { agent_id }, caller)
                 .await?;
@@ -141,8 +139,7 @@ impl Agents {
         agent_id: Uuid,
         caller: &Caller,
     ) -> Result<AgentChanged, AgentError> {
-        let agent = self.known(caller.tenant(), agent_id).await?;
-        caller.may_serve_all(&agent.roles)?;
+        let agent = self.steerable(agent_id, caller).await?;
         self.record(agent_id, Event::AgentDeregistered { agent_id }, caller)
             .await?;
         let released = self.release_held(&agent, caller).await?;
@@ -162,6 +159,14 @@ impl Agents {
         {
             tracing::warn!(agent = %agent.agent_id, error = %e, "recording an agent's liveness failed");
         }
+    }
+
+    /// The caller's agent `agent_id`, if the caller may act for it (an agent key must
+    /// serve every one of its roles).
+    async fn steerable(&self, agent_id: Uuid, caller: &Caller) -> Result<Agent, AgentError> {
+        let agent = self.known(caller.tenant(), agent_id).await?;
+        caller.may_serve_all(&agent.roles)?;
+        Ok(agent)
     }
 
     async fn known(&self, tenant: &str, agent_id: Uuid) -> Result<Agent, AgentError> {

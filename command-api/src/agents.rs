@@ -210,9 +210,16 @@ pub async fn fail(
     ApiJson(body): ApiJson<FailTask>,
 ) -> Result<Json<LeaseRecorded>, ApiError> {
     ctx.quotas.check_payload_of(request.tenant(), &body.error)?;
+    if let Some(usage) = &body.usage {
+        usage.check().map_err(|reason| {
+            ApiError::invalid_request(reason.clone())
+                .with_details(serde_json::json!({"field": "usage", "reason": reason}))
+        })?;
+    }
     let report = Report::Fail {
         error: body.error,
         retryable: body.retryable,
+        usage: body.usage,
     };
     on_lease(ctx, id, request, report).await
 }

@@ -281,6 +281,7 @@ fn fail(task: &str, attempt: u32, error: &str, retryable: bool) -> Command {
         task: r(task, attempt),
         error: error.into(),
         retryable,
+        usage: None,
     }
 }
 
@@ -947,6 +948,7 @@ fn a_failed_compensation_stops_the_saga() {
             task: TaskRef::compensation(id("c"), 1),
             error: "cannot undo".into(),
             retryable: true,
+            usage: None,
         })
         .then_events([comp(failed("c", 1, "cannot undo", true))])
         .when(Command::Advance)
@@ -1571,6 +1573,7 @@ impl Sim {
                 task,
                 error: "boom".into(),
                 retryable: self.rng.chance(60),
+                usage: None,
             }
         } else if roll < fail_percent * 2 {
             let track = if task.compensation {

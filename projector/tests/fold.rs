@@ -149,6 +149,7 @@ fn log() -> Vec<EventEnvelope> {
             task: t("c", 1),
             error: "flaky".into(),
             retryable: true,
+            usage: None,
         },
         &mut out,
     );

@@ -153,6 +153,10 @@ pub async fn bad_budgets_and_usage_are_refused(s: &TestServer) {
             answer.1
         );
     }
+    let answer = agent
+        .on_lease_raw(&lease, "fail", json!({"error": "x", "usage": {"cost": -1}}))
+        .await;
+    assert_eq!(code(&answer), (400, "invalid_request"), "{}", answer.1);
     assert_eq!(s.events(&execution).await.count("UsageRecorded", None), 0);
     let (status, body) = agent
         .complete_with(&lease, json!({"output": 1, "usage": {"input_tokens": 6}}))

@@ -127,6 +127,11 @@ impl TestAgent {
         self.on_lease(lease, "complete", body).await
     }
 
+    /// `POST /api/v1/tasks/{lease}/<what>` with any body → (status, body).
+    pub async fn on_lease_raw(&self, lease: &Lease, what: &str, body: Value) -> (u16, Value) {
+        self.on_lease(lease, what, body).await
+    }
+
     /// `POST /api/v1/tasks/{lease}/fail` → (status, body).
     pub async fn fail(&self, lease: &Lease, error: &str, retryable: bool) -> (u16, Value) {
         self.on_lease(

@@ -270,6 +270,7 @@ impl Agents {
                     task,
                     error: error.clone(),
                     retryable: true,
+                    usage: None,
                 };
                 match self
                     .commands

@@ -271,6 +271,7 @@ impl Agents {
                     task: task.clone(),
                     error,
                     retryable: false,
+                    usage: None,
                 };
                 match self
                     .commands

@@ -29,6 +29,8 @@ pub enum Report {
         error: String,
         /// Whether another attempt may succeed.
         retryable: bool,
+        /// What the attempt spent, if the agent said.
+        usage: Option<conflux_schema::usage::Usage>,
     },
     /// The agent is still working: the attempt's deadline moves on.
     Heartbeat,
@@ -51,10 +53,15 @@ impl Report {
                 output: output.clone(),
                 usage: *usage,
             },
-            Report::Fail { error, retryable } => Command::FailTask {
+            Report::Fail {
+                error,
+                retryable,
+                usage,
+            } => Command::FailTask {
                 task,
                 error: error.clone(),
                 retryable: *retryable,
+                usage: *usage,
             },
             Report::Heartbeat => Command::Heartbeat { task },
         }
@@ -157,6 +164,9 @@ impl Agents {
             Ok(done) => {
                 if let Report::Complete {
                     usage: Some(usage), ..
+                }
+                | Report::Fail {
+                    usage: Some(usage), ..
                 } = &report
                 {
                     count_usage(&done.state, usage);
@@ -235,9 +245,14 @@ impl Agents {
                 output: redactor.value(output),
                 usage,
             },
-            Report::Fail { error, retryable } => Report::Fail {
+            Report::Fail {
+                error,
+                retryable,
+                usage,
+            } => Report::Fail {
                 error: redactor.text(&error),
                 retryable,
+                usage,
             },
             Report::Heartbeat => Report::Heartbeat,
         })

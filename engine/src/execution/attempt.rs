@@ -119,19 +119,29 @@ pub(crate) fn fail(
     task: TaskRef,
     error: String,
     retryable: bool,
+    usage: Option<conflux_schema::usage::Usage>,
 ) -> Result<Vec<Event>, Rejection> {
     let (_, t) = locate(state, &task)?;
     if !t.accepts_result(task.attempt) {
         return Err(stale(&task, t.attempt));
     }
     not_terminal(state)?;
-    Ok(vec![Event::TaskFailed {
-        task_id: task.task,
+    let spent = usage.map(|usage| Event::UsageRecorded {
+        task_id: task.task.clone(),
         attempt: task.attempt,
-        error,
-        retryable,
         compensation: task.compensation,
-    }])
+        usage,
+    });
+    Ok(spent
+        .into_iter()
+        .chain([Event::TaskFailed {
+            task_id: task.task,
+            attempt: task.attempt,
+            error,
+            retryable,
+            compensation: task.compensation,
+        }])
+        .collect())
 }
 
 /// `Heartbeat`: a running attempt with a timeout gets `TaskHeartbeat` with deadline

@@ -61,6 +61,7 @@ pub fn parent_command(child: &ExecutionState) -> Option<(Uuid, Command)> {
                 child.error().unwrap_or("no reason given")
             ),
             retryable: status != ExecutionStatus::Cancelled,
+            usage: None,
         },
         _ => return None,
     };

@@ -95,6 +95,9 @@ pub enum Command {
         error: String,
         /// Whether another attempt may succeed.
         retryable: bool,
+        /// What it spent before failing, as its agent reported (recorded as
+        /// `UsageRecorded`).
+        usage: Option<conflux_schema::usage::Usage>,
     },
     /// The attempt is alive: extend its deadline.
     Heartbeat {

@@ -88,7 +88,8 @@ pub fn decide(
             task,
             error,
             retryable,
-        } => attempt::fail(state, task, error, retryable)?,
+            usage,
+        } => attempt::fail(state, task, error, retryable, usage)?,
         Command::Heartbeat { task } => attempt::heartbeat(state, &task, now)?,
         Command::TimerFired(timer) => timer_fired(state, &timer, now),
         Command::Pause => {

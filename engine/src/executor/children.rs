@@ -66,6 +66,7 @@ impl Children {
                 task: task.clone(),
                 error,
                 retryable: false,
+                usage: None,
             };
             Some((parent, command))
         };

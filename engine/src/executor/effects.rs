@@ -237,6 +237,7 @@ fn outcome_command(task: TaskRef, outcome: Outcome) -> Command {
             task,
             error: "the output holds a NUL character (\\u0000), which cannot be recorded".into(),
             retryable: false,
+            usage: None,
         },
         Outcome::Completed(output) => Command::CompleteTask {
             task,
@@ -247,6 +248,7 @@ fn outcome_command(task: TaskRef, outcome: Outcome) -> Command {
             task,
             error: error.replace('\0', "\u{FFFD}"),
             retryable,
+            usage: None,
         },
     }
 }

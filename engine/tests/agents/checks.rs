@@ -147,6 +147,7 @@ pub async fn a_stale_lease_records_nothing(w: &World) {
     let fail = Report::Fail {
         error: "too late".into(),
         retryable: true,
+        usage: None,
     };
     for report in [complete.clone(), fail.clone(), Report::Heartbeat] {
         match w.agents.report(lease.lease_id, report, &boss).await {

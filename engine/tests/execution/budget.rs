@@ -160,3 +160,34 @@ fn an_execution_without_a_budget_only_adds_up() {
     assert_eq!(g.state.status(), ExecutionStatus::Running);
     assert_eq!(g.state.usage().map(|u| u.input_tokens), Some(u64::MAX));
 }
+
+#[test]
+fn a_failure_may_report_what_it_spent_and_that_counts_against_the_budget() {
+    let wf = budgeted("fail");
+    let g = given(&wf, [])
+        .when(start_with(BUDGET))
+        .committed()
+        .advanced()
+        .when(Command::FailTask {
+            task: r("plan", 1),
+            error: "the model refused".into(),
+            retryable: true,
+            usage: Some(spend(0.2, 10)),
+        })
+        .then_events([
+            Event::UsageRecorded {
+                task_id: id("plan"),
+                attempt: 1,
+                compensation: false,
+                usage: spend(0.2, 10),
+            },
+            failed("plan", 1, "the model refused", true),
+        ]);
+    let g = g.when(Command::Advance).committed();
+    assert_eq!(g.state.status(), ExecutionStatus::Failed);
+    assert_eq!(
+        g.state.error(),
+        Some("budget_exceeded: cost 0.2 is over max_cost 0.1"),
+        "over budget: no retry"
+    );
+}

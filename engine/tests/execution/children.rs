@@ -139,6 +139,7 @@ fn a_child_that_ends_tells_its_parent_how() {
                 task,
                 error,
                 retryable: true,
+                usage: None,
             },
         )) => {
             assert_eq!((to, task), (EXECUTION, r("order", 2)));

@@ -186,6 +186,10 @@ pub struct FailTask {
     #[serde(default = "retryable")]
     #[schema(required = false, default = true)]
     pub retryable: bool,
+    /// What the attempt spent before it failed, recorded as `UsageRecorded` and
+    /// counted against the execution's budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<crate::usage::Usage>,
 }
 
 fn retryable() -> bool {

@@ -184,73 +184,49 @@ all_scenarios!(postgres_redis, crate::harness::Mode::PostgresRedis);
 all_scenarios!(embedded, crate::harness::Mode::Embedded);
 all_scenarios!(sealed, crate::harness::Mode::Sealed);
 
-/// The default attempt deadline, on a server configured with one second.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_redis_a_silent_agent_meets_the_default_deadline() {
-    let server = harness::TestServer::start_tuned(harness::Mode::PostgresRedis, |c| {
-        c.default_task_timeout_seconds = 1;
-    })
-    .await;
-    control_flow::a_silent_agent_meets_the_default_deadline(&server).await;
-    server.stop().await;
+/// A scenario on a server whose configuration `tune` changed, in the Postgres + Redis
+/// and the embedded modes: `<scenario>::postgres_redis` and `<scenario>::embedded`.
+macro_rules! tuned_scenario {
+    ($(#[$doc:meta])* $module:ident :: $scenario:ident, $tune:expr) => {
+        $(#[$doc])*
+        mod $scenario {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres_redis() {
+                let mode = crate::harness::Mode::PostgresRedis;
+                let server = crate::harness::TestServer::start_tuned(mode, $tune).await;
+                crate::$module::$scenario(&server).await;
+                server.stop().await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn embedded() {
+                let mode = crate::harness::Mode::Embedded;
+                let server = crate::harness::TestServer::start_tuned(mode, $tune).await;
+                crate::$module::$scenario(&server).await;
+                server.stop().await;
+            }
+        }
+    };
 }
 
-/// The same in the embedded mode.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn embedded_a_silent_agent_meets_the_default_deadline() {
-    let server = harness::TestServer::start_tuned(harness::Mode::Embedded, |c| {
-        c.default_task_timeout_seconds = 1;
-    })
-    .await;
-    control_flow::a_silent_agent_meets_the_default_deadline(&server).await;
-    server.stop().await;
-}
-
-/// Agent liveness on a server whose agents go stale after 1 s and offline after 2 s.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_redis_liveness_goes_stale_then_offline() {
-    let server = harness::TestServer::start_tuned(harness::Mode::PostgresRedis, |c| {
+tuned_scenario!(
+    /// The default attempt deadline, on a server configured with one second.
+    control_flow::a_silent_agent_meets_the_default_deadline,
+    |c: &mut conflux::config::Config| c.default_task_timeout_seconds = 1
+);
+tuned_scenario!(
+    /// Agent liveness on a server whose agents go stale after 1 s and offline after 2 s.
+    fleet::liveness_goes_stale_then_offline,
+    |c: &mut conflux::config::Config| {
         c.agent_stale_after_seconds = 1;
         c.agent_offline_after_seconds = 2;
-    })
-    .await;
-    fleet::liveness_goes_stale_then_offline(&server).await;
-    server.stop().await;
-}
-
-/// The same in the embedded mode.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn embedded_liveness_goes_stale_then_offline() {
-    let server = harness::TestServer::start_tuned(harness::Mode::Embedded, |c| {
-        c.agent_stale_after_seconds = 1;
-        c.agent_offline_after_seconds = 2;
-    })
-    .await;
-    fleet::liveness_goes_stale_then_offline(&server).await;
-    server.stop().await;
-}
-
-/// The workflow depth limit, on a server configured with a depth of one.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_redis_nesting_past_the_depth_limit_fails() {
-    let server = harness::TestServer::start_tuned(harness::Mode::PostgresRedis, |c| {
-        c.max_workflow_depth = 1;
-    })
-    .await;
-    children::nesting_past_the_depth_limit_fails(&server).await;
-    server.stop().await;
-}
-
-/// The same in the embedded mode.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn embedded_nesting_past_the_depth_limit_fails() {
-    let server = harness::TestServer::start_tuned(harness::Mode::Embedded, |c| {
-        c.max_workflow_depth = 1;
-    })
-    .await;
-    children::nesting_past_the_depth_limit_fails(&server).await;
-    server.stop().await;
-}
+    }
+);
+tuned_scenario!(
+    /// The workflow depth limit, on a server configured with a depth of one.
+    children::nesting_past_the_depth_limit_fails,
+    |c: &mut conflux::config::Config| c.max_workflow_depth = 1
+);
 
 /// A child's end that its parent never heard is reported when an engine starts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -89,12 +89,7 @@ pub(crate) fn complete(
         return Err(stale(&task, t.attempt));
     }
     not_terminal(state)?;
-    let spent = usage.map(|usage| Event::UsageRecorded {
-        task_id: task.task.clone(),
-        attempt: task.attempt,
-        compensation: task.compensation,
-        usage,
-    });
+    let spent = usage.map(|usage| spent(&task, usage));
     Ok(spent
         .into_iter()
         .chain([if task.compensation {
@@ -113,6 +108,16 @@ pub(crate) fn complete(
         .collect())
 }
 
+/// `UsageRecorded` of attempt `task`: what its agent reported with its result.
+fn spent(task: &TaskRef, usage: conflux_schema::usage::Usage) -> Event {
+    Event::UsageRecorded {
+        task_id: task.task.clone(),
+        attempt: task.attempt,
+        compensation: task.compensation,
+        usage,
+    }
+}
+
 /// `FailTask`: `TaskFailed`; whether it is retried is decided by `Advance`.
 pub(crate) fn fail(
     state: &ExecutionState,
@@ -126,12 +131,7 @@ pub(crate) fn fail(
         return Err(stale(&task, t.attempt));
     }
     not_terminal(state)?;
-    let spent = usage.map(|usage| Event::UsageRecorded {
-        task_id: task.task.clone(),
-        attempt: task.attempt,
-        compensation: task.compensation,
-        usage,
-    });
+    let spent = usage.map(|usage| spent(&task, usage));
     Ok(spent
         .into_iter()
         .chain([Event::TaskFailed {

@@ -29,10 +29,11 @@ fn routed() -> Value {
     ]})
 }
 
-/// Every event frame of the live stream of `execution` up to its end, as event types
-/// with their task ids.
+/// Every event frame of the live stream of `execution` from its first event (`after=0`:
+/// the stream may open after the run has begun) up to its end, as event types with
+/// their task ids.
 async fn watch(s: &TestServer, execution: &str) -> Vec<(String, String)> {
-    let path = format!("/ws/executions/{execution}");
+    let path = format!("/ws/executions/{execution}?after=0");
     let (mut socket, _) = s.ws_connect(&path).await.expect("websocket connect");
     let mut seen = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);

@@ -37,7 +37,11 @@ pub async fn a_budget_stops_an_execution_that_spends_past_it(s: &TestServer) {
     let plan = agent.next_lease().await;
     let usage = json!({"cost": 0.02, "input_tokens": 80, "output_tokens": 20});
     let (status, body) = agent
-        .complete_with(&plan, json!({"output": {"steps": 2}, "usage": usage}))
+        .on_lease_raw(
+            &plan,
+            "complete",
+            json!({"output": {"steps": 2}, "usage": usage}),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     let mut leases = [agent.next_lease().await, agent.next_lease().await];
@@ -59,7 +63,11 @@ pub async fn a_budget_stops_an_execution_that_spends_past_it(s: &TestServer) {
 
     let usage = json!({"cost": 0.04, "input_tokens": 10, "output_tokens": 5});
     let (status, body) = agent
-        .complete_with(write, json!({"output": "draft", "usage": usage}))
+        .on_lease_raw(
+            write,
+            "complete",
+            json!({"output": "draft", "usage": usage}),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     let body = s.wait_terminal(&execution).await;
@@ -144,7 +152,7 @@ pub async fn bad_budgets_and_usage_are_refused(s: &TestServer) {
         json!({"tokens": 3}),
     ] {
         let answer = agent
-            .complete_with(&lease, json!({"output": 1, "usage": usage}))
+            .on_lease_raw(&lease, "complete", json!({"output": 1, "usage": usage}))
             .await;
         assert_eq!(
             code(&answer),
@@ -159,7 +167,11 @@ pub async fn bad_budgets_and_usage_are_refused(s: &TestServer) {
     assert_eq!(code(&answer), (400, "invalid_request"), "{}", answer.1);
     assert_eq!(s.events(&execution).await.count("UsageRecorded", None), 0);
     let (status, body) = agent
-        .complete_with(&lease, json!({"output": 1, "usage": {"input_tokens": 6}}))
+        .on_lease_raw(
+            &lease,
+            "complete",
+            json!({"output": 1, "usage": {"input_tokens": 6}}),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     let body = s.wait_terminal(&execution).await;

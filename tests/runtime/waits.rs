@@ -25,7 +25,7 @@ async fn conforms(s: &TestServer, template: &str, answer: &(u16, Value)) {
 }
 
 /// The next JSON text frame, or None when the stream ends.
-pub(crate) async fn next_frame(socket: &mut WsSocket) -> Option<Value> {
+async fn next_frame(socket: &mut WsSocket) -> Option<Value> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let frame = tokio::time::timeout_at(deadline, socket.next())
@@ -38,7 +38,7 @@ pub(crate) async fn next_frame(socket: &mut WsSocket) -> Option<Value> {
 }
 
 /// The events a live stream sends until the execution's terminal event.
-pub(crate) async fn read_to_end(socket: &mut WsSocket) -> Vec<Value> {
+async fn read_to_end(socket: &mut WsSocket) -> Vec<Value> {
     let mut events = Vec::new();
     while let Some(frame) = next_frame(socket).await {
         assert_eq!(frame["type"], "event", "{frame}");

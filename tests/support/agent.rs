@@ -121,12 +121,6 @@ impl TestAgent {
             .await
     }
 
-    /// `POST /api/v1/tasks/{lease}/complete` with any body (an output and what the
-    /// attempt spent, say) → (status, body).
-    pub async fn complete_with(&self, lease: &Lease, body: Value) -> (u16, Value) {
-        self.on_lease(lease, "complete", body).await
-    }
-
     /// `POST /api/v1/tasks/{lease}/<what>` with any body → (status, body).
     pub async fn on_lease_raw(&self, lease: &Lease, what: &str, body: Value) -> (u16, Value) {
         self.on_lease(lease, what, body).await

@@ -498,12 +498,11 @@ impl Engine {
                             &event.event,
                             event.recorded_at,
                         ));
-                        let tenant = state.tenant().to_owned();
                         for effect in effects {
                             match effect {
                                 Effect::ArmTimer(t) => self.timers.arm(id, t),
                                 Effect::CancelChild { task, reason } => {
-                                    self.cancel_child(id, &tenant, &task, reason)
+                                    self.cancel_child(id, state.tenant(), &task, reason)
                                 }
                                 _ => {}
                             }

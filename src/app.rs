@@ -203,7 +203,11 @@ pub fn router(rt: &Runtime, access: Access, sides: Sides) -> Router {
             )
             .with_codec(rt.backends.codec.clone())
             .with_secrets(rt.backends.secrets.clone())
-            .with_liveness(rt.liveness),
+            .with_liveness(rt.liveness)
+            .with_routing_weights({
+                let access = access.clone();
+                std::sync::Arc::new(move |tenant: &str| access.routing_weights(tenant))
+            }),
             access: access.clone(),
             erasure: Erasure::new(commands.clone(), rt.backends.codec.clone()),
             secrets: rt.backends.secrets.clone(),

@@ -47,6 +47,7 @@ fn policy_body(
             egress_allow: p.egress_allow,
             quotas: p.quotas,
             effective_quotas: p.quotas.or(defaults),
+            routing_weights: p.routing_weights.unwrap_or_default(),
             updated_at: Some(p.updated_at),
         },
         None => TenantPolicy {
@@ -54,6 +55,7 @@ fn policy_body(
             egress_allow: Vec::new(),
             quotas: Default::default(),
             effective_quotas: defaults,
+            routing_weights: Default::default(),
             updated_at: None,
         },
     }
@@ -74,15 +76,25 @@ pub async fn set_policy(
     };
     let record = ctx
         .access
-        .set_tenant_policy(tenant.clone(), body.egress_allow, body.quotas, meta)
+        .set_tenant_policy(
+            tenant.clone(),
+            body.egress_allow,
+            body.quotas,
+            body.routing_weights,
+            meta,
+        )
         .await
         .map_err(|e| {
             let e = ApiError::from(e);
-            if e.code == "invalid_request" {
-                e.with_details(json!({"field": "egress_allow"}))
-            } else {
-                e
+            if e.code != "invalid_request" {
+                return e;
             }
+            let field = if e.message.starts_with("routing_weights") {
+                "routing_weights"
+            } else {
+                "egress_allow"
+            };
+            e.with_details(json!({ "field": field }))
         })?;
     Ok(Json(policy_body(&ctx, &tenant, Some(record))))
 }

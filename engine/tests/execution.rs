@@ -209,6 +209,7 @@ fn task_started(task: &str, attempt: u32, deadline: Option<DateTime<Utc>>) -> Ev
         lease_id: None,
         deadline,
         compensation: false,
+        routing: None,
     }
 }
 
@@ -290,6 +291,7 @@ fn start_task(task: &str, attempt: u32) -> Command {
         task: r(task, attempt),
         agent_id: None,
         lease_id: None,
+        routing: None,
     }
 }
 
@@ -585,6 +587,7 @@ fn an_attempt_that_passes_its_deadline_times_out_and_is_retried() {
             task: r("a", 1),
             agent_id: Some(Uuid::from_u128(7)),
             lease_id: Some(Uuid::from_u128(8)),
+            routing: None,
         })
         .then_effects([Effect::ArmTimer(Timer::AttemptDeadline {
             task: r("a", 1),
@@ -597,6 +600,7 @@ fn an_attempt_that_passes_its_deadline_times_out_and_is_retried() {
             lease_id: Some(Uuid::from_u128(8)),
             deadline: Some(deadline),
             compensation: false,
+            routing: None,
         }]);
     assert_eq!(g.task("a").deadline, Some(deadline));
     assert_eq!(
@@ -1117,6 +1121,7 @@ fn to_json_has_the_api_shape() {
                 lease_id: None,
                 deadline: None,
                 compensation: false,
+                routing: None,
             },
             completed("a", 1, json!({"ok": true})),
         ])
@@ -1561,6 +1566,7 @@ impl Sim {
                 task: task.clone(),
                 agent_id: None,
                 lease_id: None,
+                routing: None,
             })
             .expect("a dispatched attempt starts");
             self.inflight.insert(task, true);

@@ -94,6 +94,8 @@ queue_suite!(redis: crate::Redis, local: crate::Local; [
     roles_with_any_characters_are_kept_apart,
     tenants_never_take_each_others_tickets,
     agents_are_seen_at_their_latest_time_per_tenant,
+    waiting_agents_are_listed_until_they_stop_or_expire,
+    held_counts_leases_not_reservations,
 ]);
 
 const NO_WAIT: Duration = Duration::ZERO;
@@ -110,6 +112,8 @@ fn ticket(role: &str, n: usize) -> Ticket {
         role: role.to_owned(),
         input: serde_json::json!({ "n": n, "role": role }),
         enqueued_at: Utc::now(),
+        routing: None,
+        routed_from: None,
     }
 }
 
@@ -455,4 +459,59 @@ async fn agents_are_seen_at_their_latest_time_per_tenant(q: Arc<dyn TaskQueue>) 
     );
     q.agent_seen(T, a, at(20)).await.expect("seen");
     assert_eq!(q.agents_seen(T).await.expect("seen").get(&a), Some(&at(20)));
+}
+
+async fn waiting_agents_are_listed_until_they_stop_or_expire(q: Arc<dyn TaskQueue>) {
+    let (a, b, c) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let later = Utc::now() + chrono::Duration::seconds(30);
+    assert!(q.agents_waiting(T).await.expect("waiting").is_empty());
+    q.agent_waiting(T, a, Some(later)).await.expect("wait");
+    q.agent_waiting(T, b, Some(later)).await.expect("wait");
+    q.agent_waiting("acme", c, Some(later)).await.expect("wait");
+    // A wait that is already over does not count.
+    let over = Utc::now() - chrono::Duration::seconds(1);
+    q.agent_waiting(T, Uuid::now_v7(), Some(over))
+        .await
+        .expect("wait");
+    let mut both = vec![a, b];
+    both.sort();
+    assert_eq!(q.agents_waiting(T).await.expect("waiting"), both);
+    q.agent_waiting(T, a, None).await.expect("stop");
+    assert_eq!(q.agents_waiting(T).await.expect("waiting"), vec![b]);
+    assert_eq!(
+        q.agents_waiting("acme").await.expect("waiting"),
+        vec![c],
+        "each tenant sees its own waiting agents"
+    );
+}
+
+async fn held_counts_leases_not_reservations(q: Arc<dyn TaskQueue>) {
+    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+    let until = Utc::now() + chrono::Duration::seconds(30);
+    let reserved = q.reserve_slots(a, 5, 3, until).await.expect("reserve");
+    assert_eq!(reserved.len(), 3);
+    let stats = q.agents_stats(&[a, b]).await.expect("stats");
+    assert_eq!(stats.len(), 2);
+    assert_eq!(stats[0].held, 0, "reservations are not leases");
+    let lease = Uuid::now_v7();
+    q.hold_leases(a, &reserved, &[(lease, until)])
+        .await
+        .expect("hold");
+    q.agent_finished(a, true, Duration::from_millis(40))
+        .await
+        .expect("finished");
+    q.agent_finished(b, false, Duration::from_millis(7))
+        .await
+        .expect("finished");
+    let stats = q.agents_stats(&[a, b]).await.expect("stats");
+    assert_eq!(
+        (stats[0].held, stats[0].completed, stats[0].failed),
+        (1, 1, 0)
+    );
+    assert_eq!(stats[0].recent_ms, vec![40]);
+    assert_eq!(
+        (stats[1].held, stats[1].completed, stats[1].failed),
+        (0, 0, 1)
+    );
+    assert_eq!(q.agent_stats(a).await.expect("stats"), stats[0]);
 }

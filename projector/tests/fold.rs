@@ -109,6 +109,7 @@ fn log() -> Vec<EventEnvelope> {
                 task: t("a", 1),
                 agent_id: None,
                 lease_id: None,
+                routing: None,
             },
             &mut out,
         );
@@ -139,6 +140,7 @@ fn log() -> Vec<EventEnvelope> {
             task: t("c", 1),
             agent_id: None,
             lease_id: None,
+            routing: None,
         },
         &mut out,
     );
@@ -166,6 +168,7 @@ fn log() -> Vec<EventEnvelope> {
                 task: t(task, attempt),
                 agent_id: None,
                 lease_id: None,
+                routing: None,
             },
             &mut out,
         );
@@ -188,6 +191,7 @@ fn log() -> Vec<EventEnvelope> {
             task: t("d", 1),
             agent_id: None,
             lease_id: None,
+            routing: None,
         },
         &mut out,
     );

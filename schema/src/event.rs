@@ -135,6 +135,9 @@ pub enum Event {
         /// of the task itself.
         #[serde(default, skip_serializing_if = "is_false")]
         compensation: bool,
+        /// For an agent lease: why this agent got it (every waiting candidate's score).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        routing: Option<crate::routing::Routing>,
     },
     /// A running attempt reported that it is alive; its deadline moves to `deadline`.
     TaskHeartbeat {
@@ -352,6 +355,9 @@ pub enum Event {
         /// Its own limits.
         #[serde(default)]
         quotas: crate::quota::QuotaLimits,
+        /// Its agents' routing weights (absent: the defaults).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        routing_weights: Option<crate::routing::RoutingWeights>,
     },
     /// The payloads of one (finished) execution were erased: its data key was destroyed.
     /// Stream `execution-<id>`.

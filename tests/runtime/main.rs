@@ -71,6 +71,7 @@ mod query_params;
 mod quotas;
 mod raw_scan;
 mod revocation;
+mod routing;
 mod saga;
 mod scale;
 mod schedules;
@@ -175,6 +176,9 @@ macro_rules! all_scenarios {
                 fleet::a_deregistered_agent_s_work_moves_on,
                 fleet::an_agent_never_holds_more_than_its_capacity,
                 fleet::tasks_requiring_capabilities_go_to_agents_that_have_them,
+                routing::the_best_scored_waiting_agent_gets_the_task,
+                routing::a_ticket_taken_by_a_worse_agent_is_handed_to_the_best,
+                routing::bad_routing_weights_are_refused,
             ]
         );
     };

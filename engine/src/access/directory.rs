@@ -107,6 +107,8 @@ pub struct TenantPolicyRecord {
     pub egress: Arc<EgressPolicy>,
     /// Its own quota limits (None: the configured default).
     pub quotas: QuotaLimits,
+    /// Its agents' routing weights (None: the defaults).
+    pub routing_weights: Option<conflux_schema::routing::RoutingWeights>,
     /// When it was set.
     pub updated_at: DateTime<Utc>,
 }
@@ -159,6 +161,7 @@ impl KeyDirectory {
                 tenant,
                 egress_allow,
                 quotas,
+                routing_weights,
             } => {
                 let egress = EgressPolicy::parse_tenant(&egress_allow.join(",")).unwrap_or_else(|e| {
                     tracing::warn!(%tenant, error = %e, "a recorded egress allowlist does not parse; the tenant gets none");
@@ -170,6 +173,7 @@ impl KeyDirectory {
                         egress_allow: egress_allow.clone(),
                         egress: Arc::new(egress),
                         quotas: *quotas,
+                        routing_weights: *routing_weights,
                         updated_at: e.recorded_at,
                     },
                 );

@@ -347,6 +347,14 @@ impl Access {
         self.read().policy(tenant).cloned()
     }
 
+    /// The routing weights of `tenant`'s agents: its policy's, else the defaults.
+    pub fn routing_weights(&self, tenant: &str) -> conflux_schema::routing::RoutingWeights {
+        self.read()
+            .policy(tenant)
+            .and_then(|p| p.routing_weights)
+            .unwrap_or_default()
+    }
+
     /// The egress allowlist of `tenant`'s own policy, if it has one.
     pub fn tenant_egress(&self, tenant: &str) -> Option<Arc<crate::runner::egress::EgressPolicy>> {
         self.read()
@@ -356,16 +364,20 @@ impl Access {
     }
 
     /// Sets `tenant`'s whole policy (`TenantPolicySet`); 404 for an unknown tenant, 400
-    /// for an allowlist entry that does not parse.
+    /// for an allowlist entry that does not parse or routing weights that cannot be used.
     pub async fn set_tenant_policy(
         &self,
         tenant: TenantName,
         egress_allow: Vec<String>,
         quotas: conflux_schema::quota::QuotaLimits,
+        routing_weights: Option<conflux_schema::routing::RoutingWeights>,
         metadata: EventMetadata,
     ) -> Result<TenantPolicyRecord, AccessError> {
         if !self.has_tenant(&tenant) {
             return Err(AccessError::NotFound(format!("no tenant {tenant}")));
+        }
+        if let Some(weights) = &routing_weights {
+            weights.check().map_err(AccessError::Invalid)?;
         }
         let egress_allow: Vec<String> = egress_allow
             .into_iter()
@@ -386,6 +398,7 @@ impl Access {
             tenant: tenant.clone(),
             egress_allow,
             quotas,
+            routing_weights,
         };
         let mut attempts = 0;
         loop {

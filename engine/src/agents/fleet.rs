@@ -127,6 +127,7 @@ impl Agents {
             self.record(agent_id, Event::AgentDrained { agent_id }, caller)
                 .await?;
         }
+        self.return_routed(&agent).await;
         Ok(changed(&agent, AgentState::Draining, 0))
     }
 
@@ -143,10 +144,19 @@ impl Agents {
         self.record(agent_id, Event::AgentDeregistered { agent_id }, caller)
             .await?;
         let released = self.release_held(&agent, caller).await?;
+        self.return_routed(&agent).await;
         if let Err(e) = self.queue.forget_agent(agent_id).await {
             tracing::warn!(agent = %agent_id, error = %e, "forgetting a deregistered agent's lease slots failed; they expire on their own");
         }
         Ok(changed(&agent, AgentState::Deregistered, released))
+    }
+
+    /// Sends the tickets routed to `agent` and not yet taken back to their queues; a
+    /// failure is logged (an idle poll of the tenant returns them later).
+    async fn return_routed(&self, agent: &Agent) {
+        if let Err(e) = self.return_mailbox(&agent.tenant, agent.agent_id).await {
+            tracing::warn!(agent = %agent.agent_id, error = %e, "returning the tickets routed to an agent failed; an idle poll returns them later");
+        }
     }
 
     /// Records that `agent` was heard from now; a failure is logged, never fatal (the
@@ -199,9 +209,6 @@ impl Agents {
         now: DateTime<Utc>,
         stats: AgentStats,
     ) -> AgentView {
-        let results = stats.completed + stats.failed;
-        let mut recent = stats.recent_ms;
-        recent.sort_unstable();
         AgentView {
             agent_id: a.agent_id,
             name: a.name.clone(),
@@ -212,8 +219,8 @@ impl Agents {
             leases_held: stats.held,
             completed: stats.completed,
             failed: stats.failed,
-            success_rate: (results > 0).then(|| stats.completed as f64 / results as f64),
-            p50_duration_ms: recent.get(recent.len().saturating_sub(1) / 2).copied(),
+            success_rate: stats.success_rate(),
+            p50_duration_ms: stats.median_ms(),
             state: a.state,
             status: self.liveness.status(seen, now),
             last_seen_at: seen,

@@ -32,6 +32,8 @@
 //! - `fleet`: listing, liveness, heartbeat, drain and deregistration.
 //! - `poll`: leases from tickets, and the schedule-to-start metric.
 //! - `report`: results and heartbeats by lease, with the agent key's role check.
+//! - `routing`: capability-scored routing's arithmetic (pure); `route`: scoring the
+//!   waiting agents when a poll takes tickets, and the mailboxes of routed tickets.
 //! - `error`: [`AgentError`].
 
 mod directory;
@@ -39,6 +41,8 @@ mod error;
 mod fleet;
 mod poll;
 mod report;
+mod route;
+pub mod routing;
 
 use std::sync::Arc;
 
@@ -55,6 +59,7 @@ pub use poll::{
     MAX_POLL_WAIT,
 };
 pub use report::{Report, Reported};
+pub use route::WeightsOf;
 
 use crate::access::Principal;
 use crate::bus::ownership::BusStatus;
@@ -128,6 +133,8 @@ pub struct Agents {
     secrets: Option<crate::secrets::Secrets>,
     /// When an agent not heard from counts as stale, then offline.
     liveness: Liveness,
+    /// Each tenant's routing weights.
+    weights: WeightsOf,
 }
 
 impl Agents {
@@ -146,7 +153,15 @@ impl Agents {
             codec: crate::crypto::PayloadCodec::off(),
             secrets: None,
             liveness: Liveness::default(),
+            weights: std::sync::Arc::new(|_| conflux_schema::routing::RoutingWeights::default()),
         }
+    }
+
+    /// The same service, scoring agents with the weights `weights` gives for a tenant
+    /// (its policy's; the defaults without it).
+    pub fn with_routing_weights(mut self, weights: WeightsOf) -> Self {
+        self.weights = weights;
+        self
     }
 
     /// The same service, with these liveness thresholds.

@@ -30,9 +30,15 @@ pub const MAX_POLL_WAIT: Duration = Duration::from_secs(60);
 /// How long a poll waits when the caller does not say.
 pub const DEFAULT_POLL_WAIT: Duration = Duration::from_secs(20);
 
-/// How long one step of a poll waits for tickets before the agent is recorded as heard
-/// from again (well inside the default 30 s after which an agent counts as stale).
-const SEEN_EVERY: Duration = Duration::from_secs(10);
+/// How long one step of a poll waits for tickets. Each step records the agent as heard
+/// from (well inside the default 30 s after which an agent counts as stale), sees a
+/// drain, and reads the queues of required capabilities afresh, so a queue first used
+/// while the poll waits is read within this time.
+const STEP: Duration = Duration::from_secs(2);
+
+/// How long an agent whose step of a poll ended empty still counts as waiting: time for
+/// its next step to begin.
+const BETWEEN_STEPS: Duration = Duration::from_secs(1);
 
 /// How long a poll's slot reservations outlive its wait (time to record the leases).
 const RESERVED_FOR: Duration = Duration::from_secs(30);
@@ -94,7 +100,7 @@ impl Agents {
             ..caller.metadata.clone()
         };
         loop {
-            // Heard from at every step (a step waits at most `SEEN_EVERY`), so a long
+            // Heard from at every step (a step waits at most `STEP`), so a long
             // poll keeps its agent online; a drain (here or on another server) ends it.
             self.heard_from(&agent).await;
             let now_state = self
@@ -104,9 +110,7 @@ impl Agents {
             if now_state != Some(conflux_schema::api::AgentState::Active) {
                 return Ok(Vec::new());
             }
-            let remaining = deadline
-                .saturating_duration_since(Instant::now())
-                .min(SEEN_EVERY);
+            let remaining = deadline.saturating_duration_since(Instant::now()).min(STEP);
             // Never more leases than its capacity: reserve free slots first.
             let until = Utc::now() + remaining + RESERVED_FOR;
             let want = u32::try_from(max).unwrap_or(u32::MAX);
@@ -124,15 +128,15 @@ impl Agents {
                 continue;
             }
             let queues = self.queues_for(&agent).await?;
+            let last = Instant::now() + remaining >= deadline;
             let tickets = match self
-                .queue
-                .take(&agent.tenant, &queues, reserved.len(), remaining)
+                .wait_for_tickets(&agent, &queues, reserved.len(), remaining, last)
                 .await
             {
                 Ok(tickets) => tickets,
                 Err(e) => {
                     self.hold(agent_id, &reserved, &[]).await;
-                    return Err(AgentError::Unavailable(e.to_string()));
+                    return Err(e);
                 }
             };
             let mut leases = Vec::new();
@@ -161,10 +165,49 @@ impl Agents {
         }
     }
 
-    /// The queues `agent` reads: each of its roles, and each queue of those roles whose
-    /// required capabilities it all has.
+    /// Takes up to `max` tickets from `queues` for `agent`, waiting up to `wait`, while
+    /// recorded as waiting for work; then routes them ([`Agents::route`]): what it
+    /// returns is what `agent` should lease. A wait that ends empty keeps the agent
+    /// recorded as waiting a little longer, unless it is the poll's `last` step (the
+    /// next step follows at once, so it is not passed over in between), and sends back
+    /// the tickets of the tenant's abandoned mailboxes.
+    async fn wait_for_tickets(
+        &self,
+        agent: &super::Agent,
+        queues: &[String],
+        max: usize,
+        wait: Duration,
+        last: bool,
+    ) -> Result<Vec<Ticket>, AgentError> {
+        let (tenant, id) = (agent.tenant.as_str(), agent.agent_id);
+        let until = Utc::now() + wait + BETWEEN_STEPS;
+        let unavailable = |e: crate::queue::QueueError| AgentError::Unavailable(e.to_string());
+        self.queue
+            .agent_waiting(tenant, id, Some(until))
+            .await
+            .map_err(unavailable)?;
+        let taken = self.queue.take(tenant, queues, max, wait).await;
+        if last || !matches!(&taken, Ok(t) if t.is_empty()) {
+            self.queue
+                .agent_waiting(tenant, id, None)
+                .await
+                .map_err(unavailable)?;
+        }
+        let tickets = taken.map_err(unavailable)?;
+        if tickets.is_empty() {
+            if let Err(e) = self.return_abandoned(tenant).await {
+                tracing::warn!(error = %e, "returning the tickets of abandoned mailboxes failed");
+            }
+            return Ok(tickets);
+        }
+        self.route(agent, tickets).await
+    }
+
+    /// The queues `agent` reads: its mailbox (tickets routed to it), each of its roles,
+    /// and each queue of those roles whose required capabilities it all has.
     async fn queues_for(&self, agent: &super::Agent) -> Result<Vec<String>, AgentError> {
-        let mut queues = agent.roles.clone();
+        let mut queues = vec![crate::queue::mailbox_of(agent.agent_id)];
+        queues.extend(agent.roles.iter().cloned());
         for role in &agent.roles {
             let requiring = self
                 .queue
@@ -241,6 +284,7 @@ impl Agents {
             task: task.clone(),
             agent_id: Some(agent_id),
             lease_id: Some(lease_id),
+            routing: ticket.routing.clone(),
         };
         let mut scheduled_at = None;
         let started = self

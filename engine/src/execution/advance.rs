@@ -297,6 +297,7 @@ fn started_by_the_core(task_id: &TaskId, attempt: u32) -> Event {
         lease_id: None,
         deadline: None,
         compensation: false,
+        routing: None,
     }
 }
 

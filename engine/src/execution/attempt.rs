@@ -57,6 +57,7 @@ pub(crate) fn start(
     task: &TaskRef,
     agent_id: Option<Uuid>,
     lease_id: Option<Uuid>,
+    routing: Option<conflux_schema::routing::Routing>,
     now: DateTime<Utc>,
 ) -> Result<Vec<Event>, Rejection> {
     let (index, t) = locate(state, task)?;
@@ -74,6 +75,7 @@ pub(crate) fn start(
         lease_id,
         deadline,
         compensation: task.compensation,
+        routing,
     }])
 }
 

@@ -77,6 +77,8 @@ pub enum Command {
         agent_id: Option<Uuid>,
         /// The lease.
         lease_id: Option<Uuid>,
+        /// Why the agent got it (capability-scored routing), recorded in `TaskStarted`.
+        routing: Option<conflux_schema::routing::Routing>,
     },
     /// The attempt succeeded with `output`.
     CompleteTask {

@@ -78,7 +78,8 @@ pub fn decide(
             task,
             agent_id,
             lease_id,
-        } => attempt::start(state, &task, agent_id, lease_id, now)?,
+            routing,
+        } => attempt::start(state, &task, agent_id, lease_id, routing, now)?,
         Command::CompleteTask {
             task,
             output,

@@ -125,6 +125,7 @@ impl ExecutionState {
                 lease_id,
                 deadline,
                 compensation,
+                ..
             } => {
                 let Some(i) = self.index(task_id) else { return };
                 let Some(t) = self.track_mut(i, *compensation) else {

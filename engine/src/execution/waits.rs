@@ -90,6 +90,7 @@ pub(crate) fn begin(
         lease_id: None,
         deadline: deadline_from(spec, now),
         compensation: false,
+        routing: None,
     });
     let Some(name) = signal_name(state, index) else {
         return;

@@ -78,6 +78,7 @@ fn link(
                 task: task.clone(),
                 agent_id: None,
                 lease_id: None,
+                routing: None,
             }),
             _ => None,
         })

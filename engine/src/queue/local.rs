@@ -27,6 +27,8 @@ struct Queues {
     slots: HashMap<uuid::Uuid, HashMap<String, chrono::DateTime<chrono::Utc>>>,
     /// Each agent's results.
     stats: HashMap<uuid::Uuid, super::AgentStats>,
+    /// The agents waiting for work in a poll, per tenant, and until when.
+    waiting: HashMap<String, HashMap<uuid::Uuid, chrono::DateTime<chrono::Utc>>>,
     /// The queues with required capabilities of each (tenant, role).
     requiring: HashMap<(String, String), std::collections::BTreeSet<String>>,
 }
@@ -242,6 +244,33 @@ impl TaskQueue for LocalTaskQueue {
         Ok(())
     }
 
+    async fn agent_waiting(
+        &self,
+        tenant: &str,
+        agent: uuid::Uuid,
+        until: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<(), QueueError> {
+        let mut queues = self.lock();
+        let waiting = queues.waiting.entry(tenant.to_owned()).or_default();
+        match until {
+            Some(until) => waiting.insert(agent, until),
+            None => waiting.remove(&agent),
+        };
+        Ok(())
+    }
+
+    async fn agents_waiting(&self, tenant: &str) -> Result<Vec<uuid::Uuid>, QueueError> {
+        let now = chrono::Utc::now();
+        let mut queues = self.lock();
+        let Some(waiting) = queues.waiting.get_mut(tenant) else {
+            return Ok(Vec::new());
+        };
+        waiting.retain(|_, until| *until > now);
+        let mut agents: Vec<uuid::Uuid> = waiting.keys().copied().collect();
+        agents.sort();
+        Ok(agents)
+    }
+
     async fn forget_agent(&self, agent: uuid::Uuid) -> Result<(), QueueError> {
         self.lock().slots.remove(&agent);
         Ok(())
@@ -289,7 +318,9 @@ impl TaskQueue for LocalTaskQueue {
         let now = chrono::Utc::now();
         let queues = self.lock();
         let held = queues.slots.get(&agent).map_or(0, |s| {
-            s.values().filter(|expiry| **expiry > now).count() as u64
+            s.iter()
+                .filter(|(slot, expiry)| **expiry > now && !slot.starts_with("r:"))
+                .count() as u64
         });
         Ok(super::AgentStats {
             held,

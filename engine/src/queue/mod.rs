@@ -49,6 +49,14 @@ pub struct Ticket {
     pub input: serde_json::Value,
     /// When the engine enqueued the ticket (for schedule-to-start metrics).
     pub enqueued_at: DateTime<Utc>,
+    /// Set when a poll routed the ticket to another, better scored agent: the ticket
+    /// then waits in that agent's [`mailbox_of`], and its lease records this choice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing: Option<conflux_schema::routing::Routing>,
+    /// For a routed ticket: the queue it was taken from, where it goes back if its agent
+    /// stops before taking it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routed_from: Option<String>,
 }
 
 impl Ticket {
@@ -70,9 +78,27 @@ impl Ticket {
             role,
             input,
             enqueued_at: Utc::now(),
+            routing: None,
+            routed_from: None,
         }
     }
 }
+
+/// The queue of tickets routed to one agent ([`Ticket::routing`]): only that agent's
+/// polls read it. Its name starts with a control character, which no role may contain,
+/// so it never collides with a role's queue.
+pub fn mailbox_of(agent: Uuid) -> String {
+    format!("{MAILBOXES}{}", agent.simple())
+}
+
+/// The agent whose mailbox `queue` is, if it is one.
+pub fn mailbox_agent(queue: &str) -> Option<Uuid> {
+    Uuid::parse_str(queue.strip_prefix(MAILBOXES)?).ok()
+}
+
+/// The start of every mailbox's name, and the pseudo-role under which the mailboxes
+/// holding tickets are noted ([`TaskQueue::note_queue`]).
+pub const MAILBOXES: &str = "\u{1d}agent:";
 
 fn default_tenant() -> String {
     conflux_schema::access::DEFAULT_TENANT.to_owned()
@@ -99,7 +125,7 @@ pub const RECENT_DURATIONS: usize = 100;
 /// An agent's work as the queue backend counts it ([`TaskQueue::agent_stats`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AgentStats {
-    /// Leases (and poll reservations) held now.
+    /// Leases held now (a poll's reservations of free slots do not count).
     pub held: u64,
     /// Results recorded as completed.
     pub completed: u64,
@@ -108,6 +134,22 @@ pub struct AgentStats {
     /// The durations (lease → result) of its latest results, in milliseconds, newest
     /// first, at most [`RECENT_DURATIONS`].
     pub recent_ms: Vec<u64>,
+}
+
+impl AgentStats {
+    /// The fraction of its results that completed (None before its first result).
+    pub fn success_rate(&self) -> Option<f64> {
+        let results = self.completed + self.failed;
+        (results > 0).then(|| self.completed as f64 / results as f64)
+    }
+
+    /// The median of its recent durations, in milliseconds (the lower middle of an even
+    /// count; None before its first result).
+    pub fn median_ms(&self) -> Option<u64> {
+        let mut recent = self.recent_ms.clone();
+        recent.sort_unstable();
+        recent.get(recent.len().checked_sub(1)? / 2).copied()
+    }
 }
 
 #[async_trait]
@@ -197,6 +239,28 @@ pub trait TaskQueue: Send + Sync + 'static {
 
     /// `agent`'s counters: leases held now, results so far, recent durations.
     async fn agent_stats(&self, agent: uuid::Uuid) -> Result<AgentStats, QueueError>;
+
+    /// Records that `agent` of `tenant` waits for work in a poll until `until`, or, with
+    /// None, that it no longer does. Every server of the store sees it: routing scores
+    /// the agents waiting when a ticket is taken.
+    async fn agent_waiting(
+        &self,
+        tenant: &str,
+        agent: uuid::Uuid,
+        until: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<(), QueueError>;
+
+    /// The agents of `tenant` waiting for work now.
+    async fn agents_waiting(&self, tenant: &str) -> Result<Vec<uuid::Uuid>, QueueError>;
+
+    /// The counters of each of `agents`, in their order ([`TaskQueue::agent_stats`]).
+    async fn agents_stats(&self, agents: &[uuid::Uuid]) -> Result<Vec<AgentStats>, QueueError> {
+        let mut out = Vec::with_capacity(agents.len());
+        for agent in agents {
+            out.push(self.agent_stats(*agent).await?);
+        }
+        Ok(out)
+    }
 
     /// Frees every slot of `agent` (it was deregistered).
     async fn forget_agent(&self, agent: uuid::Uuid) -> Result<(), QueueError>;

@@ -477,6 +477,26 @@ impl TaskQueue for RedisTaskQueue {
         self.fleet_agent_stats(agent).await
     }
 
+    async fn agent_waiting(
+        &self,
+        tenant: &str,
+        agent: uuid::Uuid,
+        until: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<(), QueueError> {
+        self.fleet_agent_waiting(tenant, agent, until).await
+    }
+
+    async fn agents_waiting(&self, tenant: &str) -> Result<Vec<uuid::Uuid>, QueueError> {
+        self.fleet_agents_waiting(tenant).await
+    }
+
+    async fn agents_stats(
+        &self,
+        agents: &[uuid::Uuid],
+    ) -> Result<Vec<super::AgentStats>, QueueError> {
+        self.fleet_agents_stats(agents).await
+    }
+
     async fn forget_agent(&self, agent: uuid::Uuid) -> Result<(), QueueError> {
         self.fleet_forget_agent(agent).await
     }

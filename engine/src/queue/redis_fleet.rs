@@ -28,6 +28,11 @@ impl RedisTaskQueue {
             format!("{}agent-durations:{id}", self.prefix),
         )
     }
+    /// The sorted set of `tenant`'s agents waiting in a poll (agent id → until, Unix
+    /// millis).
+    fn waiting_key(&self, tenant: &str) -> String {
+        format!("{}agents-waiting:{}", self.prefix, hex::encode(tenant))
+    }
     /// The set of `tenant`'s queues of `role` with required capabilities.
     fn requiring_key(&self, tenant: &str, role: &str) -> String {
         format!(
@@ -185,26 +190,92 @@ impl RedisTaskQueue {
         &self,
         agent: uuid::Uuid,
     ) -> Result<super::AgentStats, QueueError> {
-        let (counts, recent) = self.stats_keys(agent);
+        let mut all = self.fleet_agents_stats(&[agent]).await?;
+        Ok(all.pop().unwrap_or_default())
+    }
+
+    /// Every agent's counters in one round trip.
+    pub(super) async fn fleet_agents_stats(
+        &self,
+        agents: &[uuid::Uuid],
+    ) -> Result<Vec<super::AgentStats>, QueueError> {
+        if agents.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = chrono::Utc::now().timestamp_millis();
         let mut pipe = redis::pipe();
-        pipe.zcount(
-            self.slots_key(agent),
-            chrono::Utc::now().timestamp_millis(),
-            "+inf",
-        )
-        .hget(&counts, "completed")
-        .hget(&counts, "failed")
-        .lrange(&recent, 0, -1);
+        for agent in agents {
+            let (counts, recent) = self.stats_keys(*agent);
+            pipe.zrangebyscore(self.slots_key(*agent), now, "+inf")
+                .hget(&counts, "completed")
+                .hget(&counts, "failed")
+                .lrange(&recent, 0, -1);
+        }
         let mut conn = self.conn.clone();
-        let read = pipe.query_async::<(u64, Option<u64>, Option<u64>, Vec<u64>)>(&mut conn);
-        let (held, completed, failed, recent_ms) =
-            bounded(read, RESPONSE_TIMEOUT).await?.map_err(map_err)?;
-        Ok(super::AgentStats {
-            held,
-            completed: completed.unwrap_or(0),
-            failed: failed.unwrap_or(0),
-            recent_ms,
-        })
+        let read = pipe.query_async::<Vec<redis::Value>>(&mut conn);
+        let values = bounded(read, RESPONSE_TIMEOUT).await?.map_err(map_err)?;
+        let mut out = Vec::with_capacity(agents.len());
+        for chunk in values.chunks(4) {
+            let [slots, completed, failed, recent] = chunk else {
+                return Err(QueueError::Backend(
+                    "agent counters: a short pipeline reply".to_owned(),
+                ));
+            };
+            let parse = |v: &redis::Value| -> Result<Option<u64>, QueueError> {
+                redis::from_redis_value::<Option<u64>>(v).map_err(map_err)
+            };
+            let slots: Vec<String> = redis::from_redis_value(slots).map_err(map_err)?;
+            out.push(super::AgentStats {
+                // A poll's reservations are not leases.
+                held: slots.iter().filter(|s| !s.starts_with("r:")).count() as u64,
+                completed: parse(completed)?.unwrap_or(0),
+                failed: parse(failed)?.unwrap_or(0),
+                recent_ms: redis::from_redis_value(recent).map_err(map_err)?,
+            });
+        }
+        Ok(out)
+    }
+
+    pub(super) async fn fleet_agent_waiting(
+        &self,
+        tenant: &str,
+        agent: uuid::Uuid,
+        until: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<(), QueueError> {
+        let key = self.waiting_key(tenant);
+        let mut conn = self.conn.clone();
+        match until {
+            Some(until) => {
+                let mut pipe = redis::pipe();
+                pipe.zadd(&key, agent.to_string(), until.timestamp_millis())
+                    .ignore()
+                    .zrembyscore(&key, "-inf", chrono::Utc::now().timestamp_millis())
+                    .ignore();
+                let done = pipe.query_async::<()>(&mut conn);
+                bounded(done, RESPONSE_TIMEOUT).await?.map_err(map_err)
+            }
+            None => {
+                let done = conn.zrem::<_, _, i64>(key, agent.to_string());
+                bounded(done, RESPONSE_TIMEOUT).await?.map_err(map_err)?;
+                Ok(())
+            }
+        }
+    }
+
+    pub(super) async fn fleet_agents_waiting(
+        &self,
+        tenant: &str,
+    ) -> Result<Vec<uuid::Uuid>, QueueError> {
+        let mut conn = self.conn.clone();
+        let now = chrono::Utc::now().timestamp_millis();
+        let all = conn.zrangebyscore::<_, _, _, Vec<String>>(self.waiting_key(tenant), now, "+inf");
+        let all = bounded(all, RESPONSE_TIMEOUT).await?.map_err(map_err)?;
+        let mut agents: Vec<uuid::Uuid> = all
+            .iter()
+            .filter_map(|a| uuid::Uuid::parse_str(a).ok())
+            .collect();
+        agents.sort();
+        Ok(agents)
     }
 
     pub(super) async fn fleet_forget_agent(&self, agent: uuid::Uuid) -> Result<(), QueueError> {

@@ -492,6 +492,7 @@ pub async fn lookups_find_the_right_streams<F: Fixture>(f: &F) {
         lease_id: Some(lease),
         deadline: None,
         compensation: false,
+        routing: None,
     };
     store
         .append(

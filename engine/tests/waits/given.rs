@@ -175,6 +175,7 @@ pub(crate) fn waiting(task: &str, attempt: u32, deadline: Option<DateTime<Utc>>)
         lease_id: None,
         deadline,
         compensation: false,
+        routing: None,
     }
 }
 

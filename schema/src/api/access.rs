@@ -103,6 +103,10 @@ pub struct SetTenantPolicy {
     /// The tenant's own limits; a quota left out takes the configured default.
     #[serde(default)]
     pub quotas: crate::quota::QuotaLimits,
+    /// How its agents are scored for routing (left out: 0.4 capability, 0.2
+    /// availability, 0.3 history, 0.1 cost).
+    #[serde(default)]
+    pub routing_weights: Option<crate::routing::RoutingWeights>,
 }
 
 /// A tenant's policy: `GET` and `PUT /api/v1/tenants/{tenant}/policy`.
@@ -116,6 +120,8 @@ pub struct TenantPolicy {
     pub quotas: crate::quota::QuotaLimits,
     /// The limits in force: its own, else the configured defaults (absent: no limit).
     pub effective_quotas: crate::quota::QuotaLimits,
+    /// The routing weights in force: its own, else the defaults.
+    pub routing_weights: crate::routing::RoutingWeights,
     /// When the policy was last set (null: never, the defaults apply).
     pub updated_at: Option<DateTime<Utc>>,
 }

@@ -177,6 +177,12 @@ pub async fn execute(
                 .with_details(serde_json::json!({"field": "budget", "reason": reason}))
         })?;
     }
+    if let Some(priority) = body.priority {
+        conflux_schema::kind::check_priority(priority).map_err(|reason| {
+            ApiError::invalid_request(reason.clone())
+                .with_details(serde_json::json!({"field": "priority", "reason": reason}))
+        })?;
+    }
     let response = ExecutionAccepted {
         execution_id,
         workflow_id,
@@ -221,6 +227,7 @@ pub async fn execute(
             StartExtra {
                 parent: None,
                 budget: body.budget,
+                priority: body.priority,
             },
         )
         .await

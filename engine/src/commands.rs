@@ -41,6 +41,8 @@ pub struct StartExtra {
     pub parent: Option<conflux_schema::ParentLink>,
     /// How much its attempts may spend.
     pub budget: Option<conflux_schema::usage::Budget>,
+    /// Its priority, 1 to 10 (None: the default 5).
+    pub priority: Option<u8>,
 }
 
 /// A recorded command.
@@ -144,7 +146,11 @@ impl ExecutionCommands {
         metadata: EventMetadata,
         extra: StartExtra,
     ) -> Result<Recorded, CommandError> {
-        let StartExtra { parent, budget } = extra;
+        let StartExtra {
+            parent,
+            budget,
+            priority,
+        } = extra;
         let workflow = self
             .catalog
             .get_in(metadata.tenant(), workflow_id)
@@ -158,6 +164,7 @@ impl ExecutionCommands {
             idempotency_key,
             parent,
             budget,
+            priority,
         };
         let decision = decide(&state, command, Utc::now())?;
         let stream = StreamId::execution(execution_id);

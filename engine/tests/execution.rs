@@ -198,6 +198,7 @@ fn dispatched(task: &str, attempt: u32, input: Value) -> Event {
         deadline: None,
         http: None,
         compensation: false,
+        priority: None,
     }
 }
 
@@ -335,6 +336,7 @@ fn start_is_only_accepted_once() {
         idempotency_key: Some("k".into()),
         parent: None,
         budget: None,
+        priority: None,
     };
     let g = given(&wf, [])
         .when(Command::Advance)
@@ -484,6 +486,7 @@ fn references_resolve_at_dispatch_and_keep_json_types() {
                 deadline: None,
                 http: Some(resolved),
                 compensation: false,
+                priority: None,
             },
         ]);
 }
@@ -833,6 +836,7 @@ fn comp(event: Event) -> Event {
             deadline: None,
             http: None,
             compensation: true,
+            priority: None,
         },
         Event::TaskFailed {
             task_id,
@@ -1062,6 +1066,7 @@ fn the_workflow_deadline_fails_the_execution() {
         idempotency_key: None,
         parent: None,
         budget: None,
+        priority: None,
     };
     let g = given(&wf, [])
         .when(start)
@@ -1657,6 +1662,7 @@ fn simulate(n: usize, seed: u64, compensate: bool) -> (usize, usize) {
         idempotency_key: None,
         parent: None,
         budget,
+        priority: None,
     })
     .expect("start");
     for step in 0..100_000 {
@@ -1913,6 +1919,7 @@ fn check_log(sim: &Sim, deps: &[Vec<usize>]) {
                 task_id,
                 input,
                 compensation,
+                priority: None,
                 ..
             } => {
                 let t = index(task_id);

@@ -96,6 +96,7 @@ queue_suite!(redis: crate::Redis, local: crate::Local; [
     agents_are_seen_at_their_latest_time_per_tenant,
     waiting_agents_are_listed_until_they_stop_or_expire,
     held_counts_leases_not_reservations,
+    higher_priority_is_taken_first_and_waiting_lifts_the_lowest,
 ]);
 
 const NO_WAIT: Duration = Duration::ZERO;
@@ -514,4 +515,37 @@ async fn held_counts_leases_not_reservations(q: Arc<dyn TaskQueue>) {
         (0, 0, 1)
     );
     assert_eq!(q.agent_stats(a).await.expect("stats"), stats[0]);
+}
+
+async fn higher_priority_is_taken_first_and_waiting_lifts_the_lowest(q: Arc<dyn TaskQueue>) {
+    use conflux_schema::kind::queue_at;
+    let queues: Vec<String> = [5, 9, 1].iter().map(|p| queue_at("r", *p)).collect();
+    let at = |queue: &str, n: usize, age_secs: i64| Ticket {
+        enqueued_at: Utc::now() - chrono::Duration::seconds(age_secs),
+        ..ticket(queue, n)
+    };
+    // Enqueued oldest first: default, then low, then high.
+    let (normal, low, high) = (
+        at(&queues[0], 0, 0),
+        at(&queues[2], 1, 0),
+        at(&queues[1], 2, 0),
+    );
+    enqueue_all(&*q, &[normal.clone(), low.clone(), high.clone()]).await;
+    let taken = q.take(T, &queues, 3, NO_WAIT).await.expect("take");
+    let order: Vec<&str> = taken.iter().map(|t| t.task_id.as_str()).collect();
+    assert_eq!(
+        order,
+        ["task-2", "task-0", "task-1"],
+        "highest priority first"
+    );
+
+    // A priority-1 ticket that waited 90 s competes as a fresh priority-10 one, and is
+    // older: it goes first.
+    let aged = at(&queues[2], 3, 95);
+    let fresh = at(&queues[1], 4, 0);
+    enqueue_all(&*q, &[fresh.clone(), aged.clone()]).await;
+    let taken = q.take(T, &queues, 1, NO_WAIT).await.expect("take");
+    assert_eq!(taken, vec![aged]);
+    let taken = q.take(T, &queues, 1, NO_WAIT).await.expect("take");
+    assert_eq!(taken, vec![fresh]);
 }

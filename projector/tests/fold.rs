@@ -96,6 +96,7 @@ fn log() -> Vec<EventEnvelope> {
             idempotency_key: None,
             parent: None,
             budget: None,
+            priority: None,
         };
         run(&mut states, which, start, &mut out);
         run(&mut states, which, Command::Advance, &mut out);

@@ -146,6 +146,11 @@ pub struct TaskSpec {
     /// 64 characters without `,`; at most 16).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub requires: Vec<String>,
+    /// For `agent` tasks: its priority, 1 to 10 (10 is leased first), over its
+    /// execution's (`priority` on execute, default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 10)]
+    pub priority: Option<u8>,
 }
 
 /// How a task reacts to its upstream tasks once every one of them is done. A task's
@@ -198,6 +203,7 @@ impl TaskSpec {
             approvers: self.approvers.as_ref(),
             workflow: self.workflow.as_ref(),
             requires: &self.requires,
+            priority: self.priority,
             ..TaskBody::common(
                 self.kind,
                 self.agent_role.as_deref(),
@@ -437,6 +443,9 @@ fn check_body_in(
     }
     if body.kind != TaskKind::Agent && !body.requires.is_empty() {
         return Err(format!("{prefix}requires is only for agent tasks"));
+    }
+    if body.kind != TaskKind::Agent && body.priority.is_some() {
+        return Err(format!("{prefix}priority is only for agent tasks"));
     }
     if body.kind != TaskKind::Switch && (!body.cases.is_empty() || body.default_next.is_some()) {
         return Err(format!(

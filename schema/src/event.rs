@@ -114,6 +114,10 @@ pub enum Event {
         /// of the task itself.
         #[serde(default, skip_serializing_if = "is_false")]
         compensation: bool,
+        /// For an agent task of a priority other than the default 5: its priority (the
+        /// task's, else its execution's), 1 to 10.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        priority: Option<u8>,
     },
     /// An attempt started running (an agent leased it, or a built-in runner began).
     TaskStarted {
@@ -422,6 +426,13 @@ pub enum Event {
         /// The limits.
         budget: crate::usage::Budget,
     },
+    /// The execution was started with a priority other than the default 5 (recorded
+    /// right after its `ExecutionStarted`): its agent tasks are leased before those of
+    /// lower priority in their queues.
+    PrioritySet {
+        /// 1 to 10; 10 is leased first.
+        priority: u8,
+    },
     /// A schedule was created: `workflow_id` starts on `cron` in `timezone`. Stream
     /// `schedule-<id>`.
     ScheduleCreated {
@@ -533,6 +544,7 @@ impl Event {
             Event::SignalReceived { .. } => "SignalReceived",
             Event::UsageRecorded { .. } => "UsageRecorded",
             Event::BudgetSet { .. } => "BudgetSet",
+            Event::PrioritySet { .. } => "PrioritySet",
             Event::ApprovalDecided { .. } => "ApprovalDecided",
             Event::ScheduleCreated { .. } => "ScheduleCreated",
             Event::SchedulePaused {} => "SchedulePaused",

@@ -241,6 +241,7 @@ mod tests {
                 body: Some(json!({"b": 2})),
             }),
             compensation: false,
+            priority: None,
         };
         assert_eq!(count(&mut dispatched), 4);
         assert!(dispatched.has_payload());

@@ -443,6 +443,7 @@ async fn ended_unheard(config: &Config, parent: Uuid, child: Uuid) {
             StartExtra {
                 parent: Some(link),
                 budget: None,
+                priority: None,
             },
         )
         .await

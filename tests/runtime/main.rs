@@ -65,6 +65,7 @@ mod live;
 mod matrix;
 mod outage;
 mod oversized;
+mod priority;
 mod projection;
 mod proxy;
 mod query_params;
@@ -179,6 +180,8 @@ macro_rules! all_scenarios {
                 routing::the_best_scored_waiting_agent_gets_the_task,
                 routing::a_ticket_taken_by_a_worse_agent_is_handed_to_the_best,
                 routing::bad_routing_weights_are_refused,
+                priority::higher_priorities_are_leased_first,
+                priority::bad_priorities_are_refused,
             ]
         );
     };

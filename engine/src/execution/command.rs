@@ -65,6 +65,8 @@ pub enum Command {
         parent: Option<conflux_schema::ParentLink>,
         /// How much its attempts may spend ([`conflux_schema::usage::Budget`]).
         budget: Option<conflux_schema::usage::Budget>,
+        /// Its priority (recorded as `PrioritySet` unless it is the default 5).
+        priority: Option<u8>,
     },
     /// The process-manager step the engine runs after applying any event: schedule and
     /// dispatch what is ready, decide retries, fail, compensate or complete.

@@ -59,6 +59,7 @@ pub fn decide(
             idempotency_key,
             parent,
             budget,
+            priority,
         } => {
             if state.status != ExecutionStatus::NotStarted {
                 return Err(Rejection::AlreadyStarted);
@@ -71,7 +72,13 @@ pub fn decide(
                 parent,
             };
             let budget = budget.map(|budget| Event::BudgetSet { budget });
-            std::iter::once(started).chain(budget).collect()
+            let priority = priority
+                .filter(|p| *p != conflux_schema::kind::DEFAULT_PRIORITY)
+                .map(|priority| Event::PrioritySet { priority });
+            std::iter::once(started)
+                .chain(budget)
+                .chain(priority)
+                .collect()
         }
         Command::Advance => advance(state, now),
         Command::StartTask {

@@ -147,6 +147,11 @@ fn dispatch_at(
     };
     match resolved {
         Ok(Resolved { input, http }) => {
+            let priority = spec
+                .as_ref()
+                .filter(|s| s.kind.runs() == Runs::Agent)
+                .and_then(|s| s.priority.or(state.priority))
+                .filter(|p| *p != conflux_schema::kind::DEFAULT_PRIORITY);
             out.push(Event::TaskDispatched {
                 task_id,
                 attempt,
@@ -154,6 +159,7 @@ fn dispatch_at(
                 deadline: None,
                 http,
                 compensation,
+                priority,
             });
             // A waiting or child attempt starts as it is dispatched (see `waits`).
             let waits = spec

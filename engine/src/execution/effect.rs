@@ -172,6 +172,7 @@ pub fn effects_of(
             input,
             http,
             compensation,
+            priority,
             ..
         } => {
             let task = TaskRef {
@@ -179,7 +180,7 @@ pub fn effects_of(
                 attempt: *attempt,
                 compensation: *compensation,
             };
-            dispatch_effect(workflow, task, input.clone(), http.clone())
+            dispatch_effect(workflow, task, input.clone(), http.clone(), *priority)
                 .into_iter()
                 .collect()
         }
@@ -254,6 +255,7 @@ pub(crate) fn dispatch_effect(
     task: TaskRef,
     input: Value,
     http: Option<HttpSpec>,
+    priority: Option<u8>,
 ) -> Option<Effect> {
     let spec = workflow.body_for(&task.task, task.compensation)?;
     Some(match spec.kind.runs() {
@@ -265,9 +267,9 @@ pub(crate) fn dispatch_effect(
             input,
         },
         Runs::Agent => Effect::EnqueueAgentTask {
-            role: conflux_schema::kind::queue_of(
-                spec.agent_role.unwrap_or_default(),
-                spec.requires,
+            role: conflux_schema::kind::queue_at(
+                &conflux_schema::kind::queue_of(spec.agent_role.unwrap_or_default(), spec.requires),
+                priority.unwrap_or(conflux_schema::kind::DEFAULT_PRIORITY),
             ),
             task,
             input,

@@ -100,6 +100,7 @@ impl ExecutionState {
                 deadline,
                 http,
                 compensation,
+                priority,
             } => {
                 let Some(i) = self.index(task_id) else { return };
                 let Some(t) = self.track_mut(i, *compensation) else {
@@ -111,6 +112,7 @@ impl ExecutionState {
                 t.dispatched = true;
                 t.input = Some(input.clone());
                 t.http = http.clone();
+                t.priority = *priority;
                 if deadline.is_some() {
                     t.deadline = *deadline;
                 }
@@ -394,6 +396,7 @@ impl ExecutionState {
                 self.usage = Some(sum);
             }
             Event::BudgetSet { budget } => self.budget = Some(*budget),
+            Event::PrioritySet { priority } => self.priority = Some(*priority),
             Event::MapExpanded {
                 task_id,
                 attempt,

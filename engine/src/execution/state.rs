@@ -62,6 +62,8 @@ pub struct TaskState {
     pub input: Option<Value>,
     /// The resolved request the current attempt was dispatched with (`http` tasks).
     pub http: Option<HttpSpec>,
+    /// The priority of its dispatched attempt, if not the default.
+    pub priority: Option<u8>,
 }
 
 impl TaskState {
@@ -139,6 +141,8 @@ pub struct ExecutionState {
     pub(crate) usage: Option<conflux_schema::usage::Usage>,
     /// How much it may spend (`BudgetSet`).
     pub(crate) budget: Option<conflux_schema::usage::Budget>,
+    /// Its priority (`PrioritySet`; None: the default 5).
+    pub(crate) priority: Option<u8>,
     pub(crate) status: ExecutionStatus,
     pub(crate) input: Value,
     pub(crate) output: Option<Value>,
@@ -205,6 +209,7 @@ impl ExecutionState {
             parent: None,
             usage: None,
             budget: None,
+            priority: None,
             status: ExecutionStatus::NotStarted,
             input: Value::Null,
             output: None,

@@ -146,7 +146,13 @@ impl ExecutionState {
                     continue;
                 };
                 let input = t.input.clone().unwrap_or(Value::Null);
-                effects.extend(dispatch_effect(&self.workflow, task, input, t.http.clone()));
+                effects.extend(dispatch_effect(
+                    &self.workflow,
+                    task,
+                    input,
+                    t.http.clone(),
+                    t.priority,
+                ));
             }
         }
         effects

@@ -118,6 +118,7 @@ impl Children {
                 StartExtra {
                     parent: Some(link),
                     budget: None,
+                    priority: None,
                 },
             )
             .await

@@ -82,14 +82,17 @@ impl Engine {
                         tracing::error!(execution = %execution, task = %task.task, error = %e, "sealing an agent task's input failed; its deadline will retry it");
                         continue;
                     }
-                    // A task that requires capabilities waits in a queue of its own, which
-                    // pollers of its role with those capabilities read.
+                    // A task that requires capabilities, or of a priority other than
+                    // the default, waits in a queue of its own, which pollers of its role
+                    // (with those capabilities) read.
                     let (agent_role, requires) = conflux_schema::kind::split_queue(&role);
-                    if !requires.is_empty() {
+                    if agent_role != role {
                         if let Err(e) = self.parts.queue.note_queue(tenant, agent_role, &role).await
                         {
                             tracing::warn!(execution = %execution, error = %e, "noting a task queue failed; the ticket may wait until it is noted again");
                         }
+                    }
+                    if !requires.is_empty() {
                         self.warn_if_unroutable(tenant, agent_role, &requires, &task.task)
                             .await;
                     }

@@ -34,23 +34,26 @@ struct Queues {
 }
 
 impl Queues {
-    /// Pops up to `max` tickets from `roles`, always the oldest front among them, so the
-    /// result is oldest first overall (hence per role).
+    /// Pops up to `max` tickets from `roles`, always the front of highest effective
+    /// priority among them (the oldest among equals), so the result is in that order
+    /// overall (hence oldest first per queue).
     fn pop(&mut self, tenant: &str, roles: &[String], max: usize) -> Vec<Ticket> {
         let keys: Vec<(String, String)> = roles
             .iter()
             .map(|r| (tenant.to_owned(), r.clone()))
             .collect();
+        let now = chrono::Utc::now();
         let mut out = Vec::new();
         while out.len() < max {
             let oldest = keys
                 .iter()
                 .filter_map(|k| {
-                    let (seq, _) = self.roles.get(k)?.front()?;
-                    Some((*seq, k))
+                    let (seq, ticket) = self.roles.get(k)?.front()?;
+                    let rank = super::effective_priority(&k.1, ticket.enqueued_at, now);
+                    Some((rank, *seq, k))
                 })
-                .min_by_key(|(seq, _)| *seq)
-                .map(|(_, k)| k);
+                .max_by(|a, b| a.0.total_cmp(&b.0).then(b.1.cmp(&a.1)))
+                .map(|(_, _, k)| k);
             let Some(key) = oldest else { break };
             let Some(queue) = self.roles.get_mut(key) else {
                 break;

@@ -100,6 +100,19 @@ pub fn mailbox_agent(queue: &str) -> Option<Uuid> {
 /// holding tickets are noted ([`TaskQueue::note_queue`]).
 pub const MAILBOXES: &str = "\u{1d}agent:";
 
+/// How long a ticket waits to gain one level of effective priority: a ticket of
+/// priority 1 competes as a fresh one of priority 10 after 90 s, so no priority starves.
+pub const AGING_PER_LEVEL: Duration = Duration::from_secs(10);
+
+/// The priority a ticket waiting in `queue` ([`conflux_schema::kind::queue_at`]) since
+/// `enqueued_at` competes with at `now`: its priority plus one level per
+/// [`AGING_PER_LEVEL`] waited. `take` hands out the highest first, the oldest among
+/// equals.
+pub fn effective_priority(queue: &str, enqueued_at: DateTime<Utc>, now: DateTime<Utc>) -> f64 {
+    let waited = (now - enqueued_at).num_milliseconds().max(0) as f64 / 1000.0;
+    f64::from(conflux_schema::kind::priority_of(queue)) + waited / AGING_PER_LEVEL.as_secs_f64()
+}
+
 fn default_tenant() -> String {
     conflux_schema::access::DEFAULT_TENANT.to_owned()
 }
@@ -157,8 +170,8 @@ pub trait TaskQueue: Send + Sync + 'static {
     /// Adds a ticket to its tenant's queue of its role.
     async fn enqueue(&self, ticket: &Ticket) -> Result<(), QueueError>;
 
-    /// Takes up to `max` tickets from any of `tenant`'s queues of `roles`, oldest first
-    /// per role, waiting up
+    /// Takes up to `max` tickets from any of `tenant`'s queues of `roles`, highest
+    /// [`effective_priority`] first (oldest first among equals, hence per queue), waiting up
     /// to `wait` for the first one. A taken ticket is removed for every other poller (it
     /// is acknowledged as it is taken: the lease, recorded in the event log, is what
     /// protects it afterwards). Returns an empty list when nothing came within `wait`;

@@ -151,12 +151,14 @@ impl RedisTaskQueue {
         }
     }
 
-    /// The keys of `roles`, without duplicates, in the order given.
-    fn keys(&self, tenant: &str, roles: &[String]) -> Vec<String> {
-        let mut keys: Vec<String> = roles.iter().map(|r| self.key(tenant, r)).collect();
+    /// The keys of `roles`, without duplicates, in the order given, each with its queue.
+    fn keys<'r>(&self, tenant: &str, roles: &'r [String]) -> (Vec<String>, Vec<&'r str>) {
         let mut seen = std::collections::HashSet::new();
-        keys.retain(|k| seen.insert(k.clone()));
-        keys
+        roles
+            .iter()
+            .map(|r| (self.key(tenant, r), r.as_str()))
+            .filter(|(k, _)| seen.insert(k.clone()))
+            .unzip()
     }
 
     fn idle(&self) -> MutexGuard<'_, Vec<MultiplexedConnection>> {
@@ -287,21 +289,35 @@ impl RedisTaskQueue {
         }
     }
 
-    /// Keeps the oldest `max` of `reads`, acknowledging and deleting them, and hands the
-    /// rest back; returns the tickets whose acknowledgement this take won.
+    /// Keeps the first `max` of `reads` by effective priority (the queue of `keys[i]` is
+    /// `queues[i]`; a ticket's age is since its `enqueued_at`), oldest first among
+    /// equals, acknowledging and deleting them, and hands the rest back; returns the
+    /// tickets whose acknowledgement this take won.
     async fn settle(
         &self,
         keys: &[String],
-        mut reads: Vec<Read>,
+        queues: &[&str],
+        reads: Vec<Read>,
         max: usize,
     ) -> Result<Vec<Ticket>, QueueError> {
         if reads.is_empty() {
             return Ok(Vec::new());
         }
-        reads.sort_by_key(|r| parse_id(&r.entry.id));
-        let excess = reads.split_off(max.min(reads.len()));
+        let now = chrono::Utc::now();
+        let mut ranked: Vec<(f64, (u64, u64), Read, Option<Ticket>)> = reads
+            .into_iter()
+            .map(|read| {
+                let ticket = decode(&read.entry);
+                let queue = queues.get(read.key).copied().unwrap_or_default();
+                let at = ticket.as_ref().map_or(now, |t| t.enqueued_at);
+                let rank = super::effective_priority(queue, at, now);
+                (rank, parse_id(&read.entry.id), read, ticket)
+            })
+            .collect();
+        ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let excess = ranked.split_off(max.min(ranked.len()));
         let mut pipe = redis::pipe();
-        for read in &reads {
+        for (_, _, read, _) in &ranked {
             let key = &keys[read.key];
             let id = [&read.entry.id];
             pipe.xack(key, GROUP, &id).xdel(key, &id);
@@ -311,8 +327,8 @@ impl RedisTaskQueue {
         for (index, key) in keys.iter().enumerate() {
             let ids: Vec<&String> = excess
                 .iter()
-                .filter(|r| r.key == index)
-                .map(|r| &r.entry.id)
+                .filter(|(_, _, r, _)| r.key == index)
+                .map(|(_, _, r, _)| &r.entry.id)
                 .collect();
             if !ids.is_empty() {
                 let opts = StreamClaimOptions::default().idle(idle).with_justid();
@@ -324,11 +340,11 @@ impl RedisTaskQueue {
         let settled = pipe.query_async::<Vec<Value>>(&mut conn);
         let replies = bounded(settled, RESPONSE_TIMEOUT).await?.map_err(map_err)?;
         // An entry whose XACK answered 0 went to another take, which acknowledged it first.
-        Ok(reads
-            .iter()
+        Ok(ranked
+            .into_iter()
             .enumerate()
             .filter(|(i, _)| replies.get(2 * i) == Some(&Value::Int(1)))
-            .filter_map(|(_, read)| decode(&read.entry))
+            .filter_map(|(_, (_, _, _, ticket))| ticket)
             .collect())
     }
 }
@@ -363,7 +379,7 @@ impl TaskQueue for RedisTaskQueue {
             return Ok(Vec::new());
         }
         let deadline = Instant::now() + wait;
-        let keys = self.keys(tenant, roles);
+        let (keys, queues) = self.keys(tenant, roles);
         if keys.is_empty() {
             tokio::time::sleep_until(deadline).await;
             return Ok(Vec::new());
@@ -374,7 +390,7 @@ impl TaskQueue for RedisTaskQueue {
                 let block_until = reads.is_empty().then_some(deadline);
                 reads.extend(self.read_new(&keys, max - reads.len(), block_until).await?);
             }
-            let taken = self.settle(&keys, reads, max).await?;
+            let taken = self.settle(&keys, &queues, reads, max).await?;
             // Empty with time left: every entry read went to a concurrent take.
             if !taken.is_empty() || Instant::now() >= deadline {
                 return Ok(taken);

@@ -39,6 +39,7 @@ fn start_with(budget: Budget) -> Command {
         idempotency_key: None,
         parent: None,
         budget: Some(budget),
+        priority: None,
     }
 }
 

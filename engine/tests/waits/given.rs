@@ -164,6 +164,7 @@ pub(crate) fn dispatched(task: &str, attempt: u32, input: Value) -> Event {
         deadline: None,
         http: None,
         compensation: false,
+        priority: None,
     }
 }
 

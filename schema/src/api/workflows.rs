@@ -115,6 +115,12 @@ pub struct ExecuteRequest {
     /// either limit the execution stops dispatching and fails with `budget_exceeded`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<crate::usage::Budget>,
+    /// 1 to 10 (default 5): its agent tasks are leased before those of lower priority
+    /// in the same queue (a task's own `priority` wins); waiting raises a task's
+    /// effective priority by one level per 10 s, so the lowest is never starved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 10)]
+    pub priority: Option<u8>,
 }
 
 /// An execution that was started (or found again by its `Idempotency-Key`).

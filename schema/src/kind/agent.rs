@@ -30,6 +30,9 @@ fn check(body: &TaskBody<'_>, prefix: &str) -> Result<(), String> {
     for capability in body.requires {
         check_capability(capability).map_err(|e| format!("{prefix}requires: {e}"))?;
     }
+    if let Some(priority) = body.priority {
+        check_priority(priority).map_err(|e| format!("{prefix}{e}"))?;
+    }
     Ok(())
 }
 
@@ -67,8 +70,46 @@ pub fn queue_of(role: &str, requires: &[String]) -> String {
     format!("{role}{QUEUE_SEPARATOR}{}", caps.join(","))
 }
 
-/// The role and the required capabilities a queue name (of [`queue_of`]) stands for.
+/// The priority of work nobody gave one.
+pub const DEFAULT_PRIORITY: u8 = 5;
+
+/// The separator between a queue and its priority in the name of a queue of a priority
+/// other than [`DEFAULT_PRIORITY`] (a control character, like [`QUEUE_SEPARATOR`]).
+const PRIORITY_SEPARATOR: char = '\u{1e}';
+
+/// Why `priority` is not one: it must be 1 to 10 (10 is leased first).
+pub fn check_priority(priority: u8) -> Result<(), String> {
+    if (1..=10).contains(&priority) {
+        Ok(())
+    } else {
+        Err(format!("priority must be 1 to 10, got {priority}"))
+    }
+}
+
+/// The queue of work of `priority` of queue `queue` ([`queue_of`]): `queue` itself at
+/// the default priority, else `queue␞<priority>`.
+pub fn queue_at(queue: &str, priority: u8) -> String {
+    if priority == DEFAULT_PRIORITY {
+        queue.to_owned()
+    } else {
+        format!("{queue}{PRIORITY_SEPARATOR}{priority}")
+    }
+}
+
+/// The priority of the work in queue `queue` ([`queue_at`]).
+pub fn priority_of(queue: &str) -> u8 {
+    queue
+        .rsplit_once(PRIORITY_SEPARATOR)
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap_or(DEFAULT_PRIORITY)
+}
+
+/// The role and the required capabilities a queue name (of [`queue_of`], perhaps of a
+/// priority, [`queue_at`]) stands for.
 pub fn split_queue(queue: &str) -> (&str, Vec<&str>) {
+    let queue = queue
+        .split_once(PRIORITY_SEPARATOR)
+        .map_or(queue, |(q, _)| q);
     match queue.split_once(QUEUE_SEPARATOR) {
         Some((role, caps)) => (role, caps.split(',').collect()),
         None => (queue, Vec::new()),
@@ -78,6 +119,17 @@ pub fn split_queue(queue: &str) -> (&str, Vec<&str>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn queues_of_a_priority_keep_their_role_and_requirements() {
+        let q = queue_at(&queue_of("r", &["gpu".into()]), 9);
+        assert_eq!(split_queue(&q), ("r", vec!["gpu"]));
+        assert_eq!((priority_of(&q), priority_of("r")), (9, DEFAULT_PRIORITY));
+        assert_eq!(queue_at("r", DEFAULT_PRIORITY), "r");
+        assert_eq!(split_queue(&queue_at("r", 1)), ("r", vec![]));
+        assert!(check_priority(0).is_err() && check_priority(11).is_err());
+        assert!(check_priority(1).is_ok() && check_priority(10).is_ok());
+    }
 
     #[test]
     fn queues_name_their_role_and_sorted_requirements() {

@@ -19,7 +19,10 @@ mod sleep;
 pub mod switch;
 mod workflow;
 
-pub use agent::{check_capability, queue_of, split_queue, MAX_REQUIRES};
+pub use agent::{
+    check_capability, check_priority, priority_of, queue_at, queue_of, split_queue,
+    DEFAULT_PRIORITY, MAX_REQUIRES,
+};
 pub use approval::Approvers;
 pub use signal::check_signal_name;
 pub use workflow::ChildWorkflow;
@@ -186,6 +189,8 @@ pub struct TaskBody<'a> {
     /// For `agent`: the capabilities an agent must have to take it (empty for every
     /// other kind and for compensations and map items).
     pub requires: &'a [String],
+    /// For `agent`: its priority (1 to 10), if it sets one over its execution's.
+    pub priority: Option<u8>,
 }
 
 impl KindRules {
@@ -234,6 +239,7 @@ impl<'a> TaskBody<'a> {
             approvers: None,
             workflow: None,
             requires: &[],
+            priority: None,
         }
     }
 }

@@ -100,6 +100,9 @@ fn decode(entry: &StreamId) -> Option<Ticket> {
     }
 }
 
+/// A read with its effective priority, its id as a sortable pair and its ticket.
+type Ranked = (f64, (u64, u64), Read, Option<Ticket>);
+
 /// One entry read from the stream `keys[key]`.
 struct Read {
     key: usize,
@@ -304,7 +307,7 @@ impl RedisTaskQueue {
             return Ok(Vec::new());
         }
         let now = chrono::Utc::now();
-        let mut ranked: Vec<(f64, (u64, u64), Read, Option<Ticket>)> = reads
+        let mut ranked: Vec<Ranked> = reads
             .into_iter()
             .map(|read| {
                 let ticket = decode(&read.entry);

@@ -41,6 +41,7 @@ pub mod execution;
 pub mod executor;
 pub mod queue;
 pub mod quota;
+pub mod rate;
 mod redis_conn;
 pub mod relay;
 pub mod runner;

@@ -372,6 +372,7 @@ fn a_chain_runs_task_after_task_and_completes_with_the_sink_outputs() {
             http: None,
             sleep_ms: None,
             timeout: None,
+            rate_limit: None,
         }])
         .then_events(run("a", 1))
         .when(Command::Advance)
@@ -458,6 +459,7 @@ fn references_resolve_at_dispatch_and_keep_json_types() {
             role: "picker".into(),
             task: r("a", 1),
             input: a_input.clone(),
+            rate_limit: None,
         }])
         .then_events([scheduled("a", 1), dispatched("a", 1, a_input.clone())]);
     assert_eq!(g.task("a").input, Some(a_input));
@@ -476,6 +478,7 @@ fn references_resolve_at_dispatch_and_keep_json_types() {
             http: Some(resolved.clone()),
             sleep_ms: None,
             timeout: None,
+            rate_limit: None,
         }])
         .then_events([
             scheduled("b", 1),
@@ -1185,7 +1188,8 @@ fn replay_rebuilds_the_state_and_ignores_duplicate_deliveries() {
         [Effect::EnqueueAgentTask {
             role: "w".into(),
             task: r("a", 1),
-            input: Value::Null
+            input: Value::Null,
+            rate_limit: None,
         }]
     );
 }

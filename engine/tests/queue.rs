@@ -97,6 +97,7 @@ queue_suite!(redis: crate::Redis, local: crate::Local; [
     waiting_agents_are_listed_until_they_stop_or_expire,
     held_counts_leases_not_reservations,
     higher_priority_is_taken_first_and_waiting_lifts_the_lowest,
+    rate_tokens_come_at_their_rate_per_bucket,
 ]);
 
 const NO_WAIT: Duration = Duration::ZERO;
@@ -113,6 +114,7 @@ fn ticket(role: &str, n: usize) -> Ticket {
         role: role.to_owned(),
         input: serde_json::json!({ "n": n, "role": role }),
         enqueued_at: Utc::now(),
+        rate_limit: None,
         routing: None,
         routed_from: None,
     }
@@ -548,4 +550,37 @@ async fn higher_priority_is_taken_first_and_waiting_lifts_the_lowest(q: Arc<dyn 
     assert_eq!(taken, vec![aged]);
     let taken = q.take(T, &queues, 1, NO_WAIT).await.expect("take");
     assert_eq!(taken, vec![fresh]);
+}
+
+async fn rate_tokens_come_at_their_rate_per_bucket(q: Arc<dyn TaskQueue>) {
+    let interval = Duration::from_millis(200);
+    for _ in 0..2 {
+        assert_eq!(
+            q.take_token(T, "api", interval, 2).await.expect("token"),
+            None
+        );
+    }
+    let wait = q
+        .take_token(T, "api", interval, 2)
+        .await
+        .expect("token")
+        .expect("the burst is spent");
+    assert!(wait > Duration::ZERO && wait <= interval, "{wait:?}");
+    assert_eq!(
+        q.take_token(T, "other", interval, 2).await.expect("token"),
+        None,
+        "buckets are apart"
+    );
+    assert_eq!(
+        q.take_token("acme", "api", interval, 2)
+            .await
+            .expect("token"),
+        None,
+        "tenants are apart"
+    );
+    tokio::time::sleep(wait).await;
+    assert_eq!(
+        q.take_token(T, "api", interval, 2).await.expect("token"),
+        None
+    );
 }

@@ -81,6 +81,27 @@ pub fn evaluate(
     }
 }
 
+/// Evaluates `expression` over `input` alone (a rate limit's key, see
+/// [`crate::rate_limit`]): a string is the key as it is, a number or a boolean its text;
+/// anything else, or a failure (a missing field), is an error.
+pub fn evaluate_key(expression: &str, input: &Value) -> Result<String, String> {
+    let program = compile(expression)?;
+    let mut context = Context::default();
+    context.add_variable_from_value("input", to_cel(input));
+    match program.execute(&context) {
+        Ok(Cel::String(s)) => Ok(s.to_string()),
+        Ok(Cel::Int(i)) => Ok(i.to_string()),
+        Ok(Cel::UInt(u)) => Ok(u.to_string()),
+        Ok(Cel::Float(f)) => Ok(f.to_string()),
+        Ok(Cel::Bool(b)) => Ok(b.to_string()),
+        Ok(other) => Err(format!(
+            "`{expression}` gave {}, not a string or a number",
+            describe(&other)
+        )),
+        Err(e) => Err(format!("`{expression}` failed: {e}")),
+    }
+}
+
 /// Collects the task names an expression reads (into `names`, each once) and enforces
 /// the rules of [`check`]; `depth` is how many comprehensions enclose `e`.
 fn walk(e: &IdedExpr, depth: usize, names: &mut Vec<String>) -> Result<(), String> {

@@ -151,6 +151,10 @@ pub struct TaskSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, maximum = 10)]
     pub priority: Option<u8>,
+    /// For `agent`, `http` and `sleep` tasks: a rate limit each attempt waits for
+    /// before it starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<crate::rate_limit::RateLimit>,
 }
 
 /// How a task reacts to its upstream tasks once every one of them is done. A task's
@@ -204,6 +208,7 @@ impl TaskSpec {
             workflow: self.workflow.as_ref(),
             requires: &self.requires,
             priority: self.priority,
+            rate_limit: self.rate_limit.as_ref(),
             ..TaskBody::common(
                 self.kind,
                 self.agent_role.as_deref(),
@@ -310,6 +315,10 @@ pub struct CompensationSpec {
     /// Start-to-close limit of one attempt, in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_seconds: Option<u64>,
+    /// For `agent`, `http` and `sleep`: a rate limit each attempt waits for before it
+    /// starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<crate::rate_limit::RateLimit>,
 }
 
 impl CompensationSpec {
@@ -320,7 +329,7 @@ impl CompensationSpec {
 
     /// The fields one attempt of the compensation runs.
     pub fn body(&self) -> TaskBody<'_> {
-        TaskBody::common(
+        let common = TaskBody::common(
             self.kind,
             self.agent_role.as_deref(),
             &self.input,
@@ -328,7 +337,11 @@ impl CompensationSpec {
             self.sleep_ms,
             self.retry.as_ref(),
             self.timeout_seconds,
-        )
+        );
+        TaskBody {
+            rate_limit: self.rate_limit.as_ref(),
+            ..common
+        }
     }
 }
 
@@ -446,6 +459,17 @@ fn check_body_in(
     }
     if body.kind != TaskKind::Agent && body.priority.is_some() {
         return Err(format!("{prefix}priority is only for agent tasks"));
+    }
+    if let Some(limit) = body.rate_limit {
+        if !matches!(
+            body.kind,
+            TaskKind::Agent | TaskKind::Http | TaskKind::Sleep
+        ) {
+            return Err(format!(
+                "{prefix}rate_limit is only for agent, http and sleep tasks"
+            ));
+        }
+        limit.check().map_err(|e| format!("{prefix}{e}"))?;
     }
     if body.kind != TaskKind::Switch && (!body.cases.is_empty() || body.default_next.is_some()) {
         return Err(format!(

@@ -12,6 +12,7 @@
 //! - [`validate`]: turning a definition into a `ValidatedWorkflow` (petgraph), or a typed 422 error.
 //! - [`payload`]: which fields of an event are the customer's data, and their sealed and redacted forms.
 //! - [`quota`]: the per-tenant quotas, their names and limits.
+//! - [`rate_limit`]: task rate limits: their keys and the GCRA arithmetic.
 //! - [`routing`]: capability-scored routing's weights and the record of each choice.
 //! - [`schedule`]: schedules' overlap and catch-up policies, statuses and tick outcomes.
 //! - [`status`]: the statuses of executions and tasks, as API.md spells them.
@@ -31,6 +32,7 @@ pub mod ids;
 pub mod kind;
 pub mod payload;
 pub mod quota;
+pub mod rate_limit;
 pub mod reference;
 pub mod routing;
 pub mod schedule;

@@ -70,6 +70,7 @@ mod projection;
 mod proxy;
 mod query_params;
 mod quotas;
+mod rates;
 mod raw_scan;
 mod revocation;
 mod routing;
@@ -182,6 +183,8 @@ macro_rules! all_scenarios {
                 routing::bad_routing_weights_are_refused,
                 priority::higher_priorities_are_leased_first,
                 priority::bad_priorities_are_refused,
+                rates::agent_leases_wait_for_their_tokens,
+                rates::bad_rate_limits_are_refused,
             ]
         );
     };
@@ -449,6 +452,24 @@ async fn embedded_configured_quota_defaults_apply_until_overridden() {
     })
     .await;
     quotas::configured_defaults_apply_until_overridden(&server).await;
+    server.stop().await;
+}
+
+/// A rate limit holds across both engines of one store (Postgres + Redis), and within
+/// the one embedded engine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_redis_a_rate_limit_holds_across_every_engine() {
+    let first = harness::TestServer::start(harness::Mode::PostgresRedis).await;
+    let second = first.join().await;
+    rates::a_rate_limit_holds_across_every_engine(&first, Some(&second)).await;
+    second.stop().await;
+    first.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_a_rate_limit_holds() {
+    let server = harness::TestServer::start(harness::Mode::Embedded).await;
+    rates::a_rate_limit_holds_across_every_engine(&server, None).await;
     server.stop().await;
 }
 

@@ -274,10 +274,21 @@ impl Agents {
         if let Err(e) = self.codec.open_json(execution_id, &mut ticket.input).await {
             return Err(AgentError::Unavailable(e.to_string()));
         }
-        let input = match self.reveal(meta.tenant(), &ticket).await {
-            Ok(input) => Ok(input),
-            Err(e) if e.retryable() => return Err(AgentError::Unavailable(e.to_string())),
-            Err(e) => Err(e.to_string()),
+        // A rate-limited task starts once it has its token; a key that cannot be
+        // computed fails the attempt for good, as an input that cannot be revealed does.
+        let gate = match &ticket.rate_limit {
+            Some(limit) => {
+                crate::rate::await_token(&*self.queue, meta.tenant(), limit, &ticket.input).await
+            }
+            None => Ok(()),
+        };
+        let input = match gate {
+            Err(e) => Err(e),
+            Ok(()) => match self.reveal(meta.tenant(), &ticket).await {
+                Ok(input) => Ok(input),
+                Err(e) if e.retryable() => return Err(AgentError::Unavailable(e.to_string())),
+                Err(e) => Err(e.to_string()),
+            },
         };
         let lease_id = Uuid::now_v7();
         let command = Command::StartTask {

@@ -76,6 +76,9 @@ pub enum Effect {
         sleep_ms: Option<u64>,
         /// The attempt's start-to-close limit, if any.
         timeout: Option<Duration>,
+        /// The task's rate limit: the attempt takes a token before it starts (and is
+        /// then not started by the decision that dispatched it, but when it has one).
+        rate_limit: Option<conflux_schema::rate_limit::RateLimit>,
     },
     /// Put the attempt on the queue `role`: its agent role, or (for a task with
     /// `requires`) the role with its required capabilities
@@ -87,6 +90,8 @@ pub enum Effect {
         task: TaskRef,
         /// The resolved input.
         input: Value,
+        /// The task's rate limit: the lease takes a token before it starts.
+        rate_limit: Option<conflux_schema::rate_limit::RateLimit>,
     },
     /// Arm a timer (idempotent: arming an equal timer twice fires it once or twice,
     /// both harmless).
@@ -273,6 +278,7 @@ pub(crate) fn dispatch_effect(
             ),
             task,
             input,
+            rate_limit: spec.rate_limit.cloned(),
         },
         Runs::Builtin => Effect::RunBuiltin {
             task,
@@ -281,6 +287,7 @@ pub(crate) fn dispatch_effect(
             http: http.or_else(|| spec.http.cloned()),
             sleep_ms: spec.sleep_ms,
             timeout: spec.timeout(),
+            rate_limit: spec.rate_limit.cloned(),
         },
     })
 }

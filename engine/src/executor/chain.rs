@@ -74,7 +74,12 @@ fn link(
         .effects
         .iter()
         .filter_map(|e| match e {
-            Effect::RunBuiltin { task, .. } => Some(Command::StartTask {
+            // A rate-limited attempt starts when it has its token (`effects`).
+            Effect::RunBuiltin {
+                task,
+                rate_limit: None,
+                ..
+            } => Some(Command::StartTask {
                 task: task.clone(),
                 agent_id: None,
                 lease_id: None,

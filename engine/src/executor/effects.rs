@@ -36,15 +36,43 @@ impl Engine {
                     http,
                     sleep_ms,
                     timeout,
+                    rate_limit,
                 } => {
                     if !self.running.insert((execution, task.clone())) {
                         continue;
                     }
                     let runner = self.parts.runner.clone();
                     let secrets = self.parts.secrets.clone();
+                    let queue = self.parts.queue.clone();
                     let tenant = tenant.to_owned();
                     let results = self.results_tx.clone();
                     tokio::spawn(async move {
+                        // A rate-limited attempt starts once it has its token: the
+                        // decision that dispatched it did not start it.
+                        if let Some(limit) = &rate_limit {
+                            let start =
+                                match crate::rate::await_token(&*queue, &tenant, limit, &input)
+                                    .await
+                                {
+                                    Ok(()) => Command::StartTask {
+                                        task: task.clone(),
+                                        agent_id: None,
+                                        lease_id: None,
+                                        routing: None,
+                                    },
+                                    Err(error) => Command::FailTask {
+                                        task: task.clone(),
+                                        error,
+                                        retryable: false,
+                                        usage: None,
+                                    },
+                                };
+                            let failed = matches!(start, Command::FailTask { .. });
+                            let _ = results.send((execution, start));
+                            if failed {
+                                return;
+                            }
+                        }
                         let builtin = Builtin {
                             kind,
                             input: &input,
@@ -71,6 +99,7 @@ impl Engine {
                     role,
                     task,
                     mut input,
+                    rate_limit,
                 } => {
                     // The queue (Redis) holds the input as stored: sealed.
                     if let Err(e) = self
@@ -96,7 +125,10 @@ impl Engine {
                         self.warn_if_unroutable(tenant, agent_role, &requires, &task.task)
                             .await;
                     }
-                    let ticket = Ticket::for_attempt(execution, tenant, &task, role, input);
+                    let ticket = Ticket {
+                        rate_limit,
+                        ..Ticket::for_attempt(execution, tenant, &task, role, input)
+                    };
                     if let Err(e) = self.parts.queue.enqueue(&ticket).await {
                         // The attempt's deadline (if any) retries it; log loudly.
                         tracing::error!(execution = %execution, task = %ticket.task_id, error = %e, "enqueueing an agent task failed");
@@ -224,6 +256,8 @@ pub(super) fn running_builtins(state: &ExecutionState) -> Vec<Effect> {
                 http: t.http.clone(),
                 sleep_ms: body.sleep_ms,
                 timeout: body.timeout(),
+                // Running already: it took its token before it started.
+                rate_limit: None,
             });
         }
     }

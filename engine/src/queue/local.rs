@@ -27,6 +27,8 @@ struct Queues {
     slots: HashMap<uuid::Uuid, HashMap<String, chrono::DateTime<chrono::Utc>>>,
     /// Each agent's results.
     stats: HashMap<uuid::Uuid, super::AgentStats>,
+    /// Rate-limit buckets, by tenant and bucket name.
+    buckets: HashMap<String, conflux_schema::rate_limit::Buckets>,
     /// The agents waiting for work in a poll, per tenant, and until when.
     waiting: HashMap<String, HashMap<uuid::Uuid, chrono::DateTime<chrono::Utc>>>,
     /// The queues with required capabilities of each (tenant, role).
@@ -245,6 +247,25 @@ impl TaskQueue for LocalTaskQueue {
             }
         }
         Ok(())
+    }
+
+    async fn take_token(
+        &self,
+        tenant: &str,
+        bucket: &str,
+        interval: Duration,
+        burst: u32,
+    ) -> Result<Option<Duration>, QueueError> {
+        let now = u64::try_from(chrono::Utc::now().timestamp_micros()).unwrap_or(0);
+        let interval = u64::try_from(interval.as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let mut queues = self.lock();
+        let buckets = queues.buckets.entry(tenant.to_owned()).or_default();
+        Ok(buckets
+            .take(bucket, now, interval, burst)
+            .err()
+            .map(Duration::from_micros))
     }
 
     async fn agent_waiting(

@@ -49,6 +49,9 @@ pub struct Ticket {
     pub input: serde_json::Value,
     /// When the engine enqueued the ticket (for schedule-to-start metrics).
     pub enqueued_at: DateTime<Utc>,
+    /// The task's rate limit: the lease takes a token before it starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<conflux_schema::rate_limit::RateLimit>,
     /// Set when a poll routed the ticket to another, better scored agent: the ticket
     /// then waits in that agent's [`mailbox_of`], and its lease records this choice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -78,6 +81,7 @@ impl Ticket {
             role,
             input,
             enqueued_at: Utc::now(),
+            rate_limit: None,
             routing: None,
             routed_from: None,
         }
@@ -262,6 +266,18 @@ pub trait TaskQueue: Send + Sync + 'static {
         agent: uuid::Uuid,
         until: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Result<(), QueueError>;
+
+    /// Takes a token of `tenant`'s rate-limit bucket `bucket`, whose tokens come
+    /// `interval` apart with at most `burst` banked ([`conflux_schema::rate_limit::gcra`]):
+    /// None when granted, else how long until one is. Shared by every server of the
+    /// store, on one clock (Redis's).
+    async fn take_token(
+        &self,
+        tenant: &str,
+        bucket: &str,
+        interval: Duration,
+        burst: u32,
+    ) -> Result<Option<Duration>, QueueError>;
 
     /// The agents of `tenant` waiting for work now.
     async fn agents_waiting(&self, tenant: &str) -> Result<Vec<uuid::Uuid>, QueueError>;

@@ -496,6 +496,16 @@ impl TaskQueue for RedisTaskQueue {
         self.fleet_agent_stats(agent).await
     }
 
+    async fn take_token(
+        &self,
+        tenant: &str,
+        bucket: &str,
+        interval: Duration,
+        burst: u32,
+    ) -> Result<Option<Duration>, QueueError> {
+        self.fleet_take_token(tenant, bucket, interval, burst).await
+    }
+
     async fn agent_waiting(
         &self,
         tenant: &str,

@@ -236,6 +236,54 @@ impl RedisTaskQueue {
         Ok(out)
     }
 
+    /// The key of `tenant`'s rate-limit bucket `bucket`.
+    fn bucket_key(&self, tenant: &str, bucket: &str) -> String {
+        format!(
+            "{}rate:{}:{}",
+            self.prefix,
+            hex::encode(tenant),
+            hex::encode(bucket)
+        )
+    }
+
+    pub(super) async fn fleet_take_token(
+        &self,
+        tenant: &str,
+        bucket: &str,
+        interval: Duration,
+        burst: u32,
+    ) -> Result<Option<Duration>, QueueError> {
+        // GCRA on Redis's clock (microseconds; exact in a double up to 2^53), so every
+        // engine shares one bucket and one time. The key expires when the bucket is full
+        // again.
+        const TAKE: &str = "local t = redis.call('TIME') \
+            local now = tonumber(t[1]) * 1000000 + tonumber(t[2]) \
+            local interval = tonumber(ARGV[1]) \
+            local tat = tonumber(redis.call('GET', KEYS[1]) or now) \
+            if tat < now then tat = now end \
+            local new_tat = tat + interval \
+            local allowed_at = new_tat - interval * tonumber(ARGV[2]) \
+            if allowed_at <= now then \
+              local ttl = math.floor((new_tat - now) / 1000) + 1 \
+              redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', ttl) \
+              return 0 \
+            end \
+            return allowed_at - now";
+        let mut conn = self.conn.clone();
+        let script = redis::Script::new(TAKE);
+        let mut call = script.prepare_invoke();
+        call.key(self.bucket_key(tenant, bucket))
+            .arg(
+                u64::try_from(interval.as_micros())
+                    .unwrap_or(u64::MAX)
+                    .max(1),
+            )
+            .arg(burst.max(1));
+        let wait = call.invoke_async::<i64>(&mut conn);
+        let wait = bounded(wait, RESPONSE_TIMEOUT).await?.map_err(map_err)?;
+        Ok((wait > 0).then(|| Duration::from_micros(wait.unsigned_abs())))
+    }
+
     pub(super) async fn fleet_agent_waiting(
         &self,
         tenant: &str,

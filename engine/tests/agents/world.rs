@@ -138,7 +138,10 @@ impl World {
             .await
             .expect("advance");
         for effect in advanced.decision.effects {
-            if let Effect::EnqueueAgentTask { role, task, input } = effect {
+            if let Effect::EnqueueAgentTask {
+                role, task, input, ..
+            } = effect
+            {
                 let ticket = Ticket::for_attempt(execution_id, caller.tenant(), &task, role, input);
                 self.queue.enqueue(&ticket).await.expect("enqueue");
             }

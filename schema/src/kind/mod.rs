@@ -191,6 +191,8 @@ pub struct TaskBody<'a> {
     pub requires: &'a [String],
     /// For `agent`: its priority (1 to 10), if it sets one over its execution's.
     pub priority: Option<u8>,
+    /// For `agent`, `http`, `sleep`: the rate limit its attempts wait for.
+    pub rate_limit: Option<&'a crate::rate_limit::RateLimit>,
 }
 
 impl KindRules {
@@ -240,6 +242,7 @@ impl<'a> TaskBody<'a> {
             workflow: None,
             requires: &[],
             priority: None,
+            rate_limit: None,
         }
     }
 }

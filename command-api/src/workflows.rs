@@ -232,7 +232,14 @@ pub async fn execute(
         )
         .await
     {
-        Ok(_) => Ok((StatusCode::ACCEPTED, Json(response))),
+        // `queued` when its concurrency key has no free slot.
+        Ok(recorded) => Ok((
+            StatusCode::ACCEPTED,
+            Json(ExecutionAccepted {
+                status: recorded.state.status(),
+                ..response
+            }),
+        )),
         // The key was used before: same execution, nothing new started.
         Err(CommandError::Rejected(Rejection::AlreadyStarted)) if key.is_some() => {
             let status = ctx

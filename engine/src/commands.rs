@@ -32,6 +32,10 @@ pub enum CommandError {
     /// of an agent role it does not serve).
     #[error("{0}")]
     Forbidden(String),
+    /// The request cannot be carried out as given (e.g. an input its workflow's
+    /// concurrency key cannot be computed from).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// What a start may add to an execution beyond its input and idempotency key.
@@ -156,6 +160,10 @@ impl ExecutionCommands {
             .get_in(metadata.tenant(), workflow_id)
             .await?
             .ok_or_else(|| CommandError::NotFound(format!("workflow {workflow_id}")))?;
+        let concurrency_key = match &workflow.definition().concurrency {
+            Some(limit) => Some(limit.key_for(&input).map_err(CommandError::Invalid)?),
+            None => None,
+        };
         let state = ExecutionState::new(workflow);
         let command = Command::Start {
             execution_id,
@@ -165,13 +173,29 @@ impl ExecutionCommands {
             parent,
             budget,
             priority,
+            concurrency_key,
         };
         let decision = decide(&state, command, Utc::now())?;
         let stream = StreamId::execution(execution_id);
         let events = into_new(&decision, &metadata);
         match self.store.append(&stream, 0, events).await {
             Ok(events) => {
-                let state = events.iter().fold(state, crate::execution::evolve);
+                let mut state = events.iter().fold(state, crate::execution::evolve);
+                if state.status() == crate::execution::ExecutionStatus::Queued {
+                    // Queued for a slot of its key: claim one now (a failure is left
+                    // to the engine's sweep, which claims again).
+                    let slots = crate::concurrency::ConcurrencySlots::new(self.clone());
+                    match slots.claim(&state, &metadata).await {
+                        Ok(()) => {
+                            if let Some((now, _)) = self.load(execution_id).await? {
+                                state = now;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(execution = %execution_id, error = %e, "claiming a concurrency slot failed; the engine's sweep claims again");
+                        }
+                    }
+                }
                 Ok(Recorded {
                     state,
                     events,

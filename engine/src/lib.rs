@@ -36,6 +36,7 @@ pub mod agents;
 pub mod bus;
 pub mod catalog;
 pub mod commands;
+pub mod concurrency;
 pub mod crypto;
 pub mod execution;
 pub mod executor;

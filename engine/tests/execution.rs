@@ -22,6 +22,8 @@ use uuid::Uuid;
 mod budget;
 #[path = "execution/children.rs"]
 mod children;
+#[path = "execution/concurrency.rs"]
+mod concurrency;
 #[path = "execution/control_flow.rs"]
 mod control_flow;
 #[path = "execution/map.rs"]
@@ -337,6 +339,7 @@ fn start_is_only_accepted_once() {
         parent: None,
         budget: None,
         priority: None,
+        concurrency_key: None,
     };
     let g = given(&wf, [])
         .when(Command::Advance)
@@ -1070,6 +1073,7 @@ fn the_workflow_deadline_fails_the_execution() {
         parent: None,
         budget: None,
         priority: None,
+        concurrency_key: None,
     };
     let g = given(&wf, [])
         .when(start)
@@ -1667,6 +1671,7 @@ fn simulate(n: usize, seed: u64, compensate: bool) -> (usize, usize) {
         parent: None,
         budget,
         priority: None,
+        concurrency_key: None,
     })
     .expect("start");
     for step in 0..100_000 {

@@ -183,6 +183,7 @@ impl From<conflux_engine::commands::CommandError> for ApiError {
             CommandError::Forbidden(why) => {
                 Self::new(axum::http::StatusCode::FORBIDDEN, "forbidden", why)
             }
+            CommandError::Invalid(why) => Self::invalid_request(why),
         }
     }
 }

@@ -22,9 +22,10 @@ pub const COUNTED_STATUSES: [&str; 7] = [
 ];
 
 /// Statuses a workflow can have: `idle` (never executed) or its latest execution's.
-pub const WORKFLOW_STATUSES: [&str; 8] = [
+pub const WORKFLOW_STATUSES: [&str; 9] = [
     "idle",
     "running",
+    "queued",
     "completed",
     "failed",
     "cancelled",

@@ -97,6 +97,7 @@ fn log() -> Vec<EventEnvelope> {
             parent: None,
             budget: None,
             priority: None,
+            concurrency_key: None,
         };
         run(&mut states, which, start, &mut out);
         run(&mut states, which, Command::Advance, &mut out);

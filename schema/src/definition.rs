@@ -43,6 +43,9 @@ pub struct WorkflowDefinition {
     /// Limit on the whole execution, in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_seconds: Option<u64>,
+    /// How many executions may run at once per key, and what happens to the others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<crate::concurrency::Concurrency>,
     /// The tasks, in any order; `depends_on` gives the graph.
     pub tasks: Vec<TaskSpec>,
 }

@@ -426,6 +426,32 @@ pub enum Event {
         /// The limits.
         budget: crate::usage::Budget,
     },
+    /// The execution's workflow limits how many run at once per key, and its key
+    /// (`concurrency.key` over its input) is `key`: it is `queued` — it dispatches
+    /// nothing — until `ExecutionAdmitted` (recorded right after `ExecutionStarted`).
+    ExecutionQueued {
+        /// Its concurrency key.
+        key: String,
+    },
+    /// A queued execution got a slot of its key: it runs from now on.
+    ExecutionAdmitted {},
+    /// Execution `execution_id` holds a slot of this concurrency key. Stream
+    /// `concurrency-<uuid>`.
+    ConcurrencySlotTaken {
+        /// The execution.
+        execution_id: Uuid,
+    },
+    /// Execution `execution_id` waits for a slot of this key (strategy `queue`).
+    ConcurrencySlotAwaited {
+        /// The execution.
+        execution_id: Uuid,
+    },
+    /// Execution `execution_id` gave back its slot, or stopped waiting for one (it
+    /// ended).
+    ConcurrencySlotFreed {
+        /// The execution.
+        execution_id: Uuid,
+    },
     /// The execution was started with a priority other than the default 5 (recorded
     /// right after its `ExecutionStarted`): its agent tasks are leased before those of
     /// lower priority in their queues.
@@ -545,6 +571,11 @@ impl Event {
             Event::UsageRecorded { .. } => "UsageRecorded",
             Event::BudgetSet { .. } => "BudgetSet",
             Event::PrioritySet { .. } => "PrioritySet",
+            Event::ExecutionQueued { .. } => "ExecutionQueued",
+            Event::ExecutionAdmitted { .. } => "ExecutionAdmitted",
+            Event::ConcurrencySlotTaken { .. } => "ConcurrencySlotTaken",
+            Event::ConcurrencySlotAwaited { .. } => "ConcurrencySlotAwaited",
+            Event::ConcurrencySlotFreed { .. } => "ConcurrencySlotFreed",
             Event::ApprovalDecided { .. } => "ApprovalDecided",
             Event::ScheduleCreated { .. } => "ScheduleCreated",
             Event::SchedulePaused {} => "SchedulePaused",

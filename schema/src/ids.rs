@@ -154,6 +154,8 @@ pub enum StreamType {
     Key,
     /// `schedule-<uuid>`: a schedule that starts executions of a workflow on a cron.
     Schedule,
+    /// `concurrency-<uuid>`: the slots of one concurrency key of a workflow.
+    Concurrency,
 }
 
 impl StreamType {
@@ -166,6 +168,7 @@ impl StreamType {
             StreamType::Tenant => "tenant",
             StreamType::Key => "key",
             StreamType::Schedule => "schedule",
+            StreamType::Concurrency => "concurrency",
         }
     }
 }
@@ -207,6 +210,17 @@ impl StreamId {
         Self(format!("schedule-{id}"))
     }
 
+    /// The stream of the slots of concurrency key `key` of workflow `workflow` in
+    /// `tenant` (a uuid v5 of the three, so every server names the same stream).
+    pub fn concurrency(tenant: &str, workflow: &str, key: &str) -> Self {
+        const NAMESPACE: Uuid = Uuid::from_u128(0x6f1c_2d0e_8a4b_4c1f_9e2d_5a7b_3c8d_1e4f);
+        let name = format!("{tenant}\u{0}{workflow}\u{0}{key}");
+        Self(format!(
+            "concurrency-{}",
+            Uuid::new_v5(&NAMESPACE, name.as_bytes())
+        ))
+    }
+
     /// Parses `<type>-<uuid>`.
     pub fn parse(raw: &str) -> Result<Self, IdError> {
         let (kind, id) = raw
@@ -219,6 +233,7 @@ impl StreamId {
             "tenant" => StreamType::Tenant,
             "key" => StreamType::Key,
             "schedule" => StreamType::Schedule,
+            "concurrency" => StreamType::Concurrency,
             other => return Err(IdError::new(format!("unknown stream type {other:?}"))),
         };
         let id = Uuid::parse_str(id)
@@ -238,6 +253,8 @@ impl StreamId {
             StreamType::Key
         } else if self.0.starts_with("schedule-") {
             StreamType::Schedule
+        } else if self.0.starts_with("concurrency-") {
+            StreamType::Concurrency
         } else {
             StreamType::Execution
         }

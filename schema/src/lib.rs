@@ -5,6 +5,7 @@
 //! # Layout
 //! - [`ids`]: validated newtypes for identifiers (`TaskId`, `WorkflowName`, `StreamId`).
 //! - [`canonical`]: canonical JSON bytes, the input of the hash chain.
+//! - [`concurrency`]: workflows' concurrency keys: their limit and strategy.
 //! - [`condition`]: the CEL expressions of `when` and switch cases: checking and evaluating.
 //! - [`event`]: the event envelope, the closed set of event types, and the hash chain.
 //! - [`definition`]: the workflow definition a client posts (API.md "Workflows").
@@ -25,6 +26,7 @@
 pub mod access;
 pub mod api;
 pub mod canonical;
+pub mod concurrency;
 pub mod condition;
 pub mod definition;
 pub mod event;

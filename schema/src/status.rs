@@ -17,6 +17,8 @@ pub enum ExecutionStatus {
     NotStarted,
     /// Ready tasks are scheduled and dispatched as they become ready.
     Running,
+    /// Started, and waiting for a slot of its concurrency key: nothing is dispatched.
+    Queued,
     /// Nothing new is dispatched; attempts already running may finish and are recorded.
     Paused,
     /// Every task completed. Terminal.
@@ -38,6 +40,7 @@ impl ExecutionStatus {
         match self {
             ExecutionStatus::NotStarted => "pending",
             ExecutionStatus::Running => "running",
+            ExecutionStatus::Queued => "queued",
             ExecutionStatus::Paused => "paused",
             ExecutionStatus::Completed => "completed",
             ExecutionStatus::Failed => "failed",

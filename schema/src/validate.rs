@@ -316,6 +316,11 @@ pub fn validate(
             "timeout_seconds must be at least 1".to_owned(),
         ));
     }
+    if let Some(concurrency) = &def.concurrency {
+        concurrency
+            .check()
+            .map_err(ValidationError::InvalidRequest)?;
+    }
     let count = def.tasks.len();
     if count == 0 {
         return Err(ValidationError::EmptyWorkflow);

@@ -68,6 +68,7 @@ fn named(tasks: Vec<TaskSpec>) -> WorkflowDefinition {
         agents: Default::default(),
         on_failure: OnFailure::Fail,
         timeout_seconds: None,
+        concurrency: None,
         tasks,
     }
 }

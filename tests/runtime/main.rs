@@ -48,6 +48,7 @@ mod agent;
 mod auth;
 mod budgets;
 mod children;
+mod concurrency;
 mod conformance;
 mod control;
 mod control_flow;
@@ -185,6 +186,9 @@ macro_rules! all_scenarios {
                 priority::bad_priorities_are_refused,
                 rates::agent_leases_wait_for_their_tokens,
                 rates::bad_rate_limits_are_refused,
+                concurrency::at_most_max_running_per_key,
+                concurrency::cancel_strategies_cancel_exactly_the_right_ones,
+                concurrency::bad_concurrency_is_refused,
             ]
         );
     };

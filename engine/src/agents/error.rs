@@ -55,6 +55,7 @@ impl From<CommandError> for AgentError {
             CommandError::Rejected(r) => AgentError::Rejected(r),
             CommandError::Store(s) => AgentError::Store(s),
             CommandError::Forbidden(why) => AgentError::Forbidden(why),
+            CommandError::Invalid(why) => AgentError::Invalid(why),
         }
     }
 }

@@ -67,7 +67,12 @@ pub enum Command {
         budget: Option<conflux_schema::usage::Budget>,
         /// Its priority (recorded as `PrioritySet` unless it is the default 5).
         priority: Option<u8>,
+        /// Its concurrency key, when its workflow limits concurrency: it starts
+        /// `queued` (`ExecutionQueued`) until admitted.
+        concurrency_key: Option<String>,
     },
+    /// A queued execution got a slot of its concurrency key (`ExecutionAdmitted`).
+    Admit,
     /// The process-manager step the engine runs after applying any event: schedule and
     /// dispatch what is ready, decide retries, fail, compensate or complete.
     Advance,
@@ -147,6 +152,7 @@ impl Command {
             Command::Heartbeat { .. } => "heartbeat",
             Command::TimerFired(_) => "fire timer",
             Command::Pause => "pause",
+            Command::Admit => "admit",
             Command::Resume => "resume",
             Command::Cancel { .. } => "cancel",
             Command::Signal { .. } => "signal",

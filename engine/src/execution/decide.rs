@@ -60,6 +60,7 @@ pub fn decide(
             parent,
             budget,
             priority,
+            concurrency_key,
         } => {
             if state.status != ExecutionStatus::NotStarted {
                 return Err(Rejection::AlreadyStarted);
@@ -75,9 +76,11 @@ pub fn decide(
             let priority = priority
                 .filter(|p| *p != conflux_schema::kind::DEFAULT_PRIORITY)
                 .map(|priority| Event::PrioritySet { priority });
+            let queued = concurrency_key.map(|key| Event::ExecutionQueued { key });
             std::iter::once(started)
                 .chain(budget)
                 .chain(priority)
+                .chain(queued)
                 .collect()
         }
         Command::Advance => advance(state, now),
@@ -100,6 +103,10 @@ pub fn decide(
         } => attempt::fail(state, task, error, retryable, usage)?,
         Command::Heartbeat { task } => attempt::heartbeat(state, &task, now)?,
         Command::TimerFired(timer) => timer_fired(state, &timer, now),
+        Command::Admit => {
+            require(state, ExecutionStatus::Queued, "admit")?;
+            vec![Event::ExecutionAdmitted {}]
+        }
         Command::Pause => {
             require(state, ExecutionStatus::Running, "pause")?;
             vec![Event::ExecutionPaused {}]

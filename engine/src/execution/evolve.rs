@@ -277,6 +277,17 @@ impl ExecutionState {
                     }
                 }
             }
+            Event::ExecutionQueued { key } => {
+                if self.status == ExecutionStatus::Running {
+                    self.status = ExecutionStatus::Queued;
+                }
+                self.concurrency_key = Some(key.clone());
+            }
+            Event::ExecutionAdmitted {} => {
+                if self.status == ExecutionStatus::Queued {
+                    self.status = ExecutionStatus::Running;
+                }
+            }
             Event::ExecutionPaused {} => {
                 if self.status == ExecutionStatus::Running {
                     self.status = ExecutionStatus::Paused;
@@ -389,7 +400,11 @@ impl ExecutionState {
             | Event::SchedulePaused {}
             | Event::ScheduleResumed {}
             | Event::ScheduleDeleted {}
-            | Event::ScheduleTicked { .. } => {}
+            | Event::ScheduleTicked { .. }
+            // Concurrency keys' slots are streams of their own.
+            | Event::ConcurrencySlotTaken { .. }
+            | Event::ConcurrencySlotAwaited { .. }
+            | Event::ConcurrencySlotFreed { .. } => {}
             Event::SignalReceived { .. } | Event::ApprovalDecided { .. } => self.apply_wait(event),
             Event::UsageRecorded { usage, .. } => {
                 let sum = self.usage.unwrap_or_default().plus(usage);

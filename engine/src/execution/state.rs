@@ -143,6 +143,8 @@ pub struct ExecutionState {
     pub(crate) budget: Option<conflux_schema::usage::Budget>,
     /// Its priority (`PrioritySet`; None: the default 5).
     pub(crate) priority: Option<u8>,
+    /// Its concurrency key (`ExecutionQueued`), when its workflow limits concurrency.
+    pub(crate) concurrency_key: Option<String>,
     pub(crate) status: ExecutionStatus,
     pub(crate) input: Value,
     pub(crate) output: Option<Value>,
@@ -210,6 +212,7 @@ impl ExecutionState {
             usage: None,
             budget: None,
             priority: None,
+            concurrency_key: None,
             status: ExecutionStatus::NotStarted,
             input: Value::Null,
             output: None,
@@ -265,6 +268,12 @@ impl ExecutionState {
     /// Where the execution stands.
     pub fn status(&self) -> ExecutionStatus {
         self.status
+    }
+
+    /// Its concurrency key, when its workflow limits concurrency (it holds, or waits
+    /// for, a slot of it until it ends).
+    pub fn concurrency_key(&self) -> Option<&str> {
+        self.concurrency_key.as_deref()
     }
 
     /// For a child execution: the parent's `workflow` task attempt that started it.

@@ -257,10 +257,40 @@ impl Engine {
         tokio::spawn(async move { children.tell(&tenant, child, command).await });
     }
 
-    /// `state` ended: if it is a child, its parent records the result.
-    pub(super) fn notify_parent(&mut self, state: &ExecutionState) {
+    /// `state` ended: if it is a child, its parent records the result; if it has a
+    /// concurrency key, its slot goes to the next in line.
+    pub(super) fn ended(&mut self, state: &ExecutionState) {
         if let Some((parent, command)) = parent_command(state) {
             self.on_result(parent, command);
         }
+        self.concurrency(state);
+    }
+
+    /// Gives back the slot of `state` (ended) or claims one for it (queued), in the
+    /// background: a failure is logged, and the next sweep or end tries again.
+    pub(super) fn concurrency(&self, state: &ExecutionState) {
+        if state.concurrency_key().is_none() {
+            return;
+        }
+        let queued = state.status() == conflux_schema::status::ExecutionStatus::Queued;
+        if !queued && !state.is_terminal() {
+            return;
+        }
+        let slots = self.slots.clone();
+        let state = state.clone();
+        let metadata = EventMetadata {
+            tenant_id: Some(state.tenant().to_owned()),
+            ..self.metadata.clone()
+        };
+        tokio::spawn(async move {
+            let done = if queued {
+                slots.claim(&state, &metadata).await
+            } else {
+                slots.release(&state, &metadata).await
+            };
+            if let Err(e) = done {
+                tracing::warn!(execution = ?state.execution_id(), error = %e, "a concurrency slot claim or release failed; the next sweep tries again");
+            }
+        });
     }
 }

@@ -215,6 +215,8 @@ pub struct Engine {
     finished: Finished,
     /// Starts and steers child executions.
     children: Children,
+    /// Gives back the concurrency slots of executions that end; claims for queued ones.
+    slots: crate::concurrency::ConcurrencySlots,
     /// The agents' lifecycles, to tell when a task requires capabilities no agent has.
     fleet: crate::agents::AgentDirectory,
     metadata: EventMetadata,
@@ -228,12 +230,12 @@ impl Engine {
             actor: Some("engine".into()),
             ..EventMetadata::default()
         };
-        let children = Children::new(
-            crate::commands::ExecutionCommands::new(parts.store.clone(), parts.catalog.clone()),
-            options.max_workflow_depth,
-        );
+        let commands =
+            crate::commands::ExecutionCommands::new(parts.store.clone(), parts.catalog.clone());
+        let children = Children::new(commands.clone(), options.max_workflow_depth);
         Self {
             children,
+            slots: crate::concurrency::ConcurrencySlots::new(commands),
             fleet: crate::agents::AgentDirectory::default(),
             parts,
             options,
@@ -429,7 +431,7 @@ impl Engine {
         if state.is_terminal() {
             self.states.remove(&id);
             self.finished.record(id, state.version());
-            self.notify_parent(&state);
+            self.ended(&state);
         } else {
             self.evict_if_full();
             self.states.insert(id, state);
@@ -519,7 +521,7 @@ impl Engine {
                         if state.is_terminal() {
                             // Ended by someone else: nothing left to decide.
                             self.finished.record(id, state.version());
-                            self.notify_parent(&state);
+                            self.ended(&state);
                             acks.push(position);
                             continue;
                         }

@@ -44,8 +44,10 @@ impl Engine {
             if !redo.is_empty() {
                 tracing::info!(execution = %id, effects = redo.len(), "taking over an idle execution");
             }
-            // A parent waiting for its children is idle too: look at them again.
+            // A parent waiting for its children is idle too: look at them again; an
+            // execution queued for a concurrency slot claims again.
             redo.extend(running_children(state));
+            self.concurrency(state);
             let tenant = state.tenant().to_owned();
             self.perform(id, &tenant, redo).await;
             self.mark(id);
@@ -70,7 +72,7 @@ impl Engine {
                     let mut redo = state.pending_dispatches();
                     redo.extend(running_builtins(state));
                     redo.extend(running_children(state));
-                    redo.extend(running_children(state));
+                    self.concurrency(state);
                     let tenant = state.tenant().to_owned();
                     self.perform(id, &tenant, redo).await;
                 }

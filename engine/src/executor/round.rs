@@ -250,7 +250,7 @@ impl Engine {
             } else {
                 self.finished.record(id, state.version());
                 self.pending.remove(&id);
-                self.notify_parent(&state);
+                self.ended(&state);
             }
         }
     }

@@ -264,7 +264,7 @@ impl Ticker {
                 {
                     Ok(_) | Err(CommandError::Rejected(_)) | Err(CommandError::NotFound(_)) => {}
                     Err(CommandError::Store(e)) => return Err(e),
-                    Err(CommandError::Forbidden(why)) => {
+                    Err(CommandError::Forbidden(why)) | Err(CommandError::Invalid(why)) => {
                         tracing::warn!(schedule = %state.id, %why, "cancelling the previous execution was refused");
                     }
                 }

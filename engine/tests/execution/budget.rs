@@ -40,6 +40,7 @@ fn start_with(budget: Budget) -> Command {
         parent: None,
         budget: Some(budget),
         priority: None,
+        concurrency_key: None,
     }
 }
 

@@ -79,6 +79,7 @@ fn the_link_a_child_records_names_the_attempt_and_counts_depth() {
             parent: Some(link.clone()),
             budget: None,
             priority: None,
+            concurrency_key: None,
         })
         .then_events([Event::ExecutionStarted {
             execution_id: child_execution_id(EXECUTION, &r("order", 1)),

@@ -139,9 +139,11 @@ impl Routes {
         let id = e.stream_id.uuid();
         match e.stream_id.stream_type() {
             StreamType::Workflow => return Ok(vec![Key::Workflow(id)]),
-            StreamType::Agent | StreamType::Tenant | StreamType::Key | StreamType::Schedule => {
-                return Ok(Vec::new())
-            }
+            StreamType::Agent
+            | StreamType::Tenant
+            | StreamType::Key
+            | StreamType::Schedule
+            | StreamType::Concurrency => return Ok(Vec::new()),
             StreamType::Execution => {}
         }
         let workflow = match &e.event {

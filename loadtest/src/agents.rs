@@ -71,12 +71,30 @@ impl AgentPool {
         wait: Duration,
         work: Work,
     ) -> Result<Self> {
+        Self::start_with_capabilities(client, role, pollers, wait, work, &[&[]]).await
+    }
+
+    /// [`AgentPool::start`], agent `i` declaring the capabilities `sets[i % sets.len()]`
+    /// (so that routing scores agents that differ).
+    pub async fn start_with_capabilities(
+        client: &Client,
+        role: &str,
+        pollers: usize,
+        wait: Duration,
+        work: Work,
+        sets: &[&[&str]],
+    ) -> Result<Self> {
         let stop = CancellationToken::new();
         let shared = Arc::new(Shared::default());
         let mut handles = Vec::with_capacity(pollers);
         for i in 0..pollers.max(1) {
             let agent_id = client
-                .register_agent(&format!("loadtest-{role}-{i}"), &[role], POLL_MAX as u32)
+                .register_agent(
+                    &format!("loadtest-{role}-{i}"),
+                    &[role],
+                    sets.get(i % sets.len().max(1)).copied().unwrap_or_default(),
+                    POLL_MAX as u32,
+                )
                 .await
                 .with_context(|| format!("registering agent {i} of role {role}"))?;
             let poller = Poller {

@@ -217,12 +217,13 @@ impl Client {
         &self,
         name: &str,
         roles: &[&str],
+        capabilities: &[&str],
         capacity: u32,
     ) -> Result<String> {
         let answer = self
             .post(
                 "/api/v1/agents",
-                &json!({"name": name, "roles": roles, "capabilities": [], "capacity": capacity}),
+                &json!({"name": name, "roles": roles, "capabilities": capabilities, "capacity": capacity}),
             )
             .await?;
         string_field(&answer.body, "agent_id")

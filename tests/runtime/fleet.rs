@@ -347,57 +347,8 @@ pub async fn an_agent_never_holds_more_than_its_capacity(s: &TestServer) {
     let mut agents = vec![agent];
     agents.push(register_holding(s, "capped-2", &["capped"], &[], 3).await);
     agents.push(register_holding(s, "capped-3", &["capped"], &[], 3).await);
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let total = executions.len() - 4;
-    let mut workers = Vec::new();
-    for agent in agents.clone() {
-        let s_base = s.base.clone();
-        let done = done.clone();
-        workers.push(tokio::spawn(async move {
-            let http = crate::auth::client();
-            let started = Instant::now();
-            while done.load(std::sync::atomic::Ordering::SeqCst) < total {
-                assert!(started.elapsed() < PATIENCE, "the work never finished");
-                let url = format!("{s_base}/api/v1/agents/{agent}/poll?max=10&wait_ms=200");
-                let body: Value = http
-                    .post(url)
-                    .send()
-                    .await
-                    .expect("poll")
-                    .json()
-                    .await
-                    .expect("json");
-                let leases: Vec<String> = body["tasks"]
-                    .as_array()
-                    .map(|t| {
-                        t.iter()
-                            .filter_map(|l| l["lease_id"].as_str().map(str::to_owned))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let completions = leases.into_iter().map(|lease| {
-                    let http = http.clone();
-                    let url = format!("{s_base}/api/v1/tasks/{lease}/complete");
-                    async move {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        let status = http
-                            .post(url)
-                            .json(&json!({"output": {}}))
-                            .send()
-                            .await
-                            .expect("complete")
-                            .status();
-                        assert_eq!(status.as_u16(), 200);
-                    }
-                });
-                let n = futures::future::join_all(completions).await.len();
-                done.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
-            }
-        }));
-    }
-    for worker in workers {
-        worker.await.expect("a worker");
-    }
+    crate::capacity::work_concurrently(s, &agents, total, Duration::from_millis(20)).await;
     // From the log: per agent, leases started minus leases ended, in position order.
     let mut events: Vec<Value> = Vec::new();
     for execution in &executions {
@@ -408,32 +359,7 @@ pub async fn an_agent_never_holds_more_than_its_capacity(s: &TestServer) {
             .await;
         events.extend(log.0);
     }
-    events.sort_by_key(|e| e["position"].as_u64());
-    let mut holder: std::collections::HashMap<String, String> = Default::default();
-    let mut held: std::collections::HashMap<String, i64> = Default::default();
-    let mut most: std::collections::HashMap<String, i64> = Default::default();
-    for e in &events {
-        let execution = e["stream_id"].as_str().unwrap_or_default().to_owned();
-        match e["type"].as_str() {
-            Some("TaskStarted") => {
-                let agent = e["data"]["agent_id"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned();
-                let n = held.entry(agent.clone()).or_default();
-                *n += 1;
-                let top = most.entry(agent.clone()).or_default();
-                *top = (*top).max(*n);
-                holder.insert(execution, agent);
-            }
-            Some("TaskCompleted") => {
-                if let Some(agent) = holder.get(&execution) {
-                    *held.entry(agent.clone()).or_default() -= 1;
-                }
-            }
-            _ => {}
-        }
-    }
+    let most = crate::capacity::most_held(events);
     assert_eq!(most.len(), 3, "every agent worked: {most:?}");
     assert!(
         most.values().all(|m| *m <= 3),

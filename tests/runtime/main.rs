@@ -47,6 +47,7 @@ mod agent;
 #[path = "../support/auth.rs"]
 mod auth;
 mod budgets;
+mod capacity;
 mod children;
 mod concurrency;
 mod conformance;
@@ -474,6 +475,14 @@ async fn postgres_redis_a_rate_limit_holds_across_every_engine() {
 async fn embedded_a_rate_limit_holds() {
     let server = harness::TestServer::start(harness::Mode::Embedded).await;
     rates::a_rate_limit_holds_across_every_engine(&server, None).await;
+    server.stop().await;
+}
+
+/// 1,000 agent tasks at once never exceed their agents' capacity (from the log).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_redis_a_thousand_concurrent_tasks_never_exceed_capacity() {
+    let server = harness::TestServer::start(harness::Mode::PostgresRedis).await;
+    capacity::a_thousand_concurrent_tasks_never_exceed_capacity(&server).await;
     server.stop().await;
 }
 

@@ -5,8 +5,10 @@
 use super::*;
 
 fn keyed() -> Arc<ValidatedWorkflow> {
-    workflow(json!({"name": "keyed", "concurrency": {"key": "input.k", "max_running": 1},
-        "tasks": [{"id": "a", "kind": "agent", "agent_role": "w"}]}))
+    workflow(
+        json!({"name": "keyed", "concurrency": {"key": "input.k", "max_running": 1},
+        "tasks": [{"id": "a", "kind": "agent", "agent_role": "w"}]}),
+    )
 }
 
 fn start_keyed() -> Command {
@@ -25,18 +27,16 @@ fn start_keyed() -> Command {
 #[test]
 fn a_queued_execution_dispatches_nothing_until_admitted() {
     let wf = keyed();
-    let g = given(&wf, [])
-        .when(start_keyed())
-        .then_events([
-            Event::ExecutionStarted {
-                execution_id: EXECUTION,
-                workflow_id: WORKFLOW,
-                input: json!({"k": "x"}),
-                idempotency_key: None,
-                parent: None,
-            },
-            Event::ExecutionQueued { key: "x".into() },
-        ]);
+    let g = given(&wf, []).when(start_keyed()).then_events([
+        Event::ExecutionStarted {
+            execution_id: EXECUTION,
+            workflow_id: WORKFLOW,
+            input: json!({"k": "x"}),
+            idempotency_key: None,
+            parent: None,
+        },
+        Event::ExecutionQueued { key: "x".into() },
+    ]);
     assert_eq!(g.state.status(), ExecutionStatus::Queued);
     assert_eq!(g.state.concurrency_key(), Some("x"));
     let g = g
@@ -52,10 +52,11 @@ fn a_queued_execution_dispatches_nothing_until_admitted() {
     assert_eq!(g.state.status(), ExecutionStatus::Running);
     let g = g.advanced();
     assert_eq!(g.task("a").status, TaskStatus::Scheduled);
-    g.when(Command::Admit).then_rejected(Rejection::InvalidState {
-        command: "admit",
-        status: ExecutionStatus::Running,
-    });
+    g.when(Command::Admit)
+        .then_rejected(Rejection::InvalidState {
+            command: "admit",
+            status: ExecutionStatus::Running,
+        });
 }
 
 #[test]

@@ -50,6 +50,10 @@ pub struct LoadParams {
     /// W3: polling agents (each long-polls with max=10).
     #[arg(id = "w3-pollers", long = "w3-pollers", default_value_t = 4)]
     pub pollers: usize,
+    /// W3: agents declare mixed capabilities (none, gpu, gpu+python, python, arm in
+    /// turn), so that routing scores differing candidates for every task.
+    #[arg(id = "w3-mixed-capabilities", long = "w3-mixed-capabilities")]
+    pub mixed_capabilities: bool,
     /// W3: long-poll wait_ms of the agents.
     #[arg(
         id = "w3-poll-wait-ms",
@@ -174,7 +178,14 @@ impl Load {
             collectors.push(tokio::spawn(collect(watch, observed.clone(), stop.clone())));
         }
         let wait = Duration::from_millis(p.poll_wait_ms.max(1));
-        let pool = AgentPool::start(client, &role, p.pollers, wait, Work::Nothing).await?;
+        let sets: &[&[&str]] = if p.mixed_capabilities {
+            &[&[], &["gpu"], &["gpu", "python"], &["python"], &["arm"]]
+        } else {
+            &[&[]]
+        };
+        let pool =
+            AgentPool::start_with_capabilities(client, &role, p.pollers, wait, Work::Nothing, sets)
+                .await?;
         let scraper = tokio::spawn(scrape(client.clone(), stop.clone()));
         let started = Instant::now();
         let generator = tokio::spawn(generate(

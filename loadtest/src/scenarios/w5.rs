@@ -160,6 +160,7 @@ pub async fn run(client: &Client, p: &Params) -> Result<W5> {
         seconds: f64::INFINITY,
         agent_share: 0.5,
         pollers: 2,
+        mixed_capabilities: false,
         poll_wait_ms: 20_000,
         status_rate: 0.0,
         create_rate: 0.0,

@@ -16,7 +16,8 @@ use crate::harness::{TestServer, PATIENCE};
 pub async fn work_concurrently(s: &TestServer, agents: &[String], total: usize, delay: Duration) {
     let done = Arc::new(AtomicUsize::new(0));
     let mut workers = Vec::new();
-    for agent in agents.to_vec() {
+    for agent in agents {
+        let agent = agent.clone();
         let base = s.base.clone();
         let done = done.clone();
         workers.push(tokio::spawn(async move {

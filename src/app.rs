@@ -204,6 +204,9 @@ pub fn router(rt: &Runtime, access: Access, sides: Sides) -> Router {
             .with_codec(rt.backends.codec.clone())
             .with_secrets(rt.backends.secrets.clone())
             .with_liveness(rt.liveness)
+            .with_result_counts(std::sync::Arc::new(AgentResultsModel(
+                rt.backends.read_models.clone(),
+            )))
             .with_routing_weights({
                 let access = access.clone();
                 std::sync::Arc::new(move |tenant: &str| access.routing_weights(tenant))
@@ -528,4 +531,27 @@ pub async fn serve(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The agent body's result counters, from the projector's `rm_agent_results`.
+struct AgentResultsModel(ReadModels);
+
+#[async_trait::async_trait]
+impl conflux_engine::agents::ResultCounts for AgentResultsModel {
+    async fn results_of(
+        &self,
+        agent: uuid::Uuid,
+    ) -> Result<conflux_engine::queue::AgentStats, String> {
+        let r = self
+            .0
+            .agent_results(agent)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(conflux_engine::queue::AgentStats {
+            held: 0,
+            completed: r.completed,
+            failed: r.failed,
+            recent_ms: r.recent_ms,
+        })
+    }
 }

@@ -43,6 +43,7 @@ fn tiny_scenarios() -> Vec<Scenario> {
         Scenario::W2Diamond(w2::Params {
             executions: 10,
             width: 10,
+            agents: 3,
         }),
         Scenario::W3Sustained(w3::Params {
             load: LoadParams {

@@ -11,13 +11,15 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
+
 use conflux_engine::execution::{evolve, ExecutionState};
 use conflux_schema::validate::ValidatedWorkflow;
 use conflux_schema::{Event, EventEnvelope, StreamType};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::rows::{Changes, ExecutionRow, TaskRow, WorkflowRow};
+use crate::rows::{AgentResult, Changes, ExecutionRow, TaskRow, WorkflowRow};
 
 /// Executions kept in memory after a batch (terminal ones are dropped at once).
 const MAX_CACHED_EXECUTIONS: usize = 20_000;
@@ -52,6 +54,8 @@ struct Tracked {
     dirty: BTreeSet<usize>,
     /// Render every slot (a new execution, or slots were added: a map's items).
     all_dirty: bool,
+    /// Which agent leased each (task, attempt, compensation) and when, until its result.
+    leases: HashMap<(String, u32, bool), (Uuid, DateTime<Utc>)>,
 }
 
 /// The in-memory side of the read models: see the module docs.
@@ -63,6 +67,8 @@ pub struct Projection {
     definitions: HashMap<Uuid, Arc<ValidatedWorkflow>>,
     dirty_executions: BTreeSet<Uuid>,
     dirty_workflows: BTreeSet<Uuid>,
+    /// Agents' results folded since the last batch.
+    agent_results: Vec<AgentResult>,
 }
 
 impl Projection {
@@ -130,6 +136,7 @@ impl Projection {
                 written,
                 dirty: BTreeSet::new(),
                 all_dirty: false,
+                leases: HashMap::new(),
             },
         );
     }
@@ -211,6 +218,7 @@ impl Projection {
                     written: HashMap::new(),
                     dirty: BTreeSet::new(),
                     all_dirty: true,
+                    leases: HashMap::new(),
                 },
             );
         }
@@ -218,6 +226,9 @@ impl Projection {
             tracing::warn!(execution = %id, position = env.position, "event of an execution never started: not projected");
             return;
         };
+        if let Some(result) = agent_result(&mut tracked, env) {
+            self.agent_results.push(result);
+        }
         let before = tracked.state.execution_id().map(|_| tracked.state.status());
         let slots = tracked.state.slots();
         tracked.state = evolve(tracked.state, env);
@@ -265,7 +276,10 @@ impl Projection {
     /// The rows the events folded since the last call changed; forgets executions that
     /// ended and trims the caches.
     pub fn take_changes(&mut self) -> Changes {
-        let mut changes = Changes::default();
+        let mut changes = Changes {
+            agent_results: std::mem::take(&mut self.agent_results),
+            ..Changes::default()
+        };
         for id in std::mem::take(&mut self.dirty_workflows) {
             if let Some(Some(row)) = self.workflows.get(&id) {
                 changes.workflows.push(row.clone());
@@ -309,6 +323,65 @@ impl Projection {
         }
         changes
     }
+}
+
+/// The result of an agent's lease that `env` records, if it is one (a `TaskCompleted`,
+/// `TaskFailed` or `TaskCompensated` of an attempt an agent leased), timed from the
+/// lease; also remembers leases as they start. A lease folded before this process's
+/// checkpoint is found on the task's state, without its start time.
+fn agent_result(tracked: &mut Tracked, env: &EventEnvelope) -> Option<AgentResult> {
+    let (task_id, attempt, compensation, ok) = match &env.event {
+        Event::TaskStarted {
+            task_id,
+            attempt,
+            compensation,
+            agent_id: Some(agent),
+            ..
+        } => {
+            let key = (task_id.as_str().to_owned(), *attempt, *compensation);
+            tracked.leases.insert(key, (*agent, env.recorded_at));
+            return None;
+        }
+        Event::TaskCompleted {
+            task_id, attempt, ..
+        } => (task_id, *attempt, false, true),
+        Event::TaskFailed {
+            task_id,
+            attempt,
+            compensation,
+            ..
+        } => (task_id, *attempt, *compensation, false),
+        Event::TaskCompensated {
+            task_id,
+            attempt: Some(attempt),
+            ..
+        } => (task_id, *attempt, true, true),
+        _ => return None,
+    };
+    let (agent_id, started) =
+        match tracked
+            .leases
+            .remove(&(task_id.as_str().to_owned(), attempt, compensation))
+        {
+            Some((agent, at)) => (agent, Some(at)),
+            None => {
+                let track = if compensation {
+                    tracked.state.compensation(task_id.as_str())
+                } else {
+                    tracked.state.task(task_id.as_str())
+                }?;
+                if track.attempt != attempt {
+                    return None;
+                }
+                (track.agent_id?, None)
+            }
+        };
+    Some(AgentResult {
+        agent_id,
+        position: i64::try_from(env.position).unwrap_or(i64::MAX),
+        ok,
+        duration_ms: started.map(|at| (env.recorded_at - at).num_milliseconds().max(0)),
+    })
 }
 
 fn execution_row(id: Uuid, body: &Value, position: u64, tenant: &str) -> ExecutionRow {

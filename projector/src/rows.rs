@@ -228,13 +228,44 @@ pub struct Changes {
     pub executions: Vec<ExecutionRow>,
     /// Task rows to upsert (only those that changed).
     pub tasks: Vec<TaskRow>,
+    /// Agents' results to add.
+    pub agent_results: Vec<AgentResult>,
 }
 
 impl Changes {
     /// Nothing to write but the checkpoint.
     pub fn is_empty(&self) -> bool {
-        self.workflows.is_empty() && self.executions.is_empty() && self.tasks.is_empty()
+        self.workflows.is_empty()
+            && self.executions.is_empty()
+            && self.tasks.is_empty()
+            && self.agent_results.is_empty()
     }
+}
+
+/// One result an agent reported (`rm_agent_results`): a `TaskCompleted`, `TaskFailed`
+/// or `TaskCompensated` whose actor is `agent:<id>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentResult {
+    /// The agent.
+    pub agent_id: Uuid,
+    /// The result event's position (unique per agent).
+    pub position: i64,
+    /// Completed (true) or failed.
+    pub ok: bool,
+    /// Lease to result, in milliseconds (None when the lease was folded before this
+    /// process's checkpoint and its time is not known).
+    pub duration_ms: Option<i64>,
+}
+
+/// An agent's results as the read model counts them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentResults {
+    /// Results that completed.
+    pub completed: u64,
+    /// Results that failed.
+    pub failed: u64,
+    /// Durations of its latest 100 results, newest first.
+    pub recent_ms: Vec<u64>,
 }
 
 /// Filters and page of `GET /api/v1/workflows`.

@@ -143,6 +143,20 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         routing: Option<crate::routing::Routing>,
     },
+    /// The engine found that no registered agent could take this dispatched attempt
+    /// (none of its role has every capability it requires): it waits all the same,
+    /// and its task shows `waiting_reason` until it starts.
+    TaskUnroutable {
+        /// The task.
+        task_id: TaskId,
+        /// The attempt.
+        attempt: u32,
+        /// Whether this is an attempt of the task's `compensate` spec.
+        #[serde(default, skip_serializing_if = "is_false")]
+        compensation: bool,
+        /// Why, for humans.
+        reason: String,
+    },
     /// A running attempt reported that it is alive; its deadline moves to `deadline`.
     TaskHeartbeat {
         /// The task.
@@ -520,6 +534,7 @@ impl Event {
             Event::TaskScheduled { task_id, .. }
             | Event::TaskDispatched { task_id, .. }
             | Event::TaskStarted { task_id, .. }
+            | Event::TaskUnroutable { task_id, .. }
             | Event::TaskHeartbeat { task_id, .. }
             | Event::TaskCompleted { task_id, .. }
             | Event::TaskFailed { task_id, .. }
@@ -542,6 +557,7 @@ impl Event {
             Event::TaskScheduled { .. } => "TaskScheduled",
             Event::TaskDispatched { .. } => "TaskDispatched",
             Event::TaskStarted { .. } => "TaskStarted",
+            Event::TaskUnroutable { .. } => "TaskUnroutable",
             Event::TaskHeartbeat { .. } => "TaskHeartbeat",
             Event::TaskCompleted { .. } => "TaskCompleted",
             Event::TaskFailed { .. } => "TaskFailed",

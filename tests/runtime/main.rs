@@ -159,6 +159,7 @@ macro_rules! all_scenarios {
                 query_params::bad_command_parameters_are_json_400s,
                 query_params::undecodable_path_ids_are_json_404s,
                 projection::rebuilt_read_models_equal_live,
+                projection::agent_results_are_rebuilt_from_the_log,
                 secrets::secrets_are_managed_by_their_tenant,
                 secrets::unknown_secrets_are_refused_at_create,
                 secrets::http_tasks_send_values_the_log_never_holds,

@@ -318,3 +318,75 @@ pub async fn rebuilt_read_models_equal_live(s: &TestServer) {
     })
     .await;
 }
+
+/// The agent body's result counters are a read model: after an agent completed two
+/// tasks and failed one, its body says so, `rm_agent_results` holds the three results
+/// with their durations, and a rebuild from the log gives the same rows.
+pub async fn agent_results_are_rebuilt_from_the_log(s: &TestServer) {
+    let workflow = s
+        .create_workflow(json!({"name": "rm-agent", "tasks": [
+            {"id": "job", "kind": "agent", "agent_role": "rm-worker"}]}))
+        .await;
+    for _ in 0..3 {
+        s.execute(&workflow, json!({})).await;
+    }
+    let (status, agent) = s
+        .post(
+            "/api/v1/agents",
+            json!({"name": "rm-worker", "roles": ["rm-worker"], "capacity": 3}),
+        )
+        .await;
+    assert_eq!(status, 201, "{agent}");
+    let agent = agent["agent_id"].as_str().expect("id").to_owned();
+    let mut leases = Vec::new();
+    while leases.len() < 3 {
+        let (_, body) = s
+            .post(
+                &format!("/api/v1/agents/{agent}/poll?max=3&wait_ms=2000"),
+                json!({}),
+            )
+            .await;
+        for task in body["tasks"].as_array().cloned().unwrap_or_default() {
+            leases.push(task["lease_id"].as_str().unwrap_or_default().to_owned());
+        }
+    }
+    for (i, lease) in leases.iter().enumerate() {
+        let (path, body) = if i < 2 {
+            ("complete", json!({"output": {}}))
+        } else {
+            ("fail", json!({"error": "no", "retryable": false}))
+        };
+        let (status, answer) = s.post(&format!("/api/v1/tasks/{lease}/{path}"), body).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    let body = wait_body(s, &format!("/api/v1/agents/{agent}"), |b| {
+        b["completed"] == 2 && b["failed"] == 1
+    })
+    .await;
+    assert!(body["p50_duration_ms"].is_u64(), "{body}");
+    let checkpoint = caught_up(s).await;
+    let live = s.backends.read_models.dump().await.expect("dump live");
+    assert_eq!(live.agent_results.len(), 3, "{:?}", live.agent_results);
+    assert!(live.agent_results.iter().all(|r| r.duration_ms.is_some()));
+    let catalog = WorkflowCatalog::new(s.backends.store.clone(), Limits::default());
+    rebuild(
+        s.backends.stored.clone(),
+        catalog,
+        s.backends.read_models.clone(),
+        |_| {},
+    )
+    .await
+    .expect("rebuild");
+    let rebuilt = s.backends.read_models.dump().await.expect("dump rebuilt");
+    assert_eq!(rebuilt.checkpoint, checkpoint);
+    assert_eq!(rebuilt.agent_results, live.agent_results);
+    let (_, after) = s.get(&format!("/api/v1/agents/{agent}")).await;
+    assert_eq!(
+        (
+            &after["completed"],
+            &after["failed"],
+            &after["success_rate"]
+        ),
+        (&json!(2), &json!(1), &body["success_rate"])
+    );
+}

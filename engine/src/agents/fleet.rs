@@ -195,11 +195,26 @@ impl Agents {
             .map_err(|e| AgentError::Unavailable(e.to_string()))
     }
 
+    /// `agent`'s leases held (beside the queues) and results: from the read model
+    /// folded from the log when this service has one ([`Agents::with_result_counts`]),
+    /// else as the queue backend counted them.
     async fn stats_of(&self, agent: Uuid) -> Result<AgentStats, AgentError> {
-        self.queue
+        let live = self
+            .queue
             .agent_stats(agent)
             .await
-            .map_err(|e| AgentError::Unavailable(e.to_string()))
+            .map_err(|e| AgentError::Unavailable(e.to_string()))?;
+        let Some(results) = &self.results else {
+            return Ok(live);
+        };
+        let folded = results
+            .results_of(agent)
+            .await
+            .map_err(AgentError::Unavailable)?;
+        Ok(AgentStats {
+            held: live.held,
+            ..folded
+        })
     }
 
     fn view_of(

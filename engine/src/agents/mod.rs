@@ -135,6 +135,17 @@ pub struct Agents {
     liveness: Liveness,
     /// Each tenant's routing weights.
     weights: WeightsOf,
+    /// Where the agent body's result counters are read (None: the queue backend's).
+    results: Option<Arc<dyn ResultCounts>>,
+}
+
+/// Agents' results as a read model folded from the event log counts them (the
+/// projector's `rm_agent_results`): what the agent body shows, rebuilt with the other
+/// read models. Routing keeps using the queue backend's live counters (hot path).
+#[async_trait::async_trait]
+pub trait ResultCounts: Send + Sync + 'static {
+    /// `agent`'s completed and failed results and latest durations (`held` is 0).
+    async fn results_of(&self, agent: Uuid) -> Result<crate::queue::AgentStats, String>;
 }
 
 impl Agents {
@@ -154,7 +165,15 @@ impl Agents {
             secrets: None,
             liveness: Liveness::default(),
             weights: std::sync::Arc::new(|_| conflux_schema::routing::RoutingWeights::default()),
+            results: None,
         }
+    }
+
+    /// The same service, showing agents' result counters from `results` (a read model
+    /// folded from the log) instead of the queue backend's.
+    pub fn with_result_counts(mut self, results: Arc<dyn ResultCounts>) -> Self {
+        self.results = Some(results);
+        self
     }
 
     /// The same service, scoring agents with the weights `weights` gives for a tenant

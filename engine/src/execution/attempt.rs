@@ -79,6 +79,25 @@ pub(crate) fn start(
     }])
 }
 
+/// `NoteUnroutable`: `TaskUnroutable` for the current attempt while it is dispatched
+/// and not started, once per reason; nothing otherwise (the note is advice, not a
+/// transition, so a late one is no error).
+pub(crate) fn unroutable(state: &ExecutionState, task: TaskRef, reason: String) -> Vec<Event> {
+    let Ok((_, t)) = locate(state, &task) else {
+        return Vec::new();
+    };
+    let waiting = t.attempt == task.attempt && t.status == TaskStatus::Scheduled && t.dispatched;
+    if !waiting || state.is_terminal() || t.waiting_reason.as_deref() == Some(reason.as_str()) {
+        return Vec::new();
+    }
+    vec![Event::TaskUnroutable {
+        task_id: task.task,
+        attempt: task.attempt,
+        compensation: task.compensation,
+        reason,
+    }]
+}
+
 /// `CompleteTask`: `TaskCompleted`, or for a compensation `TaskCompensated`.
 pub(crate) fn complete(
     state: &ExecutionState,

@@ -73,6 +73,14 @@ pub enum Command {
     },
     /// A queued execution got a slot of its concurrency key (`ExecutionAdmitted`).
     Admit,
+    /// No registered agent could take the dispatched attempt `task`
+    /// (`TaskUnroutable`); nothing when it is no longer waiting, or already noted.
+    NoteUnroutable {
+        /// The attempt.
+        task: TaskRef,
+        /// Why.
+        reason: String,
+    },
     /// The process-manager step the engine runs after applying any event: schedule and
     /// dispatch what is ready, decide retries, fail, compensate or complete.
     Advance,
@@ -153,6 +161,7 @@ impl Command {
             Command::TimerFired(_) => "fire timer",
             Command::Pause => "pause",
             Command::Admit => "admit",
+            Command::NoteUnroutable { .. } => "note unroutable",
             Command::Resume => "resume",
             Command::Cancel { .. } => "cancel",
             Command::Signal { .. } => "signal",

@@ -103,6 +103,7 @@ pub fn decide(
         } => attempt::fail(state, task, error, retryable, usage)?,
         Command::Heartbeat { task } => attempt::heartbeat(state, &task, now)?,
         Command::TimerFired(timer) => timer_fired(state, &timer, now),
+        Command::NoteUnroutable { task, reason } => attempt::unroutable(state, task, reason),
         Command::Admit => {
             require(state, ExecutionStatus::Queued, "admit")?;
             vec![Event::ExecutionAdmitted {}]
@@ -220,9 +221,10 @@ fn timer_fired(state: &ExecutionState, timer: &Timer, now: DateTime<Utc>) -> Vec
             }
         }
         Timer::ExecutionDeadline { deadline } => {
+            // The deadline runs from the start, queued time included.
             let active = matches!(
                 state.status,
-                ExecutionStatus::Running | ExecutionStatus::Paused
+                ExecutionStatus::Running | ExecutionStatus::Paused | ExecutionStatus::Queued
             );
             if active && state.deadline.is_some() && *deadline <= now {
                 let mut out = Vec::new();

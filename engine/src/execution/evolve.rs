@@ -120,6 +120,20 @@ impl ExecutionState {
                     self.undispatched.remove(&i);
                 }
             }
+            Event::TaskUnroutable {
+                task_id,
+                attempt,
+                compensation,
+                reason,
+            } => {
+                let Some(i) = self.index(task_id) else { return };
+                let Some(t) = self.track_mut(i, *compensation) else {
+                    return;
+                };
+                if t.attempt == *attempt && t.status == TaskStatus::Scheduled {
+                    t.waiting_reason = Some(reason.clone());
+                }
+            }
             Event::TaskStarted {
                 task_id,
                 attempt,
@@ -138,6 +152,7 @@ impl ExecutionState {
                 }
                 t.status = TaskStatus::Running;
                 t.started_at.get_or_insert(at);
+                t.waiting_reason = None;
                 t.agent_id = *agent_id;
                 t.lease_id = *lease_id;
                 if deadline.is_some() {
@@ -478,6 +493,7 @@ impl ExecutionState {
         t.retry_due_at = None;
         t.agent_id = None;
         t.lease_id = None;
+        t.waiting_reason = None;
         t.input = None;
         t.http = None;
         if !compensation {

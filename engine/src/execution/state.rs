@@ -64,6 +64,8 @@ pub struct TaskState {
     pub http: Option<HttpSpec>,
     /// The priority of its dispatched attempt, if not the default.
     pub priority: Option<u8>,
+    /// Why its dispatched attempt is not taken (`TaskUnroutable`), until it starts.
+    pub waiting_reason: Option<String>,
 }
 
 impl TaskState {

@@ -95,8 +95,10 @@ impl ExecutionState {
     /// attempt before its compensation's).
     pub fn pending_timers(&self) -> Vec<Timer> {
         let mut timers = Vec::new();
-        if let (Some(deadline), ExecutionStatus::Running | ExecutionStatus::Paused) =
-            (self.deadline, self.status)
+        if let (
+            Some(deadline),
+            ExecutionStatus::Running | ExecutionStatus::Paused | ExecutionStatus::Queued,
+        ) = (self.deadline, self.status)
         {
             timers.push(Timer::ExecutionDeadline { deadline });
         }
@@ -179,5 +181,6 @@ fn task_view(t: &TaskState) -> api::TaskState {
         compensation: None,
         waiting_for: None,
         child_execution_id: None,
+        waiting_reason: t.waiting_reason.clone(),
     }
 }

@@ -126,7 +126,8 @@ pub(crate) fn signal(
     match state.status {
         ExecutionStatus::NotStarted => return Err(Rejection::NotStarted),
         s if s.is_terminal() => return Err(Rejection::Terminal(s)),
-        ExecutionStatus::Running | ExecutionStatus::Paused => {}
+        // A queued execution keeps signals for the tasks that will wait for them.
+        ExecutionStatus::Running | ExecutionStatus::Paused | ExecutionStatus::Queued => {}
         s => {
             return Err(Rejection::InvalidState {
                 status: s,

@@ -122,8 +122,17 @@ impl Engine {
                         }
                     }
                     if !requires.is_empty() {
-                        self.warn_if_unroutable(tenant, agent_role, &requires, &task.task)
-                            .await;
+                        if let Some(reason) = self
+                            .unroutable(tenant, agent_role, &requires, &task.task)
+                            .await
+                        {
+                            // Recorded on the task, so its body says why it waits.
+                            let note = Command::NoteUnroutable {
+                                task: task.clone(),
+                                reason,
+                            };
+                            let _ = self.results_tx.send((execution, note));
+                        }
                     }
                     let ticket = Ticket {
                         rate_limit,
@@ -141,20 +150,21 @@ impl Engine {
 
 impl Engine {
     /// Counts (`conflux_tasks_unroutable_total`) and logs a task that no registered
-    /// agent of `tenant` could take: none serves `role` with every capability in
-    /// `requires`. The task waits all the same (an agent may register later).
-    async fn warn_if_unroutable(
+    /// agent of `tenant` could take — none serves `role` with every capability in
+    /// `requires` — and says why. The task waits all the same (an agent may register
+    /// later).
+    async fn unroutable(
         &self,
         tenant: &str,
         role: &str,
         requires: &[&str],
         task: &conflux_schema::TaskId,
-    ) {
+    ) -> Option<String> {
         let agents = match self.fleet.of_tenant(&*self.parts.store, tenant).await {
             Ok(agents) => agents,
             Err(e) => {
                 tracing::debug!(error = %e, "reading the fleet failed");
-                return;
+                return None;
             }
         };
         let able = agents.iter().any(|a| {
@@ -164,11 +174,16 @@ impl Engine {
                     .iter()
                     .all(|c| a.capabilities.iter().any(|h| h == c))
         });
-        if !able {
-            metrics::counter!("conflux_tasks_unroutable_total", "tenant" => tenant.to_owned(), "role" => role.to_owned())
-                .increment(1);
-            tracing::warn!(%tenant, %role, task = %task, requires = ?requires, "no registered agent can take this task: none of its role has every capability it requires");
+        if able {
+            return None;
         }
+        metrics::counter!("conflux_tasks_unroutable_total", "tenant" => tenant.to_owned(), "role" => role.to_owned())
+            .increment(1);
+        tracing::warn!(%tenant, %role, task = %task, requires = ?requires, "no registered agent can take this task: none of its role has every capability it requires");
+        Some(format!(
+            "no registered agent of role {role:?} has every capability it requires ({})",
+            requires.join(", ")
+        ))
     }
 }
 

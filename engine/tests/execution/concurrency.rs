@@ -72,3 +72,35 @@ fn a_queued_execution_can_be_cancelled() {
     assert_eq!(g.state.status(), ExecutionStatus::Cancelled);
     assert!(g.state.is_terminal());
 }
+
+#[test]
+fn the_workflow_deadline_runs_while_queued() {
+    let wf = workflow(json!({"name": "keyed", "timeout_seconds": 5,
+        "concurrency": {"key": "input.k", "max_running": 1},
+        "tasks": [{"id": "a", "kind": "agent", "agent_role": "w"}]}));
+    let g = given(&wf, []).when(start_keyed()).committed();
+    let deadline = g
+        .state
+        .pending_timers()
+        .into_iter()
+        .find(|t| matches!(t, Timer::ExecutionDeadline { .. }))
+        .expect("a queued execution keeps its deadline");
+    let g = g
+        .at(TimeDelta::seconds(6))
+        .when(Command::TimerFired(deadline))
+        .committed();
+    assert_eq!(g.state.status(), ExecutionStatus::Failed);
+}
+
+#[test]
+fn a_queued_execution_keeps_signals_for_later() {
+    let wf = keyed();
+    given(&wf, [])
+        .when(start_keyed())
+        .committed()
+        .when(Command::Signal {
+            name: "go".into(),
+            payload: json!({}),
+        })
+        .committed();
+}

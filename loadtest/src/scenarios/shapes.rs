@@ -47,11 +47,16 @@ pub fn chain(name: &str, n: usize, step: Step<'_>) -> Value {
 
 /// `start → width parallel noops → join`: `width + 2` tasks.
 pub fn diamond(name: &str, width: usize) -> Value {
+    diamond_of(name, width, Step::Noop)
+}
+
+/// `start → width parallel `middle` steps → join` (start and join are noops).
+pub fn diamond_of(name: &str, width: usize, middle_step: Step<'_>) -> Value {
     let mut tasks = vec![task("start".into(), Step::Noop, &[])];
     let start = ["start".to_owned()];
     let middle: Vec<String> = (0..width.max(1)).map(|i| format!("p{i}")).collect();
     for id in &middle {
-        tasks.push(task(id.clone(), Step::Noop, &start));
+        tasks.push(task(id.clone(), middle_step, &start));
     }
     tasks.push(task("join".into(), Step::Noop, &middle));
     json!({"name": name, "tasks": tasks})

@@ -12,8 +12,9 @@ use anyhow::{anyhow, Context, Result};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::shapes::diamond;
+use super::shapes::{diamond, diamond_of, Step};
 use super::{Figure, Goal, Outcome, RawBasis};
+use crate::agents::{AgentPool, Work};
 use crate::client::Client;
 use crate::progress::Progress;
 use crate::ws::{execution_of, recorded_at, terminal_event_status, Frame, Watch};
@@ -31,6 +32,10 @@ pub struct Params {
     /// W2: parallel tasks in the middle of each diamond.
     #[arg(id = "w2-width", long = "w2-width", default_value_t = 10)]
     pub width: usize,
+    /// W2: run the middle tasks as `agent` tasks served by this many of the load
+    /// tester's agents (capacity 10 each, mixed capabilities); 0: noops.
+    #[arg(id = "w2-agents", long = "w2-agents", default_value_t = 0)]
+    pub agents: usize,
 }
 
 /// W2's result.
@@ -56,14 +61,38 @@ pub struct W2 {
     pub not_completed: usize,
     /// Times the stream reconnected after `lagged`.
     pub reconnects: u64,
+    /// Agents that served the middle tasks (0: they were noops).
+    pub agents: usize,
 }
 
 /// Runs W2.
 pub async fn run(client: &Client, p: &Params) -> Result<W2> {
+    let role = format!("w2-{}", uuid::Uuid::new_v4().simple());
+    let definition = if p.agents > 0 {
+        diamond_of("w2-diamond-agents", p.width, Step::Agent(&role))
+    } else {
+        diamond("w2-diamond", p.width)
+    };
     let (workflow, _) = client
-        .create(&diamond("w2-diamond", p.width))
+        .create(&definition)
         .await
         .context("creating the W2 workflow")?;
+    let pool = if p.agents > 0 {
+        let sets: &[&[&str]] = &[&[], &["gpu"], &["gpu", "python"], &["python"], &["arm"]];
+        Some(
+            AgentPool::start_with_capabilities(
+                client,
+                &role,
+                p.agents,
+                Duration::from_secs(20),
+                Work::Nothing,
+                sets,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
     let mut watch = Watch::workflow(client, &workflow).await?;
     let bar = Progress::bar(p.executions as u64, "w2-diamond");
     bar.message("submitting");
@@ -108,6 +137,9 @@ pub async fn run(client: &Client, p: &Params) -> Result<W2> {
     }
     bar.finish();
     let reconnects = watch.stop().await?;
+    if let Some(pool) = pool {
+        pool.stop().await?;
+    }
     let last = ended.values().map(|(at, _)| *at).max().unwrap_or(started);
     let wall = last.duration_since(started).as_secs_f64().max(1e-9);
     let tasks = p.executions * (p.width + 2);
@@ -125,6 +157,7 @@ pub async fn run(client: &Client, p: &Params) -> Result<W2> {
             .map(|us| us as f64 / 1e6),
         not_completed: ended.values().filter(|(_, s)| *s != "completed").count(),
         reconnects,
+        agents: p.agents,
     })
 }
 
@@ -157,6 +190,13 @@ impl Outcome for W2 {
             self.tasks / self.executions.max(1),
             self.submit_seconds
         )];
+        if self.agents > 0 {
+            notes.push(format!(
+                "W2: the middle tasks ran on {} agents of the load tester (capacity 10, \
+                 mixed capabilities, scored routing).",
+                self.agents
+            ));
+        }
         if self.not_completed > 0 {
             notes.push(format!(
                 "W2: {} executions did not complete.",

@@ -7,6 +7,7 @@
 //! from`): a crash never applies a batch twice or skips one, and of two projectors
 //! racing on one database only one applies each batch.
 
+mod agents;
 mod postgres;
 mod raw;
 mod sqlite;
@@ -57,6 +58,8 @@ pub struct Dump {
     pub workflows: Vec<WorkflowRow>,
     /// `rm_executions` with `rm_tasks`, by execution id.
     pub executions: Vec<ExecutionView>,
+    /// `rm_agent_results`, by agent and position.
+    pub agent_results: Vec<crate::rows::AgentResult>,
 }
 
 /// The read-model database (cheap to clone: a pool handle).
@@ -223,7 +226,25 @@ impl ReadModels {
             Self::Postgres(pool) => raw::dump(pool).await?,
             Self::Sqlite(pool) => raw::dump(pool).await?,
         };
-        Ok(raw::assemble_dump(checkpoint, workflows, executions, tasks))
+        let agent_results = match self {
+            Self::Postgres(pool) => agents::dump(pool).await?,
+            Self::Sqlite(pool) => agents::dump(pool).await?,
+        };
+        Ok(Dump {
+            agent_results,
+            ..raw::assemble_dump(checkpoint, workflows, executions, tasks)
+        })
+    }
+
+    /// Agent `agent_id`'s results: counts, and its latest 100 durations.
+    pub async fn agent_results(
+        &self,
+        agent_id: Uuid,
+    ) -> Result<crate::rows::AgentResults, ReadModelError> {
+        Ok(match self {
+            Self::Postgres(pool) => agents::results(pool, agent_id).await?,
+            Self::Sqlite(pool) => agents::results(pool, agent_id).await?,
+        })
     }
 }
 

@@ -46,9 +46,8 @@ pub async fn migrate(pool: &PgPool) -> Result<(), ReadModelError> {
     // projector would deadlock with its commits. The last column is added in the same
     // transaction as everything else: when it exists, the tables are current.
     let current: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE \
-         table_schema = current_schema() AND table_name = 'rm_executions' \
-         AND column_name = 'budget')",
+        "SELECT EXISTS (SELECT 1 FROM information_schema.tables WHERE \
+         table_schema = current_schema() AND table_name = 'rm_agent_results')",
     )
     .fetch_one(pool)
     .await?;
@@ -63,6 +62,8 @@ pub async fn migrate(pool: &PgPool) -> Result<(), ReadModelError> {
     for ddl in CREATE {
         sqlx::query(ddl).execute(&mut *tx).await?;
     }
+    // Created last: its presence says every statement above ran.
+    sqlx::query(super::agents::CREATE).execute(&mut *tx).await?;
     sqlx::query(
         "INSERT INTO rm_checkpoints (name, position) VALUES ($1, 0) ON CONFLICT DO NOTHING",
     )
@@ -78,7 +79,9 @@ pub async fn reset(pool: &PgPool) -> Result<(), ReadModelError> {
     sqlx::query("SELECT pg_advisory_xact_lock(7263541)")
         .execute(&mut *tx)
         .await?;
-    sqlx::query("DROP TABLE IF EXISTS rm_tasks, rm_executions, rm_workflows, rm_checkpoints")
+    sqlx::query(
+        "DROP TABLE IF EXISTS rm_tasks, rm_executions, rm_workflows, rm_agent_results, rm_checkpoints",
+    )
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
@@ -188,6 +191,13 @@ pub async fn commit(
         .execute(&mut *tx)
         .await?;
     }
+    super::agents::insert(
+        &mut tx,
+        "INSERT INTO rm_agent_results (agent_id, position, ok, duration_ms)
+         VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        &changes.agent_results,
+    )
+    .await?;
     tx.commit().await?;
     Ok(true)
 }

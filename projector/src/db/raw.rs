@@ -158,6 +158,7 @@ pub fn assemble_dump(
                 ExecutionView { execution, tasks }
             })
             .collect(),
+        agent_results: Vec::new(),
     }
 }
 

@@ -41,6 +41,7 @@ pub async fn migrate(pool: &SqlitePool) -> Result<(), ReadModelError> {
     for ddl in CREATE {
         sqlx::query(ddl).execute(&mut *tx).await?;
     }
+    sqlx::query(super::agents::CREATE).execute(&mut *tx).await?;
     // Read models written before tenants: every row is `default`'s (SQLite has no
     // `ADD COLUMN IF NOT EXISTS`).
     for table in ["rm_workflows", "rm_executions"] {
@@ -92,6 +93,7 @@ pub async fn reset(pool: &SqlitePool) -> Result<(), ReadModelError> {
         "rm_tasks",
         "rm_executions",
         "rm_workflows",
+        "rm_agent_results",
         "rm_checkpoints",
     ] {
         sqlx::query(&format!("DROP TABLE IF EXISTS {table}"))
@@ -191,6 +193,13 @@ pub async fn commit(
             .execute(&mut *tx)
             .await?;
     }
+    super::agents::insert(
+        &mut tx,
+        "INSERT INTO rm_agent_results (agent_id, position, ok, duration_ms)
+         VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+        &changes.agent_results,
+    )
+    .await?;
     tx.commit().await?;
     Ok(true)
 }

@@ -79,6 +79,10 @@ pub struct TaskState {
     /// runs (`GET /api/v1/executions/{child_execution_id}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub child_execution_id: Option<Uuid>,
+    /// Why a dispatched agent task is not taken: no registered agent of its role has
+    /// every capability it requires (it waits for one that registers later).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_reason: Option<String>,
 }
 
 /// A task's compensation.

@@ -13,8 +13,15 @@ use crate::catalog::WorkflowCatalog;
 use crate::execution::{decide, Command, Decision, ExecutionState, Rejection, TaskRef};
 use crate::store::{read_whole_stream, EventStore, StoreError};
 
-/// How many times a command is re-decided after version conflicts before giving up.
-const MAX_ATTEMPTS: usize = 8;
+/// How many times a command is re-decided after version conflicts before giving up:
+/// each conflict means another command of the execution went through, so this bounds
+/// how many may race on one execution (ten agents completing a diamond's ten branches
+/// at once, say).
+const MAX_ATTEMPTS: usize = 64;
+
+/// Pause after a version conflict, at most (a random share of it, so that racing
+/// commands spread instead of colliding again).
+const CONFLICT_BACKOFF_MICROS: u64 = 2_000;
 
 /// Why a command was not recorded.
 #[derive(Debug, thiserror::Error)]
@@ -248,7 +255,12 @@ impl ExecutionCommands {
                         decision,
                     });
                 }
-                Err(e @ StoreError::Conflict { .. }) => last = Some(e),
+                Err(e @ StoreError::Conflict { .. }) => {
+                    last = Some(e);
+                    let micros =
+                        u64::from(Uuid::new_v4().as_u128() as u16) % CONFLICT_BACKOFF_MICROS;
+                    tokio::time::sleep(std::time::Duration::from_micros(micros)).await;
+                }
                 Err(e) => return Err(e.into()),
             }
         }

@@ -137,6 +137,8 @@ pub struct Agents {
     weights: WeightsOf,
     /// Where the agent body's result counters are read (None: the queue backend's).
     results: Option<Arc<dyn ResultCounts>>,
+    /// Routing's recently read counters of candidates.
+    stats_cache: route::StatsCache,
 }
 
 /// Agents' results as a read model folded from the event log counts them (the
@@ -166,6 +168,7 @@ impl Agents {
             liveness: Liveness::default(),
             weights: std::sync::Arc::new(|_| conflux_schema::routing::RoutingWeights::default()),
             results: None,
+            stats_cache: Default::default(),
         }
     }
 

@@ -188,10 +188,15 @@ impl Agents {
             .map_err(unavailable)?;
         let taken = self.queue.take(tenant, queues, max, wait).await;
         if last || !matches!(&taken, Ok(t) if t.is_empty()) {
-            self.queue
-                .agent_waiting(tenant, id, None)
-                .await
-                .map_err(unavailable)?;
+            // Off the path from ticket to lease: the poll goes on at once. (Routing
+            // counts this agent among the candidates either way.)
+            let queue = self.queue.clone();
+            let tenant = tenant.to_owned();
+            tokio::spawn(async move {
+                if let Err(e) = queue.agent_waiting(&tenant, id, None).await {
+                    tracing::debug!(agent = %id, error = %e, "recording that an agent stopped waiting failed; it expires");
+                }
+            });
         }
         let tickets = taken.map_err(unavailable)?;
         if tickets.is_empty() {

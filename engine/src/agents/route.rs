@@ -11,6 +11,8 @@
 //! no longer heard from (stale).
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use conflux_schema::api::{AgentState, AgentStatus};
@@ -20,10 +22,18 @@ use uuid::Uuid;
 
 use super::routing::{choose, eligible, Candidate};
 use super::{Agent, AgentError, Agents};
-use crate::queue::{mailbox_agent, mailbox_of, QueueError, Ticket, MAILBOXES};
+use crate::queue::{mailbox_agent, mailbox_of, AgentStats, QueueError, Ticket, MAILBOXES};
+
+/// How old a candidate's counters may be when routing reads them (availability,
+/// success rate, speed): fresh enough to spread a burst, cheap enough not to read 50
+/// agents' counters for every ticket.
+pub const STATS_FRESH: Duration = Duration::from_millis(100);
+
+/// Cached counters of agents, with when they were read.
+pub(super) type StatsCache = Arc<Mutex<HashMap<Uuid, (Instant, AgentStats)>>>;
 
 /// Where the weights of each tenant's routing come from (its policy).
-pub type WeightsOf = std::sync::Arc<dyn Fn(&str) -> RoutingWeights + Send + Sync>;
+pub type WeightsOf = Arc<dyn Fn(&str) -> RoutingWeights + Send + Sync>;
 
 fn unavailable(e: QueueError) -> AgentError {
     AgentError::Unavailable(e.to_string())
@@ -59,9 +69,7 @@ impl Agents {
             .map(|a| (a.agent_id, a))
             .collect();
         let ids: Vec<Uuid> = fleet.keys().copied().collect();
-        let stats = self.queue.agents_stats(&ids).await.map_err(unavailable)?;
-        let mut stats: HashMap<Uuid, crate::queue::AgentStats> =
-            ids.into_iter().zip(stats).collect();
+        let mut stats = self.recent_stats(&ids).await?;
         let weights = (self.weights)(tenant);
         let mut kept = Vec::new();
         for mut ticket in tickets {
@@ -102,6 +110,39 @@ impl Agents {
             metrics::counter!("conflux_tasks_routed_elsewhere_total").increment(1);
         }
         Ok(kept)
+    }
+
+    /// The counters of `ids`, each read at most [`STATS_FRESH`] ago: read in one
+    /// round trip for those older, so that routing a burst does not read every
+    /// candidate's counters for every ticket.
+    async fn recent_stats(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, AgentStats>, AgentError> {
+        let now = Instant::now();
+        let mut out = HashMap::with_capacity(ids.len());
+        let mut stale = Vec::new();
+        {
+            let cache = self.stats_cache.lock().unwrap_or_else(|p| p.into_inner());
+            for id in ids {
+                match cache.get(id) {
+                    Some((at, s)) if now.duration_since(*at) < STATS_FRESH => {
+                        out.insert(*id, s.clone());
+                    }
+                    _ => stale.push(*id),
+                }
+            }
+        }
+        if stale.is_empty() {
+            return Ok(out);
+        }
+        let read = self.queue.agents_stats(&stale).await.map_err(unavailable)?;
+        let mut cache = self.stats_cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() > 10_000 {
+            cache.clear();
+        }
+        for (id, s) in stale.into_iter().zip(read) {
+            cache.insert(id, (now, s.clone()));
+            out.insert(id, s);
+        }
+        Ok(out)
     }
 
     /// Sends the tickets waiting in `agent`'s mailbox back to the queues they were

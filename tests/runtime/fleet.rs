@@ -448,15 +448,7 @@ pub async fn tasks_requiring_capabilities_go_to_agents_that_have_them(s: &TestSe
         .await;
     let started = Instant::now();
     loop {
-        let text = crate::auth::client()
-            .get(format!("{}/metrics", s.base))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .unwrap_or_default();
-        if text.contains("conflux_tasks_unroutable_total") {
+        if s.metrics().await.contains("conflux_tasks_unroutable_total") {
             break;
         }
         assert!(started.elapsed() < PATIENCE, "never counted as unroutable");

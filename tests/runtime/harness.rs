@@ -268,6 +268,14 @@ impl TestServer {
     }
 
     /// `GET path` → (status, JSON body).
+    /// The `/metrics` text (empty when it cannot be read).
+    pub async fn metrics(&self) -> String {
+        let Ok(resp) = self.http.get(self.url("/metrics")).send().await else {
+            return String::new();
+        };
+        resp.text().await.unwrap_or_default()
+    }
+
     pub async fn get(&self, path: &str) -> (u16, Value) {
         self.send(self.http.get(self.url(path))).await
     }

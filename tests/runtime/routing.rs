@@ -256,14 +256,7 @@ pub async fn a_ticket_taken_by_a_worse_agent_is_handed_to_the_best(s: &TestServe
         .expect("started");
     assert_eq!(started["data"]["agent_id"], json!(cheap));
     assert_eq!(ids(&candidates(&started)), [cheap.as_str(), dear.as_str()]);
-    let metrics = crate::auth::client()
-        .get(format!("{}/metrics", s.base))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .unwrap_or_default();
+    let metrics = s.metrics().await;
     assert!(
         metrics
             .lines()

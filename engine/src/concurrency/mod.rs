@@ -98,10 +98,9 @@ impl ConcurrencySlots {
             change.admit.extend(claim.admit);
             change.cancel.extend(claim.cancel);
             if self
-                .append(&scope.stream, version, &change, metadata)
+                .settle(&scope.stream, version, change, metadata)
                 .await?
             {
-                self.carry_out(change, metadata).await;
                 return Ok(());
             }
             backoff().await;
@@ -126,10 +125,9 @@ impl ConcurrencySlots {
                 return Ok(());
             }
             if self
-                .append(&scope.stream, version, &change, metadata)
+                .settle(&scope.stream, version, change, metadata)
                 .await?
             {
-                self.carry_out(change, metadata).await;
                 return Ok(());
             }
             backoff().await;
@@ -142,6 +140,22 @@ impl ConcurrencySlots {
         let log = read_whole_stream(&**self.commands.store(), stream).await?;
         let version = log.last().map_or(0, |e| e.version);
         Ok((Slots::fold(log.iter().map(|e| &e.event)), version))
+    }
+
+    /// Appends `change`'s events at `version` and carries it out: false on a conflict
+    /// (nothing done: decide again).
+    async fn settle(
+        &self,
+        stream: &StreamId,
+        version: u64,
+        change: Change,
+        metadata: &EventMetadata,
+    ) -> Result<bool, CommandError> {
+        if !self.append(stream, version, &change, metadata).await? {
+            return Ok(false);
+        }
+        self.carry_out(change, metadata).await;
+        Ok(true)
     }
 
     /// Appends `change`'s events at `version`: false on a conflict (decide again).

@@ -94,7 +94,11 @@ fn the_workflow_deadline_runs_while_queued() {
 
 #[test]
 fn a_queued_execution_keeps_signals_for_later() {
-    let wf = keyed();
+    let wf = workflow(
+        json!({"name": "keyed", "concurrency": {"key": "input.k", "max_running": 1},
+        "tasks": [{"id": "a", "kind": "agent", "agent_role": "w"},
+                  {"id": "go", "kind": "signal", "depends_on": ["a"]}]}),
+    );
     given(&wf, [])
         .when(start_keyed())
         .committed()

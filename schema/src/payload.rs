@@ -109,6 +109,7 @@ impl Event {
                 | Event::ExecutionFailed { .. }
                 | Event::ExecutionCancelled { reason: Some(_) }
                 | Event::SignalReceived { .. }
+                | Event::ExecutionQueued { .. }
                 | Event::ApprovalDecided {
                     comment: Some(_),
                     ..
@@ -118,8 +119,9 @@ impl Event {
 
     /// Hands every payload field of the event to `visit`, in a fixed order: execution
     /// input and output, task input, output and error, the resolved HTTP request's url,
-    /// header values and body, a cancellation's reason, a signal's payload, an approval's comment. Structure (ids, attempts, flags, header names) is never
-    /// a payload.
+    /// header values and body, a cancellation's reason, a signal's payload, an
+    /// approval's comment, a concurrency key (computed from the input). Structure (ids,
+    /// attempts, flags, header names) is never a payload.
     pub fn for_each_payload_mut(&mut self, visit: &mut dyn FnMut(PayloadMut<'_>)) {
         match self {
             Event::ExecutionStarted { input, .. } => visit(PayloadMut::Json(input)),
@@ -148,6 +150,7 @@ impl Event {
                 reason: Some(error),
             } => visit(PayloadMut::Text(error)),
             Event::SignalReceived { payload, .. } => visit(PayloadMut::Json(payload)),
+            Event::ExecutionQueued { key } => visit(PayloadMut::Text(key)),
             Event::ApprovalDecided {
                 comment: Some(comment),
                 ..

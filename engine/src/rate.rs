@@ -44,7 +44,8 @@ pub async fn await_token(
                 tokio::time::sleep(wait.min(MAX_WAIT)).await;
             }
             Err(e) => {
-                tracing::warn!(%tenant, %bucket, error = %e, "taking a rate-limit token failed; trying again");
+                // The bucket's name comes from customer input: not logged.
+                tracing::warn!(%tenant, error = %e, "taking a rate-limit token failed; trying again");
                 tokio::time::sleep(UNAVAILABLE_RETRY).await;
             }
         }

@@ -68,16 +68,10 @@ pub async fn higher_priorities_are_leased_first(s: &TestServer) {
     let agent = agent["agent_id"].as_str().expect("id").to_owned();
     let mut order = Vec::new();
     for _ in 0..4 {
-        let (status, body) = s
-            .post(
-                &format!("/api/v1/agents/{agent}/poll?max=1&wait_ms=3000"),
-                json!({}),
-            )
-            .await;
-        assert_eq!(status, 200, "{body}");
-        let task = &body["tasks"][0];
-        order.push(task["execution_id"].as_str().expect("a lease").to_owned());
-        let lease = task["lease_id"].as_str().expect("lease");
+        let (lease, execution) = crate::routing::poll_one(s, &agent, 3000)
+            .await
+            .expect("a lease");
+        order.push(execution);
         let done = s
             .post(
                 &format!("/api/v1/tasks/{lease}/complete"),

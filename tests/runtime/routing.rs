@@ -31,7 +31,7 @@ async fn register(
 }
 
 /// One poll of `agent` for at most one task: the lease's `(lease_id, execution_id)`.
-async fn poll_one(s: &TestServer, agent: &str, wait_ms: u64) -> Option<(String, String)> {
+pub async fn poll_one(s: &TestServer, agent: &str, wait_ms: u64) -> Option<(String, String)> {
     let (status, body) = s
         .post(
             &format!("/api/v1/agents/{agent}/poll?max=1&wait_ms={wait_ms}"),

@@ -139,6 +139,10 @@ pub struct Agents {
     results: Option<Arc<dyn ResultCounts>>,
     /// Routing's recently read counters of candidates.
     stats_cache: route::StatsCache,
+    /// Mailboxes this process noted already.
+    noted_mailboxes: route::Noted,
+    /// When this process last looked for abandoned mailboxes, per tenant.
+    abandoned_looked: route::LookedAt,
 }
 
 /// Agents' results as a read model folded from the event log counts them (the
@@ -169,6 +173,8 @@ impl Agents {
             weights: std::sync::Arc::new(|_| conflux_schema::routing::RoutingWeights::default()),
             results: None,
             stats_cache: Default::default(),
+            noted_mailboxes: Default::default(),
+            abandoned_looked: Default::default(),
         }
     }
 

@@ -29,6 +29,15 @@ use crate::queue::{mailbox_agent, mailbox_of, AgentStats, QueueError, Ticket, MA
 /// agents' counters for every ticket.
 pub const STATS_FRESH: Duration = Duration::from_millis(100);
 
+/// How often this process looks for abandoned mailboxes of one tenant, at most.
+pub const ABANDONED_EVERY: Duration = Duration::from_secs(2);
+
+/// Per tenant, when this process last looked for abandoned mailboxes.
+pub(super) type LookedAt = Arc<Mutex<HashMap<String, Instant>>>;
+
+/// The mailboxes this process noted (tenant, agent).
+pub(super) type Noted = Arc<Mutex<std::collections::HashSet<(String, Uuid)>>>;
+
 /// Cached counters of agents, with when they were read.
 pub(super) type StatsCache = Arc<Mutex<HashMap<Uuid, (Instant, AgentStats)>>>;
 
@@ -102,10 +111,18 @@ impl Agents {
                 continue;
             }
             ticket.routed_from = Some(std::mem::replace(&mut ticket.role, mailbox_of(best)));
-            self.queue
-                .note_queue(tenant, MAILBOXES, &ticket.role)
-                .await
-                .map_err(unavailable)?;
+            // Noted once per process: the set is only read to find abandoned mailboxes.
+            let first = self
+                .noted_mailboxes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert((tenant.to_owned(), best));
+            if first {
+                self.queue
+                    .note_queue(tenant, MAILBOXES, &ticket.role)
+                    .await
+                    .map_err(unavailable)?;
+            }
             self.queue.enqueue(&ticket).await.map_err(unavailable)?;
             metrics::counter!("conflux_tasks_routed_elsewhere_total").increment(1);
         }
@@ -176,8 +193,24 @@ impl Agents {
     }
 
     /// Sends back the tickets of every mailbox of `tenant` whose agent no longer takes
-    /// work: not active, or not heard from for longer than the stale threshold.
+    /// work: not active, or not heard from for longer than the stale threshold. At most
+    /// once per [`ABANDONED_EVERY`] per tenant in this process (every idle poll step
+    /// asks; one look serves them all).
     pub(super) async fn return_abandoned(&self, tenant: &str) -> Result<(), AgentError> {
+        {
+            let now = Instant::now();
+            let mut looked = self
+                .abandoned_looked
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if looked
+                .get(tenant)
+                .is_some_and(|at| now.duration_since(*at) < ABANDONED_EVERY)
+            {
+                return Ok(());
+            }
+            looked.insert(tenant.to_owned(), now);
+        }
         let mailboxes = self
             .queue
             .queues_of(tenant, MAILBOXES)

@@ -237,13 +237,13 @@ impl RedisTaskQueue {
     }
 
     /// The key of `tenant`'s rate-limit bucket `bucket`.
+    /// The key of `tenant`'s rate-limit bucket `bucket`: a SHA-256 of the bucket's
+    /// name, which is computed from customer input (a customer id, say) and so never
+    /// stands in Redis in clear.
     fn bucket_key(&self, tenant: &str, bucket: &str) -> String {
-        format!(
-            "{}rate:{}:{}",
-            self.prefix,
-            hex::encode(tenant),
-            hex::encode(bucket)
-        )
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(format!("{tenant}\u{0}{bucket}").as_bytes());
+        format!("{}rate:{}", self.prefix, hex::encode(digest))
     }
 
     pub(super) async fn fleet_take_token(

@@ -245,6 +245,7 @@ pub fn router(rt: &Runtime, access: Access, sides: Sides) -> Router {
             .merge(conflux_query_api::workflows::router(reads.clone()))
             .merge(conflux_query_api::schedules::router(schedules))
             .merge(conflux_query_api::audit::router(commands))
+            .merge(conflux_query_api::dead_letters::router(reads.clone()))
             .merge(conflux_query_api::executions::router(reads))
             .merge(conflux_query_api::openapi::router());
         hooks.push(conflux_query_api::live::connections_gauge());

@@ -11,6 +11,7 @@
 //! - [`agents`]: register, long-poll leases, complete/fail/heartbeat by lease (the rules
 //!   are the engine's agent service; these routes translate HTTP).
 //! - [`access`]: tenants (create, list) and API keys (create, list, revoke).
+//! - [`dead_letters`]: redrive (retry) or acknowledge a dead letter.
 //! - [`schedules`]: create, pause, resume, delete a schedule (a workflow on a cron).
 //! - [`secrets`]: the tenant's secrets (create, list names, rotate, delete).
 //! - [`tenants`]: a tenant's policy (egress allowlist, quota limits) and its usage.
@@ -28,6 +29,7 @@
 pub mod access;
 pub mod agents;
 pub mod approvals;
+pub mod dead_letters;
 pub mod erasure;
 pub mod executions;
 pub mod schedules;
@@ -131,6 +133,11 @@ pub fn router(ctx: CommandContext, max_body_bytes: usize) -> Router {
         )
         .route("/api/v1/schedules/{id}/pause", post(schedules::pause))
         .route("/api/v1/schedules/{id}/resume", post(schedules::resume))
+        .route(
+            "/api/v1/dead-letters/{id}",
+            axum::routing::delete(dead_letters::acknowledge),
+        )
+        .route("/api/v1/dead-letters/{id}/retry", post(dead_letters::retry))
         .route("/api/v1/secrets", post(secrets::create).get(secrets::list))
         .route(
             "/api/v1/secrets/{name}",

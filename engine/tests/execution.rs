@@ -26,6 +26,8 @@ mod children;
 mod concurrency;
 #[path = "execution/control_flow.rs"]
 mod control_flow;
+#[path = "execution/dead_letters.rs"]
+mod dead_letters;
 #[path = "execution/map.rs"]
 mod map;
 
@@ -261,6 +263,15 @@ fn skipped(task: &str, reason: &str) -> Event {
 const SKIPPED_ON_FAILURE: &str = "the execution failed before the task could run";
 
 /// Scheduled and dispatched with a `null` input (the usual for noop tasks here).
+fn dead_lettered(task: &str, attempt: u32, error: &str) -> Event {
+    Event::TaskDeadLettered {
+        task_id: id(task),
+        dead_letter_id: conflux_engine::execution::dead_letter_id(EXECUTION, attempt, &id(task)),
+        attempts: attempt,
+        error: error.into(),
+    }
+}
+
 fn run(task: &str, attempt: u32) -> [Event; 2] {
     [
         scheduled(task, attempt),
@@ -554,6 +565,7 @@ fn retryable_failures_retry_with_backoff_until_attempts_run_out() {
         .when(Command::Advance)
         .then_events([
             skipped("b", SKIPPED_ON_FAILURE),
+            dead_lettered("a", 3, "flaky"),
             Event::ExecutionFailed {
                 error: "task `a` failed: flaky".into(),
                 failed_task: Some(id("a")),
@@ -574,6 +586,7 @@ fn a_non_retryable_failure_fails_the_task_for_good() {
         .when(Command::Advance)
         .then_events([
             skipped("b", SKIPPED_ON_FAILURE),
+            dead_lettered("a", 1, "bad input"),
             Event::ExecutionFailed {
                 error: "task `a` failed: bad input".into(),
                 failed_task: Some(id("a")),
@@ -894,6 +907,7 @@ fn saga_until_failure() -> Given {
                 vec![
                     cancelled("e", 1),
                     skipped("z", SKIPPED_ON_FAILURE),
+                    dead_lettered("d", 1, "boom"),
                     Event::CompensationStarted {
                         failed_task: Some(id("d")),
                         error: Some("task `d` failed: boom".into()),
@@ -1046,6 +1060,7 @@ fn a_saga_with_nothing_to_compensate_ends_compensated() {
         .apply([failed("b", 1, "x", false)])
         .when(Command::Advance)
         .then_events([
+            dead_lettered("b", 1, "x"),
             Event::CompensationStarted {
                 failed_task: Some(id("b")),
                 error: Some("task `b` failed: x".into()),

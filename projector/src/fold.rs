@@ -13,13 +13,14 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use conflux_engine::execution::{evolve, ExecutionState};
+use conflux_engine::execution::{evolve, DeadLetterEntry, ExecutionState};
+use conflux_schema::api::{DeadLetter, DeadLetterState};
 use conflux_schema::validate::ValidatedWorkflow;
 use conflux_schema::{Event, EventEnvelope, StreamType};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::rows::{AgentResult, Changes, ExecutionRow, TaskRow, WorkflowRow};
+use crate::rows::{AgentResult, Changes, DeadLetterRow, ExecutionRow, TaskRow, WorkflowRow};
 
 /// Executions kept in memory after a batch (terminal ones are dropped at once).
 const MAX_CACHED_EXECUTIONS: usize = 20_000;
@@ -69,6 +70,8 @@ pub struct Projection {
     dirty_workflows: BTreeSet<Uuid>,
     /// Agents' results folded since the last batch.
     agent_results: Vec<AgentResult>,
+    /// Dead letters written, with the state written (a row is rewritten when it moves).
+    dead_letters_written: HashMap<String, DeadLetterState>,
 }
 
 impl Projection {
@@ -289,6 +292,16 @@ impl Projection {
             let Some(tracked) = self.executions.get_mut(&id) else {
                 continue;
             };
+            for entry in tracked.state.dead_letters() {
+                if self.dead_letters_written.get(&entry.id) == Some(&entry.state) {
+                    continue;
+                }
+                self.dead_letters_written
+                    .insert(entry.id.clone(), entry.state);
+                changes
+                    .dead_letters
+                    .push(dead_letter_row(id, &tracked.state, entry));
+            }
             let body = serde_json::to_value(tracked.state.summary_view()).unwrap_or(Value::Null);
             changes.executions.push(execution_row(
                 id,
@@ -382,6 +395,24 @@ fn agent_result(tracked: &mut Tracked, env: &EventEnvelope) -> Option<AgentResul
         ok,
         duration_ms: started.map(|at| (env.recorded_at - at).num_milliseconds().max(0)),
     })
+}
+
+fn dead_letter_row(id: Uuid, state: &ExecutionState, entry: &DeadLetterEntry) -> DeadLetterRow {
+    DeadLetterRow {
+        tenant_id: state.tenant().to_owned(),
+        body: DeadLetter {
+            id: entry.id.clone(),
+            execution_id: id,
+            workflow_id: state.workflow_id().unwrap_or_default(),
+            task_id: entry.task_id.to_string(),
+            attempts: entry.attempts,
+            error: Some(entry.error.clone()),
+            state: entry.state,
+            dead_lettered_at: entry.at,
+            closed_at: entry.closed_at,
+            closed_by: entry.closed_by.clone(),
+        },
+    }
 }
 
 fn execution_row(id: Uuid, body: &Value, position: u64, tenant: &str) -> ExecutionRow {

@@ -168,6 +168,8 @@ pub struct ExecutionView {
     pub execution: ExecutionRow,
     /// Its tasks in definition order.
     pub tasks: Vec<TaskRow>,
+    /// The latest dead letter of the execution, if a task failed it (`rm_dead_letters`).
+    pub dead_letter: Option<api::DeadLetterRef>,
 }
 
 impl ExecutionView {
@@ -208,6 +210,7 @@ impl ExecutionView {
                 .budget
                 .as_deref()
                 .and_then(|b| serde_json::from_str(b).ok()),
+            dead_letter: self.dead_letter.clone(),
             tasks,
         }
     }
@@ -230,6 +233,8 @@ pub struct Changes {
     pub tasks: Vec<TaskRow>,
     /// Agents' results to add.
     pub agent_results: Vec<AgentResult>,
+    /// Dead letters to upsert (new, or whose state changed).
+    pub dead_letters: Vec<DeadLetterRow>,
 }
 
 impl Changes {
@@ -239,7 +244,17 @@ impl Changes {
             && self.executions.is_empty()
             && self.tasks.is_empty()
             && self.agent_results.is_empty()
+            && self.dead_letters.is_empty()
     }
+}
+
+/// One dead letter (`rm_dead_letters`): its API body and its tenant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetterRow {
+    /// The tenant of its execution.
+    pub tenant_id: String,
+    /// The body `GET /api/v1/dead-letters` lists.
+    pub body: api::DeadLetter,
 }
 
 /// One result an agent reported (`rm_agent_results`): a `TaskCompleted`, `TaskFailed`

@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`audit`]: an execution's log (JSON pages or NDJSON), replay to any version, hash
 //!   chain verification, and a workflow's merged log.
+//! - [`dead_letters`]: the tenant's dead letters (tasks that failed their execution).
 //! - [`executions`]: an execution, from the read model (or its log, until projected).
 //! - [`live`]: `/ws/executions/{id}`: snapshot, then every later event once, resumable.
 //! - [`openapi`]: `/api/v1/openapi.json`, this API as an OpenAPI 3 document.
@@ -17,6 +18,7 @@
 //! depend on `conflux-command-api`, nor it on this one.
 
 pub mod audit;
+pub mod dead_letters;
 pub mod executions;
 pub mod live;
 pub mod openapi;

@@ -21,6 +21,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::tag::TagBuilder;
 use utoipa::openapi::{InfoBuilder, LicenseBuilder, OpenApi, OpenApiBuilder};
 
+use dead_letters::dead_letters;
 use routes::{
     agents, audit, executions, keys, live, operations, schedules, secrets, tenants, workflows,
 };
@@ -28,6 +29,7 @@ use shapes::ErrorBody;
 use spec::Spec;
 use waits::waits;
 
+mod dead_letters;
 mod routes;
 #[allow(dead_code)]
 mod shapes;
@@ -65,6 +67,7 @@ pub fn document() -> OpenApi {
     workflows(&mut s);
     executions(&mut s);
     waits(&mut s);
+    dead_letters(&mut s);
     audit(&mut s);
     agents(&mut s);
     keys(&mut s);

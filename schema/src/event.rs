@@ -291,6 +291,43 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         failed_task: Option<TaskId>,
     },
+    /// Task `task_id` failed for good (its retries exhausted, or a failure that may not
+    /// be retried) and failed its execution with it: it is a dead letter, listed until
+    /// it is redriven (`ExecutionRedriven`) or acknowledged (`DeadLetterAcknowledged`).
+    /// Recorded just before the `ExecutionFailed` (or `CompensationStarted`) it causes.
+    TaskDeadLettered {
+        /// The task.
+        task_id: TaskId,
+        /// The dead letter's id: `<execution id>.<attempt>.<task id>`.
+        dead_letter_id: String,
+        /// Attempts the task made (its last attempt's number).
+        attempts: u32,
+        /// Why its last attempt failed.
+        error: String,
+    },
+    /// A dead letter was redriven: the execution runs again from where it failed. The
+    /// `TaskRedriven` events that follow it in the same decision bring its tasks back.
+    ExecutionRedriven {
+        /// The dead letter redriven.
+        dead_letter_id: String,
+        /// Its task.
+        task_id: TaskId,
+    },
+    /// A redrive brings task `task_id` back: a failed or cancelled task gets a fresh
+    /// budget of attempts and its next attempt (`attempt`) is due at once; a task the
+    /// failure skipped before it ran (`attempt` 0) is pending again.
+    TaskRedriven {
+        /// The task.
+        task_id: TaskId,
+        /// The attempt it runs next, or 0 for a task pending again.
+        attempt: u32,
+    },
+    /// A dead letter was acknowledged: it is no longer listed as open and can no longer
+    /// be redriven.
+    DeadLetterAcknowledged {
+        /// The dead letter.
+        dead_letter_id: String,
+    },
     /// An external agent registered. Stream `agent-<id>`.
     AgentRegistered {
         /// The agent id (also the stream's uuid).
@@ -544,7 +581,9 @@ impl Event {
             | Event::TaskSkipped { task_id, .. }
             | Event::TaskCompensated { task_id, .. }
             | Event::CompensationFailed { task_id, .. }
-            | Event::MapExpanded { task_id, .. } => Some(task_id),
+            | Event::MapExpanded { task_id, .. }
+            | Event::TaskDeadLettered { task_id, .. }
+            | Event::TaskRedriven { task_id, .. } => Some(task_id),
             _ => None,
         }
     }
@@ -573,6 +612,10 @@ impl Event {
             Event::CompensationFailed { .. } => "CompensationFailed",
             Event::ExecutionCompleted { .. } => "ExecutionCompleted",
             Event::ExecutionFailed { .. } => "ExecutionFailed",
+            Event::TaskDeadLettered { .. } => "TaskDeadLettered",
+            Event::ExecutionRedriven { .. } => "ExecutionRedriven",
+            Event::TaskRedriven { .. } => "TaskRedriven",
+            Event::DeadLetterAcknowledged { .. } => "DeadLetterAcknowledged",
             Event::AgentRegistered { .. } => "AgentRegistered",
             Event::AgentDrained { .. } => "AgentDrained",
             Event::AgentDeregistered { .. } => "AgentDeregistered",

@@ -102,6 +102,7 @@ impl Event {
                 | Event::TaskDispatched { .. }
                 | Event::TaskCompleted { .. }
                 | Event::TaskFailed { .. }
+                | Event::TaskDeadLettered { .. }
                 | Event::CompensationStarted { .. }
                 | Event::TaskCompensated { .. }
                 | Event::CompensationFailed { .. }
@@ -141,6 +142,7 @@ impl Event {
             | Event::TaskCompensated { output, .. }
             | Event::ExecutionCompleted { output } => visit(PayloadMut::Json(output)),
             Event::TaskFailed { error, .. }
+            | Event::TaskDeadLettered { error, .. }
             | Event::CompensationFailed { error, .. }
             | Event::ExecutionFailed { error, .. } => visit(PayloadMut::Text(error)),
             Event::CompensationStarted {

@@ -94,7 +94,7 @@ pub(crate) fn can_retry(state: &ExecutionState, index: usize, compensation: bool
     let max = state
         .spec(index, compensation)
         .map_or(1, |s| s.max_attempts());
-    track.retryable && track.attempt < max
+    track.retryable && track.attempt.saturating_sub(track.redrive_base) < max
 }
 
 /// `TaskRetryScheduled` for the failed attempt of task `index` (or its compensation);
@@ -109,7 +109,10 @@ pub(crate) fn plan_retry(
     let track = state.track(index, compensation)?;
     let spec = state.spec(index, compensation)?;
     let next = track.attempt.saturating_add(1);
-    let due_at = add(now, spec.delay_after(track.attempt));
+    let due_at = add(
+        now,
+        spec.delay_after(track.attempt.saturating_sub(track.redrive_base)),
+    );
     out.push(Event::TaskRetryScheduled {
         task_id: state.id(index)?.clone(),
         attempt: next,
@@ -383,12 +386,13 @@ pub(crate) fn fail(
             if let Some(task_id) = s.id(i) {
                 out.push(Event::TaskSkipped {
                     task_id: task_id.clone(),
-                    reason: "the execution failed before the task could run".to_owned(),
+                    reason: super::dead_letter::SKIPPED_BY_FAILURE.to_owned(),
                 });
             }
         }
     }
     let failed_task = failed.and_then(|i| s.id(i)).cloned();
+    out.extend(failed.and_then(|i| super::dead_letter::dead_lettered(s, i, &error)));
     let message = match &failed_task {
         Some(id) => format!("task `{id}` failed: {error}"),
         None => error,

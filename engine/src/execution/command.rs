@@ -146,6 +146,17 @@ pub enum Command {
         /// Who decides, and how.
         decision: super::waits::ApprovalBy,
     },
+    /// Run dead letter `id`'s task again (the execution failed because of it): it and
+    /// the tasks the failure stopped come back, the execution runs again.
+    Redrive {
+        /// The dead letter.
+        id: String,
+    },
+    /// Close dead letter `id` without running its task again.
+    AcknowledgeDeadLetter {
+        /// The dead letter.
+        id: String,
+    },
 }
 
 impl Command {
@@ -166,6 +177,8 @@ impl Command {
             Command::Cancel { .. } => "cancel",
             Command::Signal { .. } => "signal",
             Command::DecideApproval { .. } => "decide on",
+            Command::Redrive { .. } => "redrive",
+            Command::AcknowledgeDeadLetter { .. } => "acknowledge",
         }
     }
 }
@@ -239,6 +252,20 @@ pub enum Rejection {
         /// The caller.
         by: String,
     },
+    /// No dead letter of this execution has this id.
+    #[error("dead letter `{0}` not found")]
+    UnknownDeadLetter(String),
+    /// The dead letter was redriven or acknowledged already.
+    #[error("dead letter `{id}` is {state}, not open")]
+    DeadLetterClosed {
+        /// The dead letter.
+        id: String,
+        /// `redriven` or `acknowledged`.
+        state: &'static str,
+    },
+    /// The dead letter cannot be redriven: why.
+    #[error("this dead letter cannot be redriven: {0}")]
+    NotRedrivable(String),
 }
 
 impl Rejection {
@@ -256,6 +283,8 @@ impl Rejection {
             Rejection::UnknownSignal(_) => "not_found",
             Rejection::NotWaiting { .. } | Rejection::AlreadyDecided { .. } => "conflict",
             Rejection::NotApprover { .. } => "forbidden",
+            Rejection::UnknownDeadLetter(_) => "not_found",
+            Rejection::DeadLetterClosed { .. } | Rejection::NotRedrivable(_) => "conflict",
         }
     }
 }

@@ -13,6 +13,7 @@ use conflux_schema::Event;
 use super::advance::{advance, fail, Overlay};
 use super::attempt;
 use super::command::{Command, Rejection};
+use super::dead_letter;
 use super::effect::{Decision, Timer};
 use super::state::ExecutionState;
 use super::status::{ExecutionStatus, TaskStatus};
@@ -119,6 +120,8 @@ pub fn decide(
         Command::Cancel { reason } => cancel(state, reason)?,
         Command::Signal { name, payload } => waits::signal(state, name, payload)?,
         Command::DecideApproval { task, decision } => waits::approval(state, &task, decision)?,
+        Command::Redrive { id } => dead_letter::redrive(state, &id, now)?,
+        Command::AcknowledgeDeadLetter { id } => dead_letter::acknowledge(state, &id)?,
     };
     Ok(Decision::new(&state.workflow, events, now))
 }

@@ -30,6 +30,11 @@ pub fn evolve(mut state: ExecutionState, envelope: &EventEnvelope) -> ExecutionS
         envelope.metadata.tenant().clone_into(&mut state.tenant);
     }
     state.apply(&envelope.event, envelope.recorded_at);
+    state.apply_dead_letter_closed(
+        &envelope.event,
+        envelope.recorded_at,
+        envelope.metadata.actor.as_deref(),
+    );
     state
 }
 
@@ -427,6 +432,10 @@ impl ExecutionState {
             }
             Event::BudgetSet { budget } => self.budget = Some(*budget),
             Event::PrioritySet { priority } => self.priority = Some(*priority),
+            Event::TaskDeadLettered { .. } => self.apply_dead_lettered(event, at),
+            Event::TaskRedriven { task_id, attempt } => self.apply_task_redriven(task_id, *attempt),
+            // Applied by `evolve`, which knows the actor.
+            Event::ExecutionRedriven { .. } | Event::DeadLetterAcknowledged { .. } => {}
             Event::MapExpanded {
                 task_id,
                 attempt,
@@ -549,7 +558,7 @@ impl ExecutionState {
     fn fails_for_good(&self, index: usize) -> bool {
         let t = &self.tasks[index];
         let max = self.spec(index, false).map_or(1, |b| b.max_attempts());
-        !t.retryable || t.attempt >= max
+        !t.retryable || t.attempt.saturating_sub(t.redrive_base) >= max
     }
 
     /// Forward task `index` settled: it counts towards completion, and its dependents

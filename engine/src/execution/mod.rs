@@ -26,6 +26,8 @@
 //!   [`Timer`], [`Decision`]; `view`: the API body, pending timers and dispatches.
 //! - `child`: `workflow` tasks' child executions: their ids, the link a child records,
 //!   and the command its end sends its parent.
+//! - `dead_letter`: tasks that failed their execution, kept as dead letters; their
+//!   redrive and acknowledgement.
 //! - `waits`: the waiting kinds (`signal`, `approval`): kept signals, approval
 //!   decisions, and `Advance` run to rest when a dispatch completes a task.
 
@@ -33,6 +35,7 @@ mod advance;
 mod attempt;
 mod child;
 mod command;
+mod dead_letter;
 mod decide;
 mod dispatch;
 mod effect;
@@ -48,6 +51,7 @@ mod waits;
 
 pub use child::{child_execution_id, link_for, parent_command};
 pub use command::{Command, Rejection, TaskRef};
+pub use dead_letter::{dead_letter_id, parse_dead_letter_id, DeadLetterEntry};
 pub use decide::decide;
 pub use effect::{effects_of, Decision, Effect, Timer};
 pub use evolve::{evolve, fold_provisional};

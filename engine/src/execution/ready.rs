@@ -56,6 +56,25 @@ impl ReadySet {
         }
     }
 
+    /// Undoes [`ReadySet::settled`] for task `index` (a redrive made it pending
+    /// again): its dependents' counters go up by one and none of them is ready.
+    pub(crate) fn unsettled(&mut self, workflow: &ValidatedWorkflow, index: usize) {
+        for &dependent in workflow.dependents(index) {
+            if let Some(counter) = self.remaining.get_mut(dependent as usize) {
+                *counter = counter.saturating_add(1);
+            }
+            self.ready.remove(&dependent);
+        }
+    }
+
+    /// Adds `index` to the ready set (a redrive made it pending again, every
+    /// dependency settled).
+    pub(crate) fn insert(&mut self, index: usize) {
+        if let Ok(index) = u32::try_from(index) {
+            self.ready.insert(index);
+        }
+    }
+
     /// Removes `index` from the ready set (it was scheduled, or skipped).
     pub(crate) fn take(&mut self, index: usize) {
         if let Ok(index) = u32::try_from(index) {

@@ -66,6 +66,9 @@ pub struct TaskState {
     pub priority: Option<u8>,
     /// Why its dispatched attempt is not taken (`TaskUnroutable`), until it starts.
     pub waiting_reason: Option<String>,
+    /// Attempts made before its latest redrive (`TaskRedriven`): its retry policy
+    /// counts attempts after these.
+    pub redrive_base: u32,
 }
 
 impl TaskState {
@@ -180,6 +183,8 @@ pub struct ExecutionState {
     pub(crate) saga: Option<Saga>,
     /// Kept signals and approval decisions (the waiting kinds).
     pub(crate) waits: super::waits::Waits,
+    /// Its dead letters, oldest first.
+    pub(crate) dead_letters: Vec<super::dead_letter::DeadLetterEntry>,
 }
 
 /// The items of one dispatched map and how far they got; kept by evolve so a step of
@@ -236,6 +241,7 @@ impl ExecutionState {
             items: Vec::new(),
             saga: None,
             waits: Default::default(),
+            dead_letters: Vec::new(),
         }
     }
 

@@ -56,6 +56,11 @@ impl ExecutionState {
             parent: self.parent.clone(),
             usage: self.usage,
             budget: self.budget,
+            dead_letter: self.dead_letters.last().map(|d| api::DeadLetterRef {
+                id: d.id.clone(),
+                task_id: d.task_id.to_string(),
+                state: d.state,
+            }),
             tasks,
         }
     }

@@ -8,6 +8,7 @@
 //! racing on one database only one applies each batch.
 
 mod agents;
+mod dead_letters;
 mod postgres;
 mod raw;
 mod sqlite;
@@ -213,10 +214,23 @@ impl ReadModels {
         tenant: &str,
         execution_id: Uuid,
     ) -> Result<Option<ExecutionView>, ReadModelError> {
-        match self {
+        let view = match self {
             Self::Postgres(pool) => postgres::execution(pool, tenant, execution_id).await,
             Self::Sqlite(pool) => sqlite::execution(pool, tenant, execution_id).await,
-        }
+        }?;
+        let Some(mut view) = view else {
+            return Ok(None);
+        };
+        let latest = match self {
+            Self::Postgres(pool) => dead_letters::latest_of(pool, execution_id).await?,
+            Self::Sqlite(pool) => dead_letters::latest_of(pool, execution_id).await?,
+        };
+        view.dead_letter = latest.map(|d| conflux_schema::api::DeadLetterRef {
+            id: d.id,
+            task_id: d.task_id,
+            state: d.state,
+        });
+        Ok(Some(view))
     }
 
     /// Every row, in key order (tests and the rebuild check).
@@ -233,6 +247,32 @@ impl ReadModels {
         Ok(Dump {
             agent_results,
             ..raw::assemble_dump(checkpoint, workflows, executions, tasks)
+        })
+    }
+
+    /// `tenant`'s dead letters in `state` (every state: None), newest first, at most
+    /// `limit`.
+    pub async fn dead_letters(
+        &self,
+        tenant: &str,
+        state: Option<conflux_schema::api::DeadLetterState>,
+        limit: i64,
+    ) -> Result<Vec<conflux_schema::api::DeadLetter>, ReadModelError> {
+        Ok(match self {
+            Self::Postgres(pool) => dead_letters::list(pool, tenant, state, limit).await?,
+            Self::Sqlite(pool) => dead_letters::list(pool, tenant, state, limit).await?,
+        })
+    }
+
+    /// Dead letter `id`, if it is `tenant`'s.
+    pub async fn dead_letter(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<Option<conflux_schema::api::DeadLetter>, ReadModelError> {
+        Ok(match self {
+            Self::Postgres(pool) => dead_letters::get(pool, tenant, id).await?,
+            Self::Sqlite(pool) => dead_letters::get(pool, tenant, id).await?,
         })
     }
 

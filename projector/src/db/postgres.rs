@@ -47,7 +47,7 @@ pub async fn migrate(pool: &PgPool) -> Result<(), ReadModelError> {
     // transaction as everything else: when it exists, the tables are current.
     let current: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM information_schema.tables WHERE \
-         table_schema = current_schema() AND table_name = 'rm_agent_results')",
+         table_schema = current_schema() AND table_name = 'rm_dead_letters')",
     )
     .fetch_one(pool)
     .await?;
@@ -62,8 +62,11 @@ pub async fn migrate(pool: &PgPool) -> Result<(), ReadModelError> {
     for ddl in CREATE {
         sqlx::query(ddl).execute(&mut *tx).await?;
     }
-    // Created last: its presence says every statement above ran.
     sqlx::query(super::agents::CREATE).execute(&mut *tx).await?;
+    // Created last: its presence says every statement above ran.
+    for ddl in super::dead_letters::CREATE {
+        sqlx::query(ddl).execute(&mut *tx).await?;
+    }
     sqlx::query(
         "INSERT INTO rm_checkpoints (name, position) VALUES ($1, 0) ON CONFLICT DO NOTHING",
     )
@@ -80,7 +83,7 @@ pub async fn reset(pool: &PgPool) -> Result<(), ReadModelError> {
         .execute(&mut *tx)
         .await?;
     sqlx::query(
-        "DROP TABLE IF EXISTS rm_tasks, rm_executions, rm_workflows, rm_agent_results, rm_checkpoints",
+        "DROP TABLE IF EXISTS rm_tasks, rm_executions, rm_workflows, rm_agent_results, rm_dead_letters, rm_checkpoints",
     )
         .execute(&mut *tx)
         .await?;
@@ -196,6 +199,14 @@ pub async fn commit(
         "INSERT INTO rm_agent_results (agent_id, position, ok, duration_ms)
          VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
         &changes.agent_results,
+    )
+    .await?;
+    super::dead_letters::upsert(
+        &mut tx,
+        "INSERT INTO rm_dead_letters (id, tenant_id, execution_id, state, at_us, body)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (id) DO UPDATE SET state = excluded.state, body = excluded.body",
+        &changes.dead_letters,
     )
     .await?;
     tx.commit().await?;

@@ -127,6 +127,7 @@ impl Task {
 /// An execution and its tasks (ordered by ordinal by the query).
 pub fn view(execution: Execution, tasks: Vec<Task>) -> ExecutionView {
     ExecutionView {
+        dead_letter: None,
         execution: execution.into_row(),
         tasks: tasks.into_iter().map(Task::into_row).collect(),
     }
@@ -155,7 +156,11 @@ pub fn assemble_dump(
                 let tasks = by_execution
                     .remove(&execution.execution_id)
                     .unwrap_or_default();
-                ExecutionView { execution, tasks }
+                ExecutionView {
+                    execution,
+                    tasks,
+                    dead_letter: None,
+                }
             })
             .collect(),
         agent_results: Vec::new(),

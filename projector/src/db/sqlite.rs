@@ -42,6 +42,9 @@ pub async fn migrate(pool: &SqlitePool) -> Result<(), ReadModelError> {
         sqlx::query(ddl).execute(&mut *tx).await?;
     }
     sqlx::query(super::agents::CREATE).execute(&mut *tx).await?;
+    for ddl in super::dead_letters::CREATE {
+        sqlx::query(ddl).execute(&mut *tx).await?;
+    }
     // Read models written before tenants: every row is `default`'s (SQLite has no
     // `ADD COLUMN IF NOT EXISTS`).
     for table in ["rm_workflows", "rm_executions"] {
@@ -94,6 +97,7 @@ pub async fn reset(pool: &SqlitePool) -> Result<(), ReadModelError> {
         "rm_executions",
         "rm_workflows",
         "rm_agent_results",
+        "rm_dead_letters",
         "rm_checkpoints",
     ] {
         sqlx::query(&format!("DROP TABLE IF EXISTS {table}"))
@@ -198,6 +202,14 @@ pub async fn commit(
         "INSERT INTO rm_agent_results (agent_id, position, ok, duration_ms)
          VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
         &changes.agent_results,
+    )
+    .await?;
+    super::dead_letters::upsert(
+        &mut tx,
+        "INSERT INTO rm_dead_letters (id, tenant_id, execution_id, state, at_us, body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (id) DO UPDATE SET state = excluded.state, body = excluded.body",
+        &changes.dead_letters,
     )
     .await?;
     tx.commit().await?;

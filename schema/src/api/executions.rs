@@ -48,6 +48,10 @@ pub struct Execution {
     /// How much it may spend, if it was started with a budget.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<crate::usage::Budget>,
+    /// The dead letter of the task that failed it (its latest), when a task that failed
+    /// for good failed it; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter: Option<crate::api::DeadLetterRef>,
     /// Its tasks, by task id.
     pub tasks: BTreeMap<String, TaskState>,
 }

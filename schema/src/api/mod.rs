@@ -10,6 +10,7 @@
 pub mod access;
 pub mod agents;
 pub mod audit;
+pub mod dead_letters;
 pub mod erasure;
 pub mod error;
 pub mod executions;
@@ -29,6 +30,9 @@ pub use agents::{
     FailTask, Lease, LeaseRecorded, LeasedAttempt, PollAnswer, RegisterAgent,
 };
 pub use audit::{ChainVerification, EventPage, Replay, WorkflowEventPage};
+pub use dead_letters::{
+    DeadLetter, DeadLetterList, DeadLetterRedriven, DeadLetterRef, DeadLetterState,
+};
 pub use erasure::{DataErased, EraseTenantData};
 pub use error::{ErrorBody, ErrorDetail};
 pub use executions::{CancelRequest, CompensationState, Execution, ExecutionControlled, TaskState};

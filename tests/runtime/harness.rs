@@ -503,7 +503,8 @@ impl Log {
 
     /// What holds for every log, complete or not: versions 1, 2, 3… without gaps; an
     /// `ExecutionStarted` first and only there; at most one terminal event, and nothing
-    /// after it; no task completed twice.
+    /// after it but the `ExecutionRedriven` of a redrive (which reopens it: its own part
+    /// of the log is checked the same way); no task completed twice.
     pub fn assert_well_formed(&self) {
         let types = self.types();
         for (i, e) in self.0.iter().enumerate() {
@@ -516,12 +517,26 @@ impl Log {
             "ExecutionFailed",
             "ExecutionCancelled",
         ];
-        let ends: Vec<usize> = (0..types.len())
-            .filter(|&i| terminal.contains(&types[i]))
+        // Acknowledging a dead letter is recorded after the end and changes nothing.
+        let lifecycle: Vec<&str> = types
+            .iter()
+            .copied()
+            .filter(|t| *t != "DeadLetterAcknowledged")
             .collect();
-        assert!(ends.len() <= 1, "more than one terminal event: {types:?}");
-        if let Some(&end) = ends.first() {
-            assert_eq!(end, types.len() - 1, "events after the end: {types:?}");
+        let ends: Vec<usize> = (0..lifecycle.len())
+            .filter(|&i| terminal.contains(&lifecycle[i]))
+            .collect();
+        let redrives = self.count("ExecutionRedriven", None);
+        assert!(
+            ends.len() <= 1 + redrives,
+            "more than one terminal event: {types:?}"
+        );
+        for &end in &ends {
+            let next = lifecycle.get(end + 1).copied();
+            assert!(
+                matches!(next, None | Some("ExecutionRedriven")),
+                "events after the end: {types:?}"
+            );
         }
         let mut completed: Vec<&str> = self
             .indexes("TaskCompleted", None, false)

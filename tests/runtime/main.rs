@@ -35,6 +35,7 @@
 //! - `waits`: the waiting kinds (signals, approvals) over HTTP and the WebSocket.
 //! - `fleet`: the agent registry: liveness, filters, drain, deregistration.
 //! - `budgets`: usage reported by agents, budgets that stop an execution.
+//! - `dead_letters`: tasks that failed their execution, listed, redriven, acknowledged.
 //! - `children`: sub-workflows: outputs, pause and cancel reaching children, failures,
 //!   refused definitions, the depth limit.
 //! - `flow`, `failures`, `control`, `saga`, `input`, `junk`, `strict`, `scale`: the
@@ -53,6 +54,7 @@ mod concurrency;
 mod conformance;
 mod control;
 mod control_flow;
+mod dead_letters;
 mod egress;
 mod erasure;
 mod failures;
@@ -191,6 +193,8 @@ macro_rules! all_scenarios {
                 concurrency::at_most_max_running_per_key,
                 concurrency::cancel_strategies_cancel_exactly_the_right_ones,
                 concurrency::bad_concurrency_is_refused,
+                dead_letters::a_dead_letter_is_redriven_to_completion,
+                dead_letters::an_acknowledged_dead_letter_is_closed_and_junk_is_refused,
             ]
         );
     };

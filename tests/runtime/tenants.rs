@@ -177,6 +177,8 @@ pub struct Estate {
     pub tenant: String,
     /// A schedule of `workflow` (yearly, so it does not tick during a test).
     pub schedule: String,
+    /// A dead letter (a task whose `when` fails at run time), listed.
+    pub dead_letter: String,
 }
 
 pub async fn estate(server: &TestServer, tenant: &str) -> Estate {
@@ -240,7 +242,30 @@ pub async fn estate(server: &TestServer, tenant: &str) -> Estate {
             Some(json!({"workflow": created["workflow_id"], "cron": "0 0 1 1 *"})),
         )
         .await;
+    let broken = admin
+        .ok(
+            "POST",
+            "/api/v1/workflows?execute=true",
+            Some(json!({"name": "broken", "input": {},
+                "tasks": [{"id": "judge", "kind": "noop", "when": "input.missing.deeper > 1"}]})),
+        )
+        .await;
+    let dead_letter = format!("{}.1.judge", id_of(&broken, "execution_id"));
+    let listed = std::time::Instant::now();
+    while admin
+        .call("GET", &format!("/api/v1/dead-letters/{dead_letter}"), None)
+        .await
+        .0
+        != 200
+    {
+        assert!(
+            listed.elapsed() < std::time::Duration::from_secs(20),
+            "dead letter {dead_letter} never listed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     Estate {
+        dead_letter,
         schedule: id_of(&schedule, "id"),
         workflow: id_of(&created, "workflow_id"),
         execution: id_of(&created, "execution_id"),
@@ -266,6 +291,8 @@ pub fn concrete(template: &str, estate: &Estate) -> String {
         &estate.secret
     } else if template.contains("/schedules/") {
         &estate.schedule
+    } else if template.contains("/dead-letters/") {
+        &estate.dead_letter
     } else if template.contains("/tenants/") {
         &estate.tenant
     } else {
@@ -306,7 +333,22 @@ pub async fn two_tenants_never_cross(server: &TestServer) {
     assert_ne!(acme.workflow, globex.workflow);
     let viewer = key_in(server, "acme", Role::Developer).await;
 
-    let list = viewer.ok("GET", "/api/v1/workflows", None).await;
+    let letters = viewer.ok("GET", "/api/v1/dead-letters", None).await;
+    let letters: Vec<&str> = letters["dead_letters"]
+        .as_array()
+        .expect("dead_letters")
+        .iter()
+        .filter_map(|d| d["id"].as_str())
+        .collect();
+    assert_eq!(
+        letters,
+        [acme.dead_letter.as_str()],
+        "only acme's dead letter"
+    );
+
+    let list = viewer
+        .ok("GET", "/api/v1/workflows?name=orders", None)
+        .await;
     let ids: Vec<&str> = list["items"]
         .as_array()
         .expect("items")

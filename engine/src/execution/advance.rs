@@ -162,7 +162,13 @@ fn running(s: &ExecutionState, now: DateTime<Utc>, out: &mut Vec<Event>) -> bool
         return false;
     };
     settled_inline |= maps.ended;
-    work.extend(ready.into_iter().map(|i| (i, 1, true)));
+    // A task's first attempt is 1; one a redrive made pending again goes on from its
+    // last attempt.
+    work.extend(
+        ready
+            .into_iter()
+            .map(|i| (i, s.tasks[i].attempt.saturating_add(1), true)),
+    );
     work.extend(maps.schedule.into_iter().map(|i| (i, 1, true)));
     for (i, attempt, schedule) in work {
         overlay.scheduled.insert(i);
@@ -250,14 +256,15 @@ fn judge_ready(
             }
             Verdict::Fail(error) => {
                 overlay.scheduled.insert(i);
+                let attempt = s.tasks[i].attempt.saturating_add(1);
                 out.push(Event::TaskScheduled {
                     task_id: task_id.clone(),
-                    attempt: 1,
+                    attempt,
                     compensation: false,
                 });
                 out.push(Event::TaskFailed {
                     task_id,
-                    attempt: 1,
+                    attempt,
                     error: error.clone(),
                     retryable: false,
                     compensation: false,
@@ -392,7 +399,8 @@ pub(crate) fn fail(
         }
     }
     let failed_task = failed.and_then(|i| s.id(i)).cloned();
-    out.extend(failed.and_then(|i| super::dead_letter::dead_lettered(s, i, &error)));
+    let dead = failed.and_then(|i| super::dead_letter::dead_lettered(s, i, &error, out));
+    out.extend(dead);
     let message = match &failed_task {
         Some(id) => format!("task `{id}` failed: {error}"),
         None => error,

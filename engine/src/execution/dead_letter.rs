@@ -60,10 +60,26 @@ pub fn parse_dead_letter_id(id: &str) -> Option<(Uuid, u32, TaskId)> {
     ))
 }
 
-/// `TaskDeadLettered` for forward task `index`, failed for good with `error`.
-pub(crate) fn dead_lettered(s: &ExecutionState, index: usize, error: &str) -> Option<Event> {
+/// `TaskDeadLettered` for forward task `index`, failed for good with `error`; its
+/// attempt is the one failed in `decided` (the decision being built) if it failed
+/// there, else the state's.
+pub(crate) fn dead_lettered(
+    s: &ExecutionState,
+    index: usize,
+    error: &str,
+    decided: &[Event],
+) -> Option<Event> {
     let task_id = s.id(index)?.clone();
-    let attempts = s.tasks.get(index)?.attempt;
+    let failed_now = decided.iter().rev().find_map(|e| match e {
+        Event::TaskFailed {
+            task_id: t,
+            attempt,
+            compensation: false,
+            ..
+        } if *t == task_id => Some(*attempt),
+        _ => None,
+    });
+    let attempts = failed_now.unwrap_or(s.tasks.get(index)?.attempt);
     Some(Event::TaskDeadLettered {
         dead_letter_id: dead_letter_id(s.execution_id.unwrap_or_default(), attempts, &task_id),
         task_id,
@@ -225,7 +241,8 @@ impl ExecutionState {
     }
 
     /// `TaskRedriven`: a failed or cancelled task's next attempt is due now, with a
-    /// fresh budget of attempts; a task skipped by the failure is pending again.
+    /// fresh budget of attempts (one that failed before it ran is pending again, to be
+    /// judged again); a task skipped by the failure is pending again.
     pub(super) fn apply_task_redriven(&mut self, task_id: &TaskId, attempt: u32) {
         if self.status != ExecutionStatus::Running {
             return;
@@ -257,6 +274,17 @@ impl ExecutionState {
             return;
         }
         t.redrive_base = t.attempt;
+        if !t.dispatched {
+            // It failed before it ran (its `when` or its input): it is judged and
+            // resolved again, as a pending task, its next attempt `attempt`.
+            t.status = TaskStatus::Pending;
+            t.completed_at = None;
+            self.unresolved.remove(&i);
+            if self.ready.remaining(i) == 0 {
+                self.ready.insert(i);
+            }
+            return;
+        }
         t.status = TaskStatus::Retrying;
         t.attempt = attempt;
         t.retry_due_at = None;

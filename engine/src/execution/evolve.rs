@@ -470,7 +470,9 @@ impl ExecutionState {
             Some(t) => (t.status, t.attempt),
             None => (TaskStatus::Pending, 0),
         };
-        let fresh = attempt == 1 && status == TaskStatus::Pending;
+        // A pending task's next attempt: 1, or after a redrive made it pending again,
+        // the one after its last.
+        let fresh = attempt == current.saturating_add(1) && status == TaskStatus::Pending;
         let retry = status == TaskStatus::Retrying && attempt == current;
         if !fresh && !retry {
             return;

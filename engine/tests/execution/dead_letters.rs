@@ -213,3 +213,28 @@ fn dead_letter_ids_round_trip_and_junk_is_refused() {
         assert_eq!(parse_dead_letter_id(junk), None, "{junk}");
     }
 }
+
+#[test]
+fn a_task_that_failed_before_it_ran_is_judged_again_when_redriven() {
+    let wf = workflow(json!({"name": "cel", "tasks": [
+        {"id": "a", "kind": "noop", "when": "input.missing.deeper > 1"},
+        {"id": "b", "kind": "noop", "depends_on": ["a"]}
+    ]}));
+    let g = given(&wf, [started(json!({}))]).advanced();
+    assert_eq!(g.state.status(), ExecutionStatus::Failed);
+    assert_eq!(g.state.dead_letters()[0].id, dl(1, "a"));
+    let g = g.when(Command::Redrive { id: dl(1, "a") }).committed();
+    assert_eq!(g.task("a").status, TaskStatus::Pending);
+    // Judged again: its `when` still fails, so it is dead-lettered again (attempt 2).
+    let g = g.advanced();
+    assert_eq!(g.state.status(), ExecutionStatus::Failed);
+    let letters: Vec<&str> = g
+        .state
+        .dead_letters()
+        .iter()
+        .map(|d| d.id.as_str())
+        .collect();
+    assert_eq!(letters, [dl(1, "a"), dl(2, "a")]);
+    let replayed = ExecutionState::replay(g.state.workflow().clone(), &g.log);
+    assert_eq!(replayed, g.state);
+}

@@ -203,6 +203,7 @@ pub fn router(rt: &Runtime, access: Access, sides: Sides) -> Router {
             )
             .with_codec(rt.backends.codec.clone())
             .with_secrets(rt.backends.secrets.clone())
+            .with_hook_runner(rt.runner.clone())
             .with_liveness(rt.liveness)
             .with_result_counts(std::sync::Arc::new(AgentResultsModel(
                 rt.backends.read_models.clone(),

@@ -50,4 +50,5 @@ pub mod schedules;
 pub mod secrets;
 pub mod store;
 pub mod subscriber;
+pub mod task_hooks;
 pub mod testing;

@@ -387,6 +387,7 @@ fn a_chain_runs_task_after_task_and_completes_with_the_sink_outputs() {
             sleep_ms: None,
             timeout: None,
             rate_limit: None,
+            hooks: None,
         }])
         .then_events(run("a", 1))
         .when(Command::Advance)
@@ -474,6 +475,7 @@ fn references_resolve_at_dispatch_and_keep_json_types() {
             task: r("a", 1),
             input: a_input.clone(),
             rate_limit: None,
+            pre_hook: None,
         }])
         .then_events([scheduled("a", 1), dispatched("a", 1, a_input.clone())]);
     assert_eq!(g.task("a").input, Some(a_input));
@@ -493,6 +495,7 @@ fn references_resolve_at_dispatch_and_keep_json_types() {
             sleep_ms: None,
             timeout: None,
             rate_limit: None,
+            hooks: None,
         }])
         .then_events([
             scheduled("b", 1),
@@ -1209,6 +1212,7 @@ fn replay_rebuilds_the_state_and_ignores_duplicate_deliveries() {
             task: r("a", 1),
             input: Value::Null,
             rate_limit: None,
+            pre_hook: None,
         }]
     );
 }

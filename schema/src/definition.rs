@@ -158,6 +158,11 @@ pub struct TaskSpec {
     /// before it starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<crate::rate_limit::RateLimit>,
+    /// For `agent`, `http`, `sleep` and `noop` tasks: HTTP calls before each attempt
+    /// starts (`pre`) and after it succeeds (`post`) that may veto it or annotate the
+    /// task (see [`crate::task_hooks`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<crate::task_hooks::TaskHooks>,
 }
 
 /// How a task reacts to its upstream tasks once every one of them is done. A task's
@@ -405,6 +410,9 @@ impl TaskSpec {
         }
         if let Some(when) = &self.when {
             condition_refs(when, "when", &mut refs)?;
+        }
+        if let Some(hooks) = &self.hooks {
+            crate::task_hooks::check(hooks, self.kind)?;
         }
         for (i, case) in self.cases.iter().enumerate() {
             condition_refs(&case.when, &format!("cases[{i}].when"), &mut refs)?;

@@ -328,6 +328,18 @@ pub enum Event {
         /// The dead letter.
         dead_letter_id: String,
     },
+    /// A task's `pre` or `post` hook answered with annotations for attempt `attempt`:
+    /// they are kept on the task (its body's `annotations`, by phase).
+    TaskAnnotated {
+        /// The task.
+        task_id: TaskId,
+        /// The attempt the hook was called for.
+        attempt: u32,
+        /// `pre` or `post`.
+        phase: crate::task_hooks::HookPhase,
+        /// What the hook answered (a JSON object).
+        annotations: Value,
+    },
     /// An external agent registered. Stream `agent-<id>`.
     AgentRegistered {
         /// The agent id (also the stream's uuid).
@@ -583,7 +595,8 @@ impl Event {
             | Event::CompensationFailed { task_id, .. }
             | Event::MapExpanded { task_id, .. }
             | Event::TaskDeadLettered { task_id, .. }
-            | Event::TaskRedriven { task_id, .. } => Some(task_id),
+            | Event::TaskRedriven { task_id, .. }
+            | Event::TaskAnnotated { task_id, .. } => Some(task_id),
             _ => None,
         }
     }
@@ -616,6 +629,7 @@ impl Event {
             Event::ExecutionRedriven { .. } => "ExecutionRedriven",
             Event::TaskRedriven { .. } => "TaskRedriven",
             Event::DeadLetterAcknowledged { .. } => "DeadLetterAcknowledged",
+            Event::TaskAnnotated { .. } => "TaskAnnotated",
             Event::AgentRegistered { .. } => "AgentRegistered",
             Event::AgentDrained { .. } => "AgentDrained",
             Event::AgentDeregistered { .. } => "AgentDeregistered",

@@ -39,6 +39,7 @@ pub mod reference;
 pub mod routing;
 pub mod schedule;
 pub mod status;
+pub mod task_hooks;
 pub mod usage;
 pub mod validate;
 

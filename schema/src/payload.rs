@@ -103,6 +103,7 @@ impl Event {
                 | Event::TaskCompleted { .. }
                 | Event::TaskFailed { .. }
                 | Event::TaskDeadLettered { .. }
+                | Event::TaskAnnotated { .. }
                 | Event::CompensationStarted { .. }
                 | Event::TaskCompensated { .. }
                 | Event::CompensationFailed { .. }
@@ -152,6 +153,7 @@ impl Event {
                 reason: Some(error),
             } => visit(PayloadMut::Text(error)),
             Event::SignalReceived { payload, .. } => visit(PayloadMut::Json(payload)),
+            Event::TaskAnnotated { annotations, .. } => visit(PayloadMut::Json(annotations)),
             Event::ExecutionQueued { key } => visit(PayloadMut::Text(key)),
             Event::ApprovalDecided {
                 comment: Some(comment),
@@ -210,7 +212,7 @@ pub fn hide_execution_json(body: &mut Value) {
 }
 
 fn hide_fields(map: &mut serde_json::Map<String, Value>) {
-    for key in ["input", "output"] {
+    for key in ["input", "output", "annotations"] {
         if let Some(v) = map.get_mut(key).filter(|v| !v.is_null()) {
             *v = Redaction::Hidden.json();
         }

@@ -252,7 +252,12 @@ impl ValidatedWorkflow {
         &self.ids
     }
 
-    /// The index of the task with this id.
+    /// The `pre`/`post` hooks of declared task `id`, if it has any.
+    pub fn hooks_of(&self, id: &TaskId) -> Option<&crate::task_hooks::TaskHooks> {
+        self.task(self.index_of(id)?)?.hooks.as_ref()
+    }
+
+    /// The index of task `id` among the declared tasks.
     pub fn index_of(&self, id: &TaskId) -> Option<usize> {
         self.index_of_str(id.as_str())
     }

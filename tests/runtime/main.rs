@@ -36,6 +36,7 @@
 //! - `fleet`: the agent registry: liveness, filters, drain, deregistration.
 //! - `budgets`: usage reported by agents, budgets that stop an execution.
 //! - `dead_letters`: tasks that failed their execution, listed, redriven, acknowledged.
+//! - `task_hooks`: tasks' `pre`/`post` hooks: annotations, vetoes, failing hooks.
 //! - `children`: sub-workflows: outputs, pause and cancel reaching children, failures,
 //!   refused definitions, the depth limit.
 //! - `flow`, `failures`, `control`, `saga`, `input`, `junk`, `strict`, `scale`: the
@@ -88,6 +89,7 @@ mod stored;
 mod stream_tokens;
 mod strict;
 mod target;
+mod task_hooks;
 mod tenants;
 mod upgrade;
 mod visibility;
@@ -195,6 +197,8 @@ macro_rules! all_scenarios {
                 concurrency::bad_concurrency_is_refused,
                 dead_letters::a_dead_letter_is_redriven_to_completion,
                 dead_letters::an_acknowledged_dead_letter_is_closed_and_junk_is_refused,
+                task_hooks::hooks_annotate_veto_and_fail_attempts,
+                task_hooks::a_pre_veto_keeps_the_task_from_agents_and_a_failing_hook_is_retried,
             ]
         );
     };

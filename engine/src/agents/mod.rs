@@ -143,6 +143,9 @@ pub struct Agents {
     noted_mailboxes: route::Noted,
     /// When this process last looked for abandoned mailboxes, per tenant.
     abandoned_looked: route::LookedAt,
+    /// Calls tasks' `post` hooks (under the egress policy) before a success is
+    /// recorded.
+    hooks: crate::runner::BuiltinRunner,
 }
 
 /// Agents' results as a read model folded from the event log counts them (the
@@ -175,7 +178,15 @@ impl Agents {
             stats_cache: Default::default(),
             noted_mailboxes: Default::default(),
             abandoned_looked: Default::default(),
+            hooks: crate::runner::BuiltinRunner::default(),
         }
+    }
+
+    /// The same service, calling tasks' `post` hooks through `runner` (the process's
+    /// built-in runner: its egress policy and tenants' allowlists).
+    pub fn with_hook_runner(mut self, runner: crate::runner::BuiltinRunner) -> Self {
+        self.hooks = runner;
+        self
     }
 
     /// The same service, showing agents' result counters from `results` (a read model

@@ -108,10 +108,13 @@ impl Agents {
         let mut leased_at = None;
         let mut report = report;
         let mut cleaned = false;
+        let mut hooked = false;
         let recorded = loop {
             // The input the attempt was given, when it references secrets and the report
             // has not been cleaned of their values yet (then nothing is recorded).
             let mut given_secrets = None;
+            // A success of a task with a `post` hook, not yet put to it.
+            let mut post_hook = None;
             let recorded = self
                 .commands
                 .record(execution_id, caller.metadata.clone(), |state, log| {
@@ -128,9 +131,32 @@ impl Agents {
                             return Err(CommandError::Forbidden("cleaned first".into()));
                         }
                     }
+                    let hook = match (&report, task.compensation, hooked) {
+                        (Report::Complete { .. }, false, false) => state
+                            .workflow()
+                            .hooks_of(&task.task)
+                            .and_then(|h| h.post.clone()),
+                        _ => None,
+                    };
+                    if let Some(hook) = hook {
+                        if state
+                            .task(task.task.as_str())
+                            .is_some_and(|t| t.accepts_result(task.attempt))
+                        {
+                            post_hook = Some((hook, task));
+                            return Err(CommandError::Forbidden("post hook first".into()));
+                        }
+                    }
                     Ok(report.command(task))
                 })
                 .await;
+            if let Some((hook, task)) = post_hook {
+                report = self
+                    .post_hook((lease_id, execution_id), caller, &task, &hook, report)
+                    .await?;
+                hooked = true;
+                continue;
+            }
             let Some(input) = given_secrets else {
                 break recorded;
             };
@@ -203,6 +229,58 @@ impl Agents {
             task,
             recorded: report.recorded(),
         })
+    }
+}
+
+impl Agents {
+    /// Puts an agent's success to its task's `post` hook: annotations are recorded
+    /// first; a veto, or a hook that failed, turns the report into a failure (a veto's
+    /// not retried).
+    async fn post_hook(
+        &self,
+        (lease_id, execution_id): (Uuid, Uuid),
+        caller: &Caller,
+        task: &TaskRef,
+        hook: &conflux_schema::task_hooks::HookCall,
+        report: Report,
+    ) -> Result<Report, AgentError> {
+        let Report::Complete { output, usage } = &report else {
+            return Ok(report);
+        };
+        let outcome = crate::task_hooks::call(
+            &self.hooks,
+            caller.metadata.tenant(),
+            execution_id,
+            task,
+            conflux_schema::task_hooks::HookPhase::Post,
+            hook,
+            output,
+        )
+        .await;
+        match outcome {
+            crate::task_hooks::HookOutcome::Proceed(None) => Ok(report),
+            crate::task_hooks::HookOutcome::Proceed(Some(annotate)) => {
+                let recorded = self
+                    .commands
+                    .record(execution_id, caller.metadata.clone(), move |_, _| {
+                        Ok(annotate.clone())
+                    })
+                    .await;
+                match recorded {
+                    Ok(_) => Ok(report),
+                    Err(CommandError::Rejected(_)) => Err(AgentError::StaleLease(lease_id)),
+                    Err(e) => Err(e.into()),
+                }
+            }
+            crate::task_hooks::HookOutcome::Stop(Command::FailTask {
+                error, retryable, ..
+            }) => Ok(Report::Fail {
+                error,
+                retryable,
+                usage: *usage,
+            }),
+            crate::task_hooks::HookOutcome::Stop(_) => Ok(report),
+        }
     }
 }
 

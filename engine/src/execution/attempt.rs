@@ -98,6 +98,27 @@ pub(crate) fn unroutable(state: &ExecutionState, task: TaskRef, reason: String) 
     }]
 }
 
+/// `Annotate`: `TaskAnnotated` for the current attempt of a forward task that is
+/// dispatched or running (a hook answers around an attempt in flight).
+pub(crate) fn annotate(
+    state: &ExecutionState,
+    task: TaskRef,
+    phase: conflux_schema::task_hooks::HookPhase,
+    annotations: Value,
+) -> Result<Vec<Event>, Rejection> {
+    let (_, t) = locate(state, &task)?;
+    if !t.accepts_result(task.attempt) {
+        return Err(stale(&task, t.attempt));
+    }
+    not_terminal(state)?;
+    Ok(vec![Event::TaskAnnotated {
+        task_id: task.task,
+        attempt: task.attempt,
+        phase,
+        annotations,
+    }])
+}
+
 /// `CompleteTask`: `TaskCompleted`, or for a compensation `TaskCompensated`.
 pub(crate) fn complete(
     state: &ExecutionState,

@@ -157,6 +157,15 @@ pub enum Command {
         /// The dead letter.
         id: String,
     },
+    /// A task's hook answered with annotations for an attempt in flight.
+    Annotate {
+        /// The attempt.
+        task: TaskRef,
+        /// Which hook.
+        phase: conflux_schema::task_hooks::HookPhase,
+        /// What it answered (a JSON object).
+        annotations: Value,
+    },
 }
 
 impl Command {
@@ -179,6 +188,7 @@ impl Command {
             Command::DecideApproval { .. } => "decide on",
             Command::Redrive { .. } => "redrive",
             Command::AcknowledgeDeadLetter { .. } => "acknowledge",
+            Command::Annotate { .. } => "annotate",
         }
     }
 }

@@ -122,6 +122,11 @@ pub fn decide(
         Command::DecideApproval { task, decision } => waits::approval(state, &task, decision)?,
         Command::Redrive { id } => dead_letter::redrive(state, &id, now)?,
         Command::AcknowledgeDeadLetter { id } => dead_letter::acknowledge(state, &id)?,
+        Command::Annotate {
+            task,
+            phase,
+            annotations,
+        } => attempt::annotate(state, task, phase, annotations)?,
     };
     Ok(Decision::new(&state.workflow, events, now))
 }

@@ -79,6 +79,8 @@ pub enum Effect {
         /// The task's rate limit: the attempt takes a token before it starts (and is
         /// then not started by the decision that dispatched it, but when it has one).
         rate_limit: Option<conflux_schema::rate_limit::RateLimit>,
+        /// The task's `pre` and `post` hooks (forward attempts only).
+        hooks: Option<conflux_schema::task_hooks::TaskHooks>,
     },
     /// Put the attempt on the queue `role`: its agent role, or (for a task with
     /// `requires`) the role with its required capabilities
@@ -92,6 +94,9 @@ pub enum Effect {
         input: Value,
         /// The task's rate limit: the lease takes a token before it starts.
         rate_limit: Option<conflux_schema::rate_limit::RateLimit>,
+        /// The task's `pre` hook, called before the ticket is queued (forward attempts
+        /// only; its `post` hook is called when the agent reports success).
+        pre_hook: Option<conflux_schema::task_hooks::HookCall>,
     },
     /// Arm a timer (idempotent: arming an equal timer twice fires it once or twice,
     /// both harmless).
@@ -263,6 +268,10 @@ pub(crate) fn dispatch_effect(
     priority: Option<u8>,
 ) -> Option<Effect> {
     let spec = workflow.body_for(&task.task, task.compensation)?;
+    let hooks = match task.compensation {
+        true => None,
+        false => workflow.hooks_of(&task.task).cloned(),
+    };
     Some(match spec.kind.runs() {
         // The core runs these; nothing runs a waiting attempt: commands complete it.
         Runs::Inline | Runs::Items | Runs::Waits => return None,
@@ -279,6 +288,7 @@ pub(crate) fn dispatch_effect(
             task,
             input,
             rate_limit: spec.rate_limit.cloned(),
+            pre_hook: hooks.and_then(|h| h.pre),
         },
         Runs::Builtin => Effect::RunBuiltin {
             task,
@@ -288,6 +298,7 @@ pub(crate) fn dispatch_effect(
             sleep_ms: spec.sleep_ms,
             timeout: spec.timeout(),
             rate_limit: spec.rate_limit.cloned(),
+            hooks,
         },
     })
 }

@@ -433,6 +433,24 @@ impl ExecutionState {
             Event::BudgetSet { budget } => self.budget = Some(*budget),
             Event::PrioritySet { priority } => self.priority = Some(*priority),
             Event::TaskDeadLettered { .. } => self.apply_dead_lettered(event, at),
+            Event::TaskAnnotated {
+                task_id,
+                attempt,
+                phase,
+                annotations,
+            } => {
+                let Some(i) = self.index(task_id) else { return };
+                let t = &mut self.tasks[i];
+                if t.attempt != *attempt {
+                    return;
+                }
+                let mut by_phase = match t.annotations.take() {
+                    Some(serde_json::Value::Object(map)) => map,
+                    _ => serde_json::Map::new(),
+                };
+                by_phase.insert(phase.as_str().to_owned(), annotations.clone());
+                t.annotations = Some(serde_json::Value::Object(by_phase));
+            }
             Event::TaskRedriven { task_id, attempt } => self.apply_task_redriven(task_id, *attempt),
             // Applied by `evolve`, which knows the actor.
             Event::ExecutionRedriven { .. } | Event::DeadLetterAcknowledged { .. } => {}

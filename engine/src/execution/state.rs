@@ -69,6 +69,8 @@ pub struct TaskState {
     /// Attempts made before its latest redrive (`TaskRedriven`): its retry policy
     /// counts attempts after these.
     pub redrive_base: u32,
+    /// What its hooks annotated it with, by phase (`{"pre": …, "post": …}`).
+    pub annotations: Option<Value>,
 }
 
 impl TaskState {

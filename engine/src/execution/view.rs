@@ -187,5 +187,6 @@ fn task_view(t: &TaskState) -> api::TaskState {
         waiting_for: None,
         child_execution_id: None,
         waiting_reason: t.waiting_reason.clone(),
+        annotations: t.annotations.clone(),
     }
 }

@@ -14,6 +14,8 @@ use crate::execution::{Command, Effect, ExecutionState, TaskRef};
 use crate::queue::Ticket;
 use crate::runner::{BuiltinRunner, Outcome};
 use crate::secrets::{unescape, RevealError, Secrets};
+use crate::task_hooks::{self, HookOutcome};
+use conflux_schema::task_hooks::HookPhase;
 
 impl Engine {
     /// Performs effects of committed events.
@@ -37,6 +39,7 @@ impl Engine {
                     sleep_ms,
                     timeout,
                     rate_limit,
+                    hooks,
                 } => {
                     if !self.running.insert((execution, task.clone())) {
                         continue;
@@ -73,6 +76,18 @@ impl Engine {
                                 return;
                             }
                         }
+                        let pre = hooks.as_ref().and_then(|h| h.pre.as_ref());
+                        let post = hooks.as_ref().and_then(|h| h.post.as_ref());
+                        if let Some(hook) = pre {
+                            let phase = HookPhase::Pre;
+                            let outcome = task_hooks::call(
+                                &runner, &tenant, execution, &task, phase, hook, &input,
+                            )
+                            .await;
+                            if !relay_hook(&results, execution, outcome) {
+                                return;
+                            }
+                        }
                         let builtin = Builtin {
                             kind,
                             input: &input,
@@ -80,7 +95,25 @@ impl Engine {
                             sleep_ms,
                             timeout,
                         };
-                        let outcome = builtin.run(&runner, &secrets, &tenant).await;
+                        let mut outcome = builtin.run(&runner, &secrets, &tenant).await;
+                        if let (Some(hook), Outcome::Completed(output)) = (post, &outcome) {
+                            let phase = HookPhase::Post;
+                            let answer = task_hooks::call(
+                                &runner, &tenant, execution, &task, phase, hook, output,
+                            )
+                            .await;
+                            if let HookOutcome::Stop(Command::FailTask {
+                                error, retryable, ..
+                            }) = &answer
+                            {
+                                outcome = Outcome::Failed {
+                                    error: error.clone(),
+                                    retryable: *retryable,
+                                };
+                            } else {
+                                relay_hook(&results, execution, answer);
+                            }
+                        }
                         let label = match &outcome {
                             Outcome::Completed(_) => "completed",
                             Outcome::Failed {
@@ -100,7 +133,44 @@ impl Engine {
                     task,
                     mut input,
                     rate_limit,
+                    pre_hook,
                 } => {
+                    if let Some(hook) = pre_hook {
+                        // Its hook may take up to 30 s: called off the engine's loop,
+                        // the ticket queued once it said go on.
+                        let runner = self.parts.runner.clone();
+                        let codec = self.parts.codec.clone();
+                        let queue = self.parts.queue.clone();
+                        let results = self.results_tx.clone();
+                        let tenant = tenant.to_owned();
+                        tokio::spawn(async move {
+                            let outcome = task_hooks::call(
+                                &runner,
+                                &tenant,
+                                execution,
+                                &task,
+                                HookPhase::Pre,
+                                &hook,
+                                &input,
+                            )
+                            .await;
+                            if !relay_hook(&results, execution, outcome) {
+                                return;
+                            }
+                            if let Err(e) = codec.seal_json(&tenant, execution, &mut input).await {
+                                tracing::error!(execution = %execution, task = %task.task, error = %e, "sealing an agent task's input failed; its deadline will retry it");
+                                return;
+                            }
+                            let ticket = Ticket {
+                                rate_limit,
+                                ..Ticket::for_attempt(execution, &tenant, &task, role, input)
+                            };
+                            if let Err(e) = queue.enqueue(&ticket).await {
+                                tracing::error!(execution = %execution, task = %ticket.task_id, error = %e, "enqueueing an agent task failed");
+                            }
+                        });
+                        continue;
+                    }
                     // The queue (Redis) holds the input as stored: sealed.
                     if let Err(e) = self
                         .parts
@@ -240,6 +310,26 @@ impl Builtin<'_> {
     }
 }
 
+/// Sends what a hook's answer records; returns whether the attempt goes on.
+fn relay_hook(
+    results: &tokio::sync::mpsc::UnboundedSender<(Uuid, Command)>,
+    execution: Uuid,
+    outcome: HookOutcome,
+) -> bool {
+    match outcome {
+        HookOutcome::Proceed(annotate) => {
+            if let Some(annotate) = annotate {
+                let _ = results.send((execution, annotate));
+            }
+            true
+        }
+        HookOutcome::Stop(fail) => {
+            let _ = results.send((execution, fail));
+            false
+        }
+    }
+}
+
 /// Built-in attempts that started but have no result: their runner died with the
 /// process that ran them, so recovery runs them again (built-ins are at-least-once).
 pub(super) fn running_builtins(state: &ExecutionState) -> Vec<Effect> {
@@ -273,6 +363,11 @@ pub(super) fn running_builtins(state: &ExecutionState) -> Vec<Effect> {
                 timeout: body.timeout(),
                 // Running already: it took its token before it started.
                 rate_limit: None,
+                hooks: if compensation {
+                    None
+                } else {
+                    workflow.hooks_of(id).cloned()
+                },
             });
         }
     }

@@ -18,6 +18,7 @@
 
 pub mod breaker;
 pub mod egress;
+mod hook;
 mod http;
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};

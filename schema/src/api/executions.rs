@@ -73,6 +73,10 @@ pub struct TaskState {
     pub error: Option<String>,
     /// The agent that leased the current attempt.
     pub agent_id: Option<Uuid>,
+    /// What its `pre` and `post` hooks annotated it with, by phase
+    /// (`{"pre": {...}, "post": {...}}`); absent when they said nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<Value>,
     /// Present once its compensation began.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compensation: Option<CompensationState>,

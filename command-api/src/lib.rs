@@ -11,6 +11,7 @@
 //! - [`agents`]: register, long-poll leases, complete/fail/heartbeat by lease (the rules
 //!   are the engine's agent service; these routes translate HTTP).
 //! - [`access`]: tenants (create, list) and API keys (create, list, revoke).
+//! - [`patterns`]: an orchestration pattern expanded into workflows (and created).
 //! - [`schedules`]: create, pause, resume, delete a schedule (a workflow on a cron).
 //! - [`secrets`]: the tenant's secrets (create, list names, rotate, delete).
 //! - [`tenants`]: a tenant's policy (egress allowlist, quota limits) and its usage.
@@ -30,6 +31,7 @@ pub mod agents;
 pub mod approvals;
 pub mod erasure;
 pub mod executions;
+pub mod patterns;
 pub mod schedules;
 pub mod secrets;
 pub mod signals;
@@ -124,6 +126,7 @@ pub fn router(ctx: CommandContext, max_body_bytes: usize) -> Router {
             "/api/v1/executions/{id}/data",
             axum::routing::delete(erasure::erase_execution),
         )
+        .route("/api/v1/patterns/{pattern}", post(patterns::expand))
         .route("/api/v1/schedules", post(schedules::create))
         .route(
             "/api/v1/schedules/{id}",

@@ -22,7 +22,8 @@ use utoipa::openapi::tag::TagBuilder;
 use utoipa::openapi::{InfoBuilder, LicenseBuilder, OpenApi, OpenApiBuilder};
 
 use routes::{
-    agents, audit, executions, keys, live, operations, schedules, secrets, tenants, workflows,
+    agents, audit, executions, keys, live, operations, patterns, schedules, secrets, tenants,
+    workflows,
 };
 use shapes::ErrorBody;
 use spec::Spec;
@@ -70,6 +71,7 @@ pub fn document() -> OpenApi {
     keys(&mut s);
     secrets(&mut s);
     schedules(&mut s);
+    patterns(&mut s);
     tenants(&mut s);
     live(&mut s);
     operations(&mut s);

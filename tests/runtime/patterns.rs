@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use tokio::process::{Child, Command};
 
 use crate::auth::ADMIN_TOKEN;
+use crate::conformance::complaint;
 use crate::harness::{id_of, Log, TestServer};
 use crate::waits::stream_is_rest_of;
 
@@ -51,6 +52,16 @@ impl Run {
     }
 }
 
+/// Fails unless `answer` is documented for `POST /api/v1/patterns/{pattern}`, with a
+/// body valid against its schema.
+async fn documented(s: &TestServer, what: &str, answer: &(u16, Value)) {
+    let (_, document) = s.get("/api/v1/openapi.json").await;
+    let operation = &document["paths"]["/api/v1/patterns/{pattern}"]["post"];
+    if let Some(problem) = complaint(&document, operation, what, answer.0, &answer.1) {
+        panic!("{problem}");
+    }
+}
+
 /// The status of task `task` in an execution body.
 fn status<'a>(body: &'a Value, task: &str) -> &'a str {
     body["tasks"][task]["status"].as_str().unwrap_or("")
@@ -67,7 +78,9 @@ async fn run_pattern(
 ) -> Run {
     let name = params["name"].as_str().expect("a name").to_owned();
     let path = format!("/api/v1/patterns/{pattern}");
-    let (code, compiled) = s.post(&path, params.clone()).await;
+    let answer = s.post(&path, params.clone()).await;
+    documented(s, "compile", &answer).await;
+    let (code, compiled) = answer;
     assert_eq!(code, 200, "{compiled}");
     assert_eq!(compiled["main"], name.as_str());
     let names: Vec<&str> = compiled["workflows"]
@@ -80,7 +93,9 @@ async fn run_pattern(
     let (_, listed) = s.get(&format!("/api/v1/workflows?name={name}")).await;
     assert_eq!(listed["items"], json!([]), "compiling creates nothing");
 
-    let (code, created) = s.post(&format!("{path}?create=true"), params).await;
+    let answer = s.post(&format!("{path}?create=true"), params).await;
+    documented(s, "create", &answer).await;
+    let (code, created) = answer;
     assert_eq!(code, 201, "{created}");
     assert_eq!(created["pattern"], pattern);
     assert_eq!(created["main"]["name"], name.as_str());
@@ -258,7 +273,9 @@ pub async fn pattern_network_exchanges_signals(s: &TestServer) {
 /// neither creates a workflow.
 pub async fn pattern_parameters_are_checked(s: &TestServer) {
     let bad = json!({"max_rounds": 0, "worker": "two words", "colour": "red"});
-    let (code, body) = s.post("/api/v1/patterns/supervisor?create=true", bad).await;
+    let answer = s.post("/api/v1/patterns/supervisor?create=true", bad).await;
+    documented(s, "invalid", &answer).await;
+    let (code, body) = answer;
     assert_eq!(code, 422, "{body}");
     assert_eq!(body["error"]["code"], "invalid_parameters");
     let mut fields: Vec<&str> = body["error"]["details"]["errors"]

@@ -4,8 +4,9 @@
 //!
 //! The handler is thin: the expansion is `conflux_schema::patterns::expand`, a pure
 //! function; creating is the catalog's ordinary create, once per definition, children
-//! before the workflows that start them. Every definition is validated before the first
-//! is created, so parameters that expand to an invalid workflow create nothing.
+//! before the workflows that start them. Every definition is validated, and admitted by
+//! the tenant's quotas, before the first is created, so parameters that expand to an
+//! invalid workflow, or to more workflows than the quota leaves, create nothing.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -50,9 +51,14 @@ pub async fn expand(
     for definition in &expansion.workflows {
         ctx.quotas.check_payload_of(tenant, definition)?;
     }
+    // Every definition is admitted before the first is created (each admission held
+    // counts against the quota), so a pattern over the `definitions` quota creates none.
+    let mut admitted = Vec::with_capacity(expansion.workflows.len());
+    for _ in &expansion.workflows {
+        admitted.push(ctx.quotas.admit(tenant, Admission::Define).await?);
+    }
     let mut workflows = Vec::with_capacity(expansion.workflows.len());
     for definition in expansion.workflows {
-        let _defined = ctx.quotas.admit(tenant, Admission::Define).await?;
         let created = catalog.create(definition, meta.clone()).await?;
         workflows.push(WorkflowCreated {
             workflow_id: created.workflow_id,
@@ -63,6 +69,7 @@ pub async fn expand(
             execution_id: None,
         });
     }
+    drop(admitted);
     let main = workflows
         .iter()
         .find(|w| w.name == expansion.main)

@@ -180,6 +180,7 @@ macro_rules! all_scenarios {
                 patterns::pattern_swarm_votes,
                 patterns::pattern_network_exchanges_signals,
                 patterns::pattern_parameters_are_checked,
+                patterns::pattern_over_quota_creates_nothing,
                 children::a_parent_with_two_children_is_cancelled_mid_run,
                 children::a_failing_child_fails_its_task,
                 children::bad_sub_workflows_are_refused,

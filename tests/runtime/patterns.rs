@@ -4,7 +4,8 @@
 //! the main execution's live stream is exactly the rest of its log, and every execution
 //! of the run (children included) has a complete, verified log in which every task of
 //! its body has its events and the terminal event is last. Bad parameters are a `422`
-//! naming every one of them, and create nothing.
+//! naming every one of them, and create nothing; nor does a pattern over the tenant's
+//! `definitions` quota.
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
@@ -15,7 +16,9 @@ use tokio::process::{Child, Command};
 use crate::auth::ADMIN_TOKEN;
 use crate::conformance::complaint;
 use crate::harness::{id_of, Log, TestServer};
+use crate::tenants::{key_in, system_admin};
 use crate::waits::stream_is_rest_of;
+use conflux_schema::access::Role;
 
 /// The agent the README shows, as a child process serving `roles` for `s`.
 fn spawn_agent(s: &TestServer, roles: &[&str], extra: &[&str]) -> Child {
@@ -314,4 +317,45 @@ pub async fn pattern_parameters_are_checked(s: &TestServer) {
     );
     let (_, listed) = s.get("/api/v1/workflows").await;
     assert_eq!(listed["items"], json!([]), "nothing was created: {listed}");
+}
+
+/// A pattern expanding to more workflows than the tenant's `definitions` quota leaves
+/// is refused whole: nothing is recorded. One that fits is created.
+pub async fn pattern_over_quota_creates_nothing(s: &TestServer) {
+    let root = system_admin(s);
+    root.ok(
+        "POST",
+        "/api/v1/tenants",
+        Some(json!({"tenant": "patterned"})),
+    )
+    .await;
+    root.ok(
+        "PUT",
+        "/api/v1/tenants/patterned/policy",
+        Some(json!({"quotas": {"definitions": 2}})),
+    )
+    .await;
+    let admin = key_in(s, "patterned", Role::Admin).await;
+    let before = s.head().await;
+    let params = json!({"name": "loop", "max_rounds": 3});
+    let answer = admin
+        .call(
+            "POST",
+            "/api/v1/patterns/supervisor?create=true",
+            Some(params),
+        )
+        .await;
+    documented(s, "over quota", &answer).await;
+    assert_eq!(answer.0, 429, "{}", answer.1);
+    assert_eq!(answer.1["error"]["details"]["quota"], "definitions");
+    assert_eq!(s.head().await, before, "a refused pattern records nothing");
+    let params = json!({"name": "loop", "max_rounds": 2});
+    let answer = admin
+        .call(
+            "POST",
+            "/api/v1/patterns/supervisor?create=true",
+            Some(params),
+        )
+        .await;
+    assert_eq!(answer.0, 201, "{}", answer.1);
 }

@@ -156,7 +156,8 @@ async fn run_pattern(
 
 /// The log of finished execution `id` (body `body`): well formed, ending with
 /// `ExecutionCompleted`, every task of the body with its events (completed ones
-/// scheduled and completed; skipped ones skipped), and a verified chain.
+/// scheduled and completed; skipped ones skipped), a replay that folds to the same
+/// state, and a verified chain.
 async fn complete_log(s: &TestServer, id: &str, body: &Value) -> Log {
     let log = s.events(id).await;
     log.assert_well_formed();
@@ -172,6 +173,16 @@ async fn complete_log(s: &TestServer, id: &str, body: &Value) -> Log {
             other => panic!("{id}: task {task} ended {other:?}: {body:#}"),
         }
     }
+    // Replaying the log gives the state the read model shows.
+    let (code, replay) = s.get(&format!("/api/v1/executions/{id}/replay")).await;
+    assert_eq!(code, 200, "{replay}");
+    assert_eq!(replay["to_version"], log.0.len() as u64, "{replay}");
+    assert_eq!(replay["state"]["status"], "completed", "{replay}");
+    assert_eq!(replay["state"]["output"], body["output"], "{replay}");
+    assert_eq!(
+        replay["state"]["tasks"].as_object().map(|t| t.len()),
+        body["tasks"].as_object().map(|t| t.len())
+    );
     let (code, verdict) = s.get(&format!("/api/v1/executions/{id}/verify")).await;
     assert_eq!(code, 200, "{verdict}");
     assert_eq!(verdict["valid"], true, "{verdict}");

@@ -25,7 +25,8 @@ use serde_json::Value;
 use crate::definition::WorkflowDefinition;
 pub use params::{check_role, ParameterError};
 
-/// The patterns [`expand`] knows, by the name in `POST /api/v1/patterns/{pattern}`.
+/// The patterns [`expand`] knows, by the name in `POST /api/v1/patterns/{pattern}`;
+/// any other name is [`PatternError::Unknown`].
 pub const PATTERNS: [&str; 5] = ["supervisor", "hierarchical", "handoff", "swarm", "network"];
 
 /// The definitions a pattern expands to.

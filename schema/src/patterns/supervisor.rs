@@ -170,7 +170,7 @@ impl Team {
             ));
         }
         let description = format!(
-            "{} round {k} of at most {n}: {} plans, {} workers do each step, {} reviews{}",
+            "{} round {k} of at most {n}: {} plans, a {} agent does each step, {} reviews{}",
             self.pattern,
             self.supervisor,
             self.worker,

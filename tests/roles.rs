@@ -63,6 +63,7 @@ const COMMANDS: &[(&str, &str)] = &[
     ("GET", "/api/v1/secrets"),
     ("PUT", "/api/v1/secrets/{name}"),
     ("DELETE", "/api/v1/secrets/{name}"),
+    ("POST", "/api/v1/patterns/{pattern}"),
     ("POST", "/api/v1/schedules"),
     ("POST", "/api/v1/schedules/{id}/pause"),
     ("POST", "/api/v1/schedules/{id}/resume"),

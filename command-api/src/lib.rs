@@ -12,6 +12,7 @@
 //!   are the engine's agent service; these routes translate HTTP).
 //! - [`access`]: tenants (create, list) and API keys (create, list, revoke).
 //! - [`dead_letters`]: redrive (retry) or acknowledge a dead letter.
+//! - [`patterns`]: an orchestration pattern expanded into workflows (and created).
 //! - [`schedules`]: create, pause, resume, delete a schedule (a workflow on a cron).
 //! - [`secrets`]: the tenant's secrets (create, list names, rotate, delete).
 //! - [`tenants`]: a tenant's policy (egress allowlist, quota limits) and its usage.
@@ -32,6 +33,7 @@ pub mod approvals;
 pub mod dead_letters;
 pub mod erasure;
 pub mod executions;
+pub mod patterns;
 pub mod schedules;
 pub mod secrets;
 pub mod signals;
@@ -126,6 +128,7 @@ pub fn router(ctx: CommandContext, max_body_bytes: usize) -> Router {
             "/api/v1/executions/{id}/data",
             axum::routing::delete(erasure::erase_execution),
         )
+        .route("/api/v1/patterns/{pattern}", post(patterns::expand))
         .route("/api/v1/schedules", post(schedules::create))
         .route(
             "/api/v1/schedules/{id}",

@@ -108,6 +108,11 @@ impl WorkflowCatalog {
         }
     }
 
+    /// The limits every definition is validated with at create.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
     /// The same catalog, checking at create that every secret a definition references
     /// exists in its tenant (without this, a definition that references one is refused).
     pub fn with_secrets(mut self, secrets: Secrets) -> Self {

@@ -110,6 +110,7 @@ pub const ROUTES: &[(&str, &str, Rule)] = {
             "/api/v1/executions/{id}/data",
             Needs(P::EraseData),
         ),
+        ("POST", "/api/v1/patterns/{pattern}", Needs(P::Define)),
         ("POST", "/api/v1/schedules", Needs(P::Operate)),
         ("GET", "/api/v1/schedules", Needs(P::Read)),
         ("GET", "/api/v1/schedules/{id}", Needs(P::Read)),

@@ -258,6 +258,28 @@ impl From<conflux_schema::validate::ValidationError> for ApiError {
     }
 }
 
+impl From<conflux_schema::patterns::PatternError> for ApiError {
+    /// `404 not_found` for an unknown pattern; `422 invalid_parameters` whose
+    /// `details.errors` lists every bad parameter as `{"field", "reason"}`.
+    fn from(e: conflux_schema::patterns::PatternError) -> Self {
+        use conflux_schema::patterns::PatternError;
+        match e {
+            PatternError::Unknown(ref name) => {
+                Self::not_found(e.to_string()).with_details(json!({ "pattern": name }))
+            }
+            PatternError::Invalid {
+                ref pattern,
+                ref errors,
+            } => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_parameters",
+                e.to_string(),
+            )
+            .with_details(json!({ "pattern": pattern, "errors": errors })),
+        }
+    }
+}
+
 impl From<conflux_engine::catalog::CatalogError> for ApiError {
     fn from(e: conflux_engine::catalog::CatalogError) -> Self {
         use conflux_engine::catalog::CatalogError;

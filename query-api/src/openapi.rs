@@ -23,7 +23,8 @@ use utoipa::openapi::{InfoBuilder, LicenseBuilder, OpenApi, OpenApiBuilder};
 
 use dead_letters::dead_letters;
 use routes::{
-    agents, audit, executions, keys, live, operations, schedules, secrets, tenants, workflows,
+    agents, audit, executions, keys, live, operations, patterns, schedules, secrets, tenants,
+    workflows,
 };
 use shapes::ErrorBody;
 use spec::Spec;
@@ -73,6 +74,7 @@ pub fn document() -> OpenApi {
     keys(&mut s);
     secrets(&mut s);
     schedules(&mut s);
+    patterns(&mut s);
     tenants(&mut s);
     live(&mut s);
     operations(&mut s);
@@ -171,6 +173,6 @@ mod tests {
             }
             seen += 1;
         }
-        assert_eq!(seen, 55, "every route of API.md and the README");
+        assert_eq!(seen, 56, "every route of API.md and the README");
     }
 }

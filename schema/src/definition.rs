@@ -124,7 +124,6 @@ pub struct TaskSpec {
     /// For `map` tasks: the array to run the template for, one item per element — a
     /// reference such as `"${tasks.plan.output.steps}"`, or a literal array.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
     pub items: Option<Value>,
     /// For `map` tasks: what each item runs (the shape of a `compensate`); its input and
     /// request may use `${item}`, `${item.x}` and `${index}`.

@@ -11,6 +11,7 @@
 //! - [`definition`]: the workflow definition a client posts (API.md "Workflows").
 //! - [`kind`]: the task kinds, one module each, and the table that says how each runs.
 //! - [`validate`]: turning a definition into a `ValidatedWorkflow` (petgraph), or a typed 422 error.
+//! - [`patterns`]: orchestration patterns (supervisor, handoff, …) expanded into definitions.
 //! - [`payload`]: which fields of an event are the customer's data, and their sealed and redacted forms.
 //! - [`quota`]: the per-tenant quotas, their names and limits.
 //! - [`rate_limit`]: task rate limits: their keys and the GCRA arithmetic.
@@ -32,6 +33,7 @@ pub mod definition;
 pub mod event;
 pub mod ids;
 pub mod kind;
+pub mod patterns;
 pub mod payload;
 pub mod quota;
 pub mod rate_limit;

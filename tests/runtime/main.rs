@@ -39,6 +39,8 @@
 //! - `task_hooks`: tasks' `pre`/`post` hooks: annotations, vetoes, failing hooks.
 //! - `children`: sub-workflows: outputs, pause and cancel reaching children, failures,
 //!   refused definitions, the depth limit.
+//! - `patterns`: orchestration patterns created, run by the Python agent, streamed and
+//!   audited; bad parameters refused.
 //! - `flow`, `failures`, `control`, `saga`, `input`, `junk`, `strict`, `scale`: the
 //!   scenarios.
 
@@ -70,6 +72,7 @@ mod live;
 mod matrix;
 mod outage;
 mod oversized;
+mod patterns;
 mod priority;
 mod projection;
 mod proxy;
@@ -175,6 +178,13 @@ macro_rules! all_scenarios {
                 waits::bad_signals_change_nothing,
                 waits::two_person_approval,
                 children::a_child_workflow_runs_as_a_task,
+                patterns::pattern_supervisor_loops_until_accepted,
+                patterns::pattern_hierarchical_delegates_to_teams,
+                patterns::pattern_handoff_follows_each_next_role,
+                patterns::pattern_swarm_votes,
+                patterns::pattern_network_exchanges_signals,
+                patterns::pattern_parameters_are_checked,
+                patterns::pattern_over_quota_creates_nothing,
                 children::a_parent_with_two_children_is_cancelled_mid_run,
                 children::a_failing_child_fails_its_task,
                 children::bad_sub_workflows_are_refused,

@@ -306,6 +306,8 @@ pub fn concrete(template: &str, estate: &Estate) -> String {
         // A task id or a signal name: the estate's task.
         match &rest[open + 1..close] {
             "task_id" | "signal" => out.push_str("pick"),
+            // A pattern's name, not a tenant's resource.
+            "pattern" => out.push_str("swarm"),
             _ => out.push_str(id),
         }
         rest = &rest[close + 1..];
@@ -582,6 +584,9 @@ pub async fn send(
             Some(json!({"name": format!("m-{n}"), "tasks": [{"id": "a", "kind": "noop"}]}))
         }
         ("POST", "/api/v1/agents") => Some(json!({"name": "m", "roles": ["picker"]})),
+        ("POST", "/api/v1/patterns/{pattern}") => {
+            Some(json!({"name": format!("m-{n}"), "agents": ["picker", "picker"]}))
+        }
         ("POST", "/api/v1/keys") => Some(json!({"name": "m", "role": "viewer"})),
         ("POST", "/api/v1/tenants") => Some(json!({"tenant": format!("m-{n}")})),
         ("POST", "/api/v1/secrets") => Some(json!({"name": format!("M_{n}"), "value": "v"})),

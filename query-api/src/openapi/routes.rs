@@ -237,6 +237,28 @@ pub(super) fn secrets(s: &mut Spec) {
 }
 
 #[rustfmt::skip]
+pub(super) fn patterns(s: &mut Spec) {
+    let op = tagged("workflows");
+    let params = ObjectBuilder::new()
+        .description(Some(PATTERN_PARAMETERS))
+        .property("name", string().description(Some("The main workflow's name; the others add a suffix (at most 120 characters).")))
+        .required("name");
+    s.schema::<ParameterError>();
+    op(Post, "/api/v1/patterns/{pattern}", "expandPattern", "Expand an orchestration pattern into workflows")
+        .describe(PATTERN)
+        .query("create", boolean(false), "Also create every workflow it expands to.")
+        .body(params.into(), true)
+        .ok(200, "The definitions it expands to, in creation order (the main one last).", s.schema::<PatternExpansion>())
+        .ok(201, "The workflows created, the main one (to execute) apart.", s.schema::<PatternCreated>())
+        .fails(&[BAD_BODY, BAD_QUERY, INVALID_PARAMETERS, INVALID_WORKFLOW, OVER_QUOTA, OVER_SIZE_QUOTA])
+        .add(s);
+}
+
+const PATTERN: &str = "Compiles a pattern into ordinary workflow definitions (agent, switch, map, workflow and signal tasks), each marked with `pattern`. Loops are unrolled into bounded chains of sub-workflows. Without `create` nothing is recorded; with it the workflows are created children first. Bad parameters are `422 invalid_parameters` whose `details.errors` lists every one as `{field, reason}`; nothing is created.";
+
+const PATTERN_PARAMETERS: &str = "The pattern's parameters. supervisor: `name`, `supervisor`, `worker`, `max_rounds` (1-5), `max_steps`, `max_parallel`, `timeout_seconds`. hierarchical: those and `depth` (1-4), `branches` (1-5). handoff: `name`, `roles` (1-8), `start`, `max_hops` (1-10), `timeout_seconds`. swarm: `name`, `agents` (2-32 roles), `aggregate` (`vote` | `merge`), `aggregator`, `timeout_seconds`. network: `name`, `agents` (2-8 roles), `max_rounds` (1-5), `timeout_seconds`.";
+
+#[rustfmt::skip]
 pub(super) fn schedules(s: &mut Spec) {
     let op = tagged("schedules");
     let schedule = s.schema::<Schedule>();

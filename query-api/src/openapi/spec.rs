@@ -71,6 +71,11 @@ pub(super) const INVALID_WORKFLOW: Failure = Failure(
         "egress_denied",
     ],
 );
+pub(super) const INVALID_PARAMETERS: Failure = Failure(
+    422,
+    "missing or invalid pattern parameters (`details.errors`: every one as `{field, reason}`)",
+    &["invalid_parameters"],
+);
 pub(super) const INVALID_SCHEDULE: Failure = Failure(
     422,
     "a cron expression that does not parse or never fires, or a time zone that is not an IANA name (`details.field` names it)",
@@ -366,6 +371,10 @@ fn named_parameter(name: &str) -> Option<(&'static str, ObjectBuilder)> {
     match name {
         "signal" => Some(("The signal's name.", string().pattern(pattern))),
         "task_id" => Some(("The task id.", string().pattern(pattern))),
+        "pattern" => Some((
+            "The pattern: `supervisor`, `hierarchical`, `handoff`, `swarm` or `network` (any other is `404`).",
+            string(),
+        )),
         _ => None,
     }
 }

@@ -16,6 +16,7 @@ pub mod error;
 pub mod executions;
 pub mod live;
 pub mod ops;
+pub mod patterns;
 pub mod schedules;
 pub mod secrets;
 pub mod waits;
@@ -38,6 +39,7 @@ pub use error::{ErrorBody, ErrorDetail};
 pub use executions::{CancelRequest, CompensationState, Execution, ExecutionControlled, TaskState};
 pub use live::LiveFrame;
 pub use ops::{Health, Ready};
+pub use patterns::{ParameterError, PatternCreated, PatternExpansion};
 pub use schedules::{CreateSchedule, Schedule, ScheduleList};
 pub use secrets::{CreateSecret, RotateSecret, Secret, SecretList};
 pub use waits::{

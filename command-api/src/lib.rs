@@ -11,6 +11,7 @@
 //! - [`agents`]: register, long-poll leases, complete/fail/heartbeat by lease (the rules
 //!   are the engine's agent service; these routes translate HTTP).
 //! - [`access`]: tenants (create, list) and API keys (create, list, revoke).
+//! - [`hooks`]: create and delete a webhook.
 //! - [`schedules`]: create, pause, resume, delete a schedule (a workflow on a cron).
 //! - [`secrets`]: the tenant's secrets (create, list names, rotate, delete).
 //! - [`tenants`]: a tenant's policy (egress allowlist, quota limits) and its usage.
@@ -30,6 +31,7 @@ pub mod agents;
 pub mod approvals;
 pub mod erasure;
 pub mod executions;
+pub mod hooks;
 pub mod schedules;
 pub mod secrets;
 pub mod signals;
@@ -58,6 +60,8 @@ pub struct CommandContext {
     pub quotas: conflux_engine::quota::Quotas,
     /// Schedules.
     pub schedules: conflux_engine::schedules::Schedules,
+    /// Webhooks.
+    pub hooks: conflux_engine::hooks::Hooks,
 }
 
 /// Every write route of API.md, with request bodies limited to `max_body_bytes` (413).
@@ -124,6 +128,8 @@ pub fn router(ctx: CommandContext, max_body_bytes: usize) -> Router {
             "/api/v1/executions/{id}/data",
             axum::routing::delete(erasure::erase_execution),
         )
+        .route("/api/v1/hooks", post(hooks::create))
+        .route("/api/v1/hooks/{id}", axum::routing::delete(hooks::delete))
         .route("/api/v1/schedules", post(schedules::create))
         .route(
             "/api/v1/schedules/{id}",

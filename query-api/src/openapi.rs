@@ -22,7 +22,8 @@ use utoipa::openapi::tag::TagBuilder;
 use utoipa::openapi::{InfoBuilder, LicenseBuilder, OpenApi, OpenApiBuilder};
 
 use routes::{
-    agents, audit, executions, keys, live, operations, schedules, secrets, tenants, workflows,
+    agents, audit, executions, hooks, keys, live, operations, schedules, secrets, tenants,
+    workflows,
 };
 use shapes::ErrorBody;
 use spec::Spec;
@@ -70,6 +71,7 @@ pub fn document() -> OpenApi {
     keys(&mut s);
     secrets(&mut s);
     schedules(&mut s);
+    hooks(&mut s);
     tenants(&mut s);
     live(&mut s);
     operations(&mut s);
@@ -114,7 +116,7 @@ const ABOUT: &str = "Conflux, an event-sourced workflow engine: define workflows
     ids UUIDs, all times RFC 3339 UTC. Every 4xx/5xx body is an `ErrorBody`; a rejected \
     request changes nothing. Every answer carries an `x-request-id` header.";
 
-const TAGS: [(&str, &str); 9] = [
+const TAGS: [(&str, &str); 10] = [
     (
         "keys",
         "API keys: issue (the token is shown once), list, revoke (on every server within a second).",
@@ -139,6 +141,10 @@ const TAGS: [(&str, &str); 9] = [
     (
         "schedules",
         "Workflows started on a cron in a time zone, exactly once per tick: create, list, pause, resume, delete.",
+    ),
+    (
+        "hooks",
+        "Webhooks: a tenant's events POSTed to a URL, signed, at least once, in log order; their deliveries.",
     ),
     ("live", "WebSocket status streams, and the short-lived tokens that open one."),
     ("operations", "Probes, metrics and this document."),

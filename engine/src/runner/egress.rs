@@ -311,6 +311,21 @@ impl reqwest::dns::Resolve for GuardedResolver {
     }
 }
 
+/// An HTTP client that calls only what `policy` allows: names are resolved through
+/// [`GuardedResolver`] (every resolved address checked at connect time), redirects are
+/// never followed. `http` tasks and webhook deliveries use it.
+pub fn guarded_client(
+    policy: Arc<EgressPolicy>,
+    user_agent: &str,
+) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .dns_resolver(Arc::new(GuardedResolver::new(policy)))
+        .user_agent(user_agent.to_owned())
+        .build()
+        .map_err(|e| format!("the HTTP client could not be built: {e}"))
+}
+
 /// The egress denial somewhere in `error`'s chain of sources, if any.
 pub fn denial_in<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a EgressDenied> {
     let mut current = Some(error);

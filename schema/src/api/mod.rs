@@ -13,6 +13,7 @@ pub mod audit;
 pub mod erasure;
 pub mod error;
 pub mod executions;
+pub mod hooks;
 pub mod live;
 pub mod ops;
 pub mod schedules;
@@ -32,6 +33,9 @@ pub use audit::{ChainVerification, EventPage, Replay, WorkflowEventPage};
 pub use erasure::{DataErased, EraseTenantData};
 pub use error::{ErrorBody, ErrorDetail};
 pub use executions::{CancelRequest, CompensationState, Execution, ExecutionControlled, TaskState};
+pub use hooks::{
+    CreateHook, DeliveryState, Hook, HookCreated, HookDelivery, HookDeliveryList, HookList,
+};
 pub use live::LiveFrame;
 pub use ops::{Health, Ready};
 pub use schedules::{CreateSchedule, Schedule, ScheduleList};

@@ -75,6 +75,7 @@ pub async fn answers_match_the_document(server: &TestServer) {
         secret: "UNKNOWN_SECRET".to_owned(),
         tenant: "no-such-tenant".to_owned(),
         schedule: uuid::Uuid::now_v7().to_string(),
+        hook: uuid::Uuid::now_v7().to_string(),
     };
     let admin = key_in(server, "acme", Role::Admin).await;
     let system = system_admin(server);

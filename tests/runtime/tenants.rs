@@ -177,6 +177,8 @@ pub struct Estate {
     pub tenant: String,
     /// A schedule of `workflow` (yearly, so it does not tick during a test).
     pub schedule: String,
+    /// A webhook (of an event type the tests seldom record).
+    pub hook: String,
 }
 
 pub async fn estate(server: &TestServer, tenant: &str) -> Estate {
@@ -240,7 +242,9 @@ pub async fn estate(server: &TestServer, tenant: &str) -> Estate {
             Some(json!({"workflow": created["workflow_id"], "cron": "0 0 1 1 *"})),
         )
         .await;
+    let hook = admin.ok("POST", "/api/v1/hooks", Some(hook_body())).await;
     Estate {
+        hook: id_of(&hook, "id"),
         schedule: id_of(&schedule, "id"),
         workflow: id_of(&created, "workflow_id"),
         execution: id_of(&created, "execution_id"),
@@ -250,6 +254,11 @@ pub async fn estate(server: &TestServer, tenant: &str) -> Estate {
         secret,
         tenant: tenant.to_owned(),
     }
+}
+
+/// A webhook a route accepts: to a name that never answers, for a type seldom recorded.
+pub fn hook_body() -> Value {
+    json!({"url": "http://hooks.example.invalid/in", "events": ["TenantDataErased"]})
 }
 
 /// `path` with its id (whatever the parameter's name) replaced by `estate`'s resource.
@@ -266,6 +275,8 @@ pub fn concrete(template: &str, estate: &Estate) -> String {
         &estate.secret
     } else if template.contains("/schedules/") {
         &estate.schedule
+    } else if template.contains("/hooks/") {
+        &estate.hook
     } else if template.contains("/tenants/") {
         &estate.tenant
     } else {
@@ -512,6 +523,17 @@ pub async fn send(
             }
         }
     }
+    if method == "DELETE" && template.starts_with("/api/v1/hooks/") {
+        // The caller's own hook is needed by later requests: delete a fresh one.
+        if caller.call("GET", &path, None).await.0 == 200 {
+            let (status, made) = caller
+                .call("POST", "/api/v1/hooks", Some(hook_body()))
+                .await;
+            if status == 201 {
+                path = format!("/api/v1/hooks/{}", id_of(&made, "id"));
+            }
+        }
+    }
     let changes_agent = (method == "DELETE" && template.starts_with("/api/v1/agents/"))
         || template.ends_with("/drain");
     let agent_root = path.trim_end_matches("/drain").to_owned();
@@ -546,6 +568,7 @@ pub async fn send(
         ("POST", "/api/v1/schedules") => {
             Some(json!({"workflow": estate.workflow, "cron": "0 0 1 1 *"}))
         }
+        ("POST", "/api/v1/hooks") => Some(hook_body()),
         ("PUT", t) if t.starts_with("/api/v1/secrets/") => Some(json!({"value": "rotated"})),
         ("POST", t) if t.ends_with("/complete") => Some(json!({"output": {}})),
         ("POST", t) if t.ends_with("/fail") => Some(json!({"error": "m", "retryable": false})),

@@ -1,5 +1,5 @@
 //! Egress policy: which addresses the server may call on a user's behalf (`http` tasks
-//! now; webhooks when they land). Server-side request forgery is the threat: a task
+//! and webhook deliveries, through [`guarded_client`]). Server-side request forgery is the threat: a task
 //! aimed at `169.254.169.254` reads cloud credentials, one aimed at `10.0.0.5:5432`
 //! probes the private network. So by default every address that is not plainly public
 //! is denied — loopback, link-local (the metadata address among them), private,

@@ -398,6 +398,11 @@ pub async fn bad_hooks_are_refused_and_record_nothing(server: &TestServer) {
             "url",
         ),
         (
+            json!({"url": "http://user:pw@example.com/in", "events": ["*"]}),
+            "invalid_url",
+            "url",
+        ),
+        (
             json!({"url": "http://10.1.2.3/in", "events": ["ExecutionCompleted"]}),
             "egress_denied",
             "url",

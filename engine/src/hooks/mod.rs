@@ -191,6 +191,13 @@ impl Hooks {
                 parsed.scheme()
             )));
         }
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            // The URL is recorded in the log and shown to every reader of the tenant:
+            // deliveries are authenticated by their signature instead.
+            return Err(invalid(
+                "carries credentials: the URL is recorded in the log; receivers check Conflux-Signature instead",
+            ));
+        }
         let host = parsed.host().ok_or_else(|| invalid("has no host"))?;
         self.egress
             .check_url_host(&host)

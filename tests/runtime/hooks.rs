@@ -546,6 +546,35 @@ pub async fn nothing_is_missed_across_a_restart(mode: Mode) {
     server.stop().await;
 }
 
+/// Two servers on one store: one of them at a time delivers the hook (its lease), so
+/// every matching event arrives once, in order, whichever server recorded it.
+pub async fn two_servers_deliver_each_event_once() {
+    let first = TestServer::start_tuned(Mode::PostgresRedis, tune).await;
+    let second = first.join().await;
+    let receiver = Receiver::start(0, false).await;
+    let secret = "two-servers-secret";
+    let hook = create_hook(&first, &receiver.url, json!(TYPES), Some(secret)).await;
+    let hook_id = id_of(&hook, "id");
+    let mut executions = Vec::new();
+    for (n, server) in [&first, &second, &first, &second].into_iter().enumerate() {
+        let id = server.run(two_tasks(), json!({"n": n})).await;
+        server.wait_terminal(&id).await;
+        executions.push(id);
+    }
+    let expected = served_events(&first, &executions, &TYPES).await;
+    let delivered = receiver.wait_for(&expected).await;
+    assert_delivered_exactly(&delivered, &expected, secret, &hook_id);
+    // Give a second deliverer the time to repeat anything, then: nothing was.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        receiver.requests().len(),
+        expected.len(),
+        "each event delivered once"
+    );
+    second.stop().await;
+    first.stop().await;
+}
+
 /// Small retries so the tests stay short: 3 attempts, 50 ms apart at first.
 fn tune(config: &mut conflux::config::Config) {
     config.hooks.hook_max_attempts = 3;
@@ -594,5 +623,10 @@ macro_rules! hook_scenarios {
 }
 
 hook_scenarios!(postgres_redis, crate::harness::Mode::PostgresRedis);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_redis_two_servers_deliver_each_event_once() {
+    two_servers_deliver_each_event_once().await;
+}
 hook_scenarios!(embedded, crate::harness::Mode::Embedded);
 hook_scenarios!(sealed, crate::harness::Mode::Sealed);

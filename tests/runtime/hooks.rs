@@ -1,8 +1,9 @@
 //! Webhooks end to end: a receiver on loopback (the server's egress allowlist opens
 //! loopback, as for `http` tasks) gets every matching event of its tenant exactly as the
 //! log has it, in log order, signed — through failures (retried with backoff), across a
-//! restart with events recorded while no server ran, and, from a receiver that always
-//! fails, dead-lettered deliveries that are listed. Bad input is refused with nothing
+//! restart with events recorded while no server ran (and a crashed holder's lease
+//! taken over), with two servers on one store (each event once), and, from a receiver
+//! that always fails, dead-lettered deliveries that are listed. Bad input is refused with nothing
 //! recorded.
 
 use std::collections::HashSet;
@@ -37,6 +38,7 @@ struct Received {
     event: String,
     attempt: u32,
     answered: u16,
+    at: Instant,
 }
 
 #[derive(Default)]
@@ -146,6 +148,7 @@ async fn receive(State(inbox): State<Arc<Inbox>>, headers: HeaderMap, raw: Bytes
         event: header("conflux-event-id"),
         attempt: header("conflux-delivery-attempt").parse().unwrap_or(0),
         answered,
+        at: Instant::now(),
     });
     StatusCode::from_u16(answered).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
@@ -461,7 +464,8 @@ pub async fn bad_hooks_are_refused_and_record_nothing(server: &TestServer) {
 }
 
 /// A hook misses nothing across a restart: events recorded while its receiver failed,
-/// and while no server ran at all, are delivered by the next server, in order.
+/// and while no server ran at all, are delivered by the next server, in order — once
+/// the lease of a process that crashed holding the hook has run out.
 pub async fn nothing_is_missed_across_a_restart(mode: Mode) {
     let server = TestServer::start_tuned(mode, tune).await;
     let receiver = Receiver::start(0, true).await;
@@ -474,6 +478,7 @@ pub async fn nothing_is_missed_across_a_restart(mode: Mode) {
     ];
     let hook = create_hook(&server, &receiver.url, json!(types), Some(secret)).await;
     let hook_id = id_of(&hook, "id");
+    let hook_uuid = uuid::Uuid::parse_str(&hook_id).expect("a uuid");
     let first = server.run(two_tasks(), json!({"n": 1})).await;
     server.wait_terminal(&first).await;
     // At least one attempt failed before the stop.
@@ -508,8 +513,19 @@ pub async fn nothing_is_missed_across_a_restart(mode: Mode) {
                 .create(definition, metadata)
                 .await
                 .expect("recorded while stopped");
+            // A process that crashed holding the hook's lease: the next server waits
+            // for it to run out, then takes the hook over.
+            let now = chrono::Utc::now().timestamp_millis();
+            let crashed = backends
+                .hooks
+                .hook_store()
+                .acquire(hook_uuid, uuid::Uuid::now_v7(), now, now + 3_000)
+                .await
+                .expect("acquire");
+            assert!(crashed.is_some(), "a clean stop gives the lease back");
         })
         .await;
+    let lease_ends = Instant::now() + Duration::from_millis(2_500);
     receiver.inbox.always_fail.store(false, Ordering::SeqCst);
     let second = server.run(two_tasks(), json!({"n": 2})).await;
     server.wait_terminal(&second).await;
@@ -543,6 +559,10 @@ pub async fn nothing_is_missed_across_a_restart(mode: Mode) {
     );
     let delivered = receiver.wait_for(&expected).await;
     assert_delivered_exactly(&delivered, &expected, secret, &hook_id);
+    assert!(
+        delivered.iter().all(|r| r.at >= lease_ends),
+        "nothing delivered while the crashed holder's lease ran"
+    );
     server.stop().await;
 }
 

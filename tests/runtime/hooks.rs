@@ -3,8 +3,8 @@
 //! log has it, in log order, signed — through failures (retried with backoff), across a
 //! restart with events recorded while no server ran (and a crashed holder's lease
 //! taken over), with two servers on one store (each event once), and, from a receiver
-//! that always fails, dead-lettered deliveries that are listed. Bad input is refused with nothing
-//! recorded.
+//! that always fails, dead-lettered deliveries that are listed. Bad input is refused
+//! with nothing recorded.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

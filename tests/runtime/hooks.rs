@@ -595,6 +595,39 @@ pub async fn two_servers_deliver_each_event_once() {
     first.stop().await;
 }
 
+/// A hook's secret is in no table, file, Redis key or log line, in plain text, after
+/// deliveries signed with it.
+pub async fn a_hook_secret_is_nowhere_at_rest(mode: Mode) {
+    crate::raw_scan::capture_logs();
+    let server = TestServer::start_tuned(mode, tune).await;
+    let receiver = Receiver::start(1, false).await;
+    let secret = format!("hooksecret-{}", uuid::Uuid::now_v7().simple());
+    let hook = create_hook(
+        &server,
+        &receiver.url,
+        json!(["ExecutionCompleted"]),
+        Some(&secret),
+    )
+    .await;
+    let hook_id = id_of(&hook, "id");
+    let id = server.run(two_tasks(), json!({})).await;
+    server.wait_terminal(&id).await;
+    let expected = served_events(&server, &[id], &["ExecutionCompleted"]).await;
+    let delivered = receiver.wait_for(&expected).await;
+    assert_delivered_exactly(&delivered, &expected, &secret, &hook_id);
+    let scan = crate::raw_scan::scan_of(&server);
+    let leaks = scan.occurrences(&secret).await;
+    assert!(
+        leaks.is_empty(),
+        "the hook's secret is stored or logged: {leaks:?}"
+    );
+    assert!(
+        !scan.occurrences(&hook_id).await.is_empty(),
+        "the scan finds what is stored (the hook's id)"
+    );
+    server.stop().await;
+}
+
 /// Small retries so the tests stay short: 3 attempts, 50 ms apart at first.
 fn tune(config: &mut conflux::config::Config) {
     config.hooks.hook_max_attempts = 3;
@@ -632,6 +665,11 @@ macro_rules! hook_scenarios {
                 .await;
                 super::bad_hooks_are_refused_and_record_nothing(&server).await;
                 server.stop().await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_hook_secret_is_nowhere_at_rest() {
+                super::a_hook_secret_is_nowhere_at_rest($mode).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

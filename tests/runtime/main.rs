@@ -62,6 +62,7 @@ mod fairness;
 mod fleet;
 mod flow;
 mod harness;
+mod hook_receiver;
 mod hooks;
 mod input;
 mod junk;

@@ -17,6 +17,7 @@ use conflux_engine::catalog::WorkflowCatalog;
 use conflux_engine::commands::ExecutionCommands;
 use conflux_engine::crypto::erasure::Erasure;
 use conflux_engine::executor::{Engine, EngineOptions, EngineParts};
+use conflux_engine::hooks::worker::HookWorker;
 use conflux_engine::relay::{Relay, RelayOptions};
 use conflux_engine::runner::{BuiltinRunner, RunnerOptions};
 use conflux_engine::schedules::ticker::Ticker;
@@ -70,6 +71,8 @@ pub struct Runtime {
     /// Whether the bus is this store's; the relay, engine and projector run only
     /// while it is (see [`supervised`]).
     pub guard: BusGuard,
+    /// How webhook deliveries are retried (`CONFLUX_HOOK_*`).
+    pub hooks: conflux_engine::hooks::worker::HookOptions,
 }
 
 impl Runtime {
@@ -121,6 +124,7 @@ impl Runtime {
                         .max(config.agent_stale_after_seconds),
                 ),
             },
+            hooks: config.hooks.options(),
             max_body_bytes: config.max_body_bytes,
             rate_limit: config.rate_limit,
             admin_token: config.admin_token.clone().filter(|t| !t.is_empty()),
@@ -221,6 +225,7 @@ pub fn router(rt: &Runtime, access: Access, sides: Sides) -> Router {
                 rt.quota_defaults,
             ),
             schedules: schedules.clone(),
+            hooks: rt.backends.hooks.clone(),
         };
         routes = routes.merge(conflux_command_api::router(command_ctx, rt.max_body_bytes));
     }
@@ -245,6 +250,7 @@ pub fn router(rt: &Runtime, access: Access, sides: Sides) -> Router {
             ))
             .merge(conflux_query_api::workflows::router(reads.clone()))
             .merge(conflux_query_api::schedules::router(schedules))
+            .merge(conflux_query_api::hooks::router(rt.backends.hooks.clone()))
             .merge(conflux_query_api::audit::router(commands))
             .merge(conflux_query_api::dead_letters::router(reads.clone()))
             .merge(conflux_query_api::executions::router(reads))
@@ -414,7 +420,8 @@ async fn run_projector(
     }
 }
 
-/// Runs the engine (graph executor) and the schedule ticker until `shutdown`.
+/// Runs the engine (graph executor), the schedule ticker and the webhook deliveries
+/// until `shutdown`.
 pub fn spawn_engine(rt: &Runtime, shutdown: CancellationToken) -> JoinHandle<()> {
     // Tenants' egress allowlists change through any server: keep them current here too
     // (a no-op where this process already refreshes them for its HTTP routes).
@@ -454,12 +461,24 @@ pub fn spawn_engine(rt: &Runtime, shutdown: CancellationToken) -> JoinHandle<()>
     let ticker = tokio::spawn(supervised(
         "scheduler",
         rt.guard.status(),
-        shutdown,
+        shutdown.clone(),
         move |run| ticker.clone().run(run),
     ));
+    // Every engine process delivers webhooks, each hook under a lease, in tasks of
+    // their own (never on the executor's path).
+    let worker = {
+        let (hooks, options) = (rt.backends.hooks.clone(), rt.hooks.clone());
+        tokio::spawn(supervised(
+            "hooks",
+            rt.guard.status(),
+            shutdown.clone(),
+            move |run| HookWorker::new(hooks.clone(), options.clone()).run(run),
+        ))
+    };
     tokio::spawn(async move {
         let _ = engine.await;
         let _ = ticker.await;
+        let _ = worker.await;
     })
 }
 

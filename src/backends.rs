@@ -15,6 +15,9 @@ use conflux_engine::crypto::vault::postgres::PgKeyVault;
 use conflux_engine::crypto::vault::sqlite::SqliteKeyVault;
 use conflux_engine::crypto::vault::KeyVault;
 use conflux_engine::crypto::{Keyring, PayloadCodec};
+use conflux_engine::hooks::postgres::PgHookStore;
+use conflux_engine::hooks::sqlite::SqliteHookStore;
+use conflux_engine::hooks::{HookStore, Hooks};
 use conflux_engine::queue::local::LocalTaskQueue;
 use conflux_engine::queue::redis::RedisTaskQueue;
 use conflux_engine::queue::TaskQueue;
@@ -57,6 +60,9 @@ pub struct Backends {
     pub access: Access,
     /// The tenants' secrets, sealed in the store's database.
     pub secrets: Secrets,
+    /// Webhooks: their definitions in the log, their delivery state (sealed secrets,
+    /// cursors, leases, delivery records) in the store's database.
+    pub hooks: Hooks,
 }
 
 async fn open_read_models(config: &Config) -> anyhow::Result<ReadModels> {
@@ -73,10 +79,16 @@ async fn open_read_models(config: &Config) -> anyhow::Result<ReadModels> {
     }
 }
 
-/// The event store, and the data keys and secrets kept in the same database.
-async fn open_store(
-    config: &Config,
-) -> anyhow::Result<(Arc<dyn EventStore>, Arc<dyn KeyVault>, Arc<dyn SecretStore>)> {
+/// What the store's database holds: the log, data keys, secrets, hooks' state.
+type Stores = (
+    Arc<dyn EventStore>,
+    Arc<dyn KeyVault>,
+    Arc<dyn SecretStore>,
+    Arc<dyn HookStore>,
+);
+
+/// The event store, and the data keys, secrets and hooks kept in the same database.
+async fn open_store(config: &Config) -> anyhow::Result<Stores> {
     match &config.database_url {
         Some(url) => {
             let options = PgStoreOptions {
@@ -91,7 +103,13 @@ async fn open_store(
                 .await
                 .context("connecting to the data keys (DATABASE_URL)")?;
             let secrets = PgSecretStore::new(store.pool().clone());
-            Ok((Arc::new(store), Arc::new(vault), Arc::new(secrets)))
+            let hooks = PgHookStore::new(store.pool().clone());
+            Ok((
+                Arc::new(store),
+                Arc::new(vault),
+                Arc::new(secrets),
+                Arc::new(hooks),
+            ))
         }
         None => {
             std::fs::create_dir_all(&config.data_dir).with_context(|| {
@@ -104,7 +122,13 @@ async fn open_store(
             tracing::info!(path = %path.display(), "no DATABASE_URL: using the embedded SQLite store");
             let vault = SqliteKeyVault::new(store.pool().clone());
             let secrets = SqliteSecretStore::new(store.pool().clone());
-            Ok((Arc::new(store), Arc::new(vault), Arc::new(secrets)))
+            let hooks = SqliteHookStore::new(store.pool().clone());
+            Ok((
+                Arc::new(store),
+                Arc::new(vault),
+                Arc::new(secrets),
+                Arc::new(hooks),
+            ))
         }
     }
 }
@@ -139,7 +163,7 @@ impl Backends {
     pub async fn open(config: &Config) -> anyhow::Result<Self> {
         let egress = conflux_engine::runner::egress::EgressPolicy::parse(&config.egress_allow)
             .map_err(|e| anyhow::anyhow!("CONFLUX_EGRESS_ALLOW: {e}"))?;
-        let (stored, vault, secret_store) = open_store(config).await?;
+        let (stored, vault, secret_store, hook_store) = open_store(config).await?;
         let codec = open_codec(config, vault).await?;
         let store: Arc<dyn EventStore> = if codec.is_on() {
             Arc::new(SealedStore::new(stored.clone(), codec.clone()))
@@ -154,7 +178,10 @@ impl Backends {
             Some(keyring) => Arc::new(TenantKeyCipher::new(keyring.clone(), store_key)),
             None => Arc::new(store_key),
         };
-        let secrets = Secrets::new(secret_store, cipher);
+        let secrets = Secrets::new(secret_store, cipher.clone());
+        // Hooks' secrets are sealed like secret values; their deliveries read the log
+        // as the API does (payloads opened).
+        let hooks = Hooks::new(store.clone(), hook_store, cipher, egress.clone());
         let store_id = store
             .store_id()
             .await
@@ -214,6 +241,7 @@ impl Backends {
             store_id,
             access,
             secrets,
+            hooks,
         })
     }
 }

@@ -268,6 +268,10 @@ pub struct Config {
     #[command(flatten)]
     pub engine_rounds: crate::engine_config::EngineRounds,
 
+    /// Webhook delivery settings.
+    #[command(flatten)]
+    pub hooks: crate::hook_config::HookSettings,
+
     /// Log format: `text` or `json`.
     #[arg(
         long,
@@ -337,6 +341,7 @@ impl Config {
             "egress_allow": self.egress_allow,
             "quotas": self.quotas.dump(),
             "engine_rounds": self.engine_rounds.dump(),
+            "hooks": self.hooks.dump(),
             "log_format": format!("{:?}", self.log_format).to_lowercase(),
             "log": self.log,
             "mode": if self.database_url.is_some() { "postgres" } else { "embedded" },

@@ -28,6 +28,7 @@ pub mod bus_admin;
 pub mod cli;
 pub mod config;
 pub mod engine_config;
+pub mod hook_config;
 pub mod keys_cli;
 pub mod quota_config;
 pub mod rebuild;

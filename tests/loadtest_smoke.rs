@@ -57,6 +57,7 @@ fn tiny_scenarios() -> Vec<Scenario> {
                 create_rate: 1.0,
             },
             drain_seconds: 30.0,
+            slow_hook_seconds: None,
         }),
         Scenario::W4Planning(w4::Params {
             dag_tasks: 100,

@@ -68,6 +68,8 @@ const COMMANDS: &[(&str, &str)] = &[
     ("POST", "/api/v1/schedules/{id}/pause"),
     ("POST", "/api/v1/schedules/{id}/resume"),
     ("DELETE", "/api/v1/schedules/{id}"),
+    ("POST", "/api/v1/hooks"),
+    ("DELETE", "/api/v1/hooks/{id}"),
 ];
 
 /// Which processes answer a route.

@@ -13,6 +13,7 @@
 //! - [`access`]: tenants (create, list) and API keys (create, list, revoke).
 //! - [`dead_letters`]: redrive (retry) or acknowledge a dead letter.
 //! - [`patterns`]: an orchestration pattern expanded into workflows (and created).
+//! - [`hooks`]: create and delete a webhook.
 //! - [`schedules`]: create, pause, resume, delete a schedule (a workflow on a cron).
 //! - [`secrets`]: the tenant's secrets (create, list names, rotate, delete).
 //! - [`tenants`]: a tenant's policy (egress allowlist, quota limits) and its usage.
@@ -33,6 +34,7 @@ pub mod approvals;
 pub mod dead_letters;
 pub mod erasure;
 pub mod executions;
+pub mod hooks;
 pub mod patterns;
 pub mod schedules;
 pub mod secrets;
@@ -62,6 +64,8 @@ pub struct CommandContext {
     pub quotas: conflux_engine::quota::Quotas,
     /// Schedules.
     pub schedules: conflux_engine::schedules::Schedules,
+    /// Webhooks.
+    pub hooks: conflux_engine::hooks::Hooks,
 }
 
 /// Every write route of API.md, with request bodies limited to `max_body_bytes` (413).
@@ -129,6 +133,8 @@ pub fn router(ctx: CommandContext, max_body_bytes: usize) -> Router {
             axum::routing::delete(erasure::erase_execution),
         )
         .route("/api/v1/patterns/{pattern}", post(patterns::expand))
+        .route("/api/v1/hooks", post(hooks::create))
+        .route("/api/v1/hooks/{id}", axum::routing::delete(hooks::delete))
         .route("/api/v1/schedules", post(schedules::create))
         .route(
             "/api/v1/schedules/{id}",

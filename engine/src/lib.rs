@@ -8,6 +8,8 @@
 //! - [`agents`]: agent registration, long-poll leases and results by lease: the agent
 //!   aggregate's service, with the tenant and agent-key checks.
 //! - [`executor`]: the engine role: consumes the bus, decides, appends, performs effects.
+//! - [`hooks`]: webhooks — a tenant's events POSTed, signed, at least once and in log
+//!   order, from the log by a leased loop per hook in every engine process.
 //! - [`store`]: the `EventStore` trait (the system of record) with its Postgres and
 //!   embedded SQLite backends, sharing one group-commit append pipeline.
 //! - [`bus`]: the `EventBus` trait (the transport) with Redis Streams and in-process
@@ -40,6 +42,7 @@ pub mod concurrency;
 pub mod crypto;
 pub mod execution;
 pub mod executor;
+pub mod hooks;
 pub mod queue;
 pub mod quota;
 pub mod rate;

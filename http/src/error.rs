@@ -247,6 +247,39 @@ impl From<conflux_engine::schedules::ScheduleError> for ApiError {
     }
 }
 
+impl From<conflux_engine::hooks::HookError> for ApiError {
+    /// `422 invalid_url` / `egress_denied` / `unknown_event_type` / `invalid_events` /
+    /// `invalid_secret` (`details.field` names the field), `404 not_found`.
+    fn from(e: conflux_engine::hooks::HookError) -> Self {
+        use conflux_engine::hooks::HookError;
+        let invalid = |code: &'static str, details: serde_json::Value| {
+            Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, e.to_string()).with_details(details)
+        };
+        match &e {
+            HookError::InvalidUrl { url, .. } => {
+                invalid("invalid_url", json!({ "field": "url", "url": url }))
+            }
+            HookError::EgressDenied { url, reason } => invalid(
+                "egress_denied",
+                json!({ "field": "url", "url": url, "rule": reason }),
+            ),
+            HookError::InvalidEvents { unknown, .. } if !unknown.is_empty() => invalid(
+                "unknown_event_type",
+                json!({ "field": "events", "unknown": unknown }),
+            ),
+            HookError::InvalidEvents { .. } => {
+                invalid("invalid_events", json!({ "field": "events" }))
+            }
+            HookError::InvalidSecret => invalid("invalid_secret", json!({ "field": "secret" })),
+            HookError::NotFound(_) => Self::not_found(e.to_string()),
+            HookError::Cipher(_) => {
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            }
+            HookError::Store(s) => s.clone().into(),
+        }
+    }
+}
+
 impl From<conflux_schema::validate::ValidationError> for ApiError {
     fn from(e: conflux_schema::validate::ValidationError) -> Self {
         let status = if e.code() == "invalid_request" {

@@ -85,6 +85,14 @@ fn describe() {
         "conflux_http_circuit_breaker_state",
         "Per-host circuit breaker: 0 closed, 1 half-open, 2 open."
     );
+    metrics::describe_counter!(
+        "conflux_hook_attempts_total",
+        "Webhook delivery attempts, by outcome (delivered: a 2xx answer; failed)."
+    );
+    metrics::describe_counter!(
+        "conflux_hook_dead_lettered_total",
+        "Webhook deliveries given up after every attempt failed."
+    );
 }
 
 /// `GET /metrics`.

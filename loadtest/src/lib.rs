@@ -33,6 +33,7 @@ pub mod report;
 pub mod runner;
 pub mod sandbox;
 pub mod scenarios;
+pub mod slow_hook;
 pub mod stats;
 pub mod store_bench;
 pub mod suite;

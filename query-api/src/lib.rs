@@ -8,6 +8,7 @@
 //! - [`live`]: `/ws/executions/{id}`: snapshot, then every later event once, resumable.
 //! - [`openapi`]: `/api/v1/openapi.json`, this API as an OpenAPI 3 document.
 //! - [`workflows`]: the workflow list, a definition and its status, from the read models.
+//! - [`hooks`]: the tenant's webhooks, one webhook, and its deliveries.
 //! - [`schedules`]: the tenant's schedules and one schedule, folded from their streams.
 //! - [`reads`]: the state the read routes share and the read-model error mapping.
 //! - [`stream_tokens`]: `POST /api/v1/stream-tokens`, short-lived tokens that open one
@@ -20,6 +21,7 @@
 pub mod audit;
 pub mod dead_letters;
 pub mod executions;
+pub mod hooks;
 pub mod live;
 pub mod openapi;
 pub mod reads;

@@ -23,8 +23,8 @@ use utoipa::openapi::{InfoBuilder, LicenseBuilder, OpenApi, OpenApiBuilder};
 
 use dead_letters::dead_letters;
 use routes::{
-    agents, audit, executions, keys, live, operations, patterns, schedules, secrets, tenants,
-    workflows,
+    agents, audit, executions, hooks, keys, live, operations, patterns, schedules, secrets,
+    tenants, workflows,
 };
 use shapes::ErrorBody;
 use spec::Spec;
@@ -75,6 +75,7 @@ pub fn document() -> OpenApi {
     secrets(&mut s);
     schedules(&mut s);
     patterns(&mut s);
+    hooks(&mut s);
     tenants(&mut s);
     live(&mut s);
     operations(&mut s);
@@ -119,7 +120,7 @@ const ABOUT: &str = "Conflux, an event-sourced workflow engine: define workflows
     ids UUIDs, all times RFC 3339 UTC. Every 4xx/5xx body is an `ErrorBody`; a rejected \
     request changes nothing. Every answer carries an `x-request-id` header.";
 
-const TAGS: [(&str, &str); 9] = [
+const TAGS: [(&str, &str); 10] = [
     (
         "keys",
         "API keys: issue (the token is shown once), list, revoke (on every server within a second).",
@@ -144,6 +145,10 @@ const TAGS: [(&str, &str); 9] = [
     (
         "schedules",
         "Workflows started on a cron in a time zone, exactly once per tick: create, list, pause, resume, delete.",
+    ),
+    (
+        "hooks",
+        "Webhooks: a tenant's events POSTed to a URL, signed, at least once, in log order; their deliveries.",
     ),
     ("live", "WebSocket status streams, and the short-lived tokens that open one."),
     ("operations", "Probes, metrics and this document."),
@@ -173,6 +178,6 @@ mod tests {
             }
             seen += 1;
         }
-        assert_eq!(seen, 56, "every route of API.md and the README");
+        assert_eq!(seen, 65, "every route of API.md and the README");
     }
 }

@@ -563,6 +563,21 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
+    /// A webhook was created: its tenant's events named in `events` are delivered to
+    /// `url` from the log position after `start_after`. Stream `hook-<id>`. Its signing
+    /// secret is never in the log (it is sealed beside it).
+    HookCreated {
+        /// The hook id (also the stream's uuid).
+        hook_id: Uuid,
+        /// Where deliveries are POSTed (`http` or `https`).
+        url: String,
+        /// The event types delivered (`*`: every event of the tenant).
+        events: Vec<String>,
+        /// The log head when it was created: events after it are delivered.
+        start_after: u64,
+    },
+    /// A webhook was deleted: nothing more is delivered to it.
+    HookDeleted {},
 }
 
 impl Event {
@@ -655,6 +670,8 @@ impl Event {
             Event::ScheduleResumed {} => "ScheduleResumed",
             Event::ScheduleDeleted {} => "ScheduleDeleted",
             Event::ScheduleTicked { .. } => "ScheduleTicked",
+            Event::HookCreated { .. } => "HookCreated",
+            Event::HookDeleted {} => "HookDeleted",
         }
     }
 

@@ -156,6 +156,8 @@ pub enum StreamType {
     Schedule,
     /// `concurrency-<uuid>`: the slots of one concurrency key of a workflow.
     Concurrency,
+    /// `hook-<uuid>`: a webhook's lifecycle (created, deleted).
+    Hook,
 }
 
 impl StreamType {
@@ -169,6 +171,7 @@ impl StreamType {
             StreamType::Key => "key",
             StreamType::Schedule => "schedule",
             StreamType::Concurrency => "concurrency",
+            StreamType::Hook => "hook",
         }
     }
 }
@@ -210,6 +213,11 @@ impl StreamId {
         Self(format!("schedule-{id}"))
     }
 
+    /// The stream of webhook `id`.
+    pub fn hook(id: Uuid) -> Self {
+        Self(format!("hook-{id}"))
+    }
+
     /// The stream of the slots of concurrency key `key` of workflow `workflow` in
     /// `tenant` (a uuid v5 of the three, so every server names the same stream).
     pub fn concurrency(tenant: &str, workflow: &str, key: &str) -> Self {
@@ -234,6 +242,7 @@ impl StreamId {
             "key" => StreamType::Key,
             "schedule" => StreamType::Schedule,
             "concurrency" => StreamType::Concurrency,
+            "hook" => StreamType::Hook,
             other => return Err(IdError::new(format!("unknown stream type {other:?}"))),
         };
         let id = Uuid::parse_str(id)
@@ -255,6 +264,8 @@ impl StreamId {
             StreamType::Schedule
         } else if self.0.starts_with("concurrency-") {
             StreamType::Concurrency
+        } else if self.0.starts_with("hook-") {
+            StreamType::Hook
         } else {
             StreamType::Execution
         }
@@ -314,6 +325,9 @@ mod tests {
         let schedule = StreamId::parse(StreamId::schedule(id).as_str()).unwrap();
         assert_eq!(schedule.stream_type(), StreamType::Schedule);
         assert_eq!(schedule.uuid(), id);
+        let hook = StreamId::parse(StreamId::hook(id).as_str()).unwrap();
+        assert_eq!(hook.stream_type(), StreamType::Hook);
+        assert_eq!(hook.uuid(), id);
         assert!(StreamId::parse("order-1").is_err());
         assert!(StreamId::parse("workflow-nope").is_err());
     }

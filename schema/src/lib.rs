@@ -8,6 +8,7 @@
 //! - [`concurrency`]: workflows' concurrency keys: their limit and strategy.
 //! - [`condition`]: the CEL expressions of `when` and switch cases: checking and evaluating.
 //! - [`event`]: the event envelope, the closed set of event types, and the hash chain.
+//! - [`event_types`]: the names of every event type (what webhooks filter on).
 //! - [`definition`]: the workflow definition a client posts (API.md "Workflows").
 //! - [`kind`]: the task kinds, one module each, and the table that says how each runs.
 //! - [`validate`]: turning a definition into a `ValidatedWorkflow` (petgraph), or a typed 422 error.
@@ -31,6 +32,7 @@ pub mod concurrency;
 pub mod condition;
 pub mod definition;
 pub mod event;
+pub mod event_types;
 pub mod ids;
 pub mod kind;
 pub mod patterns;

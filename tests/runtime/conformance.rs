@@ -76,6 +76,7 @@ pub async fn answers_match_the_document(server: &TestServer) {
         tenant: "no-such-tenant".to_owned(),
         schedule: uuid::Uuid::now_v7().to_string(),
         dead_letter: format!("{}.1.judge", uuid::Uuid::now_v7()),
+        hook: uuid::Uuid::now_v7().to_string(),
     };
     let admin = key_in(server, "acme", Role::Admin).await;
     let system = system_admin(server);

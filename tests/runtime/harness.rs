@@ -233,6 +233,32 @@ impl TestServer {
         }
     }
 
+    /// Stops the server cleanly, runs `between` with its configuration while no server
+    /// runs, then starts a new server on the same backends (a restarted process).
+    pub async fn restart<F, Fut>(mut self, between: F) -> Self
+    where
+        F: FnOnce(Config) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(PATIENCE, task)
+                .await
+                .expect("the server stops")
+                .expect("join")
+                .expect("the server ran without error");
+        }
+        let resources = self.resources.take();
+        let proxy = self.proxy.take();
+        let config = self.config.clone();
+        drop(self);
+        between(config.clone()).await;
+        let mut next = Self::on(config).await;
+        next.resources = resources;
+        next.proxy = proxy;
+        next
+    }
+
     /// The store's highest committed position.
     pub async fn head(&self) -> u64 {
         self.backends.store.head_position().await.expect("head")

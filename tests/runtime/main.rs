@@ -29,6 +29,8 @@
 //!   `schedules` quota.
 //! - `quotas`: per-tenant quotas and policies; `egress`: the egress policy, the
 //!   operator's and a tenant's own.
+//! - `hooks`: webhooks — signed, complete, in-order deliveries through failures and a
+//!   restart, dead-lettered deliveries, bad input refused with nothing recorded.
 //! - `conformance`: every documented operation answers with a documented status and a
 //!   body that validates against its documented schema.
 //! - `control_flow`: switches, conditions, trigger rules, maps, the default deadline.
@@ -65,6 +67,8 @@ mod fairness;
 mod fleet;
 mod flow;
 mod harness;
+mod hook_receiver;
+mod hooks;
 mod input;
 mod junk;
 mod jwt;

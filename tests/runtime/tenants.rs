@@ -179,6 +179,8 @@ pub struct Estate {
     pub schedule: String,
     /// A dead letter (a task whose `when` fails at run time), listed.
     pub dead_letter: String,
+    /// A webhook (of an event type the tests seldom record).
+    pub hook: String,
 }
 
 pub async fn estate(server: &TestServer, tenant: &str) -> Estate {
@@ -264,8 +266,10 @@ pub async fn estate(server: &TestServer, tenant: &str) -> Estate {
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+    let hook = admin.ok("POST", "/api/v1/hooks", Some(hook_body())).await;
     Estate {
         dead_letter,
+        hook: id_of(&hook, "id"),
         schedule: id_of(&schedule, "id"),
         workflow: id_of(&created, "workflow_id"),
         execution: id_of(&created, "execution_id"),
@@ -275,6 +279,11 @@ pub async fn estate(server: &TestServer, tenant: &str) -> Estate {
         secret,
         tenant: tenant.to_owned(),
     }
+}
+
+/// A webhook a route accepts: to a name that never answers, for a type seldom recorded.
+pub fn hook_body() -> Value {
+    json!({"url": "http://hooks.example.invalid/in", "events": ["TenantDataErased"]})
 }
 
 /// `path` with its id (whatever the parameter's name) replaced by `estate`'s resource.
@@ -293,6 +302,8 @@ pub fn concrete(template: &str, estate: &Estate) -> String {
         &estate.schedule
     } else if template.contains("/dead-letters/") {
         &estate.dead_letter
+    } else if template.contains("/hooks/") {
+        &estate.hook
     } else if template.contains("/tenants/") {
         &estate.tenant
     } else {
@@ -556,6 +567,17 @@ pub async fn send(
             }
         }
     }
+    if method == "DELETE" && template.starts_with("/api/v1/hooks/") {
+        // The caller's own hook is needed by later requests: delete a fresh one.
+        if caller.call("GET", &path, None).await.0 == 200 {
+            let (status, made) = caller
+                .call("POST", "/api/v1/hooks", Some(hook_body()))
+                .await;
+            if status == 201 {
+                path = format!("/api/v1/hooks/{}", id_of(&made, "id"));
+            }
+        }
+    }
     let changes_agent = (method == "DELETE" && template.starts_with("/api/v1/agents/"))
         || template.ends_with("/drain");
     let agent_root = path.trim_end_matches("/drain").to_owned();
@@ -593,6 +615,7 @@ pub async fn send(
         ("POST", "/api/v1/schedules") => {
             Some(json!({"workflow": estate.workflow, "cron": "0 0 1 1 *"}))
         }
+        ("POST", "/api/v1/hooks") => Some(hook_body()),
         ("PUT", t) if t.starts_with("/api/v1/secrets/") => Some(json!({"value": "rotated"})),
         ("POST", t) if t.ends_with("/complete") => Some(json!({"output": {}})),
         ("POST", t) if t.ends_with("/fail") => Some(json!({"error": "m", "retryable": false})),

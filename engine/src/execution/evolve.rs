@@ -424,7 +424,10 @@ impl ExecutionState {
             // Concurrency keys' slots are streams of their own.
             | Event::ConcurrencySlotTaken { .. }
             | Event::ConcurrencySlotAwaited { .. }
-            | Event::ConcurrencySlotFreed { .. } => {}
+            | Event::ConcurrencySlotFreed { .. }
+            // Webhooks are streams of their own.
+            | Event::HookCreated { .. }
+            | Event::HookDeleted {} => {}
             Event::SignalReceived { .. } | Event::ApprovalDecided { .. } => self.apply_wait(event),
             Event::UsageRecorded { usage, .. } => {
                 let sum = self.usage.unwrap_or_default().plus(usage);

@@ -1,5 +1,5 @@
 //! Egress policy: which addresses the server may call on a user's behalf (`http` tasks
-//! now; webhooks when they land). Server-side request forgery is the threat: a task
+//! and webhook deliveries, through [`guarded_client`]). Server-side request forgery is the threat: a task
 //! aimed at `169.254.169.254` reads cloud credentials, one aimed at `10.0.0.5:5432`
 //! probes the private network. So by default every address that is not plainly public
 //! is denied — loopback, link-local (the metadata address among them), private,
@@ -309,6 +309,21 @@ impl reqwest::dns::Resolve for GuardedResolver {
             Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
         })
     }
+}
+
+/// An HTTP client that calls only what `policy` allows: names are resolved through
+/// [`GuardedResolver`] (every resolved address checked at connect time), redirects are
+/// never followed. `http` tasks and webhook deliveries use it.
+pub fn guarded_client(
+    policy: Arc<EgressPolicy>,
+    user_agent: &str,
+) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .dns_resolver(Arc::new(GuardedResolver::new(policy)))
+        .user_agent(user_agent.to_owned())
+        .build()
+        .map_err(|e| format!("the HTTP client could not be built: {e}"))
 }
 
 /// The egress denial somewhere in `error`'s chain of sources, if any.

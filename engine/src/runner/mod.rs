@@ -114,12 +114,7 @@ fn build_client(
     options: &RunnerOptions,
     egress: Arc<egress::EgressPolicy>,
 ) -> Result<reqwest::Client, String> {
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .dns_resolver(Arc::new(egress::GuardedResolver::new(egress)))
-        .user_agent(options.user_agent.clone())
-        .build()
-        .map_err(|e| format!("the HTTP client could not be built: {e}"));
+    let client = egress::guarded_client(egress, &options.user_agent);
     if let Err(error) = &client {
         tracing::error!(%error, "http tasks will fail");
     }

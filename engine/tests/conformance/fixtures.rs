@@ -11,6 +11,9 @@ use conflux_engine::bus::EventBus;
 use conflux_engine::crypto::vault::postgres::PgKeyVault;
 use conflux_engine::crypto::vault::sqlite::SqliteKeyVault;
 use conflux_engine::crypto::vault::KeyVault;
+use conflux_engine::hooks::postgres::PgHookStore;
+use conflux_engine::hooks::sqlite::SqliteHookStore;
+use conflux_engine::hooks::HookStore;
 use conflux_engine::secrets::postgres::PgSecretStore;
 use conflux_engine::secrets::sqlite::SqliteSecretStore;
 use conflux_engine::secrets::SecretStore;
@@ -57,6 +60,8 @@ pub trait Fixture: Sized + Send + Sync {
     fn bus(&self) -> Arc<dyn EventBus>;
     /// The secret-value store on the same database as [`Fixture::store`].
     fn secret_store(&self) -> Arc<dyn SecretStore>;
+    /// The hooks' delivery state on the same database as [`Fixture::store`].
+    fn hook_store(&self) -> Arc<dyn HookStore>;
     /// A bus on the same transport and prefix as [`Fixture::bus`], used by another
     /// store (`store_id`): what a second environment sharing the prefix has. None for
     /// an in-process bus, which no other store can reach.
@@ -125,6 +130,9 @@ impl Fixture for PgRedis {
     }
     fn secret_store(&self) -> Arc<dyn SecretStore> {
         Arc::new(PgSecretStore::new(self.store.pool().clone()))
+    }
+    fn hook_store(&self) -> Arc<dyn HookStore> {
+        Arc::new(PgHookStore::new(self.store.pool().clone()))
     }
     async fn foreign_bus(&self, store_id: uuid::Uuid) -> Option<Arc<dyn EventBus>> {
         let bus = RedisBus::connect(&redis_url(), &self.prefix)
@@ -211,6 +219,9 @@ impl Fixture for SqliteLocal {
     }
     fn secret_store(&self) -> Arc<dyn SecretStore> {
         Arc::new(SqliteSecretStore::new(self.pool.clone()))
+    }
+    fn hook_store(&self) -> Arc<dyn HookStore> {
+        Arc::new(SqliteHookStore::new(self.pool.clone()))
     }
     async fn foreign_bus(&self, _store_id: uuid::Uuid) -> Option<Arc<dyn EventBus>> {
         None

@@ -2,6 +2,7 @@
 //! by `conformance!` for Postgres + Redis and for SQLite + the in-process bus.
 
 mod fixtures;
+mod hook_store;
 mod keys;
 mod secret_store;
 mod secrets;
@@ -51,6 +52,7 @@ macro_rules! all_checks {
                 keys::a_token_copied_to_another_execution_reads_as_tampered,
                 keys::execution_keys_made_in_a_burst_are_one_each,
                 secret_store::secret_values_are_sealed_scoped_and_managed,
+                hook_store::hook_leases_cursors_and_deliveries,
                 usage::usage_counters_follow_the_log,
                 usage::schedules_are_counted_and_tailed,
             ]

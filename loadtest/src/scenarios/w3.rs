@@ -33,6 +33,11 @@ pub struct Params {
         default_value_t = 60.0
     )]
     pub drain_seconds: f64,
+    /// W3: also register a webhook for every event, to a receiver this load tester runs
+    /// that holds each delivery this many seconds (e.g. 5): compare schedule-to-start
+    /// with and without it. The server must allow loopback egress.
+    #[arg(id = "w3-slow-hook-seconds", long = "w3-slow-hook-seconds")]
+    pub slow_hook_seconds: Option<f64>,
 }
 
 /// W3's result.
@@ -81,6 +86,8 @@ pub struct W3 {
     pub reconnects: u64,
     /// Agent completions refused as `409 stale_attempt`.
     pub stale_completions: u64,
+    /// Deliveries the slow webhook received (`--w3-slow-hook-seconds`; None without).
+    pub slow_hook_deliveries: Option<u64>,
 }
 
 /// Runs W3.
@@ -91,6 +98,13 @@ pub async fn run(client: &Client, p: &Params) -> Result<W3> {
             p.load.seconds
         );
     }
+    let hook = match p.slow_hook_seconds {
+        Some(seconds) if seconds.is_finite() && seconds >= 0.0 => {
+            Some(crate::slow_hook::SlowHook::start(client, Duration::from_secs_f64(seconds)).await?)
+        }
+        Some(seconds) => bail!("--w3-slow-hook-seconds must be a number ≥ 0, got {seconds}"),
+        None => None,
+    };
     let load = Load::start(client, &p.load).await?;
     let bar = Progress::bar(p.load.seconds.ceil() as u64, "w3-sustained (s)");
     let started = Instant::now();
@@ -105,7 +119,11 @@ pub async fn run(client: &Client, p: &Params) -> Result<W3> {
         .finish(Duration::from_secs_f64(p.drain_seconds.max(0.0)))
         .await?;
     bar.finish();
-    summarise(&outcome)
+    let mut w3 = summarise(&outcome)?;
+    if let Some(hook) = hook {
+        w3.slow_hook_deliveries = Some(hook.finish(client).await?);
+    }
+    Ok(w3)
 }
 
 /// Turns a load's record into W3's figures.
@@ -157,6 +175,7 @@ pub fn summarise(o: &LoadOutcome) -> Result<W3> {
         first_error: g.first_error.clone(),
         reconnects: o.observed.reconnects,
         stale_completions: o.agents.stale,
+        slow_hook_deliveries: None,
     })
 }
 
@@ -245,6 +264,13 @@ impl Outcome for W3 {
             self.http_execution.as_ref(),
             RawBasis::PgRoundTripLatency,
         ));
+        if let Some(received) = self.slow_hook_deliveries {
+            out.push(Figure::new(
+                "slow webhook deliveries received",
+                Some(received as f64),
+                "deliveries",
+            ));
+        }
         out
     }
 

@@ -143,7 +143,8 @@ impl Routes {
             | StreamType::Tenant
             | StreamType::Key
             | StreamType::Schedule
-            | StreamType::Concurrency => return Ok(Vec::new()),
+            | StreamType::Concurrency
+            | StreamType::Hook => return Ok(Vec::new()),
             StreamType::Execution => {}
         }
         let workflow = match &e.event {

@@ -296,6 +296,40 @@ pub(super) fn schedules(s: &mut Spec) {
 const SCHEDULE: &str = "Starts `workflow` at every tick of `cron` (5 fields, or 6 with seconds first) read in `timezone` (IANA, default `UTC`), with `input`. Each tick starts exactly one execution however many servers run (its id is derived from the schedule and the tick, and `metadata.actor` is `schedule:<id>`). `overlap` (while the previous execution runs): `skip` (default), `allow`, `cancel_previous`. `catch_up` (ticks missed by more than 30 s, e.g. while no engine ran): `none`, `latest` (default), `all` (at most 100).";
 
 #[rustfmt::skip]
+pub(super) fn hooks(s: &mut Spec) {
+    let op = tagged("hooks");
+    let hook = s.schema::<Hook>();
+    op(Post, "/api/v1/hooks", "createHook", "Create a webhook")
+        .describe(HOOK)
+        .body(s.schema::<CreateHook>(), true)
+        .ok(201, "The hook, with its signing secret (shown only in this answer).", s.schema::<HookCreated>())
+        .fails(&[BAD_BODY, INVALID_HOOK])
+        .add(s);
+    op(Get, "/api/v1/hooks", "listHooks", "List webhooks, newest first")
+        .query("limit", integer(1, Some(1000), Some(50)), "Page size.")
+        .query("cursor", string(), "The `next_cursor` of the previous page.")
+        .ok(200, "A page of the tenant's hooks (never their secrets).", s.schema::<HookList>())
+        .fails(&[BAD_QUERY])
+        .add(s);
+    op(Get, "/api/v1/hooks/{id}", "getHook", "A webhook")
+        .ok(200, "The hook (never its secret).", hook)
+        .add(s);
+    op(Delete, "/api/v1/hooks/{id}", "deleteHook", "Delete a webhook")
+        .describe("Nothing more is delivered to it; its secret and its delivery records are forgotten. Recorded as `HookDeleted`.")
+        .answer(204, "Deleted.", [])
+        .add(s);
+    op(Get, "/api/v1/hooks/{id}/deliveries", "listHookDeliveries", "A webhook's deliveries, latest first")
+        .describe("One record per event handed to the hook: `pending` (being retried), `delivered` (a 2xx answer) or `dead_lettered` (every attempt failed; the hook moved on).")
+        .query("limit", integer(1, Some(1000), Some(50)), "Page size.")
+        .query("cursor", string(), "The `next_cursor` of the previous page.")
+        .ok(200, "A page of the hook's deliveries.", s.schema::<HookDeliveryList>())
+        .fails(&[BAD_QUERY])
+        .add(s);
+}
+
+const HOOK: &str = "`admin` and `developer`, in the caller's tenant. Every event of the tenant recorded after the hook is created whose type is in `events` (`[\"*\"]`: every type) is POSTed to `url` as the envelope `GET /api/v1/executions/{id}/events` serves, in log order, at least once, with the headers `Conflux-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, \"<t>.<body>\")>`, `Conflux-Hook-Id`, `Conflux-Event-Id` and `Conflux-Delivery-Attempt`. A 2xx answer is a success; failures are retried with exponential backoff, then dead-lettered. Recorded as `HookCreated`; the secret is never in the log.";
+
+#[rustfmt::skip]
 pub(super) fn tenants(s: &mut Spec) {
     let op = tagged("tenants");
     op(Post, "/api/v1/tenants", "createTenant", "Create a tenant")

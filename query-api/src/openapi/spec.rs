@@ -81,6 +81,11 @@ pub(super) const INVALID_SCHEDULE: Failure = Failure(
     "a cron expression that does not parse or never fires, or a time zone that is not an IANA name (`details.field` names it)",
     &["invalid_cron", "invalid_timezone"],
 );
+pub(super) const INVALID_HOOK: Failure = Failure(
+    422,
+    "a url that is not http/https or that the egress policy denies, an event type the log does not have (`details.unknown` lists them), no event types, or a secret of the wrong length (`details.field` names the field); nothing was recorded",
+    &["invalid_url", "egress_denied", "unknown_event_type", "invalid_events", "invalid_secret"],
+);
 pub(super) const UNKNOWN_WORKFLOW: Failure = Failure(
     404,
     "the workflow is not one of the tenant's (`details.workflow`)",

@@ -14,6 +14,7 @@ pub mod dead_letters;
 pub mod erasure;
 pub mod error;
 pub mod executions;
+pub mod hooks;
 pub mod live;
 pub mod ops;
 pub mod patterns;
@@ -37,6 +38,9 @@ pub use dead_letters::{
 pub use erasure::{DataErased, EraseTenantData};
 pub use error::{ErrorBody, ErrorDetail};
 pub use executions::{CancelRequest, CompensationState, Execution, ExecutionControlled, TaskState};
+pub use hooks::{
+    CreateHook, DeliveryState, Hook, HookCreated, HookDelivery, HookDeliveryList, HookList,
+};
 pub use live::LiveFrame;
 pub use ops::{Health, Ready};
 pub use patterns::{ParameterError, PatternCreated, PatternExpansion};

@@ -70,6 +70,8 @@ const COMMANDS: &[(&str, &str)] = &[
     ("DELETE", "/api/v1/schedules/{id}"),
     ("POST", "/api/v1/hooks"),
     ("DELETE", "/api/v1/hooks/{id}"),
+    ("DELETE", "/api/v1/dead-letters/{id}"),
+    ("POST", "/api/v1/dead-letters/{id}/retry"),
 ];
 
 /// Which processes answer a route.

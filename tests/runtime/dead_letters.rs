@@ -10,6 +10,15 @@ use serde_json::{json, Value};
 
 use crate::agent::TestAgent;
 use crate::harness::TestServer;
+use crate::hook_receiver::{signature_is_valid, Receiver};
+
+/// The events a webhook of the redrive scenario listens to.
+const HOOKED: [&str; 4] = [
+    "TaskDeadLettered",
+    "ExecutionFailed",
+    "ExecutionRedriven",
+    "ExecutionCompleted",
+];
 
 async fn delete(s: &TestServer, path: &str) -> (u16, Value) {
     let resp = crate::auth::client()
@@ -76,6 +85,16 @@ pub async fn a_dead_letter_is_redriven_to_completion(s: &TestServer) {
         ]}))
         .await;
     let agent = TestAgent::register(&s.base, &["dl-billing"]).await;
+    // Operators hear of dead letters and redrives through a webhook.
+    let receiver = Receiver::start(0, false).await;
+    let secret = "dead-letter-hook-secret";
+    let (status, hook) = s
+        .post(
+            "/api/v1/hooks",
+            json!({"url": receiver.url, "events": HOOKED, "secret": secret}),
+        )
+        .await;
+    assert_eq!(status, 201, "{hook}");
     let (execution, id) = failed_by_charge(s, &agent, &workflow).await;
 
     // Listed, with what an operator needs; the execution's body names it.
@@ -138,6 +157,21 @@ pub async fn a_dead_letter_is_redriven_to_completion(s: &TestServer) {
     assert_eq!(log.count("TaskRedriven", Some("charge")), 1);
     assert_eq!(log.count("TaskRedriven", Some("notify")), 1);
     assert_eq!(log.last_type(), "ExecutionCompleted");
+    let hooked: Vec<Value> = log
+        .0
+        .iter()
+        .filter(|e| HOOKED.contains(&e["type"].as_str().unwrap_or_default()))
+        .cloned()
+        .collect();
+    assert_eq!(
+        hooked.len(),
+        4,
+        "dead-lettered, failed, redriven, completed"
+    );
+    for (got, expected) in receiver.wait_for(&hooked).await.iter().zip(&hooked) {
+        assert_eq!(&got.body, expected, "the event as the log has it");
+        assert!(signature_is_valid(secret, &got.signature, &got.raw));
+    }
     let closed = wait_get(s, &format!("/api/v1/dead-letters/{id}"), |b| {
         b["state"] == "redriven"
     })

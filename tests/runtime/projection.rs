@@ -263,6 +263,11 @@ pub async fn rebuilt_read_models_equal_live(s: &TestServer) {
     assert_eq!(rebuilt.workflows, live.workflows);
     assert_eq!(rebuilt.executions, live.executions);
     assert_eq!(rebuilt.checkpoint, live.checkpoint);
+    assert_eq!(rebuilt.dead_letters, live.dead_letters);
+    assert!(
+        !live.dead_letters.is_empty(),
+        "the failures are dead letters"
+    );
 
     // Two projectors on the same tables, from scratch, in small interleaved steps: the
     // checkpoint guard lets exactly one apply each batch, and the result is the same.
@@ -380,6 +385,10 @@ pub async fn agent_results_are_rebuilt_from_the_log(s: &TestServer) {
     let rebuilt = s.backends.read_models.dump().await.expect("dump rebuilt");
     assert_eq!(rebuilt.checkpoint, checkpoint);
     assert_eq!(rebuilt.agent_results, live.agent_results);
+    // The failed execution's task is a dead letter, rebuilt the same.
+    assert_eq!(live.dead_letters.len(), 1, "{:?}", live.dead_letters);
+    assert_eq!(live.dead_letters[0].body.task_id, "job");
+    assert_eq!(rebuilt.dead_letters, live.dead_letters);
     let (_, after) = s.get(&format!("/api/v1/agents/{agent}")).await;
     assert_eq!(
         (

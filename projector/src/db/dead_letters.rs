@@ -99,6 +99,29 @@ where
     Ok(row.and_then(|(body,)| serde_json::from_str(&body).ok()))
 }
 
+/// Every row, by id (tests and the rebuild check).
+pub async fn dump<DB>(pool: &sqlx::Pool<DB>) -> Result<Vec<DeadLetterRow>, sqlx::Error>
+where
+    DB: sqlx::Database,
+    for<'c> &'c sqlx::Pool<DB>: sqlx::Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    for<'r> (String, String): sqlx::FromRow<'r, DB::Row>,
+{
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT tenant_id, body FROM rm_dead_letters ORDER BY id")
+            .fetch_all(pool)
+            .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(tenant_id, body)| {
+            Some(DeadLetterRow {
+                tenant_id,
+                body: serde_json::from_str(&body).ok()?,
+            })
+        })
+        .collect())
+}
+
 /// The latest dead letter of execution `execution_id`.
 pub async fn latest_of<DB>(
     pool: &sqlx::Pool<DB>,

@@ -61,6 +61,8 @@ pub struct Dump {
     pub executions: Vec<ExecutionView>,
     /// `rm_agent_results`, by agent and position.
     pub agent_results: Vec<crate::rows::AgentResult>,
+    /// `rm_dead_letters`, by id.
+    pub dead_letters: Vec<crate::rows::DeadLetterRow>,
 }
 
 /// The read-model database (cheap to clone: a pool handle).
@@ -244,8 +246,13 @@ impl ReadModels {
             Self::Postgres(pool) => agents::dump(pool).await?,
             Self::Sqlite(pool) => agents::dump(pool).await?,
         };
+        let dead_letters = match self {
+            Self::Postgres(pool) => dead_letters::dump(pool).await?,
+            Self::Sqlite(pool) => dead_letters::dump(pool).await?,
+        };
         Ok(Dump {
             agent_results,
+            dead_letters,
             ..raw::assemble_dump(checkpoint, workflows, executions, tasks)
         })
     }

@@ -164,6 +164,7 @@ pub fn assemble_dump(
             })
             .collect(),
         agent_results: Vec::new(),
+        dead_letters: Vec::new(),
     }
 }
 

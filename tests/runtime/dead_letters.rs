@@ -20,16 +20,6 @@ const HOOKED: [&str; 4] = [
     "ExecutionCompleted",
 ];
 
-async fn delete(s: &TestServer, path: &str) -> (u16, Value) {
-    let resp = crate::auth::client()
-        .delete(format!("{}{path}", s.base))
-        .send()
-        .await
-        .expect("delete");
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
-}
-
 /// Polls `path` until `done` holds for its 200 body.
 async fn wait_get(s: &TestServer, path: &str, done: impl Fn(&Value) -> bool) -> Value {
     let started = Instant::now();
@@ -200,7 +190,7 @@ pub async fn a_dead_letter_is_redriven_to_completion(s: &TestServer) {
             .contains("redriven"),
         "{answer}"
     );
-    let (status, _) = delete(s, &format!("/api/v1/dead-letters/{id}")).await;
+    let (status, _) = s.delete(&format!("/api/v1/dead-letters/{id}")).await;
     assert_eq!(status, 409);
     assert_eq!(
         s.events(&execution).await.0.len(),
@@ -234,7 +224,7 @@ pub async fn an_acknowledged_dead_letter_is_closed_and_junk_is_refused(s: &TestS
         let (got, body) = s.post(&format!("{path}/retry"), json!({})).await;
         assert_eq!(got, status, "{path}: {body}");
         assert_eq!(body["error"]["code"], "not_found", "{body}");
-        let (got, _) = delete(s, &path).await;
+        let (got, _) = s.delete(&path).await;
         assert_eq!(got, status, "{path}");
         let (got, _) = s.get(&path).await;
         assert_eq!(got, 404, "{path}");
@@ -248,7 +238,7 @@ pub async fn an_acknowledged_dead_letter_is_closed_and_junk_is_refused(s: &TestS
     );
 
     // Acknowledged: closed, listed as such, the execution stays failed.
-    let (status, body) = delete(s, &format!("/api/v1/dead-letters/{id}")).await;
+    let (status, body) = s.delete(&format!("/api/v1/dead-letters/{id}")).await;
     assert_eq!(status, 204, "{body}");
     let log = s.events(&execution).await;
     let ack = log.only_of("DeadLetterAcknowledged");

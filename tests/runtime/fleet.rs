@@ -39,16 +39,6 @@ async fn register_holding(
     body["agent_id"].as_str().expect("an id").to_owned()
 }
 
-async fn delete(s: &TestServer, path: &str) -> (u16, Value) {
-    let resp = crate::auth::client()
-        .delete(format!("{}{path}", s.base))
-        .send()
-        .await
-        .expect("delete");
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
-}
-
 fn ids(list: &Value) -> Vec<&str> {
     list["agents"]
         .as_array()
@@ -214,7 +204,9 @@ pub async fn a_deregistered_agent_s_work_moves_on(s: &TestServer) {
         )
         .await;
     let held = leaving.next_lease().await;
-    let (status, body) = delete(s, &format!("/api/v1/agents/{}", leaving.agent_id)).await;
+    let (status, body) = s
+        .delete(&format!("/api/v1/agents/{}", leaving.agent_id))
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         (&body["state"], &body["released"]),
@@ -237,7 +229,9 @@ pub async fn a_deregistered_agent_s_work_moves_on(s: &TestServer) {
         code(&s.get(&format!("/api/v1/agents/{}", leaving.agent_id)).await),
         (404, "not_found")
     );
-    let again = delete(s, &format!("/api/v1/agents/{}", leaving.agent_id)).await;
+    let again = s
+        .delete(&format!("/api/v1/agents/{}", leaving.agent_id))
+        .await;
     assert_eq!(code(&again), (404, "not_found"));
 
     let staying = TestAgent::register(&s.base, &["movable"]).await;

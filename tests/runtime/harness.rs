@@ -269,6 +269,11 @@ impl TestServer {
         self.send(self.http.post(self.url(path)).json(&body)).await
     }
 
+    /// `DELETE path` → (status, JSON body or null).
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        self.send(self.http.delete(self.url(path))).await
+    }
+
     /// `POST path` with raw bytes as `application/json`.
     pub async fn post_raw(&self, path: &str, body: Vec<u8>) -> (u16, Value) {
         let req = self
@@ -448,6 +453,21 @@ impl Drop for TestServer {
 }
 
 /// A string id field of a response body.
+/// Serves `app` on `127.0.0.1:0` until the token is cancelled; returns
+/// `http://127.0.0.1:<port>` and the token (the test services the server calls).
+pub async fn serve_local(app: axum::Router) -> (String, CancellationToken) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let stop = CancellationToken::new();
+    let shutdown = stop.clone();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await;
+    });
+    (base, stop)
+}
+
 pub fn id_of(body: &Value, field: &str) -> String {
     body[field]
         .as_str()

@@ -58,17 +58,8 @@ impl Receiver {
         let app = Router::new()
             .route("/in", post(receive))
             .with_state(inbox.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let url = format!("http://{}/in", listener.local_addr().expect("addr"));
-        let stop = CancellationToken::new();
-        let shutdown = stop.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown.cancelled_owned())
-                .await;
-        });
+        let (base, stop) = crate::harness::serve_local(app).await;
+        let url = format!("{base}/in");
         Receiver { url, inbox, stop }
     }
 

@@ -47,17 +47,7 @@ impl Target {
             .route("/nul500", any(nul500))
             .route("/headers", any(headers))
             .with_state(calls.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
-        let stop = CancellationToken::new();
-        let shutdown = stop.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown.cancelled_owned())
-                .await;
-        });
+        let (base, stop) = crate::harness::serve_local(app).await;
         Target { base, calls, stop }
     }
 

@@ -55,17 +55,7 @@ impl Hooks {
         let app = Router::new()
             .route("/{what}", post(answer))
             .with_state(calls.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
-        let stop = CancellationToken::new();
-        let shutdown = stop.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown.cancelled_owned())
-                .await;
-        });
+        let (base, stop) = crate::harness::serve_local(app).await;
         Hooks { base, calls, stop }
     }
 

@@ -63,6 +63,13 @@ pub async fn call(
     };
     match answer {
         Ok(HookVerdict::Proceed(annotations)) => {
+            // A `pre` hook's go-on is always recorded (empty annotations say only
+            // that), so a re-sent dispatch of the attempt does not ask again.
+            let annotations = match (annotations, phase) {
+                (Some(a), _) => Some(a),
+                (None, HookPhase::Pre) => Some(Value::Object(Default::default())),
+                (None, HookPhase::Post) => None,
+            };
             HookOutcome::Proceed(annotations.map(|annotations| Command::Annotate {
                 task: task.clone(),
                 phase,

@@ -334,6 +334,10 @@ impl Projection {
         if self.workflows.len() > MAX_CACHED_WORKFLOWS {
             self.workflows.clear();
         }
+        // Forgetting what was written only costs rewriting a row with the same body.
+        if self.dead_letters_written.len() > MAX_CACHED_WORKFLOWS {
+            self.dead_letters_written.clear();
+        }
         changes
     }
 }

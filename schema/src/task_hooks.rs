@@ -126,6 +126,19 @@ pub(crate) fn check(hooks: &TaskHooks, kind: TaskKind) -> Result<(), String> {
         } else {
             0
         };
+        let authority = hook
+            .url
+            .get(scheme..)
+            .unwrap_or("")
+            .split(['/', '?', '#'])
+            .next()
+            .unwrap_or("");
+        if authority.contains('@') {
+            return Err(format!(
+                "hooks.{name}.url must not hold credentials (the definition is recorded in the log); \
+                 authenticate the hook another way"
+            ));
+        }
         if scheme == 0 || hook.url.len() == scheme || hook.url.contains("${") {
             return Err(format!(
                 "hooks.{name}.url must be an absolute http:// or https:// URL without references, not `{}`",
@@ -184,6 +197,7 @@ mod tests {
             assert!(check(&hook(bad, None), TaskKind::Http).is_err(), "{bad}");
         }
         assert!(check(&hook("https://x", Some(31)), TaskKind::Http).is_err());
+        assert!(check(&hook("https://user:pw@x/pre", None), TaskKind::Http).is_err());
         assert!(check(&hook("https://x", Some(0)), TaskKind::Http).is_err());
         assert!(check(&hook("https://x", None), TaskKind::Switch).is_err());
         assert!(check(&TaskHooks::default(), TaskKind::Agent).is_err());

@@ -258,3 +258,52 @@ pub async fn an_acknowledged_dead_letter_is_closed_and_junk_is_refused(s: &TestS
     assert_eq!(status, 409, "{body}");
     assert_eq!(s.execution(&execution).await["status"], "failed");
 }
+
+/// A redriven execution is open again for recovery: redriven, then the server restarts
+/// before the task ran (embedded, its queue in memory is gone), the new server's
+/// recovery sends the attempt again and the execution completes.
+pub async fn a_redriven_execution_survives_a_restart(mode: crate::harness::Mode) {
+    let s = TestServer::start(mode).await;
+    let workflow = s
+        .create_workflow(json!({"name": "billing-restart", "tasks": [
+            {"id": "fetch", "kind": "agent", "agent_role": "dl-restart"},
+            {"id": "charge", "kind": "agent", "agent_role": "dl-restart", "depends_on": ["fetch"],
+             "retry": {"max_attempts": 2, "initial_interval_ms": 10}}
+        ]}))
+        .await;
+    let agent = TestAgent::register(&s.base, &["dl-restart"]).await;
+    let (execution, id) = failed_by_charge(&s, &agent, &workflow).await;
+    let (status, answer) = s
+        .post(&format!("/api/v1/dead-letters/{id}/retry"), json!({}))
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    s.wait_events(&execution, "the redriven attempt dispatched", |l| {
+        l.count("TaskDispatched", Some("charge")) == 3
+    })
+    .await;
+    let s = s.restart(|_| async {}).await;
+    let agent = TestAgent::register(&s.base, &["dl-restart"]).await;
+    let lease = agent.next_lease().await;
+    assert_eq!((lease.task_id.as_str(), lease.attempt), ("charge", 3));
+    assert_eq!(
+        agent.complete(&lease, json!({"charged": true})).await.0,
+        200
+    );
+    let body = s.wait_terminal(&execution).await;
+    assert_eq!(body["status"], "completed", "{body}");
+    s.stop().await;
+}
+
+macro_rules! restart_scenarios {
+    ($mode_mod:ident, $mode:expr) => {
+        mod $mode_mod {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_redriven_execution_survives_a_restart() {
+                super::a_redriven_execution_survives_a_restart($mode).await;
+            }
+        }
+    };
+}
+
+restart_scenarios!(postgres_redis, crate::harness::Mode::PostgresRedis);
+restart_scenarios!(embedded, crate::harness::Mode::Embedded);

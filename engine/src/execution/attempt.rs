@@ -98,8 +98,9 @@ pub(crate) fn unroutable(state: &ExecutionState, task: TaskRef, reason: String) 
     }]
 }
 
-/// `Annotate`: `TaskAnnotated` for the current attempt of a forward task that is
-/// dispatched or running (a hook answers around an attempt in flight).
+/// `Annotate`: `TaskAnnotated` for the current attempt of a forward task (a hook
+/// answered around it; the attempt may have finished meanwhile — an agent can complete
+/// before its `pre` hook's annotations are recorded).
 pub(crate) fn annotate(
     state: &ExecutionState,
     task: TaskRef,
@@ -107,7 +108,7 @@ pub(crate) fn annotate(
     annotations: Value,
 ) -> Result<Vec<Event>, Rejection> {
     let (_, t) = locate(state, &task)?;
-    if !t.accepts_result(task.attempt) {
+    if t.attempt != task.attempt || task.compensation {
         return Err(stale(&task, t.attempt));
     }
     not_terminal(state)?;

@@ -101,6 +101,22 @@ pub(crate) fn redrive(
             command: "redrive",
         });
     }
+    if s.saga.is_some() {
+        return Err(Rejection::NotRedrivable(
+            "the execution compensated (its compensations ran)".to_owned(),
+        ));
+    }
+    if s.concurrency_key.is_some() {
+        return Err(Rejection::NotRedrivable(
+            "its workflow limits concurrency, and a redriven execution would run without a slot"
+                .to_owned(),
+        ));
+    }
+    if let Some(why) = s.over_budget() {
+        return Err(Rejection::NotRedrivable(format!(
+            "the execution is past its budget ({why})"
+        )));
+    }
     if s.parent.is_some() {
         return Err(Rejection::NotRedrivable(
             "it failed a child execution, whose parent has been told; redrive the parent's \
@@ -124,6 +140,10 @@ pub(crate) fn redrive(
         let attempt = match t.status {
             _ if i == index => t.attempt.saturating_add(1),
             TaskStatus::Cancelled => t.attempt.saturating_add(1),
+            // Another task that failed for good in the same step as the dead letter.
+            TaskStatus::Failed | TaskStatus::TimedOut if s.unresolved.contains(&i) => {
+                t.attempt.saturating_add(1)
+            }
             TaskStatus::Skipped if t.error.as_deref() == Some(SKIPPED_BY_FAILURE) => 0,
             _ => continue,
         };

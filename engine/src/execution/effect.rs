@@ -258,6 +258,47 @@ pub fn effects_of(
     }
 }
 
+impl Effect {
+    /// The same effect without its `pre` hook (the hook passed for this attempt).
+    pub fn without_pre_hook(self) -> Effect {
+        match self {
+            Effect::EnqueueAgentTask {
+                role,
+                task,
+                input,
+                rate_limit,
+                ..
+            } => Effect::EnqueueAgentTask {
+                role,
+                task,
+                input,
+                rate_limit,
+                pre_hook: None,
+            },
+            Effect::RunBuiltin {
+                task,
+                kind,
+                input,
+                http,
+                sleep_ms,
+                timeout,
+                rate_limit,
+                hooks,
+            } => Effect::RunBuiltin {
+                task,
+                kind,
+                input,
+                http,
+                sleep_ms,
+                timeout,
+                rate_limit,
+                hooks: hooks.map(|h| conflux_schema::task_hooks::TaskHooks { pre: None, ..h }),
+            },
+            other => other,
+        }
+    }
+}
+
 /// The effect that runs attempt `task` of the task at `index` with this resolved input
 /// and request: an agent enqueue or a built-in run.
 pub(crate) fn dispatch_effect(

@@ -447,6 +447,12 @@ impl ExecutionState {
                 if t.attempt != *attempt {
                     return;
                 }
+                if *phase == conflux_schema::task_hooks::HookPhase::Pre {
+                    t.pre_hook_passed = Some(*attempt);
+                }
+                if annotations.as_object().is_some_and(serde_json::Map::is_empty) {
+                    return;
+                }
                 let mut by_phase = match t.annotations.take() {
                     Some(serde_json::Value::Object(map)) => map,
                     _ => serde_json::Map::new(),

@@ -71,6 +71,9 @@ pub struct TaskState {
     pub redrive_base: u32,
     /// What its hooks annotated it with, by phase (`{"pre": …, "post": …}`).
     pub annotations: Option<Value>,
+    /// The attempt whose `pre` hook said go on (`TaskAnnotated` of phase `pre`): a
+    /// re-sent dispatch of that attempt does not ask it again.
+    pub pre_hook_passed: Option<u32>,
 }
 
 impl TaskState {

@@ -153,13 +153,11 @@ impl ExecutionState {
                     continue;
                 };
                 let input = t.input.clone().unwrap_or(Value::Null);
-                effects.extend(dispatch_effect(
-                    &self.workflow,
-                    task,
-                    input,
-                    t.http.clone(),
-                    t.priority,
-                ));
+                let effect =
+                    dispatch_effect(&self.workflow, task, input, t.http.clone(), t.priority);
+                // Its `pre` hook said go on already: not asked again.
+                let passed = t.pre_hook_passed == Some(t.attempt);
+                effects.extend(effect.map(|e| if passed { e.without_pre_hook() } else { e }));
             }
         }
         effects

@@ -15,7 +15,7 @@ use crate::queue::Ticket;
 use crate::runner::{BuiltinRunner, Outcome};
 use crate::secrets::{unescape, RevealError, Secrets};
 use crate::task_hooks::{self, HookOutcome};
-use conflux_schema::task_hooks::HookPhase;
+use conflux_schema::task_hooks::{HookPhase, TaskHooks};
 
 impl Engine {
     /// Performs effects of committed events.
@@ -156,6 +156,12 @@ impl Engine {
                             .await;
                             if !relay_hook(&results, execution, outcome) {
                                 return;
+                            }
+                            let (agent_role, _) = conflux_schema::kind::split_queue(&role);
+                            if agent_role != role {
+                                if let Err(e) = queue.note_queue(&tenant, agent_role, &role).await {
+                                    tracing::warn!(execution = %execution, error = %e, "noting a task queue failed; the ticket may wait until it is noted again");
+                                }
                             }
                             if let Err(e) = codec.seal_json(&tenant, execution, &mut input).await {
                                 tracing::error!(execution = %execution, task = %task.task, error = %e, "sealing an agent task's input failed; its deadline will retry it");
@@ -366,7 +372,14 @@ pub(super) fn running_builtins(state: &ExecutionState) -> Vec<Effect> {
                 hooks: if compensation {
                     None
                 } else {
-                    workflow.hooks_of(id).cloned()
+                    // Its `pre` hook said go on already, if it has one.
+                    workflow.hooks_of(id).map(|h| TaskHooks {
+                        pre: h
+                            .pre
+                            .clone()
+                            .filter(|_| t.pre_hook_passed != Some(t.attempt)),
+                        post: h.post.clone(),
+                    })
                 },
             });
         }

@@ -31,15 +31,16 @@ impl BuiltinRunner {
                     Some(denied) => denied.to_string(),
                     None => format!("calling it failed: {e}"),
                 })?;
+            let mut response = response;
             let status = response.status();
-            let bytes = response
-                .bytes()
-                .await
-                .map_err(|e| format!("reading its answer failed: {e}"))?;
             if !status.is_success() {
                 return Err(format!("it answered {}", status.as_u16()));
             }
-            if bytes.len() > MAX_ANSWER_BYTES {
+            // Read at most the cap: a hook cannot make the engine hold more.
+            let (bytes, whole) = super::http::read_body(&mut response, MAX_ANSWER_BYTES)
+                .await
+                .map_err(|e| format!("reading its answer failed: {e}"))?;
+            if !whole {
                 return Err(format!("its answer is over {MAX_ANSWER_BYTES} bytes"));
             }
             verdict_of(&bytes)

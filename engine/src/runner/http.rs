@@ -279,7 +279,7 @@ fn parse_method(raw: &str) -> Result<Method, String> {
 
 /// Reads at most `cap` bytes of the body; the flag is false when there was more (left
 /// unread, the connection is then dropped rather than reused).
-async fn read_body(
+pub(super) async fn read_body(
     response: &mut reqwest::Response,
     cap: usize,
 ) -> Result<(Vec<u8>, bool), reqwest::Error> {

@@ -39,8 +39,12 @@ impl Dialect {
 /// The SQL of `query` and its one text parameter, if any; the row limit is always the
 /// last parameter.
 pub(crate) fn lookup_sql(query: &StreamQuery, d: Dialect) -> (String, Option<String>) {
+    // Open: no terminal event since its latest redrive (a redrive reopens a failed
+    // execution; its earlier `ExecutionFailed` stays in the log).
     const OPEN: &str = "NOT EXISTS (SELECT 1 FROM events t WHERE t.stream_id = s.stream_id \
-        AND t.event_type IN ('ExecutionCompleted', 'ExecutionFailed', 'ExecutionCancelled'))";
+        AND t.event_type IN ('ExecutionCompleted', 'ExecutionFailed', 'ExecutionCancelled') \
+        AND t.version > COALESCE((SELECT max(r.version) FROM events r \
+            WHERE r.stream_id = s.stream_id AND r.event_type = 'ExecutionRedriven'), 0))";
     const STARTED: &str =
         "SELECT s.stream_id FROM events s WHERE s.event_type = 'ExecutionStarted'";
     match query {

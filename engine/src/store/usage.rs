@@ -60,6 +60,8 @@ pub(crate) fn deltas(rows: &[&Row]) -> Vec<UsageDelta> {
                 d.started += 1;
             }
             "ExecutionCompleted" | "ExecutionFailed" | "ExecutionCancelled" => d.running -= 1,
+            // A redrive reopens a failed execution: it runs (and will end) again.
+            "ExecutionRedriven" => d.running += 1,
             "WorkflowCreated" => d.definitions += 1,
             "AgentRegistered" => d.agents += 1,
             _ => {}

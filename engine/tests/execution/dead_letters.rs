@@ -238,3 +238,69 @@ fn a_task_that_failed_before_it_ran_is_judged_again_when_redriven() {
     let replayed = ExecutionState::replay(g.state.workflow().clone(), &g.log);
     assert_eq!(replayed, g.state);
 }
+
+#[test]
+fn an_execution_whose_saga_ran_is_not_redriven() {
+    let wf = workflow(
+        json!({"name": "saga", "on_failure": "compensate", "tasks": [
+            {"id": "a", "kind": "agent", "agent_role": "w",
+             "compensate": {"kind": "agent", "agent_role": "undo"}},
+            {"id": "b", "kind": "agent", "agent_role": "w", "depends_on": ["a"]}
+        ]}),
+    );
+    let g = given(&wf, [started(json!({}))]).advanced();
+    let g = g.when(start_task("a", 1)).committed();
+    let g = g.when(complete("a", 1, json!(1))).committed().advanced();
+    let g = g.when(start_task("b", 1)).committed();
+    let g = g.when(fail("b", 1, "no", false)).committed().advanced();
+    // The compensation of `a` fails for good: the execution ends `failed`.
+    let g = g
+        .when(Command::FailTask {
+            task: TaskRef::compensation(id("a"), 1),
+            error: "cannot undo".into(),
+            retryable: false,
+            usage: None,
+        })
+        .committed()
+        .advanced();
+    assert_eq!(g.state.status(), ExecutionStatus::Failed);
+    g.when(Command::Redrive { id: dl(1, "b") })
+        .then_rejected(Rejection::NotRedrivable(
+            "the execution compensated (its compensations ran)".into(),
+        ));
+}
+
+#[test]
+fn tasks_that_failed_for_good_beside_the_dead_letter_come_back_too() {
+    let wf = workflow(json!({"name": "pair", "tasks": [
+        {"id": "a", "kind": "agent", "agent_role": "w"},
+        {"id": "b", "kind": "agent", "agent_role": "w"},
+        {"id": "c", "kind": "noop", "depends_on": ["a", "b"]}
+    ]}));
+    let g = given(&wf, [started(json!({}))]).advanced();
+    let g = g.when(start_task("a", 1)).committed();
+    let g = g.when(start_task("b", 1)).committed();
+    // Both fail for good before the engine advances: one decision fails the execution.
+    let g = g.when(fail("a", 1, "no a", false)).committed();
+    let g = g.when(fail("b", 1, "no b", false)).committed().advanced();
+    assert_eq!(g.state.status(), ExecutionStatus::Failed);
+    let id_a = g.state.dead_letters()[0].id.clone();
+    let g = g.when(Command::Redrive { id: id_a }).committed().advanced();
+    assert_eq!(
+        g.state.status(),
+        ExecutionStatus::Running,
+        "not failed again at once"
+    );
+    assert_eq!(g.task("a").attempt, 2);
+    assert_eq!(g.task("b").attempt, 2);
+    let g = g.when(start_task("a", 2)).committed();
+    let g = g.when(start_task("b", 2)).committed();
+    let g = g.when(complete("a", 2, json!("a"))).committed().advanced();
+    let g = g.when(complete("b", 2, json!("b"))).committed().advanced();
+    // c (a built-in) runs once both are done.
+    let g = g.when(start_task("c", 1)).committed();
+    let g = g.when(complete("c", 1, json!("c"))).committed().advanced();
+    assert_eq!(g.state.status(), ExecutionStatus::Completed);
+    let replayed = ExecutionState::replay(g.state.workflow().clone(), &g.log);
+    assert_eq!(replayed, g.state);
+}

@@ -8,7 +8,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use conflux_engine::commands::CommandError;
-use conflux_engine::execution::{parse_dead_letter_id, Command};
+use conflux_engine::concurrency::ConcurrencySlots;
+use conflux_engine::execution::{parse_dead_letter_id, Command, ExecutionStatus};
 use conflux_http::context::RequestContext;
 use conflux_http::error::ApiError;
 use conflux_http::extract::PathId;
@@ -25,20 +26,37 @@ pub async fn retry(
 ) -> Result<(StatusCode, Json<DeadLetterRedriven>), ApiError> {
     let (execution_id, task_id) = locate(&id)?;
     let command = Command::Redrive { id: id.clone() };
+    let metadata = request.event_metadata();
     let recorded = ctx
         .commands
-        .record(execution_id, request.event_metadata(), move |_, _| {
+        .record(execution_id, metadata.clone(), move |_, _| {
             Ok(command.clone())
         })
         .await
         .map_err(|e| not_found_as_dead_letter(e, &id))?;
+    let mut status = recorded.state.status();
+    if status == ExecutionStatus::Queued {
+        // Its workflow limits concurrency: it claims a slot again, as at its start (a
+        // failed claim is left to the engine's sweep, which claims again).
+        let slots = ConcurrencySlots::new(ctx.commands.clone());
+        match slots.claim(&recorded.state, &metadata).await {
+            Ok(()) => {
+                if let Ok(Some((now, _))) = ctx.commands.load(execution_id).await {
+                    status = now.status();
+                }
+            }
+            Err(e) => {
+                tracing::warn!(execution = %execution_id, error = %e, "claiming a concurrency slot for a redrive failed; the engine's sweep claims again");
+            }
+        }
+    }
     Ok((
         StatusCode::ACCEPTED,
         Json(DeadLetterRedriven {
             dead_letter_id: id,
             execution_id,
             task_id,
-            status: recorded.state.status(),
+            status,
         }),
     ))
 }

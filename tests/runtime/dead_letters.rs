@@ -307,3 +307,46 @@ macro_rules! restart_scenarios {
 
 restart_scenarios!(postgres_redis, crate::harness::Mode::PostgresRedis);
 restart_scenarios!(embedded, crate::harness::Mode::Embedded);
+
+/// A workflow with a concurrency key: the redriven execution waits for a slot again
+/// (its answer says `queued` while another execution of its key runs), is admitted when
+/// that one ends, and completes.
+pub async fn a_redrive_waits_for_a_concurrency_slot(s: &TestServer) {
+    let workflow = s
+        .create_workflow(json!({"name": "keyed-billing",
+            "concurrency": {"key": "input.account", "max_running": 1},
+            "tasks": [{"id": "charge", "kind": "agent", "agent_role": "dl-keyed"}]}))
+        .await;
+    let agent = TestAgent::register(&s.base, &["dl-keyed"]).await;
+    let first = s.execute(&workflow, json!({"account": "acme"})).await;
+    let lease = agent.next_lease().await;
+    assert_eq!(lease.execution_id, first);
+    assert_eq!(agent.fail(&lease, "declined", false).await.0, 200);
+    assert_eq!(s.wait_terminal(&first).await["status"], "failed");
+    // Another execution of the key takes the slot and holds it.
+    let second = s.execute(&workflow, json!({"account": "acme"})).await;
+    let held = agent.next_lease().await;
+    assert_eq!(held.execution_id, second);
+
+    let id = format!("{first}.1.charge");
+    let (status, answer) = s
+        .post(&format!("/api/v1/dead-letters/{id}/retry"), json!({}))
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["status"], "queued", "{answer}");
+    assert!(agent.poll(1).await.is_empty(), "no slot: nothing to lease");
+    assert_eq!(agent.complete(&held, json!({})).await.0, 200);
+    let lease = agent.next_lease().await;
+    assert_eq!(
+        (lease.execution_id.as_str(), lease.attempt),
+        (first.as_str(), 2)
+    );
+    assert_eq!(
+        agent.complete(&lease, json!({"charged": true})).await.0,
+        200
+    );
+    assert_eq!(s.wait_terminal(&first).await["status"], "completed");
+    let log = s.events(&first).await;
+    assert_eq!(log.count("ExecutionQueued", None), 2);
+    assert_eq!(log.count("ExecutionAdmitted", None), 2);
+}

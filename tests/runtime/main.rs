@@ -211,6 +211,7 @@ macro_rules! all_scenarios {
                 concurrency::bad_concurrency_is_refused,
                 dead_letters::a_dead_letter_is_redriven_to_completion,
                 dead_letters::an_acknowledged_dead_letter_is_closed_and_junk_is_refused,
+                dead_letters::a_redrive_waits_for_a_concurrency_slot,
                 task_hooks::hooks_annotate_veto_and_fail_attempts,
                 task_hooks::a_pre_veto_keeps_the_task_from_agents_and_a_failing_hook_is_retried,
             ]

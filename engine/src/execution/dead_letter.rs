@@ -106,12 +106,6 @@ pub(crate) fn redrive(
             "the execution compensated (its compensations ran)".to_owned(),
         ));
     }
-    if s.concurrency_key.is_some() {
-        return Err(Rejection::NotRedrivable(
-            "its workflow limits concurrency, and a redriven execution would run without a slot"
-                .to_owned(),
-        ));
-    }
     if let Some(why) = s.over_budget() {
         return Err(Rejection::NotRedrivable(format!(
             "the execution is past its budget ({why})"
@@ -163,6 +157,11 @@ pub(crate) fn redrive(
                 attempt,
             });
         }
+    }
+    // Its slot was given back when it failed: it waits for one again, like a new start
+    // (the caller claims; the engine's sweeps claim again while it is queued).
+    if let Some(key) = &s.concurrency_key {
+        out.push(Event::ExecutionQueued { key: key.clone() });
     }
     Ok(out)
 }

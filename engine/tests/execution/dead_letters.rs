@@ -304,3 +304,42 @@ fn tasks_that_failed_for_good_beside_the_dead_letter_come_back_too() {
     let replayed = ExecutionState::replay(g.state.workflow().clone(), &g.log);
     assert_eq!(replayed, g.state);
 }
+
+#[test]
+fn a_redriven_execution_with_a_concurrency_key_waits_for_a_slot_again() {
+    let wf = workflow(json!({"name": "keyed",
+        "concurrency": {"key": "input.account", "max_running": 1},
+        "tasks": [{"id": "a", "kind": "agent", "agent_role": "w"}]}));
+    let start = Command::Start {
+        execution_id: EXECUTION,
+        workflow_id: WORKFLOW,
+        input: json!({"account": "acme"}),
+        idempotency_key: None,
+        parent: None,
+        budget: None,
+        priority: None,
+        concurrency_key: Some("acme".into()),
+    };
+    let g = given(&wf, []).when(start).committed();
+    assert_eq!(g.state.status(), ExecutionStatus::Queued);
+    let g = g.when(Command::Admit).committed().advanced();
+    let g = g.when(start_task("a", 1)).committed();
+    let g = g.when(fail("a", 1, "no", false)).committed().advanced();
+    assert_eq!(g.state.status(), ExecutionStatus::Failed);
+    let g = g.when(Command::Redrive { id: dl(1, "a") }).committed();
+    assert_eq!(
+        g.state.status(),
+        ExecutionStatus::Queued,
+        "it needs a slot again"
+    );
+    assert_eq!(
+        g.log.last().map(|e| e.event.type_name()),
+        Some("ExecutionQueued")
+    );
+    // Queued: nothing runs until it is admitted.
+    let g = g.advanced();
+    assert_eq!(g.task("a").status, TaskStatus::Retrying);
+    let g = g.when(Command::Admit).committed().advanced();
+    assert_eq!(g.task("a").status, TaskStatus::Scheduled);
+    assert_eq!(g.task("a").attempt, 2);
+}

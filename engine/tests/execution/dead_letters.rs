@@ -175,8 +175,9 @@ fn redrive_and_acknowledge_refuse_what_is_not_an_open_dead_letter() {
         });
 }
 
-#[test]
-fn a_compensated_execution_is_not_redriven() {
+/// `a` (with a compensation) → `b`, under `on_failure: compensate`: `b` fails for good,
+/// the saga starts.
+fn compensating_after_b() -> Given {
     let wf = workflow(
         json!({"name": "saga", "on_failure": "compensate", "tasks": [
             {"id": "a", "kind": "agent", "agent_role": "w",
@@ -189,6 +190,12 @@ fn a_compensated_execution_is_not_redriven() {
     let g = g.when(complete("a", 1, json!(1))).committed().advanced();
     let g = g.when(start_task("b", 1)).committed();
     let g = g.when(fail("b", 1, "no", false)).committed().advanced();
+    g
+}
+
+#[test]
+fn a_compensated_execution_is_not_redriven() {
+    let g = compensating_after_b();
     assert_eq!(g.state.status(), ExecutionStatus::Compensating);
     assert_eq!(g.state.dead_letters()[0].id, dl(1, "b"));
     g.when(Command::Redrive { id: dl(1, "b") })
@@ -241,18 +248,7 @@ fn a_task_that_failed_before_it_ran_is_judged_again_when_redriven() {
 
 #[test]
 fn an_execution_whose_saga_ran_is_not_redriven() {
-    let wf = workflow(
-        json!({"name": "saga", "on_failure": "compensate", "tasks": [
-            {"id": "a", "kind": "agent", "agent_role": "w",
-             "compensate": {"kind": "agent", "agent_role": "undo"}},
-            {"id": "b", "kind": "agent", "agent_role": "w", "depends_on": ["a"]}
-        ]}),
-    );
-    let g = given(&wf, [started(json!({}))]).advanced();
-    let g = g.when(start_task("a", 1)).committed();
-    let g = g.when(complete("a", 1, json!(1))).committed().advanced();
-    let g = g.when(start_task("b", 1)).committed();
-    let g = g.when(fail("b", 1, "no", false)).committed().advanced();
+    let g = compensating_after_b();
     // The compensation of `a` fails for good: the execution ends `failed`.
     let g = g
         .when(Command::FailTask {

@@ -189,8 +189,7 @@ fn compensating_after_b() -> Given {
     let g = g.when(start_task("a", 1)).committed();
     let g = g.when(complete("a", 1, json!(1))).committed().advanced();
     let g = g.when(start_task("b", 1)).committed();
-    let g = g.when(fail("b", 1, "no", false)).committed().advanced();
-    g
+    g.when(fail("b", 1, "no", false)).committed().advanced()
 }
 
 #[test]

@@ -8,8 +8,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use conflux_engine::commands::CommandError;
-use conflux_engine::concurrency::ConcurrencySlots;
-use conflux_engine::execution::{parse_dead_letter_id, Command, ExecutionStatus};
+use conflux_engine::execution::{parse_dead_letter_id, Command};
 use conflux_http::context::RequestContext;
 use conflux_http::error::ApiError;
 use conflux_http::extract::PathId;
@@ -34,22 +33,12 @@ pub async fn retry(
         })
         .await
         .map_err(|e| not_found_as_dead_letter(e, &id))?;
-    let mut status = recorded.state.status();
-    if status == ExecutionStatus::Queued {
-        // Its workflow limits concurrency: it claims a slot again, as at its start (a
-        // failed claim is left to the engine's sweep, which claims again).
-        let slots = ConcurrencySlots::new(ctx.commands.clone());
-        match slots.claim(&recorded.state, &metadata).await {
-            Ok(()) => {
-                if let Ok(Some((now, _))) = ctx.commands.load(execution_id).await {
-                    status = now.status();
-                }
-            }
-            Err(e) => {
-                tracing::warn!(execution = %execution_id, error = %e, "claiming a concurrency slot for a redrive failed; the engine's sweep claims again");
-            }
-        }
-    }
+    // Under a concurrency key it claims a slot again, as at its start.
+    let status = ctx
+        .commands
+        .claim_if_queued(recorded.state, &metadata)
+        .await?
+        .status();
     Ok((
         StatusCode::ACCEPTED,
         Json(DeadLetterRedriven {

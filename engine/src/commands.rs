@@ -90,6 +90,32 @@ impl ExecutionCommands {
         &self.catalog
     }
 
+    /// `state` (just recorded) as it stands after claiming a slot of its concurrency
+    /// key, when it is queued for one (a start, a redrive): admitted, still waiting, or
+    /// cancelled by its key's strategy. A failed claim is logged and left to the
+    /// engine's sweep, which claims again; `state` is then returned as it was.
+    pub async fn claim_if_queued(
+        &self,
+        state: ExecutionState,
+        metadata: &EventMetadata,
+    ) -> Result<ExecutionState, CommandError> {
+        if state.status() != crate::execution::ExecutionStatus::Queued {
+            return Ok(state);
+        }
+        let Some(execution_id) = state.execution_id() else {
+            return Ok(state);
+        };
+        let slots = crate::concurrency::ConcurrencySlots::new(self.clone());
+        if let Err(e) = slots.claim(&state, metadata).await {
+            tracing::warn!(execution = %execution_id, error = %e, "claiming a concurrency slot failed; the engine's sweep claims again");
+            return Ok(state);
+        }
+        Ok(match self.load(execution_id).await? {
+            Some((now, _)) => now,
+            None => state,
+        })
+    }
+
     /// The execution's state and its whole log, or None if it does not exist.
     pub async fn load(
         &self,
@@ -187,22 +213,8 @@ impl ExecutionCommands {
         let events = into_new(&decision, &metadata);
         match self.store.append(&stream, 0, events).await {
             Ok(events) => {
-                let mut state = events.iter().fold(state, crate::execution::evolve);
-                if state.status() == crate::execution::ExecutionStatus::Queued {
-                    // Queued for a slot of its key: claim one now (a failure is left
-                    // to the engine's sweep, which claims again).
-                    let slots = crate::concurrency::ConcurrencySlots::new(self.clone());
-                    match slots.claim(&state, &metadata).await {
-                        Ok(()) => {
-                            if let Some((now, _)) = self.load(execution_id).await? {
-                                state = now;
-                            }
-                        }
-                        Err(e) => {
-                            tracing::warn!(execution = %execution_id, error = %e, "claiming a concurrency slot failed; the engine's sweep claims again");
-                        }
-                    }
-                }
+                let state = events.iter().fold(state, crate::execution::evolve);
+                let state = self.claim_if_queued(state, &metadata).await?;
                 Ok(Recorded {
                     state,
                     events,

@@ -260,42 +260,15 @@ pub fn effects_of(
 
 impl Effect {
     /// The same effect without its `pre` hook (the hook passed for this attempt).
-    pub fn without_pre_hook(self) -> Effect {
-        match self {
-            Effect::EnqueueAgentTask {
-                role,
-                task,
-                input,
-                rate_limit,
-                ..
-            } => Effect::EnqueueAgentTask {
-                role,
-                task,
-                input,
-                rate_limit,
-                pre_hook: None,
-            },
+    pub fn without_pre_hook(mut self) -> Effect {
+        match &mut self {
+            Effect::EnqueueAgentTask { pre_hook, .. } => *pre_hook = None,
             Effect::RunBuiltin {
-                task,
-                kind,
-                input,
-                http,
-                sleep_ms,
-                timeout,
-                rate_limit,
-                hooks,
-            } => Effect::RunBuiltin {
-                task,
-                kind,
-                input,
-                http,
-                sleep_ms,
-                timeout,
-                rate_limit,
-                hooks: hooks.map(|h| conflux_schema::task_hooks::TaskHooks { pre: None, ..h }),
-            },
-            other => other,
+                hooks: Some(hooks), ..
+            } => hooks.pre = None,
+            _ => {}
         }
+        self
     }
 }
 

@@ -131,96 +131,88 @@ impl Engine {
                 Effect::EnqueueAgentTask {
                     role,
                     task,
-                    mut input,
+                    input,
                     rate_limit,
                     pre_hook,
                 } => {
-                    if let Some(hook) = pre_hook {
-                        // Its hook may take up to 30 s: called off the engine's loop,
-                        // the ticket queued once it said go on.
-                        let runner = self.parts.runner.clone();
-                        let codec = self.parts.codec.clone();
-                        let queue = self.parts.queue.clone();
-                        let results = self.results_tx.clone();
-                        let tenant = tenant.to_owned();
-                        tokio::spawn(async move {
-                            let outcome = task_hooks::call(
-                                &runner,
-                                &tenant,
-                                execution,
-                                &task,
-                                HookPhase::Pre,
-                                &hook,
-                                &input,
-                            )
-                            .await;
-                            if !relay_hook(&results, execution, outcome) {
-                                return;
+                    let queue = self.parts.queue.clone();
+                    let codec = self.parts.codec.clone();
+                    let Some(hook) = pre_hook else {
+                        let (agent_role, requires) = conflux_schema::kind::split_queue(&role);
+                        if !requires.is_empty() {
+                            if let Some(reason) = self
+                                .unroutable(tenant, agent_role, &requires, &task.task)
+                                .await
+                            {
+                                // Recorded on the task, so its body says why it waits.
+                                let note = Command::NoteUnroutable {
+                                    task: task.clone(),
+                                    reason,
+                                };
+                                let _ = self.results_tx.send((execution, note));
                             }
-                            let (agent_role, _) = conflux_schema::kind::split_queue(&role);
-                            if agent_role != role {
-                                if let Err(e) = queue.note_queue(&tenant, agent_role, &role).await {
-                                    tracing::warn!(execution = %execution, error = %e, "noting a task queue failed; the ticket may wait until it is noted again");
-                                }
-                            }
-                            if let Err(e) = codec.seal_json(&tenant, execution, &mut input).await {
-                                tracing::error!(execution = %execution, task = %task.task, error = %e, "sealing an agent task's input failed; its deadline will retry it");
-                                return;
-                            }
+                        }
+                        let ticket = Ticket {
+                            rate_limit,
+                            ..Ticket::for_attempt(execution, tenant, &task, role, input)
+                        };
+                        queue_ticket(&*queue, &codec, ticket).await;
+                        continue;
+                    };
+                    // Its hook may take up to 30 s: called off the engine's loop, the
+                    // ticket queued once it said go on.
+                    let runner = self.parts.runner.clone();
+                    let results = self.results_tx.clone();
+                    let tenant = tenant.to_owned();
+                    tokio::spawn(async move {
+                        let phase = HookPhase::Pre;
+                        let outcome = task_hooks::call(
+                            &runner, &tenant, execution, &task, phase, &hook, &input,
+                        )
+                        .await;
+                        if relay_hook(&results, execution, outcome) {
                             let ticket = Ticket {
                                 rate_limit,
                                 ..Ticket::for_attempt(execution, &tenant, &task, role, input)
                             };
-                            if let Err(e) = queue.enqueue(&ticket).await {
-                                tracing::error!(execution = %execution, task = %ticket.task_id, error = %e, "enqueueing an agent task failed");
-                            }
-                        });
-                        continue;
-                    }
-                    // The queue (Redis) holds the input as stored: sealed.
-                    if let Err(e) = self
-                        .parts
-                        .codec
-                        .seal_json(tenant, execution, &mut input)
-                        .await
-                    {
-                        tracing::error!(execution = %execution, task = %task.task, error = %e, "sealing an agent task's input failed; its deadline will retry it");
-                        continue;
-                    }
-                    // A task that requires capabilities, or of a priority other than
-                    // the default, waits in a queue of its own, which pollers of its role
-                    // (with those capabilities) read.
-                    let (agent_role, requires) = conflux_schema::kind::split_queue(&role);
-                    if agent_role != role {
-                        if let Err(e) = self.parts.queue.note_queue(tenant, agent_role, &role).await
-                        {
-                            tracing::warn!(execution = %execution, error = %e, "noting a task queue failed; the ticket may wait until it is noted again");
+                            queue_ticket(&*queue, &codec, ticket).await;
                         }
-                    }
-                    if !requires.is_empty() {
-                        if let Some(reason) = self
-                            .unroutable(tenant, agent_role, &requires, &task.task)
-                            .await
-                        {
-                            // Recorded on the task, so its body says why it waits.
-                            let note = Command::NoteUnroutable {
-                                task: task.clone(),
-                                reason,
-                            };
-                            let _ = self.results_tx.send((execution, note));
-                        }
-                    }
-                    let ticket = Ticket {
-                        rate_limit,
-                        ..Ticket::for_attempt(execution, tenant, &task, role, input)
-                    };
-                    if let Err(e) = self.parts.queue.enqueue(&ticket).await {
-                        // The attempt's deadline (if any) retries it; log loudly.
-                        tracing::error!(execution = %execution, task = %ticket.task_id, error = %e, "enqueueing an agent task failed");
-                    }
+                    });
                 }
             }
         }
+    }
+}
+
+/// Puts an agent attempt's ticket on its queue: its input sealed (the queue — Redis —
+/// holds it as stored), its queue noted when it is one of its own (a task that requires
+/// capabilities, or of a priority other than the default, waits in a queue its role's
+/// pollers with those capabilities read). A failure is logged; the attempt's deadline,
+/// if any, retries it.
+async fn queue_ticket(
+    queue: &dyn crate::queue::TaskQueue,
+    codec: &crate::crypto::PayloadCodec,
+    mut ticket: Ticket,
+) {
+    let execution = ticket.execution_id;
+    if let Err(e) = codec
+        .seal_json(&ticket.tenant, execution, &mut ticket.input)
+        .await
+    {
+        tracing::error!(execution = %execution, task = %ticket.task_id, error = %e, "sealing an agent task's input failed; its deadline will retry it");
+        return;
+    }
+    let (agent_role, _) = conflux_schema::kind::split_queue(&ticket.role);
+    if agent_role != ticket.role {
+        if let Err(e) = queue
+            .note_queue(&ticket.tenant, agent_role, &ticket.role)
+            .await
+        {
+            tracing::warn!(execution = %execution, error = %e, "noting a task queue failed; the ticket may wait until it is noted again");
+        }
+    }
+    if let Err(e) = queue.enqueue(&ticket).await {
+        tracing::error!(execution = %execution, task = %ticket.task_id, error = %e, "enqueueing an agent task failed");
     }
 }
 

@@ -90,13 +90,12 @@ where
     for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     for<'r> (String,): sqlx::FromRow<'r, DB::Row>,
 {
-    let row: Option<(String,)> =
-        sqlx::query_as("SELECT body FROM rm_dead_letters WHERE id = $1 AND tenant_id = $2")
-            .bind(id.to_owned())
-            .bind(tenant.to_owned())
-            .fetch_optional(pool)
-            .await?;
-    Ok(row.and_then(|(body,)| serde_json::from_str(&body).ok()))
+    one(
+        pool,
+        "SELECT body FROM rm_dead_letters WHERE id = $1 AND tenant_id = $2",
+        [id, tenant],
+    )
+    .await
 }
 
 /// Every row, by id (tests and the rebuild check).
@@ -134,12 +133,33 @@ where
     for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     for<'r> (String,): sqlx::FromRow<'r, DB::Row>,
 {
-    let row: Option<(String,)> = sqlx::query_as(
+    let execution = execution_id.to_string();
+    one(
+        pool,
         "SELECT body FROM rm_dead_letters WHERE execution_id = $1
          ORDER BY at_us DESC, id DESC LIMIT 1",
+        [execution.as_str()],
     )
-    .bind(execution_id.to_string())
-    .fetch_optional(pool)
-    .await?;
+    .await
+}
+
+/// The dead letter `sql` (selecting `body`, with `params` bound in order) finds, if any.
+async fn one<DB, const N: usize>(
+    pool: &sqlx::Pool<DB>,
+    sql: &str,
+    params: [&str; N],
+) -> Result<Option<DeadLetter>, sqlx::Error>
+where
+    DB: sqlx::Database,
+    for<'c> &'c sqlx::Pool<DB>: sqlx::Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'r> (String,): sqlx::FromRow<'r, DB::Row>,
+{
+    let mut query = sqlx::query_as::<DB, (String,)>(sql);
+    for p in params {
+        query = query.bind(p.to_owned());
+    }
+    let row = query.fetch_optional(pool).await?;
     Ok(row.and_then(|(body,)| serde_json::from_str(&body).ok()))
 }

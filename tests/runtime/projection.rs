@@ -332,8 +332,9 @@ pub async fn agent_results_are_rebuilt_from_the_log(s: &TestServer) {
         .create_workflow(json!({"name": "rm-agent", "tasks": [
             {"id": "job", "kind": "agent", "agent_role": "rm-worker"}]}))
         .await;
+    let mut executions = Vec::new();
     for _ in 0..3 {
-        s.execute(&workflow, json!({})).await;
+        executions.push(s.execute(&workflow, json!({})).await);
     }
     let (status, agent) = s
         .post(
@@ -369,6 +370,11 @@ pub async fn agent_results_are_rebuilt_from_the_log(s: &TestServer) {
     })
     .await;
     assert!(body["p50_duration_ms"].is_u64(), "{body}");
+    // Every execution ended (the engine's last events, dead letter included, are in the
+    // log) before the projector is caught up and the tables compared.
+    for execution in &executions {
+        s.wait_terminal(execution).await;
+    }
     let checkpoint = caught_up(s).await;
     let live = s.backends.read_models.dump().await.expect("dump live");
     assert_eq!(live.agent_results.len(), 3, "{:?}", live.agent_results);
